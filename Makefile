@@ -1,0 +1,35 @@
+# make install | make test | make demo | make train DATASET=DRIVE_AV | make test-run DATASET=DRIVE_AV
+PY ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+DATASET ?= DRIVE_AV
+BIN = $(VENV)/bin
+
+.PHONY: install test demo train test-run data
+
+install: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -r requirements.txt
+	touch $@
+
+# ./data -> ../shared/data when the real data sets sit beside the checkout.
+data:
+	@if [ ! -e data ] && [ -d ../shared/data ]; then ln -s ../shared/data data; echo "linked ./data -> ../shared/data"; fi
+
+test: install data
+	$(BIN)/python -m pytest -q tests
+
+demo: install
+	$(BIN)/python -m scripts.synthetic --out ./data-synthetic
+	$(BIN)/python train.py --dataset SYNTHETIC --data-root ./data-synthetic --epochs 3 --batch-size 2 \
+	    --base-width 8 --job_name demo --validation 25
+	$(BIN)/python test.py --dataset SYNTHETIC --data-root ./data-synthetic --job_name demo
+
+train: install data
+	DATASET=$(DATASET) PYTHON=$(BIN)/python sh train.sh
+
+test-run: install data
+	DATASET=$(DATASET) PYTHON=$(BIN)/python sh test.sh

@@ -1,0 +1,194 @@
+"""BF-Net: the two variants (DESIGN.md section 3) and the adversarial training step (section 4)."""
+import contextlib
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ConfigError, RunConfig
+from .model import BranchGenerator, Discriminator, MainGenerator
+
+VARIANTS = ("sigmoid", "softmax")
+SIDE_WEIGHTS = (0.5, 0.25, 0.125)  # S1 (deepest), S2, S3
+
+
+def out_channels(activation: str) -> int:
+    if activation not in VARIANTS:
+        raise ConfigError(f"unknown activation {activation!r}; expected one of {VARIANTS}")
+    return 3 if activation == "sigmoid" else 4
+
+
+def probabilities(logits, activation):
+    return logits.sigmoid() if activation == "sigmoid" else logits.softmax(1)
+
+
+def to_picture(probs, activation):
+    """Network probabilities -> the RGB picture of DESIGN.md section 7 (R artery, G uncertain,
+    B vein), floats in [0, 1]. sigmoid: its channels are already (artery, uncertain, vein);
+    softmax: the colour of the argmax class."""
+    if activation == "sigmoid":
+        return probs
+    colour = probs.new_tensor([[0, 0, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]])  # bg, A, V, U
+    return colour[probs.argmax(1)].permute(0, 3, 1, 2)
+
+
+@dataclass
+class Targets:
+    main: torch.Tensor      # target of G (float maps, B x C x H x W)
+    artery: torch.Tensor    # target of G_A
+    vein: torch.Tensor      # target of G_V
+    label: torch.Tensor     # B x H x W class indices (for cross-entropy)
+
+
+def make_targets(labels, activation) -> Targets:
+    """sigmoid: channels (artery, uncertain, vein) = one-hot of labels 1, 3, 2; branch targets
+    are the binary artery (label 1) and vein (label 2) maps repeated over 3 channels.
+    softmax: one-hot of the 4 classes, for G and both branches."""
+    if activation == "sigmoid":
+        main = torch.stack([labels == 1, labels == 3, labels == 2], 1).float()
+        artery = (labels == 1).unsqueeze(1).float().expand(-1, 3, -1, -1)
+        vein = (labels == 2).unsqueeze(1).float().expand(-1, 3, -1, -1)
+        return Targets(main, artery, vein, labels)
+    onehot = F.one_hot(labels, 4).permute(0, 3, 1, 2).float()
+    return Targets(onehot, onehot, onehot, labels)
+
+
+class Networks(nn.Module):
+    """G, G_A, G_V and D of one variant; ``fusion='none'`` is the ablation without branches."""
+
+    def __init__(self, activation="sigmoid", base_width=32, fusion=None):
+        super().__init__()
+        c = out_channels(activation)
+        self.activation = activation
+        self.fusion = fusion or {"sigmoid": "concat", "softmax": "mean"}[activation]
+        self.G = MainGenerator(c, base_width, self.fusion)
+        self.G_A = BranchGenerator(c, base_width)
+        self.G_V = BranchGenerator(c, base_width)
+        self.D = Discriminator(c, base_width)
+
+    @property
+    def uses_branches(self):
+        return self.fusion != "none"
+
+    def generate(self, images):
+        """Forward of the generators: dict of logits (and G's side outputs).
+
+        Branch outputs enter G detached: G's loss never trains the branches."""
+        out = {}
+        branch_a = branch_v = None
+        if self.uses_branches:
+            out["A"], feat_a = self.G_A(images)
+            out["V"], feat_v = self.G_V(images)
+            if self.fusion == "concat":
+                branch_a = probabilities(out["A"], self.activation).detach()
+                branch_v = probabilities(out["V"], self.activation).detach()
+            else:
+                branch_a, branch_v = feat_a.detach(), feat_v.detach()
+        out["G"], out["sides"] = self.G(images, branch_a, branch_v)
+        return out
+
+    @torch.no_grad()
+    def predict(self, images):
+        """Probabilities of G's final output."""
+        return probabilities(self.generate(images)["G"], self.activation)
+
+
+def segmentation_loss(logits, target, targets: Targets, cfg: RunConfig):
+    """beta * (BCE-with-logits | cross-entropy) + alpha * MSE(probabilities, target)."""
+    if cfg.activation == "sigmoid":
+        seg = F.binary_cross_entropy_with_logits(logits, target)
+    else:
+        seg = F.cross_entropy(logits, targets.label)
+    mse = F.mse_loss(probabilities(logits, cfg.activation), target)
+    return cfg.beta * seg + cfg.alpha * mse
+
+
+def adversarial_loss(d_logits, real: bool):
+    return F.binary_cross_entropy_with_logits(d_logits, torch.full_like(d_logits, float(real)))
+
+
+class Trainer:
+    """The training step of DESIGN.md section 4 with an Adam(lr, (0.5, 0.999)) per network.
+
+    ``amp_dtype`` (CUDA only) runs the forward passes under autocast; fp16 adds grad scalers.
+    """
+
+    def __init__(self, nets: Networks, cfg: RunConfig, amp_dtype: Optional[torch.dtype] = None,
+                 fused: bool = False):
+        self.nets, self.cfg, self.amp_dtype = nets, cfg, amp_dtype
+        names = ["D", "G"] + (["G_A", "G_V"] if nets.uses_branches else [])
+        self.optimizers = {n: torch.optim.Adam(getattr(nets, n).parameters(), lr=cfg.learning_rate,
+                                               betas=(0.5, 0.999), fused=fused or None)
+                           for n in names}
+        self.schedulers = {n: torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizers[n], mode="min", factor=0.5, patience=50) for n in ("G", "D")}
+        use_scaler = amp_dtype == torch.float16
+        self.scalers = {n: torch.amp.GradScaler("cuda", enabled=use_scaler) for n in names}
+
+    def _autocast(self, device_type):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type, dtype=self.amp_dtype)
+
+    def _step(self, name, loss):
+        opt, scaler = self.optimizers[name], self.scalers[name]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    def step(self, images, labels):
+        """One batch. images: normalised Bx3xHxW; labels: BxHxW long. Returns loss tensors
+        (detached, on the device: reading them is the caller's choice of sync point)."""
+        nets, cfg = self.nets, self.cfg
+        targets = make_targets(labels, cfg.activation)
+        judged = [("G", targets.main)]
+        if nets.uses_branches:
+            judged = [("A", targets.artery), ("V", targets.vein)] + judged
+        with self._autocast(images.device.type):
+            out = nets.generate(images)
+        probs = {k: probabilities(out[k].float(), cfg.activation) for k, _ in judged}
+
+        # Steps 1-3: D learns each network's target as real, its probabilities as fake.
+        losses = {}
+        for key, target in judged:
+            with self._autocast(images.device.type):
+                d_real = nets.D(images, target)
+                d_fake = nets.D(images, probs[key].detach())
+            loss_d = adversarial_loss(d_real.float(), True) + adversarial_loss(d_fake.float(), False)
+            self._step("D", loss_d)
+            losses[f"D_{key}"] = loss_d.detach()
+
+        # Steps 4-6: each generator fools the updated D and fits its target. D's weights get
+        # no gradient here (they are not stepped), which saves a third of the backward work.
+        nets.D.requires_grad_(False)
+        for key, target in judged:
+            with self._autocast(images.device.type):
+                d_fake = nets.D(images, probs[key])
+            logits = out[key].float()
+            loss = cfg.gamma * adversarial_loss(d_fake.float(), True) + \
+                segmentation_loss(logits, target, targets, cfg)
+            if key == "G":
+                for weight, side in zip(SIDE_WEIGHTS, out["sides"]):
+                    loss = loss + weight * segmentation_loss(side.float(), target, targets, cfg)
+            self._step("G" if key == "G" else f"G_{key}", loss)
+            losses[f"G_{key}" if key != "G" else "G"] = loss.detach()
+        nets.D.requires_grad_(True)
+        return losses
+
+    def plateau_step(self, losses):
+        """ReduceLROnPlateau on G and D with the last losses (once per validation)."""
+        self.schedulers["G"].step(float(losses["G"]))
+        self.schedulers["D"].step(float(sum(v for k, v in losses.items() if k.startswith("D_"))))
+
+    def state_dict(self):
+        return {"optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+                "scalers": {k: s.state_dict() for k, s in self.scalers.items()}}
+
+    def load_state_dict(self, state):
+        for group in ("optimizers", "schedulers", "scalers"):
+            for k, obj in getattr(self, group).items():
+                obj.load_state_dict(state[group][k])

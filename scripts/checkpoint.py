@@ -1,0 +1,115 @@
+"""Checkpoints: atomic writes, files that carry their configuration, and loading of both the
+project's own files and the original authors' plain state dicts.
+
+Per run folder ``./<Dataset>/<job name>/``:
+  CP_best_F1_all.pth, CP_best_F1_A.pth, CP_best_F1_V.pth   G, G_A, G_V at the best validation F1
+  last.pth                                                  everything needed to resume
+The three network files use the original project's names. Ours are dicts
+{"format", "version", "network", "config", "state_dict", ...}; the original's are plain
+state dicts, which load too (their config is inferred from the tensor shapes).
+"""
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .bfnet import Networks
+from .config import ConfigError, RunConfig
+
+FORMAT = "avseg-checkpoint"
+VERSION = 1
+NETWORK_FILES = {"G": "CP_best_F1_all.pth", "G_A": "CP_best_F1_A.pth", "G_V": "CP_best_F1_V.pth"}
+LAST_STATE = "last.pth"
+
+
+class CheckpointError(ConfigError):
+    pass
+
+
+def atomic_write(path, write):
+    """Call ``write(tmp_path)`` and rename the result onto ``path``: a crash mid-write leaves
+    any previous ``path`` intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj, path):
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_best(run_dir, nets: Networks, cfg: RunConfig, epoch: int, val_f1: float):
+    for name, filename in NETWORK_FILES.items():
+        if name != "G" and not nets.uses_branches:
+            continue
+        atomic_torch_save({"format": FORMAT, "version": VERSION, "network": name,
+                           "config": cfg.to_dict(), "epoch": epoch, "val_f1": val_f1,
+                           "state_dict": getattr(nets, name).state_dict()}, Path(run_dir) / filename)
+
+
+def read(path):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({str(exc).splitlines()[0]})") from None
+
+
+def infer_config(state_dicts) -> dict:
+    """Variant, width and fusion of plain (original) state dicts, from their tensor shapes."""
+    head = state_dicts["G"]["outc.conv.weight"]
+    width = state_dicts["G"]["inc.double_conv.0.weight"].shape[0]
+    classes, head_in = head.shape[0], head.shape[1]
+    activation = {3: "sigmoid", 4: "softmax"}.get(classes)
+    if activation is None:
+        raise CheckpointError(f"G's head has {classes} outputs; expected 3 (sigmoid) or 4 (softmax)")
+    fusion = "concat" if head_in == width + 2 * classes else ("mean" if "G_A" in state_dicts else "none")
+    return {"activation": activation, "base_width": width, "fusion": fusion}
+
+
+def describe(cfg: dict) -> str:
+    return f"{cfg.get('activation')} variant, base width {cfg.get('base_width')}, fusion {cfg.get('fusion')}"
+
+
+def load_networks(run_dir, expected: dict = None):
+    """Networks (eval mode, CPU) and the saved config dict from a run folder.
+
+    ``expected``: config values the caller asked for (e.g. --activation, --base-width); a
+    checkpoint that disagrees gives one line naming both."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"no run folder {run_dir} (train first, or name it with --job_name/--load)")
+    files = {n: run_dir / f for n, f in NETWORK_FILES.items() if (run_dir / f).is_file()}
+    if "G" not in files:
+        raise CheckpointError(f"{run_dir} has no {NETWORK_FILES['G']}")
+    raw = {n: read(p) for n, p in files.items()}
+    ours = all(isinstance(r, dict) and r.get("format") == FORMAT for r in raw.values())
+    states = {n: (r["state_dict"] if ours else r) for n, r in raw.items()}
+    if ours:
+        saved = dict(raw["G"]["config"])
+    else:
+        saved = infer_config(states)
+    for key, value in (expected or {}).items():
+        if value is not None and saved.get(key) is not None and saved[key] != value:
+            raise CheckpointError(f"{run_dir}: checkpoint is {describe(saved)}, but {key}={value} "
+                                  f"was asked for")
+    nets = Networks(saved["activation"], saved["base_width"], saved["fusion"])
+    for name, state in states.items():
+        try:
+            getattr(nets, name).load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{files[name]}: does not fit a {describe(saved)} "
+                                  f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") from None
+    if nets.uses_branches and set(states) != {"G", "G_A", "G_V"}:
+        raise CheckpointError(f"{run_dir}: needs {', '.join(NETWORK_FILES.values())}")
+    return nets.eval(), saved

@@ -1,0 +1,104 @@
+"""One place for the facts that differ between data sets, and the run configuration.
+
+Everything data-set specific (folder, file names, network input size) lives in ``DATASETS``;
+no other module branches on a data set's name.
+"""
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional, Tuple
+
+
+class ConfigError(ValueError):
+    """A user error in the configuration or the data: printed as one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str                   # canonical folder name under the data root
+    image_patterns: Tuple[str, ...]  # globs of photographs in <split>/images
+    label_name: str             # label file in <split>/1st_manual, from the image stem
+    mask_name: str              # FOV mask file in <split>/mask, from the image stem
+    size: Tuple[int, int]       # network input (W, H), multiples of 16
+    aliases: Tuple[str, ...] = ()
+
+
+DATASETS = {spec.name: spec for spec in (
+    DatasetSpec("DRIVE_AV", ("*.tif",), "{stem}.png", "{stem}_mask.gif", (592, 592), ("DRIVE-AV",)),
+    DatasetSpec("LES-AV", ("*.png",), "{stem}.png", "{stem}_mask.gif", (800, 720), ("LES_AV",)),
+    DatasetSpec("HRF-AV", ("*.JPG", "*.jpg"), "{stem}_AVmanual.png", "{stem}_mask.tif", (880, 592),
+                ("HRF_AV",)),
+    # Made by `python -m scripts.synthetic`: lets the pipeline run without the real data.
+    DatasetSpec("SYNTHETIC", ("*.png",), "{stem}.png", "{stem}_mask.png", (256, 256)),
+)}
+UNIFORM_SIZE = (720, 720)  # --uniform True: one size for every data set
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    for spec in DATASETS.values():
+        if name == spec.name or name in spec.aliases:
+            return spec
+    known = ", ".join(n for s in DATASETS.values() for n in (s.name, *s.aliases))
+    raise ConfigError(f"unknown data set {name!r}; known: {known}")
+
+
+def check_image_size(size) -> Tuple[int, int]:
+    w, h = (int(v) for v in size)
+    if w <= 0 or h <= 0 or w % 16 or h % 16:
+        raise ConfigError(f"image size {w} x {h} must be positive multiples of 16 "
+                          f"(the encoder halves it four times)")
+    return w, h
+
+
+@dataclass
+class RunConfig:
+    """Everything a training or test run depends on; saved inside every checkpoint."""
+    dataset: str = "DRIVE_AV"
+    data_root: str = "./data"
+    job_name: str = "default"
+    activation: str = "sigmoid"      # 'sigmoid' or 'softmax' (DESIGN.md section 3)
+    fusion: Optional[str] = None     # None: the variant's fusion; 'none': ablation without branches
+    base_width: int = 32
+    image_size: Optional[Tuple[int, int]] = None  # (W, H); None: the data set's own size
+    uniform: bool = False
+    epochs: int = 240
+    batch_size: int = 6
+    learning_rate: float = 2e-4
+    validation: float = 5.0          # percent of training images held out
+    alpha: float = 0.5               # MSE weight
+    beta: float = 1.1                # segmentation loss weight
+    gamma: float = 0.08              # adversarial weight
+    seed: int = 42
+    rotation_step: int = 3           # degrees; 3 (paper) or 90 (later version)
+    amp: bool = True                 # mixed precision on CUDA (ignored on CPU)
+    channels_last: bool = True
+    workers: int = 2
+    log_every: int = 10              # training steps between scalar logs
+    cache_dir: str = "./.cache"
+    device: str = ""                 # '' -> cuda if available else cpu
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return dataset_spec(self.dataset)
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        if self.image_size:
+            return check_image_size(self.image_size)
+        return UNIFORM_SIZE if self.uniform else self.spec.size
+
+    @property
+    def fusion_mode(self) -> str:
+        if self.fusion:
+            return self.fusion
+        return {"sigmoid": "concat", "softmax": "mean"}[self.activation]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["image_size"] = list(self.input_size)
+        d["fusion"] = self.fusion_mode
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

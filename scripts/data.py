@@ -1,0 +1,226 @@
+"""Loading and augmentation (DESIGN.md section 5).
+
+Files are found through the table in ``config.DATASETS``, decoded once, resized to the
+network size and cached as ``.npy`` under the cache folder, so a training epoch never
+decodes a photograph. A whole split then lives in one uint8 tensor (on the GPU when training
+there), and augmentation and normalisation run on batches on that device.
+"""
+import hashlib
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .config import ConfigError, DatasetSpec
+
+Image.MAX_IMAGE_PIXELS = None  # fundus photographs are large but trusted
+CACHE_VERSION = 1
+
+
+class DataError(ConfigError):
+    """A missing, unreadable or inconsistent data file; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str          # image stem, e.g. '21_training'; output PNGs use it
+    image: Path
+    label: Path
+    mask: Path
+
+
+# ----------------------------------------------------------------------------- finding files
+
+def find_samples(data_root, spec: DatasetSpec, split: str):
+    """All (image, label, mask) triples of ``<data_root>/<spec.name>/<split>``."""
+    split_dir = Path(data_root) / spec.name / split
+    folders = {k: split_dir / k for k in ("images", "1st_manual", "mask")}
+    for folder in folders.values():
+        if not folder.is_dir():
+            raise DataError(f"missing folder {folder} (expected the layout of data/README.md)")
+    images = sorted({p for pattern in spec.image_patterns for p in folders["images"].glob(pattern)})
+    if not images:
+        raise DataError(f"no images matching {' '.join(spec.image_patterns)} in {folders['images']}")
+    samples = []
+    for image in images:
+        stem = image.stem
+        label = folders["1st_manual"] / spec.label_name.format(stem=stem)
+        mask = folders["mask"] / spec.mask_name.format(stem=stem)
+        for kind, path in (("label", label), ("FOV mask", mask)):
+            if not path.is_file():
+                raise DataError(f"{image}: its {kind} {path} is missing")
+        samples.append(Sample(stem, image, label, mask))
+    return samples
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def _open(path):
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(path)
+            img.load()
+        return img
+    except Exception as exc:  # PIL raises several types for corrupt or truncated files
+        raise DataError(f"{path}: cannot decode image ({exc})") from None
+
+
+def to_rgb8(img: Image.Image) -> np.ndarray:
+    """Any PIL image (RGB, RGBA, P, L, 16-bit greyscale, ...) as HxWx3 uint8."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        a = a * (255.0 / max(a.max(), 1.0)) if a.max() > 255 else a
+        return np.repeat(a.round().astype(np.uint8)[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"))
+
+
+def read_image(path) -> np.ndarray:
+    return to_rgb8(_open(path))
+
+
+def read_label(path) -> np.ndarray:
+    """Single-channel index label, 0 background, 1 artery, 2 vein, 3 uncertain."""
+    img = _open(path)
+    if img.mode not in ("L", "P"):
+        raise DataError(f"{path}: label must be a single-channel index image (mode L or P), got {img.mode}")
+    label = np.asarray(img, dtype=np.uint8)
+    if label.max() > 3:
+        bad = np.unique(label[label > 3])[:5].tolist()
+        raise DataError(f"{path}: label values must be 0..3 (0 bg, 1 artery, 2 vein, 3 uncertain), found {bad}")
+    return label
+
+
+def read_mask(path) -> np.ndarray:
+    """FOV mask: any non-zero value (in any channel) is inside."""
+    a = np.asarray(_open(path))
+    return (a.reshape(a.shape[0], a.shape[1], -1) > 0).any(axis=2)
+
+
+def load_sample(sample: Sample):
+    """(image HxWx3 uint8, label HxW uint8, fov HxW bool) at the original size, checked."""
+    image, label, fov = read_image(sample.image), read_label(sample.label), read_mask(sample.mask)
+    for kind, arr, path in (("label", label, sample.label), ("mask", fov, sample.mask)):
+        if arr.shape != image.shape[:2]:
+            raise DataError(f"{path}: {kind} is {arr.shape[1]} x {arr.shape[0]} but its image "
+                            f"{sample.image.name} is {image.shape[1]} x {image.shape[0]}")
+    return image, label, fov
+
+
+def resize(image, label, fov, size):
+    """Image bilinear (PIL, anti-aliased), label and mask nearest; size is (W, H)."""
+    image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
+    fov = np.asarray(Image.fromarray(fov.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+    return image, label, fov
+
+
+def load_resized(sample: Sample, size, cache_dir=None):
+    """``load_sample`` + ``resize``, cached as one .npy per sample and size."""
+    if cache_dir is None:
+        return resize(*load_sample(sample), size)
+    stamp = "|".join(f"{p.resolve()}:{p.stat().st_mtime_ns}:{p.stat().st_size}"
+                     for p in (sample.image, sample.label, sample.mask))
+    key = hashlib.sha1(f"{CACHE_VERSION}|{stamp}|{size}".encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"{sample.name}-{size[0]}x{size[1]}-{key}.npy"
+    if path.is_file():
+        try:
+            packed = np.load(path)
+            return packed[..., :3], packed[..., 3], packed[..., 4] > 0
+        except (OSError, ValueError):
+            pass  # a damaged cache entry is rebuilt below
+    image, label, fov = resize(*load_sample(sample), size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, np.concatenate([image, label[..., None], fov[..., None].astype(np.uint8)], axis=2))
+    tmp.replace(path)
+    return image, label, fov
+
+
+@dataclass
+class TensorSet:
+    """A split held in memory: images Nx3xHxW uint8, labels NxHxW uint8, fovs NxHxW bool."""
+    names: list
+    images: torch.Tensor
+    labels: torch.Tensor
+    fovs: torch.Tensor
+
+    def __len__(self):
+        return len(self.names)
+
+    def subset(self, idx):
+        idx = list(idx)
+        return TensorSet([self.names[i] for i in idx], self.images[idx], self.labels[idx], self.fovs[idx])
+
+    def to(self, device):
+        return TensorSet(self.names, self.images.to(device), self.labels.to(device), self.fovs.to(device))
+
+
+def load_tensor_set(samples, size, cache_dir=None, progress=None) -> TensorSet:
+    items = [load_resized(s, size, cache_dir) for s in (progress(samples) if progress else samples)]
+    return TensorSet([s.name for s in samples],
+                     torch.from_numpy(np.stack([i[0] for i in items])).permute(0, 3, 1, 2).contiguous(),
+                     torch.from_numpy(np.stack([i[1] for i in items])),
+                     torch.from_numpy(np.stack([i[2] for i in items])))
+
+
+def split_train_val(n, percent, seed):
+    """Indices (train, val): ``max(1, int(n * percent / 100))`` images held out, drawn with the seed."""
+    n_val = max(1, int(n * percent / 100))
+    if n - n_val < 1:
+        raise DataError(f"{n} training image(s) cannot give a {percent}% validation split and a "
+                        f"non-empty training set")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def augment(images, labels, fovs, generator, rotation_step=3):
+    """Random horizontal flip (p 0.5), rotation by a multiple of ``rotation_step`` degrees and
+    saturation factor U(0.8, 1.2); image, label and mask move together.
+
+    images: Bx3xHxW float in [0, 1]; labels BxHxW long; fovs BxHxW bool. Random numbers come
+    from ``generator`` (CPU) so runs are reproducible on any device.
+    """
+    b, device = images.shape[0], images.device
+    flip = torch.rand(b, generator=generator) < 0.5
+    steps = max(1, 360 // rotation_step)
+    angle = torch.randint(0, steps, (b,), generator=generator).double() * rotation_step * math.pi / 180
+    saturation = (0.8 + 0.4 * torch.rand(b, generator=generator)).to(device, images.dtype)
+
+    # One affine grid per sample: rotation about the centre, then the flip (x -> -x).
+    h, w = images.shape[-2:]
+    cos, sin = angle.cos(), angle.sin()
+    sign = torch.where(flip, -1.0, 1.0).double()
+    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * sign, -sin * h / w
+    theta[:, 1, 0], theta[:, 1, 1] = sin * sign * w / h, cos
+    grid = F.affine_grid(theta.float().to(device), (b, 1, h, w), align_corners=False)
+    images = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", align_corners=False)
+    stacked = torch.stack([labels.to(images.dtype), fovs.to(images.dtype)], 1)
+    stacked = F.grid_sample(stacked, grid.to(images.dtype), mode="nearest", align_corners=False)
+    labels, fovs = stacked[:, 0].round().long(), stacked[:, 1] > 0.5
+
+    grey = (images * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    images = (grey + saturation.view(b, 1, 1, 1) * (images - grey)).clamp(0, 1)
+    return images, labels, fovs
+
+
+def normalize(images, eps=1e-6):
+    """Per image and channel: subtract the mean, divide by the std of the non-black pixels."""
+    inside = (images.amax(1, keepdim=True) > 0).to(images.dtype)
+    count = inside.sum((2, 3), keepdim=True).clamp_min(1)
+    mean = (images * inside).sum((2, 3), keepdim=True) / count
+    var = (((images - mean) * inside) ** 2).sum((2, 3), keepdim=True) / count
+    return (images - mean) / (var + eps).sqrt()

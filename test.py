@@ -1,0 +1,174 @@
+"""Evaluate trained runs on a data set's test images with the protocol of DESIGN.md section 6.
+
+Writes ./<Dataset>/Final_pre/{small_pre,raw_pre}/<name>.png, metrics.csv (one row per image
+and run) and summary.json (mean and std over runs, in percent), and prints the table.
+
+Examples:
+    python test.py --dataset DRIVE_AV --job_name probe                 # ./DRIVE_AV/probe
+    python test.py --dataset DRIVE_AV --job_name sigmoid --seeds 42 40 38  # ./DRIVE_AV/sigmoid_seed42, ...
+    python test.py --dataset DRIVE_AV --load path/to/original_checkpoints_folder
+"""
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from scripts import metrics
+from scripts.checkpoint import atomic_write, load_networks
+from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_spec
+from scripts.data import find_samples, load_resized, load_sample, load_tensor_set
+from scripts.evaluate import full_size_picture, picture_u8, predict_probs, write_png
+from train import amp_dtype_for, pick_device, str2bool
+
+TABLE_METRICS = ("sensitivity", "auc_roc", "f1", "auc_pr", "mse")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="DRIVE_AV")
+    p.add_argument("--job_name", "--job-name", dest="job_name", default="default",
+                   help="run folder ./<Dataset>/<job_name> (with --seeds: <job_name>_seed<N>)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="evaluate one run per seed")
+    p.add_argument("--load", nargs="+", default=None,
+                   help="run folders to evaluate instead of --job_name (ours or the original's CP_*.pth)")
+    p.add_argument("--batch-size", "-b", type=int, default=2, dest="batch_size")
+    p.add_argument("--uniform", type=str2bool, default=None, help="True: 720 x 720 network input")
+    p.add_argument("--data-root", default="./data", dest="data_root")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None, dest="image_size",
+                   help="network input size (default: the one saved in the checkpoint)")
+    p.add_argument("--base-width", type=int, default=None, dest="base_width",
+                   help="check the checkpoint has this width (default: read from it)")
+    p.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
+                   help="check the checkpoint is this variant (default: read from it)")
+    p.add_argument("--device", default="")
+    p.add_argument("--no-amp", dest="amp", action="store_false")
+    p.add_argument("--output", default=None, help="default ./<Dataset>/Final_pre")
+    p.add_argument("--output-root", default=".", help="run folders are <output-root>/<Dataset>/<job>")
+    p.add_argument("--cache-dir", default="./.cache", dest="cache_dir")
+    return p
+
+
+def run_folders(args, spec):
+    if args.load:
+        return [Path(p) for p in args.load]
+    base = Path(args.output_root) / spec.name
+    if args.seeds:
+        return [base / f"{args.job_name}_seed{s}" for s in args.seeds]
+    return [base / args.job_name]
+
+
+def network_size(args, saved, spec):
+    if args.image_size:
+        return check_image_size(args.image_size)
+    if args.uniform:
+        return UNIFORM_SIZE
+    if saved.get("image_size"):
+        return tuple(saved["image_size"])
+    return spec.size
+
+
+def format_table(summary):
+    head = f"{'class':<10}" + "".join(f"{m:>20}" for m in TABLE_METRICS)
+    lines = [head]
+    for cls in ("artery", "vein", "uncertain", "average"):
+        row = f"{cls:<10}"
+        for m in TABLE_METRICS:
+            v = summary[cls][m]
+            row += f"{v['mean']:>12.2f} ± {v['std']:<5.2f}"
+        lines.append(row)
+    extra = summary["extra"]
+    lines.append("extra (not in the published table): " + ", ".join(
+        f"{k} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in extra.items()))
+    return "\n".join(lines)
+
+
+def percent(tree):
+    if isinstance(tree, dict):
+        return {k: percent(v) for k, v in tree.items()}
+    return 100.0 * tree
+
+
+def evaluate(args):
+    spec = dataset_spec(args.dataset)
+    device = pick_device(args.device)
+    expected = {"activation": args.activation, "base_width": args.base_width}
+    runs = []
+    for folder in run_folders(args, spec):
+        nets, saved = load_networks(folder, expected)
+        runs.append((folder, nets.to(device), saved))
+    samples = find_samples(args.data_root, spec, "test")
+    out_dir = Path(args.output) if args.output else Path(args.output_root) / spec.name / "Final_pre"
+    multi = len(runs) > 1
+
+    # Network-size probabilities of every run (images decoded once, cached).
+    probs = []
+    for folder, nets, saved in runs:
+        size = network_size(args, saved, spec)
+        images = load_tensor_set(samples, size, Path(args.cache_dir) / spec.name).images
+        started = time.time()
+        probs.append(predict_probs(nets, images, args.batch_size, device, amp_dtype_for(device, args.amp),
+                                   progress=lambda b: tqdm(b, desc=f"predict {folder.name}", leave=False)))
+        print(f"{folder}: {saved['activation']} variant, width {saved['base_width']}, input "
+              f"{size[0]} x {size[1]}, {len(samples)} images in {time.time() - started:.1f}s", flush=True)
+
+    rows, per_run = [], [[] for _ in runs]
+    for i, sample in enumerate(tqdm(samples, desc="evaluate")):
+        _, label, fov = load_sample(sample)  # full size, decoded once for all runs
+        for r, (folder, _, saved) in enumerate(runs):
+            run_out = out_dir / folder.name if multi else out_dir
+            small = picture_u8(probs[r][i], saved["activation"])
+            raw = full_size_picture(probs[r][i], (label.shape[1], label.shape[0]), fov, saved["activation"])
+            write_png(run_out / "small_pre" / f"{sample.name}.png", small)
+            write_png(run_out / "raw_pre" / f"{sample.name}.png", raw)
+            result = metrics.evaluate_image(label, raw, fov)
+            per_run[r].append(result)
+            rows.append({"run": folder.name, "image": sample.name,
+                         **{k: round(100 * v, 6) for k, v in metrics.flatten(
+                             {c: result[c] for c in ("average", "artery", "vein", "uncertain", "extra")}).items()}})
+
+    run_summaries = [metrics.summarize(r) for r in per_run]
+    summary = percent_summary(metrics.mean_std_over_runs(run_summaries))
+    summary["runs"] = [str(f) for f, _, _ in runs]
+    summary["images"] = len(samples)
+    summary["dataset"] = spec.name
+    summary["units"] = "percent; mean and std (ddof=0) over runs of the per-run mean over test images"
+    write_csv(out_dir / "metrics.csv", rows)
+    atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    print(format_table(summary))
+    print(f"wrote {out_dir}/metrics.csv, summary.json, raw_pre/, small_pre/")
+    return summary
+
+
+def percent_summary(tree):
+    """mean_std_over_runs output with every mean and std in percent."""
+    if isinstance(tree, dict) and set(tree) == {"mean", "std"}:
+        return {"mean": 100.0 * tree["mean"], "std": 100.0 * tree["std"]}
+    return {k: percent_summary(v) for k, v in tree.items()}
+
+
+def write_csv(path, rows):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        evaluate(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+#!/bin/sh
+# Test the three runs of train.sh and report mean ± std over them (DESIGN.md section 6).
+DATASET=${DATASET:-DRIVE_AV}
+ACTIVATION=${ACTIVATION:-sigmoid}
+SEEDS=${SEEDS:-"42 40 38"}
+JOB=${JOB:-$ACTIVATION}
+DATA_ROOT=${DATA_ROOT:-./data}
+PYTHON=${PYTHON:-python3}
+set -e
+$PYTHON test.py --dataset=$DATASET --job_name=$JOB --seeds $SEEDS --batch-size=2 \
+    --data-root=$DATA_ROOT $EXTRA_ARGS

@@ -1,0 +1,108 @@
+"""Data handling of DESIGN.md section 5 and data/README.md, on the real data sets."""
+import numpy as np
+import pytest
+import torch
+
+from scripts.config import ConfigError, DATASETS, RunConfig, check_image_size, dataset_spec
+from scripts.data import (augment, find_samples, load_resized, load_sample, normalize,
+                          split_train_val)
+
+# (data set, split, number of images, original sizes (H, W), first image name)
+LAYOUTS = [
+    ("DRIVE_AV", "training", 20, {(584, 565)}, "21_training"),
+    ("DRIVE_AV", "test", 20, {(584, 565)}, "01_test"),
+    ("LES-AV", "training", 11, {(1444, 1620), (1958, 2196)}, "111"),
+    ("LES-AV", "test", 11, {(1444, 1620)}, "224"),
+    ("HRF-AV", "training", 24, {(2336, 3504)}, "01_dr"),
+    ("HRF-AV", "test", 21, {(2336, 3504)}, "09_dr"),
+]
+
+
+@pytest.mark.parametrize("name,split,count,sizes,first", LAYOUTS)
+def test_real_layouts_are_read(real_data, name, split, count, sizes, first):
+    samples = find_samples(real_data, DATASETS[name], split)
+    assert len(samples) == count and samples[0].name == first
+    # Decoding every HRF image is slow: check the first, the last and the odd-sized LES one.
+    for sample in {samples[0], samples[-1], *[s for s in samples if s.name == "34"]}:
+        image, label, fov = load_sample(sample)
+        assert image.dtype == np.uint8 and image.shape[2] == 3
+        assert image.shape[:2] in sizes and label.shape == image.shape[:2] == fov.shape
+        assert set(np.unique(label)) <= {0, 1, 2, 3} and {1, 2} <= set(np.unique(label))
+        assert fov.dtype == bool and 0.5 < fov.mean() < 0.95  # FOV masks in all three encodings
+
+
+def test_les_av_has_one_larger_training_image(real_data):
+    sample = [s for s in find_samples(real_data, DATASETS["LES-AV"], "training") if s.name == "34"][0]
+    assert load_sample(sample)[0].shape[:2] == (1958, 2196)
+
+
+def test_resized_cache_matches_direct_decoding(real_data, tmp_path):
+    sample = find_samples(real_data, DATASETS["DRIVE_AV"], "training")[0]
+    direct = load_resized(sample, (592, 592))
+    first = load_resized(sample, (592, 592), tmp_path)
+    cached = load_resized(sample, (592, 592), tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+    for a, b, c in zip(direct, first, cached):
+        assert a.shape[:2] == (592, 592) and np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_dataset_table_names_and_sizes():
+    assert dataset_spec("DRIVE-AV").name == "DRIVE_AV"
+    assert RunConfig(dataset="DRIVE_AV").input_size == (592, 592)
+    assert RunConfig(dataset="LES-AV").input_size == (800, 720)
+    assert RunConfig(dataset="HRF-AV").input_size == (880, 592)
+    assert RunConfig(dataset="HRF-AV", uniform=True).input_size == (720, 720)
+    with pytest.raises(ConfigError, match="unknown data set 'STARE'"):
+        dataset_spec("STARE")
+    with pytest.raises(ConfigError, match="multiples of 16"):
+        check_image_size((600, 592))
+
+
+def test_validation_split_is_drawn_with_the_seed():
+    train, val = split_train_val(20, 10, seed=42)
+    assert len(val) == 2 and sorted(train + val) == list(range(20))
+    assert split_train_val(20, 10, seed=42) == (train, val)
+    assert split_train_val(20, 10, seed=40) != (train, val)
+    assert len(split_train_val(11, 10, seed=0)[1]) == 1  # LES-AV: at least one image
+    with pytest.raises(ConfigError):
+        split_train_val(1, 10, seed=0)
+
+
+def test_augmentation_moves_image_label_and_mask_together():
+    torch.manual_seed(0)
+    label = torch.zeros(1, 32, 48, dtype=torch.long)
+    label[0, 4:10, 6:20] = 1
+    label[0, 20:28, 30:40] = 2
+    image = torch.stack([label == 1, label == 2, label == 2], 1).float()  # image encodes the label
+    fov = torch.ones(1, 32, 48, dtype=torch.bool)
+    for seed in range(8):
+        gen = torch.Generator().manual_seed(seed)
+        img, lab, msk = augment(image, label, fov, gen, rotation_step=90)
+        assert set(lab.unique().tolist()) <= {0, 1, 2}
+        # Where the label survived, the image (saturation only scales colour) agrees with it.
+        red_dominant = img[:, 0] > img[:, 1] + 0.2
+        assert torch.equal(red_dominant[lab == 1], torch.ones_like(red_dominant[lab == 1]))
+        assert not red_dominant[lab == 2].any()
+
+
+def test_flip_and_quarter_rotation_are_exact_permutations():
+    label = torch.randint(0, 4, (1, 16, 16), generator=torch.Generator().manual_seed(1))
+    image = torch.rand(1, 3, 16, 16)
+    fov = torch.ones(1, 16, 16, dtype=torch.bool)
+    seen = set()
+    for seed in range(40):
+        _, lab, _ = augment(image, label, fov, torch.Generator().manual_seed(seed), rotation_step=90)
+        candidates = [torch.rot90(f, k, (1, 2)) for f in (label, label.flip(2)) for k in range(4)]
+        match = [i for i, c in enumerate(candidates) if torch.equal(c, lab)]
+        assert match, "a flip + multiple-of-90 rotation must permute pixels exactly"
+        seen.add(match[0])
+    assert len(seen) == 8  # all of the dihedral group
+
+
+def test_normalisation_uses_the_fundus_pixels_only():
+    image = torch.zeros(1, 3, 10, 10)
+    image[:, :, 2:8, 2:8] = torch.rand(1, 3, 6, 6) * 0.5 + 0.2
+    out = normalize(image)
+    inside = out[:, :, 2:8, 2:8]
+    assert torch.allclose(inside.mean((2, 3)), torch.zeros(1, 3), atol=1e-5)
+    assert torch.allclose(inside.std((2, 3), unbiased=False), torch.ones(1, 3), atol=1e-3)

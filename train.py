@@ -1,0 +1,221 @@
+"""Train BF-Net (G, G_A, G_V adversarially against D) on one data set.
+
+Example (the original protocol on DRIVE-AV, one seed):
+    python train.py --e=1500 --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 --beta=1.1 \
+        --gama=0.08 --dataset=DRIVE_AV --job_name=sigmoid_seed42 --seed_num=42 --data-root ./data
+"""
+import argparse
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from scripts import metrics
+from scripts.bfnet import Networks, Trainer
+from scripts.checkpoint import LAST_STATE, atomic_torch_save, load_networks, read, save_best
+from scripts.config import ConfigError, RunConfig, dataset_spec
+from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
+from scripts.evaluate import validate
+
+
+def str2bool(text):
+    if str(text).lower() in ("true", "1", "yes", "y"):
+        return True
+    if str(text).lower() in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = RunConfig()
+    p.add_argument("--epochs", "--e", "-e", type=int, default=d.epochs, help="epochs (default %(default)s)")
+    p.add_argument("--batch-size", "-b", type=int, default=d.batch_size, dest="batch_size")
+    p.add_argument("--learning-rate", "-l", type=float, default=d.learning_rate, dest="learning_rate")
+    p.add_argument("--validation", "--v", "-v", type=float, default=d.validation,
+                   help="percent of the training images held out for validation (default %(default)s)")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="MSE weight")
+    p.add_argument("--beta", type=float, default=d.beta, help="segmentation loss weight")
+    p.add_argument("--gama", "--gamma", type=float, default=d.gamma, dest="gamma", help="adversarial weight")
+    p.add_argument("--dataset", default=d.dataset, help="DRIVE_AV (or DRIVE-AV), LES-AV, HRF-AV, SYNTHETIC")
+    p.add_argument("--job_name", "--job-name", default=d.job_name, dest="job_name",
+                   help="run folder name: checkpoints go to ./<Dataset>/<job_name>/")
+    p.add_argument("--seed_num", "--seed", type=int, default=d.seed, dest="seed")
+    p.add_argument("--uniform", type=str2bool, default=False, help="True: 720 x 720 input for every data set")
+    p.add_argument("--discriminator", default="unet", choices=["unet"], help="only 'unet' (as published)")
+    p.add_argument("--load", default=None, help="initialise G (and G_A, G_V) from this run folder")
+    p.add_argument("--resume", action="store_true", help="continue ./<Dataset>/<job_name>/last.pth")
+    p.add_argument("--data-root", default=d.data_root, dest="data_root")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None, dest="image_size",
+                   help="network input size, multiples of 16 (default: the data set's)")
+    p.add_argument("--base-width", type=int, default=d.base_width, dest="base_width")
+    p.add_argument("--activation", choices=["sigmoid", "softmax"], default=d.activation)
+    p.add_argument("--fusion", choices=["none"], default=None,
+                   help="'none': ablation, main generator alone without the binary branches")
+    p.add_argument("--rotation-step", type=int, default=d.rotation_step, dest="rotation_step",
+                   help="rotation augmentation in multiples of this many degrees (3 paper, 90 later code)")
+    p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 on CUDA (default: mixed precision)")
+    p.add_argument("--log-every", type=int, default=d.log_every, dest="log_every")
+    p.add_argument("--cache-dir", default=d.cache_dir, dest="cache_dir")
+    p.add_argument("--runs-dir", default="./runs", help="TensorBoard log folder (default %(default)s)")
+    p.add_argument("--output-root", default=".", help="checkpoints go to <output-root>/<Dataset>/<job_name>")
+    return p
+
+
+def config_from_args(args) -> RunConfig:
+    names = set(RunConfig.__dataclass_fields__)
+    cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in names})
+    cfg.dataset = dataset_spec(cfg.dataset).name
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ConfigError("--epochs and --batch-size must be at least 1")
+    cfg.input_size  # validates the size
+    return cfg
+
+
+def pick_device(name):
+    if name:
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def amp_dtype_for(device, enabled):
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=False):
+    device = pick_device(cfg.device)
+    seed_everything(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    spec, size = cfg.spec, cfg.input_size
+    run_dir = Path(output_root) / spec.name / cfg.job_name
+
+    samples = find_samples(cfg.data_root, spec, "training")
+    train_idx, val_idx = split_train_val(len(samples), cfg.validation, cfg.seed)
+    data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name,
+                           progress=lambda s: tqdm(s, desc="decode + cache", leave=False))
+    train_set, val_set = data.subset(train_idx).to(device), data.subset(val_idx)
+    print(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
+          f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
+          f"{cfg.base_width}, device {device}", flush=True)
+
+    memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
+    nets = Networks(cfg.activation, cfg.base_width, cfg.fusion).to(device, memory_format=memory_format)
+    amp_dtype = amp_dtype_for(device, cfg.amp)
+    trainer = Trainer(nets, cfg, amp_dtype, fused=device.type == "cuda")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    start_epoch, best_f1, step = 0, -1.0, 0
+
+    if load:
+        loaded, saved = load_networks(load, {"activation": cfg.activation, "base_width": cfg.base_width})
+        nets.load_state_dict({**nets.state_dict(), **{k: v for k, v in loaded.state_dict().items()
+                                                      if not k.startswith("D.")}})
+        print(f"initialised generators from {load}")
+    if resume:
+        state = read(run_dir / LAST_STATE)
+        saved = RunConfig.from_dict(state["config"])
+        if (saved.activation, saved.base_width, saved.fusion_mode) != (cfg.activation, cfg.base_width, cfg.fusion_mode):
+            raise ConfigError(f"{run_dir / LAST_STATE}: saved run is {saved.activation}/width "
+                              f"{saved.base_width}/fusion {saved.fusion_mode}, asked for "
+                              f"{cfg.activation}/width {cfg.base_width}/fusion {cfg.fusion_mode}")
+        nets.load_state_dict(state["networks"])
+        trainer.load_state_dict(state["trainer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, best_f1, step = state["epoch"] + 1, state["best_f1"], state["step"]
+        print(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {best_f1:.4f})")
+
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+    writer = SummaryWriter(log_dir=str(Path(runs_dir) / f"{spec.name}_{cfg.job_name}"), purge_step=step or None)
+    writer.add_text("config", str(cfg.to_dict()), step)
+
+    n, bs = len(train_set), cfg.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, unit="step")
+    losses = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        nets.train()
+        started = time.time()
+        for idx in torch.randperm(n, generator=generator).split(bs):
+            idx = idx.to(device)
+            images = train_set.images[idx].float() / 255
+            images, labels, _ = augment(images, train_set.labels[idx].long(), train_set.fovs[idx],
+                                        generator, cfg.rotation_step)
+            images = normalize(images).contiguous(memory_format=memory_format)
+            losses = trainer.step(images, labels)
+            step += 1
+            bar.update()
+            if step % cfg.log_every == 0:
+                values = {k: float(v) for k, v in losses.items()}  # the only host sync per N steps
+                check_finite(values, epoch, run_dir)
+                for k, v in values.items():
+                    writer.add_scalar(f"loss/{k}", v, step)
+                bar.set_postfix(epoch=epoch + 1, G=f"{values['G']:.3f}")
+
+        values = {k: float(v) for k, v in losses.items()}
+        check_finite(values, epoch, run_dir)
+        summary, probs = validate(nets, val_set, cfg.activation, bs, device, amp_dtype,
+                                  memory_format == torch.channels_last)
+        trainer.plateau_step(values)
+        f1 = summary["average"]["f1"]
+        for k, v in metrics.flatten({"average": summary["average"], "extra": summary["extra"]}).items():
+            writer.add_scalar(f"val/{k}", v, step)
+        writer.add_scalar("lr/G", trainer.optimizers["G"].param_groups[0]["lr"], step)
+        writer.add_scalar("lr/D", trainer.optimizers["D"].param_groups[0]["lr"], step)
+        writer.add_scalar("time/epoch_seconds", time.time() - started, step)
+        from scripts.bfnet import to_picture
+        writer.add_image("val/prediction", to_picture(probs[:1], cfg.activation)[0], step)
+        if f1 > best_f1:
+            best_f1 = f1
+            save_best(run_dir, nets, cfg, epoch + 1, f1)
+        atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "step": step, "best_f1": best_f1,
+                           "networks": nets.state_dict(), "trainer": trainer.state_dict(),
+                           "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
+                          run_dir / LAST_STATE)
+        bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} (best {100 * best_f1:.2f}), "
+                  f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
+    bar.close()
+    writer.close()
+    print(f"best validation F1 {100 * best_f1:.2f}; checkpoints in {run_dir}")
+    return best_f1
+
+
+class NonFiniteLoss(ConfigError):
+    pass
+
+
+def check_finite(values, epoch, run_dir):
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        raise NonFiniteLoss(f"non-finite loss {bad} in epoch {epoch + 1}; stopped. The last good "
+                            f"checkpoints in {run_dir} are kept (try a lower --learning-rate or --no-amp)")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        train(cfg, args.runs_dir, args.output_root, args.load, args.resume)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
