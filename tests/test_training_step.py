@@ -1,0 +1,96 @@
+"""The losses and the training step of DESIGN.md sections 3 and 4."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scripts.bfnet import (Networks, Trainer, adversarial_loss, make_targets, segmentation_loss,
+                           to_picture)
+from scripts.config import RunConfig
+
+
+def batch(seed=0, size=(32, 32)):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (2, *size), generator=g)
+    return torch.randn(2, 3, *size, generator=g), labels
+
+
+def test_sigmoid_targets_are_artery_uncertain_vein_channels():
+    labels = torch.tensor([[[0, 1, 2, 3]]])
+    t = make_targets(labels, "sigmoid")
+    assert t.main[0, :, 0].tolist() == [[0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]
+    assert t.artery[0, :, 0].tolist() == [[0, 1, 0, 0]] * 3  # binary artery map over 3 channels
+    assert t.vein[0, :, 0].tolist() == [[0, 0, 1, 0]] * 3
+
+
+def test_softmax_targets_are_four_class_one_hot_for_every_network():
+    labels = torch.tensor([[[0, 1, 2, 3]]])
+    t = make_targets(labels, "softmax")
+    assert t.main[0, :, 0, :].tolist() == torch.eye(4).tolist()
+    assert torch.equal(t.artery, t.main) and torch.equal(t.vein, t.main)
+
+
+def test_segmentation_losses():
+    cfg = RunConfig(alpha=0.5, beta=1.1)
+    logits = torch.randn(2, 3, 4, 4)
+    labels = torch.randint(0, 4, (2, 4, 4))
+    t = make_targets(labels, "sigmoid")
+    expected = 1.1 * F.binary_cross_entropy_with_logits(logits, t.main) + 0.5 * ((logits.sigmoid() - t.main) ** 2).mean()
+    assert torch.allclose(segmentation_loss(logits, t.main, t, cfg), expected)
+
+    cfg = RunConfig(activation="softmax", alpha=0.5, beta=1.1)
+    logits = torch.randn(2, 4, 4, 4)
+    t = make_targets(labels, "softmax")
+    expected = 1.1 * F.cross_entropy(logits, labels) + 0.5 * ((logits.softmax(1) - t.main) ** 2).mean()
+    assert torch.allclose(segmentation_loss(logits, t.main, t, cfg), expected)
+
+
+def test_adversarial_loss_is_bce_against_all_ones_or_zeros():
+    d = torch.randn(2, 3, 4, 4)
+    assert torch.allclose(adversarial_loss(d, True), F.softplus(-d).mean())
+    assert torch.allclose(adversarial_loss(d, False), F.softplus(d).mean())
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
+def test_one_step_updates_each_network_as_specified(activation):
+    torch.manual_seed(0)
+    cfg = RunConfig(activation=activation, base_width=4, learning_rate=1e-3)
+    nets = Networks(activation, 4)
+    trainer = Trainer(nets, cfg)
+    before = copy.deepcopy(nets.state_dict())
+    losses = trainer.step(*batch())
+    assert set(losses) == {"D_A", "D_V", "D_G", "G_A", "G_V", "G"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    # D is stepped three times (steps 1-3), every generator once (steps 4-6).
+    steps = {k: int(next(iter(o.state.values()))["step"]) for k, o in trainer.optimizers.items()}
+    assert steps == {"D": 3, "G": 1, "G_A": 1, "G_V": 1}
+    for name in ("G", "G_A", "G_V", "D"):
+        key = f"{name}.inc.double_conv.0.weight"
+        assert not torch.equal(before[key], nets.state_dict()[key]), name
+
+
+def test_main_generator_loss_does_not_reach_the_branches():
+    torch.manual_seed(0)
+    nets = Networks("sigmoid", 4)
+    images, labels = batch()
+    out = nets.generate(images)
+    out["G"].sum().backward()
+    assert all(p.grad is None for p in nets.G_A.parameters())
+    assert all(p.grad is None for p in nets.G_V.parameters())
+    assert nets.G.outc.conv.weight.grad is not None
+
+
+def test_fusion_none_trains_the_main_generator_alone():
+    cfg = RunConfig(base_width=4, fusion="none")
+    nets = Networks("sigmoid", 4, "none")
+    trainer = Trainer(nets, cfg)
+    losses = trainer.step(*batch())
+    assert set(losses) == {"D_G", "G"} and set(trainer.optimizers) == {"D", "G"}
+
+
+def test_softmax_picture_is_the_colour_of_the_argmax():
+    probs = torch.zeros(1, 4, 1, 4)
+    probs[0, [0, 1, 2, 3], 0, [0, 1, 2, 3]] = 1
+    pic = to_picture(probs, "softmax")[0, :, 0].T.tolist()
+    assert pic == [[0, 0, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]]  # bg, artery red, vein blue, uncertain green
