@@ -54,9 +54,16 @@ def binary_scores(tp, fp, fn, tn):
 
 def confusion_counts(label, rgb, fov):
     """{class: {tp, fp, fn, tn}} over the FOV pixels, from a single bincount."""
-    pred = decode_prediction(rgb[fov])
-    truth = label[fov].astype(np.int64)
-    code = truth * 8 + pred["artery"] * 1 + pred["vein"] * 2 + pred["uncertain"] * 4
+    return _counts_from_codes(label[fov], rgb[fov])
+
+
+def _counts_from_codes(truth, pixels):
+    """truth: N uint8 labels; pixels: Nx3 uint8 picture values (both inside the FOV)."""
+    pred = decode_prediction(pixels)
+    code = truth.astype(np.uint8) * np.uint8(8)
+    code |= pred["artery"].view(np.uint8)
+    code |= pred["vein"].view(np.uint8) << 1
+    code |= pred["uncertain"].view(np.uint8) << 2
     hist = np.bincount(code, minlength=32).reshape(4, 8)  # [truth class, predicted bits]
     counts = {}
     for value, name in enumerate(CLASS_NAMES, start=1):
@@ -91,22 +98,23 @@ def evaluate_image(label, rgb, fov):
     precision; "av_accuracy": on truth artery/vein pixels, artery predicted when R >= B.
     """
     fov = fov.astype(bool)
-    counts = confusion_counts(label, rgb, fov)
+    truth, pixels = label[fov], rgb[fov]   # the only copies of the image: N and Nx3 uint8
+    counts = _counts_from_codes(truth, pixels)
     result = {name: binary_scores(**counts[name]) for name in CLASS_NAMES}
     weights = np.array([counts[c]["tp"] + counts[c]["fn"] for c in CLASS_NAMES], dtype=np.float64)
     result["average"] = weighted_mean([result[c] for c in CLASS_NAMES], weights)
 
-    truth = label[fov].astype(np.int64)
-    pixels = rgb[fov].astype(np.int64)
     extra = {}
     for value, name in enumerate(CLASS_NAMES, start=1):
-        hist = np.bincount((truth == value) * 256 + pixels[:, CHANNEL[name]], minlength=512).reshape(2, 256)
+        code = (truth == value).view(np.uint8).astype(np.uint16) << 8
+        code |= pixels[:, CHANNEL[name]]
+        hist = np.bincount(code, minlength=512).reshape(2, 256)
         extra[f"auc_roc_prob_{name}"], extra[f"auc_pr_prob_{name}"] = score_auc(hist[1], hist[0])
     for kind in ("roc", "pr"):
         extra[f"auc_{kind}_prob_average"] = float(np.dot(
             [extra[f"auc_{kind}_prob_{c}"] for c in CLASS_NAMES], weights) / max(weights.sum(), 1))
     vessel = (truth == 1) | (truth == 2)
-    says_artery = pixels[vessel, 0] >= pixels[vessel, 2]
+    says_artery = pixels[vessel, 0] >= pixels[vessel, 2]  # ties count as artery
     extra["av_accuracy"] = _ratio(np.count_nonzero(says_artery == (truth[vessel] == 1)), vessel.sum())
     result["extra"] = extra
     result["counts"] = counts
