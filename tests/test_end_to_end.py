@@ -1,0 +1,99 @@
+"""End to end on real DRIVE_AV images: train.py then test.py, reduced size and width."""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT
+
+
+def run(args, cwd):
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def probe_run(real_data, tmp_path_factory):
+    """The issue's tiny real run: 1 epoch, batch 2, 128 x 128, width 8, seed 42."""
+    work = tmp_path_factory.mktemp("probe")
+    common = ["--dataset", "DRIVE_AV", "--data-root", str(real_data), "--cache-dir", str(work / "cache"),
+              "--output-root", str(work), "--job_name", "probe"]
+    run([str(ROOT / "train.py"), *common, "--epochs", "1", "--batch-size", "2", "--image-size", "128", "128",
+         "--base-width", "8", "--seed_num", "42", "--runs-dir", str(work / "runs")], cwd=work)
+    test = run([str(ROOT / "test.py"), *common], cwd=work)
+    return work, test.stdout
+
+
+def test_training_writes_checkpoints_and_tensorboard_events(probe_run):
+    work, _ = probe_run
+    run_dir = work / "DRIVE_AV" / "probe"
+    for name in ("CP_best_F1_all.pth", "CP_best_F1_A.pth", "CP_best_F1_V.pth", "last.pth"):
+        assert (run_dir / name).stat().st_size > 0, name
+    events = list((work / "runs").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+def test_test_script_writes_pictures_at_the_original_size(probe_run):
+    work, stdout = probe_run
+    final = work / "DRIVE_AV" / "Final_pre"
+    raw = sorted((final / "raw_pre").glob("*.png"))
+    small = sorted((final / "small_pre").glob("*.png"))
+    assert len(raw) == len(small) == 20
+    assert Image.open(raw[0]).size == (565, 584) and Image.open(raw[0]).mode == "RGB"
+    assert Image.open(small[0]).size == (128, 128)
+    assert "average" in stdout and "sensitivity" in stdout
+
+
+def independent_scores(label, rgb, fov):
+    """The protocol of DESIGN.md section 6 written out plainly, class by class."""
+    on = rgb >= 128
+    r, g, b = on[..., 0], on[..., 1], on[..., 2]
+    predicted = {1: r & ~g, 2: b & ~g, 3: (r & g & b) | (g & ~r & ~b)}
+    per_class, weights = [], []
+    for c in (1, 2, 3):
+        t, p = (label == c)[fov], predicted[c][fov]
+        tp, fp, fn, tn = (t & p).sum(), (~t & p).sum(), (t & ~p).sum(), (~t & ~p).sum()
+        sens = tp / (tp + fn) if tp + fn else 0.0
+        spec = tn / (tn + fp) if tn + fp else 0.0
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        per_class.append({"sensitivity": sens, "f1": f1, "mse": (fp + fn) / t.size,
+                          "auc_roc": (sens + spec) / 2 if tp + fn else 0.0})
+        weights.append(t.sum())
+    w = np.array(weights, float)
+    return {k: float(np.dot([d[k] for d in per_class], w) / w.sum()) for k in per_class[0]}
+
+
+def test_summary_agrees_with_metrics_recomputed_from_the_pngs(probe_run, real_data):
+    work, _ = probe_run
+    final = work / "DRIVE_AV" / "Final_pre"
+    summary = json.loads((final / "summary.json").read_text())
+    for group in ("average", "artery", "vein", "uncertain"):
+        assert set(summary[group]) >= {"sensitivity", "specificity", "precision", "f1", "iou", "accuracy",
+                                       "auc_roc", "auc_pr", "mse"}
+    recomputed = []
+    for png in sorted((final / "raw_pre").glob("*.png")):
+        label = np.array(Image.open(real_data / "DRIVE_AV/test/1st_manual" / png.name))
+        fov = np.array(Image.open(real_data / "DRIVE_AV/test/mask" / f"{png.stem}_mask.gif")) > 0
+        rgb = np.array(Image.open(png))
+        assert not rgb[~fov].any(), "zero outside the FOV"
+        recomputed.append(independent_scores(label, rgb, fov))
+    for key in ("sensitivity", "f1", "mse", "auc_roc"):
+        mean = 100 * np.mean([r[key] for r in recomputed])
+        assert summary["average"][key]["mean"] == pytest.approx(mean, abs=1e-6), key
+        assert summary["average"][key]["std"] == 0  # one run
+    assert 0 <= summary["average"]["mse"]["mean"] < 20 and summary["average"]["auc_roc"]["mean"] >= 45
+    rows = list(csv.DictReader((final / "metrics.csv").open()))
+    assert len(rows) == 20 and rows[0]["run"] == "probe" and "average/f1" in rows[0]
+
+
+def test_bad_data_set_name_is_one_line_and_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "STARE"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: unknown data set 'STARE'; known: DRIVE_AV, DRIVE-AV, "
+                                                "LES-AV, LES_AV, HRF-AV, HRF_AV, SYNTHETIC"]
