@@ -1,0 +1,58 @@
+"""Interrupted training resumes exactly; atomic writes; checkpoints that know what they are."""
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from scripts.checkpoint import CheckpointError, atomic_torch_save, load_networks
+from scripts.config import RunConfig
+
+
+def config(real_data, tmp_path, epochs, **kw):
+    return RunConfig(dataset="DRIVE_AV", data_root=str(real_data), job_name="r", epochs=epochs,
+                     batch_size=4, image_size=(64, 64), base_width=4, validation=10, seed=3,
+                     cache_dir=str(tmp_path / "cache"), device="cpu", **kw)
+
+
+def weights(run_dir):
+    return torch.load(Path(run_dir) / "last.pth", weights_only=True)["networks"]
+
+
+def test_two_epochs_equal_one_plus_resume_plus_one(real_data, tmp_path):
+    torch.use_deterministic_algorithms(True)
+    try:
+        train.train(config(real_data, tmp_path, 2), tmp_path / "runs_a", tmp_path / "a")
+        train.train(config(real_data, tmp_path, 1), tmp_path / "runs_b", tmp_path / "b")
+        train.train(config(real_data, tmp_path, 2), tmp_path / "runs_b", tmp_path / "b", resume=True)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    a, b = weights(tmp_path / "a/DRIVE_AV/r"), weights(tmp_path / "b/DRIVE_AV/r")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_checkpoint_of_another_variant_gives_one_line(real_data, tmp_path):
+    train.train(config(real_data, tmp_path, 1), tmp_path / "runs", tmp_path)
+    run_dir = tmp_path / "DRIVE_AV" / "r"
+    nets, saved = load_networks(run_dir, {"activation": "sigmoid", "base_width": 4})
+    assert saved["activation"] == "sigmoid" and saved["image_size"] == [64, 64]
+    with pytest.raises(CheckpointError, match="checkpoint is sigmoid variant, base width 4.*activation=softmax"):
+        load_networks(run_dir, {"activation": "softmax"})
+    with pytest.raises(CheckpointError, match="base_width=32"):
+        load_networks(run_dir, {"base_width": 32})
+
+
+def test_a_failed_save_leaves_the_previous_file_intact(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    atomic_torch_save({"x": torch.ones(3)}, path)
+
+    class Exploding:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_torch_save({"x": torch.zeros(3), "bad": Exploding()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no temporary left behind
