@@ -108,8 +108,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
 
     samples = find_samples(cfg.data_root, spec, "training")
     train_idx, val_idx = split_train_val(len(samples), cfg.validation, cfg.seed)
-    data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name,
-                           progress=lambda s: tqdm(s, desc="decode + cache", leave=False))
+    data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name, desc="decode + cache")
     train_set, val_set = data.subset(train_idx).to(device), data.subset(val_idx)
     print(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
           f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
 
 from .config import ConfigError, DatasetSpec
 
@@ -166,8 +167,10 @@ class TensorSet:
         return TensorSet(self.names, self.images.to(device), self.labels.to(device), self.fovs.to(device))
 
 
-def load_tensor_set(samples, size, cache_dir=None, progress=None) -> TensorSet:
-    items = [load_resized(s, size, cache_dir) for s in (progress(samples) if progress else samples)]
+def load_tensor_set(samples, size, cache_dir=None, desc=None) -> TensorSet:
+    """Every sample decoded (or read from the cache) and checked; ``desc`` shows a progress bar."""
+    with tqdm(samples, desc=desc, leave=False, disable=desc is None) as bar:
+        items = [load_resized(s, size, cache_dir) for s in bar]
     return TensorSet([s.name for s in samples],
                      torch.from_numpy(np.stack([i[0] for i in items])).permute(0, 3, 1, 2).contiguous(),
                      torch.from_numpy(np.stack([i[1] for i in items])),

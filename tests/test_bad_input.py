@@ -1,0 +1,140 @@
+"""Bad input gets a clear one-line error naming the file, before any work starts."""
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import train
+from scripts.config import ConfigError, DATASETS, RunConfig
+from scripts.data import DataError, find_samples, load_sample, load_tensor_set, read_image, read_label
+from tests.conftest import ROOT
+
+SPEC = DATASETS["DRIVE_AV"]
+
+
+@pytest.fixture
+def drive_copy(real_data, tmp_path):
+    """A writable copy of four DRIVE_AV training samples (and the test split's layout)."""
+    root = tmp_path / "data"
+    for split in ("training", "test"):
+        for sample in find_samples(real_data, SPEC, split)[:4]:
+            for path, folder in ((sample.image, "images"), (sample.label, "1st_manual"), (sample.mask, "mask")):
+                dest = root / "DRIVE_AV" / split / folder
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, dest / path.name)
+    return root
+
+
+def first(root, split="training"):
+    return find_samples(root, SPEC, split)[0]
+
+
+def test_truncated_image(drive_copy):
+    path = first(drive_copy).image
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(DataError, match=f"{path}: cannot decode image"):
+        read_image(path)
+
+
+def test_zero_byte_file(drive_copy):
+    path = first(drive_copy).label
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match=f"{path}: empty file"):
+        read_label(path)
+
+
+def test_not_an_image(drive_copy):
+    path = first(drive_copy).mask
+    path.write_text("hello")
+    with pytest.raises(DataError, match="cannot decode image"):
+        load_sample(first(drive_copy))
+
+
+def test_label_of_the_wrong_mode(drive_copy):
+    path = first(drive_copy).label
+    Image.fromarray(np.zeros((584, 565, 3), np.uint8)).save(path)
+    with pytest.raises(DataError, match="single-channel index image .* got RGB"):
+        read_label(path)
+
+
+def test_label_values_outside_0_to_3(drive_copy):
+    path = first(drive_copy).label
+    label = np.array(Image.open(path))
+    label[10, 10] = 7
+    Image.fromarray(label).save(path)
+    with pytest.raises(DataError, match=r"label values must be 0..3.*found \[7\]"):
+        read_label(path)
+
+
+def test_mask_of_another_size(drive_copy):
+    sample = first(drive_copy)
+    Image.fromarray(np.full((100, 100), 255, np.uint8)).save(sample.mask, format="GIF")
+    with pytest.raises(DataError, match="mask is 100 x 100 but its image 21_training.tif is 565 x 584"):
+        load_sample(sample)
+
+
+def test_image_without_label(drive_copy):
+    sample = first(drive_copy)
+    sample.label.unlink()
+    with pytest.raises(DataError, match=f"its label {sample.label} is missing"):
+        find_samples(drive_copy, SPEC, "training")
+
+
+def test_missing_folder_and_empty_split(drive_copy):
+    shutil.rmtree(drive_copy / "DRIVE_AV" / "test" / "mask")
+    with pytest.raises(DataError, match="missing folder .*test/mask"):
+        find_samples(drive_copy, SPEC, "test")
+    for p in (drive_copy / "DRIVE_AV" / "training" / "images").iterdir():
+        p.unlink()
+    with pytest.raises(DataError, match="no images matching"):
+        find_samples(drive_copy, SPEC, "training")
+
+
+def test_every_file_is_checked_before_training_starts(drive_copy, tmp_path):
+    """A corrupt last image stops the run at loading time, with no checkpoint written."""
+    path = find_samples(drive_copy, SPEC, "training")[-1].label
+    path.write_bytes(b"")
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data-root", str(drive_copy),
+                           "--epochs", "1", "--image-size", "64", "64", "--base-width", "4",
+                           "--cache-dir", str(tmp_path / "c"), "--output-root", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {path}: empty file"
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o" / "DRIVE_AV").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--image-size", "600", "592"], "image size 600 x 592 must be positive multiples of 16"),
+    (["--dataset", "HRF"], "unknown data set 'HRF'"),
+    (["--validation", "100"], "cannot give a 100.0% validation split"),
+])
+def test_bad_options(drive_copy, tmp_path, args, message):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data-root", str(drive_copy),
+                           "--epochs", "1", "--cache-dir", str(tmp_path / "c"), *args],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert message in proc.stderr
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(drive_copy, tmp_path, monkeypatch):
+    cfg = RunConfig(data_root=str(drive_copy), job_name="nan", epochs=3, batch_size=4, image_size=(64, 64),
+                    base_width=4, validation=25, cache_dir=str(tmp_path / "c"), device="cpu", log_every=1)
+    real_step = train.Trainer.step
+    calls = {"n": 0}
+
+    def step(self, images, labels):
+        calls["n"] += 1
+        losses = real_step(self, images, labels)
+        if calls["n"] > 1:  # the second epoch (one step per epoch here) goes wrong
+            losses["G"] = torch.tensor(float("nan"))
+        return losses
+
+    monkeypatch.setattr(train.Trainer, "step", step)
+    with pytest.raises(ConfigError, match="non-finite loss .*'G': nan.* in epoch 2; stopped"):
+        train.train(cfg, tmp_path / "runs", tmp_path)
+    saved = torch.load(tmp_path / "DRIVE_AV/nan/CP_best_F1_all.pth", weights_only=True)
+    assert saved["epoch"] == 1 and torch.load(tmp_path / "DRIVE_AV/nan/last.pth", weights_only=True)["epoch"] == 0
