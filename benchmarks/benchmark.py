@@ -1,0 +1,247 @@
+"""Speed and memory of training, inference, testing and data loading, plain vs tuned.
+
+Each configuration runs in its own child process (so its peak RSS is its own) and is timed
+after warm-up:
+  plain  fp32, contiguous memory, photographs decoded from file for every batch and test
+         image, metrics by a straightforward per-class loop, PNGs at the default compression
+  tuned  the project's defaults: decoded-once cache held on the device, mixed precision and
+         channels_last on CUDA, fused Adam, vectorised metrics, fast PNG compression
+         (+ torch.compile with --compile)
+It prints a table and writes JSON (machine, torch version, commit, settings, results, ratios).
+
+Example:  python benchmarks/benchmark.py --dataset DRIVE_AV --device cpu --steps 2
+"""
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from scripts import metrics  # noqa: E402
+from scripts.bfnet import Networks, Trainer  # noqa: E402
+from scripts.config import RunConfig, dataset_spec  # noqa: E402
+from scripts.data import augment, find_samples, load_resized, load_sample, load_tensor_set, normalize  # noqa: E402
+from scripts.evaluate import full_size_picture, predict_probs  # noqa: E402
+from train import amp_dtype_for  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeat):
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / repeat
+
+
+def sorted_auc(scores, truth):
+    """ROC AUC by ranks and average precision by sorting: the general-purpose way."""
+    from scipy.stats import rankdata
+    p, n = truth.sum(), (~truth).sum()
+    if p == 0 or n == 0:
+        return 0.0, 0.0
+    roc = (rankdata(scores)[truth].sum() - p * (p + 1) / 2) / (p * n)
+    order = np.argsort(-scores, kind="stable")
+    s, t = scores[order], truth[order]
+    last = np.r_[s[1:] != s[:-1], True]          # last index of each distinct score
+    tp, fp = np.cumsum(t)[last], np.cumsum(~t)[last]
+    recall = np.r_[0, tp / p]
+    return roc, float(np.sum(np.diff(recall) * tp / (tp + fp)))
+
+
+def straightforward_metrics(label, rgb, fov):
+    """The same numbers as metrics.evaluate_image, one boolean pass per class and count, and
+    sort-based probability AUCs (what per-pixel library calls do)."""
+    maps = metrics.decode_prediction(rgb)
+    out, weights = {}, []
+    for value, name in enumerate(metrics.CLASS_NAMES, start=1):
+        t, p = (label == value)[fov], maps[name][fov]
+        out[name] = metrics.binary_scores((t & p).sum(), (~t & p).sum(), (t & ~p).sum(), (~t & ~p).sum())
+        out[name]["auc_prob"] = sorted_auc(rgb[..., metrics.CHANNEL[name]][fov].astype(np.float64), t)
+        weights.append(t.sum())
+    return out, weights
+
+
+def worker(args):
+    tuned = args.config == "tuned"
+    device = torch.device(args.device)
+    spec = dataset_spec(args.dataset)
+    cfg = RunConfig(dataset=spec.name, activation=args.activation, base_width=args.base_width,
+                    image_size=tuple(args.image_size) if args.image_size else None, batch_size=args.batch_size)
+    size = cfg.input_size
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = tuned
+    memory_format = torch.channels_last if tuned and device.type == "cuda" else torch.contiguous_format
+    amp = amp_dtype_for(device, tuned)
+    samples = find_samples(args.data_root, spec, "training")[:max(args.batch_size, 4)]
+    cache = ROOT / ".cache" / "benchmark" / spec.name if tuned else None
+    result = {}
+
+    # Data loading per image: decode + resize from file (plain) or read the cache (tuned).
+    if cache:
+        load_tensor_set(samples, size, cache)  # fill the cache (not timed)
+    start = time.perf_counter()
+    for s in samples:
+        load_resized(s, size, cache)
+    result["data_load_s_per_image"] = (time.perf_counter() - start) / len(samples)
+
+    nets = Networks(cfg.activation, cfg.base_width).to(device, memory_format=memory_format)
+    trainer = Trainer(nets, cfg, amp, fused=tuned and device.type == "cuda")
+    step_fn = trainer.step
+    if tuned and args.compile:
+        nets.G, nets.G_A, nets.G_V, nets.D = (torch.compile(m) for m in (nets.G, nets.G_A, nets.G_V, nets.D))
+    gen = torch.Generator().manual_seed(0)
+    resident = load_tensor_set(samples, size, cache).to(device) if tuned else None
+
+    def train_step():
+        idx = torch.arange(args.batch_size)
+        if tuned:
+            images, labels, fovs = resident.images[idx.to(device)], resident.labels[idx.to(device)], resident.fovs[idx.to(device)]
+        else:  # decode every photograph of the batch again, as the original loader did
+            items = [load_resized(samples[i], size) for i in idx.tolist()]
+            images = torch.from_numpy(np.stack([i[0] for i in items])).permute(0, 3, 1, 2).to(device)
+            labels = torch.from_numpy(np.stack([i[1] for i in items])).to(device)
+            fovs = torch.from_numpy(np.stack([i[2] for i in items])).to(device)
+        x, y, _ = augment(images.float() / 255, labels.long(), fovs, gen)
+        step_fn(normalize(x).contiguous(memory_format=memory_format), y)
+
+    nets.train()
+    for _ in range(args.warmup):
+        train_step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    result["train_images_per_s"] = args.batch_size / timed(train_step, device, args.steps)
+
+    # Inference at the network size, one image.
+    images = load_tensor_set(samples[:1], size, cache).images
+    infer = lambda: predict_probs(nets, images, 1, device, amp, memory_format == torch.channels_last)  # noqa: E731
+    for _ in range(args.warmup):
+        infer()
+    result["inference_s_per_image"] = timed(infer, device, args.steps)
+
+    # test.py per image: input, network, resize back, FOV, all metrics, both PNGs.
+    test_sample = find_samples(args.data_root, spec, "test")[0]
+    out = ROOT / ".cache" / "benchmark" / "png"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def test_image():
+        _, label, fov = load_sample(test_sample)
+        x = load_tensor_set([test_sample], size, cache).images
+        probs = predict_probs(nets, x, 1, device, amp, memory_format == torch.channels_last)
+        raw = full_size_picture(probs[0], (label.shape[1], label.shape[0]), fov, cfg.activation)
+        small = (probs[0, :3] * 255).byte().permute(1, 2, 0).numpy()
+        if tuned:
+            metrics.evaluate_image(label, raw, fov)
+        else:
+            straightforward_metrics(label, raw, fov)
+        level = 1 if tuned else 6
+        Image.fromarray(raw).save(out / f"{args.config}_raw.png", compress_level=level)
+        Image.fromarray(small).save(out / f"{args.config}_small.png", compress_level=level)
+        return label, raw, fov
+
+    label, raw, fov = test_image()  # warm-up (and fills the cache)
+    result["test_s_per_image"] = timed(test_image, device, max(1, args.steps))
+    start = time.perf_counter()
+    (metrics.evaluate_image if tuned else straightforward_metrics)(label, raw, fov)
+    result["metrics_s_per_image"] = time.perf_counter() - start
+
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    print(json.dumps(result))
+
+
+def machine(device):
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                        text=True).stdout.strip()
+    except OSError:
+        info["commit"] = "unknown"
+    return info
+
+
+ROWS = [("train_images_per_s", "training throughput (images/s)", True),
+        ("inference_s_per_image", "inference at network size (s/image)", False),
+        ("test_s_per_image", "test.py end to end (s/image)", False),
+        ("metrics_s_per_image", "  of which metrics (s/image)", False),
+        ("data_load_s_per_image", "data loading (s/image)", False),
+        ("peak_rss_mib", "peak RSS (MiB)", False),
+        ("cuda_max_allocated_mib", "CUDA max allocated (MiB)", False)]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="DRIVE_AV")
+    p.add_argument("--activation", choices=["sigmoid", "softmax"], default="sigmoid")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("W", "H"),
+                   help="network input (default: the data set's)")
+    p.add_argument("--base-width", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3, help="timed repetitions")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks in the tuned run")
+    p.add_argument("--data-root", default=str(ROOT / "data"))
+    p.add_argument("--configs", nargs="+", default=["plain", "tuned"], choices=["plain", "tuned"])
+    p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/<dataset>_<device>.json)")
+    p.add_argument("--config", help=argparse.SUPPRESS)  # set in the child processes
+    args = p.parse_args(argv)
+    if args.config:
+        return worker(args)
+
+    results = {}
+    for config in args.configs:
+        child = [sys.executable, __file__, *[a for a in (argv or sys.argv[1:])], "--config", config]
+        proc = subprocess.run(child, capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"{config} run failed:\n{proc.stderr[-3000:]}")
+        results[config] = json.loads(proc.stdout.strip().splitlines()[-1])
+    ratios = {}
+    if {"plain", "tuned"} <= set(results):
+        for key, _, higher_better in ROWS:
+            if key in results["plain"] and results["plain"][key] and results["tuned"].get(key):
+                p_, t_ = results["plain"][key], results["tuned"][key]
+                ratios[key] = t_ / p_ if higher_better else p_ / t_   # > 1: tuned is better
+    size = RunConfig(dataset=dataset_spec(args.dataset).name,
+                     image_size=tuple(args.image_size) if args.image_size else None).input_size
+    report = {"machine": machine(args.device), "settings": {
+        "dataset": args.dataset, "activation": args.activation, "device": args.device, "image_size": list(size),
+        "base_width": args.base_width, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
+        "compile": args.compile}, "results": results, "speedup_tuned_over_plain": ratios}
+
+    print(f"{args.dataset} {size[0]}x{size[1]}, {args.activation}, width {args.base_width}, batch "
+          f"{args.batch_size}, {args.device} ({report['machine'].get('gpu', report['machine']['processor'])}), "
+          f"torch {torch.__version__}, commit {report['machine']['commit']}")
+    print(f"{'':<40}" + "".join(f"{c:>12}" for c in results) + f"{'tuned gain':>12}")
+    for key, name, _ in ROWS:
+        if any(key in r for r in results.values()):
+            print(f"{name:<40}" + "".join(f"{r.get(key, float('nan')):>12.4g}" for r in results.values())
+                  + (f"{ratios[key]:>11.2f}x" if key in ratios else ""))
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{dataset_spec(args.dataset).name}_{args.device.split(':')[0]}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
