@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from scripts import metrics
-from scripts.bfnet import Networks, Trainer
+from scripts import distributed, metrics
+from scripts.bfnet import Networks, Trainer, to_picture
 from scripts.checkpoint import LAST_STATE, atomic_torch_save, load_networks, read, save_best
 from scripts.config import ConfigError, RunConfig, dataset_spec
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
@@ -99,7 +99,11 @@ def seed_everything(seed):
 
 
 def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=False):
+    ctx = distributed.init(pick_device(cfg.device).type)
     device = pick_device(cfg.device)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
     seed_everything(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -110,14 +114,19 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     train_idx, val_idx = split_train_val(len(samples), cfg.validation, cfg.seed)
     data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name, desc="decode + cache")
     train_set, val_set = data.subset(train_idx).to(device), data.subset(val_idx)
-    print(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
-          f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
-          f"{cfg.base_width}, device {device}", flush=True)
+    log = print if ctx.is_main else (lambda *a, **k: None)
+    log(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
+        f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
+        f"{cfg.base_width}, device {device}" + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
 
     memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
-    nets = Networks(cfg.activation, cfg.base_width, cfg.fusion).to(device, memory_format=memory_format)
+    nets = Networks(cfg.activation, cfg.base_width, cfg.fusion)
+    if ctx.enabled:
+        distributed.sync_batchnorm(nets, device.type)
+    nets = nets.to(device, memory_format=memory_format)
     amp_dtype = amp_dtype_for(device, cfg.amp)
-    trainer = Trainer(nets, cfg, amp_dtype, fused=device.type == "cuda")
+    trainer = Trainer(nets, cfg, amp_dtype, fused=device.type == "cuda", ddp=ctx.enabled,
+                      device_ids=[device.index] if device.type == "cuda" and ctx.enabled else None)
     generator = torch.Generator().manual_seed(cfg.seed)
     start_epoch, best_f1, step = 0, -1.0, 0
 
@@ -125,7 +134,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         loaded, saved = load_networks(load, {"activation": cfg.activation, "base_width": cfg.base_width})
         nets.load_state_dict({**nets.state_dict(), **{k: v for k, v in loaded.state_dict().items()
                                                       if not k.startswith("D.")}})
-        print(f"initialised generators from {load}")
+        log(f"initialised generators from {load}")
     if resume:
         state = read(run_dir / LAST_STATE)
         saved = RunConfig.from_dict(state["config"])
@@ -138,47 +147,59 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best_f1, step = state["epoch"] + 1, state["best_f1"], state["step"]
-        print(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {best_f1:.4f})")
+        log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {best_f1:.4f})")
 
-    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
-    writer = SummaryWriter(log_dir=str(Path(runs_dir) / f"{spec.name}_{cfg.job_name}"), purge_step=step or None)
-    writer.add_text("config", str(cfg.to_dict()), step)
+    writer = None
+    if ctx.is_main:
+        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+        writer = SummaryWriter(log_dir=str(Path(runs_dir) / f"{spec.name}_{cfg.job_name}"), purge_step=step or None)
+        writer.add_text("config", str(cfg.to_dict()), step)
 
     n, bs = len(train_set), cfg.batch_size
-    steps_per_epoch = math.ceil(n / bs)
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, unit="step")
-    losses = {}
+    # A distributed run drops a last batch smaller than the number of processes.
+    batches_per_epoch = sum(1 for b in range(0, n, bs) if min(bs, n - b) >= ctx.world)
+    bar = tqdm(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
+               disable=not ctx.is_main)
+    losses, weight = {}, 1.0
     for epoch in range(start_epoch, cfg.epochs):
         nets.train()
         started = time.time()
         for idx in torch.randperm(n, generator=generator).split(bs):
+            if len(idx) < ctx.world:
+                continue
             idx = idx.to(device)
             images = train_set.images[idx].float() / 255
             images, labels, _ = augment(images, train_set.labels[idx].long(), train_set.fovs[idx],
                                         generator, cfg.rotation_step)
+            if ctx.enabled:  # every rank augmented the whole batch; each trains on its slice
+                mine = torch.arange(len(idx), device=device).tensor_split(ctx.world)[ctx.rank]
+                weight = ctx.world * len(mine) / len(idx)
+                images, labels = images[mine], labels[mine]
             images = normalize(images).contiguous(memory_format=memory_format)
-            losses = trainer.step(images, labels)
+            losses = trainer.step(images, labels, weight)
             step += 1
             bar.update()
             if step % cfg.log_every == 0:
-                values = {k: float(v) for k, v in losses.items()}  # the only host sync per N steps
+                values = batch_losses(losses, weight, ctx)  # the only host sync per N steps
                 check_finite(values, epoch, run_dir)
-                for k, v in values.items():
-                    writer.add_scalar(f"loss/{k}", v, step)
+                if writer:
+                    for k, v in values.items():
+                        writer.add_scalar(f"loss/{k}", v, step)
                 bar.set_postfix(epoch=epoch + 1, G=f"{values['G']:.3f}")
 
-        values = {k: float(v) for k, v in losses.items()}
+        values = batch_losses(losses, weight, ctx)
         check_finite(values, epoch, run_dir)
+        trainer.plateau_step(values)
+        if not ctx.is_main:
+            continue
         summary, probs = validate(nets, val_set, cfg.activation, bs, device, amp_dtype,
                                   memory_format == torch.channels_last)
-        trainer.plateau_step(values)
         f1 = summary["average"]["f1"]
         for k, v in metrics.flatten({"average": summary["average"], "extra": summary["extra"]}).items():
             writer.add_scalar(f"val/{k}", v, step)
         writer.add_scalar("lr/G", trainer.optimizers["G"].param_groups[0]["lr"], step)
         writer.add_scalar("lr/D", trainer.optimizers["D"].param_groups[0]["lr"], step)
         writer.add_scalar("time/epoch_seconds", time.time() - started, step)
-        from scripts.bfnet import to_picture
         writer.add_image("val/prediction", to_picture(probs[:1], cfg.activation)[0], step)
         if f1 > best_f1:
             best_f1 = f1
@@ -190,9 +211,21 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} (best {100 * best_f1:.2f}), "
                   f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
     bar.close()
-    writer.close()
-    print(f"best validation F1 {100 * best_f1:.2f}; checkpoints in {run_dir}")
+    if writer:
+        writer.close()
+    log(f"best validation F1 {100 * best_f1:.2f}; checkpoints in {run_dir}")
+    if ctx.enabled:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return best_f1
+
+
+def batch_losses(losses, weight, ctx):
+    """The last batch's losses as floats; across ranks, the batch-weighted mean."""
+    names = sorted(losses)
+    stacked = torch.stack([losses[k].float() for k in names]) * (weight / ctx.world)
+    values = distributed.all_reduce_sum(stacked).tolist()
+    return dict(zip(names, values))
 
 
 class NonFiniteLoss(ConfigError):

@@ -72,21 +72,23 @@ class Networks(nn.Module):
     def uses_branches(self):
         return self.fusion != "none"
 
-    def generate(self, images):
+    def generate(self, images, modules=None):
         """Forward of the generators: dict of logits (and G's side outputs).
 
-        Branch outputs enter G detached: G's loss never trains the branches."""
+        Branch outputs enter G detached: G's loss never trains the branches. ``modules``
+        optionally maps 'G', 'G_A', 'G_V' to wrappers of them (DistributedDataParallel)."""
+        m = modules or {"G": self.G, "G_A": self.G_A, "G_V": self.G_V}
         out = {}
         branch_a = branch_v = None
         if self.uses_branches:
-            out["A"], feat_a = self.G_A(images)
-            out["V"], feat_v = self.G_V(images)
+            out["A"], feat_a = m["G_A"](images)
+            out["V"], feat_v = m["G_V"](images)
             if self.fusion == "concat":
                 branch_a = probabilities(out["A"], self.activation).detach()
                 branch_v = probabilities(out["V"], self.activation).detach()
             else:
                 branch_a, branch_v = feat_a.detach(), feat_v.detach()
-        out["G"], out["sides"] = self.G(images, branch_a, branch_v)
+        out["G"], out["sides"] = m["G"](images, branch_a, branch_v)
         return out
 
     @torch.no_grad()
@@ -113,10 +115,11 @@ class Trainer:
     """The training step of DESIGN.md section 4 with an Adam(lr, (0.5, 0.999)) per network.
 
     ``amp_dtype`` (CUDA only) runs the forward passes under autocast; fp16 adds grad scalers.
+    ``ddp``: wrap the networks in DistributedDataParallel (see scripts/distributed.py).
     """
 
     def __init__(self, nets: Networks, cfg: RunConfig, amp_dtype: Optional[torch.dtype] = None,
-                 fused: bool = False):
+                 fused: bool = False, ddp: bool = False, device_ids=None):
         self.nets, self.cfg, self.amp_dtype = nets, cfg, amp_dtype
         names = ["D", "G"] + (["G_A", "G_V"] if nets.uses_branches else [])
         self.optimizers = {n: torch.optim.Adam(getattr(nets, n).parameters(), lr=cfg.learning_rate,
@@ -126,55 +129,67 @@ class Trainer:
             self.optimizers[n], mode="min", factor=0.5, patience=50) for n in ("G", "D")}
         use_scaler = amp_dtype == torch.float16
         self.scalers = {n: torch.amp.GradScaler("cuda", enabled=use_scaler) for n in names}
+        self.modules = {n: getattr(nets, n) for n in names}
+        if ddp:
+            from torch.nn.parallel import DistributedDataParallel
+            self.modules = {n: DistributedDataParallel(m, device_ids=device_ids)
+                            for n, m in self.modules.items()}
 
     def _autocast(self, device_type):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type, dtype=self.amp_dtype)
 
-    def _step(self, name, loss):
-        opt, scaler = self.optimizers[name], self.scalers[name]
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+    def _backward(self, name, loss, weight):
+        self.scalers[name].scale(loss * weight).backward()
 
-    def step(self, images, labels):
-        """One batch. images: normalised Bx3xHxW; labels: BxHxW long. Returns loss tensors
-        (detached, on the device: reading them is the caller's choice of sync point)."""
-        nets, cfg = self.nets, self.cfg
+    def _update(self, name):
+        self.scalers[name].step(self.optimizers[name])
+        self.scalers[name].update()
+        self.optimizers[name].zero_grad(set_to_none=True)
+
+    def step(self, images, labels, weight=1.0):
+        """One batch. images: normalised Bx3xHxW; labels: BxHxW long. ``weight`` scales the
+        gradients (this rank's share of a distributed batch times the world size). Returns
+        the loss tensors (detached, on the device: reading them is the caller's sync point)."""
+        nets, cfg, dev = self.nets, self.cfg, images.device.type
         targets = make_targets(labels, cfg.activation)
         judged = [("G", targets.main)]
         if nets.uses_branches:
             judged = [("A", targets.artery), ("V", targets.vein)] + judged
-        with self._autocast(images.device.type):
-            out = nets.generate(images)
+        with self._autocast(dev):
+            out = nets.generate(images, self.modules)
         probs = {k: probabilities(out[k].float(), cfg.activation) for k, _ in judged}
 
         # Steps 1-3: D learns each network's target as real, its probabilities as fake.
+        # Real and fake pass through D separately (its BatchNorm sees one kind at a time).
         losses = {}
         for key, target in judged:
-            with self._autocast(images.device.type):
-                d_real = nets.D(images, target)
-                d_fake = nets.D(images, probs[key].detach())
-            loss_d = adversarial_loss(d_real.float(), True) + adversarial_loss(d_fake.float(), False)
-            self._step("D", loss_d)
-            losses[f"D_{key}"] = loss_d.detach()
+            loss_d = 0
+            for label_map, real in ((target, True), (probs[key].detach(), False)):
+                with self._autocast(dev):
+                    d_logits = self.modules["D"](images, label_map)
+                loss = adversarial_loss(d_logits.float(), real)
+                self._backward("D", loss, weight)
+                loss_d = loss_d + loss.detach()
+            self._update("D")
+            losses[f"D_{key}"] = loss_d
 
         # Steps 4-6: each generator fools the updated D and fits its target. D's weights get
         # no gradient here (they are not stepped), which saves a third of the backward work.
         nets.D.requires_grad_(False)
         for key, target in judged:
-            with self._autocast(images.device.type):
+            with self._autocast(dev):
                 d_fake = nets.D(images, probs[key])
-            logits = out[key].float()
             loss = cfg.gamma * adversarial_loss(d_fake.float(), True) + \
-                segmentation_loss(logits, target, targets, cfg)
+                segmentation_loss(out[key].float(), target, targets, cfg)
             if key == "G":
-                for weight, side in zip(SIDE_WEIGHTS, out["sides"]):
-                    loss = loss + weight * segmentation_loss(side.float(), target, targets, cfg)
-            self._step("G" if key == "G" else f"G_{key}", loss)
-            losses[f"G_{key}" if key != "G" else "G"] = loss.detach()
+                for side_weight, side in zip(SIDE_WEIGHTS, out["sides"]):
+                    loss = loss + side_weight * segmentation_loss(side.float(), target, targets, cfg)
+            name = "G" if key == "G" else f"G_{key}"
+            self._backward(name, loss, weight)
+            self._update(name)
+            losses[name] = loss.detach()
         nets.D.requires_grad_(True)
         return losses
 

@@ -6,6 +6,7 @@ decodes a photograph. A whole split then lives in one uint8 tensor (on the GPU w
 there), and augmentation and normalisation run on batches on that device.
 """
 import hashlib
+import os
 import math
 import warnings
 from dataclasses import dataclass
@@ -142,7 +143,7 @@ def load_resized(sample: Sample, size, cache_dir=None):
             pass  # a damaged cache entry is rebuilt below
     image, label, fov = resize(*load_sample(sample), size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # several processes may fill the cache at once
     np.save(tmp, np.concatenate([image, label[..., None], fov[..., None].astype(np.uint8)], axis=2))
     tmp.replace(path)
     return image, label, fov
