@@ -29,7 +29,3 @@ def test_two_processes_match_one(real_data, tmp_path):
     # up to float summation order (Adam turns the noise on zero-gradient biases into +-lr steps).
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     assert (one_nets.predict(x) - two_nets.predict(x)).abs().max() < 2e-2  # probabilities
-    one_sd, two_sd = one_nets.state_dict(), two_nets.state_dict()
-    close = sum(torch.isclose(one_sd[k], two_sd[k], atol=1e-4).sum().item() for k in one_sd if k.startswith("G."))
-    total = sum(one_sd[k].numel() for k in one_sd if k.startswith("G."))
-    assert close / total > 0.99
