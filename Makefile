@@ -24,8 +24,8 @@ test: install data
 
 demo: install
 	$(BIN)/python -m scripts.synthetic --out ./data-synthetic
-	$(BIN)/python train.py --dataset SYNTHETIC --data-root ./data-synthetic --epochs 3 --batch-size 2 \
-	    --base-width 8 --job_name demo --validation 25
+	$(BIN)/python train.py --dataset SYNTHETIC --data-root ./data-synthetic --epochs 15 --batch-size 2 \
+	    --learning-rate 1e-3 --image-size 128 128 --base-width 8 --job_name demo --validation 25
 	$(BIN)/python test.py --dataset SYNTHETIC --data-root ./data-synthetic --job_name demo
 
 train: install data

@@ -1,0 +1,68 @@
+"""Figures for the README: a test photograph, its truth and the prediction side by side.
+
+    python -m scripts.figures --dataset DRIVE_AV --image 01_test --out imgs/DRIVE_AV_01_test.png
+reads ./data/<Dataset>/test and ./<Dataset>/Final_pre/raw_pre/<image>.png (written by test.py).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .config import ConfigError, dataset_spec
+from .data import find_samples, load_sample
+
+COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255], [0, 255, 0]], dtype=np.uint8)  # bg, A, V, U
+
+
+def label_picture(label):
+    """0..3 label -> artery red, vein blue, uncertain green."""
+    return COLOURS[label]
+
+
+def side_by_side(panels, titles, height=400):
+    """Panels (HxWx3 uint8) scaled to one height, with a title above each."""
+    scaled = [Image.fromarray(p).resize((round(p.shape[1] * height / p.shape[0]), height), Image.BILINEAR)
+              for p in panels]
+    width = sum(s.width for s in scaled) + 10 * (len(scaled) - 1)
+    canvas = Image.new("RGB", (width, height + 24), "white")
+    draw, x = ImageDraw.Draw(canvas), 0
+    for img, title in zip(scaled, titles):
+        canvas.paste(img, (x, 24))
+        draw.text((x + 4, 6), title, fill="black")
+        x += img.width + 10
+    return canvas
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="DRIVE_AV")
+    p.add_argument("--image", required=True, help="test image name (stem), e.g. 01_test")
+    p.add_argument("--data-root", default="./data")
+    p.add_argument("--final-pre", default=None, help="default ./<Dataset>/Final_pre")
+    p.add_argument("--caption", default="prediction", help="title of the prediction panel")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    try:
+        spec = dataset_spec(args.dataset)
+        sample = {s.name: s for s in find_samples(args.data_root, spec, "test")}.get(args.image)
+        if sample is None:
+            raise ConfigError(f"no test image {args.image!r} in {args.data_root}/{spec.name}/test")
+        image, label, fov = load_sample(sample)
+        pred_path = Path(args.final_pre or Path(spec.name) / "Final_pre") / "raw_pre" / f"{args.image}.png"
+        if not pred_path.is_file():
+            raise ConfigError(f"{pred_path} not found: run test.py first")
+        pred = np.asarray(Image.open(pred_path).convert("RGB"))
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    truth = label_picture(label)
+    truth[~fov] = 0
+    figure = side_by_side([image, truth, pred], ["photograph", "truth (A red, V blue, U green)", args.caption])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    figure.save(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
