@@ -24,7 +24,8 @@ from scripts import metrics
 from scripts.checkpoint import atomic_write, load_networks
 from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_spec
 from scripts.data import find_samples, load_resized, load_sample, load_tensor_set
-from scripts.evaluate import full_size_picture, picture_u8, predict_probs, write_png
+from scripts.evaluate import full_size_picture, picture_u8, predict_probs, score_image, write_png
+from scripts.segments import draw_mixed_segments, split_segments
 from train import amp_dtype_for, pick_device, str2bool
 
 TABLE_METRICS = ("sensitivity", "auc_roc", "f1", "auc_pr", "mse")
@@ -83,9 +84,10 @@ def format_table(summary):
             v = summary[cls][m]
             row += f"{v['mean']:>12.2f} ± {v['std']:<5.2f}"
         lines.append(row)
-    extra = summary["extra"]
-    lines.append("extra (not in the published table): " + ", ".join(
-        f"{k} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in extra.items()))
+    for group, title in (("extra", "extra (not in the published table)"),
+                         ("segments", "segments (intra-segment misclassification)")):
+        lines.append(f"{title}: " + ", ".join(
+            f"{k} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in summary[group].items()))
     return "\n".join(lines)
 
 
@@ -121,36 +123,38 @@ def evaluate(args):
     rows, per_run = [], [[] for _ in runs]
     for i, sample in enumerate(tqdm(samples, desc="evaluate")):
         _, label, fov = load_sample(sample)  # full size, decoded once for all runs
+        split = split_segments(label, fov)
         for r, (folder, _, saved) in enumerate(runs):
             run_out = out_dir / folder.name if multi else out_dir
             small = picture_u8(probs[r][i], saved["activation"])
             raw = full_size_picture(probs[r][i], (label.shape[1], label.shape[0]), fov, saved["activation"])
             write_png(run_out / "small_pre" / f"{sample.name}.png", small)
             write_png(run_out / "raw_pre" / f"{sample.name}.png", raw)
-            result = metrics.evaluate_image(label, raw, fov)
+            result, mixed = score_image(label, raw, fov, split)
+            write_png(run_out / "mixed_segments" / f"{sample.name}.png", draw_mixed_segments(raw, split[0], mixed))
             per_run[r].append(result)
-            rows.append({"run": folder.name, "image": sample.name,
-                         **{k: round(100 * v, 6) for k, v in metrics.flatten(
-                             {c: result[c] for c in ("average", "artery", "vein", "uncertain", "extra")}).items()}})
+            rows.append({"run": folder.name, "image": sample.name, **{
+                k: (v if k.endswith("/count") else round(100 * v, 6)) for k, v in metrics.flatten(
+                    {c: result[c] for c in ("average", "artery", "vein", "uncertain", "extra", "segments")}).items()}})
 
     run_summaries = [metrics.summarize(r) for r in per_run]
     summary = percent_summary(metrics.mean_std_over_runs(run_summaries))
     summary["runs"] = [str(f) for f, _, _ in runs]
     summary["images"] = len(samples)
     summary["dataset"] = spec.name
-    summary["units"] = "percent; mean and std (ddof=0) over runs of the per-run mean over test images"
+    summary["units"] = ("percent (segments/count: a number); mean and std (ddof=0) over runs of the "
+                        "per-run mean over test images")
     write_csv(out_dir / "metrics.csv", rows)
     atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     print(format_table(summary))
-    print(f"wrote {out_dir}/metrics.csv, summary.json, raw_pre/, small_pre/")
+    print(f"wrote {out_dir}/metrics.csv, summary.json, raw_pre/, small_pre/, mixed_segments/")
     return summary
 
 
 def percent_summary(tree):
-    """mean_std_over_runs output with every mean and std in percent."""
-    if isinstance(tree, dict) and set(tree) == {"mean", "std"}:
-        return {"mean": 100.0 * tree["mean"], "std": 100.0 * tree["std"]}
-    return {k: percent_summary(v) for k, v in tree.items()}
+    """mean_std_over_runs output with every mean and std in percent (counts stay counts)."""
+    return {k: (v if k == "count" else {"mean": 100.0 * v["mean"], "std": 100.0 * v["std"]})
+            if set(v) == {"mean", "std"} else percent_summary(v) for k, v in tree.items()}
 
 
 def write_csv(path, rows):

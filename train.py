@@ -16,11 +16,12 @@ import torch
 from tqdm import tqdm
 
 from scripts import distributed, metrics
-from scripts.bfnet import Networks, Trainer, to_picture
+from scripts.bfnet import Networks, Trainer
 from scripts.checkpoint import LAST_STATE, atomic_torch_save, load_networks, read, save_best
 from scripts.config import ConfigError, RunConfig, dataset_spec
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.evaluate import validate
+from scripts.segments import split_segments
 
 
 def str2bool(text):
@@ -155,6 +156,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         writer = SummaryWriter(log_dir=str(Path(runs_dir) / f"{spec.name}_{cfg.job_name}"), purge_step=step or None)
         writer.add_text("config", str(cfg.to_dict()), step)
 
+    # The validation labels never change: split their vessel trees into segments once.
+    val_splits = [split_segments(val_set.labels[i].numpy(), val_set.fovs[i].numpy()) for i in range(len(val_set))]
     n, bs = len(train_set), cfg.batch_size
     # A distributed run drops a last batch smaller than the number of processes.
     batches_per_epoch = sum(1 for b in range(0, n, bs) if min(bs, n - b) >= ctx.world)
@@ -192,15 +195,15 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         trainer.plateau_step(values)
         if not ctx.is_main:
             continue
-        summary, probs = validate(nets, val_set, cfg.activation, bs, device, amp_dtype,
-                                  memory_format == torch.channels_last)
+        summary, drawing = validate(nets, val_set, cfg.activation, bs, device, amp_dtype,
+                                    memory_format == torch.channels_last, val_splits)
         f1 = summary["average"]["f1"]
-        for k, v in metrics.flatten({"average": summary["average"], "extra": summary["extra"]}).items():
+        for k, v in metrics.flatten({g: summary[g] for g in ("average", "extra", "segments")}).items():
             writer.add_scalar(f"val/{k}", v, step)
         writer.add_scalar("lr/G", trainer.optimizers["G"].param_groups[0]["lr"], step)
         writer.add_scalar("lr/D", trainer.optimizers["D"].param_groups[0]["lr"], step)
         writer.add_scalar("time/epoch_seconds", time.time() - started, step)
-        writer.add_image("val/prediction", to_picture(probs[:1], cfg.activation)[0], step)
+        writer.add_image("val/mixed_segments", drawing, step, dataformats="HWC")
         if f1 > best_f1:
             best_f1 = f1
             save_best(run_dir, nets, cfg, epoch + 1, f1)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import metrics
+from . import metrics, segments
 from .bfnet import Networks, to_picture
 from .checkpoint import atomic_write
 from .data import normalize
@@ -46,17 +46,38 @@ def full_size_picture(probs_small, size_wh, fov, activation):
     return pic
 
 
+def score_image(label, picture, fov, segment_split=None):
+    """Pixel metrics (metrics.evaluate_image) plus the segment metrics under "segments".
+
+    ``segment_split``: ``segments.split_segments(label, fov)``, reusable across runs.
+    Returns (result, mixed segment ids)."""
+    result = metrics.evaluate_image(label, picture, fov)
+    split = segment_split if segment_split is not None else segments.split_segments(label, fov)
+    scores = segments.segment_scores(label, segments.pred_classes_from_picture(picture), fov, segments=split)
+    mixed = scores.pop("mixed_ids")
+    scores["count"] = scores.pop("segments")
+    result["segments"] = scores
+    return result, mixed
+
+
 def write_png(path, array):
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", compress_level=1))
 
 
-def validate(nets: Networks, val_set, activation, batch_size, device, amp_dtype=None, channels_last=False):
-    """Mean metrics over the validation images at the network size (labels resized nearest)."""
+def validate(nets: Networks, val_set, activation, batch_size, device, amp_dtype=None, channels_last=False,
+             splits=None):
+    """Mean metrics over the validation images at the network size (labels resized nearest),
+    and a picture of the first image's mixed segments. ``splits``: precomputed
+    ``segments.split_segments`` of the validation labels (they never change)."""
     probs = predict_probs(nets, val_set.images, batch_size, device, amp_dtype, channels_last)
-    per_image = []
+    per_image, drawing = [], None
     for i in range(len(val_set)):
-        fov = val_set.fovs[i].numpy()
+        label, fov = val_set.labels[i].numpy(), val_set.fovs[i].numpy()
         pic = picture_u8(probs[i], activation)
         pic[~fov] = 0
-        per_image.append(metrics.evaluate_image(val_set.labels[i].numpy(), pic, fov))
-    return metrics.summarize(per_image), probs
+        result, mixed = score_image(label, pic, fov, splits[i] if splits else None)
+        per_image.append(result)
+        if i == 0:
+            split = splits[0] if splits else segments.split_segments(label, fov)
+            drawing = segments.draw_mixed_segments(pic, split[0], mixed)
+    return metrics.summarize(per_image), drawing

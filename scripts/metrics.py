@@ -17,7 +17,7 @@ METRIC_KEYS = ("sensitivity", "specificity", "precision", "f1", "iou", "accuracy
                "auc_roc", "auc_pr", "mse")
 ON = 128              # a channel is on at >= 128, i.e. probability > 0.5 after x255 quantisation
 LEVELS = 256          # uint8 score levels of the probability-based extras
-SUMMARY_GROUPS = ("average", "artery", "vein", "uncertain", "extra")   # what summarize() keeps
+SUMMARY_GROUPS = ("average", "artery", "vein", "uncertain", "extra", "segments")  # what summarize() keeps
 
 # The 8 on/off patterns of (R, G, B), pattern = R_on | G_on << 1 | B_on << 2, as a picture.
 _PATTERNS = np.array([[ON * ((p >> c) & 1) for c in range(3)] for p in range(8)], dtype=np.uint8)
@@ -230,7 +230,8 @@ def _mean_tree(trees, reduce):
 
 def summarize(per_image):
     """Mean over images of every numeric leaf of the groups SUMMARY_GROUPS ("average",
-    "artery", "vein", "uncertain", "extra"), in the same nested shape; "counts" is left out."""
+    "artery", "vein", "uncertain", "extra", and "segments" when present), in the same nested
+    shape; "counts" is left out."""
     if not per_image:
         raise ValueError("summarize() needs at least one image result")
     return {g: _mean_tree([r[g] for r in per_image], lambda xs: float(np.mean(xs)))

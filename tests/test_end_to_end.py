@@ -46,6 +46,8 @@ def test_test_script_writes_pictures_at_the_original_size(probe_run):
     assert len(raw) == len(small) == 20
     assert Image.open(raw[0]).size == (565, 584) and Image.open(raw[0]).mode == "RGB"
     assert Image.open(small[0]).size == (128, 128)
+    mixed = sorted((final / "mixed_segments").glob("*.png"))
+    assert len(mixed) == 20 and Image.open(mixed[0]).size == (565, 584)
     assert "average" in stdout and "sensitivity" in stdout
 
 
@@ -87,8 +89,13 @@ def test_summary_agrees_with_metrics_recomputed_from_the_pngs(probe_run, real_da
         assert summary["average"][key]["mean"] == pytest.approx(mean, abs=1e-6), key
         assert summary["average"][key]["std"] == 0  # one run
     assert 0 <= summary["average"]["mse"]["mean"] < 20 and summary["average"]["auc_roc"]["mean"] >= 45
+    seg = summary["segments"]
+    assert set(seg) == {"count", "mixed_any", "mixed_10", "segment_accuracy", "fully_correct", "missed"}
+    assert 50 < seg["count"]["mean"] < 500  # DRIVE vessel trees split into tens to hundreds of segments
+    assert all(0 <= seg[k]["mean"] <= 100 for k in seg if k != "count")
     rows = list(csv.DictReader((final / "metrics.csv").open()))
     assert len(rows) == 20 and rows[0]["run"] == "probe" and "average/f1" in rows[0]
+    assert "segments/mixed_10" in rows[0]
 
 
 def test_bad_data_set_name_is_one_line_and_exit_2(tmp_path):

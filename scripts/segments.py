@@ -1,0 +1,248 @@
+"""Segment-level measure of intra-segment misclassification.
+
+The paper's motivation: an A/V network often flips class halfway along one vessel segment, mostly
+near crossings. Pixel metrics hardly see this (a flip costs a few hundred pixels), so this module
+splits the *truth* vessel tree into segments (the pieces between branch and crossing points) and asks,
+per segment, whether the network's artery/vein prediction along it is one class or a mix.
+
+    seg, n = split_segments(label, fov)                 # truth segments, ids 1..n
+    scores = segment_scores(label, pred_classes, fov)   # shares over the A/V segments
+    pred = pred_classes_from_picture(rgb)               # R artery, G uncertain, B vein -> 0..3
+    pic = draw_mixed_segments(rgb, seg, scores["mixed_ids"])
+
+Everything is numpy/scipy/scikit-image and works on a crop around the vessels: `segment_scores` takes
+about 0.03-0.05 s on a DRIVE image (565 x 584) and about 1 s on an HRF image (3504 x 2336), nearly all of it
+in `split_segments`; pass `segments=` to reuse a split across validations (then about 0.002 s / 0.03 s).
+
+Classes: 0 background, 1 artery, 2 vein, 3 uncertain.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+from skimage.morphology import skeletonize
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def _crop(mask: np.ndarray):
+    """Slices of the bounding box of `mask` with a 1-pixel margin (None if the mask is empty)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    h, w = mask.shape
+    return (slice(max(rows[0] - 1, 0), min(rows[-1] + 2, h)),
+            slice(max(cols[0] - 1, 0), min(cols[-1] + 2, w)))
+
+
+def _check(label, fov):
+    label, fov = np.asarray(label), np.asarray(fov).astype(bool)
+    if label.ndim != 2 or label.shape != fov.shape:
+        raise ValueError(f"label {label.shape} and fov {fov.shape} must be two HxW maps of one size")
+    return label, fov
+
+
+def split_segments(label: np.ndarray, fov: np.ndarray, min_length: int = 10) -> tuple[np.ndarray, int]:
+    """Split the truth vessel tree into segments between branch and crossing points.
+
+    Steps: the vessel map is `label` in {1, 2, 3} inside `fov`; it is skeletonised (scikit-image);
+    branch and crossing points (skeleton pixels with more than 2 skeleton neighbours in 8-connectivity)
+    are removed together with their 8-neighbourhood, so segments separate cleanly; the remaining skeleton
+    pieces are labelled (8-connectivity) and pieces shorter than `min_length` skeleton pixels are dropped;
+    then every truth vessel pixel takes the id of the nearest remaining skeleton pixel (Euclidean distance,
+    the rule of `scipy.ndimage.distance_transform_edt(..., return_indices=True)`, computed with a k-d tree
+    over the skeleton pixels because that only costs time per vessel pixel, not per image pixel).
+
+    One guard on the growth: a vessel pixel only takes the id of a piece that lies in its own connected
+    vessel component (8-connectivity). A small isolated vessel whose only piece was too short thus gets no
+    id, instead of joining whatever segment happens to be nearest across the background.
+
+    Returns (segment id map HxW int32 with ids 1..n, 0 = no segment; n).
+    """
+    label, fov = _check(label, fov)
+    out = np.zeros(label.shape, dtype=np.int32)
+    vessel_full = fov & (label >= 1) & (label <= 3)
+    box = _crop(vessel_full)
+    if box is None:
+        return out, 0
+    vessel = vessel_full[box]
+
+    skel = skeletonize(vessel)
+    # Count the 8 neighbours at skeleton pixels only (the crop has a 1-pixel background margin unless it
+    # touches the image edge, hence the padding).
+    padded = np.pad(skel, 1)
+    sr, sc = np.nonzero(padded)
+    neighbours = sum(padded[sr + dr, sc + dc].astype(np.uint8)
+                     for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc)
+    branch = neighbours > 2
+    for dr in (-1, 0, 1):       # drop each branch pixel with its 8-neighbourhood
+        for dc in (-1, 0, 1):
+            padded[sr[branch] + dr, sc[branch] + dc] = False
+    skel = padded[1:-1, 1:-1]
+
+    pieces, n = ndimage.label(skel, structure=_EIGHT)
+    if n == 0:
+        return out, 0
+    length = np.bincount(pieces.ravel(), minlength=n + 1)
+    keep = length >= min_length
+    keep[0] = False
+    n_kept = int(keep.sum())
+    if n_kept == 0:
+        return out, 0
+    new_id = np.zeros(n + 1, dtype=np.int32)
+    new_id[keep] = np.arange(1, n_kept + 1, dtype=np.int32)
+    pieces = new_id[pieces]
+
+    # Grow: every vessel pixel finds its nearest kept skeleton pixel (Euclidean), and takes its id if both lie
+    # in the same vessel component. A k-d tree over the skeleton pixels answers the same question as
+    # distance_transform_edt(pieces == 0, return_indices=True) (up to ties between equally near pixels) but
+    # costs O(vessel pixels) instead of O(image): 2x faster on HRF.
+    pr, pc = np.nonzero(pieces)
+    rr, cc = np.nonzero(vessel)
+    _, nearest = cKDTree(np.column_stack([pr, pc])).query(np.column_stack([rr, cc]))
+    nr, nc = pr[nearest], pc[nearest]
+    components, _ = ndimage.label(vessel, structure=_EIGHT)
+    same = components[rr, cc] == components[nr, nc]
+    grown = np.zeros(vessel.shape, dtype=np.int32)
+    grown[rr[same], cc[same]] = pieces[nr[same], nc[same]]
+
+    # Ids are consecutive again (a kept piece always owns at least its own skeleton pixels).
+    out[box] = grown
+    return out, n_kept
+
+
+def segment_scores(label, pred_classes, fov, min_length: int = 10, minority: float = 0.10,
+                   segments: tuple[np.ndarray, int] | None = None) -> dict:
+    """Segment-level intra-segment misclassification scores of one image.
+
+    `label`: HxW truth 0..3; `pred_classes`: HxW predicted classes 0..3 (1 artery, 2 vein, 3 uncertain);
+    `fov`: HxW bool. Segments come from `split_segments(label, fov, min_length)`; pass its result as
+    `segments=(segment_map, n)` to reuse it (the truth does not change between validations).
+
+    A segment counts if its majority truth label (over its pixels, classes 1..3) is artery (1) or vein (2);
+    that class is the segment's truth. The pixels judged are the segment pixels whose truth *is* that class
+    (the crossing pixels labelled 3, or a few pixels of the other vessel at a crossing grown into the segment,
+    are left out, so a correct prediction at a crossing never reads as a flip). Among them, those predicted
+    artery or vein (1 or 2) are its A/V-predicted pixels.
+
+    Returns a dict:
+      "segments":         number of A/V segments considered (int);
+      "mixed_any":        share of segments with at least one A/V-predicted pixel whose A/V predictions
+                          contain both classes;
+      "mixed_10":         share of those same segments where the minority class is >= `minority` of its
+                          A/V-predicted pixels;
+      "segment_accuracy": share of all segments whose majority predicted class (1 vs 2, a tie is wrong)
+                          equals the truth; a segment with no A/V-predicted pixel is wrong (missed);
+      "fully_correct":    share of all segments whose every judged pixel is predicted as the truth class;
+      "missed":           share of all segments with no A/V-predicted pixel;
+      "mixed_ids":        sorted list of the segment ids that are mixed_10 (ids of the map of
+                          `split_segments`, for drawing).
+    With no segment (or, for the two mixed shares, no segment with an A/V-predicted pixel) a share is 0.0.
+    """
+    label, fov = _check(label, fov)
+    pred = np.asarray(pred_classes)
+    if pred.shape != label.shape:
+        raise ValueError(f"pred_classes {pred.shape} must have the shape of label {label.shape}")
+    seg, n = split_segments(label, fov, min_length) if segments is None else segments
+    seg = np.asarray(seg)
+    if seg.shape != label.shape:
+        raise ValueError(f"segment map {seg.shape} must have the shape of label {label.shape}")
+    n = max(int(n), int(seg.max(initial=0)))
+    empty = {"segments": 0, "mixed_any": 0.0, "mixed_10": 0.0, "segment_accuracy": 0.0,
+             "fully_correct": 0.0, "missed": 0.0, "mixed_ids": []}
+    if n == 0:
+        return empty
+
+    inside = seg > 0
+    ids = seg[inside].astype(np.int64)
+    truth = label[inside].astype(np.int64)
+    guess = np.where(pred[inside] <= 3, pred[inside], 0).astype(np.int64)
+
+    # Majority truth per segment over classes 1..3 (ties go to the lower class).
+    truth_counts = np.bincount(ids * 4 + truth, minlength=(n + 1) * 4).reshape(n + 1, 4)
+    seg_class = truth_counts[:, 1:].argmax(axis=1) + 1
+    av = (seg_class <= 2) & (truth_counts[:, 1:].sum(axis=1) > 0)
+    av[0] = False
+
+    judged = truth == seg_class[ids]
+    pred_counts = np.bincount(ids[judged] * 4 + guess[judged], minlength=(n + 1) * 4).reshape(n + 1, 4)
+    n_art, n_vein = pred_counts[:, 1], pred_counts[:, 2]
+    n_av = n_art + n_vein
+    n_judged = pred_counts.sum(axis=1)
+    n_right = pred_counts[np.arange(n + 1), seg_class]
+
+    predicted = av & (n_av > 0)
+    both = predicted & (n_art > 0) & (n_vein > 0)
+    minor = np.minimum(n_art, n_vein) / np.maximum(n_av, 1)
+    mixed = both & (minor >= minority)
+    majority = np.where(n_art > n_vein, 1, np.where(n_vein > n_art, 2, 0))
+    correct = predicted & (majority == seg_class)
+    fully = av & (n_right == n_judged)
+
+    n_seg, n_pred = int(av.sum()), int(predicted.sum())
+    if n_seg == 0:
+        return empty
+
+    def share(x, over):
+        return float(x.sum()) / over if over else 0.0
+
+    return {
+        "segments": n_seg,
+        "mixed_any": share(both, n_pred),
+        "mixed_10": share(mixed, n_pred),
+        "segment_accuracy": share(correct, n_seg),
+        "fully_correct": share(fully, n_seg),
+        "missed": share(av & ~predicted, n_seg),
+        "mixed_ids": np.flatnonzero(mixed).tolist(),
+    }
+
+
+def pred_classes_from_picture(rgb) -> np.ndarray:
+    """Class map 0..3 from a prediction picture (R artery, G uncertain, B vein).
+
+    `rgb`: HxWx3 (or HxWx4, alpha ignored) uint8; a channel is on at >= 128. A pixel is uncertain (3) if G is
+    on; else artery (1) if R is on and B is not; vein (2) if B is on and R is not; with R and B both on, the
+    larger of R and B wins (a tie is artery); otherwise background (0). Returns HxW uint8.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] < 3:
+        raise ValueError(f"prediction picture must be HxWx3, got {rgb.shape}")
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    r_on, g_on, b_on = r >= 128, g >= 128, b >= 128
+    out = np.zeros(rgb.shape[:2], dtype=np.uint8)
+    out[r_on & ~b_on] = 1
+    out[b_on & ~r_on] = 2
+    both = r_on & b_on
+    out[both & (r >= b)] = 1
+    out[both & (r < b)] = 2
+    out[g_on] = 3
+    return out
+
+
+def draw_mixed_segments(rgb, segment_map, mixed_ids) -> np.ndarray:
+    """Picture of where the network flipped class along a segment.
+
+    A copy of the prediction picture `rgb` (HxWx3 uint8) dimmed to 40 %, with the pixels of the segments in
+    `mixed_ids` (ids of `segment_map`, e.g. `segment_scores(...)["mixed_ids"]`) drawn yellow (255, 255, 0)
+    and their outline (the 1-pixel border added by a 3x3 dilation) white. Returns HxWx3 uint8.
+    """
+    rgb = np.asarray(rgb)[..., :3]
+    segment_map = np.asarray(segment_map)
+    if rgb.shape[:2] != segment_map.shape:
+        raise ValueError(f"picture {rgb.shape[:2]} and segment map {segment_map.shape} differ in size")
+    out = np.round(rgb.astype(np.float32) * 0.4).astype(np.uint8)
+    ids = np.asarray(list(mixed_ids), dtype=np.int64)
+    ids = ids[ids > 0]
+    if ids.size == 0:
+        return out
+    mask = np.isin(segment_map, ids)
+    box = _crop(mask)
+    if box is None:
+        return out
+    sub = mask[box]
+    border = ndimage.binary_dilation(sub, structure=_EIGHT) & ~sub
+    view = out[box]
+    view[border] = (255, 255, 255)
+    view[sub] = (255, 255, 0)
+    return out

@@ -1,0 +1,348 @@
+"""Segment-level intra-segment misclassification (scripts/segments.py), on hand-drawn vessels.
+
+Canvas 40 x 60 (H x W). Vessels are 3 pixels wide. Classes: 0 background, 1 artery, 2 vein, 3 uncertain.
+"""
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.draw import line
+
+from scripts.segments import (draw_mixed_segments, pred_classes_from_picture, segment_scores,
+                              split_segments)
+
+H, W = 40, 60
+
+
+def canvas():
+    return np.zeros((H, W), np.uint8)
+
+
+def full_fov():
+    return np.ones((H, W), bool)
+
+
+def hbar(label, row, c0, c1, value):
+    """Horizontal vessel, 3 pixels wide centred on `row`, columns c0..c1-1."""
+    label[row - 1:row + 2, c0:c1] = value
+    return label
+
+
+def thick_line(r0, c0, r1, c1):
+    """Mask of a 3-pixel-wide straight line (a 1-pixel line dilated by a 3x3 square)."""
+    m = np.zeros((H, W), bool)
+    rr, cc = line(r0, c0, r1, c1)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            m[np.clip(rr + dr, 0, H - 1), np.clip(cc + dc, 0, W - 1)] = True
+    return m
+
+
+def straight_artery():
+    """One artery: rows 19..21, columns 5..54 (50 pixels long)."""
+    return hbar(canvas(), 20, 5, 55, 1)
+
+
+def scores(label, pred, fov=None, **kw):
+    return segment_scores(label, pred, full_fov() if fov is None else fov, **kw)
+
+
+# --- (1), (2): one straight vessel -----------------------------------------------------------------------
+
+def test_straight_vessel_is_one_segment_covering_the_vessel():
+    label = straight_artery()
+    seg, n = split_segments(label, full_fov())
+    assert n == 1
+    assert seg.dtype == np.int32
+    assert np.array_equal(seg > 0, label > 0)      # every vessel pixel is grown back into the segment
+    assert set(np.unique(seg)) == {0, 1}
+
+
+def test_half_artery_half_vein_is_mixed_and_the_longer_half_wins():
+    label = straight_artery()
+    pred = label.copy()
+    pred[:, 35:55][label[:, 35:55] == 1] = 2        # 30 columns artery, 20 columns vein
+    s = scores(label, pred)
+    assert s["segments"] == 1
+    assert s["mixed_any"] == 1.0 and s["mixed_10"] == 1.0
+    assert s["segment_accuracy"] == 1.0             # artery is the majority: right
+    assert s["fully_correct"] == 0.0
+    assert s["missed"] == 0.0
+    assert s["mixed_ids"] == [1]
+
+    pred = label.copy()
+    pred[:, 25:55][label[:, 25:55] == 1] = 2        # 20 columns artery, 30 columns vein
+    s = scores(label, pred)
+    assert s["mixed_any"] == 1.0 and s["mixed_10"] == 1.0
+    assert s["segment_accuracy"] == 0.0             # vein is the majority: wrong
+    assert s["fully_correct"] == 0.0
+
+
+def test_a_tie_between_artery_and_vein_is_wrong():
+    label = straight_artery()
+    pred = label.copy()
+    pred[:, 30:55][label[:, 30:55] == 1] = 2        # 25 / 25 columns
+    s = scores(label, pred)
+    assert s["segment_accuracy"] == 0.0
+    assert s["mixed_10"] == 1.0
+
+
+def test_all_artery_is_clean():
+    label = straight_artery()
+    s = scores(label, label.copy())
+    assert s == {"segments": 1, "mixed_any": 0.0, "mixed_10": 0.0, "segment_accuracy": 1.0,
+                 "fully_correct": 1.0, "missed": 0.0, "mixed_ids": []}
+
+
+def test_a_few_flipped_pixels_are_mixed_but_below_the_minority_threshold():
+    label = straight_artery()
+    pred = label.copy()
+    pred[20, 10:13] = 2                             # 3 of 150 pixels (2 %)
+    s = scores(label, pred)
+    assert s["mixed_any"] == 1.0
+    assert s["mixed_10"] == 0.0 and s["mixed_ids"] == []
+    assert s["segment_accuracy"] == 1.0 and s["fully_correct"] == 0.0
+    assert scores(label, pred, minority=0.01)["mixed_10"] == 1.0
+
+
+def test_uncertain_and_background_predictions_do_not_make_a_segment_mixed():
+    label = straight_artery()
+    pred = label.copy()
+    pred[:, 5:20][label[:, 5:20] == 1] = 3          # uncertain part
+    pred[:, 45:55] = 0                              # missed part
+    s = scores(label, pred)
+    assert s["mixed_any"] == 0.0 and s["mixed_10"] == 0.0
+    assert s["segment_accuracy"] == 1.0
+    assert s["fully_correct"] == 0.0
+    assert s["missed"] == 0.0
+
+
+# --- (3): a crossing ------------------------------------------------------------------------------------
+
+def x_crossing():
+    """An artery (top-left to bottom-right) and a vein (bottom-left to top-right) crossing in an X;
+    the pixels of both vessels are uncertain (3)."""
+    artery, vein = thick_line(3, 4, 36, 55), thick_line(36, 4, 3, 55)
+    label = canvas()
+    label[artery] = 1
+    label[vein] = 2
+    label[artery & vein] = 3
+    return label
+
+
+def plus_crossing():
+    """A horizontal artery and a vertical vein crossing at right angles; the 3x3 crossing is uncertain."""
+    label = hbar(canvas(), 20, 3, 57, 1)
+    label[3:37, 29:32] = 2
+    label[19:22, 29:32] = 3
+    return label
+
+
+@pytest.mark.parametrize("make", [x_crossing, plus_crossing])
+def test_crossing_gives_four_arms_two_artery_two_vein(make):
+    label = make()
+    seg, n = split_segments(label, full_fov())
+    assert n == 4
+    classes = []
+    for i in range(1, n + 1):
+        values, counts = np.unique(label[(seg == i) & (label != 3)], return_counts=True)
+        assert len(values) == 1, f"segment {i} mixes truth classes {values}"
+        classes.append(int(values[0]))
+    assert sorted(classes) == [1, 1, 2, 2]
+    assert np.array_equal(seg > 0, label > 0)
+
+    s = scores(label, label.copy())
+    assert s["segments"] == 4
+    assert s["mixed_any"] == 0.0 and s["mixed_10"] == 0.0
+    assert s["segment_accuracy"] == 1.0 and s["fully_correct"] == 1.0 and s["missed"] == 0.0
+
+
+@pytest.mark.parametrize("make", [x_crossing, plus_crossing])
+def test_crossing_predicted_as_the_artery_on_top_does_not_flag_the_vein(make):
+    label = make()
+    pred = label.copy()
+    pred[label == 3] = 1                            # the crossing itself is not judged
+    s = scores(label, pred)
+    assert s["mixed_any"] == 0.0 and s["segment_accuracy"] == 1.0 and s["fully_correct"] == 1.0
+
+
+def test_vein_flipping_to_artery_after_the_crossing():
+    label = plus_crossing()
+    seg, _ = split_segments(label, full_fov())
+    pred = label.copy()
+    lower_vein = (label == 2) & (np.arange(H)[:, None] > 21)
+    pred[lower_vein] = 1                            # the lower vein arm (rows 22..36) reads as artery
+    pred[32:37, 29:32] = 2                          # ...except its last 5 rows, back to vein
+    s = scores(label, pred)
+    assert s["segments"] == 4
+    assert s["mixed_10"] == 0.25                    # one arm of four flips halfway
+    lower_id = int(np.bincount(seg[lower_vein]).argmax())
+    assert s["mixed_ids"] == [lower_id]
+    assert s["segment_accuracy"] == 0.75            # that arm is mostly artery: wrong
+    assert s["fully_correct"] == 0.75
+
+
+# --- (4): a bifurcation ---------------------------------------------------------------------------------
+
+def test_bifurcation_gives_three_segments():
+    label = canvas()
+    stem, left, right = thick_line(37, 30, 20, 30), thick_line(20, 30, 2, 8), thick_line(20, 30, 2, 52)
+    label[stem | left | right] = 1
+    seg, n = split_segments(label, full_fov())
+    assert n == 3
+    assert np.array_equal(seg > 0, label > 0)
+    s = scores(label, label.copy())
+    assert s["segments"] == 3 and s["segment_accuracy"] == 1.0 and s["mixed_any"] == 0.0
+
+
+# --- (5): a missed segment ------------------------------------------------------------------------------
+
+def test_missed_segment_is_wrong_and_missed_not_mixed():
+    label = hbar(hbar(canvas(), 10, 5, 55, 1), 30, 5, 55, 2)
+    pred = label.copy()
+    pred[25:35] = 0                                 # the vein is predicted background
+    s = scores(label, pred)
+    assert s["segments"] == 2
+    assert s["missed"] == 0.5
+    assert s["segment_accuracy"] == 0.5
+    assert s["fully_correct"] == 0.5
+    assert s["mixed_any"] == 0.0 and s["mixed_10"] == 0.0 and s["mixed_ids"] == []
+
+
+def test_segment_predicted_only_uncertain_is_missed():
+    label = straight_artery()
+    pred = np.where(label > 0, 3, 0).astype(np.uint8)
+    s = scores(label, pred)
+    assert s["missed"] == 1.0 and s["segment_accuracy"] == 0.0 and s["mixed_any"] == 0.0
+
+
+# --- (6): short pieces ----------------------------------------------------------------------------------
+
+def test_short_pieces_are_ignored():
+    label = straight_artery()
+    label[32:35, 20:26] = 2                         # a vein only 6 pixels long
+    seg, n = split_segments(label, full_fov())
+    assert n == 1
+    assert not seg[32:35, 20:26].any()              # not grown into the artery's segment either
+    assert split_segments(label, full_fov(), min_length=1)[1] == 2
+    s = scores(label, label.copy())
+    assert s["segments"] == 1
+    assert split_segments(straight_artery(), full_fov(), min_length=60)[1] == 0
+
+
+# --- (7): the field of view -----------------------------------------------------------------------------
+
+def test_fov_excluding_a_segment_removes_it():
+    label = hbar(hbar(canvas(), 10, 5, 55, 1), 30, 5, 55, 2)
+    fov = full_fov()
+    fov[20:] = False
+    seg, n = split_segments(label, fov)
+    assert n == 1
+    assert not seg[20:].any()
+    assert scores(label, label.copy(), fov)["segments"] == 1
+    assert split_segments(label, full_fov())[1] == 2
+
+
+# --- empty and edge cases -------------------------------------------------------------------------------
+
+def test_no_segment_gives_zero_shares():
+    empty = {"segments": 0, "mixed_any": 0.0, "mixed_10": 0.0, "segment_accuracy": 0.0,
+             "fully_correct": 0.0, "missed": 0.0, "mixed_ids": []}
+    seg, n = split_segments(canvas(), full_fov())
+    assert n == 0 and seg.shape == (H, W) and not seg.any()
+    assert scores(canvas(), canvas()) == empty
+    uncertain = hbar(canvas(), 20, 5, 55, 3)        # an uncertain vessel is a segment but not an A/V one
+    assert split_segments(uncertain, full_fov())[1] == 1
+    assert scores(uncertain, uncertain) == empty
+    assert scores(straight_artery(), canvas(), np.zeros((H, W), bool)) == empty
+
+
+def test_vessel_touching_the_image_border():
+    label = canvas()
+    label[0:3, :] = 1                               # along the top edge, end to end
+    seg, n = split_segments(label, full_fov())
+    assert n == 1 and np.array_equal(seg > 0, label > 0)
+
+
+def test_precomputed_segments_give_the_same_scores():
+    label = plus_crossing()
+    pred = label.copy()
+    pred[:, 40:] = np.where(pred[:, 40:] == 1, 2, pred[:, 40:])
+    fov = full_fov()
+    assert scores(label, pred, segments=split_segments(label, fov)) == scores(label, pred)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError):
+        segment_scores(canvas(), np.zeros((H, W + 1), np.uint8), full_fov())
+    with pytest.raises(ValueError):
+        split_segments(canvas(), np.ones((H + 1, W), bool))
+
+
+# --- pictures -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rgb, cls", [
+    ((0, 0, 0), 0), ((127, 127, 127), 0),
+    ((255, 0, 0), 1), ((128, 0, 0), 1), ((255, 127, 0), 1),
+    ((0, 0, 255), 2), ((0, 0, 128), 2),
+    ((0, 255, 0), 3), ((255, 255, 255), 3), ((0, 128, 255), 3), ((255, 200, 0), 3),
+    ((200, 0, 150), 1), ((150, 0, 200), 2), ((200, 0, 200), 1),
+])
+def test_pred_classes_from_picture(rgb, cls):
+    picture = np.zeros((2, 3, 3), np.uint8)
+    picture[1, 2] = rgb
+    out = pred_classes_from_picture(picture)
+    assert out.dtype == np.uint8 and out.shape == (2, 3)
+    assert out[1, 2] == cls
+    assert (out[0] == 0).all()
+
+
+def test_pred_classes_round_trip_of_a_label_picture():
+    label = plus_crossing()
+    colours = np.array([(0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0)], np.uint8)
+    assert np.array_equal(pred_classes_from_picture(colours[label]), label)
+
+
+def test_draw_mixed_segments_colours_exactly_the_mixed_segment():
+    label = hbar(straight_artery(), 32, 5, 55, 2)   # an artery (mixed below) and a clean vein
+    pred = label.copy()
+    pred[:, 35:55][label[:, 35:55] == 1] = 2
+    colours = np.array([(0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0)], np.uint8)
+    picture = colours[pred]
+    before = picture.copy()
+    seg, n = split_segments(label, full_fov())
+    s = segment_scores(label, pred, full_fov(), segments=(seg, n))
+    assert n == 2 and len(s["mixed_ids"]) == 1
+    mixed = seg == s["mixed_ids"][0]
+    assert np.array_equal(mixed, label == 1)
+
+    out = draw_mixed_segments(picture, seg, s["mixed_ids"])
+    assert out.dtype == np.uint8 and out.shape == picture.shape
+    assert np.array_equal(picture, before)          # the input is not drawn on
+    yellow = (out == (255, 255, 0)).all(axis=2)
+    white = (out == (255, 255, 255)).all(axis=2)
+    assert np.array_equal(yellow, mixed)
+    ring = np.zeros_like(mixed)
+    ring[18:23, 4:56] = True                        # the 1-pixel border around rows 19..21, columns 5..54
+    ring &= ~mixed
+    assert np.array_equal(white, ring)
+    rest = ~(yellow | white)
+    assert np.array_equal(out[rest], np.round(picture[rest] * 0.4).astype(np.uint8))
+    assert (out[label == 2] == (0, 0, 102)).all()   # the clean vein is only dimmed
+
+    assert np.array_equal(draw_mixed_segments(picture, seg, []), np.round(picture * 0.4).astype(np.uint8))
+
+
+# --- real data ------------------------------------------------------------------------------------------
+
+def test_drive_truth_against_itself(real_data):
+    label = np.asarray(Image.open(real_data / "DRIVE_AV/test/1st_manual/01_test.png"))
+    fov = np.asarray(Image.open(real_data / "DRIVE_AV/test/mask/01_test_mask.gif")) > 0
+    seg, n = split_segments(label, fov)
+    assert 150 < n < 400
+    vessel = fov & (label > 0)
+    assert (seg[vessel] > 0).mean() > 0.99 and not seg[~vessel].any()
+    s = segment_scores(label, label, fov, segments=(seg, n))
+    assert 150 < s["segments"] <= n
+    assert s["mixed_any"] == 0.0 and s["segment_accuracy"] == 1.0 and s["fully_correct"] == 1.0
+    flipped = np.where(label == 1, 2, np.where(label == 2, 1, label)).astype(np.uint8)
+    assert segment_scores(label, flipped, fov, segments=(seg, n))["segment_accuracy"] == 0.0
