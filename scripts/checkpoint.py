@@ -9,6 +9,7 @@ The three network files use the original project's names. Ours are dicts
 state dicts, which load too (their config is inferred from the tensor shapes).
 """
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from .config import ConfigError, RunConfig
 FORMAT = "avseg-checkpoint"
 VERSION = 1
 NETWORK_FILES = {"G": "CP_best_F1_all.pth", "G_A": "CP_best_F1_A.pth", "G_V": "CP_best_F1_V.pth"}
+# The original's 2021 version saved every epoch as CP_epoch<N>_all.pth, _A.pth, _V.pth.
+EPOCH_FILE = re.compile(r"^CP_epoch(\d+)_all\.pth$")
 LAST_STATE = "last.pth"
 
 
@@ -27,15 +30,26 @@ class CheckpointError(ConfigError):
     pass
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once: os.umask is process-wide and not thread-safe to query
+
+
 def atomic_write(path, write):
     """Call ``write(tmp_path)`` and rename the result onto ``path``: a crash mid-write leaves
-    any previous ``path`` intact."""
+    any previous ``path`` intact. The file gets the usual permissions (0666 less the umask),
+    not the 0600 of a temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -81,17 +95,33 @@ def describe(cfg: dict) -> str:
     return f"{cfg.get('activation')} variant, base width {cfg.get('base_width')}, fusion {cfg.get('fusion')}"
 
 
-def load_networks(run_dir, expected: dict = None):
+def epoch_files(epoch: int) -> dict:
+    return {"G": f"CP_epoch{epoch}_all.pth", "G_A": f"CP_epoch{epoch}_A.pth", "G_V": f"CP_epoch{epoch}_V.pth"}
+
+
+def network_files(run_dir) -> dict:
+    """File names of G, G_A, G_V in a run folder: ``CP_best_F1_*.pth``, or else the 2021
+    names ``CP_epoch<N>_*.pth`` of the highest N."""
+    run_dir = Path(run_dir)
+    if (run_dir / NETWORK_FILES["G"]).is_file() or not run_dir.is_dir():
+        return NETWORK_FILES
+    epochs = [int(m.group(1)) for p in run_dir.iterdir() if (m := EPOCH_FILE.match(p.name))]
+    return epoch_files(max(epochs)) if epochs else NETWORK_FILES
+
+
+def load_networks(run_dir, expected: dict = None, filenames: dict = None):
     """Networks (eval mode, CPU) and the saved config dict from a run folder.
 
+    ``filenames``: the files of G, G_A, G_V (default ``network_files(run_dir)``).
     ``expected``: config values the caller asked for (e.g. --activation, --base-width); a
     checkpoint that disagrees gives one line naming both."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"no run folder {run_dir} (train first, or name it with --job_name/--load)")
-    files = {n: run_dir / f for n, f in NETWORK_FILES.items() if (run_dir / f).is_file()}
+    filenames = filenames or network_files(run_dir)
+    files = {n: run_dir / f for n, f in filenames.items() if (run_dir / f).is_file()}
     if "G" not in files:
-        raise CheckpointError(f"{run_dir} has no {NETWORK_FILES['G']}")
+        raise CheckpointError(f"{run_dir} has no {filenames['G']}")
     raw = {n: read(p) for n, p in files.items()}
     ours = all(isinstance(r, dict) and r.get("format") == FORMAT for r in raw.values())
     states = {n: (r["state_dict"] if ours else r) for n, r in raw.items()}
@@ -111,5 +141,5 @@ def load_networks(run_dir, expected: dict = None):
             raise CheckpointError(f"{files[name]}: does not fit a {describe(saved)} "
                                   f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") from None
     if nets.uses_branches and set(states) != {"G", "G_A", "G_V"}:
-        raise CheckpointError(f"{run_dir}: needs {', '.join(NETWORK_FILES.values())}")
+        raise CheckpointError(f"{run_dir}: needs {', '.join(filenames.values())}")
     return nets.eval(), saved

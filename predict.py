@@ -1,0 +1,646 @@
+"""Segment your own fundus photographs into arteries, veins and uncertain vessels.
+
+Inputs (--input, one or more): a folder (searched recursively for .jpg .jpeg .png .tif .tiff
+.bmp), a glob ("photos/**/*.jpg", quoted), a list file (.txt/.lst/.list: one path per line,
+relative paths from the list's folder, '#' comments), or single image files. RGB, RGBA,
+palette, greyscale and 16-bit images are read. A file that cannot be read (missing, empty,
+truncated, not an image) is recorded in the CSV and on stderr and the run goes on; the exit
+status is then 1.
+
+Weights (--weights, one or more): run folders (ours, or the original authors'
+CP_best_F1_*.pth / CP_epoch<N>_*.pth), bundle files or index JSONs of `python -m
+scripts.bundle export`. Several weights form an ensemble: the probabilities are averaged and
+an uncertainty map (per-pixel standard deviation over the members) is written too.
+
+Per image, under --output, at the image's own size (the sub-folders of the input are kept):
+  <stem>_classes.png      index PNG: 0 background, 1 artery, 2 vein, 3 uncertain (with a palette)
+  <stem>_colour.png       artery red, vein blue, uncertain green (test.py's raw_pre picture:
+                          sigmoid: channel probabilities x 255; softmax: the likeliest class)
+  <stem>_overlay.png      the class colours blended onto the photograph where a vessel is predicted
+  <stem>_uncertainty.png  ensembles only: grey = 510 x std over members (255: members disagree fully)
+  <stem>_probs.npz        --save-probs: "probs" (float16, C x H x W), "channels", "fov"
+and one predictions.csv: path, status, reason, width, height, artery/vein/uncertain fractions
+and vessel_density (of the FOV pixels), av_ratio (artery / vein pixels), fov_source.
+
+The FOV is the mask in --masks named like the image (<stem>.*, <stem>_mask.*; any non-zero
+value is inside; fov_source "mask"), else estimated from the photograph (scripts/fov.py;
+"estimated"; "whole image" where no disc is found). Everything outside it is background.
+
+Exit status: 0 when every image was segmented, 1 when some failed (see the CSV), 2 for an
+error in the arguments or the weights (one line on stderr).
+
+Examples:
+    python predict.py --weights DRIVE_AV/sigmoid_seed42 --input photos --output predictions
+    python predict.py --weights bfnet.pth --input "scans/*.jpg" list.txt --output out --tta
+    python predict.py --weights run42 run40 run38 --input photos --output out   # ensemble
+    python -m torch.distributed.run --standalone --nproc_per_node 2 predict.py --weights ... \\
+        --input photos --output out        # two processes (GPUs or CPU), one merged CSV
+"""
+import argparse
+import csv
+import datetime
+import glob
+import io
+import os
+import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from scripts.bundle import load_any
+from scripts.checkpoint import atomic_write, describe
+from scripts.config import ConfigError, check_image_size
+from scripts.data import _open, to_rgb8
+from scripts.evaluate import full_size_picture, predict_probs, write_png
+from scripts.fov import estimate_fov
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+MASK_EXTS = IMAGE_EXTS + (".gif",)
+LIST_EXTS = (".txt", ".lst", ".list")
+CSV_FIELDS = ["path", "status", "reason", "width", "height", "artery_fraction", "vein_fraction",
+              "uncertain_fraction", "vessel_density", "av_ratio", "fov_source"]
+OUTPUT_SUFFIXES = ("_classes.png", "_colour.png", "_overlay.png", "_uncertainty.png")
+CHANNELS = {"sigmoid": ["artery", "uncertain", "vein"],
+            "softmax": ["background", "artery", "vein", "uncertain"]}
+CLASS_COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255], [0, 255, 0]], np.uint8)  # bg, A, V, U
+FALLBACK_SIZE = (592, 592)  # DRIVE_AV's input, for checkpoints that do not save theirs
+PARTIAL = ".predictions.rank{}.csv"
+MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted
+
+
+# ----------------------------------------------------------------------------- inputs
+
+@dataclass
+class Item:
+    path: str                  # as found (shown in the CSV)
+    rel: str                   # relative stem under --output, posix ('sub/01_test')
+    missing: Optional[str] = None  # an input argument that matched nothing
+
+
+def _is_image(p: Path):
+    return p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+
+
+def _earlier_output(f: Path, base: Path, output: Optional[Path], masks: Optional[Path]) -> bool:
+    """Not a photograph to segment: a mask of --masks (unless the masks lie among the
+    photographs themselves), or an output of this program (an output file name under --output
+    or under a folder holding a predictions.csv, up to the searched folder)."""
+    rf, base = f.resolve(), base.resolve()
+    if masks is not None and masks != base and rf.is_relative_to(masks):
+        return True
+    if not f.name.endswith(OUTPUT_SUFFIXES):
+        return False
+    if output is not None and rf.is_relative_to(output):
+        return True
+    for d in rf.parents:
+        if (d / "predictions.csv").is_file():
+            return True
+        if d == base:
+            return False
+    return False
+
+
+def _rel_stem(p: Path, base: Path) -> str:
+    try:
+        rel = p.resolve().relative_to(base.resolve())
+    except ValueError:
+        rel = Path(p.name)
+    return rel.with_suffix("").as_posix()
+
+
+def find_inputs(specs, output=None, masks=None):
+    """Items for every input argument (sorted per argument, duplicates dropped) and warnings
+    about arguments that matched nothing. Folders and globs skip ``masks`` and the outputs of
+    earlier runs (see ``_earlier_output``); files named explicitly are always taken."""
+    output = Path(output).resolve() if output else None
+    masks = Path(masks).resolve() if masks else None
+    items, seen, warnings = [], set(), []
+
+    def add(p: Path, base: Path):
+        key = str(p.resolve())
+        if key not in seen:
+            seen.add(key)
+            items.append(Item(str(p), _rel_stem(p, base)))
+
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and _is_image(f)
+                           and not _earlier_output(f, p, output, masks))
+            for f in found:
+                add(f, p)
+            if not found:
+                warnings.append(f"{spec}: no images ({' '.join(IMAGE_EXTS)}) in this folder")
+        elif p.is_file() and p.suffix.lower() in LIST_EXTS:
+            try:
+                lines = p.read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                warnings.append(f"{spec}: cannot read list file ({exc})")
+                continue
+            paths = [Path(s) if Path(s).is_absolute() else p.parent / s
+                     for s in (line.strip() for line in lines) if s and not s.startswith("#")]
+            if not paths:
+                warnings.append(f"{spec}: empty list file")
+                continue
+            base = Path(os.path.commonpath([str(q.resolve().parent) for q in paths]))
+            for q in paths:
+                add(q, base)
+        elif p.is_file() or p.is_symlink():
+            add(p, p.parent)
+        elif glob.has_magic(spec):
+            found = sorted(Path(f) for f in glob.glob(spec, recursive=True))
+            base = Path(spec)
+            while glob.has_magic(str(base)):
+                base = base.parent
+            found = [f for f in found if f.is_file() and _is_image(f) and not _earlier_output(f, base, output, masks)]
+            for f in found:
+                add(f, base)
+            if not found:
+                warnings.append(f"{spec}: no images match this pattern")
+        else:
+            items.append(Item(str(p), p.with_suffix("").name, missing="file or folder not found"))
+            seen.add(str(p.resolve()))
+    # Two inputs with one output name (a.jpg and a.png, or the same relative path under two
+    # input folders): keep the extension, then number them.
+    counts = {}
+    for it in items:
+        counts[it.rel] = counts.get(it.rel, 0) + 1
+    taken = set()
+    for it in items:
+        if counts[it.rel] > 1:
+            rel = f"{it.rel}_{Path(it.path).suffix.lstrip('.').lower()}"
+            n, candidate = 1, rel
+            while candidate in taken or candidate in counts:
+                n += 1
+                candidate = f"{rel}_{n}"
+            it.rel = candidate
+        taken.add(it.rel)
+    return items, warnings
+
+
+class MaskFinder:
+    """FOV masks in a folder, named like the image: <rel stem>, <stem>, either with _mask."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder) if folder else None
+        self.by_rel, self.by_stem = {}, {}
+        if self.folder is None:
+            return
+        if not self.folder.is_dir():
+            raise ConfigError(f"--masks {folder}: no such folder")
+        for f in sorted(self.folder.rglob("*")):
+            if f.is_file() and f.suffix.lower() in MASK_EXTS:
+                self.by_rel.setdefault(f.relative_to(self.folder).with_suffix("").as_posix(), f)
+                self.by_stem.setdefault(f.stem, f)
+
+    def find(self, item: Item):
+        if self.folder is None:
+            return None
+        stem = Path(item.path).stem
+        for table, key in ((self.by_rel, item.rel), (self.by_rel, item.rel + "_mask"),
+                           (self.by_stem, stem), (self.by_stem, stem + "_mask")):
+            if key in table:
+                return table[key]
+        return None
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def output_paths(out_dir: Path, item: Item, ensemble: bool, save_probs: bool):
+    base = out_dir / item.rel
+    names = {"classes": "_classes.png", "colour": "_colour.png", "overlay": "_overlay.png"}
+    if ensemble:
+        names["uncertainty"] = "_uncertainty.png"
+    if save_probs:
+        names["probs"] = "_probs.npz"
+    return {k: base.parent / (base.name + suffix) for k, suffix in names.items()}
+
+
+def classes_from_picture(pic):
+    """HxWx3 picture (R artery, G uncertain, B vein) -> HxW class indices 0..3:
+    uncertain if G >= 128; artery if R >= 128 and R >= B; vein if B >= 128 and B > R."""
+    r, g, b = (pic[..., i].astype(np.int16) for i in range(3))
+    cls = np.zeros(pic.shape[:2], np.uint8)
+    cls[(b >= 128) & (b > r)] = 2
+    cls[(r >= 128) & (r >= b)] = 1
+    cls[g >= 128] = 3
+    return cls
+
+
+def write_classes(path, cls):
+    def write(tmp):
+        img = Image.fromarray(cls)  # uint8 HxW: mode L
+        img.putpalette(CLASS_COLOURS.ravel().tolist())  # becomes an index ('P') image
+        img.save(tmp, format="PNG", compress_level=1)
+    atomic_write(path, write)
+
+
+def overlay(rgb, cls, alpha):
+    out = rgb.copy()
+    vessel = cls > 0
+    blend = (1 - alpha) * rgb[vessel].astype(np.float32) + alpha * CLASS_COLOURS[cls[vessel]]
+    out[vessel] = blend.round().clip(0, 255).astype(np.uint8)
+    return out
+
+
+def statistics(cls, fov):
+    """Fractions of the FOV pixels; empty strings where undefined."""
+    n_fov = int(fov.sum())
+    counts = np.bincount(cls[fov].ravel(), minlength=4) if n_fov else np.zeros(4, np.int64)
+    a, v, u = int(counts[1]), int(counts[2]), int(counts[3])
+    frac = (lambda k: f"{k / n_fov:.6f}") if n_fov else (lambda k: "")
+    return {"artery_fraction": frac(a), "vein_fraction": frac(v), "uncertain_fraction": frac(u),
+            "vessel_density": frac(a + v + u), "av_ratio": f"{a / v:.6f}" if v else ""}
+
+
+def _reason(exc, path):
+    text = str(exc).strip() or type(exc).__name__
+    prefix = f"{path}: "
+    text = text[len(prefix):] if text.startswith(prefix) else text
+    return " ".join(text.split())  # one line in the CSV
+
+
+# ----------------------------------------------------------------------------- work per image
+
+@dataclass
+class Prepared:
+    item: Item
+    rgb: np.ndarray              # HxWx3 uint8, original size
+    fov: np.ndarray              # HxW bool
+    fov_source: str
+    resized: dict                # (W, H) -> 3xHxW uint8 tensor
+
+
+def read_fov(item, rgb, masks: MaskFinder):
+    mask_path = masks.find(item)
+    if mask_path is None:
+        fov = estimate_fov(rgb)
+        if fov.mean() < MIN_FOV:  # no disc found (not a fundus photograph?): use everything
+            return np.ones_like(fov), "whole image"
+        return fov, "estimated"
+    a = np.asarray(_open(mask_path))
+    fov = (a.reshape(a.shape[0], a.shape[1], -1) > 0).any(axis=2)
+    if fov.shape != rgb.shape[:2]:
+        raise ValueError(f"its mask {mask_path} is {fov.shape[1]} x {fov.shape[0]}, the image "
+                         f"{rgb.shape[1]} x {rgb.shape[0]}")
+    return fov, "mask"
+
+
+def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
+    if item.missing:
+        raise FileNotFoundError(item.missing)
+    rgb = to_rgb8(_open(item.path))
+    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ValueError(f"unusable image of shape {rgb.shape}")
+    fov, source = read_fov(item, rgb, masks)
+    resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)
+               for s in sizes}
+    return Prepared(item, rgb, fov, source, resized)
+
+
+class Ensemble:
+    """One or more (Networks, size) members on one device; probabilities at the first
+    member's size (others resized bilinearly to it)."""
+
+    def __init__(self, members, device, amp_dtype, tta):
+        self.members, self.device, self.amp_dtype, self.tta = members, device, amp_dtype, tta
+        self.activation = members[0][0].activation
+        self.size = members[0][1]
+
+    @property
+    def sizes(self):
+        return sorted({s for _, s in self.members})
+
+    def _one(self, nets, images):
+        p = predict_probs(nets, images, len(images), self.device, self.amp_dtype)
+        if self.tta:
+            p = (p + predict_probs(nets, images.flip(-1), len(images), self.device, self.amp_dtype).flip(-1)) / 2
+        return p
+
+    def __call__(self, batch):
+        outs = []
+        for nets, size in self.members:
+            p = self._one(nets, torch.stack([b.resized[size] for b in batch]))
+            if size != self.size:
+                p = F.interpolate(p, size=(self.size[1], self.size[0]), mode="bilinear", align_corners=False)
+            outs.append(p)
+        if len(outs) == 1:
+            return outs[0], None
+        stacked = torch.stack(outs)
+        return stacked.mean(0), stacked.std(0, unbiased=False).amax(1)
+
+
+def write_outputs(prep: Prepared, probs, std, paths, activation, alpha):
+    h, w = prep.rgb.shape[:2]
+    pic = full_size_picture(probs, (w, h), prep.fov, activation)
+    cls = classes_from_picture(pic)
+    write_classes(paths["classes"], cls)
+    write_png(paths["colour"], pic)
+    write_png(paths["overlay"], overlay(prep.rgb, cls, alpha))
+    if "uncertainty" in paths:
+        full = F.interpolate(std[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        grey = (full * 510).round().clamp(0, 255).to(torch.uint8).numpy()
+        grey[~prep.fov] = 0
+        write_png(paths["uncertainty"], grey)
+    if "probs" in paths:
+        full = F.interpolate(probs[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        arrays = {"probs": full.half().numpy(), "channels": np.array(CHANNELS[activation]), "fov": prep.fov}
+        save_npz(paths["probs"], arrays)
+    return row(prep.item, "ok", "", w, h, prep.fov_source, statistics(cls, prep.fov))
+
+
+def save_npz(path, arrays):
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    atomic_write(path, write)
+
+
+def row(item, status, reason, w="", h="", fov_source="", stats=None):
+    r = {k: "" for k in CSV_FIELDS}
+    r.update(path=item.path, status=status, reason=reason, width=w, height=h, fov_source=fov_source)
+    r.update(stats or {})
+    return r
+
+
+def resumed_row(item, paths, previous, masks):
+    """The CSV row of an image done by an earlier run: its old row, else recomputed from the
+    written class map."""
+    old = previous.get(item.path)
+    if old and old.get("status") == "ok":
+        return {k: old.get(k, "") for k in CSV_FIELDS}
+    cls = np.asarray(Image.open(paths["classes"]))
+    rgb = to_rgb8(_open(item.path))
+    fov, source = read_fov(item, rgb, masks)
+    return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov))
+
+
+# ----------------------------------------------------------------------------- CSV
+
+def read_rows(path):
+    try:
+        with open(path, newline="") as f:
+            return [r for r in csv.DictReader(f) if r.get("path")]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+
+
+def read_csv(path):
+    return {r["path"]: r for r in read_rows(path)}
+
+
+def write_csv(path, rows):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda r: r["path"]))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+# ----------------------------------------------------------------------------- distributed
+
+class Dist:
+    def __init__(self, device_type):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank, self.local_rank = 0, int(os.environ.get("LOCAL_RANK", "0"))
+        self.device_type = device_type
+        if self.world > 1:
+            if device_type == "cuda":
+                torch.cuda.set_device(self.local_rank)
+            dist.init_process_group("nccl" if device_type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(hours=12))
+            self.rank = dist.get_rank()
+
+    @property
+    def enabled(self):
+        return self.world > 1
+
+    def broadcast(self, obj):
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def sum(self, value: int) -> int:
+        """All-reduce sum; also the barrier of the ranks."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.long,
+                         device=f"cuda:{self.local_rank}" if self.device_type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return int(t.item())
+
+    def close(self):
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- main
+
+def pick_device(name, local_rank=0):
+    if name:
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0)
+    return torch.device("cpu")
+
+
+def load_members(args, device, log):
+    expected = {"activation": args.activation, "base_width": args.base_width}
+    members = []
+    for w in args.weights:
+        nets, cfg = load_any(w, expected)
+        if args.image_size:
+            size = check_image_size(args.image_size)
+        elif cfg.get("image_size"):
+            size = check_image_size(cfg["image_size"])
+        else:
+            size = FALLBACK_SIZE
+            log(f"note: {w} saves no input size; using {size[0]} x {size[1]} (DRIVE_AV's): set --image-size")
+        members.append((nets.to(device), size, cfg, w))
+    variants = {m[2]["activation"] for m in members}
+    if len(variants) > 1:
+        raise ConfigError("the weights of an ensemble must be one variant: " + ", ".join(
+            f"{w} is {cfg['activation']}" for _, _, cfg, w in members))
+    return members
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", "-w", nargs="+", required=True,
+                   help="run folder(s), bundle file(s) or index JSON(s); several = an ensemble")
+    p.add_argument("--input", "-i", nargs="+", required=True,
+                   help="folder(s) (recursive), glob(s), list file(s) or image file(s)")
+    p.add_argument("--output", "-o", required=True, help="output folder")
+    p.add_argument("--masks", default=None, help="folder of FOV masks named like the images "
+                                                 "(default: estimate the FOV from each photograph)")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None, dest="image_size",
+                   help="network input size, multiples of 16 (default: the one saved with the weights)")
+    p.add_argument("--batch-size", "-b", type=int, default=2, dest="batch_size")
+    p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 on CUDA (default: bf16/fp16 autocast)")
+    p.add_argument("--tta", action="store_true", help="average with the prediction of the mirrored image")
+    p.add_argument("--save-probs", action="store_true", dest="save_probs",
+                   help="also write <stem>_probs.npz (float16 probabilities at the original size)")
+    p.add_argument("--resume", action="store_true", help="skip images whose outputs all exist")
+    p.add_argument("--overlay-alpha", type=float, default=0.6, dest="overlay_alpha",
+                   help="opacity of the class colours in _overlay.png (default %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="threads decoding and writing images")
+    p.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
+                   help="check the weights are this variant")
+    p.add_argument("--base-width", type=int, default=None, dest="base_width",
+                   help="check the weights have this width")
+    return p
+
+
+def run(args) -> int:
+    if args.batch_size < 1 or args.workers < 1:
+        raise ConfigError("--batch-size and --workers must be at least 1")
+    if not 0 <= args.overlay_alpha <= 1:
+        raise ConfigError("--overlay-alpha must be in [0, 1]")
+    device_type = "cuda" if (args.device.startswith("cuda") or (not args.device and torch.cuda.is_available())) else "cpu"
+    ctx = Dist(device_type)
+    try:
+        return _run(args, ctx)
+    finally:
+        ctx.close()
+
+
+def _run(args, ctx: Dist) -> int:
+    main = ctx.rank == 0
+    log = (lambda m: tqdm.write(m, file=sys.stderr)) if main else (lambda m: None)
+    device = pick_device(args.device, ctx.local_rank)
+    amp_dtype = None
+    if args.amp and device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    members = load_members(args, device, log)
+    ensemble = Ensemble([(m[0], m[1]) for m in members], device, amp_dtype, args.tta)
+    out_dir = Path(args.output)
+    masks = MaskFinder(args.masks)
+
+    if main:
+        items, warnings = find_inputs(args.input, output=out_dir, masks=args.masks)
+        for w in warnings:
+            log(f"warning: {w}")
+    else:
+        items = None
+    items = ctx.broadcast(items)
+    if not items:
+        raise ConfigError(f"no images found in {' '.join(args.input)}")
+    for (nets, size, cfg, w) in members:
+        log(f"{w}: {describe(cfg)}, input {size[0]} x {size[1]}")
+    if main:
+        log(f"{len(items)} image(s){f' over {ctx.world} processes' if ctx.enabled else ''}; "
+            f"{'ensemble of ' + str(len(members)) if len(members) > 1 else 'one network'}"
+            f"{', with flip TTA' if args.tta else ''}; device {device}")
+
+    mine = [it for i, it in enumerate(items) if i % ctx.world == ctx.rank]
+    is_ensemble = len(members) > 1
+    previous = read_csv(out_dir / "predictions.csv") if args.resume else {}
+    rows, todo = [], []
+    for it in mine:
+        paths = output_paths(out_dir, it, is_ensemble, args.save_probs)
+        if args.resume and not it.missing and all(p.is_file() for p in paths.values()):
+            try:
+                rows.append(resumed_row(it, paths, previous, masks))
+                continue
+            except Exception:  # noqa: BLE001 - an unreadable old output: predict again
+                pass
+        todo.append((it, paths))
+    skipped = ctx.sum(len(mine) - len(todo)) if args.resume else 0
+    if skipped:
+        log(f"--resume: {skipped} image(s) already done, skipped")
+
+    failures = []
+
+    def fail(item, exc):
+        reason = _reason(exc, item.path)
+        rows.append(row(item, "failed", reason))
+        failures.append(item)
+        tqdm.write(f"failed: {item.path}: {reason}", file=sys.stderr)
+
+    batches = [todo[i:i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
+    bar = tqdm(total=len(todo), desc="predict", unit="img", disable=not main or None, dynamic_ncols=True)
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        def submit(k):
+            return [pool.submit(prepare, it, ensemble.sizes, masks) for it, _ in batches[k]] if k < len(batches) else []
+
+        ahead = submit(0)
+        writes = deque()
+        for k, batch in enumerate(batches):
+            futures, ahead = ahead, submit(k + 1)  # decode the next batch while this one runs
+            ready = []
+            for (it, paths), fut in zip(batch, futures):
+                try:
+                    ready.append((fut.result(), paths))
+                except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
+                    fail(it, exc)
+            if ready:
+                try:
+                    probs, std = ensemble([p for p, _ in ready])
+                except Exception as exc:  # noqa: BLE001 - e.g. out of memory: these images fail
+                    for p, _ in ready:
+                        fail(p.item, RuntimeError(f"prediction failed: {_reason(exc, '')}"))
+                    ready = []
+                for j, (p, paths) in enumerate(ready):
+                    writes.append((p.item, pool.submit(write_outputs, p, probs[j], None if std is None else std[j],
+                                                       paths, ensemble.activation, args.overlay_alpha)))
+            while len(writes) > 2 * args.batch_size:
+                _collect(writes.popleft(), rows, fail)
+            bar.update(len(batch))
+        while writes:
+            _collect(writes.popleft(), rows, fail)
+    bar.close()
+
+    # One CSV: each rank writes its part, rank 0 merges after all are done.
+    if ctx.enabled:
+        write_csv(out_dir / PARTIAL.format(ctx.rank), rows)
+    total_failed = ctx.sum(len(failures))  # also: every rank has written its part
+    if ctx.enabled and main:
+        merged = []
+        for r in range(ctx.world):
+            merged.extend(read_rows(out_dir / PARTIAL.format(r)))
+        write_csv(out_dir / "predictions.csv", merged)
+        for part in out_dir.glob(PARTIAL.format("*")):  # also those of an interrupted earlier run
+            part.unlink(missing_ok=True)
+    elif not ctx.enabled:
+        write_csv(out_dir / "predictions.csv", rows)
+    ctx.sum(0)  # nobody leaves before the merged CSV is written
+    if main:
+        done = len(items) - total_failed
+        log(f"{done} of {len(items)} image(s) segmented, {total_failed} failed; wrote {out_dir}/predictions.csv")
+    return 1 if total_failed else 0
+
+
+def _collect(entry, rows, fail):
+    item, fut = entry
+    try:
+        rows.append(fut.result())
+    except Exception as exc:  # noqa: BLE001
+        fail(item, exc)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        code = run(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""Weights bundles: G, G_A and G_V with their configuration in one file, or in size-limited
+shards with an index (like the large-model hubs), for sharing trained networks.
+
+    python -m scripts.bundle export DRIVE_AV/sigmoid_seed42 bfnet_drive.pth            # one file
+    python -m scripts.bundle export DRIVE_AV/sigmoid_seed42 bfnet_drive.pth --fp16     # half the size
+    python -m scripts.bundle export DRIVE_AV/sigmoid_seed42 bfnet_drive.pth --shard-mib 15
+        # -> bfnet_drive-00001-of-0000N.pth ... and bfnet_drive.index.json
+    python -m scripts.bundle info bfnet_drive.index.json
+
+Single file: ``{"format": "avseg-bundle", "version", "dtype", "config", "networks":
+{"G": state_dict, "G_A": ..., "G_V": ...}}``. Sharded: every shard is a flat dict of tensors
+named ``<network>.<parameter>`` ("G.inc.double_conv.0.weight"); the index JSON holds
+``{"format": "avseg-bundle-index", "version", "dtype", "config", "metadata": {"total_size"},
+"weight_map": {tensor name: shard file name}}``. Everything is read with
+``torch.load(weights_only=True)``; fp16 bundles are cast back to fp32 on loading.
+
+``load_any(path)`` reads whatever a user may hold: a run folder (ours; the original
+authors' plain state dicts ``CP_best_F1_{all,A,V}.pth`` or the 2021 ``CP_epoch<N>_*.pth``,
+highest N), one of those network files, a bundle file, an index JSON, or a folder holding
+one index JSON.
+"""
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from .bfnet import Networks
+from .checkpoint import (EPOCH_FILE, FORMAT, NETWORK_FILES, CheckpointError, atomic_torch_save,
+                         atomic_write, describe, epoch_files, load_networks, read)
+
+BUNDLE_FORMAT = "avseg-bundle"
+INDEX_FORMAT = "avseg-bundle-index"
+VERSION = 1
+INDEX_SUFFIX = ".index.json"
+SHARD_OVERHEAD = 64 * 1024   # zip directory and pickle of one shard file (bytes, generous)
+TENSOR_OVERHEAD = 1024       # per tensor: zip entry, 64-byte alignment, pickle (generous)
+
+
+# ----------------------------------------------------------------------------- export
+
+def _networks_and_config(source, config=None):
+    if isinstance(source, (tuple, list)):
+        source, config = source
+    if isinstance(source, Networks):
+        if config is None:
+            config = {"activation": source.activation, "fusion": source.fusion,
+                      "base_width": source.G.inc.double_conv[0].out_channels}
+        return source, dict(config)
+    nets, saved = load_any(source)
+    return nets, dict(config or saved)
+
+
+def _tensors(nets: Networks, fp16: bool):
+    """{"G.inc...": tensor}: copies (no shared storage), floating tensors in fp16 if asked
+    (a tensor that would overflow fp16 stays fp32)."""
+    names = ["G", "G_A", "G_V"] if nets.uses_branches else ["G"]
+    out = {}
+    for net in names:
+        for key, t in getattr(nets, net).state_dict().items():
+            t = t.detach().cpu()
+            if fp16 and t.is_floating_point():
+                half = t.half()
+                if torch.isfinite(half).all() or not torch.isfinite(t).all():
+                    t = half
+            out[f"{net}.{key}"] = t.clone().contiguous()
+    return out
+
+
+def _stem(out_path: Path) -> str:
+    name = out_path.name
+    if name.endswith(INDEX_SUFFIX):
+        return name[: -len(INDEX_SUFFIX)]
+    return out_path.stem
+
+
+def _plan(tensors: dict, budget: int, per_tensor: int):
+    shards, current, size = [], [], 0
+    for name, t in tensors.items():
+        cost = t.numel() * t.element_size() + per_tensor
+        if cost > budget:
+            raise CheckpointError(f"tensor {name} ({cost / 2**20:.1f} MiB) does not fit in a shard "
+                                  f"of {budget / 2**20:.1f} MiB: raise --shard-mib")
+        if current and size + cost > budget:
+            shards.append(current)
+            current, size = [], 0
+        current.append(name)
+        size += cost
+    if current:
+        shards.append(current)
+    return shards
+
+
+def export_bundle(run_dir_or_nets, out_path, fp16=False, shard_mib=None, config=None) -> Path:
+    """Write G, G_A, G_V and the config as one bundle file, or (``shard_mib``) as shards of at
+    most ``shard_mib`` MiB plus ``<stem>.index.json``. ``run_dir_or_nets``: anything
+    ``load_any`` reads, a ``Networks`` (``config`` then gives its config dict), or a
+    ``(Networks, config)`` pair. Returns the path to load: the file or the index JSON."""
+    nets, cfg = _networks_and_config(run_dir_or_nets, config)
+    tensors = _tensors(nets, fp16)
+    dtype = "float16" if fp16 else "float32"
+    out_path = Path(out_path)
+    if shard_mib is None:
+        networks = {}
+        for name, t in tensors.items():
+            net, key = name.split(".", 1)
+            networks.setdefault(net, {})[key] = t
+        atomic_torch_save({"format": BUNDLE_FORMAT, "version": VERSION, "dtype": dtype, "config": cfg,
+                           "networks": networks}, out_path)
+        return out_path
+
+    limit = int(float(shard_mib) * 2**20)
+    if limit <= SHARD_OVERHEAD:
+        raise CheckpointError(f"--shard-mib {shard_mib} is too small (at least {2 * SHARD_OVERHEAD / 2**20} MiB)")
+    stem, folder = _stem(out_path), out_path.parent
+    per_tensor = TENSOR_OVERHEAD
+    for _ in range(4):  # re-plan with more headroom in the (unexpected) case a shard came out too big
+        plan = _plan(tensors, limit - SHARD_OVERHEAD, per_tensor)
+        n = len(plan)
+        names = [f"{stem}-{i + 1:05d}-of-{n:05d}.pth" for i in range(n)]
+        too_big = False
+        for shard_name, members in zip(names, plan):
+            atomic_torch_save({k: tensors[k] for k in members}, folder / shard_name)
+            too_big |= (folder / shard_name).stat().st_size > limit
+        if not too_big:
+            break
+        for shard_name in names:
+            (folder / shard_name).unlink(missing_ok=True)
+        per_tensor *= 4
+    else:
+        raise CheckpointError(f"could not keep the shards under {shard_mib} MiB")
+    index = {"format": INDEX_FORMAT, "version": VERSION, "dtype": dtype, "config": cfg,
+             "metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values()),
+                          "shards": n},
+             "weight_map": {k: shard_name for shard_name, members in zip(names, plan) for k in members}}
+    index_path = folder / f"{stem}{INDEX_SUFFIX}"
+    atomic_write(index_path, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=1)))
+    # Shards of an earlier export to the same stem with another shard count are stale now.
+    stale = re.compile(rf"^{re.escape(stem)}-\d{{5}}-of-\d{{5}}\.pth$")
+    for p in folder.iterdir():
+        if stale.match(p.name) and p.name not in names:
+            p.unlink(missing_ok=True)
+    return index_path
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _torch_load(path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+def _find_index(folder: Path):
+    found = sorted(folder.glob(f"*{INDEX_SUFFIX}"))
+    if len(found) > 1:
+        raise CheckpointError(f"{folder} holds {len(found)} index files ({', '.join(p.name for p in found)}): name one")
+    return found[0] if found else None
+
+
+def _read_index(path: Path):
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read index JSON ({exc})") from None
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
+        raise CheckpointError(f"{path}: not a bundle index (format {INDEX_FORMAT!r} expected)")
+    flat = {}
+    by_shard = {}
+    for name, shard in index["weight_map"].items():
+        by_shard.setdefault(shard, []).append(name)
+    for shard, names in by_shard.items():
+        shard_path = path.parent / shard
+        if not shard_path.is_file():
+            raise CheckpointError(f"{path}: shard {shard_path} is missing")
+        data = _torch_load(shard_path)
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise CheckpointError(f"{shard_path}: lacks {len(missing)} tensor(s) of the index, e.g. {missing[0]}")
+        flat.update({n: data[n] for n in names})
+    networks = {}
+    for name, t in flat.items():
+        net, key = name.split(".", 1)
+        networks.setdefault(net, {})[key] = t
+    return index["config"], networks
+
+
+def _build(source, config, networks, expected=None):
+    check_expected(source, config, expected)
+    nets = Networks(config["activation"], config["base_width"], config.get("fusion"))
+    needed = {"G", "G_A", "G_V"} if nets.uses_branches else {"G"}
+    if not needed <= set(networks):
+        raise CheckpointError(f"{source}: holds {', '.join(sorted(networks))}, needs {', '.join(sorted(needed))}")
+    for name in sorted(needed):
+        state = {k: (t.float() if t.is_floating_point() else t) for k, t in networks[name].items()}
+        try:
+            getattr(nets, name).load_state_dict(state)
+        except RuntimeError as exc:
+            lines = str(exc).splitlines()
+            raise CheckpointError(f"{source}: {name} does not fit a {describe(config)} "
+                                  f"({lines[1].strip() if len(lines) > 1 else lines[0]})") from None
+    return nets.eval()
+
+
+def check_expected(source, saved: dict, expected: dict = None):
+    """One line naming both when the checkpoint is not what the caller asked for."""
+    for key, value in (expected or {}).items():
+        if value is not None and saved.get(key) is not None and saved[key] != value:
+            raise CheckpointError(f"{source}: checkpoint is {describe(saved)}, but {key}={value} was asked for")
+
+
+def load_bundle(path, expected: dict = None):
+    """A bundle file, an index JSON, or a folder holding one index JSON ->
+    (Networks in eval mode on the CPU, fp32; config dict)."""
+    path = Path(path)
+    if path.is_dir():
+        index = _find_index(path)
+        if index is None:
+            raise CheckpointError(f"{path}: no *{INDEX_SUFFIX} in this folder")
+        path = index
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    if path.name.endswith(".json"):
+        config, networks = _read_index(path)
+    else:
+        data = _torch_load(path)
+        if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
+            raise CheckpointError(f"{path}: not a weights bundle (format {BUNDLE_FORMAT!r} expected)")
+        config, networks = data["config"], data["networks"]
+    return _build(path, dict(config), networks, expected), dict(config)
+
+
+def load_any(path, expected: dict = None):
+    """(Networks in eval mode, config dict) from a run folder (ours, or the original's plain
+    state dicts CP_best_F1_*.pth / CP_epoch<N>_*.pth), one network file of such a folder, a
+    bundle file, an index JSON or a folder with one index JSON. ``expected`` (e.g.
+    {"activation": "sigmoid", "base_width": 32}): a checkpoint that disagrees raises
+    ``CheckpointError`` with one line naming both."""
+    path = Path(path)
+    if path.is_dir():
+        index = _find_index(path)
+        has_networks = (path / NETWORK_FILES["G"]).is_file() or any(
+            EPOCH_FILE.match(p.name) for p in path.iterdir())
+        if index is not None and not has_networks:
+            return load_bundle(index, expected)
+        return load_networks(path, expected)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file or folder (weights: a run folder, a bundle file or an index JSON)")
+    if path.name.endswith(".json"):
+        return load_bundle(path, expected)
+    # One network file of a run folder: load the folder's three files of that name pattern.
+    match = re.match(r"^CP_epoch(\d+)_(all|A|V)\.pth$", path.name)
+    if match:
+        return load_networks(path.parent, expected, epoch_files(int(match.group(1))))
+    if path.name in NETWORK_FILES.values():
+        return load_networks(path.parent, expected, NETWORK_FILES)
+    data = read(path)
+    if isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT:
+        return _build(path, dict(data["config"]), data["networks"], expected), dict(data["config"])
+    if isinstance(data, dict) and data.get("format") == FORMAT:
+        raise CheckpointError(f"{path}: one network of a run; name its folder {path.parent} instead")
+    raise CheckpointError(f"{path}: neither a weights bundle nor a run's network file "
+                          f"(expected a run folder, a bundle .pth or an {INDEX_SUFFIX})")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m scripts.bundle", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export", help="write a run's G, G_A, G_V and config as one bundle (or shards)")
+    e.add_argument("source", metavar="RUN_DIR", help="run folder (ours or the original CP_*.pth), bundle or index JSON")
+    e.add_argument("out", metavar="OUT", help="bundle file (.pth); with --shard-mib the shards and "
+                                              "<stem>.index.json go next to it")
+    e.add_argument("--fp16", action="store_true", help="store floating tensors as float16 (half the size)")
+    e.add_argument("--shard-mib", type=float, default=None, dest="shard_mib",
+                   help="split into shards of at most this many MiB plus an index JSON (e.g. 15)")
+    i = sub.add_parser("info", help="print what a run folder, bundle or index holds")
+    i.add_argument("path")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "export":
+            written = export_bundle(args.source, args.out, fp16=args.fp16, shard_mib=args.shard_mib)
+            if written.name.endswith(INDEX_SUFFIX):
+                index = json.loads(written.read_text())
+                shards = sorted(set(index["weight_map"].values()))
+                print(f"wrote {len(shards)} shard(s) ({', '.join(shards)}) and {written}")
+            else:
+                print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")
+        else:
+            nets, cfg = load_any(args.path)
+            names = ["G", "G_A", "G_V"] if nets.uses_branches else ["G"]
+            count = sum(p.numel() for n in names for p in getattr(nets, n).parameters())
+            size = cfg.get("image_size")
+            print(f"{args.path}: {describe(cfg)}, {count:,} parameters in {', '.join(names)}, "
+                  f"input size {'x'.join(map(str, size)) if size else 'not saved'}")
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""predict.py on a folder of real and broken photographs with tiny untrained checkpoints:
+outputs at the original size, failures recorded (not fatal), --resume, ensembles, --tta,
+--masks, a 2-process torchrun; and the FOV estimate against the data sets' own masks."""
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import predict
+from scripts.bfnet import Networks
+from scripts.bundle import export_bundle, load_any
+from scripts.checkpoint import save_best
+from scripts.config import DATASETS, RunConfig
+from scripts.data import find_samples, read_image, read_mask
+from scripts.evaluate import full_size_picture, predict_probs
+from scripts.fov import estimate_fov, iou
+from tests.conftest import ROOT
+
+DRIVE_SIZE = (565, 584)
+GOOD = ["01_test.tif", "sub/02_test.tif", "sub/grey.png", "rgba.png", "sub/deeper/grey16.tif"]
+BAD = {"sub/trunc.jpg": "cannot decode image", "empty.png": "empty file"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny networks: one thread is fastest on a shared CPU
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_run(folder, seed, activation="sigmoid"):
+    torch.manual_seed(seed)
+    nets = Networks(activation, 4)
+    save_best(folder, nets, RunConfig(activation=activation, base_width=4, image_size=(64, 64)), 1, 0.5)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def setup(real_data, tmp_path_factory):
+    base = tmp_path_factory.mktemp("predict")
+    images = real_data / "DRIVE_AV" / "test" / "images"
+    inp = base / "in"
+    (inp / "sub" / "deeper").mkdir(parents=True)
+    shutil.copy(images / "01_test.tif", inp / "01_test.tif")
+    shutil.copy(images / "02_test.tif", inp / "sub" / "02_test.tif")
+    photo = Image.open(images / "01_test.tif")
+    photo.convert("L").save(inp / "sub" / "grey.png")
+    photo.convert("RGBA").save(inp / "rgba.png")
+    grey16 = np.asarray(photo.convert("L")).astype(np.uint16) * 257
+    Image.fromarray(grey16).save(inp / "sub" / "deeper" / "grey16.tif")
+    assert Image.open(inp / "sub" / "deeper" / "grey16.tif").mode.startswith("I;16")
+    photo.convert("RGB").save(base / "full.jpg", quality=90)
+    data = (base / "full.jpg").read_bytes()
+    (inp / "sub" / "trunc.jpg").write_bytes(data[: len(data) // 3])
+    (inp / "empty.png").write_bytes(b"")
+    return {"base": base, "input": inp, "run_a": make_run(base / "run_a", 0),
+            "run_b": make_run(base / "run_b", 1), "real_data": real_data}
+
+
+def cli(*args, torchrun=False):
+    cmd = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+                              if torchrun else []) + ["predict.py", *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def read_rows(out):
+    with open(out / "predictions.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def outputs_of(out, rel, extra=()):
+    stem = rel.rsplit(".", 1)[0]
+    return {k: out / f"{stem}_{k}.{'npz' if k == 'probs' else 'png'}"
+            for k in ("classes", "colour", "overlay", *extra)}
+
+
+@pytest.fixture(scope="module")
+def first(setup):
+    out = setup["base"] / "out"
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"], "--output", out)
+    return proc, out
+
+
+def test_every_good_image_gets_all_outputs_at_its_size(setup, first):
+    proc, out = first
+    for rel in GOOD:
+        paths = outputs_of(out, rel)
+        photo = predict.to_rgb8(Image.open(setup["input"] / rel))
+        classes = Image.open(paths["classes"])
+        assert classes.mode == "P" and classes.size == DRIVE_SIZE, rel
+        cls = np.asarray(classes)
+        assert cls.max() <= 3
+        colour = np.asarray(Image.open(paths["colour"]))
+        overlay = np.asarray(Image.open(paths["overlay"]))
+        assert colour.shape == overlay.shape == (DRIVE_SIZE[1], DRIVE_SIZE[0], 3), rel
+        # The class map is the colour picture decoded by the rule of the brief.
+        assert np.array_equal(cls, predict.classes_from_picture(colour))
+        # The overlay is the photograph wherever no vessel is predicted.
+        assert np.array_equal(overlay[cls == 0], photo[cls == 0])
+    assert not list(out.rglob(".*"))  # no temporary files left (atomic writes)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "01_test_classes.png").stat().st_mode & 0o777 == 0o666 & ~umask  # not 0600
+
+
+def test_failures_are_recorded_and_the_exit_status_is_non_zero(setup, first):
+    proc, out = first
+    assert proc.returncode == 1, proc.stderr
+    rows = {os.path.relpath(r["path"], setup["input"]).replace(os.sep, "/"): r for r in read_rows(out)}
+    assert set(rows) == set(GOOD) | set(BAD)
+    assert [r["path"] for r in read_rows(out)] == sorted(r["path"] for r in read_rows(out))
+    for rel, reason in BAD.items():
+        assert rows[rel]["status"] == "failed" and reason in rows[rel]["reason"], rows[rel]
+        assert f"failed: {setup['input'] / rel}: {reason}" in proc.stderr
+        assert not outputs_of(out, rel)["classes"].exists()
+    for rel in GOOD:
+        r = rows[rel]
+        assert r["status"] == "ok" and r["reason"] == "" and r["fov_source"] == "estimated"
+        assert (int(r["width"]), int(r["height"])) == DRIVE_SIZE
+        fractions = [float(r[k]) for k in ("artery_fraction", "vein_fraction", "uncertain_fraction")]
+        assert all(0 <= f <= 1 for f in fractions)
+        assert abs(sum(fractions) - float(r["vessel_density"])) < 1e-5
+        cls = np.asarray(Image.open(outputs_of(out, rel)["classes"]))
+        if (cls == 2).any():
+            assert abs(float(r["av_ratio"]) - (cls == 1).sum() / (cls == 2).sum()) < 1e-5
+        else:
+            assert r["av_ratio"] == ""
+
+
+def test_resume_skips_done_images(setup, first):
+    _, done = first
+    out = setup["base"] / "resumed"
+    shutil.copytree(done, out)
+    (out / "sub" / "grey_colour.png").unlink()  # one image is incomplete: done again
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"], "--output", out, "--resume")
+    assert proc.returncode == 1, proc.stderr
+    assert "4 image(s) already done" in proc.stderr
+    for p, stamp in stamps.items():
+        changed = p.stat().st_mtime_ns != stamp
+        assert changed == p.name.startswith("grey_"), p  # only the incomplete image was redone
+    assert (out / "sub" / "grey_colour.png").is_file()
+    assert read_rows(out) == read_rows(done)
+
+
+def test_ensemble_writes_an_uncertainty_map_and_probabilities(setup):
+    out = setup["base"] / "ensemble"
+    proc = cli("--weights", setup["run_a"], setup["run_b"], "--input", setup["input"] / "sub",
+               "--output", out, "--save-probs", "--batch-size", "3")
+    assert proc.returncode == 1 and "ensemble of 2" in proc.stderr, proc.stderr
+    for rel in ("02_test.tif", "grey.png", "deeper/grey16.tif"):
+        paths = outputs_of(out, rel, ("uncertainty", "probs"))
+        assert all(p.is_file() for p in paths.values()), rel
+        unc = np.asarray(Image.open(paths["uncertainty"]))
+        assert unc.shape == (DRIVE_SIZE[1], DRIVE_SIZE[0]) and unc.dtype == np.uint8
+        assert unc.max() > 0  # two different random networks disagree somewhere
+        probs = np.load(paths["probs"])
+        assert probs["probs"].dtype == np.float16 and probs["probs"].shape == (3, DRIVE_SIZE[1], DRIVE_SIZE[0])
+        assert list(probs["channels"]) == ["artery", "uncertain", "vein"]
+        assert (unc[~probs["fov"]] == 0).all()
+
+
+def test_tta_is_flip_equivariant(setup):
+    """With --tta the prediction of the mirrored photograph is the mirrored prediction."""
+    inp = setup["base"] / "tta_in"
+    inp.mkdir()
+    photo = Image.open(setup["input"] / "01_test.tif")
+    photo.save(inp / "a.png")
+    photo.transpose(Image.FLIP_LEFT_RIGHT).save(inp / "b.png")
+    out = setup["base"] / "tta"
+    args = predict.build_parser().parse_args(["--weights", str(setup["run_a"]), "--input", str(inp),
+                                              "--output", str(out), "--tta", "--save-probs"])
+    assert predict.run(args) == 0
+    a, b = (np.load(out / f"{n}_probs.npz")["probs"].astype(np.float32) for n in "ab")
+    assert np.abs(a - b[..., ::-1]).max() < 2e-3
+
+
+def test_masks_and_the_test_py_picture(setup):
+    """--masks: the DRIVE masks (01_test_mask.gif) are found by name; the colour map is
+    exactly test.py's raw_pre picture of the same network."""
+    out = setup["base"] / "masked"
+    masks = setup["real_data"] / "DRIVE_AV" / "test" / "mask"
+    args = predict.build_parser().parse_args(["--weights", str(setup["run_a"]), "--input",
+                                              str(setup["input"] / "01_test.tif"), "--output", str(out),
+                                              "--masks", str(masks)])
+    assert predict.run(args) == 0
+    row = read_rows(out)[0]
+    assert row["fov_source"] == "mask"
+    nets, cfg = load_any(setup["run_a"])
+    image = read_image(setup["input"] / "01_test.tif")
+    fov = read_mask(masks / "01_test_mask.gif")
+    small = np.asarray(Image.fromarray(image).resize(tuple(cfg["image_size"]), Image.BILINEAR))
+    probs = predict_probs(nets, torch.from_numpy(small.copy()).permute(2, 0, 1)[None])
+    expected = full_size_picture(probs[0], DRIVE_SIZE, fov, "sigmoid")
+    assert np.array_equal(np.asarray(Image.open(out / "01_test_colour.png")), expected)
+
+
+def test_bundle_weights_and_one_line_errors(setup, capsys):
+    index = export_bundle(setup["run_a"], setup["base"] / "bundle" / "w.pth", shard_mib=0.25)
+    out = setup["base"] / "from_bundle"
+    args = predict.build_parser().parse_args(["--weights", str(index), "--input", str(setup["input"] / "rgba.png"),
+                                              "--output", str(out)])
+    assert predict.run(args) == 0
+    first_out = setup["base"] / "out" / "rgba_colour.png"
+    if first_out.exists():  # same weights as run_a: same picture
+        assert np.array_equal(np.asarray(Image.open(first_out)), np.asarray(Image.open(out / "rgba_colour.png")))
+    capsys.readouterr()
+    for extra in (["--activation", "softmax"], ["--image-size", "60", "64"]):
+        with pytest.raises(SystemExit) as info:
+            predict.main(["--weights", str(setup["run_a"]), "--input", str(setup["input"]),
+                          "--output", str(out), *extra])
+        assert info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:"), err
+    softmax = make_run(setup["base"] / "run_softmax", 2, "softmax")
+    with pytest.raises(SystemExit):
+        predict.main(["--weights", str(setup["run_a"]), str(softmax), "--input", str(setup["input"]),
+                      "--output", str(out)])
+    assert "must be one variant" in capsys.readouterr().err
+
+
+def test_inputs_from_globs_and_list_files(setup, tmp_path):
+    inp = setup["input"]
+    items, warnings = predict.find_inputs([str(inp / "**" / "*.tif")])
+    assert sorted(i.rel for i in items) == ["01_test", "sub/02_test", "sub/deeper/grey16"] and not warnings
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# photographs\n{inp / 'rgba.png'}\n\n{os.path.relpath(inp / 'sub' / 'grey.png', tmp_path)}\n"
+                       f"{inp / 'missing.jpg'}\n")
+    items, _ = predict.find_inputs([str(listing), str(tmp_path / "nothing_here")])
+    assert [i.rel for i in items] == ["rgba", "sub/grey", "missing", "nothing_here"]
+    assert items[-1].missing
+    # Same stem twice (a.png, a.jpg): distinct output names.
+    (tmp_path / "d").mkdir()
+    for name in ("a.png", "a.jpg"):
+        shutil.copy(inp / "rgba.png", tmp_path / "d" / name)
+    items, _ = predict.find_inputs([str(tmp_path / "d")])
+    assert sorted(i.rel for i in items) == ["a_jpg", "a_png"]
+    # Outputs of earlier runs inside the searched folder are not photographs to segment.
+    (tmp_path / "d" / "old").mkdir()
+    (tmp_path / "d" / "old" / "predictions.csv").write_text("path\n")
+    shutil.copy(inp / "rgba.png", tmp_path / "d" / "old" / "a_colour.png")
+    shutil.copy(inp / "rgba.png", tmp_path / "d" / "a_overlay.png")  # in --output itself
+    items, _ = predict.find_inputs([str(tmp_path / "d")], output=tmp_path / "d")
+    assert sorted(i.rel for i in items) == ["a_jpg", "a_png"]
+
+
+def test_two_process_torchrun_processes_every_image_once(setup):
+    out = setup["base"] / "torchrun"
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"], "--output", out, torchrun=True)
+    assert proc.returncode != 0  # two images fail
+    assert "over 2 processes" in proc.stderr, proc.stderr
+    rows = read_rows(out)
+    paths = [r["path"] for r in rows]
+    assert len(paths) == len(GOOD) + len(BAD) == len(set(paths)) and paths == sorted(paths)
+    assert not list(out.glob(".predictions.rank*"))  # partial CSVs merged and removed
+    for rel in BAD:
+        assert proc.stderr.count(f"failed: {setup['input'] / rel}:") == 1
+    for rel in GOOD:
+        assert all(p.is_file() for p in outputs_of(out, rel).values()), rel
+
+
+def test_predict_sh(setup):
+    out = setup["base"] / "sh"
+    env = {**ENV, "WEIGHTS": str(setup["run_a"]), "INPUT": str(setup["input"] / "sub" / "*.tif"),
+           "OUTPUT": str(out), "PYTHON": sys.executable}
+    proc = subprocess.run(["sh", "predict.sh", "--tta"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["path"] for r in read_rows(out)] == [str(setup["input"] / "sub" / "02_test.tif")]
+    assert (out / "02_test_overlay.png").is_file()
+
+
+def test_estimated_fov_matches_the_provided_masks(real_data):
+    for dataset, count in (("DRIVE_AV", 2), ("LES-AV", 1), ("HRF-AV", 1)):
+        for sample in find_samples(real_data, DATASETS[dataset], "test")[:count]:
+            score = iou(estimate_fov(read_image(sample.image)), read_mask(sample.mask))
+            assert score > 0.98, f"{sample.image}: FOV IoU {score:.4f}"
+
+
+def test_class_map_rule():
+    """uncertain if G >= 128; artery if R >= 128 and R >= B; vein if B >= 128 and B > R."""
+    pic = np.array([[[0, 0, 0], [200, 0, 0], [0, 0, 200], [0, 200, 0], [200, 200, 200], [130, 0, 129],
+                     [129, 0, 130], [150, 0, 150], [127, 0, 127], [200, 130, 0]]], np.uint8)
+    assert predict.classes_from_picture(pic).tolist() == [[0, 1, 2, 3, 3, 1, 2, 1, 0, 3]]
+
+
+def test_estimate_fov_edge_cases():
+    assert not estimate_fov(np.zeros((40, 50, 3), np.uint8)).any()
+    assert estimate_fov(np.full((40, 50, 3), 120, np.uint8)).all()  # no black border
+    yy, xx = np.mgrid[:100, :120]
+    disc = ((yy - 50) ** 2 + (xx - 60) ** 2 < 45 ** 2)
+    img = np.where(disc[..., None], np.array([150, 70, 30], np.uint8), 3).astype(np.uint8)
+    img[45:55, 20:100] = 10  # a dark vessel across the disc: holes are filled
+    assert iou(estimate_fov(img), disc) > 0.95
