@@ -21,7 +21,8 @@ import torch
 from tqdm import tqdm
 
 from scripts import metrics
-from scripts.checkpoint import atomic_write, load_networks
+from scripts.bundle import load_any
+from scripts.checkpoint import atomic_write
 from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_spec
 from scripts.data import find_samples, load_resized, load_sample, load_tensor_set
 from scripts.evaluate import full_size_picture, picture_u8, predict_probs, score_image, write_png
@@ -38,7 +39,8 @@ def build_parser():
                    help="run folder ./<Dataset>/<job_name> (with --seeds: <job_name>_seed<N>)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="evaluate one run per seed")
     p.add_argument("--load", nargs="+", default=None,
-                   help="run folders to evaluate instead of --job_name (ours or the original's CP_*.pth)")
+                   help="weights to evaluate instead of --job_name: run folders (ours, or the original "
+                        "authors' CP_*.pth files), model bundles (.pth) or bundle index files (.index.json)")
     p.add_argument("--batch-size", "-b", type=int, default=2, dest="batch_size")
     p.add_argument("--uniform", type=str2bool, default=None, help="True: 720 x 720 network input")
     p.add_argument("--data-root", default="./data", dest="data_root")
@@ -103,7 +105,7 @@ def evaluate(args):
     expected = {"activation": args.activation, "base_width": args.base_width}
     runs = []
     for folder in run_folders(args, spec):
-        nets, saved = load_networks(folder, expected)
+        nets, saved = load_any(folder, expected)
         runs.append((folder, nets.to(device), saved))
     samples = find_samples(args.data_root, spec, "test")
     out_dir = Path(args.output) if args.output else Path(args.output_root) / spec.name / "Final_pre"
@@ -125,7 +127,7 @@ def evaluate(args):
         _, label, fov = load_sample(sample)  # full size, decoded once for all runs
         split = split_segments(label, fov)
         for r, (folder, _, saved) in enumerate(runs):
-            run_out = out_dir / folder.name if multi else out_dir
+            run_out = out_dir / folder.name.split(".")[0] if multi else out_dir
             small = picture_u8(probs[r][i], saved["activation"])
             raw = full_size_picture(probs[r][i], (label.shape[1], label.shape[0]), fov, saved["activation"])
             write_png(run_out / "small_pre" / f"{sample.name}.png", small)

@@ -104,3 +104,15 @@ def test_bad_data_set_name_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: unknown data set 'STARE'; known: DRIVE_AV, DRIVE-AV, "
                                                 "LES-AV, LES_AV, HRF-AV, HRF_AV, SYNTHETIC"]
+
+
+def test_test_script_reads_a_sharded_bundle_with_the_same_results(probe_run, real_data, tmp_path):
+    work, _ = probe_run
+    run(["-m", "scripts.bundle", "export", str(work / "DRIVE_AV" / "probe"),
+         str(tmp_path / "probe.pth"), "--shard-mib", "1"], cwd=ROOT)
+    index = tmp_path / "probe.index.json"
+    run([str(ROOT / "test.py"), "--dataset", "DRIVE_AV", "--data-root", str(real_data), "--load", str(index),
+         "--cache-dir", str(work / "cache"), "--output", str(tmp_path / "out")], cwd=work)
+    ours = json.loads((tmp_path / "out" / "summary.json").read_text())
+    original = json.loads((work / "DRIVE_AV" / "Final_pre" / "summary.json").read_text())
+    assert ours["average"] == original["average"] and ours["segments"] == original["segments"]
