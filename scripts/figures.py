@@ -1,7 +1,9 @@
-"""Figures for the README: a test photograph, its truth and the prediction side by side.
+"""Figures for the README, made from the project's own outputs.
 
     python -m scripts.figures --dataset DRIVE_AV --image 01_test --out imgs/DRIVE_AV_01_test.png
-reads ./data/<Dataset>/test and ./<Dataset>/Final_pre/raw_pre/<image>.png (written by test.py).
+        a test photograph, its truth and test.py's prediction (./<Dataset>/Final_pre/raw_pre)
+    python -m scripts.figures --photo photos/224.png --predictions out --out imgs/own.png
+        a photograph, its overlay and its colour map as written by predict.py
 """
 import argparse
 import sys
@@ -38,12 +40,18 @@ def side_by_side(panels, titles, height=400):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="DRIVE_AV")
-    p.add_argument("--image", required=True, help="test image name (stem), e.g. 01_test")
+    p.add_argument("--image", help="test image name (stem), e.g. 01_test")
+    p.add_argument("--photo", help="with --predictions: a photograph given to predict.py")
+    p.add_argument("--predictions", help="predict.py's output folder")
     p.add_argument("--data-root", default="./data")
     p.add_argument("--final-pre", default=None, help="default ./<Dataset>/Final_pre")
     p.add_argument("--caption", default="prediction", help="title of the prediction panel")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    if args.photo:
+        return own_photo_figure(args)
+    if not args.image:
+        sys.exit("error: give --image (a test image) or --photo with --predictions")
     try:
         spec = dataset_spec(args.dataset)
         sample = {s.name: s for s in find_samples(args.data_root, spec, "test")}.get(args.image)
@@ -59,6 +67,19 @@ def main(argv=None):
     truth = label_picture(label)
     truth[~fov] = 0
     figure = side_by_side([image, truth, pred], ["photograph", "truth (A red, V blue, U green)", args.caption])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    figure.save(args.out)
+    print(f"wrote {args.out}")
+
+
+def own_photo_figure(args):
+    stem = Path(args.photo).stem
+    paths = [Path(args.photo), Path(args.predictions) / f"{stem}_overlay.png", Path(args.predictions) / f"{stem}_colour.png"]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        sys.exit(f"error: {', '.join(missing)} not found (run predict.py first)")
+    panels = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    figure = side_by_side(panels, ["photograph", "overlay", args.caption])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     figure.save(args.out)
     print(f"wrote {args.out}")
