@@ -62,6 +62,7 @@ def build_parser():
                    help="rotation augmentation in multiples of this many degrees (3 paper, 90 later code)")
     p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 on CUDA (default: mixed precision)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (worth it for long GPU runs)")
     p.add_argument("--log-every", type=int, default=d.log_every, dest="log_every")
     p.add_argument("--cache-dir", default=d.cache_dir, dest="cache_dir")
     p.add_argument("--runs-dir", default="./runs", help="TensorBoard log folder (default %(default)s)")
@@ -125,6 +126,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     if ctx.enabled:
         distributed.sync_batchnorm(nets, device.type)
     nets = nets.to(device, memory_format=memory_format)
+    if cfg.compile:  # in place: parameter names (and so checkpoints) stay the same
+        for module in (nets.G, nets.G_A, nets.G_V, nets.D):
+            module.compile()
     amp_dtype = amp_dtype_for(device, cfg.amp)
     trainer = Trainer(nets, cfg, amp_dtype, fused=device.type == "cuda", ddp=ctx.enabled,
                       device_ids=[device.index] if device.type == "cuda" and ctx.enabled else None)

@@ -122,11 +122,12 @@ def worker(args):
         step_fn(normalize(x).contiguous(memory_format=memory_format), y)
 
     nets.train()
-    for _ in range(args.warmup):
-        train_step()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    result["train_images_per_s"] = args.batch_size / timed(train_step, device, args.steps)
+    if not args.skip_train:
+        for _ in range(args.warmup):
+            train_step()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        result["train_images_per_s"] = args.batch_size / timed(train_step, device, args.steps)
 
     # Inference at the network size, one image.
     images = load_tensor_set(samples[:1], size, cache).images
@@ -201,6 +202,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3, help="timed repetitions")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--compile", action="store_true", help="torch.compile the networks in the tuned run")
+    p.add_argument("--skip-train", action="store_true", help="measure inference, test and loading only")
     p.add_argument("--data-root", default=str(ROOT / "data"))
     p.add_argument("--configs", nargs="+", default=["plain", "tuned"], choices=["plain", "tuned"])
     p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/<dataset>_<device>.json)")
@@ -227,7 +229,7 @@ def main(argv=None):
     report = {"machine": machine(args.device), "settings": {
         "dataset": args.dataset, "activation": args.activation, "device": args.device, "image_size": list(size),
         "base_width": args.base_width, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
-        "compile": args.compile}, "results": results, "speedup_tuned_over_plain": ratios}
+        "compile": args.compile, "skip_train": args.skip_train}, "results": results, "speedup_tuned_over_plain": ratios}
 
     print(f"{args.dataset} {size[0]}x{size[1]}, {args.activation}, width {args.base_width}, batch "
           f"{args.batch_size}, {args.device} ({report['machine'].get('gpu', report['machine']['processor'])}), "

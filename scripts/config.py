@@ -70,6 +70,7 @@ class RunConfig:
     rotation_step: int = 3           # degrees; 3 (paper) or 90 (later version)
     amp: bool = True                 # mixed precision on CUDA (ignored on CPU)
     channels_last: bool = True
+    compile: bool = False            # torch.compile the four networks (slow first steps)
     workers: int = 2
     log_every: int = 10              # training steps between scalar logs
     cache_dir: str = "./.cache"

@@ -56,3 +56,12 @@ def test_a_failed_save_leaves_the_previous_file_intact(tmp_path):
         atomic_torch_save({"x": torch.zeros(3), "bad": Exploding()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no temporary left behind
+
+
+def test_ablation_without_branches_trains_saves_and_loads(real_data, tmp_path):
+    train.train(config(real_data, tmp_path, 1, fusion="none"), tmp_path / "runs", tmp_path)
+    run_dir = tmp_path / "DRIVE_AV" / "r"
+    assert (run_dir / "CP_best_F1_all.pth").is_file() and not (run_dir / "CP_best_F1_A.pth").exists()
+    nets, saved = load_networks(run_dir)
+    assert saved["fusion"] == "none" and not nets.uses_branches
+    assert nets.predict(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 64, 64)
