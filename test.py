@@ -16,15 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
 from scripts import metrics
 from scripts.bundle import load_any
 from scripts.checkpoint import atomic_write
 from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_spec
-from scripts.data import find_samples, load_resized, load_sample, load_tensor_set
+from scripts.data import find_samples, load_sample, load_tensor_set
 from scripts.evaluate import full_size_picture, picture_u8, predict_probs, score_image, write_png
 from scripts.segments import draw_mixed_segments, split_segments
 from train import amp_dtype_for, pick_device, str2bool

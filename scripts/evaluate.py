@@ -4,7 +4,6 @@ test.py and the benchmarks.
 Metrics are always computed from the uint8 pictures that are written as PNGs (R artery,
 G uncertain, B vein), so anyone can recompute them from ``raw_pre`` and the labels.
 """
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image

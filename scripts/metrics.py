@@ -109,7 +109,7 @@ def _histograms(label, rgb, fov):
     t whose class channel (R artery, B vein, G uncertain) has value v (0..255).
     """
     lab = _fov_labels(label, fov)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    r, b = rgb[..., 0], rgb[..., 2]
     high = rgb >> 7                                          # 1 where the channel is >= 128
     code = lab << 4                                          # truth: bits 4..6
     code |= (r >= b).view(np.uint8) << 3                     # R >= B: bit 3

@@ -10,7 +10,7 @@ from PIL import Image
 
 import train
 from scripts.config import ConfigError, DATASETS, RunConfig
-from scripts.data import DataError, find_samples, load_sample, load_tensor_set, read_image, read_label
+from scripts.data import DataError, find_samples, load_sample, read_image, read_label
 from tests.conftest import ROOT
 
 SPEC = DATASETS["DRIVE_AV"]
