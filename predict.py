@@ -62,6 +62,7 @@ from scripts.config import ConfigError, check_image_size
 from scripts.data import _open, to_rgb8
 from scripts.evaluate import full_size_picture, predict_probs, write_png
 from scripts.fov import estimate_fov
+from scripts.metrics import class_map
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_EXTS = IMAGE_EXTS + (".gif",)
@@ -226,14 +227,9 @@ def output_paths(out_dir: Path, item: Item, ensemble: bool, save_probs: bool):
 
 
 def classes_from_picture(pic):
-    """HxWx3 picture (R artery, G uncertain, B vein) -> HxW class indices 0..3:
-    uncertain if G >= 128; artery if R >= 128 and R >= B; vein if B >= 128 and B > R."""
-    r, g, b = (pic[..., i].astype(np.int16) for i in range(3))
-    cls = np.zeros(pic.shape[:2], np.uint8)
-    cls[(b >= 128) & (b > r)] = 2
-    cls[(r >= 128) & (r >= b)] = 1
-    cls[g >= 128] = 3
-    return cls
+    """HxWx3 picture (R artery, G uncertain, B vein) -> HxW class indices 0..3, by the decoding
+    rule of the published metrics (scripts.metrics.class_map)."""
+    return class_map(pic)
 
 
 def write_classes(path, cls):

@@ -28,6 +28,16 @@ from scripts.segments import draw_mixed_segments, split_segments
 from train import amp_dtype_for, pick_device, str2bool
 
 TABLE_METRICS = ("sensitivity", "auc_roc", "f1", "auc_pr", "mse")
+PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")
+
+
+def clear_old_pictures(out_dir):
+    """Delete the pictures of an earlier test.py run in this output folder (top level and
+    per-run sub-folders), so it only ever holds the pictures its summary.json describes."""
+    for name in PICTURE_FOLDERS:
+        for folder in [out_dir / name, *out_dir.glob(f"*/{name}")]:
+            for png in folder.glob("*.png"):
+                png.unlink()
 
 
 def build_parser():
@@ -39,7 +49,8 @@ def build_parser():
     p.add_argument("--load", nargs="+", default=None,
                    help="weights to evaluate instead of --job_name: run folders (ours, or the original "
                         "authors' CP_*.pth files), model bundles (.pth) or bundle index files (.index.json)")
-    p.add_argument("--batch-size", "-b", type=int, default=2, dest="batch_size")
+    p.add_argument("--batch-size", "-b", type=int, default=2, dest="batch_size",
+                   help="images per forward pass (default %(default)s)")
     p.add_argument("--uniform", type=str2bool, default=None, help="True: 720 x 720 network input")
     p.add_argument("--data-root", default="./data", dest="data_root")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None, dest="image_size",
@@ -48,8 +59,8 @@ def build_parser():
                    help="check the checkpoint has this width (default: read from it)")
     p.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
                    help="check the checkpoint is this variant (default: read from it)")
-    p.add_argument("--device", default="")
-    p.add_argument("--no-amp", dest="amp", action="store_false")
+    p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 on CUDA (default: mixed precision)")
     p.add_argument("--output", default=None, help="default ./<Dataset>/Final_pre")
     p.add_argument("--output-root", default=".", help="run folders are <output-root>/<Dataset>/<job>")
     p.add_argument("--cache-dir", default="./.cache", dest="cache_dir")
@@ -120,6 +131,7 @@ def evaluate(args):
         print(f"{folder}: {saved['activation']} variant, width {saved['base_width']}, input "
               f"{size[0]} x {size[1]}, {len(samples)} images in {time.time() - started:.1f}s", flush=True)
 
+    clear_old_pictures(out_dir)
     rows, per_run = [], [[] for _ in runs]
     for i, sample in enumerate(tqdm(samples, desc="evaluate")):
         _, label, fov = load_sample(sample)  # full size, decoded once for all runs
@@ -147,7 +159,9 @@ def evaluate(args):
     write_csv(out_dir / "metrics.csv", rows)
     atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     print(format_table(summary))
-    print(f"wrote {out_dir}/metrics.csv, summary.json, raw_pre/, small_pre/, mixed_segments/")
+    pictures = f"{out_dir}/<run>/" if multi else f"{out_dir}/"
+    print(f"wrote {out_dir}/metrics.csv, {out_dir}/summary.json and the pictures in "
+          f"{pictures}{{{','.join(PICTURE_FOLDERS)}}}/")
     return summary
 
 

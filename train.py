@@ -1,8 +1,12 @@
-"""Train BF-Net (G, G_A, G_V adversarially against D) on one data set.
+r"""Train BF-Net (G, G_A, G_V adversarially against D) on one data set.
 
 Example (the original protocol on DRIVE-AV, one seed):
     python train.py --e=1500 --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 --beta=1.1 \
         --gama=0.08 --dataset=DRIVE_AV --job_name=sigmoid_seed42 --seed_num=42 --data-root ./data
+
+--resume continues ./<Dataset>/<job_name>/last.pth with the settings saved there; only
+--epochs and the run-time options (--device, --no-amp, --compile, --log-every, --data-root,
+--cache-dir, --runs-dir) may change, and a different value of any other option is an error.
 """
 import argparse
 import math
@@ -36,13 +40,16 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = RunConfig()
     p.add_argument("--epochs", "--e", "-e", type=int, default=d.epochs, help="epochs (default %(default)s)")
-    p.add_argument("--batch-size", "-b", type=int, default=d.batch_size, dest="batch_size")
-    p.add_argument("--learning-rate", "-l", type=float, default=d.learning_rate, dest="learning_rate")
+    p.add_argument("--batch-size", "-b", type=int, default=d.batch_size, dest="batch_size",
+                   help="images per step, all processes together (default %(default)s)")
+    p.add_argument("--learning-rate", "-l", type=float, default=d.learning_rate, dest="learning_rate",
+                   help="Adam learning rate of all four networks (default %(default)s)")
     p.add_argument("--validation", "--v", "-v", type=float, default=d.validation,
                    help="percent of the training images held out for validation (default %(default)s)")
-    p.add_argument("--alpha", type=float, default=d.alpha, help="MSE weight")
-    p.add_argument("--beta", type=float, default=d.beta, help="segmentation loss weight")
-    p.add_argument("--gama", "--gamma", type=float, default=d.gamma, dest="gamma", help="adversarial weight")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="MSE weight (default %(default)s)")
+    p.add_argument("--beta", type=float, default=d.beta, help="segmentation loss weight (default %(default)s)")
+    p.add_argument("--gama", "--gamma", type=float, default=d.gamma, dest="gamma",
+                   help="adversarial weight (default %(default)s)")
     p.add_argument("--dataset", default=d.dataset, help="DRIVE_AV (or DRIVE-AV), LES-AV, HRF-AV, SYNTHETIC")
     p.add_argument("--job_name", "--job-name", default=d.job_name, dest="job_name",
                    help="run folder name: checkpoints go to ./<Dataset>/<job_name>/")
@@ -57,7 +64,8 @@ def build_parser():
     p.add_argument("--base-width", type=int, default=d.base_width, dest="base_width")
     p.add_argument("--activation", choices=["sigmoid", "softmax"], default=d.activation)
     p.add_argument("--fusion", choices=["none"], default=None,
-                   help="'none': ablation, main generator alone without the binary branches")
+                   help="'none': ablation, main generator alone without the binary branches "
+                        "(default: the variant's fusion, concat for sigmoid, mean for softmax)")
     p.add_argument("--rotation-step", type=int, default=d.rotation_step, dest="rotation_step",
                    help="rotation augmentation in multiples of this many degrees (3 paper, 90 later code)")
     p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
@@ -152,7 +160,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best_f1, step = state["epoch"] + 1, state["best_f1"], state["step"]
-        log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {best_f1:.4f})")
+        log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f})")
 
     writer = None
     if ctx.is_main:
@@ -246,10 +254,40 @@ def check_finite(values, epoch, run_dir):
                             f"checkpoints in {run_dir} are kept (try a lower --learning-rate or --no-amp)")
 
 
+RUNTIME_OPTIONS = {"epochs", "device", "amp", "compile", "log_every", "data_root", "cache_dir", "workers"}
+
+
+def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
+    """The configuration saved in last.pth, with the run-time options the user gave; any other
+    option given with a different value is an error (it would change the run being continued)."""
+    path = Path(output_root) / cfg.spec.name / cfg.job_name / LAST_STATE
+    saved = RunConfig.from_dict(read(path)["config"])
+    for key in sorted(given & set(RunConfig.__dataclass_fields__)):
+        ours, theirs = getattr(cfg, key), getattr(saved, key)
+        if key in RUNTIME_OPTIONS:
+            setattr(saved, key, ours)
+        elif key == "image_size" and tuple(ours) == tuple(theirs or ()) or key == "dataset":
+            continue
+        elif ours != theirs:
+            raise ConfigError(f"{path}: the run was started with {key}={theirs}, not {ours}; "
+                              f"--resume continues it as it was (start a new --job_name to change it)")
+    return saved
+
+
+def given_options(argv):
+    """Names of the options written on the command line (not left at their defaults)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        if args.resume:
+            cfg = resume_config(cfg, given_options(argv), args.output_root)
         train(cfg, args.runs_dir, args.output_root, args.load, args.resume)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

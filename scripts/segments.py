@@ -23,6 +23,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
+from .metrics import class_map
+
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
@@ -199,25 +201,12 @@ def segment_scores(label, pred_classes, fov, min_length: int = 10, minority: flo
 
 
 def pred_classes_from_picture(rgb) -> np.ndarray:
-    """Class map 0..3 from a prediction picture (R artery, G uncertain, B vein).
-
-    `rgb`: HxWx3 (or HxWx4, alpha ignored) uint8; a channel is on at >= 128. A pixel is uncertain (3) if G is
-    on; else artery (1) if R is on and B is not; vein (2) if B is on and R is not; with R and B both on, the
-    larger of R and B wins (a tie is artery); otherwise background (0). Returns HxW uint8.
-    """
+    """Class map 0..3 of a prediction picture (HxWx3, or HxWx4 with alpha ignored), by the
+    decoding rule of the published metrics: ``metrics.class_map``."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError(f"prediction picture must be HxWx3, got {rgb.shape}")
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    r_on, g_on, b_on = r >= 128, g >= 128, b >= 128
-    out = np.zeros(rgb.shape[:2], dtype=np.uint8)
-    out[r_on & ~b_on] = 1
-    out[b_on & ~r_on] = 2
-    both = r_on & b_on
-    out[both & (r >= b)] = 1
-    out[both & (r < b)] = 2
-    out[g_on] = 3
-    return out
+    return class_map(rgb[..., :3])
 
 
 def draw_mixed_segments(rgb, segment_map, mixed_ids) -> np.ndarray:

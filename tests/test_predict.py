@@ -286,10 +286,10 @@ def test_estimated_fov_matches_the_provided_masks(real_data):
 
 
 def test_class_map_rule():
-    """uncertain if G >= 128; artery if R >= 128 and R >= B; vein if B >= 128 and B > R."""
+    """The published decoding rule; R and B on without G: the larger wins; G with one of R/B: none."""
     pic = np.array([[[0, 0, 0], [200, 0, 0], [0, 0, 200], [0, 200, 0], [200, 200, 200], [130, 0, 129],
                      [129, 0, 130], [150, 0, 150], [127, 0, 127], [200, 130, 0]]], np.uint8)
-    assert predict.classes_from_picture(pic).tolist() == [[0, 1, 2, 3, 3, 1, 2, 1, 0, 3]]
+    assert predict.classes_from_picture(pic).tolist() == [[0, 1, 2, 3, 3, 1, 2, 1, 0, 0]]
 
 
 def test_estimate_fov_edge_cases():

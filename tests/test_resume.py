@@ -65,3 +65,22 @@ def test_ablation_without_branches_trains_saves_and_loads(real_data, tmp_path):
     nets, saved = load_networks(run_dir)
     assert saved["fusion"] == "none" and not nets.uses_branches
     assert nets.predict(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_resume_keeps_the_saved_settings_and_refuses_changes(real_data, tmp_path):
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    base = [sys.executable, str(ROOT / "train.py"), "--dataset", "DRIVE_AV", "--data-root", str(real_data),
+            "--job_name", "r", "--cache-dir", str(tmp_path / "c"), "--output-root", str(tmp_path),
+            "--runs-dir", str(tmp_path / "runs"), "--device", "cpu"]
+    first = base + ["--epochs", "1", "--image-size", "64", "64", "--base-width", "4", "--v", "10", "--seed_num", "3"]
+    assert subprocess.run(first, capture_output=True, cwd=tmp_path).returncode == 0
+    changed = subprocess.run(base + ["--epochs", "2", "--v", "50", "--resume"], capture_output=True, text=True,
+                             cwd=tmp_path)
+    assert changed.returncode == 2
+    assert "started with validation=10.0, not 50.0" in changed.stderr.strip().splitlines()[-1]
+    again = subprocess.run(base + ["--epochs", "2", "--resume"], capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    state = torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)
+    assert state["epoch"] == 1 and state["config"]["base_width"] == 4 and state["config"]["validation"] == 10.0
