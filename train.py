@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from scripts import distributed, metrics
 from scripts.bfnet import Networks, Trainer
-from scripts.checkpoint import LAST_STATE, atomic_torch_save, load_networks, read, save_best
+from scripts.bundle import load_any
+from scripts.checkpoint import LAST_STATE, atomic_torch_save, read, save_best
 from scripts.config import ConfigError, RunConfig, dataset_spec
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.evaluate import validate
@@ -56,7 +57,8 @@ def build_parser():
     p.add_argument("--seed_num", "--seed", type=int, default=d.seed, dest="seed")
     p.add_argument("--uniform", type=str2bool, default=False, help="True: 720 x 720 input for every data set")
     p.add_argument("--discriminator", default="unet", choices=["unet"], help="only 'unet' (as published)")
-    p.add_argument("--load", default=None, help="initialise G (and G_A, G_V) from this run folder")
+    p.add_argument("--load", default=None,
+                   help="initialise G, G_A, G_V from a run folder, a bundle or the original CP_*.pth folder")
     p.add_argument("--resume", action="store_true", help="continue ./<Dataset>/<job_name>/last.pth")
     p.add_argument("--data-root", default=d.data_root, dest="data_root")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None, dest="image_size",
@@ -144,7 +146,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     start_epoch, best_f1, step = 0, -1.0, 0
 
     if load:
-        loaded, saved = load_networks(load, {"activation": cfg.activation, "base_width": cfg.base_width})
+        loaded, _ = load_any(load, {"activation": cfg.activation, "base_width": cfg.base_width})
         nets.load_state_dict({**nets.state_dict(), **{k: v for k, v in loaded.state_dict().items()
                                                       if not k.startswith("D.")}})
         log(f"initialised generators from {load}")

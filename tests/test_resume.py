@@ -84,3 +84,16 @@ def test_resume_keeps_the_saved_settings_and_refuses_changes(real_data, tmp_path
     assert again.returncode == 0, again.stderr[-2000:]
     state = torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)
     assert state["epoch"] == 1 and state["config"]["base_width"] == 4 and state["config"]["validation"] == 10.0
+
+
+def test_load_initialises_the_generators_from_a_bundle(real_data, tmp_path, capsys):
+    from scripts.bundle import export_bundle
+    train.train(config(real_data, tmp_path, 1), tmp_path / "runs", tmp_path)
+    bundle = export_bundle(tmp_path / "DRIVE_AV" / "r", tmp_path / "r.pth")
+    cfg = config(real_data, tmp_path, 1)
+    cfg.job_name = "from_bundle"
+    train.train(cfg, tmp_path / "runs", tmp_path, load=str(bundle))
+    assert f"initialised generators from {bundle}" in capsys.readouterr().out
+    with pytest.raises(CheckpointError, match="activation=softmax"):
+        cfg.activation = "softmax"
+        train.train(cfg, tmp_path / "runs", tmp_path, load=str(bundle))
