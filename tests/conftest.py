@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AVSEG_SHARED", ROOT.parent / "shared"))
@@ -21,3 +22,12 @@ def real_data() -> Path:
         pytest.fail(f"real data sets {missing} not found under {root}: link ../shared/data to ./data "
                     f"or set AVSEG_DATA (tests never skip for missing data)")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks: one intra-op thread is much faster than several on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,13 +14,7 @@ from scripts.checkpoint import CheckpointError, save_best
 from scripts.config import RunConfig
 from tests.test_model import CHECKPOINTS, OFFSET, golden_state_dict, read_listing
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks: one intra-op thread is much faster than several on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 X = torch.linspace(-2, 2, 3 * 48 * 64).reshape(1, 3, 48, 64)

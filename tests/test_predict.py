@@ -28,12 +28,7 @@ BAD = {"sub/trunc.jpg": "cannot decode image", "empty.png": "empty file"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny networks: one thread is fastest on a shared CPU
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_run(folder, seed, activation="sigmoid"):
