@@ -31,13 +31,14 @@ TABLE_METRICS = ("sensitivity", "auc_roc", "f1", "auc_pr", "mse")
 PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")
 
 
-def clear_old_pictures(out_dir):
-    """Delete the pictures of an earlier test.py run in this output folder (top level and
-    per-run sub-folders), so it only ever holds the pictures its summary.json describes."""
-    for name in PICTURE_FOLDERS:
-        for folder in [out_dir / name, *out_dir.glob(f"*/{name}")]:
-            for png in folder.glob("*.png"):
-                png.unlink()
+def clear_old_pictures(out_dir, names):
+    """Delete the pictures an earlier test.py run wrote for these test images in this output
+    folder (top level and per-run sub-folders), so it only holds what its summary.json
+    describes. Other files are left alone."""
+    for folder_name in PICTURE_FOLDERS:
+        for folder in [out_dir / folder_name, *out_dir.glob(f"*/{folder_name}")]:
+            for name in names:
+                (folder / f"{name}.png").unlink(missing_ok=True)
 
 
 def build_parser():
@@ -131,7 +132,7 @@ def evaluate(args):
         print(f"{folder}: {saved['activation']} variant, width {saved['base_width']}, input "
               f"{size[0]} x {size[1]}, {len(samples)} images in {time.time() - started:.1f}s", flush=True)
 
-    clear_old_pictures(out_dir)
+    clear_old_pictures(out_dir, [s.name for s in samples])
     rows, per_run = [], [[] for _ in runs]
     for i, sample in enumerate(tqdm(samples, desc="evaluate")):
         _, label, fov = load_sample(sample)  # full size, decoded once for all runs

@@ -162,6 +162,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best_f1, step = state["epoch"] + 1, state["best_f1"], state["step"]
+        best_file = run_dir / "CP_best_F1_all.pth"
+        if best_file.is_file():  # saved after last.pth when a crash fell between the two
+            best_f1 = max(best_f1, read(best_file).get("val_f1", best_f1))
         log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f})")
 
     writer = None
@@ -175,6 +178,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     n, bs = len(train_set), cfg.batch_size
     # A distributed run drops a last batch smaller than the number of processes.
     batches_per_epoch = sum(1 for b in range(0, n, bs) if min(bs, n - b) >= ctx.world)
+    if batches_per_epoch == 0:
+        raise ConfigError(f"{n} training images and --batch-size {bs} give no batch of at least one "
+                          f"image for each of the {ctx.world} processes")
     bar = tqdm(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
                disable=not ctx.is_main)
     losses, weight = {}, 1.0

@@ -206,4 +206,6 @@ class Trainer:
     def load_state_dict(self, state):
         for group in ("optimizers", "schedulers", "scalers"):
             for k, obj in getattr(self, group).items():
+                if group == "scalers" and not state[group][k]:
+                    continue  # saved without fp16 scaling (CPU, bf16, --no-amp): start fresh
                 obj.load_state_dict(state[group][k])

@@ -61,12 +61,24 @@ def atomic_torch_save(obj, path):
 
 
 def save_best(run_dir, nets: Networks, cfg: RunConfig, epoch: int, val_f1: float):
-    for name, filename in NETWORK_FILES.items():
-        if name != "G" and not nets.uses_branches:
-            continue
-        atomic_torch_save({"format": FORMAT, "version": VERSION, "network": name,
-                           "config": cfg.to_dict(), "epoch": epoch, "val_f1": val_f1,
-                           "state_dict": getattr(nets, name).state_dict()}, Path(run_dir) / filename)
+    """G, G_A, G_V of one epoch as a set: all three are written to temporary files first and
+    only then renamed, so a crash never leaves a new G beside old branches."""
+    staged = []
+    try:
+        for name, filename in NETWORK_FILES.items():
+            if name != "G" and not nets.uses_branches:
+                continue
+            path = Path(run_dir) / filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{filename}.{os.getpid()}.tmp")
+            torch.save({"format": FORMAT, "version": VERSION, "network": name, "config": cfg.to_dict(),
+                        "epoch": epoch, "val_f1": val_f1, "state_dict": getattr(nets, name).state_dict()}, tmp)
+            staged.append((tmp, path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
 
 
 def read(path):

@@ -116,17 +116,18 @@ def _fov_labels(label, fov):
 def _histograms(label, rgb, fov):
     """Reduce an image to histograms over its FOV pixels (one bincount each).
 
-    joint[t, ge, p]: pixel count by truth t (0..3), ge = (R >= B), and on/off pattern
+    joint[t, c, p]: pixel count by truth t (0..3), c = 1 if R > B, 2 if B > R, 0 if equal, and on/off pattern
     p = R_on | G_on << 1 | B_on << 2 (0..7). levels[name][t, v]: count of FOV pixels of truth
     t whose class channel (R artery, B vein, G uncertain) has value v (0..255).
     """
     lab = _fov_labels(label, fov)
     r, b = rgb[..., 0], rgb[..., 2]
     high = rgb >> 7                                          # 1 where the channel is >= 128
-    code = lab << 4                                          # truth: bits 4..6
-    code |= (r >= b).view(np.uint8) << 3                     # R >= B: bit 3
+    code = lab << 5                                          # truth: bits 5..7
+    code |= (r > b).view(np.uint8) << 3                      # R > B: bit 3
+    code |= (b > r).view(np.uint8) << 4                      # B > R: bit 4
     code |= high[..., 0] | (high[..., 1] << 1) | (high[..., 2] << 2)   # pattern: bits 0..2
-    joint = np.bincount(code.ravel(), minlength=8 * 16).reshape(8, 2, 8)[:4]
+    joint = np.bincount(code.ravel(), minlength=8 * 32).reshape(8, 4, 8)[:4]
 
     lab16 = lab.astype(np.uint16) << 8                       # truth * 256 + channel value
     levels = {}
@@ -206,8 +207,9 @@ def evaluate_image(label, rgb, fov):
               as the positives, i.e. exact Mann-Whitney ROC AUC (ties half) and average
               precision; "auc_roc_prob_average", "auc_pr_prob_average": the same truth-count
               weighted mean;
-          "av_accuracy": over FOV pixels whose truth is artery or vein, the fraction where
-              "R >= B" (artery; a tie counts as artery) agrees with truth == artery
+          "av_accuracy": over FOV pixels whose truth is artery or vein, the fraction
+              classified right: R > B on artery, B > R on vein; a tie (e.g. a softmax picture
+              of background or uncertain there) decides nothing and counts as wrong
               (0 if there are none);
       "counts": {class: {"tp", "fp", "fn", "tn"}} (ints).
     """
@@ -226,8 +228,8 @@ def evaluate_image(label, rgb, fov):
     extra.update({f"auc_{k}_prob_average": v for k, v in weighted_mean(
         [{"roc": extra[f"auc_roc_prob_{c}"], "pr": extra[f"auc_pr_prob_{c}"]} for c in CLASS_NAMES],
         weights).items()})
-    # joint[truth, R >= B, pattern]: right = truth artery with R >= B, or truth vein with R < B
-    extra["av_accuracy"] = _ratio(joint[1, 1].sum() + joint[2, 0].sum(), joint[1:3].sum())
+    # joint[truth, R>B | B>R << 1, pattern]: right = truth artery with R > B, or vein with B > R
+    extra["av_accuracy"] = _ratio(joint[1, 1].sum() + joint[2, 2].sum(), joint[1:3].sum())
     result["extra"] = extra
     result["counts"] = counts
     return result

@@ -282,9 +282,9 @@ def test_av_accuracy_on_truth_vessel_pixels():
     label = np.array([[1, 1, 2, 2, 1, 0, 3]], dtype=np.uint8)
     rgb = picture([[(200, 0, 10), (10, 0, 200), (0, 0, 90), (90, 0, 90), (70, 255, 70), R, K]])
     result = evaluate_image(label, rgb, np.ones(label.shape, bool))
-    # artery right, artery wrong, vein right, vein tie (counts as artery: wrong), artery tie
-    # (right; G is ignored); background and uncertain pixels do not count
-    assert result["extra"]["av_accuracy"] == pytest.approx(3 / 5)
+    # artery right, artery wrong, vein right, vein tie (undecided: wrong), artery tie
+    # (undecided: wrong; G is ignored); background and uncertain pixels do not count
+    assert result["extra"]["av_accuracy"] == pytest.approx(2 / 5)
     # the hand case: right at (0,1) (1,1) (0,3); ties at (0,4) (1,3) (2,4) and B at (0,2) wrong
     assert evaluate_image(*hand_case())["extra"]["av_accuracy"] == pytest.approx(3 / 7)
 
@@ -319,7 +319,7 @@ def loop_evaluate(label, rgb, fov):
         out["extra"][f"auc_{kind}_prob_average"] = sum(
             out["extra"][f"auc_{kind}_prob_{c}"] * w for c, w in zip(CLASS_NAMES, weights)) / total
     vessel = (truth_all == 1) | (truth_all == 2)
-    right = [(rv >= bv) == (tv == 1) for rv, bv, tv in zip(r[vessel], b[vessel], truth_all[vessel])]
+    right = [(rv > bv) if tv == 1 else (bv > rv) for rv, bv, tv in zip(r[vessel], b[vessel], truth_all[vessel])]
     out["extra"]["av_accuracy"] = sum(right) / len(right)
     return out
 

@@ -97,3 +97,24 @@ def test_load_initialises_the_generators_from_a_bundle(real_data, tmp_path, caps
     with pytest.raises(CheckpointError, match="activation=softmax"):
         cfg.activation = "softmax"
         train.train(cfg, tmp_path / "runs", tmp_path, load=str(bundle))
+
+
+def test_best_checkpoints_are_replaced_as_a_set(tmp_path, monkeypatch):
+    from scripts import checkpoint
+    from scripts.bfnet import Networks
+    nets, cfg = Networks("sigmoid", 4), RunConfig(base_width=4)
+    checkpoint.save_best(tmp_path, nets, cfg, epoch=1, val_f1=0.1)
+    real_save, calls = torch.save, {"n": 0}
+
+    def failing_save(obj, path):
+        calls["n"] += 1
+        if calls["n"] == 2:  # G staged, then G_A fails: nothing may be replaced
+            raise OSError("disk full")
+        real_save(obj, path)
+
+    monkeypatch.setattr(checkpoint.torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save_best(tmp_path, nets, cfg, epoch=2, val_f1=0.2)
+    monkeypatch.undo()
+    assert {torch.load(tmp_path / f, weights_only=True)["epoch"] for f in checkpoint.NETWORK_FILES.values()} == {1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(checkpoint.NETWORK_FILES.values())
