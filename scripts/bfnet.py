@@ -153,6 +153,10 @@ class Trainer:
         gradients (this rank's share of a distributed batch times the world size). Returns
         the loss tensors (detached, on the device: reading them is the caller's sync point)."""
         nets, cfg, dev = self.nets, self.cfg, images.device.type
+        # All generator forwards run once, first (G reads the branches' detached outputs of
+        # this same forward); then steps 1-3 update D once per judged network, in the order
+        # G_A, G_V, G, and steps 4-6 update G_A, G_V and G. Loss keys: D_A, D_V, D_G for
+        # the D steps and G_A, G_V, G for the generator steps.
         targets = make_targets(labels, cfg.activation)
         judged = [("G", targets.main)]
         if nets.uses_branches:
