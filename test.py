@@ -140,10 +140,11 @@ def evaluate(args):
         for r, (folder, _, saved) in enumerate(runs):
             run_out = out_dir / folder.name.split(".")[0] if multi else out_dir
             small = picture_u8(probs[r][i], saved["activation"])
-            raw = full_size_picture(probs[r][i], (label.shape[1], label.shape[0]), fov, saved["activation"])
+            raw, scores = full_size_picture(probs[r][i], (label.shape[1], label.shape[0]), fov,
+                                            saved["activation"], with_scores=True)
             write_png(run_out / "small_pre" / f"{sample.name}.png", small)
             write_png(run_out / "raw_pre" / f"{sample.name}.png", raw)
-            result, mixed = score_image(label, raw, fov, split)
+            result, mixed = score_image(label, raw, fov, split, scores)
             write_png(run_out / "mixed_segments" / f"{sample.name}.png", draw_mixed_segments(raw, split[0], mixed))
             per_run[r].append(result)
             rows.append({"run": folder.name, "image": sample.name, **{

@@ -36,21 +36,31 @@ def picture_u8(probs, activation):
     return (pic * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def full_size_picture(probs_small, size_wh, fov, activation):
-    """Resize the probabilities to the original (W, H) bilinearly, decode, zero outside the FOV."""
+def full_size_picture(probs_small, size_wh, fov, activation, with_scores=False):
+    """Resize the probabilities to the original (W, H) bilinearly, decode, zero outside the FOV.
+    ``with_scores``: also return ``score_picture`` of the resized probabilities."""
     w, h = size_wh
     probs = F.interpolate(probs_small.unsqueeze(0), size=(h, w), mode="bilinear", align_corners=False)[0]
     pic = picture_u8(probs, activation)
     pic[~fov] = 0
-    return pic
+    return (pic, score_picture(probs, activation)) if with_scores else pic
 
 
-def score_image(label, picture, fov, segment_split=None):
+def score_picture(probs, activation):
+    """The probabilities behind a picture for the probability-based extras: None for sigmoid
+    (its picture is its probabilities); for softmax the artery, uncertain and vein
+    probabilities x 255 in the picture's channel order."""
+    if activation == "sigmoid":
+        return None
+    return (probs[[1, 3, 2]] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def score_image(label, picture, fov, segment_split=None, scores=None):
     """Pixel metrics (metrics.evaluate_image) plus the segment metrics under "segments".
 
     ``segment_split``: ``segments.split_segments(label, fov)``, reusable across runs.
     Returns (result, mixed segment ids)."""
-    result = metrics.evaluate_image(label, picture, fov)
+    result = metrics.evaluate_image(label, picture, fov, scores)
     split = segment_split if segment_split is not None else segments.split_segments(label, fov)
     scores = segments.segment_scores(label, segments.pred_classes_from_picture(picture), fov, segments=split)
     mixed = scores.pop("mixed_ids")
@@ -74,7 +84,8 @@ def validate(nets: Networks, val_set, activation, batch_size, device, amp_dtype=
         label, fov = val_set.labels[i].numpy(), val_set.fovs[i].numpy()
         pic = picture_u8(probs[i], activation)
         pic[~fov] = 0
-        result, mixed = score_image(label, pic, fov, splits[i] if splits else None)
+        result, mixed = score_image(label, pic, fov, splits[i] if splits else None,
+                                    score_picture(probs[i], activation))
         per_image.append(result)
         if i == 0:
             split = splits[0] if splits else segments.split_segments(label, fov)

@@ -113,15 +113,16 @@ def _fov_labels(label, fov):
     return (label & 3) | ((~fov).view(np.uint8) << 2)
 
 
-def _histograms(label, rgb, fov):
+def _histograms(label, rgb, fov, scores=None):
     """Reduce an image to histograms over its FOV pixels (one bincount each).
 
     joint[t, c, p]: pixel count by truth t (0..3), c = 1 if R > B, 2 if B > R, 0 if equal, and on/off pattern
     p = R_on | G_on << 1 | B_on << 2 (0..7). levels[name][t, v]: count of FOV pixels of truth
     t whose class channel (R artery, B vein, G uncertain) has value v (0..255).
     """
+    scores = rgb if scores is None else scores
     lab = _fov_labels(label, fov)
-    r, b = rgb[..., 0], rgb[..., 2]
+    r, b = scores[..., 0], scores[..., 2]
     high = rgb >> 7                                          # 1 where the channel is >= 128
     code = lab << 5                                          # truth: bits 5..7
     code |= (r > b).view(np.uint8) << 3                      # R > B: bit 3
@@ -132,7 +133,7 @@ def _histograms(label, rgb, fov):
     lab16 = lab.astype(np.uint16) << 8                       # truth * 256 + channel value
     levels = {}
     for name in CLASS_NAMES:
-        hist = np.bincount((lab16 | rgb[..., CHANNEL[name]]).ravel(), minlength=8 * LEVELS)
+        hist = np.bincount((lab16 | scores[..., CHANNEL[name]]).ravel(), minlength=8 * LEVELS)
         levels[name] = hist.reshape(8, LEVELS)[:4]
     return joint, levels
 
@@ -190,7 +191,7 @@ def weighted_mean(dicts, weights):
             for k in dicts[0]}
 
 
-def evaluate_image(label, rgb, fov):
+def evaluate_image(label, rgb, fov, scores=None):
     """All metrics of one test image, as fractions (0..1).
 
     label: HxW uint8 in 0..3 (values outside the FOV are ignored); rgb: HxWx3 uint8 picture
@@ -212,9 +213,16 @@ def evaluate_image(label, rgb, fov):
               of background or uncertain there) decides nothing and counts as wrong
               (0 if there are none);
       "counts": {class: {"tp", "fp", "fn", "tn"}} (ints).
+    ``scores``: optional HxWx3 uint8 probabilities x 255 in the picture's channel order (artery,
+    uncertain, vein) for the extras, when the picture holds decided colours (softmax); by
+    default the picture's own channels are the scores.
     """
     label, rgb, fov = _check_inputs(label, rgb, fov)
-    joint, levels = _histograms(label, rgb, fov)
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.uint8)
+        if scores.shape != rgb.shape:
+            raise ValueError(f"scores {scores.shape} must have the picture's shape {rgb.shape}")
+    joint, levels = _histograms(label, rgb, fov, scores)
     counts = _counts_from_joint(joint)
     result = {name: binary_scores(**counts[name]) for name in CLASS_NAMES}
     weights = np.array([counts[c]["tp"] + counts[c]["fn"] for c in CLASS_NAMES], dtype=np.float64)

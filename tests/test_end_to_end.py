@@ -116,3 +116,16 @@ def test_test_script_reads_a_sharded_bundle_with_the_same_results(probe_run, rea
     ours = json.loads((tmp_path / "out" / "summary.json").read_text())
     original = json.loads((work / "DRIVE_AV" / "Final_pre" / "summary.json").read_text())
     assert ours["average"] == original["average"] and ours["segments"] == original["segments"]
+
+
+def test_softmax_variant_end_to_end(real_data, tmp_path):
+    common = ["--dataset", "DRIVE_AV", "--data-root", str(real_data), "--cache-dir", str(tmp_path / "cache"),
+              "--output-root", str(tmp_path), "--job_name", "sm"]
+    run([str(ROOT / "train.py"), *common, "--epochs", "1", "--batch-size", "6", "--image-size", "64", "64",
+         "--base-width", "4", "--activation", "softmax", "--runs-dir", str(tmp_path / "runs")], cwd=tmp_path)
+    run([str(ROOT / "test.py"), *common], cwd=tmp_path)
+    final = tmp_path / "DRIVE_AV" / "Final_pre"
+    rgb = np.array(Image.open(final / "raw_pre" / "01_test.png"))
+    assert set(np.unique(rgb)) <= {0, 255}  # softmax pictures: colours of the decided class
+    summary = json.loads((final / "summary.json").read_text())
+    assert 0 <= summary["extra"]["auc_roc_prob_average"]["mean"] <= 100

@@ -377,3 +377,14 @@ def test_flatten_gives_slash_keys():
     assert flatten({"average": {"f1": {"mean": 1.0, "std": 0.0}}}) == \
         {"average/f1/mean": 1.0, "average/f1/std": 0.0}
     assert flatten({"f1": 0.5}, prefix="val/") == {"val/f1": 0.5}
+
+
+def test_extras_can_score_probabilities_apart_from_a_decided_picture():
+    label = np.array([[1, 2, 0, 0]], dtype=np.uint8)
+    decided = picture([[K, K, K, K]])                        # nothing decided: ties everywhere
+    probs = picture([[(200, 0, 10), (10, 0, 200), (30, 0, 20), (20, 0, 30)]])
+    fov = np.ones(label.shape, bool)
+    assert evaluate_image(label, decided, fov)["extra"]["av_accuracy"] == 0
+    result = evaluate_image(label, decided, fov, scores=probs)
+    assert result["extra"]["av_accuracy"] == 1 and result["extra"]["auc_roc_prob_artery"] == 1
+    assert result["average"] == evaluate_image(label, decided, fov)["average"]  # table unchanged
