@@ -122,10 +122,12 @@ def evaluate(args):
     multi = len(runs) > 1
 
     # Network-size probabilities of every run (images decoded once, cached).
-    probs = []
+    probs, inputs = [], {}  # network inputs by size: read once for all runs of that size
     for folder, nets, saved in runs:
         size = network_size(args, saved, spec)
-        images = load_tensor_set(samples, size, Path(args.cache_dir) / spec.name).images
+        if size not in inputs:
+            inputs[size] = load_tensor_set(samples, size, Path(args.cache_dir) / spec.name).images
+        images = inputs[size]
         started = time.time()
         probs.append(predict_probs(nets, images, args.batch_size, device, amp_dtype_for(device, args.amp),
                                    progress=lambda b: tqdm(b, desc=f"predict {folder.name}", leave=False)))

@@ -1,8 +1,9 @@
 """Prediction and the evaluation protocol of DESIGN.md section 6, shared by validation,
 test.py and the benchmarks.
 
-Metrics are always computed from the uint8 pictures that are written as PNGs (R artery,
-G uncertain, B vein), so anyone can recompute them from ``raw_pre`` and the labels.
+The table's metrics are computed from the uint8 pictures that are written as PNGs (R artery,
+G uncertain, B vein), so anyone can recompute them from ``raw_pre`` and the labels. Only the
+softmax variant's probability-based extras read its probabilities (``score_picture``).
 """
 import torch
 import torch.nn.functional as F
@@ -30,10 +31,14 @@ def predict_probs(nets: Networks, images_u8, batch_size=4, device="cpu", amp_dty
     return torch.cat(out)
 
 
+def _u8_hwc(chw):
+    """3xHxW floats in [0, 1] -> HxWx3 uint8 (x 255, rounded)."""
+    return (chw * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
 def picture_u8(probs, activation):
     """CxHxW probabilities -> HxWx3 uint8 picture (probabilities x 255, rounded)."""
-    pic = to_picture(probs.unsqueeze(0), activation)[0]
-    return (pic * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return _u8_hwc(to_picture(probs.unsqueeze(0), activation)[0])
 
 
 def full_size_picture(probs_small, size_wh, fov, activation, with_scores=False):
@@ -52,7 +57,7 @@ def score_picture(probs, activation):
     probabilities x 255 in the picture's channel order."""
     if activation == "sigmoid":
         return None
-    return (probs[[1, 3, 2]] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return _u8_hwc(probs[[1, 3, 2]])
 
 
 def score_image(label, picture, fov, segment_split=None, scores=None):
