@@ -22,10 +22,11 @@ from scripts import metrics
 from scripts.bundle import load_any
 from scripts.checkpoint import atomic_write
 from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_spec
-from scripts.data import find_samples, load_sample, load_tensor_set
-from scripts.evaluate import full_size_picture, picture_u8, predict_probs, score_image, write_png
-from scripts.segments import draw_mixed_segments, split_segments
-from train import amp_dtype_for, pick_device, str2bool
+from scripts.data import find_samples, load_tensor_set, load_truth
+from scripts.device import MEMORY_FORMAT, describe_precision, evaluation_precision, pick_device
+from scripts.evaluate import evaluate_test_image, predict_probs
+from scripts.segments import split_segments
+from train import str2bool
 
 TABLE_METRICS = ("sensitivity", "auc_roc", "f1", "auc_pr", "mse")
 PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")
@@ -61,7 +62,9 @@ def build_parser():
     p.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
                    help="check the checkpoint is this variant (default: read from it)")
     p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 on CUDA (default: mixed precision)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                   help="mixed precision (CUDA, CPUs with AVX512-BF16/AMX): faster, but the metrics then "
+                        "depend on the machine (default: fp32)")
     p.add_argument("--output", default=None, help="default ./<Dataset>/Final_pre")
     p.add_argument("--output-root", default=".", help="run folders are <output-root>/<Dataset>/<job>")
     p.add_argument("--cache-dir", default="./.cache", dest="cache_dir")
@@ -112,11 +115,12 @@ def percent(tree):
 def evaluate(args):
     spec = dataset_spec(args.dataset)
     device = pick_device(args.device)
+    amp_dtype = evaluation_precision(device, args.amp)
     expected = {"activation": args.activation, "base_width": args.base_width}
     runs = []
     for folder in run_folders(args, spec):
         nets, saved = load_any(folder, expected)
-        runs.append((folder, nets.to(device), saved))
+        runs.append((folder, nets.to(device, memory_format=MEMORY_FORMAT), saved))
     samples = find_samples(args.data_root, spec, "test")
     out_dir = Path(args.output) if args.output else Path(args.output_root) / spec.name / "Final_pre"
     multi = len(runs) > 1
@@ -129,25 +133,20 @@ def evaluate(args):
             inputs[size] = load_tensor_set(samples, size, Path(args.cache_dir) / spec.name).images
         images = inputs[size]
         started = time.time()
-        probs.append(predict_probs(nets, images, args.batch_size, device, amp_dtype_for(device, args.amp),
+        probs.append(predict_probs(nets, images, args.batch_size, device, amp_dtype,
                                    progress=lambda b: tqdm(b, desc=f"predict {folder.name}", leave=False)))
         print(f"{folder}: {saved['activation']} variant, width {saved['base_width']}, input "
-              f"{size[0]} x {size[1]}, {len(samples)} images in {time.time() - started:.1f}s", flush=True)
+              f"{size[0]} x {size[1]}, {describe_precision(amp_dtype)} on {device}, {len(samples)} images "
+              f"in {time.time() - started:.1f}s", flush=True)
 
     clear_old_pictures(out_dir, [s.name for s in samples])
     rows, per_run = [], [[] for _ in runs]
     for i, sample in enumerate(tqdm(samples, desc="evaluate")):
-        _, label, fov = load_sample(sample)  # full size, decoded once for all runs
+        label, fov = load_truth(sample)  # full size, read once for all runs (the photograph is cached)
         split = split_segments(label, fov)
         for r, (folder, _, saved) in enumerate(runs):
             run_out = out_dir / folder.name.split(".")[0] if multi else out_dir
-            small = picture_u8(probs[r][i], saved["activation"])
-            raw, scores = full_size_picture(probs[r][i], (label.shape[1], label.shape[0]), fov,
-                                            saved["activation"], with_scores=True)
-            write_png(run_out / "small_pre" / f"{sample.name}.png", small)
-            write_png(run_out / "raw_pre" / f"{sample.name}.png", raw)
-            result, mixed = score_image(label, raw, fov, split, scores)
-            write_png(run_out / "mixed_segments" / f"{sample.name}.png", draw_mixed_segments(raw, split[0], mixed))
+            result = evaluate_test_image(sample.name, label, fov, probs[r][i], saved["activation"], run_out, split)
             per_run[r].append(result)
             rows.append({"run": folder.name, "image": sample.name, **{
                 k: (v if k.endswith("/count") else round(100 * v, 6)) for k, v in metrics.flatten(

@@ -24,6 +24,7 @@ from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
 from scripts.checkpoint import LAST_STATE, atomic_torch_save, read, save_best
 from scripts.config import ConfigError, RunConfig, dataset_spec
+from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.evaluate import validate
 from scripts.segments import split_segments
@@ -71,7 +72,9 @@ def build_parser():
     p.add_argument("--rotation-step", type=int, default=d.rotation_step, dest="rotation_step",
                    help="rotation augmentation in multiples of this many degrees (3 paper, 90 later code)")
     p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 on CUDA (default: mixed precision)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="mixed precision where the hardware has it: CUDA, CPUs with AVX512-BF16/AMX "
+                        "(default; --no-amp: fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (worth it for long GPU runs)")
     p.add_argument("--log-every", type=int, default=d.log_every, dest="log_every")
     p.add_argument("--cache-dir", default=d.cache_dir, dest="cache_dir")
@@ -88,20 +91,6 @@ def config_from_args(args) -> RunConfig:
         raise ConfigError("--epochs and --batch-size must be at least 1")
     cfg.input_size  # validates the size
     return cfg
-
-
-def pick_device(name):
-    if name:
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def amp_dtype_for(device, enabled):
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def seed_everything(seed):
@@ -129,9 +118,10 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     log = print if ctx.is_main else (lambda *a, **k: None)
     log(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
         f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
-        f"{cfg.base_width}, device {device}" + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
+        f"{cfg.base_width}, device {device}, {describe_precision(amp_dtype_for(device, cfg.amp))}" + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
 
-    memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
+    memory_format = MEMORY_FORMAT if cfg.channels_last else torch.contiguous_format
+    amp_dtype = amp_dtype_for(device, cfg.amp)
     nets = Networks(cfg.activation, cfg.base_width, cfg.fusion)
     if ctx.enabled:
         distributed.sync_batchnorm(nets, device.type)
@@ -139,7 +129,6 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     if cfg.compile:  # in place: parameter names (and so checkpoints) stay the same
         for module in (nets.G, nets.G_A, nets.G_V, nets.D):
             module.compile()
-    amp_dtype = amp_dtype_for(device, cfg.amp)
     trainer = Trainer(nets, cfg, amp_dtype, fused=device.type == "cuda", ddp=ctx.enabled,
                       device_ids=[device.index] if device.type == "cuda" and ctx.enabled else None)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -215,8 +204,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         trainer.plateau_step(values)
         if not ctx.is_main:
             continue
-        summary, drawing = validate(nets, val_set, cfg.activation, bs, device, amp_dtype,
-                                    memory_format == torch.channels_last, val_splits)
+        # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
+        summary, drawing = validate(nets, val_set, cfg.activation, bs, device, splits=val_splits)
         f1 = summary["average"]["f1"]
         for k, v in metrics.flatten({g: summary[g] for g in ("average", "extra", "segments")}).items():
             writer.add_scalar(f"val/{k}", v, step)

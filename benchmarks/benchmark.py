@@ -4,9 +4,11 @@ Each configuration runs in its own child process (so its peak RSS is its own) an
 after warm-up:
   plain  fp32, contiguous memory, photographs decoded from file for every batch and test
          image, metrics by a straightforward per-class loop, PNGs at the default compression
-  tuned  the project's defaults: decoded-once cache held on the device, mixed precision and
-         channels_last on CUDA, fused Adam, vectorised metrics, fast PNG compression
-         (+ torch.compile with --compile)
+  tuned  the project's defaults: decoded-once cache held on the device, channels_last, mixed
+         precision for training where the hardware has it (CUDA; CPUs with AVX512-BF16/AMX),
+         fused Adam on CUDA, fp32 evaluation as test.py runs it (test.py's own per-image code,
+         segment metric included), vectorised metrics, fast PNG compression; inference and
+         test.py are also timed with --amp (+ torch.compile with --compile)
 It prints a table and writes JSON (machine, torch version, commit, settings, results, ratios).
 
 Example:  python benchmarks/benchmark.py --dataset DRIVE_AV --device cpu --steps 2
@@ -30,9 +32,10 @@ from PIL import Image  # noqa: E402
 from scripts import metrics  # noqa: E402
 from scripts.bfnet import Networks, Trainer  # noqa: E402
 from scripts.config import RunConfig, dataset_spec  # noqa: E402
-from scripts.data import augment, find_samples, load_resized, load_sample, load_tensor_set, normalize  # noqa: E402
-from scripts.evaluate import full_size_picture, predict_probs  # noqa: E402
-from train import amp_dtype_for  # noqa: E402
+from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set, load_truth,  # noqa: E402
+                          normalize)
+from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision  # noqa: E402
+from scripts.evaluate import evaluate_test_image, full_size_picture, predict_probs  # noqa: E402
 
 
 def sync(device):
@@ -87,11 +90,12 @@ def worker(args):
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = tuned
-    memory_format = torch.channels_last if tuned and device.type == "cuda" else torch.contiguous_format
-    amp = amp_dtype_for(device, tuned)
+    memory_format = MEMORY_FORMAT if tuned else torch.contiguous_format
+    amp = amp_dtype_for(device, tuned)  # training; evaluation is fp32 unless --amp
+    channels_last = memory_format == MEMORY_FORMAT
     samples = find_samples(args.data_root, spec, "training")[:max(args.batch_size, 4)]
     cache = ROOT / ".cache" / "benchmark" / spec.name if tuned else None
-    result = {}
+    result = {"training_precision": describe_precision(amp)}
 
     # Data loading per image: decode + resize from file (plain) or read the cache (tuned).
     if cache:
@@ -129,35 +133,48 @@ def worker(args):
             torch.cuda.reset_peak_memory_stats()
         result["train_images_per_s"] = args.batch_size / timed(train_step, device, args.steps)
 
-    # Inference at the network size, one image.
+    # Inference at the network size, one image (tuned: fp32 as test.py runs it, and with --amp).
     images = load_tensor_set(samples[:1], size, cache).images
-    infer = lambda: predict_probs(nets, images, 1, device, amp, memory_format == torch.channels_last)  # noqa: E731
-    for _ in range(args.warmup):
-        infer()
-    result["inference_s_per_image"] = timed(infer, device, args.steps)
+    for key, dtype in (("inference_s_per_image", None), ("inference_amp_s_per_image", amp)):
+        if key.startswith("inference_amp") and not (tuned and amp):
+            continue
+        infer = lambda: predict_probs(nets, images, 1, device, dtype, channels_last)  # noqa: E731
+        for _ in range(args.warmup):
+            infer()
+        result[key] = timed(infer, device, args.steps)
 
-    # test.py per image: input, network, resize back, FOV, all metrics, both PNGs.
+    # test.py per image: input, network, resize back, FOV, all metrics, the PNGs.
     test_sample = find_samples(args.data_root, spec, "test")[0]
     out = ROOT / ".cache" / "benchmark" / "png"
-    out.mkdir(parents=True, exist_ok=True)
 
-    def test_image():
+    def plain_test_image():  # the original's way: decode everything again, metrics per class
         _, label, fov = load_sample(test_sample)
-        x = load_tensor_set([test_sample], size, cache).images
-        probs = predict_probs(nets, x, 1, device, amp, memory_format == torch.channels_last)
+        x = load_tensor_set([test_sample], size).images
+        probs = predict_probs(nets, x, 1, device, None, channels_last=False)
         raw = full_size_picture(probs[0], (label.shape[1], label.shape[0]), fov, cfg.activation)
         small = (probs[0, :3] * 255).byte().permute(1, 2, 0).numpy()
-        if tuned:
-            metrics.evaluate_image(label, raw, fov)
-        else:
-            straightforward_metrics(label, raw, fov)
-        level = 1 if tuned else 6
-        Image.fromarray(raw).save(out / f"{args.config}_raw.png", compress_level=level)
-        Image.fromarray(small).save(out / f"{args.config}_small.png", compress_level=level)
-        return label, raw, fov
+        straightforward_metrics(label, raw, fov)
+        out.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(raw).save(out / "plain_raw.png")
+        Image.fromarray(small).save(out / "plain_small.png")
 
-    label, raw, fov = test_image()  # warm-up (and fills the cache)
-    result["test_s_per_image"] = timed(test_image, device, max(1, args.steps))
+    def tuned_test_image(dtype):  # test.py's own code for one image (segment metric included)
+        label, fov = load_truth(test_sample)
+        x = load_tensor_set([test_sample], size, cache).images
+        probs = predict_probs(nets, x, 1, device, dtype)
+        evaluate_test_image(test_sample.name, label, fov, probs[0], cfg.activation, out / "tuned")
+
+    runs = [("test_s_per_image", plain_test_image)]
+    if tuned:
+        runs = [("test_s_per_image", lambda: tuned_test_image(None))]
+        if amp:
+            runs.append(("test_amp_s_per_image", lambda: tuned_test_image(amp)))
+    for key, fn in runs:
+        fn()  # warm-up (and fills the cache)
+        result[key] = timed(fn, device, max(1, args.steps))
+    _, label, fov = load_sample(test_sample)
+    raw = full_size_picture(predict_probs(nets, load_tensor_set([test_sample], size, cache).images, 1, device)[0],
+                            (label.shape[1], label.shape[0]), fov, cfg.activation)
     start = time.perf_counter()
     (metrics.evaluate_image if tuned else straightforward_metrics)(label, raw, fov)
     result["metrics_s_per_image"] = time.perf_counter() - start
@@ -183,8 +200,10 @@ def machine(device):
 
 ROWS = [("train_images_per_s", "training throughput (images/s)", True),
         ("inference_s_per_image", "inference at network size (s/image)", False),
+        ("inference_amp_s_per_image", "inference with --amp (s/image)", False),
         ("test_s_per_image", "test.py end to end (s/image)", False),
         ("metrics_s_per_image", "  of which metrics (s/image)", False),
+        ("test_amp_s_per_image", "test.py with --amp (s/image)", False),
         ("data_load_s_per_image", "data loading (s/image)", False),
         ("peak_rss_mib", "peak RSS (MiB)", False),
         ("cuda_max_allocated_mib", "CUDA max allocated (MiB)", False)]
@@ -220,9 +239,9 @@ def main(argv=None):
         results[config] = json.loads(proc.stdout.strip().splitlines()[-1])
     ratios = {}
     if {"plain", "tuned"} <= set(results):
-        for key, _, higher_better in ROWS:
-            if key in results["plain"] and results["plain"][key] and results["tuned"].get(key):
-                p_, t_ = results["plain"][key], results["tuned"][key]
+        for key, _, higher_better in ROWS:  # an --amp row is compared with plain's fp32 row
+            p_, t_ = results["plain"].get(key.replace("_amp", "")), results["tuned"].get(key)
+            if p_ and t_:
                 ratios[key] = t_ / p_ if higher_better else p_ / t_   # > 1: tuned is better
     size = RunConfig(dataset=dataset_spec(args.dataset).name,
                      image_size=tuple(args.image_size) if args.image_size else None).input_size
@@ -234,6 +253,7 @@ def main(argv=None):
     print(f"{args.dataset} {size[0]}x{size[1]}, {args.activation}, width {args.base_width}, batch "
           f"{args.batch_size}, {args.device} ({report['machine'].get('gpu', report['machine']['processor'])}), "
           f"torch {torch.__version__}, commit {report['machine']['commit']}")
+    print("training precision: " + ", ".join(f"{c} {r['training_precision']}" for c, r in results.items()))
     print(f"{'':<40}" + "".join(f"{c:>12}" for c in results) + f"{'tuned gain':>12}")
     for key, name, _ in ROWS:
         if any(key in r for r in results.values()):

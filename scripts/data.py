@@ -62,16 +62,24 @@ def find_samples(data_root, spec: DatasetSpec, split: str):
 
 # ----------------------------------------------------------------------------- decoding
 
-def _open(path):
+def _open_header(path):
+    """The image file opened lazily (size and mode known, pixels not decoded yet)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     try:
+        return Image.open(path)
+    except Exception as exc:  # PIL raises several types for unknown or corrupt files
+        raise DataError(f"{path}: cannot decode image ({exc})") from None
+
+
+def _open(path):
+    img = _open_header(path)
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(path)
             img.load()
         return img
     except Exception as exc:  # PIL raises several types for corrupt or truncated files
@@ -109,14 +117,24 @@ def read_mask(path) -> np.ndarray:
     return (a.reshape(a.shape[0], a.shape[1], -1) > 0).any(axis=2)
 
 
+def load_truth(sample: Sample, image_size=None):
+    """(label HxW uint8, fov HxW bool) at the original size, checked against the photograph's
+    size (W, H); without ``image_size`` it is read from the file's header, not decoded."""
+    if image_size is None:
+        with _open_header(sample.image) as img:
+            image_size = img.size
+    label, fov = read_label(sample.label), read_mask(sample.mask)
+    for kind, arr, path in (("label", label, sample.label), ("mask", fov, sample.mask)):
+        if arr.shape != (image_size[1], image_size[0]):
+            raise DataError(f"{path}: {kind} is {arr.shape[1]} x {arr.shape[0]} but its image "
+                            f"{sample.image.name} is {image_size[0]} x {image_size[1]}")
+    return label, fov
+
+
 def load_sample(sample: Sample):
     """(image HxWx3 uint8, label HxW uint8, fov HxW bool) at the original size, checked."""
-    image, label, fov = read_image(sample.image), read_label(sample.label), read_mask(sample.mask)
-    for kind, arr, path in (("label", label, sample.label), ("mask", fov, sample.mask)):
-        if arr.shape != image.shape[:2]:
-            raise DataError(f"{path}: {kind} is {arr.shape[1]} x {arr.shape[0]} but its image "
-                            f"{sample.image.name} is {image.shape[1]} x {image.shape[0]}")
-    return image, label, fov
+    image = read_image(sample.image)
+    return (image, *load_truth(sample, (image.shape[1], image.shape[0])))
 
 
 def resize(image, label, fov, size):

@@ -13,19 +13,21 @@ from . import metrics, segments
 from .bfnet import Networks, to_picture
 from .checkpoint import atomic_write
 from .data import normalize
+from .device import MEMORY_FORMAT
 
 
 @torch.no_grad()
 def predict_probs(nets: Networks, images_u8, batch_size=4, device="cpu", amp_dtype=None,
-                  channels_last=False, progress=None):
-    """G's probabilities at the network size: images_u8 Nx3xhxw uint8 -> NxCxhxw float32 (CPU)."""
+                  channels_last=True, progress=None):
+    """G's probabilities at the network size: images_u8 Nx3xhxw uint8 -> NxCxhxw float32 (CPU).
+    ``amp_dtype`` None: fp32 (the default of every evaluation)."""
     nets.eval()
     batches = list(torch.split(torch.arange(len(images_u8)), batch_size))
     out = []
     for idx in (progress(batches) if progress else batches):
         x = normalize(images_u8[idx].to(device, non_blocking=True).float() / 255)
         if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=MEMORY_FORMAT)
         with torch.autocast(x.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             out.append(nets.predict(x).float().cpu())
     return torch.cat(out)
@@ -78,12 +80,24 @@ def write_png(path, array):
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", compress_level=1))
 
 
-def validate(nets: Networks, val_set, activation, batch_size, device, amp_dtype=None, channels_last=False,
-             splits=None):
+def evaluate_test_image(name, label, fov, probs, activation, out_dir, segment_split=None):
+    """One test image of one run, as test.py does it: the pictures at the network and the
+    original size, every metric, and the picture of the mixed segments, written under
+    ``out_dir/{small_pre,raw_pre,mixed_segments}/<name>.png``. Returns the metrics."""
+    split = segment_split if segment_split is not None else segments.split_segments(label, fov)
+    raw, scores = full_size_picture(probs, (label.shape[1], label.shape[0]), fov, activation, with_scores=True)
+    write_png(out_dir / "small_pre" / f"{name}.png", picture_u8(probs, activation))
+    write_png(out_dir / "raw_pre" / f"{name}.png", raw)
+    result, mixed = score_image(label, raw, fov, split, scores)
+    write_png(out_dir / "mixed_segments" / f"{name}.png", segments.draw_mixed_segments(raw, split[0], mixed))
+    return result
+
+
+def validate(nets: Networks, val_set, activation, batch_size, device, amp_dtype=None, splits=None):
     """Mean metrics over the validation images at the network size (labels resized nearest),
     and a picture of the first image's mixed segments. ``splits``: precomputed
     ``segments.split_segments`` of the validation labels (they never change)."""
-    probs = predict_probs(nets, val_set.images, batch_size, device, amp_dtype, channels_last)
+    probs = predict_probs(nets, val_set.images, batch_size, device, amp_dtype)
     per_image, drawing = [], None
     for i in range(len(val_set)):
         label, fov = val_set.labels[i].numpy(), val_set.fovs[i].numpy()

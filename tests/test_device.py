@@ -1,0 +1,78 @@
+"""Device, precision and memory format choices (scripts/device.py) and the options that set them."""
+import pytest
+import torch
+
+import predict
+import test as test_script
+import train
+from scripts import device as dev
+from scripts.bfnet import Networks
+from scripts.model import ChannelPairSum
+
+
+def test_native_bf16_needs_the_cpu_instructions():
+    assert not dev.cpu_has_native_bf16({"avx2", "avx512f", "avx512bw"})  # emulated bf16: slower than fp32
+    expected = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert dev.cpu_has_native_bf16({"avx512f", "avx512_bf16"}) == expected
+    assert dev.cpu_has_native_bf16({"amx_bf16", "amx_tile"}) == expected
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512_bf16\nbugs\t\t: none\n")
+    assert dev.cpu_flags(info) == {"fpu", "sse2", "avx512_bf16"}
+    assert dev.cpu_flags(tmp_path / "missing") == set()
+
+
+def test_cpu_trains_in_bf16_only_where_the_hardware_has_it(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda flags=None: True)
+    assert dev.amp_dtype_for(cpu, True) == torch.bfloat16
+    assert dev.amp_dtype_for(cpu, False) is None
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda flags=None: False)
+    assert dev.amp_dtype_for(cpu, True) is None
+
+
+def test_training_defaults_to_mixed_precision_and_evaluation_to_fp32():
+    assert train.build_parser().parse_args([]).amp is True
+    assert train.build_parser().parse_args(["--no-amp"]).amp is False
+    assert test_script.build_parser().parse_args([]).amp is False
+    assert test_script.build_parser().parse_args(["--amp"]).amp is True
+    args = ["--weights", "w", "--input", "i", "--output", "o"]
+    assert predict.build_parser().parse_args(args).amp is False
+    assert predict.build_parser().parse_args(args + ["--amp"]).amp is True
+
+
+def test_evaluation_without_amp_is_fp32_and_turns_tf32_off():
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        assert dev.evaluation_precision(torch.device("cpu"), False) is None
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_unavailable_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(dev.ConfigError, match="CUDA is not available"):
+        dev.pick_device("cuda")
+    assert dev.pick_device("") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_channel_pair_sum_keeps_the_memory_format_and_the_numbers(fmt):
+    x = torch.randn(2, 8, 5, 6).contiguous(memory_format=fmt)
+    block = ChannelPairSum(8).eval()
+    expected = block.activation(x.contiguous().view(2, 4, 2, 5, 6).sum(2))
+    out = block(x)
+    assert torch.equal(out, expected)
+    assert out.is_contiguous(memory_format=fmt)
+
+
+def test_channels_last_prediction_equals_contiguous(one_thread):
+    torch.manual_seed(0)
+    nets = Networks("sigmoid", 4).eval()
+    x = torch.randn(1, 3, 32, 48)
+    plain = nets.predict(x)
+    nets = nets.to(memory_format=torch.channels_last)
+    assert torch.allclose(nets.predict(x.contiguous(memory_format=torch.channels_last)), plain, atol=1e-5)
