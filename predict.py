@@ -60,7 +60,7 @@ from scripts.bundle import load_any
 from scripts.checkpoint import atomic_write, describe
 from scripts.config import ConfigError, check_image_size
 from scripts.data import _open, to_rgb8
-from scripts.device import MEMORY_FORMAT, describe_precision, evaluation_precision, pick_device
+from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
 from scripts.evaluate import full_size_picture, predict_probs, write_png
 from scripts.fov import estimate_fov
 from scripts.metrics import class_map
@@ -511,7 +511,7 @@ def _run(args, ctx: Dist) -> int:
     main = ctx.rank == 0
     log = (lambda m: tqdm.write(m, file=sys.stderr)) if main else (lambda m: None)
     device = pick_device(args.device, ctx.local_rank)
-    amp_dtype = evaluation_precision(device, args.amp)
+    amp_dtype = amp_dtype_for(device, args.amp)
     members = load_members(args, device, log)
     ensemble = Ensemble([(m[0], m[1]) for m in members], device, amp_dtype, args.tta)
     out_dir = Path(args.output)

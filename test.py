@@ -23,7 +23,7 @@ from scripts.bundle import load_any
 from scripts.checkpoint import atomic_write
 from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_spec
 from scripts.data import find_samples, load_tensor_set, load_truth
-from scripts.device import MEMORY_FORMAT, describe_precision, evaluation_precision, pick_device
+from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
 from scripts.evaluate import evaluate_test_image, predict_probs
 from scripts.segments import split_segments
 from train import str2bool
@@ -115,7 +115,7 @@ def percent(tree):
 def evaluate(args):
     spec = dataset_spec(args.dataset)
     device = pick_device(args.device)
-    amp_dtype = evaluation_precision(device, args.amp)
+    amp_dtype = amp_dtype_for(device, args.amp)
     expected = {"activation": args.activation, "base_width": args.base_width}
     runs = []
     for folder in run_folders(args, spec):

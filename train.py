@@ -100,9 +100,9 @@ def seed_everything(seed):
 
 
 def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=False):
-    ctx = distributed.init(pick_device(cfg.device).type)
     device = pick_device(cfg.device)
-    if ctx.enabled and device.type == "cuda":
+    ctx = distributed.init(device.type)
+    if ctx.enabled and device.type == "cuda":  # one GPU per process
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
     seed_everything(cfg.seed)
@@ -115,13 +115,14 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     train_idx, val_idx = split_train_val(len(samples), cfg.validation, cfg.seed)
     data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name, desc="decode + cache")
     train_set, val_set = data.subset(train_idx).to(device), data.subset(val_idx)
+    amp_dtype = amp_dtype_for(device, cfg.amp)
+    memory_format = MEMORY_FORMAT if cfg.channels_last else torch.contiguous_format
     log = print if ctx.is_main else (lambda *a, **k: None)
     log(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
         f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
-        f"{cfg.base_width}, device {device}, {describe_precision(amp_dtype_for(device, cfg.amp))}" + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
+        f"{cfg.base_width}, device {device}, {describe_precision(amp_dtype)}"
+        + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
 
-    memory_format = MEMORY_FORMAT if cfg.channels_last else torch.contiguous_format
-    amp_dtype = amp_dtype_for(device, cfg.amp)
     nets = Networks(cfg.activation, cfg.base_width, cfg.fusion)
     if ctx.enabled:
         distributed.sync_batchnorm(nets, device.type)

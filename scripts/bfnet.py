@@ -72,8 +72,9 @@ class Networks(nn.Module):
     def uses_branches(self):
         return self.fusion != "none"
 
-    def generate(self, images, modules=None):
-        """Forward of the generators: dict of logits (and G's side outputs).
+    def generate(self, images, modules=None, with_sides=True):
+        """Forward of the generators: dict of logits (and G's side outputs, unless
+        ``with_sides=False``).
 
         Branch outputs enter G detached: G's loss never trains the branches. ``modules``
         optionally maps 'G', 'G_A', 'G_V' to wrappers of them (DistributedDataParallel)."""
@@ -88,13 +89,13 @@ class Networks(nn.Module):
                 branch_v = probabilities(out["V"], self.activation).detach()
             else:
                 branch_a, branch_v = feat_a.detach(), feat_v.detach()
-        out["G"], out["sides"] = m["G"](images, branch_a, branch_v)
+        out["G"], out["sides"] = m["G"](images, branch_a, branch_v, with_sides=with_sides)
         return out
 
     @torch.no_grad()
     def predict(self, images):
-        """Probabilities of G's final output."""
-        return probabilities(self.generate(images)["G"], self.activation)
+        """Probabilities of G's final output (the side heads, for training only, are skipped)."""
+        return probabilities(self.generate(images, with_sides=False)["G"], self.activation)
 
 
 def segmentation_loss(logits, target, targets: Targets, cfg: RunConfig):
@@ -114,7 +115,8 @@ def adversarial_loss(d_logits, real: bool):
 class Trainer:
     """The training step of DESIGN.md section 4 with an Adam(lr, (0.5, 0.999)) per network.
 
-    ``amp_dtype`` (CUDA only) runs the forward passes under autocast; fp16 adds grad scalers.
+    ``amp_dtype`` runs the forward passes under autocast (CUDA, or bf16 on a CPU); fp16 adds
+    grad scalers.
     ``ddp``: wrap the networks in DistributedDataParallel (see scripts/distributed.py).
     """
 

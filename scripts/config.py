@@ -68,7 +68,7 @@ class RunConfig:
     gamma: float = 0.08              # adversarial weight
     seed: int = 42
     rotation_step: int = 3           # degrees; 3 (paper) or 90 (later version)
-    amp: bool = True                 # mixed precision on CUDA (ignored on CPU)
+    amp: bool = True                 # mixed precision where native (scripts/device.py)
     channels_last: bool = True
     compile: bool = False            # torch.compile the four networks (slow first steps)
     workers: int = 2

@@ -70,7 +70,9 @@ def _open_header(path):
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Image.open(path)
     except Exception as exc:  # PIL raises several types for unknown or corrupt files
         raise DataError(f"{path}: cannot decode image ({exc})") from None
 

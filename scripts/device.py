@@ -5,11 +5,13 @@
   or AMX) bf16 autocast. On this project's 2-core AVX512-BF16 machine that makes the full
   training step 2.7x faster than fp32 (benchmarks/results). Other CPUs train in fp32, where
   emulated bf16 would be slower. ``--no-amp`` forces fp32.
-- Evaluation (test.py, validation, predict.py) runs in fp32 unless ``--amp`` is given, so the
-  published-protocol numbers do not depend on which machine computed them.
+- Evaluation (test.py, validation, predict.py) runs in fp32 (TF32 off on GPUs) unless
+  ``--amp`` is given, so the published-protocol numbers do not depend on which machine
+  computed them.
 - Networks and inputs are channels_last on every device: cuDNN's tensor-core kernels and
   oneDNN's CPU convolutions both prefer it (1.3x on the CPU training step in fp32).
 """
+import contextlib
 import os
 from pathlib import Path
 from typing import Optional
@@ -56,12 +58,20 @@ def cpu_has_native_bf16(flags: Optional[set] = None) -> bool:
         return False
 
 
+def cuda_has_native_bf16() -> bool:
+    """bf16 in hardware (Ampere and later); older GPUs get fp16 with grad scalers instead."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.3 has no emulation and no such argument
+        return torch.cuda.is_bf16_supported()
+
+
 def amp_dtype_for(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
     """The autocast dtype for ``device``, or None for fp32 (disabled, or no native support)."""
     if not enabled:
         return None
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_native_bf16() else torch.float16
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return None
@@ -71,10 +81,13 @@ def describe_precision(amp_dtype: Optional[torch.dtype]) -> str:
     return "fp32" if amp_dtype is None else f"{str(amp_dtype).replace('torch.', '')} autocast"
 
 
-def evaluation_precision(device: torch.device, amp: bool) -> Optional[torch.dtype]:
-    """The autocast dtype of an evaluation (None: fp32). Without ``amp`` this also turns CUDA's
-    TF32 off, so a GPU computes the same fp32 numbers as a CPU (to rounding)."""
-    if not amp:
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-    return amp_dtype_for(device, amp)
+@contextlib.contextmanager
+def exact_fp32():
+    """fp32 arithmetic that is the same on every machine (to rounding): CUDA's TF32 matrix
+    mode is off inside, and restored after."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -13,14 +13,14 @@ from . import metrics, segments
 from .bfnet import Networks, to_picture
 from .checkpoint import atomic_write
 from .data import normalize
-from .device import MEMORY_FORMAT
+from .device import MEMORY_FORMAT, exact_fp32
 
 
 @torch.no_grad()
 def predict_probs(nets: Networks, images_u8, batch_size=4, device="cpu", amp_dtype=None,
                   channels_last=True, progress=None):
     """G's probabilities at the network size: images_u8 Nx3xhxw uint8 -> NxCxhxw float32 (CPU).
-    ``amp_dtype`` None: fp32 (the default of every evaluation)."""
+    ``amp_dtype`` None: exact fp32 (the default of every evaluation), else autocast to it."""
     nets.eval()
     batches = list(torch.split(torch.arange(len(images_u8)), batch_size))
     out = []
@@ -28,8 +28,12 @@ def predict_probs(nets: Networks, images_u8, batch_size=4, device="cpu", amp_dty
         x = normalize(images_u8[idx].to(device, non_blocking=True).float() / 255)
         if channels_last:
             x = x.contiguous(memory_format=MEMORY_FORMAT)
-        with torch.autocast(x.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            out.append(nets.predict(x).float().cpu())
+        if amp_dtype is None:
+            with exact_fp32():
+                out.append(nets.predict(x).cpu())
+        else:
+            with torch.autocast(x.device.type, dtype=amp_dtype):
+                out.append(nets.predict(x).float().cpu())
     return torch.cat(out)
 
 

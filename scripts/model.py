@@ -171,6 +171,8 @@ class MainGenerator(UNet):
     fusion="none" (ablation): head reads G's own features only; no branch input.
     ``forward(x, branch_a, branch_v)`` returns (logits, [side1, side2, side3]); the branch
     inputs are the branches' probabilities (concat) or features (mean), already detached.
+    ``with_sides=False`` skips the side heads (inference: a third of G's arithmetic) and
+    returns an empty list in their place.
     """
 
     FUSIONS = ("concat", "mean", "none")
@@ -186,7 +188,7 @@ class MainGenerator(UNet):
         self.S3 = SideOutput(2 * f, out_ch, steps=1)
         self.outc = OutConv(f + 2 * out_ch if fusion == "concat" else f, out_ch)
 
-    def forward(self, x, branch_a=None, branch_v=None):
+    def forward(self, x, branch_a=None, branch_v=None, with_sides=True):
         features, (d1, d2, d3) = self.forward_features(x)
         if self.fusion == "concat":
             fused = torch.cat([branch_a, features, branch_v], dim=1)
@@ -194,7 +196,8 @@ class MainGenerator(UNet):
             fused = (branch_a + features + branch_v) / 3
         else:
             fused = features
-        return self.outc(fused), [self.S1(d1), self.S2(d2), self.S3(d3)]
+        sides = [self.S1(d1), self.S2(d2), self.S3(d3)] if with_sides else []
+        return self.outc(fused), sides
 
 
 class Discriminator(UNet):

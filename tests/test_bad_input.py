@@ -10,7 +10,7 @@ from PIL import Image
 
 import train
 from scripts.config import ConfigError, DATASETS, RunConfig
-from scripts.data import DataError, find_samples, load_sample, read_image, read_label
+from scripts.data import DataError, find_samples, load_sample, load_truth, read_image, read_label
 from tests.conftest import ROOT
 
 SPEC = DATASETS["DRIVE_AV"]
@@ -75,6 +75,8 @@ def test_mask_of_another_size(drive_copy):
     Image.fromarray(np.full((100, 100), 255, np.uint8)).save(sample.mask, format="GIF")
     with pytest.raises(DataError, match="mask is 100 x 100 but its image 21_training.tif is 565 x 584"):
         load_sample(sample)
+    with pytest.raises(DataError, match="mask is 100 x 100 but its image 21_training.tif is 565 x 584"):
+        load_truth(sample)  # the photograph's size from its header, not decoded
 
 
 def test_image_without_label(drive_copy):

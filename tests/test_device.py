@@ -1,20 +1,30 @@
 """Device, precision and memory format choices (scripts/device.py) and the options that set them."""
+import importlib.util
+
 import pytest
 import torch
 
 import predict
-import test as test_script
 import train
 from scripts import device as dev
+from scripts import evaluate
 from scripts.bfnet import Networks
+from scripts.config import RunConfig
 from scripts.model import ChannelPairSum
+from tests.conftest import ROOT
+
+# test.py by path: the name "test" is also a package of the standard library.
+_spec = importlib.util.spec_from_file_location("test_script", ROOT / "test.py")
+test_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(test_script)
 
 
-def test_native_bf16_needs_the_cpu_instructions():
+@pytest.mark.parametrize("onednn_bf16", [True, False])
+def test_native_bf16_needs_the_cpu_instructions_and_onednn(monkeypatch, onednn_bf16):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn_bf16)
     assert not dev.cpu_has_native_bf16({"avx2", "avx512f", "avx512bw"})  # emulated bf16: slower than fp32
-    expected = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    assert dev.cpu_has_native_bf16({"avx512f", "avx512_bf16"}) == expected
-    assert dev.cpu_has_native_bf16({"amx_bf16", "amx_tile"}) == expected
+    assert dev.cpu_has_native_bf16({"avx512f", "avx512_bf16"}) == onednn_bf16
+    assert dev.cpu_has_native_bf16({"amx_bf16", "amx_tile"}) == onednn_bf16
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
@@ -43,13 +53,37 @@ def test_training_defaults_to_mixed_precision_and_evaluation_to_fp32():
     assert predict.build_parser().parse_args(args + ["--amp"]).amp is True
 
 
-def test_evaluation_without_amp_is_fp32_and_turns_tf32_off():
+def test_exact_fp32_turns_tf32_off_inside_only():
     before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
     try:
-        assert dev.evaluation_precision(torch.device("cpu"), False) is None
-        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        with dev.exact_fp32():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_validation_runs_in_fp32_while_training_uses_mixed_precision(real_data, tmp_path, monkeypatch):
+    seen = {"train": [], "validate": []}
+    real_step, real_predict = train.Trainer.step, evaluate.predict_probs
+
+    def step(self, *a, **k):
+        seen["train"].append(self.amp_dtype)
+        return real_step(self, *a, **k)
+
+    def predict_probs(*a, **k):
+        seen["validate"].append(a[4] if len(a) > 4 else k.get("amp_dtype"))
+        return real_predict(*a, **k)
+
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda flags=None: True)
+    monkeypatch.setattr(train.Trainer, "step", step)
+    monkeypatch.setattr(evaluate, "predict_probs", predict_probs)
+    cfg = RunConfig(dataset="DRIVE_AV", data_root=str(real_data), job_name="p", epochs=1, batch_size=4,
+                    image_size=(64, 64), base_width=4, validation=10, cache_dir=str(tmp_path / "cache"),
+                    device="cpu")
+    train.train(cfg, tmp_path / "runs", tmp_path)
+    assert set(seen["train"]) == {torch.bfloat16} and seen["validate"] == [None]
 
 
 def test_unavailable_cuda_is_a_clear_error(monkeypatch):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from scripts.bfnet import Networks
 from scripts.model import (BranchGenerator, ChannelPairSum, Discriminator, DualPathUp,
                            MainGenerator, count_parameters)
 from tests.conftest import SHARED
@@ -138,3 +139,13 @@ def test_golden_outputs_of_the_original_networks(variant):
         ref = golden[name]
         err = np.abs(value.numpy() - ref).max() / (np.abs(ref).max() + 1e-12)
         assert err < 1e-4, f"{name}: relative error {err:.2e}"
+
+
+def test_prediction_skips_the_side_heads_and_gives_the_same_output():
+    torch.manual_seed(0)
+    nets = Networks("sigmoid", 4).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        full = nets.generate(x)
+    assert len(full["sides"]) == 3 and nets.generate(x, with_sides=False)["sides"] == []
+    assert torch.equal(nets.predict(x), full["G"].sigmoid())
