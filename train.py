@@ -5,8 +5,8 @@ Example (the original protocol on DRIVE-AV, one seed):
         --gama=0.08 --dataset=DRIVE_AV --job_name=sigmoid_seed42 --seed_num=42 --data-root ./data
 
 --resume continues ./<Dataset>/<job_name>/last.pth with the settings saved there; only
---epochs and the run-time options (--device, --no-amp, --compile, --log-every, --data-root,
---cache-dir, --runs-dir) may change, and a different value of any other option is an error.
+--epochs and the run-time options (--device, --no-amp, --compile, --log-every, --time-limit,
+--data-root, --cache-dir, --runs-dir) may change, and a different value of any other option is an error.
 """
 import argparse
 import math
@@ -77,6 +77,9 @@ def build_parser():
                         "(default; --no-amp: fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (worth it for long GPU runs)")
     p.add_argument("--log-every", type=int, default=d.log_every, dest="log_every")
+    p.add_argument("--time-limit", type=float, default=d.time_limit, dest="time_limit", metavar="MINUTES",
+                   help="stop (checkpoints saved) before an epoch that would end after this many minutes; "
+                        "--resume continues (default: no limit)")
     p.add_argument("--cache-dir", default=d.cache_dir, dest="cache_dir")
     p.add_argument("--runs-dir", default="./runs", help="TensorBoard log folder (default %(default)s)")
     p.add_argument("--output-root", default=".", help="checkpoints go to <output-root>/<Dataset>/<job_name>")
@@ -173,7 +176,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                           f"image for each of the {ctx.world} processes")
     bar = tqdm(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
                disable=not ctx.is_main)
-    losses, weight = {}, 1.0
+    losses, weight, run_started = {}, 1.0, time.time()
     for epoch in range(start_epoch, cfg.epochs):
         nets.train()
         started = time.time()
@@ -203,26 +206,29 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         values = batch_losses(losses, weight, ctx)
         check_finite(values, epoch, run_dir)
         trainer.plateau_step(values)
-        if not ctx.is_main:
-            continue
-        # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
-        summary, drawing = validate(nets, val_set, cfg.activation, bs, device, splits=val_splits)
-        f1 = summary["average"]["f1"]
-        for k, v in metrics.flatten({g: summary[g] for g in ("average", "extra", "segments")}).items():
-            writer.add_scalar(f"val/{k}", v, step)
-        writer.add_scalar("lr/G", trainer.optimizers["G"].param_groups[0]["lr"], step)
-        writer.add_scalar("lr/D", trainer.optimizers["D"].param_groups[0]["lr"], step)
-        writer.add_scalar("time/epoch_seconds", time.time() - started, step)
-        writer.add_image("val/mixed_segments", drawing, step, dataformats="HWC")
-        if f1 > best_f1:
-            best_f1 = f1
-            save_best(run_dir, nets, cfg, epoch + 1, f1)
-        atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "step": step, "best_f1": best_f1,
-                           "networks": nets.state_dict(), "trainer": trainer.state_dict(),
-                           "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
-                          run_dir / LAST_STATE)
-        bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} (best {100 * best_f1:.2f}), "
-                  f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
+        if ctx.is_main:  # validate, log, keep the best networks, save last.pth
+            # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
+            summary, drawing = validate(nets, val_set, cfg.activation, bs, device, splits=val_splits)
+            f1 = summary["average"]["f1"]
+            for k, v in metrics.flatten({g: summary[g] for g in ("average", "extra", "segments")}).items():
+                writer.add_scalar(f"val/{k}", v, step)
+            writer.add_scalar("lr/G", trainer.optimizers["G"].param_groups[0]["lr"], step)
+            writer.add_scalar("lr/D", trainer.optimizers["D"].param_groups[0]["lr"], step)
+            writer.add_scalar("time/epoch_seconds", time.time() - started, step)
+            writer.add_image("val/mixed_segments", drawing, step, dataformats="HWC")
+            if f1 > best_f1:
+                best_f1 = f1
+                save_best(run_dir, nets, cfg, epoch + 1, f1)
+            atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "step": step, "best_f1": best_f1,
+                               "networks": nets.state_dict(), "trainer": trainer.state_dict(),
+                               "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
+                              run_dir / LAST_STATE)
+            bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} (best {100 * best_f1:.2f}), "
+                      f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
+        if out_of_time(cfg.time_limit, run_started, time.time() - started, device):
+            log(f"--time-limit {cfg.time_limit:g} min: stopped after epoch {epoch + 1}/{cfg.epochs}, as another "
+                f"epoch would not end in time; --resume continues from {run_dir / LAST_STATE}")
+            break
     bar.close()
     if writer:
         writer.close()
@@ -231,6 +237,15 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return best_f1
+
+
+def out_of_time(limit_minutes, run_started, epoch_seconds, device):
+    """--time-limit: True (on every rank alike) when one more epoch as long as the last would
+    end after the limit."""
+    if not limit_minutes:
+        return False
+    over = time.time() - run_started + epoch_seconds > 60 * limit_minutes
+    return distributed.all_reduce_sum(torch.tensor([float(over)], device=device)).item() > 0
 
 
 def batch_losses(losses, weight, ctx):
@@ -252,7 +267,8 @@ def check_finite(values, epoch, run_dir):
                             f"checkpoints in {run_dir} are kept (try a lower --learning-rate or --no-amp)")
 
 
-RUNTIME_OPTIONS = {"epochs", "device", "amp", "compile", "log_every", "data_root", "cache_dir", "workers"}
+RUNTIME_OPTIONS = {"epochs", "device", "amp", "compile", "log_every", "data_root", "cache_dir", "workers",
+                   "time_limit"}
 
 
 def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:

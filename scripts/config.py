@@ -73,6 +73,7 @@ class RunConfig:
     compile: bool = False            # torch.compile the four networks (slow first steps)
     workers: int = 2
     log_every: int = 10              # training steps between scalar logs
+    time_limit: float = 0.0          # minutes; stop before an epoch that would end later (0: none)
     cache_dir: str = "./.cache"
     device: str = ""                 # '' -> cuda if available else cpu
     extra: dict = field(default_factory=dict)

@@ -86,6 +86,17 @@ def test_resume_keeps_the_saved_settings_and_refuses_changes(real_data, tmp_path
     assert state["epoch"] == 1 and state["config"]["base_width"] == 4 and state["config"]["validation"] == 10.0
 
 
+def test_time_limit_stops_between_epochs_and_resume_finishes(real_data, tmp_path, capsys):
+    cfg = config(real_data, tmp_path, 3, time_limit=1e-6)  # no second epoch fits in this limit
+    train.train(cfg, tmp_path / "runs", tmp_path)
+    assert "stopped after epoch 1/3" in capsys.readouterr().out
+    assert torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 0
+    cfg.time_limit = 0  # a run-time option: --resume may change it
+    train.train(cfg, tmp_path / "runs", tmp_path, resume=True)
+    assert torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 2
+    assert "time_limit" in train.RUNTIME_OPTIONS
+
+
 def test_load_initialises_the_generators_from_a_bundle(real_data, tmp_path, capsys):
     from scripts.bundle import export_bundle
     train.train(config(real_data, tmp_path, 1), tmp_path / "runs", tmp_path)
