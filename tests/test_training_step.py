@@ -96,14 +96,15 @@ def test_softmax_picture_is_the_colour_of_the_argmax():
     assert pic == [[0, 0, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]]  # bg, artery red, vein blue, uncertain green
 
 
-def test_mixed_precision_losses_follow_fp32_over_the_first_steps():
+@pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
+def test_mixed_precision_losses_follow_fp32_over_the_first_steps(activation):
     """The tuned path (bf16 autocast, channels_last) against plain fp32, same start and data."""
     results = {}
     for tuned in (False, True):
         torch.manual_seed(0)
         fmt = torch.channels_last if tuned else torch.contiguous_format
-        nets = Networks("sigmoid", 4).to(memory_format=fmt)
-        trainer = Trainer(nets, RunConfig(base_width=4), torch.bfloat16 if tuned else None)
+        nets = Networks(activation, 4).to(memory_format=fmt)
+        trainer = Trainer(nets, RunConfig(activation=activation, base_width=4), torch.bfloat16 if tuned else None)
         images, labels = batch(size=(64, 64))
         results[tuned] = [trainer.step(images.contiguous(memory_format=fmt), labels) for _ in range(3)]
     for plain, tuned in zip(results[False], results[True]):
