@@ -7,7 +7,9 @@ DATASET=${DATASET:-DRIVE_AV}
 ACTIVATION=${ACTIVATION:-sigmoid}
 SEEDS=${SEEDS:-"42 40 38"}
 DATA_ROOT=${DATA_ROOT:-./data}
-PYTHON=${PYTHON:-python3}
+if [ -z "${PYTHON:-}" ]; then         # the project's .venv (make install) when there is one
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
 set -e
 $PYTHON test.py --dataset=$DATASET --job_name=$ACTIVATION --seeds $SEEDS --data-root=$DATA_ROOT \
     --output ./$DATASET/Final_pre_bfnet $EXTRA_ARGS

@@ -5,7 +5,9 @@ ACTIVATION=${ACTIVATION:-sigmoid}
 SEEDS=${SEEDS:-"42 40 38"}
 JOB=${JOB:-$ACTIVATION}
 DATA_ROOT=${DATA_ROOT:-./data}
-PYTHON=${PYTHON:-python3}
+if [ -z "${PYTHON:-}" ]; then         # the project's .venv (make install) when there is one
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
 set -e
 $PYTHON test.py --dataset=$DATASET --job_name=$JOB --seeds $SEEDS --batch-size=2 \
     --data-root=$DATA_ROOT $EXTRA_ARGS

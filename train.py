@@ -5,8 +5,13 @@ Example (the original protocol on DRIVE-AV, one seed):
         --gama=0.08 --dataset=DRIVE_AV --job_name=sigmoid_seed42 --seed_num=42 --data-root ./data
 
 --resume continues ./<Dataset>/<job_name>/last.pth with the settings saved there; only
---epochs and the run-time options (--device, --no-amp, --compile, --log-every, --time-limit,
---data-root, --cache-dir, --runs-dir) may change, and a different value of any other option is an error.
+--epochs and the run-time options (--device, --amp/--no-amp, --compile, --log-every, --time-limit,
+--data-root, --cache-dir, --runs-dir, --output-root) may change, and a different value of any
+other option is an error. A run folder that holds a run already is never overwritten: resume it,
+or choose another --job_name.
+
+Exit status: 0 when the run is complete, 2 for an error in the options or the data (one line),
+3 when --time-limit stopped it early (--resume continues it).
 """
 import argparse
 import math
@@ -78,8 +83,9 @@ def build_parser():
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (worth it for long GPU runs)")
     p.add_argument("--log-every", type=int, default=d.log_every, dest="log_every")
     p.add_argument("--time-limit", type=float, default=d.time_limit, dest="time_limit", metavar="MINUTES",
-                   help="stop (checkpoints saved) before an epoch that would end after this many minutes; "
-                        "--resume continues (default: no limit)")
+                   help="stop (checkpoints saved, exit status 3) before an epoch that would end more than "
+                        "this many minutes after the start (at least one epoch runs); --resume continues. "
+                        "Not saved with the run (default: no limit)")
     p.add_argument("--cache-dir", default=d.cache_dir, dest="cache_dir")
     p.add_argument("--runs-dir", default="./runs", help="TensorBoard log folder (default %(default)s)")
     p.add_argument("--output-root", default=".", help="checkpoints go to <output-root>/<Dataset>/<job_name>")
@@ -102,7 +108,12 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
+TIME_LIMIT_EXIT = 3
+
+
 def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=False):
+    """Train one run. Returns (best validation F1, whether every epoch is done)."""
+    run_started = time.time()  # --time-limit counts from here, data decoding included
     device = pick_device(cfg.device)
     ctx = distributed.init(device.type)
     if ctx.enabled and device.type == "cuda":  # one GPU per process
@@ -113,6 +124,10 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         torch.backends.cudnn.benchmark = True
     spec, size = cfg.spec, cfg.input_size
     run_dir = Path(output_root) / spec.name / cfg.job_name
+    if not resume and (run_dir / LAST_STATE).is_file():
+        saved = read(run_dir / LAST_STATE)
+        raise ConfigError(f"{run_dir} already holds a run (epoch {saved['epoch'] + 1}/{saved['config']['epochs']} "
+                          f"done): --resume continues it; another --job_name (or deleting the folder) starts afresh")
 
     samples = find_samples(cfg.data_root, spec, "training")
     train_idx, val_idx = split_train_val(len(samples), cfg.validation, cfg.seed)
@@ -159,6 +174,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         if best_file.is_file():  # saved after last.pth when a crash fell between the two
             best_f1 = max(best_f1, read(best_file).get("val_f1", best_f1))
         log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f})")
+        if start_epoch >= cfg.epochs:
+            log(f"all {cfg.epochs} epochs are done already; --epochs N (more than {cfg.epochs}) trains longer")
 
     writer = None
     if ctx.is_main:
@@ -176,7 +193,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                           f"image for each of the {ctx.world} processes")
     bar = tqdm(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
                disable=not ctx.is_main)
-    losses, weight, run_started = {}, 1.0, time.time()
+    losses, weight, complete = {}, 1.0, True
     for epoch in range(start_epoch, cfg.epochs):
         nets.train()
         started = time.time()
@@ -228,6 +245,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         if out_of_time(cfg.time_limit, run_started, time.time() - started, device):
             log(f"--time-limit {cfg.time_limit:g} min: stopped after epoch {epoch + 1}/{cfg.epochs}, as another "
                 f"epoch would not end in time; --resume continues from {run_dir / LAST_STATE}")
+            complete = epoch + 1 == cfg.epochs
             break
     bar.close()
     if writer:
@@ -236,7 +254,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     if ctx.enabled:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    return best_f1
+    return best_f1, complete
 
 
 def out_of_time(limit_minutes, run_started, epoch_seconds, device):
@@ -276,6 +294,7 @@ def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
     option given with a different value is an error (it would change the run being continued)."""
     path = Path(output_root) / cfg.spec.name / cfg.job_name / LAST_STATE
     saved = RunConfig.from_dict(read(path)["config"])
+    saved.time_limit = cfg.time_limit  # a budget of this invocation, never carried over
     for key in sorted(given & set(RunConfig.__dataclass_fields__)):
         ours, theirs = getattr(cfg, key), getattr(saved, key)
         if key in RUNTIME_OPTIONS:
@@ -302,10 +321,12 @@ def main(argv=None):
         cfg = config_from_args(args)
         if args.resume:
             cfg = resume_config(cfg, given_options(argv), args.output_root)
-        train(cfg, args.runs_dir, args.output_root, args.load, args.resume)
+        _, complete = train(cfg, args.runs_dir, args.output_root, args.load, args.resume)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if not complete:
+        sys.exit(TIME_LIMIT_EXIT)
 
 
 if __name__ == "__main__":

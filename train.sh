@@ -10,9 +10,13 @@ if [ "$FUSION" = "none" ]; then FUSION_ARG="--fusion=none"; DEFAULT_JOB=${ACTIVA
 else FUSION_ARG=""; DEFAULT_JOB=$ACTIVATION; fi
 JOB=${JOB:-$DEFAULT_JOB}              # runs go to ./$DATASET/${JOB}_seed<N>
 DATA_ROOT=${DATA_ROOT:-./data}
-PYTHON=${PYTHON:-python3}
-PARALLEL=${PARALLEL:-0}               # 1: train all seeds at once (a GPU has room for several runs
-                                      # at batch 2), each logging to ./logs/<DATASET>_<job>.log
+if [ -z "${PYTHON:-}" ]; then         # the project's .venv (make install) when there is one
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+PARALLEL=${PARALLEL:-0}               # 1: train all seeds at once, each logging to ./logs/<DATASET>_<job>.log;
+                                      # for a GPU (room for several runs at batch 2), not a CPU (shared cores)
+# EXTRA_ARGS go to every seed's train.py: --time-limit is a budget per seed (exit status 3 when it
+# stopped one; the remaining seeds are not started); EXTRA_ARGS=--resume continues.
 set -e
 train_seed() {
     $PYTHON train.py --e=$EPOCHS --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
@@ -20,17 +24,29 @@ train_seed() {
         --job_name=${JOB}_seed$1 --seed_num=$1 --activation=$ACTIVATION \
         --data-root=$DATA_ROOT $FUSION_ARG $EXTRA_ARGS
 }
-pids=""
+report() {  # seed, exit status
+    if [ "$2" = 3 ]; then echo "seed $1: stopped by --time-limit; EXTRA_ARGS=--resume continues it" >&2
+    elif [ "$2" != 0 ]; then echo "seed $1: failed (exit status $2)${3:+, see $3}" >&2; fi
+}
+jobs=""
 for seed in $SEEDS; do
     if [ "$PARALLEL" = 1 ]; then
         mkdir -p logs
-        train_seed $seed > logs/${DATASET}_${JOB}_seed$seed.log 2>&1 &
-        pids="$pids $!"
-        echo "seed $seed: training in the background, log logs/${DATASET}_${JOB}_seed$seed.log"
+        log=logs/${DATASET}_${JOB}_seed$seed.log
+        train_seed $seed > $log 2>&1 &
+        jobs="$jobs $seed:$!"
+        echo "seed $seed: training in the background, log $log"
     else
-        train_seed $seed
+        status=0; train_seed $seed || status=$?
+        report $seed $status
+        [ $status = 0 ] || exit $status
     fi
 done
-failed=0
-for pid in $pids; do wait $pid || failed=1; done
-[ $failed = 0 ] || { echo "a seed failed: see its log in ./logs" >&2; exit 1; }
+worst=0
+for job in $jobs; do
+    seed=${job%%:*}; status=0
+    wait ${job#*:} || status=$?
+    report $seed $status logs/${DATASET}_${JOB}_seed$seed.log
+    if [ $status != 0 ] && { [ $worst = 0 ] || [ $worst = 3 ]; }; then worst=$status; fi  # failures first
+done
+exit $worst

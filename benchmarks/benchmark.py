@@ -3,7 +3,8 @@
 Each configuration runs in its own child process (so its peak RSS is its own) and is timed
 after warm-up:
   plain  fp32, contiguous memory, photographs decoded from file for every batch and test
-         image, metrics by a straightforward per-class loop, PNGs at the default compression
+         image, metrics by one boolean pass per class and sort-based AUCs, PNGs at the default
+         compression, no segment metric
   tuned  the project's defaults: decoded-once cache held on the device, channels_last, mixed
          precision for training where the hardware has it (CUDA; CPUs with AVX512-BF16/AMX),
          fused Adam on CUDA, fp32 evaluation as test.py runs it (test.py's own per-image code,
@@ -12,6 +13,9 @@ after warm-up:
 It prints a table and writes JSON (machine, torch version, commit, settings, results, ratios).
 
 Example:  python benchmarks/benchmark.py --dataset DRIVE_AV --device cpu --steps 2
+
+Single runs on a shared machine vary by 10-30 %; at tiny sizes (--image-size 64 64) the numbers
+measure overheads, not the networks, and their ratios mean little.
 """
 import argparse
 import json
@@ -34,7 +38,7 @@ from scripts.bfnet import Networks, Trainer  # noqa: E402
 from scripts.config import RunConfig, dataset_spec  # noqa: E402
 from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set, load_truth,  # noqa: E402
                           normalize)
-from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision  # noqa: E402
+from scripts.device import MEMORY_FORMAT, amp_dtype_for, cpu_has_native_bf16, describe_precision  # noqa: E402
 from scripts.evaluate import evaluate_test_image, full_size_picture, predict_probs  # noqa: E402
 
 
@@ -131,7 +135,8 @@ def worker(args):
             train_step()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        result["train_images_per_s"] = args.batch_size / timed(train_step, device, args.steps)
+        result["train_s_per_step"] = timed(train_step, device, args.steps)
+        result["train_images_per_s"] = args.batch_size / result["train_s_per_step"]
 
     # Inference at the network size, one image (tuned: fp32 as test.py runs it, and with --amp).
     images = load_tensor_set(samples[:1], size, cache).images
@@ -185,8 +190,19 @@ def worker(args):
     print(json.dumps(result))
 
 
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine(device):
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(), "cpu_native_bf16": cpu_has_native_bf16(),
             "cpu_count": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -198,7 +214,8 @@ def machine(device):
     return info
 
 
-ROWS = [("train_images_per_s", "training throughput (images/s)", True),
+ROWS = [("train_s_per_step", "training step (s)", False),
+        ("train_images_per_s", "training throughput (images/s)", True),
         ("inference_s_per_image", "inference at network size (s/image)", False),
         ("inference_amp_s_per_image", "inference with --amp (s/image)", False),
         ("test_s_per_image", "test.py end to end (s/image)", False),
@@ -251,13 +268,13 @@ def main(argv=None):
         "compile": args.compile, "skip_train": args.skip_train}, "results": results, "speedup_tuned_over_plain": ratios}
 
     print(f"{args.dataset} {size[0]}x{size[1]}, {args.activation}, width {args.base_width}, batch "
-          f"{args.batch_size}, {args.device} ({report['machine'].get('gpu', report['machine']['processor'])}), "
+          f"{args.batch_size}, {args.device} ({report['machine'].get('gpu', report['machine']['cpu_model'])}), "
           f"torch {torch.__version__}, commit {report['machine']['commit']}")
     print("training precision: " + ", ".join(f"{c} {r['training_precision']}" for c, r in results.items()))
     print(f"{'':<40}" + "".join(f"{c:>12}" for c in results) + f"{'tuned gain':>12}")
     for key, name, _ in ROWS:
         if any(key in r for r in results.values()):
-            print(f"{name:<40}" + "".join(f"{r.get(key, float('nan')):>12.4g}" for r in results.values())
+            print(f"{name:<40}" + "".join(f"{r[key]:>12.4g}" if key in r else f"{'':>12}" for r in results.values())
                   + (f"{ratios[key]:>11.2f}x" if key in ratios else ""))
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{dataset_spec(args.dataset).name}_{args.device.split(':')[0]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -88,13 +88,28 @@ def test_resume_keeps_the_saved_settings_and_refuses_changes(real_data, tmp_path
 
 def test_time_limit_stops_between_epochs_and_resume_finishes(real_data, tmp_path, capsys):
     cfg = config(real_data, tmp_path, 3, time_limit=1e-6)  # no second epoch fits in this limit
-    train.train(cfg, tmp_path / "runs", tmp_path)
-    assert "stopped after epoch 1/3" in capsys.readouterr().out
+    _, complete = train.train(cfg, tmp_path / "runs", tmp_path)
+    assert not complete and "stopped after epoch 1/3" in capsys.readouterr().out
     assert torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 0
-    cfg.time_limit = 0  # a run-time option: --resume may change it
-    train.train(cfg, tmp_path / "runs", tmp_path, resume=True)
-    assert torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 2
-    assert "time_limit" in train.RUNTIME_OPTIONS
+    with pytest.raises(train.ConfigError, match=r"already holds a run \(epoch 1/3 done\): --resume continues it"):
+        train.train(cfg, tmp_path / "runs", tmp_path)  # never overwritten without --resume
+    resumed = train.resume_config(config(real_data, tmp_path, 3), set(), tmp_path)
+    assert resumed.time_limit == 0  # the limit is this invocation's, not saved with the run
+    _, complete = train.train(resumed, tmp_path / "runs", tmp_path, resume=True)
+    assert complete and torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 2
+
+
+def test_time_limit_exit_status_is_3(real_data, tmp_path):
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    args = [sys.executable, str(ROOT / "train.py"), "--dataset", "DRIVE_AV", "--data-root", str(real_data),
+            "--job_name", "t", "--cache-dir", str(tmp_path / "c"), "--output-root", str(tmp_path),
+            "--runs-dir", str(tmp_path / "runs"), "--device", "cpu", "--epochs", "2", "--image-size", "64", "64",
+            "--base-width", "4", "--v", "10", "--time-limit", "1e-6"]
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == train.TIME_LIMIT_EXIT, proc.stderr[-2000:]
+    assert "--resume continues" in proc.stdout
 
 
 def test_load_initialises_the_generators_from_a_bundle(real_data, tmp_path, capsys):
@@ -106,7 +121,7 @@ def test_load_initialises_the_generators_from_a_bundle(real_data, tmp_path, caps
     train.train(cfg, tmp_path / "runs", tmp_path, load=str(bundle))
     assert f"initialised generators from {bundle}" in capsys.readouterr().out
     with pytest.raises(CheckpointError, match="activation=softmax"):
-        cfg.activation = "softmax"
+        cfg.activation, cfg.job_name = "softmax", "softmax_from_bundle"
         train.train(cfg, tmp_path / "runs", tmp_path, load=str(bundle))
 
 
