@@ -2,9 +2,10 @@
 
 - Training runs under mixed precision where the hardware does it natively: on CUDA bf16
   (fp16 with grad scalers on GPUs without bf16), on CPUs with bf16 instructions (AVX512-BF16
-  or AMX) bf16 autocast. On this project's 2-core AVX512-BF16 machine that makes the full
-  training step 2.7x faster than fp32 (benchmarks/results). Other CPUs train in fp32, where
-  emulated bf16 would be slower. ``--no-amp`` forces fp32.
+  or AMX) bf16 autocast. On this project's 2-core AVX512-BF16 machine bf16 alone makes the
+  full training step 2.2x faster than fp32, 2.4-3.2x with channels_last (README,
+  Performance). Other CPUs train in fp32, where emulated bf16 would be slower. ``--no-amp``
+  forces fp32.
 - Evaluation (test.py, validation, predict.py) runs in fp32 (TF32 off on GPUs) unless
   ``--amp`` is given, so the published-protocol numbers do not depend on which machine
   computed them.
