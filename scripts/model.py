@@ -171,7 +171,7 @@ class MainGenerator(UNet):
     fusion="none" (ablation): head reads G's own features only; no branch input.
     ``forward(x, branch_a, branch_v)`` returns (logits, [side1, side2, side3]); the branch
     inputs are the branches' probabilities (concat) or features (mean), already detached.
-    ``with_sides=False`` skips the side heads (inference: a third of G's arithmetic) and
+    ``with_sides=False`` skips the side heads (inference: 36 % of G's operations) and
     returns an empty list in their place.
     """
 
