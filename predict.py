@@ -478,8 +478,8 @@ def build_parser():
     p.add_argument("--batch-size", "-b", type=int, default=2, dest="batch_size")
     p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
-                   help="mixed precision (CUDA, CPUs with AVX512-BF16/AMX): 2-3x faster, outputs then "
-                        "differ slightly between machines (default: fp32)")
+                   help="mixed precision (CUDA, CPUs with AVX512-BF16/AMX): about 2x faster inference on "
+                        "such a CPU, outputs then differ slightly between machines (default: fp32)")
     p.add_argument("--tta", action="store_true", help="average with the prediction of the mirrored image")
     p.add_argument("--save-probs", action="store_true", dest="save_probs",
                    help="also write <stem>_probs.npz (float16 probabilities at the original size)")
