@@ -30,6 +30,7 @@ from scripts.bundle import load_any
 from scripts.checkpoint import LAST_STATE, atomic_torch_save, read, save_best
 from scripts.config import ConfigError, RunConfig, dataset_spec
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
+from scripts.pack import check_pack_size
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
 from scripts.evaluate import validate
 from scripts.segments import split_segments
@@ -130,6 +131,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                           f"done): --resume continues it; another --job_name (or deleting the folder) starts afresh")
 
     samples = find_samples(cfg.data_root, spec, "training")
+    check_pack_size(cfg.data_root, spec, size)
     train_idx, val_idx = split_train_val(len(samples), cfg.validation, cfg.seed)
     data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name, desc="decode + cache")
     train_set, val_set = data.subset(train_idx).to(device), data.subset(val_idx)

@@ -14,7 +14,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str                   # canonical folder name under the data root
-    image_patterns: Tuple[str, ...]  # globs of photographs in <split>/images
+    image_patterns: Tuple[str, ...]  # globs of photographs in <split>/images (PNG: scripts/pack.py copies)
     label_name: str             # label file in <split>/1st_manual, from the image stem
     mask_name: str              # FOV mask file in <split>/mask, from the image stem
     size: Tuple[int, int]       # network input (W, H), multiples of 16
@@ -22,9 +22,9 @@ class DatasetSpec:
 
 
 DATASETS = {spec.name: spec for spec in (
-    DatasetSpec("DRIVE_AV", ("*.tif",), "{stem}.png", "{stem}_mask.gif", (592, 592), ("DRIVE-AV",)),
+    DatasetSpec("DRIVE_AV", ("*.tif", "*.png"), "{stem}.png", "{stem}_mask.gif", (592, 592), ("DRIVE-AV",)),
     DatasetSpec("LES-AV", ("*.png",), "{stem}.png", "{stem}_mask.gif", (800, 720), ("LES_AV",)),
-    DatasetSpec("HRF-AV", ("*.JPG", "*.jpg"), "{stem}_AVmanual.png", "{stem}_mask.tif", (880, 592),
+    DatasetSpec("HRF-AV", ("*.JPG", "*.jpg", "*.png"), "{stem}_AVmanual.png", "{stem}_mask.tif", (880, 592),
                 ("HRF_AV",)),
     # Made by `python -m scripts.synthetic`: lets the pipeline run without the real data.
     DatasetSpec("SYNTHETIC", ("*.png",), "{stem}.png", "{stem}_mask.png", (256, 256)),

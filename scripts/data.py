@@ -48,9 +48,12 @@ def find_samples(data_root, spec: DatasetSpec, split: str):
     images = sorted({p for pattern in spec.image_patterns for p in folders["images"].glob(pattern)})
     if not images:
         raise DataError(f"no images matching {' '.join(spec.image_patterns)} in {folders['images']}")
-    samples = []
+    samples, seen = [], {}
     for image in images:
         stem = image.stem
+        if stem in seen:
+            raise DataError(f"{image} and {seen[stem]} are two photographs of one name in {folders['images']}")
+        seen[stem] = image
         label = folders["1st_manual"] / spec.label_name.format(stem=stem)
         mask = folders["mask"] / spec.mask_name.format(stem=stem)
         for kind, path in (("label", label), ("FOV mask", mask)):

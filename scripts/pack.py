@@ -1,0 +1,105 @@
+"""A compact copy of a data set, for a machine that can only be sent a little (a lent GPU).
+
+The training split is written at the network size, exactly as the data cache would hold it:
+photographs as lossless PNG, labels and masks resized with nearest neighbour. Resizing to the
+size an image already has changes nothing, so training on the copy is training on the
+original (every written file is read back through the project's own loader and compared).
+The test split is copied as it is, because the protocol scores at the original size.
+``pack.json`` records the size, and train.py refuses to train on the copy at another one.
+
+    python -m scripts.pack --dataset HRF-AV --out packs        # 79 MB -> about 50 MB
+    python train.py --dataset HRF-AV --data-root packs ...     # on the other machine
+"""
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .config import ConfigError, check_image_size, dataset_spec
+from .data import DataError, Sample, find_samples, load_resized
+
+PACK_FILE = "pack.json"
+
+
+def pack_dataset(data_root, dataset, out_root, size=None, progress=True):
+    """Write the compact copy of ``dataset`` under ``<out_root>/<Dataset>``; returns its folder."""
+    spec = dataset_spec(dataset)
+    size = check_image_size(size) if size else spec.size
+    target = Path(out_root) / spec.name
+    if target.exists():
+        if not (target / PACK_FILE).is_file():
+            raise ConfigError(f"{target} exists and is not a packed copy (no {PACK_FILE}); "
+                              f"choose another --out, nothing was written")
+        shutil.rmtree(target)  # an earlier pack: replaced
+
+    training = find_samples(data_root, spec, "training")
+    for sample in tqdm(training, desc=f"{spec.name} training at {size[0]} x {size[1]}", disable=not progress):
+        image, label, fov = load_resized(sample, size)
+        copy = Sample(sample.name, *(target / "training" / folder / name for folder, name in (
+            ("images", f"{sample.name}.png"),
+            ("1st_manual", sample.label.name),
+            ("mask", sample.mask.name))))
+        for path in (copy.image, copy.label, copy.mask):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(copy.image)
+        Image.fromarray(label).save(copy.label)
+        Image.fromarray(fov).save(copy.mask)  # bilevel (mode 1): small in any format
+        again = load_resized(copy, size)
+        if not all(np.array_equal(a, b) for a, b in zip((image, label, fov), again)):
+            raise DataError(f"{copy.image}: the written copy does not read back identically")
+
+    test = find_samples(data_root, spec, "test")
+    for sample in test:
+        for path in (sample.image, sample.label, sample.mask):
+            dest = target / "test" / path.parent.name / path.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+
+    (target / PACK_FILE).write_text(json.dumps({
+        "dataset": spec.name, "training_size": list(size), "source": str(Path(data_root).resolve()),
+        "training": len(training), "test": len(test),
+        "note": "training split resized to the network size (lossless); test split as it is"}, indent=1))
+    return target
+
+
+def check_pack_size(data_root, spec, size):
+    """A packed copy holds its training split at one size only: training at another would
+    resize the already-resized photographs, silently losing detail."""
+    info_path = Path(data_root) / spec.name / PACK_FILE
+    if not info_path.is_file():
+        return
+    packed = tuple(json.loads(info_path.read_text())["training_size"])
+    if packed != tuple(size):
+        raise DataError(f"{info_path.parent} is a copy packed at {packed[0]} x {packed[1]} "
+                        f"(scripts/pack.py); train at that size or pack again with --image-size "
+                        f"{size[0]} {size[1]}")
+
+
+def folder_mib(path):
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 2 ** 20
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="DRIVE_AV, LES-AV, HRF-AV, SYNTHETIC")
+    p.add_argument("--data-root", default="./data", help="where the original data set is (default ./data)")
+    p.add_argument("--out", required=True, help="the copy goes to <out>/<Dataset> (replaced if present)")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None,
+                   help="network input size of the training split (default: the data set's)")
+    args = p.parse_args(argv)
+    try:
+        target = pack_dataset(args.data_root, args.dataset, args.out, args.image_size)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{target}: {folder_mib(target):.1f} MiB (train with --data-root {args.out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""scripts/pack.py: a compact copy of a data set trains exactly like the original and fits
+a lent machine's transfer limit."""
+import filecmp
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scripts.config import ConfigError, DATASETS
+from scripts.data import DataError, find_samples, load_resized
+from scripts.pack import PACK_FILE, check_pack_size, folder_mib, pack_dataset
+from tests.conftest import ROOT
+
+CARRY_LIMIT_MIB = 64  # what one call to the lent GPU can take along (the whole tree together)
+
+
+def test_drive_pack_trains_like_the_original_and_keeps_the_test_split(real_data, tmp_path):
+    spec = DATASETS["DRIVE_AV"]
+    target = pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
+    originals = find_samples(real_data, spec, "training")
+    copies = find_samples(tmp_path / "packs", spec, "training")
+    assert [s.name for s in copies] == [s.name for s in originals]  # same order: same validation split
+    for original, copy in zip(originals, copies):
+        assert copy.image.suffix == ".png"
+        for a, b in zip(load_resized(original, spec.size), load_resized(copy, spec.size)):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+    for original, copy in zip(find_samples(real_data, spec, "test"), find_samples(tmp_path / "packs", spec, "test")):
+        for a, b in ((original.image, copy.image), (original.label, copy.label), (original.mask, copy.mask)):
+            assert a.name == b.name and filecmp.cmp(a, b, shallow=False)
+    info = json.loads((target / PACK_FILE).read_text())
+    assert info["training_size"] == [592, 592] and (info["training"], info["test"]) == (20, 20)
+    assert folder_mib(target) < 0.8 * folder_mib(real_data / "DRIVE_AV")
+
+
+def test_hrf_pack_fits_one_transfer_to_the_lent_gpu(real_data, tmp_path):
+    """HRF-AV (79 MB of 3504 x 2336 photographs) does not fit a 64 MiB carry; its pack does,
+    and every training file was read back identical while it was written."""
+    target = pack_dataset(real_data, "HRF-AV", tmp_path / "packs", progress=False)
+    assert folder_mib(real_data / "HRF-AV") > CARRY_LIMIT_MIB > folder_mib(target) + 8  # room for the code
+    assert len(find_samples(tmp_path / "packs", DATASETS["HRF-AV"], "training")) == 24
+
+
+def test_training_on_a_pack_at_another_size_is_refused(real_data, tmp_path):
+    spec = DATASETS["DRIVE_AV"]
+    root = tmp_path / "packs"
+    (root / spec.name).mkdir(parents=True)
+    (root / spec.name / PACK_FILE).write_text(json.dumps({"training_size": [592, 592]}))
+    check_pack_size(root, spec, (592, 592))
+    check_pack_size(real_data, spec, (256, 256))  # not a pack: any size
+    with pytest.raises(DataError, match=r"packed at 592 x 592 .* --image-size 256 256"):
+        check_pack_size(root, spec, (256, 256))
+
+
+def test_train_py_refuses_a_pack_at_another_size_in_one_line(real_data, tmp_path):
+    pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data-root", str(tmp_path / "packs"),
+                           "--epochs", "1", "--image-size", "64", "64", "--base-width", "4",
+                           "--cache-dir", str(tmp_path / "c"), "--output-root", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "packed at 592 x 592" in proc.stderr and not (tmp_path / "o" / "DRIVE_AV").exists()
+
+
+def test_pack_replaces_an_earlier_pack_but_never_other_files(real_data, tmp_path):
+    target = pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
+    (target / "training" / "images" / "stray.png").write_bytes(b"")
+    pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
+    assert not (target / "training" / "images" / "stray.png").exists()
+
+    shutil.copytree(real_data / "DRIVE_AV", tmp_path / "copy" / "DRIVE_AV")
+    with pytest.raises(ConfigError, match="is not a packed copy"):
+        pack_dataset(real_data, "DRIVE_AV", tmp_path / "copy", progress=False)
+    assert len(list((tmp_path / "copy" / "DRIVE_AV" / "training" / "images").glob("*.tif"))) == 20
+
+    from scripts import pack
+    assert pack.main(["--dataset", "DRIVE_AV", "--data-root", str(real_data), "--out", str(tmp_path / "copy")]) == 2
+
+
+def test_two_photographs_of_one_name_are_an_error(real_data, tmp_path):
+    spec = DATASETS["DRIVE_AV"]
+    root = tmp_path / "data"
+    shutil.copytree(real_data / "DRIVE_AV" / "training", root / "DRIVE_AV" / "training")
+    first = find_samples(root, spec, "training")[0]
+    shutil.copy(first.label, first.image.with_suffix(".png"))
+    with pytest.raises(DataError, match="two photographs of one name"):
+        find_samples(root, spec, "training")
