@@ -61,7 +61,7 @@ from scripts.checkpoint import atomic_write, describe
 from scripts.config import ConfigError, check_image_size
 from scripts.data import _open, to_rgb8
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
-from scripts.evaluate import full_size_picture, predict_probs, write_png
+from scripts.evaluate import compile_for_inference, full_size_picture, predict_probs, write_png
 from scripts.fov import estimate_fov
 from scripts.metrics import class_map
 
@@ -308,8 +308,9 @@ class Ensemble:
     """One or more (Networks, size) members on one device; probabilities at the first
     member's size (others resized bilinearly to it)."""
 
-    def __init__(self, members, device, amp_dtype, tta):
+    def __init__(self, members, device, amp_dtype, tta, batch_size):
         self.members, self.device, self.amp_dtype, self.tta = members, device, amp_dtype, tta
+        self.batch_size = batch_size  # a smaller last batch is padded to it for compiled networks
         self.activation = members[0][0].activation
         self.size = members[0][1]
 
@@ -318,9 +319,9 @@ class Ensemble:
         return sorted({s for _, s in self.members})
 
     def _one(self, nets, images):
-        p = predict_probs(nets, images, len(images), self.device, self.amp_dtype)
+        p = predict_probs(nets, images, self.batch_size, self.device, self.amp_dtype)
         if self.tta:
-            p = (p + predict_probs(nets, images.flip(-1), len(images), self.device, self.amp_dtype).flip(-1)) / 2
+            p = (p + predict_probs(nets, images.flip(-1), self.batch_size, self.device, self.amp_dtype).flip(-1)) / 2
         return p
 
     def __call__(self, batch):
@@ -456,7 +457,8 @@ def load_members(args, device, log):
         else:
             size = FALLBACK_SIZE
             log(f"note: {w} saves no input size; using {size[0]} x {size[1]} (DRIVE_AV's): set --image-size")
-        members.append((nets.to(device, memory_format=MEMORY_FORMAT), size, cfg, w))
+        nets = nets.to(device, memory_format=MEMORY_FORMAT)
+        members.append((compile_for_inference(nets) if args.compile else nets, size, cfg, w))
     variants = {m[2]["activation"] for m in members}
     if len(variants) > 1:
         raise ConfigError("the weights of an ensemble must be one variant: " + ", ".join(
@@ -480,6 +482,9 @@ def build_parser():
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="mixed precision (CUDA, CPUs with AVX512-BF16/AMX): about 2x faster inference on "
                         "such a CPU, outputs then differ slightly between machines (default: fp32)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the networks, weights frozen: about 1.3x faster fp32 inference on a CPU "
+                        "after a compile of about a minute per member (worth it for a few hundred images)")
     p.add_argument("--tta", action="store_true", help="average with the prediction of the mirrored image")
     p.add_argument("--save-probs", action="store_true", dest="save_probs",
                    help="also write <stem>_probs.npz (float16 probabilities at the original size)")
@@ -513,7 +518,7 @@ def _run(args, ctx: Dist) -> int:
     device = pick_device(args.device, ctx.local_rank)
     amp_dtype = amp_dtype_for(device, args.amp)
     members = load_members(args, device, log)
-    ensemble = Ensemble([(m[0], m[1]) for m in members], device, amp_dtype, args.tta)
+    ensemble = Ensemble([(m[0], m[1]) for m in members], device, amp_dtype, args.tta, args.batch_size)
     out_dir = Path(args.output)
     masks = MaskFinder(args.masks)
 

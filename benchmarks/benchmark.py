@@ -9,7 +9,8 @@ after warm-up:
          precision for training where the hardware has it (CUDA; CPUs with AVX512-BF16/AMX),
          fused Adam on CUDA, fp32 evaluation as test.py runs it (test.py's own per-image code,
          segment metric included), vectorised metrics, fast PNG compression; inference and
-         test.py are also timed with --amp (+ torch.compile with --compile)
+         test.py are also timed with --amp; --compile adds torch.compile to training and times
+         predict.py --compile (inductor, weights frozen) and its compile time
 It prints a table and writes JSON (machine, torch version, commit, settings, results, ratios).
 
 Example:  python benchmarks/benchmark.py --dataset DRIVE_AV --device cpu --steps 2
@@ -39,7 +40,7 @@ from scripts.config import RunConfig, dataset_spec  # noqa: E402
 from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set, load_truth,  # noqa: E402
                           normalize)
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, cpu_has_native_bf16, describe_precision  # noqa: E402
-from scripts.evaluate import evaluate_test_image, full_size_picture, predict_probs  # noqa: E402
+from scripts.evaluate import compile_for_inference, evaluate_test_image, full_size_picture, predict_probs  # noqa: E402
 
 
 def sync(device):
@@ -148,6 +149,15 @@ def worker(args):
             infer()
         result[key] = timed(infer, device, args.steps)
 
+    if tuned and args.compile:  # predict.py --compile: inductor, weights frozen (compile time reported)
+        frozen = Networks(cfg.activation, cfg.base_width).to(device, memory_format=memory_format)
+        start = time.perf_counter()
+        compile_for_inference(frozen)
+        predict_probs(frozen, images, 1, device)
+        result["inference_compile_s"] = time.perf_counter() - start
+        result["inference_compiled_s_per_image"] = timed(lambda: predict_probs(frozen, images, 1, device),
+                                                         device, args.steps)
+
     # test.py per image: input, network, resize back, FOV, all metrics, the PNGs.
     test_sample = find_samples(args.data_root, spec, "test")[0]
     out = ROOT / ".cache" / "benchmark" / "png"
@@ -218,6 +228,8 @@ ROWS = [("train_s_per_step", "training step (s)", False),
         ("train_images_per_s", "training throughput (images/s)", True),
         ("inference_s_per_image", "inference at network size (s/image)", False),
         ("inference_amp_s_per_image", "inference with --amp (s/image)", False),
+        ("inference_compiled_s_per_image", "inference, predict.py --compile (s/image)", False),
+        ("inference_compile_s", "  its compile time (s)", False),
         ("test_s_per_image", "test.py end to end (s/image)", False),
         ("metrics_s_per_image", "  of which metrics (s/image)", False),
         ("test_amp_s_per_image", "test.py with --amp (s/image)", False),
@@ -256,8 +268,8 @@ def main(argv=None):
         results[config] = json.loads(proc.stdout.strip().splitlines()[-1])
     ratios = {}
     if {"plain", "tuned"} <= set(results):
-        for key, _, higher_better in ROWS:  # an --amp row is compared with plain's fp32 row
-            p_, t_ = results["plain"].get(key.replace("_amp", "")), results["tuned"].get(key)
+        for key, _, higher_better in ROWS:  # --amp and --compile rows are compared with plain's fp32 row
+            p_, t_ = results["plain"].get(key.replace("_amp", "").replace("_compiled", "")), results["tuned"].get(key)
             if p_ and t_:
                 ratios[key] = t_ / p_ if higher_better else p_ / t_   # > 1: tuned is better
     size = RunConfig(dataset=dataset_spec(args.dataset).name,

@@ -25,16 +25,34 @@ def predict_probs(nets: Networks, images_u8, batch_size=4, device="cpu", amp_dty
     batches = list(torch.split(torch.arange(len(images_u8)), batch_size))
     out = []
     for idx in (progress(batches) if progress else batches):
+        n = len(idx)
+        if getattr(nets, "compiled_for_inference", False) and n < batch_size:
+            idx = torch.cat([idx, idx[-1:].expand(batch_size - n)])  # one shape: no second compile
         x = normalize(images_u8[idx].to(device, non_blocking=True).float() / 255)
         if channels_last:
             x = x.contiguous(memory_format=MEMORY_FORMAT)
         if amp_dtype is None:
             with exact_fp32():
-                out.append(nets.predict(x).cpu())
+                out.append(nets.predict(x)[:n].cpu())
         else:
             with torch.autocast(x.device.type, dtype=amp_dtype):
-                out.append(nets.predict(x).float().cpu())
+                out.append(nets.predict(x)[:n].float().cpu())
     return torch.cat(out)
+
+
+def compile_for_inference(nets: Networks) -> Networks:
+    """torch.compile the prediction path (G_A, G_V, G without side heads) with the weights
+    frozen as constants, so inductor folds BatchNorm into the convolutions and pre-packs the
+    weights. Measured on this project's 2-core CPU at 592 x 592, width 32, fp32: 1.3x faster
+    per image after a compile of about a minute: worth it for a cohort, not a 20-image test
+    set. The outputs agree with eager ones to float rounding. For evaluation only: frozen
+    weights must not change afterwards."""
+    import torch._inductor.config as inductor_config
+    inductor_config.freezing = True
+    nets.eval()
+    nets.predict = torch.compile(nets.predict, dynamic=False)
+    nets.compiled_for_inference = True  # predict_probs then pads the last batch
+    return nets
 
 
 def _u8_hwc(chw):

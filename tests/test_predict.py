@@ -295,3 +295,27 @@ def test_estimate_fov_edge_cases():
     img = np.where(disc[..., None], np.array([150, 70, 30], np.uint8), 3).astype(np.uint8)
     img[45:55, 20:100] = 10  # a dark vessel across the disc: holes are filled
     assert iou(estimate_fov(img), disc) > 0.95
+
+
+def test_compiled_networks_give_the_same_outputs_and_compile_once(setup, monkeypatch):
+    """--compile (inductor, weights frozen): the outputs of eager mode to float rounding, and
+    a smaller last batch is padded rather than compiled a second time."""
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+    from torch._dynamo.utils import counters
+    monkeypatch.setattr(inductor_config, "freezing", False)  # compile_for_inference sets it
+    inp = setup["base"] / "compile_in"
+    inp.mkdir()
+    for name in ("a", "b", "c"):  # batches of 2 and 1
+        shutil.copy(setup["input"] / "01_test.tif", inp / f"{name}.tif")
+    probs = {}
+    for flag in ((), ("--compile",)):
+        out = setup["base"] / f"compile_out{len(flag)}"
+        torch._dynamo.reset()
+        counters.clear()
+        args = predict.build_parser().parse_args(["--weights", str(setup["run_a"]), "--input", str(inp),
+                                                  "--output", str(out), "--save-probs", "--batch-size", "2", *flag])
+        assert predict.run(args) == 0
+        probs[flag] = np.stack([np.load(out / f"{n}_probs.npz")["probs"].astype(np.float32) for n in "abc"])
+        assert counters["stats"]["unique_graphs"] == len(flag)
+    assert np.abs(probs[()] - probs[("--compile",)]).max() < 2e-3  # float16 files: rounding only
