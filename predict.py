@@ -10,7 +10,8 @@ status is then 1.
 Weights (--weights, one or more): run folders (ours, or the original authors'
 CP_best_F1_*.pth / CP_epoch<N>_*.pth), bundle files or index JSONs of `python -m
 scripts.bundle export`. Several weights form an ensemble: the probabilities are averaged and
-an uncertainty map (per-pixel standard deviation over the members) is written too.
+an uncertainty map (per-pixel standard deviation over the members) is written too. Without
+--weights, the project's shipped DRIVE_AV bundle in pretrained/ (when there is one).
 
 Per image, under --output, at the image's own size (the sub-folders of the input are kept):
   <stem>_classes.png      index PNG: 0 background, 1 artery, 2 vein, 3 uncertain (with a palette)
@@ -56,7 +57,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from scripts.bundle import load_any
+from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, describe
 from scripts.config import ConfigError, check_image_size
 from scripts.data import _open, to_rgb8
@@ -445,7 +446,18 @@ class Dist:
 
 # ----------------------------------------------------------------------------- main
 
+def default_weights():
+    """The shipped DRIVE_AV bundle, when the project has one."""
+    path = pretrained_bundle()
+    if not path.is_file():
+        raise ConfigError(f"no --weights given and no shipped bundle at {path}: train a model (README: Train) "
+                          f"or pass --weights")
+    return [str(path)]
+
+
 def load_members(args, device, log):
+    if not args.weights:
+        args.weights = default_weights()
     expected = {"activation": args.activation, "base_width": args.base_width}
     members = []
     for w in args.weights:
@@ -468,8 +480,9 @@ def load_members(args, device, log):
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", "-w", nargs="+", required=True,
-                   help="run folder(s), bundle file(s) or index JSON(s); several = an ensemble")
+    p.add_argument("--weights", "-w", nargs="+", default=None,
+                   help="run folder(s), bundle file(s) or index JSON(s); several = an ensemble "
+                        f"(default: the shipped bundle pretrained/{pretrained_bundle().name})")
     p.add_argument("--input", "-i", nargs="+", required=True,
                    help="folder(s) (recursive), glob(s), list file(s) or image file(s)")
     p.add_argument("--output", "-o", required=True, help="output folder")
@@ -533,6 +546,8 @@ def _run(args, ctx: Dist) -> int:
         raise ConfigError(f"no images found in {' '.join(args.input)}")
     for (nets, size, cfg, w) in members:
         log(f"{w}: {describe(cfg)}, input {size[0]} x {size[1]}")
+        if cfg.get("about"):
+            log(f"  about these weights: {cfg['about']}")
     if main:
         log(f"{len(items)} image(s){f' over {ctx.world} processes' if ctx.enabled else ''}; "
             f"{'ensemble of ' + str(len(members)) if len(members) > 1 else 'one network'}"

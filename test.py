@@ -138,6 +138,8 @@ def evaluate(args):
         print(f"{folder}: {saved['activation']} variant, width {saved['base_width']}, input "
               f"{size[0]} x {size[1]}, {describe_precision(amp_dtype)} on {device}, {len(samples)} images "
               f"in {time.time() - started:.1f}s", flush=True)
+        if saved.get("about"):
+            print(f"  about these weights: {saved['about']}", flush=True)
 
     clear_old_pictures(out_dir, [s.name for s in samples])
     rows, per_run = [], [[] for _ in runs]

@@ -37,6 +37,12 @@ VERSION = 1
 INDEX_SUFFIX = ".index.json"
 SHARD_OVERHEAD = 64 * 1024   # zip directory and pickle of one shard file (bytes, generous)
 TENSOR_OVERHEAD = 1024       # per tensor: zip entry, 64-byte alignment, pickle (generous)
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"  # bundles shipped with the project
+
+
+def pretrained_bundle(dataset="DRIVE_AV", activation="sigmoid") -> Path:
+    """Where the project's shipped bundle of a data set and variant lives (it may not exist)."""
+    return PRETRAINED_DIR / f"{dataset}_{activation}{INDEX_SUFFIX}"
 
 
 # ----------------------------------------------------------------------------- export
@@ -93,12 +99,15 @@ def _plan(tensors: dict, budget: int, per_tensor: int):
     return shards
 
 
-def export_bundle(run_dir_or_nets, out_path, fp16=False, shard_mib=None, config=None) -> Path:
+def export_bundle(run_dir_or_nets, out_path, fp16=False, shard_mib=None, config=None, about=None) -> Path:
     """Write G, G_A, G_V and the config as one bundle file, or (``shard_mib``) as shards of at
     most ``shard_mib`` MiB plus ``<stem>.index.json``. ``run_dir_or_nets``: anything
     ``load_any`` reads, a ``Networks`` (``config`` then gives its config dict), or a
-    ``(Networks, config)`` pair. Returns the path to load: the file or the index JSON."""
+    ``(Networks, config)`` pair. ``about``: how the weights were made and what they score, one
+    text kept in the bundle (``info`` and predict.py print it). Returns the path to load."""
     nets, cfg = _networks_and_config(run_dir_or_nets, config)
+    cfg.pop("about", None)
+    extra = {"about": about} if about else {}
     tensors = _tensors(nets, fp16)
     dtype = "float16" if fp16 else "float32"
     out_path = Path(out_path)
@@ -108,7 +117,7 @@ def export_bundle(run_dir_or_nets, out_path, fp16=False, shard_mib=None, config=
             net, key = name.split(".", 1)
             networks.setdefault(net, {})[key] = t
         atomic_torch_save({"format": BUNDLE_FORMAT, "version": VERSION, "dtype": dtype, "config": cfg,
-                           "networks": networks}, out_path)
+                           "networks": networks, **extra}, out_path)
         return out_path
 
     limit = int(float(shard_mib) * 2**20)
@@ -131,7 +140,7 @@ def export_bundle(run_dir_or_nets, out_path, fp16=False, shard_mib=None, config=
         per_tensor *= 4
     else:
         raise CheckpointError(f"could not keep the shards under {shard_mib} MiB")
-    index = {"format": INDEX_FORMAT, "version": VERSION, "dtype": dtype, "config": cfg,
+    index = {"format": INDEX_FORMAT, "version": VERSION, "dtype": dtype, "config": cfg, **extra,
              "metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values()),
                           "shards": n},
              "weight_map": {k: shard_name for shard_name, members in zip(names, plan) for k in members}}
@@ -187,7 +196,15 @@ def _read_index(path: Path):
     for name, t in flat.items():
         net, key = name.split(".", 1)
         networks.setdefault(net, {})[key] = t
-    return index["config"], networks
+    return _with_about(index), networks
+
+
+def _with_about(bundle: dict) -> dict:
+    """The bundle's config, with its ``about`` text (if any) under the key "about"."""
+    config = dict(bundle["config"])
+    if bundle.get("about"):
+        config["about"] = str(bundle["about"])
+    return config
 
 
 def _build(source, config, networks, expected=None):
@@ -231,8 +248,8 @@ def load_bundle(path, expected: dict = None):
         data = _torch_load(path)
         if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
             raise CheckpointError(f"{path}: not a weights bundle (format {BUNDLE_FORMAT!r} expected)")
-        config, networks = data["config"], data["networks"]
-    return _build(path, dict(config), networks, expected), dict(config)
+        config, networks = _with_about(data), data["networks"]
+    return _build(path, config, networks, expected), config
 
 
 def load_any(path, expected: dict = None):
@@ -261,7 +278,7 @@ def load_any(path, expected: dict = None):
         return load_networks(path.parent, expected, NETWORK_FILES)
     data = read(path)
     if isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT:
-        return _build(path, dict(data["config"]), data["networks"], expected), dict(data["config"])
+        return _build(path, _with_about(data), data["networks"], expected), _with_about(data)
     if isinstance(data, dict) and data.get("format") == FORMAT:
         raise CheckpointError(f"{path}: one network of a run; name its folder {path.parent} instead")
     raise CheckpointError(f"{path}: neither a weights bundle nor a run's network file "
@@ -281,6 +298,8 @@ def build_parser():
     e.add_argument("--fp16", action="store_true", help="store floating tensors as float16 (half the size)")
     e.add_argument("--shard-mib", type=float, default=None, dest="shard_mib",
                    help="split into shards of at most this many MiB plus an index JSON (e.g. 15)")
+    e.add_argument("--about", default=None,
+                   help="how the weights were trained and what they score (kept in the bundle, printed on use)")
     i = sub.add_parser("info", help="print what a run folder, bundle or index holds")
     i.add_argument("path")
     return p
@@ -290,7 +309,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         if args.command == "export":
-            written = export_bundle(args.source, args.out, fp16=args.fp16, shard_mib=args.shard_mib)
+            written = export_bundle(args.source, args.out, fp16=args.fp16, shard_mib=args.shard_mib, about=args.about)
             if written.name.endswith(INDEX_SUFFIX):
                 index = json.loads(written.read_text())
                 shards = sorted(set(index["weight_map"].values()))
@@ -304,6 +323,8 @@ def main(argv=None):
             size = cfg.get("image_size")
             print(f"{args.path}: {describe(cfg)}, {count:,} parameters in {', '.join(names)}, "
                   f"input size {'x'.join(map(str, size)) if size else 'not saved'}")
+            if cfg.get("about"):
+                print(f"about: {cfg['about']}")
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -207,3 +207,14 @@ def test_not_a_checkpoint(tmp_path):
         load_any(tmp_path / "y.index.json")
     with pytest.raises(CheckpointError, match="no such file or folder"):
         load_any(tmp_path / "nothing")
+
+
+def test_about_text_travels_with_the_bundle(run, tmp_path, capsys):
+    folder, _ = run
+    for out, shards in ((tmp_path / "one.pth", None), (tmp_path / "many.pth", 1)):
+        path = export_bundle(folder, out, shard_mib=shards, about="seed 42, 1500 epochs; test F1 71.0")
+        assert load_any(path)[1]["about"] == "seed 42, 1500 epochs; test F1 71.0"
+        again = export_bundle(path, tmp_path / f"re-{out.name}")  # re-exported without --about: dropped
+        assert "about" not in load_any(again)[1]
+    bundle.main(["info", str(tmp_path / "many.index.json")])
+    assert "about: seed 42, 1500 epochs; test F1 71.0" in capsys.readouterr().out

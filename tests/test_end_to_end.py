@@ -129,3 +129,23 @@ def test_softmax_variant_end_to_end(real_data, tmp_path):
     assert set(np.unique(rgb)) <= {0, 255}  # softmax pictures: colours of the decided class
     summary = json.loads((final / "summary.json").read_text())
     assert 0 <= summary["extra"]["auc_roc_prob_average"]["mean"] <= 100
+
+
+def test_test_sh_falls_back_to_the_shipped_bundle(probe_run, real_data, tmp_path):
+    """With no run folders, test.sh tests the shipped bundle (pretrained/) and says so."""
+    work, _ = probe_run
+    index = tmp_path / "pretrained" / "DRIVE_AV_sigmoid.index.json"
+    index.parent.mkdir()
+    run(["-m", "scripts.bundle", "export", str(work / "DRIVE_AV" / "probe"), str(index), "--fp16",
+         "--shard-mib", "1", "--about", "probe run: 1 epoch at 128 x 128"], cwd=ROOT)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "PRETRAINED": str(index), "JOB": "no_such_job",
+           "DATA_ROOT": str(real_data),
+           "EXTRA_ARGS": f"--cache-dir {work / 'cache'} --output {tmp_path / 'out'}"}
+    proc = subprocess.run(["sh", "test.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"testing the shipped bundle {index}" in proc.stderr
+    assert "about these weights: probe run: 1 epoch at 128 x 128" in proc.stdout
+    ours = json.loads((tmp_path / "out" / "summary.json").read_text())
+    original = json.loads((work / "DRIVE_AV" / "Final_pre" / "summary.json").read_text())
+    for key in ("f1", "sensitivity", "auc_roc"):  # fp16 weights: the same numbers to rounding
+        assert abs(ours["average"][key]["mean"] - original["average"][key]["mean"]) < 0.5

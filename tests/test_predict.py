@@ -319,3 +319,18 @@ def test_compiled_networks_give_the_same_outputs_and_compile_once(setup, monkeyp
         probs[flag] = np.stack([np.load(out / f"{n}_probs.npz")["probs"].astype(np.float32) for n in "abc"])
         assert counters["stats"]["unique_graphs"] == len(flag)
     assert np.abs(probs[()] - probs[("--compile",)]).max() < 2e-3  # float16 files: rounding only
+
+
+def test_without_weights_the_shipped_bundle_is_used(setup, tmp_path, monkeypatch, capsys):
+    shipped = tmp_path / "pretrained" / "DRIVE_AV_sigmoid.index.json"
+    monkeypatch.setattr(predict, "pretrained_bundle", lambda: shipped)
+    args = predict.build_parser().parse_args(["--input", str(setup["input"] / "01_test.tif"),
+                                              "--output", str(tmp_path / "out")])
+    with pytest.raises(predict.ConfigError, match=f"no --weights given and no shipped bundle at {shipped}"):
+        predict.run(args)
+    shipped.parent.mkdir()
+    export_bundle(setup["run_a"], shipped, fp16=True, shard_mib=1, about="tiny untrained test weights")
+    args.weights = None
+    assert predict.run(args) == 0
+    assert (tmp_path / "out" / "01_test_classes.png").is_file()
+    assert "about these weights: tiny untrained test weights" in capsys.readouterr().err
