@@ -56,8 +56,10 @@ def compile_for_inference(nets: Networks) -> Networks:
 
 
 def _u8_hwc(chw):
-    """3xHxW floats in [0, 1] -> HxWx3 uint8 (x 255, rounded)."""
-    return (chw * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    """3xHxW floats in [0, 1] -> HxWx3 uint8 (x 255, rounded); a contiguous array when ``chw``
+    is stored channels-last, as full_size_picture makes it (one pass less for the PNG)."""
+    x = chw * 255
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def picture_u8(probs, activation):
@@ -69,7 +71,9 @@ def full_size_picture(probs_small, size_wh, fov, activation, with_scores=False):
     """Resize the probabilities to the original (W, H) bilinearly, decode, zero outside the FOV.
     ``with_scores``: also return ``score_picture`` of the resized probabilities."""
     w, h = size_wh
-    probs = F.interpolate(probs_small.unsqueeze(0), size=(h, w), mode="bilinear", align_corners=False)[0]
+    # channels-last: the same numbers, 3x faster at HRF-AV's size, and already the HxWx3 layout of the picture
+    probs = F.interpolate(probs_small.unsqueeze(0).contiguous(memory_format=MEMORY_FORMAT), size=(h, w),
+                          mode="bilinear", align_corners=False)[0]
     pic = picture_u8(probs, activation)
     pic[~fov] = 0
     return (pic, score_picture(probs, activation)) if with_scores else pic

@@ -26,6 +26,7 @@ from skimage.morphology import skeletonize
 from .metrics import class_map
 
 _EIGHT = np.ones((3, 3), dtype=bool)
+_DIM_40 = np.round(np.arange(256, dtype=np.float32) * 0.4).astype(np.uint8)  # x -> round(0.4 x), as a table
 
 
 def _crop(mask: np.ndarray):
@@ -217,12 +218,14 @@ def draw_mixed_segments(rgb, segment_map, mixed_ids) -> np.ndarray:
     segment_map = np.asarray(segment_map)
     if rgb.shape[:2] != segment_map.shape:
         raise ValueError(f"picture {rgb.shape[:2]} and segment map {segment_map.shape} differ in size")
-    out = np.round(rgb.astype(np.float32) * 0.4).astype(np.uint8)
+    out = _DIM_40[rgb]
     ids = np.asarray(list(mixed_ids), dtype=np.int64)
-    ids = ids[ids > 0]
+    ids = ids[(ids > 0) & (ids <= segment_map.max(initial=0))]
     if ids.size == 0:
         return out
-    mask = np.isin(segment_map, ids)
+    chosen = np.zeros(int(segment_map.max()) + 1, dtype=bool)
+    chosen[ids] = True
+    mask = chosen[segment_map]
     box = _crop(mask)
     if box is None:
         return out
