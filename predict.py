@@ -446,21 +446,32 @@ class Dist:
 
 # ----------------------------------------------------------------------------- main
 
-def default_weights():
-    """The shipped DRIVE_AV bundle, when the project has one."""
-    path = pretrained_bundle()
+def default_weights(activation):
+    """The shipped DRIVE_AV bundle of the variant asked for (sigmoid, the paper's, by default)."""
+    path = pretrained_bundle("DRIVE_AV", activation or "sigmoid")
     if not path.is_file():
         raise ConfigError(f"no --weights given and no shipped bundle at {path}: train a model (README: Train) "
                           f"or pass --weights")
     return [str(path)]
 
 
+def compiled(nets, size, batch_size, device, log):
+    """``compile_for_inference`` with the compile done now, on a dummy batch of the real shape,
+    so that a machine where it cannot work gets one clear error instead of a failure per image."""
+    log(f"compiling the networks for {size[0]} x {size[1]} (about a minute on a CPU) ...")
+    compile_for_inference(nets)
+    try:
+        predict_probs(nets, torch.zeros(batch_size, 3, size[1], size[0], dtype=torch.uint8), batch_size, device)
+    except Exception as exc:  # inductor raises many types (no compiler, unsupported device, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--compile failed ({type(exc).__name__}: {first}); run without --compile") from None
+    return nets
+
+
 def load_members(args, device, log):
-    if not args.weights:
-        args.weights = default_weights()
     expected = {"activation": args.activation, "base_width": args.base_width}
     members = []
-    for w in args.weights:
+    for w in args.weights or default_weights(args.activation):
         nets, cfg = load_any(w, expected)
         if args.image_size:
             size = check_image_size(args.image_size)
@@ -470,7 +481,9 @@ def load_members(args, device, log):
             size = FALLBACK_SIZE
             log(f"note: {w} saves no input size; using {size[0]} x {size[1]} (DRIVE_AV's): set --image-size")
         nets = nets.to(device, memory_format=MEMORY_FORMAT)
-        members.append((compile_for_inference(nets) if args.compile else nets, size, cfg, w))
+        if args.compile:
+            nets = compiled(nets, size, args.batch_size, device, log)
+        members.append((nets, size, cfg, w))
     variants = {m[2]["activation"] for m in members}
     if len(variants) > 1:
         raise ConfigError("the weights of an ensemble must be one variant: " + ", ".join(
@@ -496,8 +509,8 @@ def build_parser():
                    help="mixed precision (CUDA, CPUs with AVX512-BF16/AMX): about 2x faster inference on "
                         "such a CPU, outputs then differ slightly between machines (default: fp32)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the networks, weights frozen: about 1.3x faster fp32 inference on a CPU "
-                        "after a compile of about a minute per member (worth it for a few hundred images)")
+                   help="torch.compile the networks with their weights frozen: faster inference after a compile "
+                        "of about a minute per member on a CPU (README: Performance); for large cohorts")
     p.add_argument("--tta", action="store_true", help="average with the prediction of the mirrored image")
     p.add_argument("--save-probs", action="store_true", dest="save_probs",
                    help="also write <stem>_probs.npz (float16 probabilities at the original size)")

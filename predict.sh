@@ -2,21 +2,22 @@
 # Segment your own fundus photographs (see `python predict.py --help`).
 #
 #   WEIGHTS=DRIVE_AV/sigmoid_seed42 INPUT=photos OUTPUT=predictions sh predict.sh
+#   INPUT=photos sh predict.sh                               # the shipped bundle in pretrained/
 #   WEIGHTS="DRIVE_AV/sigmoid_seed42 DRIVE_AV/sigmoid_seed40" INPUT=photos sh predict.sh   # ensemble
 #   WEIGHTS=bfnet_drive.index.json INPUT="scans/*.jpg" MASKS=scans/masks sh predict.sh --tta
 #   NPROC=2 WEIGHTS=... INPUT=... sh predict.sh             # two processes (GPUs, else CPU) via torchrun
 #
-# WEIGHTS: run folder(s), bundle file(s) or index JSON(s), space separated.
+# WEIGHTS: run folder(s), bundle file(s) or index JSON(s), space separated (default: the shipped bundle).
 # INPUT: a folder (recursive), a quoted glob, a list file or an image. Extra arguments go to predict.py.
 set -eu
-WEIGHTS=${WEIGHTS:?set WEIGHTS to a run folder, a bundle file or an index JSON}
+WEIGHTS=${WEIGHTS:-}
 INPUT=${INPUT:?set INPUT to a folder, a glob, a list file or an image}
 OUTPUT=${OUTPUT:-./predictions}
 NPROC=${NPROC:-1}
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-set -- --weights $WEIGHTS --input "$INPUT" --output "$OUTPUT" ${MASKS:+--masks "$MASKS"} "$@"
+set -- ${WEIGHTS:+--weights $WEIGHTS} --input "$INPUT" --output "$OUTPUT" ${MASKS:+--masks "$MASKS"} "$@"
 if [ "$NPROC" -gt 1 ]; then
     exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" predict.py "$@"
 fi

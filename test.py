@@ -7,6 +7,7 @@ Examples:
     python test.py --dataset DRIVE_AV --job_name probe                 # ./DRIVE_AV/probe
     python test.py --dataset DRIVE_AV --job_name sigmoid --seeds 42 40 38  # ./DRIVE_AV/sigmoid_seed42, ...
     python test.py --dataset DRIVE_AV --load path/to/original_checkpoints_folder
+    python test.py --dataset DRIVE_AV --pretrained     # the shipped bundle in pretrained/
 """
 import argparse
 import csv
@@ -19,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from scripts import metrics
-from scripts.bundle import load_any
+from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write
 from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_spec
 from scripts.data import find_samples, load_tensor_set, load_truth
@@ -51,6 +52,8 @@ def build_parser():
     p.add_argument("--load", nargs="+", default=None,
                    help="weights to evaluate instead of --job_name: run folders (ours, or the original "
                         "authors' CP_*.pth files), model bundles (.pth) or bundle index files (.index.json)")
+    p.add_argument("--pretrained", action="store_true",
+                   help="evaluate the shipped bundle pretrained/<Dataset>_<variant>.index.json")
     p.add_argument("--batch-size", "-b", type=int, default=2, dest="batch_size",
                    help="images per forward pass (default %(default)s)")
     p.add_argument("--uniform", type=str2bool, default=None, help="True: 720 x 720 network input")
@@ -72,6 +75,12 @@ def build_parser():
 
 
 def run_folders(args, spec):
+    if args.pretrained:
+        path = pretrained_bundle(spec.name, args.activation or "sigmoid")
+        if not path.is_file():
+            raise ConfigError(f"no shipped bundle {path} for {spec.name} yet: train (sh train.sh) and test "
+                              f"the runs, or pass --load")
+        return [path]
     if args.load:
         return [Path(p) for p in args.load]
     base = Path(args.output_root) / spec.name

@@ -3,18 +3,22 @@
 DATASET=${DATASET:-DRIVE_AV}
 ACTIVATION=${ACTIVATION:-sigmoid}
 SEEDS=${SEEDS:-"42 40 38"}
+JOB_SET=${JOB:-}                      # a JOB named by the user is never replaced by the shipped bundle
 JOB=${JOB:-$ACTIVATION}
 DATA_ROOT=${DATA_ROOT:-./data}
 if [ -z "${PYTHON:-}" ]; then         # the project's .venv (make install) when there is one
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-PRETRAINED=${PRETRAINED:-pretrained/${DATASET}_${ACTIVATION}.index.json}   # the shipped bundle, if any
 set -e
-first_seed=${SEEDS%% *}
-if [ ! -d "./$DATASET/${JOB}_seed$first_seed" ] && [ -f "$PRETRAINED" ]; then
-    echo "no runs ./$DATASET/${JOB}_seed*: testing the shipped bundle $PRETRAINED" >&2
-    exec $PYTHON test.py --dataset=$DATASET --load "$PRETRAINED" --batch-size=2 \
-        --data-root=$DATA_ROOT $EXTRA_ARGS
+# Run folders live under the data set's own name (an alias such as DRIVE-AV names DRIVE_AV).
+FOLDER=$($PYTHON -c "from scripts.config import dataset_spec; print(dataset_spec('$DATASET').name)" 2>/dev/null \
+         || echo "$DATASET")
+if [ -z "${JOB_SET:-}" ] && [ -z "$(for s in $SEEDS; do ls -d "./$FOLDER/${JOB}_seed$s" 2>/dev/null; done)" ]; then
+    # No run of train.sh's default job here: test the shipped bundle (pretrained/) instead, into
+    # its own folder so that no earlier test output is replaced.
+    echo "no runs ./$FOLDER/${JOB}_seed*: testing the shipped bundle (test.py --pretrained)" >&2
+    exec $PYTHON test.py --dataset=$DATASET --pretrained --activation=$ACTIVATION --batch-size=2 \
+        --data-root=$DATA_ROOT --output=./$FOLDER/Final_pre_pretrained $EXTRA_ARGS
 fi
 $PYTHON test.py --dataset=$DATASET --job_name=$JOB --seeds $SEEDS --batch-size=2 \
     --data-root=$DATA_ROOT $EXTRA_ARGS

@@ -30,9 +30,9 @@ from scripts.bundle import load_any
 from scripts.checkpoint import LAST_STATE, atomic_torch_save, read, save_best
 from scripts.config import ConfigError, RunConfig, dataset_spec
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
-from scripts.pack import check_pack_size
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
 from scripts.evaluate import validate
+from scripts.pack import check_pack_size
 from scripts.segments import split_segments
 
 

@@ -11,7 +11,8 @@ Single file: ``{"format": "avseg-bundle", "version", "dtype", "config", "network
 {"G": state_dict, "G_A": ..., "G_V": ...}}``. Sharded: every shard is a flat dict of tensors
 named ``<network>.<parameter>`` ("G.inc.double_conv.0.weight"); the index JSON holds
 ``{"format": "avseg-bundle-index", "version", "dtype", "config", "metadata": {"total_size"},
-"weight_map": {tensor name: shard file name}}``. Everything is read with
+"weight_map": {tensor name: shard file name}}``. Both may hold an ``"about"`` text (how the
+weights were trained, what they score), kept when a bundle is exported again. Everything is read with
 ``torch.load(weights_only=True)``; fp16 bundles are cast back to fp32 on loading.
 
 ``load_any(path)`` reads whatever a user may hold: a run folder (ours; the original
@@ -21,6 +22,7 @@ one index JSON.
 """
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -37,7 +39,8 @@ VERSION = 1
 INDEX_SUFFIX = ".index.json"
 SHARD_OVERHEAD = 64 * 1024   # zip directory and pickle of one shard file (bytes, generous)
 TENSOR_OVERHEAD = 1024       # per tensor: zip entry, 64-byte alignment, pickle (generous)
-PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"  # bundles shipped with the project
+# Bundles shipped with the project ($AVSEG_PRETRAINED points elsewhere, e.g. for tests).
+PRETRAINED_DIR = Path(os.environ.get("AVSEG_PRETRAINED", Path(__file__).resolve().parents[1] / "pretrained"))
 
 
 def pretrained_bundle(dataset="DRIVE_AV", activation="sigmoid") -> Path:
@@ -106,6 +109,7 @@ def export_bundle(run_dir_or_nets, out_path, fp16=False, shard_mib=None, config=
     ``(Networks, config)`` pair. ``about``: how the weights were made and what they score, one
     text kept in the bundle (``info`` and predict.py print it). Returns the path to load."""
     nets, cfg = _networks_and_config(run_dir_or_nets, config)
+    about = about or cfg.pop("about", None)  # re-exporting a bundle keeps its text unless given a new one
     cfg.pop("about", None)
     extra = {"about": about} if about else {}
     tensors = _tensors(nets, fp16)

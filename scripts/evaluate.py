@@ -47,10 +47,8 @@ def compile_for_inference(nets: Networks) -> Networks:
     per image after a compile of about a minute: worth it for a cohort, not a 20-image test
     set. The outputs agree with eager ones to float rounding. For evaluation only: frozen
     weights must not change afterwards."""
-    import torch._inductor.config as inductor_config
-    inductor_config.freezing = True
     nets.eval()
-    nets.predict = torch.compile(nets.predict, dynamic=False)
+    nets.predict = torch.compile(nets.predict, dynamic=False, options={"freezing": True})
     nets.compiled_for_inference = True  # predict_probs then pads the last batch
     return nets
 

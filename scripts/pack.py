@@ -7,11 +7,12 @@ original (every written file is read back through the project's own loader and c
 The test split is copied as it is, because the protocol scores at the original size.
 ``pack.json`` records the size, and train.py refuses to train on the copy at another one.
 
-    python -m scripts.pack --dataset HRF-AV --out packs        # 79 MB -> about 50 MB
+    python -m scripts.pack --dataset HRF-AV --out packs        # 78 MiB -> 46 MiB
     python train.py --dataset HRF-AV --data-root packs ...     # on the other machine
 """
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,18 +28,43 @@ PACK_FILE = "pack.json"
 
 
 def pack_dataset(data_root, dataset, out_root, size=None, progress=True):
-    """Write the compact copy of ``dataset`` under ``<out_root>/<Dataset>``; returns its folder."""
+    """Write the compact copy of ``dataset`` under ``<out_root>/<Dataset>``; returns its folder.
+
+    It is written beside the target and moved into place at the end, so an interrupted run
+    leaves the earlier pack (or nothing), never a half-written folder that looks like data."""
     spec = dataset_spec(dataset)
     size = check_image_size(size) if size else spec.size
-    target = Path(out_root) / spec.name
-    if target.exists():
-        if not (target / PACK_FILE).is_file():
-            raise ConfigError(f"{target} exists and is not a packed copy (no {PACK_FILE}); "
-                              f"choose another --out, nothing was written")
-        shutil.rmtree(target)  # an earlier pack: replaced
+    if "*.png" not in spec.image_patterns:
+        raise ConfigError(f"{spec.name}: its DATASETS entry does not accept *.png photographs, "
+                          f"which a pack writes")
+    source, target = Path(data_root) / spec.name, Path(out_root) / spec.name
+    if source.resolve() == target.resolve():
+        raise ConfigError(f"--out {out_root} is the data root itself; choose another folder")
+    if target.exists() and not (target / PACK_FILE).is_file():
+        raise ConfigError(f"{target} exists and is not a packed copy (no {PACK_FILE}); "
+                          f"choose another --out, nothing was written")
+    check_pack_size(data_root, spec, size)  # re-packing a pack at another size would resize twice
 
-    training = find_samples(data_root, spec, "training")
-    for sample in tqdm(training, desc=f"{spec.name} training at {size[0]} x {size[1]}", disable=not progress):
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        training = _pack_training(find_samples(data_root, spec, "training"), size, partial, progress)
+        test = _copy_test(find_samples(data_root, spec, "test"), partial)
+        (partial / PACK_FILE).write_text(json.dumps({
+            "dataset": spec.name, "training_size": list(size), "source": str(source.resolve()),
+            "training": training, "test": test,
+            "note": "training split resized to the network size (lossless); test split as it is"}, indent=1))
+        if target.exists():
+            shutil.rmtree(target)  # an earlier pack: replaced
+        partial.rename(target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def _pack_training(samples, size, target, progress):
+    """Each training sample at the network size, read back through the loader and compared."""
+    for sample in tqdm(samples, desc=f"training split at {size[0]} x {size[1]}", disable=not progress):
         image, label, fov = load_resized(sample, size)
         copy = Sample(sample.name, *(target / "training" / folder / name for folder, name in (
             ("images", f"{sample.name}.png"),
@@ -52,19 +78,16 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True):
         again = load_resized(copy, size)
         if not all(np.array_equal(a, b) for a, b in zip((image, label, fov), again)):
             raise DataError(f"{copy.image}: the written copy does not read back identically")
+    return len(samples)
 
-    test = find_samples(data_root, spec, "test")
-    for sample in test:
+
+def _copy_test(samples, target):
+    for sample in samples:
         for path in (sample.image, sample.label, sample.mask):
             dest = target / "test" / path.parent.name / path.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)
-
-    (target / PACK_FILE).write_text(json.dumps({
-        "dataset": spec.name, "training_size": list(size), "source": str(Path(data_root).resolve()),
-        "training": len(training), "test": len(test),
-        "note": "training split resized to the network size (lossless); test split as it is"}, indent=1))
-    return target
+    return len(samples)
 
 
 def check_pack_size(data_root, spec, size):
@@ -73,11 +96,14 @@ def check_pack_size(data_root, spec, size):
     info_path = Path(data_root) / spec.name / PACK_FILE
     if not info_path.is_file():
         return
-    packed = tuple(json.loads(info_path.read_text())["training_size"])
+    try:
+        packed = tuple(json.loads(info_path.read_text())["training_size"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{info_path}: unreadable pack description ({exc})") from None
     if packed != tuple(size):
         raise DataError(f"{info_path.parent} is a copy packed at {packed[0]} x {packed[1]} "
-                        f"(scripts/pack.py); train at that size or pack again with --image-size "
-                        f"{size[0]} {size[1]}")
+                        f"(scripts/pack.py); use that size, or pack the original data again with "
+                        f"--image-size {size[0]} {size[1]}")
 
 
 def folder_mib(path):
@@ -97,7 +123,9 @@ def main(argv=None):
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{target}: {folder_mib(target):.1f} MiB (train with --data-root {args.out})")
+    size = f" --image-size {args.image_size[0]} {args.image_size[1]}" if args.image_size else ""
+    print(f"{target}: {folder_mib(target):.1f} MiB, from {folder_mib(Path(args.data_root) / target.name):.1f} MiB "
+          f"(train with --data-root {args.out}{size})")
     return 0
 
 

@@ -19,6 +19,7 @@ Classes: 0 background, 1 artery, 2 vein, 3 uncertain.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
@@ -104,7 +105,8 @@ def split_segments(label: np.ndarray, fov: np.ndarray, min_length: int = 10) -> 
     # distance_transform_edt(pieces == 0, return_indices=True) (up to ties between equally near pixels) but
     # costs O(vessel pixels) instead of O(image): 2x faster on HRF.
     rr, cc = np.nonzero(vessel)
-    _, nearest = cKDTree(np.column_stack([pr, pc])).query(np.column_stack([rr, cc]), workers=-1)
+    tree = cKDTree(np.column_stack([pr, pc]))
+    _, nearest = tree.query(np.column_stack([rr, cc]), workers=torch.get_num_threads())
     components, _ = ndimage.label(vessel, structure=_EIGHT)
     same = components[rr, cc] == components[pr[nearest], pc[nearest]]
     # Ids are consecutive (a kept piece always owns at least its own skeleton pixels).

@@ -214,7 +214,8 @@ def test_about_text_travels_with_the_bundle(run, tmp_path, capsys):
     for out, shards in ((tmp_path / "one.pth", None), (tmp_path / "many.pth", 1)):
         path = export_bundle(folder, out, shard_mib=shards, about="seed 42, 1500 epochs; test F1 71.0")
         assert load_any(path)[1]["about"] == "seed 42, 1500 epochs; test F1 71.0"
-        again = export_bundle(path, tmp_path / f"re-{out.name}")  # re-exported without --about: dropped
-        assert "about" not in load_any(again)[1]
+        again = export_bundle(path, tmp_path / f"re-{out.name}")  # re-exported (e.g. re-sharded): kept
+        assert load_any(again)[1]["about"] == "seed 42, 1500 epochs; test F1 71.0"
+        assert load_any(export_bundle(path, tmp_path / f"new-{out.name}", about="new"))[1]["about"] == "new"
     bundle.main(["info", str(tmp_path / "many.index.json")])
     assert "about: seed 42, 1500 epochs; test F1 71.0" in capsys.readouterr().out

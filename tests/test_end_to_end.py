@@ -1,6 +1,7 @@
 """End to end on real DRIVE_AV images: train.py then test.py, reduced size and width."""
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -132,20 +133,34 @@ def test_softmax_variant_end_to_end(real_data, tmp_path):
 
 
 def test_test_sh_falls_back_to_the_shipped_bundle(probe_run, real_data, tmp_path):
-    """With no run folders, test.sh tests the shipped bundle (pretrained/) and says so."""
+    """With no run folders of train.sh's job, test.sh tests the shipped bundle and says so;
+    a JOB named by the user is never replaced by it."""
     work, _ = probe_run
     index = tmp_path / "pretrained" / "DRIVE_AV_sigmoid.index.json"
     index.parent.mkdir()
     run(["-m", "scripts.bundle", "export", str(work / "DRIVE_AV" / "probe"), str(index), "--fp16",
          "--shard-mib", "1", "--about", "probe run: 1 epoch at 128 x 128"], cwd=ROOT)
-    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "PRETRAINED": str(index), "JOB": "no_such_job",
-           "DATA_ROOT": str(real_data),
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "AVSEG_PRETRAINED": str(index.parent),
+           "DATASET": "DRIVE-AV", "SEEDS": " 999 998", "DATA_ROOT": str(real_data),
            "EXTRA_ARGS": f"--cache-dir {work / 'cache'} --output {tmp_path / 'out'}"}
     proc = subprocess.run(["sh", "test.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"testing the shipped bundle {index}" in proc.stderr
+    assert "no runs ./DRIVE_AV/sigmoid_seed*: testing the shipped bundle" in proc.stderr
     assert "about these weights: probe run: 1 epoch at 128 x 128" in proc.stdout
     ours = json.loads((tmp_path / "out" / "summary.json").read_text())
     original = json.loads((work / "DRIVE_AV" / "Final_pre" / "summary.json").read_text())
     for key in ("f1", "sensitivity", "auc_roc"):  # fp16 weights: the same numbers to rounding
         assert abs(ours["average"][key]["mean"] - original["average"][key]["mean"]) < 0.5
+
+    named = subprocess.run(["sh", "test.sh"], cwd=ROOT, env={**env, "JOB": "my_job"}, capture_output=True,
+                           text=True, timeout=600)
+    assert named.returncode == 2 and "shipped bundle" not in named.stderr
+    assert "my_job_seed999" in named.stderr
+
+
+def test_test_py_pretrained_without_a_shipped_bundle_is_one_line(tmp_path):
+    env = {**os.environ, "AVSEG_PRETRAINED": str(tmp_path / "none")}
+    proc = subprocess.run([sys.executable, str(ROOT / "test.py"), "--dataset", "LES-AV", "--pretrained"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert f"no shipped bundle {tmp_path / 'none' / 'LES-AV_sigmoid.index.json'} for LES-AV yet" in proc.stderr

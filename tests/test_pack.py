@@ -87,3 +87,29 @@ def test_two_photographs_of_one_name_are_an_error(real_data, tmp_path):
     shutil.copy(first.label, first.image.with_suffix(".png"))
     with pytest.raises(DataError, match="two photographs of one name"):
         find_samples(root, spec, "training")
+
+
+def test_a_pack_is_never_its_own_source_nor_packed_again_at_another_size(real_data, tmp_path):
+    pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
+    with pytest.raises(ConfigError, match="is the data root itself"):
+        pack_dataset(tmp_path / "packs", "DRIVE_AV", tmp_path / "packs", progress=False)
+    with pytest.raises(DataError, match="packed at 592 x 592"):
+        pack_dataset(tmp_path / "packs", "DRIVE_AV", tmp_path / "again", size=(256, 256), progress=False)
+    assert (tmp_path / "packs" / "DRIVE_AV" / PACK_FILE).is_file() and not (tmp_path / "again").exists()
+    (tmp_path / "packs" / "DRIVE_AV" / PACK_FILE).write_text("{not json")
+    with pytest.raises(DataError, match="unreadable pack description"):
+        check_pack_size(tmp_path / "packs", DATASETS["DRIVE_AV"], (592, 592))
+
+
+def test_an_interrupted_pack_leaves_the_earlier_one(real_data, tmp_path, monkeypatch):
+    from scripts import pack
+    target = pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
+    before = sorted(p.relative_to(target) for p in target.rglob("*"))
+
+    def interrupted(samples, dest):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pack, "_copy_test", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
+    assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
+    assert [p.name for p in (tmp_path / "packs").iterdir()] == ["DRIVE_AV"]  # no partial folder left

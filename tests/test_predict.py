@@ -297,13 +297,11 @@ def test_estimate_fov_edge_cases():
     assert iou(estimate_fov(img), disc) > 0.95
 
 
-def test_compiled_networks_give_the_same_outputs_and_compile_once(setup, monkeypatch):
+def test_compiled_networks_give_the_same_outputs_and_compile_once(setup):
     """--compile (inductor, weights frozen): the outputs of eager mode to float rounding, and
     a smaller last batch is padded rather than compiled a second time."""
     import torch._dynamo
-    import torch._inductor.config as inductor_config
     from torch._dynamo.utils import counters
-    monkeypatch.setattr(inductor_config, "freezing", False)  # compile_for_inference sets it
     inp = setup["base"] / "compile_in"
     inp.mkdir()
     for name in ("a", "b", "c"):  # batches of 2 and 1
@@ -323,7 +321,7 @@ def test_compiled_networks_give_the_same_outputs_and_compile_once(setup, monkeyp
 
 def test_without_weights_the_shipped_bundle_is_used(setup, tmp_path, monkeypatch, capsys):
     shipped = tmp_path / "pretrained" / "DRIVE_AV_sigmoid.index.json"
-    monkeypatch.setattr(predict, "pretrained_bundle", lambda: shipped)
+    monkeypatch.setattr(predict, "pretrained_bundle", lambda *names: shipped)
     args = predict.build_parser().parse_args(["--input", str(setup["input"] / "01_test.tif"),
                                               "--output", str(tmp_path / "out")])
     with pytest.raises(predict.ConfigError, match=f"no --weights given and no shipped bundle at {shipped}"):
@@ -334,3 +332,22 @@ def test_without_weights_the_shipped_bundle_is_used(setup, tmp_path, monkeypatch
     assert predict.run(args) == 0
     assert (tmp_path / "out" / "01_test_classes.png").is_file()
     assert "about these weights: tiny untrained test weights" in capsys.readouterr().err
+
+
+def test_a_compile_that_cannot_work_is_one_error_before_any_image(setup, tmp_path, monkeypatch, capsys):
+    """--compile compiles up front: a machine where it fails (no C++ compiler, say) gets one
+    line and exit status 2, not a failure recorded for every image."""
+    def broken(nets):
+        def predict_fails(x):
+            raise RuntimeError("InductorError: no working C++ compiler found\n(details)")
+        nets.predict = predict_fails
+        return nets
+    monkeypatch.setattr(predict, "compile_for_inference", broken)
+    with pytest.raises(SystemExit) as info:
+        predict.main(["--weights", str(setup["run_a"]), "--input", str(setup["input"]),
+                      "--output", str(tmp_path / "out"), "--compile"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("error: --compile failed (RuntimeError: InductorError: no working C++ compiler found); "
+                       "run without --compile")
+    assert not (tmp_path / "out").exists()
