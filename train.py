@@ -5,10 +5,11 @@ Example (the original protocol on DRIVE-AV, one seed):
         --gama=0.08 --dataset=DRIVE_AV --job_name=sigmoid_seed42 --seed_num=42 --data-root ./data
 
 --resume continues ./<Dataset>/<job_name>/last.pth with the settings saved there; only
---epochs and the run-time options (--device, --amp/--no-amp, --compile, --log-every, --time-limit,
---data-root, --cache-dir, --runs-dir, --output-root) may change, and a different value of any
-other option is an error. A run folder that holds a run already is never overwritten: resume it,
-or choose another --job_name.
+--epochs and the run-time options (--device, --amp/--no-amp, --compile, --log-every, --image-every,
+--save-every, --time-limit, --data-root, --cache-dir, --runs-dir, --output-root) may change, and a
+different value of any other option is an error. last.pth is written every --save-every minutes,
+at the end and at a --time-limit stop. A run folder that holds a run already is never
+overwritten: resume it, or choose another --job_name.
 
 Exit status: 0 when the run is complete, 2 for an error in the options or the data (one line),
 3 when --time-limit stopped it early (--resume continues it).
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from scripts import distributed, metrics
 from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
-from scripts.checkpoint import LAST_STATE, atomic_torch_save, read, save_best
+from scripts.checkpoint import LAST_STATE, NETWORK_FILES, atomic_torch_save, read, save_best
 from scripts.config import ConfigError, RunConfig, dataset_spec
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
@@ -82,7 +83,13 @@ def build_parser():
                    help="mixed precision where the hardware has it: CUDA, CPUs with AVX512-BF16/AMX "
                         "(default; --no-amp: fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (worth it for long GPU runs)")
-    p.add_argument("--log-every", type=int, default=d.log_every, dest="log_every")
+    p.add_argument("--log-every", type=int, default=d.log_every, dest="log_every",
+                   help="training steps between loss logs (default %(default)s)")
+    p.add_argument("--image-every", type=int, default=d.image_every, dest="image_every",
+                   help="epochs between pictures of the mixed segments in TensorBoard (default %(default)s)")
+    p.add_argument("--save-every", type=float, default=d.save_every, dest="save_every", metavar="MINUTES",
+                   help="minutes between saves of last.pth, the state --resume continues (always at the end "
+                        "and at a --time-limit stop; 0: every epoch; default %(default)s)")
     p.add_argument("--time-limit", type=float, default=d.time_limit, dest="time_limit", metavar="MINUTES",
                    help="stop (checkpoints saved, exit status 3) before an epoch that would end more than "
                         "this many minutes after the start (at least one epoch runs); --resume continues. "
@@ -97,8 +104,10 @@ def config_from_args(args) -> RunConfig:
     names = set(RunConfig.__dataclass_fields__)
     cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in names})
     cfg.dataset = dataset_spec(cfg.dataset).name
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ConfigError("--epochs and --batch-size must be at least 1")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.image_every < 1 or cfg.log_every < 1:
+        raise ConfigError("--epochs, --batch-size, --log-every and --image-every must be at least 1")
+    if cfg.save_every < 0:
+        raise ConfigError("--save-every must be 0 (every epoch) or more minutes")
     cfg.input_size  # validates the size
     return cfg
 
@@ -129,6 +138,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         saved = read(run_dir / LAST_STATE)
         raise ConfigError(f"{run_dir} already holds a run (epoch {saved['epoch'] + 1}/{saved['config']['epochs']} "
                           f"done): --resume continues it; another --job_name (or deleting the folder) starts afresh")
+    if not resume and (run_dir / NETWORK_FILES["G"]).is_file():
+        raise ConfigError(f"{run_dir} holds the best networks of a run that stopped before its first last.pth "
+                          f"(--save-every): another --job_name (or deleting the folder) starts afresh")
 
     samples = find_samples(cfg.data_root, spec, "training")
     check_pack_size(cfg.data_root, spec, size)
@@ -195,7 +207,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                           f"image for each of the {ctx.world} processes")
     bar = tqdm(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
                disable=not ctx.is_main)
-    losses, weight, complete = {}, 1.0, True
+    losses, weight, complete, last_save = {}, 1.0, True, time.time()
     for epoch in range(start_epoch, cfg.epochs):
         nets.train()
         started = time.time()
@@ -225,6 +237,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         values = batch_losses(losses, weight, ctx)
         check_finite(values, epoch, run_dir)
         trainer.plateau_step(values)
+        final = epoch + 1 == cfg.epochs
+        stop = out_of_time(cfg.time_limit, run_started, time.time() - started, device)
         if ctx.is_main:  # validate, log, keep the best networks, save last.pth
             # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
             summary, drawing = validate(nets, val_set, cfg.activation, bs, device, splits=val_splits)
@@ -234,17 +248,22 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
             writer.add_scalar("lr/G", trainer.optimizers["G"].param_groups[0]["lr"], step)
             writer.add_scalar("lr/D", trainer.optimizers["D"].param_groups[0]["lr"], step)
             writer.add_scalar("time/epoch_seconds", time.time() - started, step)
-            writer.add_image("val/mixed_segments", drawing, step, dataformats="HWC")
+            if epoch == start_epoch or (epoch + 1) % cfg.image_every == 0 or final or stop:
+                writer.add_image("val/mixed_segments", drawing, step, dataformats="HWC")
             if f1 > best_f1:
                 best_f1 = f1
                 save_best(run_dir, nets, cfg, epoch + 1, f1)
-            atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "step": step, "best_f1": best_f1,
-                               "networks": nets.state_dict(), "trainer": trainer.state_dict(),
-                               "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
-                              run_dir / LAST_STATE)
+            # last.pth (all four networks and Adam's moments: 400 MB at width 32) at most every
+            # --save-every minutes: written every epoch it would slow a GPU epoch of 1-2 s a lot.
+            if final or stop or time.time() - last_save >= 60 * cfg.save_every:
+                atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "step": step, "best_f1": best_f1,
+                                   "networks": nets.state_dict(), "trainer": trainer.state_dict(),
+                                   "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
+                                  run_dir / LAST_STATE)
+                last_save = time.time()
             bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} (best {100 * best_f1:.2f}), "
                       f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
-        if out_of_time(cfg.time_limit, run_started, time.time() - started, device):
+        if stop:
             log(f"--time-limit {cfg.time_limit:g} min: stopped after epoch {epoch + 1}/{cfg.epochs}, as another "
                 f"epoch would not end in time; --resume continues from {run_dir / LAST_STATE}")
             complete = epoch + 1 == cfg.epochs
@@ -287,8 +306,8 @@ def check_finite(values, epoch, run_dir):
                             f"checkpoints in {run_dir} are kept (try a lower --learning-rate or --no-amp)")
 
 
-RUNTIME_OPTIONS = {"epochs", "device", "amp", "compile", "log_every", "data_root", "cache_dir", "workers",
-                   "time_limit"}
+RUNTIME_OPTIONS = {"epochs", "device", "amp", "compile", "log_every", "image_every", "save_every", "data_root",
+                   "cache_dir", "workers", "time_limit"}
 
 
 def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:

@@ -73,6 +73,8 @@ class RunConfig:
     compile: bool = False            # torch.compile the four networks (slow first steps)
     workers: int = 2
     log_every: int = 10              # training steps between scalar logs
+    image_every: int = 10            # epochs between TensorBoard pictures of the mixed segments
+    save_every: float = 5.0          # minutes between saves of last.pth (0: every epoch)
     time_limit: float = 0.0          # minutes; stop before an epoch that would end later (0: none)
     cache_dir: str = "./.cache"
     device: str = ""                 # '' -> cuda if available else cpu

@@ -124,7 +124,8 @@ def test_bad_options(drive_copy, tmp_path, args, message):
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(drive_copy, tmp_path, monkeypatch):
     cfg = RunConfig(data_root=str(drive_copy), job_name="nan", epochs=3, batch_size=4, image_size=(64, 64),
-                    base_width=4, validation=25, cache_dir=str(tmp_path / "c"), device="cpu", log_every=1)
+                    base_width=4, validation=25, cache_dir=str(tmp_path / "c"), device="cpu", log_every=1,
+                    save_every=0)
     real_step = train.Trainer.step
     calls = {"n": 0}
 

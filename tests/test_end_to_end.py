@@ -164,3 +164,19 @@ def test_test_py_pretrained_without_a_shipped_bundle_is_one_line(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert f"no shipped bundle {tmp_path / 'none' / 'LES-AV_sigmoid.index.json'} for LES-AV yet" in proc.stderr
+
+
+def test_scalars_of_a_run_export_to_a_small_csv(probe_run, tmp_path, capsys):
+    import gzip
+    import io
+    from scripts import scalars
+    work, _ = probe_run
+    out = tmp_path / "results" / "probe_scalars.csv.gz"
+    assert scalars.main([str(work / "runs" / "DRIVE_AV_probe"), str(out)]) == 0
+    rows = list(csv.DictReader(io.StringIO(gzip.decompress(out.read_bytes()).decode())))
+    tags = {r["tag"] for r in rows}
+    assert {"val/average/f1", "val/segments/mixed_10", "lr/G", "time/epoch_seconds"} <= tags
+    f1 = [float(r["value"]) for r in rows if r["tag"] == "val/average/f1"]
+    assert len(f1) == 1 and 0 <= f1[0] <= 1  # one epoch, one validation
+    assert scalars.main([str(tmp_path / "nothing_here"), str(tmp_path / "x.csv")]) == 2
+    assert "no TensorBoard event files" in capsys.readouterr().err

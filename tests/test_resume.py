@@ -144,3 +144,30 @@ def test_best_checkpoints_are_replaced_as_a_set(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert {torch.load(tmp_path / f, weights_only=True)["epoch"] for f in checkpoint.NETWORK_FILES.values()} == {1}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(checkpoint.NETWORK_FILES.values())
+
+
+def test_last_state_is_saved_every_few_minutes_and_at_the_end(real_data, tmp_path, monkeypatch):
+    """last.pth holds 400 MB at width 32: written every --save-every minutes (0: every epoch),
+    always after the last epoch; TensorBoard pictures every --image-every epochs, first and last."""
+    saved = []
+    real_save = train.atomic_torch_save
+    monkeypatch.setattr(train, "atomic_torch_save",
+                        lambda obj, path: (saved.append(obj["epoch"]), real_save(obj, path)))
+    train.train(config(real_data, tmp_path, 4, save_every=60, image_every=3), tmp_path / "runs", tmp_path / "a")
+    assert saved == [3]
+    saved.clear()
+    train.train(config(real_data, tmp_path, 2, save_every=0), tmp_path / "runs_b", tmp_path / "b")
+    assert saved == [0, 1]
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "runs" / "DRIVE_AV_r"), size_guidance={"images": 0})
+    events.Reload()
+    steps = [e.step for e in events.Images("val/mixed_segments")]
+    assert len(steps) == 3 and steps == sorted(steps)  # epochs 1, 3 and 4, not 2
+
+
+def test_a_run_stopped_before_its_first_save_is_not_overwritten(real_data, tmp_path):
+    train.train(config(real_data, tmp_path, 1), tmp_path / "runs", tmp_path)
+    (tmp_path / "DRIVE_AV" / "r" / "last.pth").unlink()  # as if killed before the first save
+    with pytest.raises(train.ConfigError, match="stopped before its first last.pth"):
+        train.train(config(real_data, tmp_path, 1), tmp_path / "runs", tmp_path)
