@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from scripts.bfnet import (Networks, Trainer, adversarial_loss, make_targets, segmentation_loss,
                            to_picture)
 from scripts.config import RunConfig
+from scripts.device import amp_dtype_for
 
 
 def batch(seed=0, size=(32, 32)):
@@ -96,16 +97,24 @@ def test_softmax_picture_is_the_colour_of_the_argmax():
     assert pic == [[0, 0, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]]  # bg, artery red, vein blue, uncertain green
 
 
+# CPU always; CUDA as well where there is one (on a lent GPU: `pytest tests/test_training_step.py`).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
-def test_mixed_precision_losses_follow_fp32_over_the_first_steps(activation):
-    """The tuned path (bf16 autocast, channels_last) against plain fp32, same start and data."""
+def test_mixed_precision_losses_follow_fp32_over_the_first_steps(activation, device):
+    """The tuned path (mixed precision as train.py picks it, channels_last; fused Adam on CUDA)
+    against plain fp32, same start and data."""
+    tuned_dtype = amp_dtype_for(torch.device(device), True) or torch.bfloat16
     results = {}
     for tuned in (False, True):
         torch.manual_seed(0)
         fmt = torch.channels_last if tuned else torch.contiguous_format
-        nets = Networks(activation, 4).to(memory_format=fmt)
-        trainer = Trainer(nets, RunConfig(activation=activation, base_width=4), torch.bfloat16 if tuned else None)
-        images, labels = batch(size=(64, 64))
+        nets = Networks(activation, 4).to(device, memory_format=fmt)
+        trainer = Trainer(nets, RunConfig(activation=activation, base_width=4), tuned_dtype if tuned else None,
+                          fused=tuned and device == "cuda")
+        images, labels = (t.to(device) for t in batch(size=(64, 64)))
         results[tuned] = [trainer.step(images.contiguous(memory_format=fmt), labels) for _ in range(3)]
     for plain, tuned in zip(results[False], results[True]):
         for key in plain:
