@@ -458,7 +458,7 @@ def default_weights(activation):
 def compiled(nets, size, batch_size, device, log):
     """``compile_for_inference`` with the compile done now, on a dummy batch of the real shape,
     so that a machine where it cannot work gets one clear error instead of a failure per image."""
-    log(f"compiling the networks for {size[0]} x {size[1]} (about a minute on a CPU) ...")
+    log(f"compiling the networks for {size[0]} x {size[1]} (tens of seconds to a minute on a CPU) ...")
     compile_for_inference(nets)
     try:
         predict_probs(nets, torch.zeros(batch_size, 3, size[1], size[0], dtype=torch.uint8), batch_size, device)
@@ -503,23 +503,25 @@ def build_parser():
                                                  "(default: estimate the FOV from each photograph)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None, dest="image_size",
                    help="network input size, multiples of 16 (default: the one saved with the weights)")
-    p.add_argument("--batch-size", "-b", type=int, default=2, dest="batch_size")
+    p.add_argument("--batch-size", "-b", type=int, default=2, dest="batch_size",
+                   help="images per forward pass (default %(default)s)")
     p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="mixed precision (CUDA, CPUs with AVX512-BF16/AMX): about 2x faster inference on "
                         "such a CPU, outputs then differ slightly between machines (default: fp32)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the networks with their weights frozen: faster inference after a compile "
-                        "of about a minute per member on a CPU (README: Performance); for large cohorts")
+                   help="torch.compile the networks with their weights frozen, for large cohorts: a compile of "
+                        "tens of seconds per member; on a 2-core CPU it gained only 1.03-1.3x (README: Performance)")
     p.add_argument("--tta", action="store_true", help="average with the prediction of the mirrored image")
     p.add_argument("--save-probs", action="store_true", dest="save_probs",
                    help="also write <stem>_probs.npz (float16 probabilities at the original size)")
     p.add_argument("--resume", action="store_true", help="skip images whose outputs all exist")
     p.add_argument("--overlay-alpha", type=float, default=0.6, dest="overlay_alpha",
                    help="opacity of the class colours in _overlay.png (default %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="threads decoding and writing images")
+    p.add_argument("--workers", type=int, default=2,
+                   help="threads decoding and writing images (default %(default)s)")
     p.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
-                   help="check the weights are this variant")
+                   help="check the weights are this variant; without --weights, which shipped bundle")
     p.add_argument("--base-width", type=int, default=None, dest="base_width",
                    help="check the weights have this width")
     return p

@@ -45,7 +45,7 @@ def clear_old_pictures(out_dir, names):
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="DRIVE_AV")
+    p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV (or DRIVE-AV), LES-AV, HRF-AV, SYNTHETIC")
     p.add_argument("--job_name", "--job-name", dest="job_name", default="default",
                    help="run folder ./<Dataset>/<job_name> (with --seeds: <job_name>_seed<N>)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="evaluate one run per seed")
@@ -53,29 +53,35 @@ def build_parser():
                    help="weights to evaluate instead of --job_name: run folders (ours, or the original "
                         "authors' CP_*.pth files), model bundles (.pth) or bundle index files (.index.json)")
     p.add_argument("--pretrained", action="store_true",
-                   help="evaluate the shipped bundle pretrained/<Dataset>_<variant>.index.json")
+                   help="evaluate the shipped bundle pretrained/<Dataset>_<variant>.index.json (variant: "
+                        "--activation, default sigmoid) into ./<Dataset>/Final_pre_pretrained")
     p.add_argument("--batch-size", "-b", type=int, default=2, dest="batch_size",
                    help="images per forward pass (default %(default)s)")
     p.add_argument("--uniform", type=str2bool, default=None, help="True: 720 x 720 network input")
-    p.add_argument("--data-root", default="./data", dest="data_root")
+    p.add_argument("--data-root", default="./data", dest="data_root",
+                   help="folder holding <Dataset>/test (default %(default)s)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None, dest="image_size",
                    help="network input size (default: the one saved in the checkpoint)")
     p.add_argument("--base-width", type=int, default=None, dest="base_width",
                    help="check the checkpoint has this width (default: read from it)")
     p.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
-                   help="check the checkpoint is this variant (default: read from it)")
+                   help="check the checkpoint is this variant (default: read from it); with --pretrained, "
+                        "which shipped bundle")
     p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="mixed precision (CUDA, CPUs with AVX512-BF16/AMX): faster, but the metrics then "
                         "depend on the machine (default: fp32)")
     p.add_argument("--output", default=None, help="default ./<Dataset>/Final_pre")
     p.add_argument("--output-root", default=".", help="run folders are <output-root>/<Dataset>/<job>")
-    p.add_argument("--cache-dir", default="./.cache", dest="cache_dir")
+    p.add_argument("--cache-dir", default="./.cache", dest="cache_dir",
+                   help="decoded, resized photographs are kept here (default %(default)s)")
     return p
 
 
 def run_folders(args, spec):
     if args.pretrained:
+        if args.load or args.seeds or args.job_name != "default":
+            raise ConfigError("--pretrained tests the shipped bundle: leave out --load, --job_name and --seeds")
         path = pretrained_bundle(spec.name, args.activation or "sigmoid")
         if not path.is_file():
             raise ConfigError(f"no shipped bundle {path} for {spec.name} yet: train (sh train.sh) and test "
@@ -131,7 +137,8 @@ def evaluate(args):
         nets, saved = load_any(folder, expected)
         runs.append((folder, nets.to(device, memory_format=MEMORY_FORMAT), saved))
     samples = find_samples(args.data_root, spec, "test")
-    out_dir = Path(args.output) if args.output else Path(args.output_root) / spec.name / "Final_pre"
+    default_out = "Final_pre_pretrained" if args.pretrained else "Final_pre"  # never over a run's own test
+    out_dir = Path(args.output) if args.output else Path(args.output_root) / spec.name / default_out
     multi = len(runs) > 1
 
     # Network-size probabilities of every run (images decoded once, cached).
@@ -146,7 +153,7 @@ def evaluate(args):
                                    progress=lambda b: tqdm(b, desc=f"predict {folder.name}", leave=False)))
         print(f"{folder}: {saved['activation']} variant, width {saved['base_width']}, input "
               f"{size[0]} x {size[1]}, {describe_precision(amp_dtype)} on {device}, {len(samples)} images "
-              f"in {time.time() - started:.1f}s", flush=True)
+              f"predicted in {time.time() - started:.1f}s", flush=True)
         if saved.get("about"):
             print(f"  about these weights: {saved['about']}", flush=True)
 

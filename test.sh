@@ -1,5 +1,6 @@
 #!/bin/sh
 # Test the three runs of train.sh and report mean ± std over them (DESIGN.md section 6).
+# Runs are ./$DATASET/${JOB}_seed<N> for N in $SEEDS (a single run folder: python test.py --job_name NAME).
 DATASET=${DATASET:-DRIVE_AV}
 ACTIVATION=${ACTIVATION:-sigmoid}
 SEEDS=${SEEDS:-"42 40 38"}
@@ -18,7 +19,7 @@ if [ -z "${JOB_SET:-}" ] && [ -z "$(for s in $SEEDS; do ls -d "./$FOLDER/${JOB}_
     # its own folder so that no earlier test output is replaced.
     echo "no runs ./$FOLDER/${JOB}_seed*: testing the shipped bundle (test.py --pretrained)" >&2
     exec $PYTHON test.py --dataset=$DATASET --pretrained --activation=$ACTIVATION --batch-size=2 \
-        --data-root=$DATA_ROOT --output=./$FOLDER/Final_pre_pretrained $EXTRA_ARGS
+        --data-root=$DATA_ROOT $EXTRA_ARGS
 fi
 $PYTHON test.py --dataset=$DATASET --job_name=$JOB --seeds $SEEDS --batch-size=2 \
     --data-root=$DATA_ROOT $EXTRA_ARGS

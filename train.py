@@ -62,16 +62,19 @@ def build_parser():
     p.add_argument("--dataset", default=d.dataset, help="DRIVE_AV (or DRIVE-AV), LES-AV, HRF-AV, SYNTHETIC")
     p.add_argument("--job_name", "--job-name", default=d.job_name, dest="job_name",
                    help="run folder name: checkpoints go to ./<Dataset>/<job_name>/")
-    p.add_argument("--seed_num", "--seed", type=int, default=d.seed, dest="seed")
+    p.add_argument("--seed_num", "--seed", type=int, default=d.seed, dest="seed",
+                   help="seeds the weights, the validation split and the augmentation (default %(default)s)")
     p.add_argument("--uniform", type=str2bool, default=False, help="True: 720 x 720 input for every data set")
     p.add_argument("--discriminator", default="unet", choices=["unet"], help="only 'unet' (as published)")
     p.add_argument("--load", default=None,
                    help="initialise G, G_A, G_V from a run folder, a bundle or the original CP_*.pth folder")
     p.add_argument("--resume", action="store_true", help="continue ./<Dataset>/<job_name>/last.pth")
-    p.add_argument("--data-root", default=d.data_root, dest="data_root")
+    p.add_argument("--data-root", default=d.data_root, dest="data_root",
+                   help="folder holding <Dataset>/{training,test} (default %(default)s; a pack of scripts/pack.py too)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None, dest="image_size",
                    help="network input size, multiples of 16 (default: the data set's)")
-    p.add_argument("--base-width", type=int, default=d.base_width, dest="base_width")
+    p.add_argument("--base-width", type=int, default=d.base_width, dest="base_width",
+                   help="U-Net base width (default %(default)s, as published; 8 or 16 for small machines)")
     p.add_argument("--activation", choices=["sigmoid", "softmax"], default=d.activation)
     p.add_argument("--fusion", choices=["none"], default=None,
                    help="'none': ablation, main generator alone without the binary branches "
@@ -94,7 +97,8 @@ def build_parser():
                    help="stop (checkpoints saved, exit status 3) before an epoch that would end more than "
                         "this many minutes after the start (at least one epoch runs); --resume continues. "
                         "Not saved with the run (default: no limit)")
-    p.add_argument("--cache-dir", default=d.cache_dir, dest="cache_dir")
+    p.add_argument("--cache-dir", default=d.cache_dir, dest="cache_dir",
+                   help="decoded, resized photographs are kept here (default %(default)s)")
     p.add_argument("--runs-dir", default="./runs", help="TensorBoard log folder (default %(default)s)")
     p.add_argument("--output-root", default=".", help="checkpoints go to <output-root>/<Dataset>/<job_name>")
     return p
@@ -106,8 +110,8 @@ def config_from_args(args) -> RunConfig:
     cfg.dataset = dataset_spec(cfg.dataset).name
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.image_every < 1 or cfg.log_every < 1:
         raise ConfigError("--epochs, --batch-size, --log-every and --image-every must be at least 1")
-    if cfg.save_every < 0:
-        raise ConfigError("--save-every must be 0 (every epoch) or more minutes")
+    if cfg.save_every < 0 or cfg.time_limit < 0:
+        raise ConfigError("--save-every and --time-limit must be 0 or more minutes")
     cfg.input_size  # validates the size
     return cfg
 
@@ -194,7 +198,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     writer = None
     if ctx.is_main:
         from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
-        writer = SummaryWriter(log_dir=str(Path(runs_dir) / f"{spec.name}_{cfg.job_name}"), purge_step=step or None)
+        # On resume, events after the saved step (a stopped epoch's) are dropped; those of the saved step stay.
+        writer = SummaryWriter(log_dir=str(Path(runs_dir) / f"{spec.name}_{cfg.job_name}"),
+                               purge_step=step + 1 if step else None)
         writer.add_text("config", str(cfg.to_dict()), step)
 
     # The validation labels never change: split their vessel trees into segments once.
@@ -346,6 +352,11 @@ def main(argv=None):
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: --resume continues from the last save of last.pth (every --save-every "
+              f"{cfg.save_every:g} minutes, and at the end)" if "cfg" in locals() else "\ninterrupted",
+              file=sys.stderr)
+        sys.exit(130)
     if not complete:
         sys.exit(TIME_LIMIT_EXIT)
 

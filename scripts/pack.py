@@ -102,8 +102,8 @@ def check_pack_size(data_root, spec, size):
         raise DataError(f"{info_path}: unreadable pack description ({exc})") from None
     if packed != tuple(size):
         raise DataError(f"{info_path.parent} is a copy packed at {packed[0]} x {packed[1]} "
-                        f"(scripts/pack.py); use that size, or pack the original data again with "
-                        f"--image-size {size[0]} {size[1]}")
+                        f"(scripts/pack.py); train with --image-size {packed[0]} {packed[1]}, or pack the "
+                        f"original data again with --image-size {size[0]} {size[1]}")
 
 
 def folder_mib(path):
@@ -111,7 +111,8 @@ def folder_mib(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m scripts.pack", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="DRIVE_AV, LES-AV, HRF-AV, SYNTHETIC")
     p.add_argument("--data-root", default="./data", help="where the original data set is (default ./data)")
     p.add_argument("--out", required=True, help="the copy goes to <out>/<Dataset> (replaced if present)")

@@ -19,7 +19,8 @@ def read_scalars(run_log_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     folder = Path(run_log_dir)
     if not any(folder.glob("events.out.tfevents.*")):
-        raise FileNotFoundError(f"{folder}: no TensorBoard event files")
+        raise FileNotFoundError(f"{folder}: no TensorBoard event files (name one run's folder, "
+                                f"e.g. runs/DRIVE_AV_sigmoid_seed42)")
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 1, "tensors": 1})
     events.Reload()
     return {tag: [(e.step, e.wall_time, e.value) for e in events.Scalars(tag)]
@@ -43,7 +44,8 @@ def write_scalars_csv(scalars, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m scripts.scalars", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_log_dir", help="a run's TensorBoard folder, e.g. runs/DRIVE_AV_sigmoid_seed42")
     p.add_argument("out", help="CSV file to write (.csv or .csv.gz)")
     args = p.parse_args(argv)

@@ -164,6 +164,9 @@ def test_test_py_pretrained_without_a_shipped_bundle_is_one_line(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert f"no shipped bundle {tmp_path / 'none' / 'LES-AV_sigmoid.index.json'} for LES-AV yet" in proc.stderr
+    both = subprocess.run([sys.executable, str(ROOT / "test.py"), "--pretrained", "--load", "somewhere"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert both.returncode == 2 and "leave out --load, --job_name and --seeds" in both.stderr
 
 
 def test_scalars_of_a_run_export_to_a_small_csv(probe_run, tmp_path, capsys):

@@ -97,6 +97,8 @@ def test_time_limit_stops_between_epochs_and_resume_finishes(real_data, tmp_path
     assert resumed.time_limit == 0  # the limit is this invocation's, not saved with the run
     _, complete = train.train(resumed, tmp_path / "runs", tmp_path, resume=True)
     assert complete and torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 2
+    from scripts.scalars import read_scalars  # TensorBoard keeps the saved epoch's logs: one per epoch
+    assert len(read_scalars(tmp_path / "runs" / "DRIVE_AV_r")["val/average/f1"]) == 3
 
 
 def test_time_limit_exit_status_is_3(real_data, tmp_path):
