@@ -320,6 +320,9 @@ def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
     """The configuration saved in last.pth, with the run-time options the user gave; any other
     option given with a different value is an error (it would change the run being continued)."""
     path = Path(output_root) / cfg.spec.name / cfg.job_name / LAST_STATE
+    if not path.is_file() and (path.parent / NETWORK_FILES["G"]).is_file():
+        raise ConfigError(f"{path} is missing: the run stopped before its first save (every --save-every "
+                          f"minutes); train it again under another --job_name")
     saved = RunConfig.from_dict(read(path)["config"])
     saved.time_limit = cfg.time_limit  # a budget of this invocation, never carried over
     for key in sorted(given & set(RunConfig.__dataclass_fields__)):

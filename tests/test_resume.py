@@ -173,3 +173,5 @@ def test_a_run_stopped_before_its_first_save_is_not_overwritten(real_data, tmp_p
     (tmp_path / "DRIVE_AV" / "r" / "last.pth").unlink()  # as if killed before the first save
     with pytest.raises(train.ConfigError, match="stopped before its first last.pth"):
         train.train(config(real_data, tmp_path, 1), tmp_path / "runs", tmp_path)
+    with pytest.raises(train.ConfigError, match="last.pth is missing: the run stopped before its first save"):
+        train.resume_config(config(real_data, tmp_path, 1), set(), tmp_path)
