@@ -71,7 +71,8 @@ def build_parser():
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="mixed precision (CUDA, CPUs with AVX512-BF16/AMX): faster, but the metrics then "
                         "depend on the machine (default: fp32)")
-    p.add_argument("--output", default=None, help="default ./<Dataset>/Final_pre")
+    p.add_argument("--output", default=None,
+                   help="default ./<Dataset>/Final_pre (with --pretrained: ./<Dataset>/Final_pre_pretrained)")
     p.add_argument("--output-root", default=".", help="run folders are <output-root>/<Dataset>/<job>")
     p.add_argument("--cache-dir", default="./.cache", dest="cache_dir",
                    help="decoded, resized photographs are kept here (default %(default)s)")

@@ -243,11 +243,11 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         values = batch_losses(losses, weight, ctx)
         check_finite(values, epoch, run_dir)
         trainer.plateau_step(values)
-        final = epoch + 1 == cfg.epochs
-        stop = out_of_time(cfg.time_limit, run_started, time.time() - started, device)
-        if ctx.is_main:  # validate, log, keep the best networks, save last.pth
-            # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
+        if ctx.is_main:  # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
             summary, drawing = validate(nets, val_set, cfg.activation, bs, device, splits=val_splits)
+        final = epoch + 1 == cfg.epochs
+        stop = out_of_time(cfg.time_limit, run_started, time.time() - started, device)  # validation counted
+        if ctx.is_main:  # log, keep the best networks, save last.pth
             f1 = summary["average"]["f1"]
             for k, v in metrics.flatten({g: summary[g] for g in ("average", "extra", "segments")}).items():
                 writer.add_scalar(f"val/{k}", v, step)
@@ -259,8 +259,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
             if f1 > best_f1:
                 best_f1 = f1
                 save_best(run_dir, nets, cfg, epoch + 1, f1)
-            # last.pth (all four networks and Adam's moments: 400 MB at width 32) at most every
-            # --save-every minutes: written every epoch it would slow a GPU epoch of 1-2 s a lot.
+            # last.pth (all four networks and Adam's moments: 400 MB at width 32, about 1 s to write on
+            # the development VM) at most every --save-every minutes, not after every short epoch.
             if final or stop or time.time() - last_save >= 60 * cfg.save_every:
                 atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "step": step, "best_f1": best_f1,
                                    "networks": nets.state_dict(), "trainer": trainer.state_dict(),
@@ -272,7 +272,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         if stop:
             log(f"--time-limit {cfg.time_limit:g} min: stopped after epoch {epoch + 1}/{cfg.epochs}, as another "
                 f"epoch would not end in time; --resume continues from {run_dir / LAST_STATE}")
-            complete = epoch + 1 == cfg.epochs
+            complete = final
             break
     bar.close()
     if writer:
@@ -356,9 +356,8 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: --resume continues from the last save of last.pth (every --save-every "
-              f"{cfg.save_every:g} minutes, and at the end)" if "cfg" in locals() else "\ninterrupted",
-              file=sys.stderr)
+        print("\ninterrupted: --resume continues from the last save of last.pth (every --save-every "
+              "minutes, and at the end)", file=sys.stderr)
         sys.exit(130)
     if not complete:
         sys.exit(TIME_LIMIT_EXIT)

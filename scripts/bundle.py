@@ -282,7 +282,8 @@ def load_any(path, expected: dict = None):
         return load_networks(path.parent, expected, NETWORK_FILES)
     data = read(path)
     if isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT:
-        return _build(path, _with_about(data), data["networks"], expected), _with_about(data)
+        config = _with_about(data)
+        return _build(path, config, data["networks"], expected), config
     if isinstance(data, dict) and data.get("format") == FORMAT:
         raise CheckpointError(f"{path}: one network of a run; name its folder {path.parent} instead")
     raise CheckpointError(f"{path}: neither a weights bundle nor a run's network file "

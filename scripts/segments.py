@@ -221,11 +221,12 @@ def draw_mixed_segments(rgb, segment_map, mixed_ids) -> np.ndarray:
     if rgb.shape[:2] != segment_map.shape:
         raise ValueError(f"picture {rgb.shape[:2]} and segment map {segment_map.shape} differ in size")
     out = _DIM_40[rgb]
+    top = int(segment_map.max(initial=0))
     ids = np.asarray(list(mixed_ids), dtype=np.int64)
-    ids = ids[(ids > 0) & (ids <= segment_map.max(initial=0))]
+    ids = ids[(ids > 0) & (ids <= top)]
     if ids.size == 0:
         return out
-    chosen = np.zeros(int(segment_map.max()) + 1, dtype=bool)
+    chosen = np.zeros(top + 1, dtype=bool)
     chosen[ids] = True
     mask = chosen[segment_map]
     box = _crop(mask)
