@@ -13,7 +13,9 @@ named ``<network>.<parameter>`` ("G.inc.double_conv.0.weight"); the index JSON h
 ``{"format": "avseg-bundle-index", "version", "dtype", "config", "metadata": {"total_size"},
 "weight_map": {tensor name: shard file name}}``. Both may hold an ``"about"`` text (how the
 weights were trained, what they score), kept when a bundle is exported again. Everything is read with
-``torch.load(weights_only=True)``; fp16 bundles are cast back to fp32 on loading.
+``torch.load(weights_only=True)``; fp16 bundles are cast back to fp32 on loading (the config
+``load_any`` returns then says ``"stored_dtype": "float16"``, and a re-export keeps fp16 unless
+told ``--no-fp16``).
 
 ``load_any(path)`` reads whatever a user may hold: a run folder (ours; the original
 authors' plain state dicts ``CP_best_F1_{all,A,V}.pth`` or the 2021 ``CP_epoch<N>_*.pth``,
@@ -102,15 +104,19 @@ def _plan(tensors: dict, budget: int, per_tensor: int):
     return shards
 
 
-def export_bundle(run_dir_or_nets, out_path, fp16=False, shard_mib=None, config=None, about=None) -> Path:
+def export_bundle(run_dir_or_nets, out_path, fp16=None, shard_mib=None, config=None, about=None) -> Path:
     """Write G, G_A, G_V and the config as one bundle file, or (``shard_mib``) as shards of at
     most ``shard_mib`` MiB plus ``<stem>.index.json``. ``run_dir_or_nets``: anything
     ``load_any`` reads, a ``Networks`` (``config`` then gives its config dict), or a
-    ``(Networks, config)`` pair. ``about``: how the weights were made and what they score, one
+    ``(Networks, config)`` pair. ``fp16``: store floating tensors in float16; None keeps the
+    source's precision (float32 for a run folder). ``about``: how the weights were made and what they score, one
     text kept in the bundle (``info`` and predict.py print it). Returns the path to load."""
     nets, cfg = _networks_and_config(run_dir_or_nets, config)
     about = about or cfg.pop("about", None)  # re-exporting a bundle keeps its text unless given a new one
     cfg.pop("about", None)
+    source_dtype = cfg.pop("stored_dtype", "float32")
+    if fp16 is None:  # as the source: fp32 values of fp16-rounded weights would only double the size
+        fp16 = source_dtype == "float16"
     extra = {"about": about} if about else {}
     tensors = _tensors(nets, fp16)
     dtype = "float16" if fp16 else "float32"
@@ -200,14 +206,16 @@ def _read_index(path: Path):
     for name, t in flat.items():
         net, key = name.split(".", 1)
         networks.setdefault(net, {})[key] = t
-    return _with_about(index), networks
+    return _bundle_config(index), networks
 
 
-def _with_about(bundle: dict) -> dict:
-    """The bundle's config, with its ``about`` text (if any) under the key "about"."""
+def _bundle_config(bundle: dict) -> dict:
+    """The bundle's config, with its ``about`` text (if any) under "about" and the precision
+    its weights are stored in under "stored_dtype"."""
     config = dict(bundle["config"])
     if bundle.get("about"):
         config["about"] = str(bundle["about"])
+    config["stored_dtype"] = str(bundle.get("dtype", "float32"))
     return config
 
 
@@ -252,7 +260,7 @@ def load_bundle(path, expected: dict = None):
         data = _torch_load(path)
         if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
             raise CheckpointError(f"{path}: not a weights bundle (format {BUNDLE_FORMAT!r} expected)")
-        config, networks = _with_about(data), data["networks"]
+        config, networks = _bundle_config(data), data["networks"]
     return _build(path, config, networks, expected), config
 
 
@@ -282,7 +290,7 @@ def load_any(path, expected: dict = None):
         return load_networks(path.parent, expected, NETWORK_FILES)
     data = read(path)
     if isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT:
-        config = _with_about(data)
+        config = _bundle_config(data)
         return _build(path, config, data["networks"], expected), config
     if isinstance(data, dict) and data.get("format") == FORMAT:
         raise CheckpointError(f"{path}: one network of a run; name its folder {path.parent} instead")
@@ -300,7 +308,9 @@ def build_parser():
     e.add_argument("source", metavar="RUN_DIR", help="run folder (ours or the original CP_*.pth), bundle or index JSON")
     e.add_argument("out", metavar="OUT", help="bundle file (.pth); with --shard-mib the shards and "
                                               "<stem>.index.json go next to it")
-    e.add_argument("--fp16", action="store_true", help="store floating tensors as float16 (half the size)")
+    e.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
+                   help="store floating tensors as float16 (half the size); default: as the source "
+                        "(float32 for a run folder, a bundle's own precision)")
     e.add_argument("--shard-mib", type=float, default=None, dest="shard_mib",
                    help="split into shards of at most this many MiB plus an index JSON (e.g. 15)")
     e.add_argument("--about", default=None,
@@ -327,7 +337,9 @@ def main(argv=None):
             count = sum(p.numel() for n in names for p in getattr(nets, n).parameters())
             size = cfg.get("image_size")
             print(f"{args.path}: {describe(cfg)}, {count:,} parameters in {', '.join(names)}, "
-                  f"input size {'x'.join(map(str, size)) if size else 'not saved'}")
+                  f"input size {'x'.join(map(str, size)) if size else 'not saved'}, "
+                  f"trained on {cfg.get('dataset') or 'an unsaved data set'}, "
+                  f"stored as {cfg.get('stored_dtype', 'float32')}")
             if cfg.get("about"):
                 print(f"about: {cfg['about']}")
     except CheckpointError as exc:

@@ -81,6 +81,24 @@ def test_fp16_bundle_is_half_the_size_and_close(run, tmp_path):
         assert err < 5e-3, f"{k}: relative error {err:.1e}"
 
 
+def test_re_export_keeps_the_precision_of_its_source(run, tmp_path, capsys):
+    """An fp16 bundle exported again (re-sharded, say) stays fp16 unless told otherwise:
+    fp32 copies of fp16-rounded weights would double the size and gain nothing."""
+    folder, _ = run
+    half = export_bundle(folder, tmp_path / "half.pth", fp16=True)
+    assert load_any(half)[1]["stored_dtype"] == "float16"
+    again = export_bundle(half, tmp_path / "again.pth", shard_mib=1)
+    assert json.loads(again.read_text())["dtype"] == "float16"
+    assert load_any(again)[1]["stored_dtype"] == "float16"
+    full = export_bundle(half, tmp_path / "full.pth", fp16=False)
+    assert torch.load(full, weights_only=True)["dtype"] == "float32"
+    assert "stored_dtype" not in torch.load(full, weights_only=True)["config"]  # not a config value
+    assert torch.load(export_bundle(folder, tmp_path / "run.pth"), weights_only=True)["dtype"] == "float32"
+    bundle.main(["info", str(again)])
+    out = capsys.readouterr().out
+    assert "trained on DRIVE_AV" in out and "stored as float16" in out
+
+
 def test_sharded_bundle(run, tmp_path):
     folder, nets = run
     limit_mib = 0.25
