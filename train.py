@@ -89,7 +89,8 @@ def build_parser():
     p.add_argument("--log-every", type=int, default=d.log_every, dest="log_every",
                    help="training steps between loss logs (default %(default)s)")
     p.add_argument("--image-every", type=int, default=d.image_every, dest="image_every",
-                   help="epochs between pictures of the mixed segments in TensorBoard (default %(default)s)")
+                   help="epochs between pictures of the mixed segments in TensorBoard, also logged at the first, "
+                        "last and a --time-limit stop's epoch (0: none; default %(default)s)")
     p.add_argument("--save-every", type=float, default=d.save_every, dest="save_every", metavar="MINUTES",
                    help="minutes between saves of last.pth, the state --resume continues (always at the end "
                         "and at a --time-limit stop; 0: every epoch; default %(default)s)")
@@ -108,8 +109,10 @@ def config_from_args(args) -> RunConfig:
     names = set(RunConfig.__dataclass_fields__)
     cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in names})
     cfg.dataset = dataset_spec(cfg.dataset).name
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.image_every < 1 or cfg.log_every < 1:
-        raise ConfigError("--epochs, --batch-size, --log-every and --image-every must be at least 1")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.log_every < 1:
+        raise ConfigError("--epochs, --batch-size and --log-every must be at least 1")
+    if cfg.image_every < 0:
+        raise ConfigError("--image-every must be 0 (no pictures) or more epochs")
     if cfg.save_every < 0 or cfg.time_limit < 0:
         raise ConfigError("--save-every and --time-limit must be 0 or more minutes")
     cfg.input_size  # validates the size
@@ -254,7 +257,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
             writer.add_scalar("lr/G", trainer.optimizers["G"].param_groups[0]["lr"], step)
             writer.add_scalar("lr/D", trainer.optimizers["D"].param_groups[0]["lr"], step)
             writer.add_scalar("time/epoch_seconds", time.time() - started, step)
-            if epoch == start_epoch or (epoch + 1) % cfg.image_every == 0 or final or stop:
+            if cfg.image_every and (epoch == start_epoch or (epoch + 1) % cfg.image_every == 0 or final or stop):
                 writer.add_image("val/mixed_segments", drawing, step, dataformats="HWC")
             if f1 > best_f1:
                 best_f1 = f1

@@ -113,6 +113,8 @@ def test_every_file_is_checked_before_training_starts(drive_copy, tmp_path):
     (["--image-size", "600", "592"], "image size 600 x 592 must be positive multiples of 16"),
     (["--dataset", "HRF"], "unknown data set 'HRF'"),
     (["--validation", "100"], "cannot give a 100.0% validation split"),
+    (["--image-every", "-1"], "--image-every must be 0 (no pictures) or more epochs"),
+    (["--time-limit", "-5"], "--save-every and --time-limit must be 0 or more minutes"),
 ])
 def test_bad_options(drive_copy, tmp_path, args, message):
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data-root", str(drive_copy),

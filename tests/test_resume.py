@@ -150,7 +150,8 @@ def test_best_checkpoints_are_replaced_as_a_set(tmp_path, monkeypatch):
 
 def test_last_state_is_saved_every_few_minutes_and_at_the_end(real_data, tmp_path, monkeypatch):
     """last.pth holds 400 MB at width 32: written every --save-every minutes (0: every epoch),
-    always after the last epoch; TensorBoard pictures every --image-every epochs, first and last."""
+    always after the last epoch; TensorBoard pictures every --image-every epochs, first and last
+    (0: none)."""
     saved = []
     real_save = train.atomic_torch_save
     monkeypatch.setattr(train, "atomic_torch_save",
@@ -166,6 +167,14 @@ def test_last_state_is_saved_every_few_minutes_and_at_the_end(real_data, tmp_pat
     events.Reload()
     steps = [e.step for e in events.Images("val/mixed_segments")]
     assert len(steps) == 3 and steps == sorted(steps)  # epochs 1, 3 and 4, not 2
+    events = EventAccumulator(str(tmp_path / "runs_b" / "DRIVE_AV_r"), size_guidance={"images": 0})
+    events.Reload()
+    assert len(events.Images("val/mixed_segments")) == 2  # every epoch at the default of 10: first and last
+
+    train.train(config(real_data, tmp_path, 2, image_every=0), tmp_path / "runs_c", tmp_path / "c")
+    events = EventAccumulator(str(tmp_path / "runs_c" / "DRIVE_AV_r"), size_guidance={"images": 0})
+    events.Reload()
+    assert "val/mixed_segments" not in events.Tags()["images"] and events.Scalars("val/average/f1")
 
 
 def test_a_run_stopped_before_its_first_save_is_not_overwritten(real_data, tmp_path):
