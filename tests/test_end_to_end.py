@@ -157,6 +157,11 @@ def test_test_sh_falls_back_to_the_shipped_bundle(probe_run, real_data, tmp_path
     assert named.returncode == 2 and "shipped bundle" not in named.stderr
     assert "my_job_seed999" in named.stderr
 
+    unknown = subprocess.run(["sh", "test.sh"], cwd=ROOT, env={**env, "DATASET": "HRF"}, capture_output=True,
+                             text=True, timeout=600)
+    assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [
+        "error: unknown data set 'HRF'; known: DRIVE_AV, DRIVE-AV, LES-AV, LES_AV, HRF-AV, HRF_AV, SYNTHETIC"]
+
 
 def test_test_py_pretrained_without_a_shipped_bundle_is_one_line(tmp_path):
     env = {**os.environ, "AVSEG_PRETRAINED": str(tmp_path / "none")}
