@@ -142,7 +142,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     spec, size = cfg.spec, cfg.input_size
     run_dir = Path(output_root) / spec.name / cfg.job_name
     if not resume and (run_dir / LAST_STATE).is_file():
-        saved = read(run_dir / LAST_STATE)
+        saved = read(run_dir / LAST_STATE, mmap=True)
         raise ConfigError(f"{run_dir} already holds a run (epoch {saved['epoch'] + 1}/{saved['config']['epochs']} "
                           f"done): --resume continues it; another --job_name (or deleting the folder) starts afresh")
     if not resume and (run_dir / NETWORK_FILES["G"]).is_file():
@@ -326,7 +326,7 @@ def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
     if not path.is_file() and (path.parent / NETWORK_FILES["G"]).is_file():
         raise ConfigError(f"{path} is missing: the run stopped before its first save (every --save-every "
                           f"minutes); train it again under another --job_name")
-    saved = RunConfig.from_dict(read(path)["config"])
+    saved = RunConfig.from_dict(read(path, mmap=True)["config"])  # train() reads the 400 MB state
     saved.time_limit = cfg.time_limit  # a budget of this invocation, never carried over
     for key in sorted(given & set(RunConfig.__dataclass_fields__)):
         ours, theirs = getattr(cfg, key), getattr(saved, key)

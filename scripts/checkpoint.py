@@ -81,12 +81,14 @@ def save_best(run_dir, nets: Networks, cfg: RunConfig, epoch: int, val_f1: float
             tmp.unlink(missing_ok=True)
 
 
-def read(path):
+def read(path, mmap=False):
+    """A checkpoint's contents (tensors on the CPU). ``mmap=True`` maps the tensors instead of
+    reading them: cheap when only the small entries (its config) are wanted."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint ({str(exc).splitlines()[0]})") from None
 
