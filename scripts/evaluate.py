@@ -2,8 +2,9 @@
 test.py and the benchmarks.
 
 The table's metrics are computed from the uint8 pictures that are written as PNGs (R artery,
-G uncertain, B vein), so anyone can recompute them from ``raw_pre`` and the labels. Only the
-softmax variant's probability-based extras read its probabilities (``score_picture``).
+G uncertain, B vein), so anyone can recompute them from ``raw_pre`` and the labels. The
+probability-based extras read the probabilities at 16 bits (``score_picture``): recomputed
+from the 8-bit PNGs they differ a little, most for a network whose outputs saturate.
 """
 import torch
 import torch.nn.functional as F
@@ -79,12 +80,14 @@ def full_size_picture(probs_small, size_wh, fov, activation, with_scores=False):
 
 
 def score_picture(probs, activation):
-    """The probabilities behind a picture for the probability-based extras: None for sigmoid
-    (its picture is its probabilities); for softmax the artery, uncertain and vein
-    probabilities x 255 in the picture's channel order."""
-    if activation == "sigmoid":
-        return None
-    return _u8_hwc(probs[[1, 3, 2]])
+    """The probabilities behind a picture, for the probability-based extras: HxWx3 uint16
+    (x 65535, rounded) of artery, uncertain and vein, the picture's channel order.
+
+    16 bits, not the picture's 8: below 1/510 every probability rounds to 0 in 8 bits, and a
+    network whose outputs saturate (as the adversarial loss pushes them to) then ties most of
+    its misses with the background, pulling its AUC towards (sens + spec) / 2."""
+    chw = probs if activation == "sigmoid" else probs[[1, 3, 2]]
+    return (chw * 65535).round_().clamp_(0, 65535).to(torch.uint16).permute(1, 2, 0).numpy()
 
 
 def score_image(label, picture, fov, segment_split=None, scores=None):

@@ -16,7 +16,6 @@ CHANNEL = {"artery": 0, "uncertain": 1, "vein": 2}     # picture channel (R, G, 
 METRIC_KEYS = ("sensitivity", "specificity", "precision", "f1", "iou", "accuracy", "g_mean",
                "auc_roc", "auc_pr", "mse")
 ON = 128              # a channel is on at >= 128, i.e. probability > 0.5 after x255 quantisation
-LEVELS = 256          # uint8 score levels of the probability-based extras
 SUMMARY_GROUPS = ("average", "artery", "vein", "uncertain", "extra", "segments")  # what summarize() keeps
 
 # The 8 on/off patterns of (R, G, B), pattern = R_on | G_on << 1 | B_on << 2, as a picture.
@@ -118,7 +117,8 @@ def _histograms(label, rgb, fov, scores=None):
 
     joint[t, c, p]: pixel count by truth t (0..3), c = 1 if R > B, 2 if B > R, 0 if equal, and on/off pattern
     p = R_on | G_on << 1 | B_on << 2 (0..7). levels[name][t, v]: count of FOV pixels of truth
-    t whose class channel (R artery, B vein, G uncertain) has value v (0..255).
+    t whose class channel (R artery, B vein, G uncertain) of the scores has value v (0..255 for
+    uint8 scores, 0..65535 for uint16).
     """
     scores = rgb if scores is None else scores
     lab = _fov_labels(label, fov)
@@ -130,11 +130,12 @@ def _histograms(label, rgb, fov, scores=None):
     code |= high[..., 0] | (high[..., 1] << 1) | (high[..., 2] << 2)   # pattern: bits 0..2
     joint = np.bincount(code.ravel(), minlength=8 * 32).reshape(8, 4, 8)[:4]
 
-    lab16 = lab.astype(np.uint16) << 8                       # truth * 256 + channel value
+    bits = 8 * scores.dtype.itemsize                         # 8 or 16
+    truth_code = lab.astype(np.uint16 if bits == 8 else np.uint32) << bits   # truth * levels + value
     levels = {}
     for name in CLASS_NAMES:
-        hist = np.bincount((lab16 | scores[..., CHANNEL[name]]).ravel(), minlength=8 * LEVELS)
-        levels[name] = hist.reshape(8, LEVELS)[:4]
+        hist = np.bincount((truth_code | scores[..., CHANNEL[name]]).ravel(), minlength=8 << bits)
+        levels[name] = hist.reshape(8, 1 << bits)[:4]
     return joint, levels
 
 
@@ -204,7 +205,7 @@ def evaluate_image(label, rgb, fov, scores=None):
           class in the FOV (an absent class weighs 0; all 0 if no class is present);
       "extra": (not part of the published table)
           "auc_roc_prob_<class>", "auc_pr_prob_<class>": score_auc() with the class's channel
-              value (R artery, B vein, G uncertain; 256 levels) as the score and truth == class
+              value of the scores (R artery, B vein, G uncertain) as the score and truth == class
               as the positives, i.e. exact Mann-Whitney ROC AUC (ties half) and average
               precision; "auc_roc_prob_average", "auc_pr_prob_average": the same truth-count
               weighted mean;
@@ -213,15 +214,17 @@ def evaluate_image(label, rgb, fov, scores=None):
               of background or uncertain there) decides nothing and counts as wrong
               (0 if there are none);
       "counts": {class: {"tp", "fp", "fn", "tn"}} (ints).
-    ``scores``: optional HxWx3 uint8 probabilities x 255 in the picture's channel order (artery,
-    uncertain, vein) for the extras, when the picture holds decided colours (softmax); by
-    default the picture's own channels are the scores.
+    ``scores``: optional HxWx3 probabilities in the picture's channel order (artery, uncertain,
+    vein) for the extras: uint8 (x 255) or uint16 (x 65535; what test.py and the validation pass,
+    so that probabilities below 1/510 do not all tie at 0). By default the picture's own
+    channels are the scores (8 bits; for a softmax picture, decided colours).
     """
     label, rgb, fov = _check_inputs(label, rgb, fov)
     if scores is not None:
-        scores = np.asarray(scores, dtype=np.uint8)
-        if scores.shape != rgb.shape:
-            raise ValueError(f"scores {scores.shape} must have the picture's shape {rgb.shape}")
+        scores = np.asarray(scores)
+        if scores.dtype not in (np.uint8, np.uint16) or scores.shape != rgb.shape:
+            raise ValueError(f"scores must be uint8 or uint16 of the picture's shape {rgb.shape}, "
+                             f"got {scores.dtype} {scores.shape}")
     joint, levels = _histograms(label, rgb, fov, scores)
     counts = _counts_from_joint(joint)
     result = {name: binary_scores(**counts[name]) for name in CLASS_NAMES}

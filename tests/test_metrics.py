@@ -388,3 +388,51 @@ def test_extras_can_score_probabilities_apart_from_a_decided_picture():
     result = evaluate_image(label, decided, fov, scores=probs)
     assert result["extra"]["av_accuracy"] == 1 and result["extra"]["auc_roc_prob_artery"] == 1
     assert result["average"] == evaluate_image(label, decided, fov)["average"]  # table unchanged
+
+
+def test_sixteen_bit_scores_keep_the_order_that_eight_bits_lose():
+    """A saturating network: missed arteries at probability 1e-3, background at 1e-5. At 8
+    bits both round to 0 and tie (AUC of the decoded map); at 16 bits (what test.py passes)
+    the extras see that the misses still rank above the background, as float scores do."""
+    import torch
+    from scripts.evaluate import score_picture
+    label = np.zeros((1, 100), np.uint8)
+    label[0, :10] = 1                                         # 10 arteries
+    prob = np.full((3, 1, 100), 1e-5, np.float32)
+    prob[0, 0, :5] = 0.99                                     # 5 found
+    prob[0, 0, 5:10] = 1e-3                                   # 5 missed, but above the background
+    prob[0, 0, 10:20] = 1.5e-3                                # 10 background pixels above the misses
+    fov = np.ones(label.shape, bool)
+    picture = (prob.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    eight = evaluate_image(label, picture, fov)["extra"]["auc_roc_prob_artery"]
+    sixteen = evaluate_image(label, picture, fov, score_picture(torch.from_numpy(prob), "sigmoid"))
+    exact, _ = reference_auc(prob[0].ravel(), label.ravel() == 1)
+    assert eight == pytest.approx(0.5 + 0.5 * 0.5)            # (sens + spec) / 2 with ties half
+    assert sixteen["extra"]["auc_roc_prob_artery"] == pytest.approx(exact)   # 0.5 + 0.5 * 80/90
+    assert exact == pytest.approx(0.5 + 0.5 * 80 / 90)
+    assert sixteen["artery"] == evaluate_image(label, picture, fov)["artery"]  # the table is the picture's
+
+
+def test_sixteen_bit_extras_equal_the_plain_loop_on_float_probabilities():
+    import torch
+    from scripts.evaluate import picture_u8, score_picture
+    rng = np.random.default_rng(5)
+    label = rng.choice(4, (40, 60), p=[0.7, 0.12, 0.12, 0.06]).astype(np.uint8)
+    logits = rng.normal(0, 3, (3, 40, 60)) + 4 * np.stack([label == 1, label == 3, label == 2])
+    probs = torch.from_numpy(1 / (1 + np.exp(-logits))).float()
+    fov = rng.random(label.shape) < 0.9
+    scores = score_picture(probs, "sigmoid")
+    assert scores.dtype == np.uint16
+    result = evaluate_image(label, picture_u8(probs, "sigmoid"), fov, scores)
+    for channel, name in enumerate(("artery", "uncertain", "vein")):
+        value = {"artery": 1, "uncertain": 3, "vein": 2}[name]
+        truth = label[fov] == value
+        quantised = reference_auc(scores[..., channel][fov], truth)   # exact on the 16-bit scores
+        assert result["extra"][f"auc_roc_prob_{name}"] == pytest.approx(quantised[0], abs=1e-12)
+        assert result["extra"][f"auc_pr_prob_{name}"] == pytest.approx(quantised[1], abs=1e-12)
+        exact = reference_auc(probs[channel].numpy()[fov], truth)    # and close to the floats
+        assert result["extra"][f"auc_roc_prob_{name}"] == pytest.approx(exact[0], abs=1e-4)
+        # (average precision moves more: probabilities above 1 - 1/131070 all tie at the top)
+        assert result["extra"][f"auc_pr_prob_{name}"] == pytest.approx(exact[1], abs=5e-3)
+    with pytest.raises(ValueError, match="scores must be uint8 or uint16"):
+        evaluate_image(label, picture_u8(probs, "sigmoid"), fov, scores.astype(np.int32))
