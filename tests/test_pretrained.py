@@ -1,0 +1,46 @@
+"""The shipped bundle (pretrained/): what the README says it is, and what it scores.
+
+The scores are those test.py gave the bundle when it was exported, kept in
+results/<...>/bundle_summary.json; the README's numbers come from that file."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from scripts.bundle import INDEX_SUFFIX, load_any
+from scripts.config import DATASETS
+from tests.conftest import ROOT
+
+SHIPPED = ROOT / "pretrained" / f"DRIVE_AV_sigmoid{INDEX_SUFFIX}"
+RESULTS = ROOT / "results" / "reduced_cpu" / "sigmoid" / "DRIVE_AV" / "w8_592_seed42"
+TABLE = ("sensitivity", "auc_roc", "f1", "auc_pr", "mse")
+
+
+def test_the_shipped_bundle_is_in_shards_of_at_most_15_mib_and_says_how_it_was_made():
+    index = json.loads(SHIPPED.read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert sorted(p.name for p in SHIPPED.parent.glob("DRIVE_AV_sigmoid-*.pth")) == shards
+    for name in shards:
+        assert (SHIPPED.parent / name).stat().st_size <= 15 * 2**20, name
+    nets, cfg = load_any(SHIPPED)
+    assert (cfg["activation"], cfg["dataset"], cfg["stored_dtype"]) == ("sigmoid", "DRIVE_AV", "float16")
+    assert tuple(cfg["image_size"]) == DATASETS["DRIVE_AV"].size
+    run = json.loads((RESULTS / "run.json").read_text())
+    assert cfg["base_width"] == run["base_width"] and "REDUCED CPU run" in cfg["about"]
+
+
+def test_the_shipped_bundle_scores_what_its_results_file_says(real_data, tmp_path):
+    """test.py --pretrained on the 20 DRIVE_AV test images, fp32 on the CPU: the numbers the
+    README gives (within 0.02 points: another CPU's kernels round differently)."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "test.py"), "--dataset", "DRIVE_AV", "--pretrained",
+                           "--data-root", str(real_data), "--cache-dir", str(tmp_path / "cache"),
+                           "--output", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "about these weights: REDUCED CPU run" in proc.stdout
+    ours = json.loads((out / "summary.json").read_text())
+    recorded = json.loads((RESULTS / "bundle_summary.json").read_text())
+    assert ours["images"] == recorded["images"] == 20
+    for key in TABLE:
+        assert ours["average"][key]["mean"] == pytest.approx(recorded["average"][key]["mean"], abs=0.02), key
