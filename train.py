@@ -12,11 +12,12 @@ at the end and at a --time-limit stop. A run folder that holds a run already is 
 overwritten: resume it, or choose another --job_name.
 
 Exit status: 0 when the run is complete, 2 for an error in the options or the data (one line),
-3 when --time-limit stopped it early (--resume continues it).
+3 when --time-limit stopped it early (--resume continues it), 130 for Ctrl-C, 143 for SIGTERM.
 """
 import argparse
 import math
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -348,8 +349,19 @@ def given_options(argv):
     return set(vars(parser.parse_args(argv)))
 
 
+class Terminated(Exception):
+    """SIGTERM (kill, a batch scheduler's time limit) arrived: stop like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # A job started in the background ignores Ctrl-C's SIGINT, and schedulers stop jobs with
+    # SIGTERM: both end in the same one line (exit 143 for SIGTERM, 130 for Ctrl-C).
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         cfg = config_from_args(args)
         if args.resume:
@@ -358,10 +370,13 @@ def main(argv=None):
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("\ninterrupted: --resume continues from the last save of last.pth (every --save-every "
+    except (KeyboardInterrupt, Terminated) as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\n{how}: --resume continues from the last save of last.pth (every --save-every "
               "minutes, and at the end)", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not complete:
         sys.exit(TIME_LIMIT_EXIT)
 

@@ -1,4 +1,6 @@
 """Interrupted training resumes exactly; atomic writes; checkpoints that know what they are."""
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,20 @@ def test_a_run_stopped_before_its_first_save_is_not_overwritten(real_data, tmp_p
         train.train(config(real_data, tmp_path, 1), tmp_path / "runs", tmp_path)
     with pytest.raises(train.ConfigError, match="last.pth is missing: the run stopped before its first save"):
         train.resume_config(config(real_data, tmp_path, 1), set(), tmp_path)
+
+
+@pytest.mark.parametrize("how,status,line", [
+    (lambda: os.kill(os.getpid(), signal.SIGTERM), 143, "terminated (SIGTERM): --resume continues"),
+    (lambda: (_ for _ in ()).throw(KeyboardInterrupt), 130, "interrupted: --resume continues"),
+])
+def test_sigterm_and_ctrl_c_end_in_one_line(monkeypatch, capsys, how, status, line):
+    """A scheduler's SIGTERM (or kill) stops training like Ctrl-C: one line, no traceback; the
+    SIGTERM handler is put back afterwards."""
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(train, "train", lambda *a, **k: how())
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--dataset", "DRIVE_AV", "--epochs", "1"])
+    assert stop.value.code == status
+    assert capsys.readouterr().err.strip().splitlines() == [line + " from the last save of last.pth "
+                                                            "(every --save-every minutes, and at the end)"]
+    assert signal.getsignal(signal.SIGTERM) == before
