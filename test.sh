@@ -13,13 +13,7 @@ fi
 set -e
 # Run folders live under the data set's own name (an alias such as DRIVE-AV names DRIVE_AV).
 # An unknown name is reported here, in one line (exit status 2), before anything else happens.
-FOLDER=$($PYTHON -c "
-import sys
-from scripts.config import ConfigError, dataset_spec
-try:
-    print(dataset_spec(sys.argv[1]).name)
-except ConfigError as exc:
-    sys.exit(print(f'error: {exc}', file=sys.stderr) or 2)" "$DATASET") || exit $?
+FOLDER=$($PYTHON -m scripts.config "$DATASET") || exit $?
 if [ -z "${JOB_SET:-}" ] && [ -z "$(for s in $SEEDS; do ls -d "./$FOLDER/${JOB}_seed$s" 2>/dev/null; done)" ]; then
     # No run of train.sh's default job here: test the shipped bundle (pretrained/) instead, into
     # its own folder so that no earlier test output is replaced.

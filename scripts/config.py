@@ -106,3 +106,14 @@ class RunConfig:
     def from_dict(cls, d: dict) -> "RunConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+if __name__ == "__main__":
+    # `python -m scripts.config NAME` prints the data set's folder name (an alias such as DRIVE-AV
+    # names DRIVE_AV), or one error line with exit status 2: for the shell scripts.
+    import sys
+    try:
+        print(dataset_spec(sys.argv[1] if len(sys.argv) > 1 else "").name)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
