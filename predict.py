@@ -5,7 +5,8 @@ Inputs (--input, one or more): a folder (searched recursively for .jpg .jpeg .pn
 relative paths from the list's folder, '#' comments), or single image files. RGB, RGBA,
 palette, greyscale and 16-bit images are read. A file that cannot be read (missing, empty,
 truncated, not an image) is recorded in the CSV and on stderr and the run goes on; the exit
-status is then 1.
+status is then 1. When no input argument exists at all, one error line and exit 2, before any
+network loads.
 
 Weights (--weights, one or more): run folders (ours, or the original authors'
 CP_best_F1_*.pth / CP_epoch<N>_*.pth), bundle files or index JSONs of `python -m
@@ -543,14 +544,9 @@ def run(args) -> int:
 def _run(args, ctx: Dist) -> int:
     main = ctx.rank == 0
     log = (lambda m: tqdm.write(m, file=sys.stderr)) if main else (lambda m: None)
-    device = pick_device(args.device, ctx.local_rank)
-    amp_dtype = amp_dtype_for(device, args.amp)
-    members = load_members(args, device, log)
-    ensemble = Ensemble([(m[0], m[1]) for m in members], device, amp_dtype, args.tta, args.batch_size)
     out_dir = Path(args.output)
     masks = MaskFinder(args.masks)
-
-    if main:
+    if main:  # inputs first: a wrong path fails in one line, before the networks load
         items, warnings = find_inputs(args.input, output=out_dir, masks=args.masks)
         for w in warnings:
             log(f"warning: {w}")
@@ -559,6 +555,12 @@ def _run(args, ctx: Dist) -> int:
     items = ctx.broadcast(items)
     if not items:
         raise ConfigError(f"no images found in {' '.join(args.input)}")
+    if all(it.missing for it in items):
+        raise ConfigError(f"file or folder not found: {' '.join(it.path for it in items)}")
+    device = pick_device(args.device, ctx.local_rank)
+    amp_dtype = amp_dtype_for(device, args.amp)
+    members = load_members(args, device, log)
+    ensemble = Ensemble([(m[0], m[1]) for m in members], device, amp_dtype, args.tta, args.batch_size)
     for (nets, size, cfg, w) in members:
         log(f"{w}: {describe(cfg)}, input {size[0]} x {size[1]}")
         if cfg.get("about"):

@@ -220,6 +220,11 @@ def test_bundle_weights_and_one_line_errors(setup, capsys):
         predict.main(["--weights", str(setup["run_a"]), str(softmax), "--input", str(setup["input"]),
                       "--output", str(out)])
     assert "must be one variant" in capsys.readouterr().err
+    missing = setup["base"] / "no_such_folder"  # nothing to do: one line before any network loads
+    with pytest.raises(SystemExit) as info:
+        predict.main(["--weights", str(setup["run_a"]), "--input", str(missing), "--output", str(out)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: file or folder not found: {missing}"]
 
 
 def test_inputs_from_globs_and_list_files(setup, tmp_path):
