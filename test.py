@@ -107,25 +107,20 @@ def network_size(args, saved, spec):
 
 
 def format_table(summary):
+    """The table as text: mean ± std over runs, or the plain value when there is one run."""
+    one_run = len(summary.get("runs", [])) == 1
+
+    def cell(v, width):
+        return f"{v['mean']:>{width}.2f}" if one_run else f"{v['mean']:>{max(width - 8, 0)}.2f} ± {v['std']:<5.2f}"
+
     head = f"{'class':<10}" + "".join(f"{m:>20}" for m in TABLE_METRICS)
-    lines = [head]
+    lines = [head if one_run else head + "    (mean ± std over runs)"]
     for cls in ("artery", "vein", "uncertain", "average"):
-        row = f"{cls:<10}"
-        for m in TABLE_METRICS:
-            v = summary[cls][m]
-            row += f"{v['mean']:>12.2f} ± {v['std']:<5.2f}"
-        lines.append(row)
+        lines.append(f"{cls:<10}" + "".join(cell(summary[cls][m], 20) for m in TABLE_METRICS))
     for group, title in (("extra", "extra (not in the published table)"),
                          ("segments", "segments (intra-segment misclassification)")):
-        lines.append(f"{title}: " + ", ".join(
-            f"{k} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in summary[group].items()))
-    return "\n".join(lines)
-
-
-def percent(tree):
-    if isinstance(tree, dict):
-        return {k: percent(v) for k, v in tree.items()}
-    return 100.0 * tree
+        lines.append(f"{title}: " + ", ".join(f"{k} {cell(v, 0).strip()}" for k, v in summary[group].items()))
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def evaluate(args):

@@ -50,6 +50,18 @@ def test_test_script_writes_pictures_at_the_original_size(probe_run):
     mixed = sorted((final / "mixed_segments").glob("*.png"))
     assert len(mixed) == 20 and Image.open(mixed[0]).size == (565, 584)
     assert "average" in stdout and "sensitivity" in stdout
+    assert "±" not in stdout  # one run: plain values (a std over one run would read as a measurement)
+
+
+def test_the_table_shows_mean_and_std_only_over_several_runs():
+    import test as test_script
+    cell = {"mean": 54.375, "std": 1.5}
+    summary = {c: {m: cell for m in test_script.TABLE_METRICS} for c in ("artery", "vein", "uncertain", "average")}
+    summary.update(extra={"av_accuracy": cell}, segments={"mixed_any": cell})
+    one = test_script.format_table({**summary, "runs": ["a"]})
+    three = test_script.format_table({**summary, "runs": ["a", "b", "c"]})
+    assert "±" not in one and "54.38" in one and "av_accuracy 54.38" in one
+    assert three.count("54.38 ± 1.50") == 4 * 5 + 2 and "mean ± std over runs" in three
 
 
 def independent_scores(label, rgb, fov):
