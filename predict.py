@@ -456,20 +456,22 @@ def default_weights(activation):
     return [str(path)]
 
 
-def compiled(nets, size, batch_size, device, log):
-    """``compile_for_inference`` with the compile done now, on a dummy batch of the real shape,
-    so that a machine where it cannot work gets one clear error instead of a failure per image."""
+def compiled(nets, size, batch_size, device, amp_dtype, log):
+    """``compile_for_inference`` with the compile done now, on a dummy batch of the real shape
+    and precision (autocast is part of what is compiled), so that a machine where it cannot
+    work gets one clear error instead of a failure per image."""
     log(f"compiling the networks for {size[0]} x {size[1]} (tens of seconds to a minute on a CPU) ...")
     compile_for_inference(nets)
     try:
-        predict_probs(nets, torch.zeros(batch_size, 3, size[1], size[0], dtype=torch.uint8), batch_size, device)
+        predict_probs(nets, torch.zeros(batch_size, 3, size[1], size[0], dtype=torch.uint8), batch_size, device,
+                      amp_dtype)
     except Exception as exc:  # inductor raises many types (no compiler, unsupported device, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"--compile failed ({type(exc).__name__}: {first}); run without --compile") from None
     return nets
 
 
-def load_members(args, device, log):
+def load_members(args, device, amp_dtype, log):
     expected = {"activation": args.activation, "base_width": args.base_width}
     members = []
     for w in args.weights or default_weights(args.activation):
@@ -483,7 +485,7 @@ def load_members(args, device, log):
             log(f"note: {w} saves no input size; using {size[0]} x {size[1]} (DRIVE_AV's): set --image-size")
         nets = nets.to(device, memory_format=MEMORY_FORMAT)
         if args.compile:
-            nets = compiled(nets, size, args.batch_size, device, log)
+            nets = compiled(nets, size, args.batch_size, device, amp_dtype, log)
         members.append((nets, size, cfg, w))
     variants = {m[2]["activation"] for m in members}
     if len(variants) > 1:
@@ -559,7 +561,7 @@ def _run(args, ctx: Dist) -> int:
         raise ConfigError(f"file or folder not found: {' '.join(it.path for it in items)}")
     device = pick_device(args.device, ctx.local_rank)
     amp_dtype = amp_dtype_for(device, args.amp)
-    members = load_members(args, device, log)
+    members = load_members(args, device, amp_dtype, log)
     ensemble = Ensemble([(m[0], m[1]) for m in members], device, amp_dtype, args.tta, args.batch_size)
     for (nets, size, cfg, w) in members:
         log(f"{w}: {describe(cfg)}, input {size[0]} x {size[1]}")

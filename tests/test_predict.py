@@ -304,7 +304,8 @@ def test_estimate_fov_edge_cases():
 
 def test_compiled_networks_give_the_same_outputs_and_compile_once(setup):
     """--compile (inductor, weights frozen): the outputs of eager mode to float rounding, and
-    a smaller last batch is padded rather than compiled a second time."""
+    a smaller last batch is padded rather than compiled a second time; with --amp the up-front
+    compile is made under autocast too, so the first real batch does not compile again."""
     import torch._dynamo
     from torch._dynamo.utils import counters
     inp = setup["base"] / "compile_in"
@@ -312,7 +313,7 @@ def test_compiled_networks_give_the_same_outputs_and_compile_once(setup):
     for name in ("a", "b", "c"):  # batches of 2 and 1
         shutil.copy(setup["input"] / "01_test.tif", inp / f"{name}.tif")
     probs = {}
-    for flag in ((), ("--compile",)):
+    for flag in ((), ("--compile",), ("--compile", "--amp")):
         out = setup["base"] / f"compile_out{len(flag)}"
         torch._dynamo.reset()
         counters.clear()
@@ -320,7 +321,7 @@ def test_compiled_networks_give_the_same_outputs_and_compile_once(setup):
                                                   "--output", str(out), "--save-probs", "--batch-size", "2", *flag])
         assert predict.run(args) == 0
         probs[flag] = np.stack([np.load(out / f"{n}_probs.npz")["probs"].astype(np.float32) for n in "abc"])
-        assert counters["stats"]["unique_graphs"] == len(flag)
+        assert counters["stats"]["unique_graphs"] == min(len(flag), 1), flag
     assert np.abs(probs[()] - probs[("--compile",)]).max() < 2e-3  # float16 files: rounding only
 
 
