@@ -1,7 +1,9 @@
 """Evaluate trained runs on a data set's test images with the protocol of DESIGN.md section 6.
 
-Writes ./<Dataset>/Final_pre/{small_pre,raw_pre}/<name>.png, metrics.csv (one row per image
-and run) and summary.json (mean and std over runs, in percent), and prints the table.
+Writes into ./<Dataset>/Final_pre (--pretrained: Final_pre_pretrained; or --output) the pictures
+{small_pre,raw_pre,mixed_segments}/<image>.png (with several runs, one sub-folder per run),
+metrics.csv (one row per image and run) and summary.json (mean and std over runs, in percent),
+and prints the table.
 
 Examples:
     python test.py --dataset DRIVE_AV --job_name probe                 # ./DRIVE_AV/probe
@@ -41,6 +43,23 @@ def clear_old_pictures(out_dir, names):
         for folder in [out_dir / folder_name, *out_dir.glob(f"*/{folder_name}")]:
             for name in names:
                 (folder / f"{name}.png").unlink(missing_ok=True)
+
+
+def run_names(folders):
+    """A distinct short name per run (its folder or file name without .pth / .index.json, with
+    _2, _3, ... where two would be the same): the per-run picture folders and metrics.csv's
+    run column."""
+    names = []
+    for folder in folders:
+        base = Path(folder).name
+        for suffix in (".index.json", ".pth"):
+            base = base[: -len(suffix)] if base.endswith(suffix) else base
+        name, k = base, 1
+        while name in names:
+            k += 1
+            name = f"{base}_{k}"
+        names.append(name)
+    return names
 
 
 def build_parser():
@@ -154,15 +173,16 @@ def evaluate(args):
             print(f"  about these weights: {saved['about']}", flush=True)
 
     clear_old_pictures(out_dir, [s.name for s in samples])
+    names = run_names(folder for folder, _, _ in runs)
     rows, per_run = [], [[] for _ in runs]
     for i, sample in enumerate(tqdm(samples, desc="evaluate")):
         label, fov = load_truth(sample)  # full size, read once for all runs (the photograph is cached)
         split = split_segments(label, fov)
-        for r, (folder, _, saved) in enumerate(runs):
-            run_out = out_dir / folder.name.split(".")[0] if multi else out_dir
+        for r, (_, _, saved) in enumerate(runs):
+            run_out = out_dir / names[r] if multi else out_dir
             result = evaluate_test_image(sample.name, label, fov, probs[r][i], saved["activation"], run_out, split)
             per_run[r].append(result)
-            rows.append({"run": folder.name, "image": sample.name, **{
+            rows.append({"run": names[r], "image": sample.name, **{
                 k: (v if k.endswith("/count") else round(100 * v, 6)) for k, v in metrics.flatten(
                     {c: result[c] for c in ("average", "artery", "vein", "uncertain", "extra", "segments")}).items()}})
 

@@ -124,11 +124,24 @@ def test_test_script_reads_a_sharded_bundle_with_the_same_results(probe_run, rea
     run(["-m", "scripts.bundle", "export", str(work / "DRIVE_AV" / "probe"),
          str(tmp_path / "probe.pth"), "--shard-mib", "1"], cwd=ROOT)
     index = tmp_path / "probe.index.json"
+    # The same bundle twice: two runs of one name get their own picture folders and CSV rows.
     run([str(ROOT / "test.py"), "--dataset", "DRIVE_AV", "--data-root", str(real_data), "--load", str(index),
-         "--cache-dir", str(work / "cache"), "--output", str(tmp_path / "out")], cwd=work)
+         str(index), "--cache-dir", str(work / "cache"), "--output", str(tmp_path / "out")], cwd=work)
     ours = json.loads((tmp_path / "out" / "summary.json").read_text())
     original = json.loads((work / "DRIVE_AV" / "Final_pre" / "summary.json").read_text())
     assert ours["average"] == original["average"] and ours["segments"] == original["segments"]
+    for name in ("probe", "probe_2"):
+        assert len(list((tmp_path / "out" / name / "raw_pre").glob("*.png"))) == 20
+    with open(tmp_path / "out" / "metrics.csv", newline="") as f:
+        assert sorted({r["run"] for r in csv.DictReader(f)}) == ["probe", "probe_2"]
+
+
+def test_runs_get_distinct_names():
+    import test as test_script
+    assert test_script.run_names(["a/sigmoid_seed42", "b/sigmoid_seed42", "c/run.v2", "x/CP_best_F1_all.pth",
+                                  "y/CP_best_F1_all.pth", "m.index.json", "sigmoid_seed42_2"]) == [
+        "sigmoid_seed42", "sigmoid_seed42_2", "run.v2", "CP_best_F1_all", "CP_best_F1_all_2", "m",
+        "sigmoid_seed42_2_2"]
 
 
 def test_softmax_variant_end_to_end(real_data, tmp_path):
