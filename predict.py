@@ -61,11 +61,11 @@ from tqdm import tqdm
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, describe
 from scripts.config import ConfigError, check_image_size
-from scripts.data import _open, to_rgb8
+from scripts.data import read_image, read_mask
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
 from scripts.evaluate import compile_for_inference, full_size_picture, predict_probs, write_png
 from scripts.fov import estimate_fov
-from scripts.metrics import class_map
+from scripts.metrics import CLASS_COLOURS, class_map
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_EXTS = IMAGE_EXTS + (".gif",)
@@ -75,7 +75,6 @@ CSV_FIELDS = ["path", "status", "reason", "width", "height", "artery_fraction", 
 OUTPUT_SUFFIXES = ("_classes.png", "_colour.png", "_overlay.png", "_uncertainty.png")
 CHANNELS = {"sigmoid": ["artery", "uncertain", "vein"],
             "softmax": ["background", "artery", "vein", "uncertain"]}
-CLASS_COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255], [0, 255, 0]], np.uint8)  # bg, A, V, U
 FALLBACK_SIZE = (592, 592)  # DRIVE_AV's input, for checkpoints that do not save theirs
 PARTIAL = ".predictions.rank{}.csv"
 MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted
@@ -229,12 +228,6 @@ def output_paths(out_dir: Path, item: Item, ensemble: bool, save_probs: bool):
     return {k: base.parent / (base.name + suffix) for k, suffix in names.items()}
 
 
-def classes_from_picture(pic):
-    """HxWx3 picture (R artery, G uncertain, B vein) -> HxW class indices 0..3, by the decoding
-    rule of the published metrics (scripts.metrics.class_map)."""
-    return class_map(pic)
-
-
 def write_classes(path, cls):
     def write(tmp):
         img = Image.fromarray(cls)  # uint8 HxW: mode L
@@ -286,8 +279,7 @@ def read_fov(item, rgb, masks: MaskFinder):
         if fov.mean() < MIN_FOV:  # no disc found (not a fundus photograph?): use everything
             return np.ones_like(fov), "whole image"
         return fov, "estimated"
-    a = np.asarray(_open(mask_path))
-    fov = (a.reshape(a.shape[0], a.shape[1], -1) > 0).any(axis=2)
+    fov = read_mask(mask_path)
     if fov.shape != rgb.shape[:2]:
         raise ValueError(f"its mask {mask_path} is {fov.shape[1]} x {fov.shape[0]}, the image "
                          f"{rgb.shape[1]} x {rgb.shape[0]}")
@@ -297,7 +289,7 @@ def read_fov(item, rgb, masks: MaskFinder):
 def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
     if item.missing:
         raise FileNotFoundError(item.missing)
-    rgb = to_rgb8(_open(item.path))
+    rgb = read_image(item.path)
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ValueError(f"unusable image of shape {rgb.shape}")
     fov, source = read_fov(item, rgb, masks)
@@ -342,7 +334,7 @@ class Ensemble:
 def write_outputs(prep: Prepared, probs, std, paths, activation, alpha):
     h, w = prep.rgb.shape[:2]
     pic = full_size_picture(probs, (w, h), prep.fov, activation)
-    cls = classes_from_picture(pic)
+    cls = class_map(pic)  # the decoding rule of the published metrics
     write_classes(paths["classes"], cls)
     write_png(paths["colour"], pic)
     write_png(paths["overlay"], overlay(prep.rgb, cls, alpha))
@@ -379,7 +371,7 @@ def resumed_row(item, paths, previous, masks):
     if old and old.get("status") == "ok":
         return {k: old.get(k, "") for k in CSV_FIELDS}
     cls = np.asarray(Image.open(paths["classes"]))
-    rgb = to_rgb8(_open(item.path))
+    rgb = read_image(item.path)
     fov, source = read_fov(item, rgb, masks)
     return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov))
 

@@ -24,12 +24,11 @@ from tqdm import tqdm
 from scripts import metrics
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write
-from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_spec
+from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_spec, str2bool
 from scripts.data import find_samples, load_tensor_set, load_truth
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
 from scripts.evaluate import evaluate_test_image, predict_probs
 from scripts.segments import split_segments
-from train import str2bool
 
 TABLE_METRICS = ("sensitivity", "auc_roc", "f1", "auc_pr", "mse")
 PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")

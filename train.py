@@ -30,20 +30,12 @@ from scripts import distributed, metrics
 from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
 from scripts.checkpoint import LAST_STATE, NETWORK_FILES, atomic_torch_save, read, save_best
-from scripts.config import ConfigError, RunConfig, dataset_spec
+from scripts.config import ConfigError, RunConfig, dataset_spec, str2bool
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
 from scripts.evaluate import validate
 from scripts.pack import check_pack_size
 from scripts.segments import split_segments
-
-
-def str2bool(text):
-    if str(text).lower() in ("true", "1", "yes", "y"):
-        return True
-    if str(text).lower() in ("false", "0", "no", "n"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
 def build_parser():
@@ -156,7 +148,6 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name, desc="decode + cache")
     train_set, val_set = data.subset(train_idx).to(device), data.subset(val_idx)
     amp_dtype = amp_dtype_for(device, cfg.amp)
-    memory_format = MEMORY_FORMAT if cfg.channels_last else torch.contiguous_format
     log = print if ctx.is_main else (lambda *a, **k: None)
     log(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
         f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
@@ -166,7 +157,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     nets = Networks(cfg.activation, cfg.base_width, cfg.fusion)
     if ctx.enabled:
         distributed.sync_batchnorm(nets, device.type)
-    nets = nets.to(device, memory_format=memory_format)
+    nets = nets.to(device, memory_format=MEMORY_FORMAT)
     if cfg.compile:  # in place: parameter names (and so checkpoints) stay the same
         for module in (nets.G, nets.G_A, nets.G_V, nets.D):
             module.compile()
@@ -192,7 +183,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best_f1, step = state["epoch"] + 1, state["best_f1"], state["step"]
-        best_file = run_dir / "CP_best_F1_all.pth"
+        best_file = run_dir / NETWORK_FILES["G"]
         if best_file.is_file():  # saved after last.pth when a crash fell between the two
             best_f1 = max(best_f1, read(best_file).get("val_f1", best_f1))
         log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f})")
@@ -232,7 +223,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 mine = torch.arange(len(idx), device=device).tensor_split(ctx.world)[ctx.rank]
                 weight = ctx.world * len(mine) / len(idx)
                 images, labels = images[mine], labels[mine]
-            images = normalize(images).contiguous(memory_format=memory_format)
+            images = normalize(images).contiguous(memory_format=MEMORY_FORMAT)
             losses = trainer.step(images, labels, weight)
             step += 1
             bar.update()
@@ -317,7 +308,7 @@ def check_finite(values, epoch, run_dir):
 
 
 RUNTIME_OPTIONS = {"epochs", "device", "amp", "compile", "log_every", "image_every", "save_every", "data_root",
-                   "cache_dir", "workers", "time_limit"}
+                   "cache_dir", "time_limit"}
 
 
 def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ConfigError, RunConfig
+from .config import DEFAULT_FUSION, ConfigError, RunConfig
+from .metrics import CLASS_COLOURS
 from .model import BranchGenerator, Discriminator, MainGenerator
 
 VARIANTS = ("sigmoid", "softmax")
@@ -30,7 +31,7 @@ def to_picture(probs, activation):
     softmax: the colour of the argmax class."""
     if activation == "sigmoid":
         return probs
-    colour = probs.new_tensor([[0, 0, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]])  # bg, A, V, U
+    colour = probs.new_tensor(CLASS_COLOURS) / 255
     return colour[probs.argmax(1)].permute(0, 3, 1, 2)
 
 
@@ -62,7 +63,7 @@ class Networks(nn.Module):
         super().__init__()
         c = out_channels(activation)
         self.activation = activation
-        self.fusion = fusion or {"sigmoid": "concat", "softmax": "mean"}[activation]
+        self.fusion = fusion or DEFAULT_FUSION[activation]
         self.G = MainGenerator(c, base_width, self.fusion)
         self.G_A = BranchGenerator(c, base_width)
         self.G_V = BranchGenerator(c, base_width)

@@ -3,7 +3,8 @@
 Everything data-set specific (folder, file names, network input size) lives in ``DATASETS``;
 no other module branches on a data set's name.
 """
-from dataclasses import asdict, dataclass, field, fields
+import argparse
+from dataclasses import asdict, dataclass, fields
 from typing import Optional, Tuple
 
 
@@ -48,6 +49,19 @@ def check_image_size(size) -> Tuple[int, int]:
     return w, h
 
 
+# How G merges the branch outputs when no --fusion is given (DESIGN.md section 3).
+DEFAULT_FUSION = {"sigmoid": "concat", "softmax": "mean"}
+
+
+def str2bool(text):
+    """argparse type for True/False options (the original's --uniform True)."""
+    if str(text).lower() in ("true", "1", "yes", "y"):
+        return True
+    if str(text).lower() in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
 @dataclass
 class RunConfig:
     """Everything a training or test run depends on; saved inside every checkpoint."""
@@ -69,16 +83,13 @@ class RunConfig:
     seed: int = 42
     rotation_step: int = 3           # degrees; 3 (paper) or 90 (later version)
     amp: bool = True                 # mixed precision where native (scripts/device.py)
-    channels_last: bool = True
     compile: bool = False            # torch.compile the four networks (slow first steps)
-    workers: int = 2
     log_every: int = 10              # training steps between scalar logs
     image_every: int = 10            # epochs between TensorBoard pictures of the mixed segments
     save_every: float = 5.0          # minutes between saves of last.pth (0: every epoch)
     time_limit: float = 0.0          # minutes; stop before an epoch that would end later (0: none)
     cache_dir: str = "./.cache"
     device: str = ""                 # '' -> cuda if available else cpu
-    extra: dict = field(default_factory=dict)
 
     @property
     def spec(self) -> DatasetSpec:
@@ -94,7 +105,7 @@ class RunConfig:
     def fusion_mode(self) -> str:
         if self.fusion:
             return self.fusion
-        return {"sigmoid": "concat", "softmax": "mean"}[self.activation]
+        return DEFAULT_FUSION[self.activation]
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -14,13 +14,13 @@ from PIL import Image, ImageDraw
 
 from .config import ConfigError, dataset_spec
 from .data import find_samples, load_sample
+from .metrics import CLASS_COLOURS
 
-COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255], [0, 255, 0]], dtype=np.uint8)  # bg, A, V, U
 
 
 def label_picture(label):
     """0..3 label -> artery red, vein blue, uncertain green."""
-    return COLOURS[label]
+    return CLASS_COLOURS[label]
 
 
 def side_by_side(panels, titles, height=400):

@@ -13,6 +13,7 @@ import numpy as np
 
 CLASS_NAMES = ("artery", "vein", "uncertain")          # label values 1, 2, 3 (0 = background)
 CHANNEL = {"artery": 0, "uncertain": 1, "vein": 2}     # picture channel (R, G, B) of each class
+CLASS_COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255], [0, 255, 0]], np.uint8)  # bg, A, V, U
 METRIC_KEYS = ("sensitivity", "specificity", "precision", "f1", "iou", "accuracy", "g_mean",
                "auc_roc", "auc_pr", "mse")
 ON = 128              # a channel is on at >= 128, i.e. probability > 0.5 after x255 quantisation

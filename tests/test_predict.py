@@ -17,7 +17,7 @@ from scripts.bfnet import Networks
 from scripts.bundle import export_bundle, load_any
 from scripts.checkpoint import save_best
 from scripts.config import DATASETS, RunConfig
-from scripts.data import find_samples, read_image, read_mask
+from scripts.data import find_samples, read_image, read_mask, to_rgb8
 from scripts.evaluate import full_size_picture, predict_probs
 from scripts.fov import estimate_fov, iou
 from tests.conftest import ROOT
@@ -88,7 +88,7 @@ def test_every_good_image_gets_all_outputs_at_its_size(setup, first):
     proc, out = first
     for rel in GOOD:
         paths = outputs_of(out, rel)
-        photo = predict.to_rgb8(Image.open(setup["input"] / rel))
+        photo = to_rgb8(Image.open(setup["input"] / rel))
         classes = Image.open(paths["classes"])
         assert classes.mode == "P" and classes.size == DRIVE_SIZE, rel
         cls = np.asarray(classes)
@@ -97,7 +97,7 @@ def test_every_good_image_gets_all_outputs_at_its_size(setup, first):
         overlay = np.asarray(Image.open(paths["overlay"]))
         assert colour.shape == overlay.shape == (DRIVE_SIZE[1], DRIVE_SIZE[0], 3), rel
         # The class map is the colour picture decoded by the rule of the brief.
-        assert np.array_equal(cls, predict.classes_from_picture(colour))
+        assert np.array_equal(cls, predict.class_map(colour))
         # The overlay is the photograph wherever no vessel is predicted.
         assert np.array_equal(overlay[cls == 0], photo[cls == 0])
     assert not list(out.rglob(".*"))  # no temporary files left (atomic writes)
@@ -289,7 +289,7 @@ def test_class_map_rule():
     """The published decoding rule; R and B on without G: the larger wins; G with one of R/B: none."""
     pic = np.array([[[0, 0, 0], [200, 0, 0], [0, 0, 200], [0, 200, 0], [200, 200, 200], [130, 0, 129],
                      [129, 0, 130], [150, 0, 150], [127, 0, 127], [200, 130, 0]]], np.uint8)
-    assert predict.classes_from_picture(pic).tolist() == [[0, 1, 2, 3, 3, 1, 2, 1, 0, 0]]
+    assert predict.class_map(pic).tolist() == [[0, 1, 2, 3, 3, 1, 2, 1, 0, 0]]
 
 
 def test_estimate_fov_edge_cases():
