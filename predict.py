@@ -488,11 +488,11 @@ def load_members(args, device, amp_dtype, log):
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", "-w", nargs="+", default=None,
+    p.add_argument("--weights", "-w", nargs="+", action="extend", default=None,
                    help="run folder(s), bundle file(s) or index JSON(s); several = an ensemble "
                         f"(default: the shipped bundle pretrained/{pretrained_bundle().name})")
-    p.add_argument("--input", "-i", nargs="+", required=True,
-                   help="folder(s) (recursive), glob(s), list file(s) or image file(s)")
+    p.add_argument("--input", "-i", nargs="+", action="extend", required=True,
+                   help="folder(s) (recursive), glob(s), list file(s) or image file(s); -i a -i b adds up")
     p.add_argument("--output", "-o", required=True, help="output folder")
     p.add_argument("--masks", default=None, help="folder of FOV masks named like the images "
                                                  "(default: estimate the FOV from each photograph)")

@@ -66,8 +66,9 @@ def build_parser():
     p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV (or DRIVE-AV), LES-AV, HRF-AV, SYNTHETIC")
     p.add_argument("--job_name", "--job-name", dest="job_name", default="default",
                    help="run folder ./<Dataset>/<job_name> (with --seeds: <job_name>_seed<N>)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="evaluate one run per seed")
-    p.add_argument("--load", nargs="+", default=None,
+    p.add_argument("--seeds", type=int, nargs="+", action="extend", default=None,
+                   help="evaluate one run per seed (a repeated option adds to the list)")
+    p.add_argument("--load", nargs="+", action="extend", default=None,
                    help="weights to evaluate instead of --job_name: run folders (ours, or the original "
                         "authors' CP_*.pth files), model bundles (.pth) or bundle index files (.index.json)")
     p.add_argument("--pretrained", action="store_true",

@@ -21,7 +21,7 @@ def rows(summary):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("summaries", nargs="+", help="summary.json files written by test.py")
-    p.add_argument("--names", nargs="+", default=None, help="a column title per summary")
+    p.add_argument("--names", nargs="+", action="extend", default=None, help="a column title per summary")
     args = p.parse_args(argv)
     names = args.names or [Path(s).parent.name for s in args.summaries]
     if len(names) != len(args.summaries):

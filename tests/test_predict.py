@@ -285,6 +285,15 @@ def test_estimated_fov_matches_the_provided_masks(real_data):
             assert score > 0.98, f"{sample.image}: FOV IoU {score:.4f}"
 
 
+def test_repeated_list_options_add_up():
+    """-i a -i b is both inputs (argparse's default would keep only b, silently)."""
+    import test as test_script
+    args = predict.build_parser().parse_args(["-i", "a", "b", "-i", "c", "-o", "out", "-w", "w1", "-w", "w2"])
+    assert args.input == ["a", "b", "c"] and args.weights == ["w1", "w2"]
+    args = test_script.build_parser().parse_args(["--load", "x", "--load", "y", "--seeds", "42", "--seeds", "40"])
+    assert args.load == ["x", "y"] and args.seeds == [42, 40]
+
+
 def test_class_map_rule():
     """The published decoding rule; R and B on without G: the larger wins; G with one of R/B: none."""
     pic = np.array([[[0, 0, 0], [200, 0, 0], [0, 0, 200], [0, 200, 0], [200, 200, 200], [130, 0, 129],
