@@ -61,6 +61,18 @@ def run_names(folders):
     return names
 
 
+def check_one_configuration(runs):
+    """A mean ± std over runs means seeds of one configuration: runs of different variants,
+    widths or fusions are refused (test them apart with --output and set them side by side
+    with scripts.compare)."""
+    def key(saved):
+        return saved["activation"], saved["base_width"], saved.get("fusion")
+    if len({key(saved) for _, _, saved in runs}) > 1:
+        raise ConfigError("the runs of one test must share variant, width and fusion, to be averaged: " + "; ".join(
+            f"{folder} is {saved['activation']}, width {saved['base_width']}, fusion {saved.get('fusion')}"
+            for folder, _, saved in runs) + " (test them one by one with --output, then python -m scripts.compare)")
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV (or DRIVE-AV), LES-AV, HRF-AV, SYNTHETIC")
@@ -151,6 +163,7 @@ def evaluate(args):
     for folder in run_folders(args, spec):
         nets, saved = load_any(folder, expected)
         runs.append((folder, nets.to(device, memory_format=MEMORY_FORMAT), saved))
+    check_one_configuration(runs)
     samples = find_samples(args.data_root, spec, "test")
     default_out = "Final_pre_pretrained" if args.pretrained else "Final_pre"  # never over a run's own test
     out_dir = Path(args.output) if args.output else Path(args.output_root) / spec.name / default_out

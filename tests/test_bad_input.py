@@ -143,3 +143,23 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(drive
         train.train(cfg, tmp_path / "runs", tmp_path)
     saved = torch.load(tmp_path / "DRIVE_AV/nan/CP_best_F1_all.pth", weights_only=True)
     assert saved["epoch"] == 1 and torch.load(tmp_path / "DRIVE_AV/nan/last.pth", weights_only=True)["epoch"] == 0
+
+
+def test_test_py_refuses_to_average_runs_of_different_variants(tmp_path, capsys):
+    """A mean ± std over a sigmoid and a softmax run would read as seeds of one model."""
+    import test as test_script
+    from scripts.bfnet import Networks
+    from scripts.checkpoint import save_best
+    folders = []
+    for activation in ("sigmoid", "softmax"):
+        folder = tmp_path / activation
+        save_best(folder, Networks(activation, 4), RunConfig(activation=activation, base_width=4,
+                                                             image_size=(64, 64)), 1, 0.5)
+        folders.append(str(folder))
+    with pytest.raises(SystemExit) as info:
+        test_script.main(["--load", *folders, "--output", str(tmp_path / "out")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the runs of one test must share variant, width and fusion")
+    assert f"{folders[1]} is softmax, width 4, fusion mean" in err[0]
+    assert not (tmp_path / "out").exists()
