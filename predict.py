@@ -21,8 +21,10 @@ Per image, under --output, at the image's own size (the sub-folders of the input
   <stem>_overlay.png      the class colours blended onto the photograph where a vessel is predicted
   <stem>_uncertainty.png  ensembles only: grey = 510 x std over members (255: members disagree fully)
   <stem>_probs.npz        --save-probs: "probs" (float16, C x H x W), "channels", "fov"
-and one predictions.csv: path, status, reason, width, height, artery/vein/uncertain fractions
-and vessel_density (of the FOV pixels), av_ratio (artery / vein pixels), fov_source.
+and one predictions.csv: path, output (the <stem> above), status, reason, width, height,
+artery/vein/uncertain fractions and vessel_density (of the FOV pixels), av_ratio (artery / vein
+pixels), fov_source; and predict_run.json: the weights (with a SHA-256 of their values) and the
+settings that made the outputs. --resume refuses to add to a folder made with other ones.
 
 The FOV is the mask in --masks named like the image (<stem>.*, <stem>_mask.*; any non-zero
 value is inside; fov_source "mask"), else estimated from the photograph (scripts/fov.py;
@@ -42,6 +44,8 @@ import argparse
 import csv
 import datetime
 import glob
+import hashlib
+import json
 import io
 import os
 import sys
@@ -70,13 +74,14 @@ from scripts.metrics import CLASS_COLOURS, class_map
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_EXTS = IMAGE_EXTS + (".gif",)
 LIST_EXTS = (".txt", ".lst", ".list")
-CSV_FIELDS = ["path", "status", "reason", "width", "height", "artery_fraction", "vein_fraction",
+CSV_FIELDS = ["path", "output", "status", "reason", "width", "height", "artery_fraction", "vein_fraction",
               "uncertain_fraction", "vessel_density", "av_ratio", "fov_source"]
 OUTPUT_SUFFIXES = ("_classes.png", "_colour.png", "_overlay.png", "_uncertainty.png")
 CHANNELS = {"sigmoid": ["artery", "uncertain", "vein"],
             "softmax": ["background", "artery", "vein", "uncertain"]}
 FALLBACK_SIZE = (592, 592)  # DRIVE_AV's input, for checkpoints that do not save theirs
 PARTIAL = ".predictions.rank{}.csv"
+RUN_RECORD = "predict_run.json"  # the weights and settings behind an output folder
 MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted
 
 
@@ -359,7 +364,7 @@ def save_npz(path, arrays):
 
 def row(item, status, reason, w="", h="", fov_source="", stats=None):
     r = {k: "" for k in CSV_FIELDS}
-    r.update(path=item.path, status=status, reason=reason, width=w, height=h, fov_source=fov_source)
+    r.update(path=item.path, output=item.rel, status=status, reason=reason, width=w, height=h, fov_source=fov_source)
     r.update(stats or {})
     return r
 
@@ -369,7 +374,7 @@ def resumed_row(item, paths, previous, masks):
     written class map."""
     old = previous.get(item.path)
     if old and old.get("status") == "ok":
-        return {k: old.get(k, "") for k in CSV_FIELDS}
+        return {**{k: old.get(k, "") for k in CSV_FIELDS}, "output": item.rel}
     cls = np.asarray(Image.open(paths["classes"]))
     rgb = read_image(item.path)
     fov, source = read_fov(item, rgb, masks)
@@ -463,11 +468,33 @@ def compiled(nets, size, batch_size, device, amp_dtype, log):
     return nets
 
 
+@dataclass
+class Member:
+    """One set of weights of the ensemble (often the only one)."""
+    nets: torch.nn.Module
+    size: tuple          # network input (W, H)
+    cfg: dict            # the configuration saved with the weights
+    weights: str         # as given on the command line
+    sha256: str          # of the weight values: what --resume compares
+
+
+def weights_sha256(nets) -> str:
+    """A fingerprint of the values of G, G_A and G_V (fp32, names included; D plays no part
+    in prediction and is not loaded), whatever file held them."""
+    digest = hashlib.sha256()
+    for part in ("G", "G_A", "G_V"):
+        for name, tensor in sorted(getattr(nets, part).state_dict().items()):
+            digest.update(f"{part}.{name}".encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_members(args, device, amp_dtype, log):
     expected = {"activation": args.activation, "base_width": args.base_width}
     members = []
     for w in args.weights or default_weights(args.activation):
         nets, cfg = load_any(w, expected)
+        sha256 = weights_sha256(nets)
         if args.image_size:
             size = check_image_size(args.image_size)
         elif cfg.get("image_size"):
@@ -478,12 +505,40 @@ def load_members(args, device, amp_dtype, log):
         nets = nets.to(device, memory_format=MEMORY_FORMAT)
         if args.compile:
             nets = compiled(nets, size, args.batch_size, device, amp_dtype, log)
-        members.append((nets, size, cfg, w))
-    variants = {m[2]["activation"] for m in members}
-    if len(variants) > 1:
+        members.append(Member(nets, size, cfg, w, sha256))
+    if len({m.cfg["activation"] for m in members}) > 1:
         raise ConfigError("the weights of an ensemble must be one variant: " + ", ".join(
-            f"{w} is {cfg['activation']}" for _, _, cfg, w in members))
+            f"{m.weights} is {m.cfg['activation']}" for m in members))
     return members
+
+
+def run_record(args, members, amp_dtype) -> dict:
+    """What made the outputs of this run: written to predict_run.json, compared by --resume."""
+    return {"weights": [{"given": m.weights, "sha256": m.sha256, "networks": describe(m.cfg),
+                         "input_size": list(m.size), "about": m.cfg.get("about", "")} for m in members],
+            "tta": args.tta, "precision": describe_precision(amp_dtype),
+            "masks": str(Path(args.masks).resolve()) if args.masks else "estimated from each photograph",
+            "overlay_alpha": args.overlay_alpha}
+
+
+def check_resume(out_dir: Path, record: dict):
+    """--resume adds to an output folder only when it was made with the same weights and
+    settings (paths aside: the same values under another name are the same weights)."""
+    path = out_dir / RUN_RECORD
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--resume: cannot read {path} ({exc}); use another --output") from None
+
+    def comparable(rec):
+        return {**rec, "weights": [{k: v for k, v in w.items() if k != "given"} for w in rec.get("weights", [])]}
+    new, old = comparable(record), comparable(old)
+    changed = [k for k in new if new[k] != old.get(k)]
+    if changed:
+        raise ConfigError(f"--resume: {out_dir} was made with other {', '.join(changed)} (see {path}); "
+                          f"use another --output, or leave out --resume to predict every image again")
 
 
 def build_parser():
@@ -554,11 +609,16 @@ def _run(args, ctx: Dist) -> int:
     device = pick_device(args.device, ctx.local_rank)
     amp_dtype = amp_dtype_for(device, args.amp)
     members = load_members(args, device, amp_dtype, log)
-    ensemble = Ensemble([(m[0], m[1]) for m in members], device, amp_dtype, args.tta, args.batch_size)
-    for (nets, size, cfg, w) in members:
-        log(f"{w}: {describe(cfg)}, input {size[0]} x {size[1]}")
-        if cfg.get("about"):
-            log(f"  about these weights: {cfg['about']}")
+    ensemble = Ensemble([(m.nets, m.size) for m in members], device, amp_dtype, args.tta, args.batch_size)
+    for m in members:
+        log(f"{m.weights}: {describe(m.cfg)}, input {m.size[0]} x {m.size[1]}")
+        if m.cfg.get("about"):
+            log(f"  about these weights: {m.cfg['about']}")
+    record = run_record(args, members, amp_dtype)
+    if args.resume:
+        check_resume(out_dir, record)
+    if main:
+        atomic_write(out_dir / RUN_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
     if main:
         log(f"{len(items)} image(s){f' over {ctx.world} processes' if ctx.enabled else ''}; "
             f"{'ensemble of ' + str(len(members)) if len(members) > 1 else 'one network'}"

@@ -2,6 +2,7 @@
 outputs at the original size, failures recorded (not fatal), --resume, ensembles, --tta,
 --masks, a 2-process torchrun; and the FOV estimate against the data sets' own masks."""
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -144,6 +145,24 @@ def test_resume_skips_done_images(setup, first):
         assert changed == p.name.startswith("grey_"), p  # only the incomplete image was redone
     assert (out / "sub" / "grey_colour.png").is_file()
     assert read_rows(out) == read_rows(done)
+    assert {r["output"] for r in read_rows(out)} == {rel.rsplit(".", 1)[0] for rel in GOOD + list(BAD)}
+
+
+def test_resume_refuses_an_output_folder_made_with_other_weights_or_settings(setup, first):
+    """predict_run.json records the weights (SHA-256 of their values) and settings; --resume
+    with other ones would mix two models in one CSV: one line, exit 2, nothing touched."""
+    _, done = first
+    record = json.loads((done / "predict_run.json").read_text())
+    (member,) = record["weights"]
+    assert member["given"] == str(setup["run_a"]) and len(member["sha256"]) == 64
+    assert member["sha256"] == predict.weights_sha256(load_any(setup["run_a"])[0])
+    assert record["tta"] is False and record["precision"] == "fp32"
+    stamps = {p: p.stat().st_mtime_ns for p in done.rglob("*")}
+    for extra, what in ((["--weights", setup["run_b"]], "weights"), (["--weights", setup["run_a"], "--tta"], "tta")):
+        proc = cli(*extra, "--input", setup["input"], "--output", done, "--resume")
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --resume: {done} was made with other {what}")
+    assert {p: p.stat().st_mtime_ns for p in done.rglob("*")} == stamps
 
 
 def test_ensemble_writes_an_uncertainty_map_and_probabilities(setup):
