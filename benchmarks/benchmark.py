@@ -240,20 +240,24 @@ ROWS = [("train_s_per_step", "training step (s)", False),
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="DRIVE_AV")
-    p.add_argument("--activation", choices=["sigmoid", "softmax"], default="sigmoid")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV, LES-AV, HRF-AV (sets the input size and "
+                                                          "the test image; default %(default)s)")
+    p.add_argument("--activation", choices=["sigmoid", "softmax"], default="sigmoid", help="variant (default %(default)s)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda, cuda:1 (default: %(default)s)")
     p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("W", "H"),
                    help="network input (default: the data set's)")
-    p.add_argument("--base-width", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--steps", type=int, default=3, help="timed repetitions")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--base-width", type=int, default=32, help="network width (default %(default)s, the paper's)")
+    p.add_argument("--batch-size", type=int, default=2, help="training batch (default %(default)s, the paper's)")
+    p.add_argument("--steps", type=int, default=3, help="timed repetitions (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (default %(default)s)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks in the tuned run")
     p.add_argument("--skip-train", action="store_true", help="measure inference, test and loading only")
-    p.add_argument("--data-root", default=str(ROOT / "data"))
-    p.add_argument("--configs", nargs="+", default=["plain", "tuned"], choices=["plain", "tuned"])
-    p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/<dataset>_<device>.json)")
+    p.add_argument("--data-root", default=str(ROOT / "data"), help="data folder or pack (default ./data)")
+    p.add_argument("--configs", nargs="+", default=["plain", "tuned"], choices=["plain", "tuned"],
+                   help="which configurations to run (default: both, side by side)")
+    p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/<dataset>_<device>_<date-time>"
+                                               ".json: a new file, never one of the recorded results)")
     p.add_argument("--config", help=argparse.SUPPRESS)  # set in the child processes
     args = p.parse_args(argv)
     if args.config:
@@ -282,13 +286,16 @@ def main(argv=None):
     print(f"{args.dataset} {size[0]}x{size[1]}, {args.activation}, width {args.base_width}, batch "
           f"{args.batch_size}, {args.device} ({report['machine'].get('gpu', report['machine']['cpu_model'])}), "
           f"torch {torch.__version__}, commit {report['machine']['commit']}")
-    print("training precision: " + ", ".join(f"{c} {r['training_precision']}" for c, r in results.items()))
+    if not args.skip_train:
+        print("training precision: " + ", ".join(f"{c} {r['training_precision']}" for c, r in results.items()))
     print(f"{'':<40}" + "".join(f"{c:>12}" for c in results) + f"{'tuned gain':>12}")
     for key, name, _ in ROWS:
         if any(key in r for r in results.values()):
             print(f"{name:<40}" + "".join(f"{r[key]:>12.4g}" if key in r else f"{'':>12}" for r in results.values())
                   + (f"{ratios[key]:>11.2f}x" if key in ratios else ""))
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{dataset_spec(args.dataset).name}_{args.device.split(':')[0]}.json"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else (ROOT / "benchmarks" / "results" /
+                                           f"{dataset_spec(args.dataset).name}_{args.device.split(':')[0]}_{stamp}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
