@@ -1,6 +1,7 @@
 #!/bin/sh
 # Test the three runs of train.sh and report mean ± std over them (DESIGN.md section 6).
-# Runs are ./$DATASET/${JOB}_seed<N> for N in $SEEDS (a single run folder: python test.py --job_name NAME).
+# Runs are ./$DATASET/${JOB}_seed<N> for N in $SEEDS (default "42 40 38", train.sh's; seeds not
+# trained are named and left out). A single run folder: python test.py --job_name NAME.
 DATASET=${DATASET:-DRIVE_AV}
 ACTIVATION=${ACTIVATION:-sigmoid}
 SEEDS=${SEEDS:-"42 40 38"}
@@ -20,6 +21,15 @@ if [ -z "${JOB_SET:-}" ] && [ -z "$(for s in $SEEDS; do ls -d "./$FOLDER/${JOB}_
     echo "no runs ./$FOLDER/${JOB}_seed*: testing the shipped bundle (test.py --pretrained)" >&2
     exec $PYTHON test.py --dataset=$DATASET --pretrained --activation=$ACTIVATION --batch-size=2 \
         --data-root=$DATA_ROOT $EXTRA_ARGS
+fi
+# Test the seeds that were trained; name the ones that were not (e.g. after SEEDS=42 sh train.sh).
+FOUND=""; MISSING=""
+for s in $SEEDS; do
+    if [ -e "./$FOLDER/${JOB}_seed$s" ]; then FOUND="$FOUND $s"; else MISSING="$MISSING $s"; fi
+done
+if [ -n "$MISSING" ] && [ -n "$FOUND" ]; then
+    echo "note: no run ./$FOLDER/${JOB}_seed<N> for seed(s)$MISSING: testing seed(s)$FOUND (SEEDS=... chooses)" >&2
+    SEEDS=$FOUND
 fi
 $PYTHON test.py --dataset=$DATASET --job_name=$JOB --seeds $SEEDS --batch-size=2 \
     --data-root=$DATA_ROOT $EXTRA_ARGS

@@ -188,6 +188,21 @@ def test_test_sh_falls_back_to_the_shipped_bundle(probe_run, real_data, tmp_path
         "error: unknown data set 'HRF'; known: DRIVE_AV, DRIVE-AV, LES-AV, LES_AV, HRF-AV, HRF_AV, SYNTHETIC"]
 
 
+def test_test_sh_names_and_skips_seeds_that_were_not_trained(probe_run, real_data, tmp_path):
+    """After SEEDS=42 sh train.sh, a plain sh test.sh tests seed 42 and says 40 and 38 are missing."""
+    work, _ = probe_run
+    for name in ("test.sh", "test.py", "scripts"):  # a checkout whose ./DRIVE_AV holds one seed
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "DRIVE_AV").mkdir()
+    (tmp_path / "DRIVE_AV" / "sigmoid_seed42").symlink_to(work / "DRIVE_AV" / "probe")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "DATA_ROOT": str(real_data),
+           "EXTRA_ARGS": f"--cache-dir {work / 'cache'} --output {tmp_path / 'out'}"}
+    proc = subprocess.run(["sh", "test.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "note: no run ./DRIVE_AV/sigmoid_seed<N> for seed(s) 40 38: testing seed(s) 42" in proc.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["runs"] == ["DRIVE_AV/sigmoid_seed42"]
+
+
 def test_test_py_pretrained_without_a_shipped_bundle_is_one_line(tmp_path):
     env = {**os.environ, "AVSEG_PRETRAINED": str(tmp_path / "none")}
     proc = subprocess.run([sys.executable, str(ROOT / "test.py"), "--dataset", "LES-AV", "--pretrained"],
