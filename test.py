@@ -1,4 +1,4 @@
-"""Evaluate trained runs on a data set's test images with the protocol of DESIGN.md section 6.
+"""Evaluate trained runs on a data set's test images with the published protocol (README: Metrics).
 
 Writes into ./<Dataset>/Final_pre (--pretrained: Final_pre_pretrained; or --output) the pictures
 {small_pre,raw_pre,mixed_segments}/<image>.png (with several runs, one sub-folder per run),

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The published training protocol for one data set and three seeds (DESIGN.md section 4).
+# The published training protocol for one data set and three seeds (README: Train).
 # Override any of these from the environment, e.g.  DATASET=HRF-AV ACTIVATION=softmax sh train.sh
 DATASET=${DATASET:-DRIVE_AV}          # DRIVE_AV, LES-AV or HRF-AV
 ACTIVATION=${ACTIVATION:-sigmoid}     # sigmoid (paper default) or softmax
