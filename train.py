@@ -141,6 +141,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     if not resume and (run_dir / NETWORK_FILES["G"]).is_file():
         raise ConfigError(f"{run_dir} holds the best networks of a run that stopped before its first last.pth "
                           f"(--save-every): another --job_name (or deleting the folder) starts afresh")
+    # --load's weights are read (and checked) before the data: a wrong file fails at once.
+    initial = load_any(load, {"activation": cfg.activation, "base_width": cfg.base_width})[0] if load else None
 
     samples = find_samples(cfg.data_root, spec, "training")
     check_pack_size(cfg.data_root, spec, size)
@@ -166,9 +168,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     generator = torch.Generator().manual_seed(cfg.seed)
     start_epoch, best_f1, step = 0, -1.0, 0
 
-    if load:
-        loaded, _ = load_any(load, {"activation": cfg.activation, "base_width": cfg.base_width})
-        nets.load_state_dict({**nets.state_dict(), **{k: v for k, v in loaded.state_dict().items()
+    if initial is not None:
+        nets.load_state_dict({**nets.state_dict(), **{k: v for k, v in initial.state_dict().items()
                                                       if not k.startswith("D.")}})
         log(f"initialised generators from {load}")
     if resume:
@@ -209,9 +210,11 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     bar = tqdm(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
                disable=not ctx.is_main)
     losses, weight, complete, last_save = {}, 1.0, True, time.time()
+    shown = {}  # the last logged G loss, shown beside the epoch on the progress bar
     for epoch in range(start_epoch, cfg.epochs):
         nets.train()
         started = time.time()
+        bar.set_postfix(epoch=epoch + 1, **shown)
         for idx in torch.randperm(n, generator=generator).split(bs):
             if len(idx) < ctx.world:
                 continue
@@ -233,7 +236,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 if writer:
                     for k, v in values.items():
                         writer.add_scalar(f"loss/{k}", v, step)
-                bar.set_postfix(epoch=epoch + 1, G=f"{values['G']:.3f}")
+                shown = {"G": f"{values['G']:.3f}"}
+                bar.set_postfix(epoch=epoch + 1, **shown)
 
         values = batch_losses(losses, weight, ctx)
         check_finite(values, epoch, run_dir)

@@ -124,6 +124,26 @@ def test_bad_options(drive_copy, tmp_path, args, message):
     assert message in proc.stderr
 
 
+def test_train_load_checks_the_weights_before_reading_the_data(drive_copy, tmp_path):
+    """train.py --load: weights of the other variant are one line before any photograph is
+    decoded; weights of the right one initialise G, G_A and G_V."""
+    from scripts.bfnet import Networks
+    from scripts.checkpoint import save_best
+    for activation in ("sigmoid", "softmax"):
+        save_best(tmp_path / activation, Networks(activation, 4),
+                  RunConfig(activation=activation, base_width=4, image_size=(64, 64)), 1, 0.5)
+    common = [sys.executable, str(ROOT / "train.py"), "--data-root", str(drive_copy), "--epochs", "1",
+              "--image-size", "64", "64", "--base-width", "4", "--batch-size", "2", "--validation", "25",
+              "--cache-dir", str(tmp_path / "c"), "--output-root", str(tmp_path / "o"),
+              "--runs-dir", str(tmp_path / "runs")]
+    proc = subprocess.run([*common, "--load", str(tmp_path / "softmax")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "softmax" in proc.stderr and not (tmp_path / "c").exists()
+    proc = subprocess.run([*common, "--load", str(tmp_path / "sigmoid")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"initialised generators from {tmp_path / 'sigmoid'}" in proc.stdout
+
+
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(drive_copy, tmp_path, monkeypatch):
     cfg = RunConfig(data_root=str(drive_copy), job_name="nan", epochs=3, batch_size=4, image_size=(64, 64),
                     base_width=4, validation=25, cache_dir=str(tmp_path / "c"), device="cpu", log_every=1,
