@@ -1,7 +1,10 @@
 """Print test summaries side by side, e.g. BF-Net against its ablation without branches.
 
-    python -m scripts.compare DRIVE_AV/Final_pre_bfnet/summary.json DRIVE_AV/Final_pre_nofusion/summary.json \
-        --names BF-Net "no fusion"
+    python -m scripts.compare DRIVE_AV/Final_pre_bfnet/summary.json \\
+        DRIVE_AV/Final_pre_nofusion/summary.json --names BF-Net "no fusion"
+
+Values are percent (segments/count: segments per image), mean ± std over the runs of each
+summary; a summary of one run shows its plain values.
 """
 import argparse
 import json
@@ -18,24 +21,41 @@ def rows(summary):
                 yield f"{group}/{key}", value
 
 
+def cell(value, one_run):
+    return f"{value['mean']:>22.2f}" if one_run else f"{value['mean']:>14.2f} ± {value['std']:<5.2f}"
+
+
+def table(summaries, names):
+    """The side-by-side table as text, for the metrics every summary has."""
+    tables = [dict(rows(s)) for s in summaries]
+    one_run = [len(s.get("runs", [])) == 1 for s in summaries]
+    keys = [k for k in tables[0] if all(k in t for t in tables)]
+    lines = [f"{'metric':<36}" + "".join(f"{n:>22}" for n in names)]
+    for key in keys:
+        lines.append(f"{key:<36}" + "".join(cell(t[key], one) for t, one in zip(tables, one_run)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m scripts.compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("summaries", nargs="+", help="summary.json files written by test.py")
-    p.add_argument("--names", nargs="+", action="extend", default=None, help="a column title per summary")
+    p.add_argument("--names", nargs="+", action="extend", default=None,
+                   help="a column title per summary (default: each summary's folder name)")
     args = p.parse_args(argv)
     names = args.names or [Path(s).parent.name for s in args.summaries]
     if len(names) != len(args.summaries):
-        sys.exit("error: give one --names entry per summary")
-    tables = []
+        print(f"error: {len(names)} --names for {len(args.summaries)} summaries: give one per summary",
+              file=sys.stderr)
+        sys.exit(2)
+    summaries = []
     for path in args.summaries:
         try:
-            tables.append(dict(rows(json.loads(Path(path).read_text()))))
+            summaries.append(json.loads(Path(path).read_text()))
         except (OSError, ValueError) as exc:
-            sys.exit(f"error: {path}: cannot read summary ({exc})")
-    keys = [k for k in tables[0] if all(k in t for t in tables)]
-    print(f"{'metric (percent, mean ± std over runs)':<36}" + "".join(f"{n:>22}" for n in names))
-    for key in keys:
-        print(f"{key:<36}" + "".join(f"{t[key]['mean']:>14.2f} ± {t[key]['std']:<5.2f}" for t in tables))
+            print(f"error: {path}: cannot read summary ({exc})", file=sys.stderr)
+            sys.exit(2)
+    print(table(summaries, names))
 
 
 if __name__ == "__main__":

@@ -228,3 +228,22 @@ def test_scalars_of_a_run_export_to_a_small_csv(probe_run, tmp_path, capsys):
     assert len(f1) == 1 and 0 <= f1[0] <= 1  # one epoch, one validation
     assert scalars.main([str(tmp_path / "nothing_here"), str(tmp_path / "x.csv")]) == 2
     assert "no TensorBoard event files" in capsys.readouterr().err
+
+
+def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
+    from scripts import compare
+    value = {"mean": 54.375, "std": 1.5}
+    one = {"runs": ["a"], "average": {"f1": value}, "segments": {"count": value, "mixed_any": value}}
+    three = {**one, "runs": ["a", "b", "c"]}
+    for name, summary in (("one", one), ("three", three)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "three" / "summary.json")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["metric", "one", "three"]
+    assert lines[1].split() == ["average/f1", "54.38", "54.38", "±", "1.50"]  # one run: no "± 0.00"
+    assert [line.split()[0] for line in lines[1:]] == ["average/f1", "segments/count", "segments/mixed_any"]
+    with pytest.raises(SystemExit) as info:
+        compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "missing.json")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing.json'}: cannot read summary")
