@@ -90,7 +90,8 @@ def read(path, mmap=False):
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({str(exc).splitlines()[0]})") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]  # torch's advice cut
+        raise CheckpointError(f"{path}: cannot read checkpoint ({first}); is it damaged or incomplete?") from None
 
 
 def infer_config(state_dicts) -> dict:

@@ -227,6 +227,22 @@ def test_not_a_checkpoint(tmp_path):
         load_any(tmp_path / "nothing")
 
 
+def test_a_truncated_checkpoint_is_one_short_line(run, tmp_path):
+    """A half-copied file: the file, what failed, and a hint, without torch's paragraph of advice."""
+    folder, _ = run
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for f in folder.iterdir():
+        (cut / f.name).write_bytes(f.read_bytes())
+    g = cut / "CP_best_F1_all.pth"
+    g.write_bytes(g.read_bytes()[: g.stat().st_size // 2])
+    with pytest.raises(CheckpointError) as info:
+        load_any(cut)
+    message = str(info.value)
+    assert message.startswith(f"{g}: cannot read checkpoint (") and message.endswith("is it damaged or incomplete?")
+    assert "\n" not in message and len(message) < len(str(g)) + 200
+
+
 def test_about_text_travels_with_the_bundle(run, tmp_path, capsys):
     folder, _ = run
     for out, shards in ((tmp_path / "one.pth", None), (tmp_path / "many.pth", 1)):
