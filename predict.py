@@ -46,7 +46,6 @@ import datetime
 import glob
 import hashlib
 import json
-import io
 import os
 import sys
 from collections import deque
@@ -63,8 +62,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from scripts.bundle import load_any, pretrained_bundle
-from scripts.checkpoint import atomic_write, describe
-from scripts.config import ConfigError, check_image_size
+from scripts.checkpoint import atomic_write, atomic_write_csv, describe
+from scripts.config import DATASETS, ConfigError, check_image_size
 from scripts.data import read_image, read_mask
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
 from scripts.evaluate import compile_for_inference, full_size_picture, predict_probs, write_png
@@ -79,7 +78,7 @@ CSV_FIELDS = ["path", "output", "status", "reason", "width", "height", "artery_f
 OUTPUT_SUFFIXES = ("_classes.png", "_colour.png", "_overlay.png", "_uncertainty.png")
 CHANNELS = {"sigmoid": ["artery", "uncertain", "vein"],
             "softmax": ["background", "artery", "vein", "uncertain"]}
-FALLBACK_SIZE = (592, 592)  # DRIVE_AV's input, for checkpoints that do not save theirs
+FALLBACK_SIZE = DATASETS["DRIVE_AV"].size  # for checkpoints that do not save their input size
 PARTIAL = ".predictions.rank{}.csv"
 RUN_RECORD = "predict_run.json"  # the weights and settings behind an output folder
 MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted
@@ -98,7 +97,7 @@ def _is_image(p: Path):
     return p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
 
 
-def _earlier_output(f: Path, base: Path, output: Optional[Path], masks: Optional[Path]) -> bool:
+def _not_a_photograph(f: Path, base: Path, output: Optional[Path], masks: Optional[Path]) -> bool:
     """Not a photograph to segment: a mask of --masks (unless the masks lie among the
     photographs themselves), or an output of this program (an output file name under --output
     or under a folder holding a predictions.csv, up to the searched folder)."""
@@ -128,7 +127,7 @@ def _rel_stem(p: Path, base: Path) -> str:
 def find_inputs(specs, output=None, masks=None):
     """Items for every input argument (sorted per argument, duplicates dropped) and warnings
     about arguments that matched nothing. Folders and globs skip ``masks`` and the outputs of
-    earlier runs (see ``_earlier_output``); files named explicitly are always taken."""
+    earlier runs (see ``_not_a_photograph``); files named explicitly are always taken."""
     output = Path(output).resolve() if output else None
     masks = Path(masks).resolve() if masks else None
     items, seen, warnings = [], set(), []
@@ -143,7 +142,7 @@ def find_inputs(specs, output=None, masks=None):
         p = Path(spec)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and _is_image(f)
-                           and not _earlier_output(f, p, output, masks))
+                           and not _not_a_photograph(f, p, output, masks))
             for f in found:
                 add(f, p)
             if not found:
@@ -169,7 +168,7 @@ def find_inputs(specs, output=None, masks=None):
             base = Path(spec)
             while glob.has_magic(str(base)):
                 base = base.parent
-            found = [f for f in found if f.is_file() and _is_image(f) and not _earlier_output(f, base, output, masks)]
+            found = [f for f in found if f.is_file() and _is_image(f) and not _not_a_photograph(f, base, output, masks)]
             for f in found:
                 add(f, base)
             if not found:
@@ -391,16 +390,12 @@ def read_rows(path):
         return []
 
 
-def read_csv(path):
+def previous_rows_by_path(path):
     return {r["path"]: r for r in read_rows(path)}
 
 
 def write_csv(path, rows):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda r: r["path"]))
-    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    atomic_write_csv(path, sorted(rows, key=lambda r: r["path"]), CSV_FIELDS)
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -626,7 +621,7 @@ def _run(args, ctx: Dist) -> int:
 
     mine = [it for i, it in enumerate(items) if i % ctx.world == ctx.rank]
     is_ensemble = len(members) > 1
-    previous = read_csv(out_dir / "predictions.csv") if args.resume else {}
+    previous = previous_rows_by_path(out_dir / "predictions.csv") if args.resume else {}
     rows, todo = [], []
     for it in mine:
         paths = output_paths(out_dir, it, is_ensemble, args.save_probs)

@@ -12,8 +12,6 @@ Examples:
     python test.py --dataset DRIVE_AV --pretrained     # the shipped bundle in pretrained/
 """
 import argparse
-import csv
-import io
 import json
 import sys
 import time
@@ -23,7 +21,7 @@ from tqdm import tqdm
 
 from scripts import metrics
 from scripts.bundle import load_any, pretrained_bundle
-from scripts.checkpoint import atomic_write
+from scripts.checkpoint import atomic_write, atomic_write_csv
 from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_spec, str2bool
 from scripts.data import find_samples, load_tensor_set, load_truth
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
@@ -206,7 +204,7 @@ def evaluate(args):
     summary["dataset"] = spec.name
     summary["units"] = ("percent (segments/count: a number); mean and std (ddof=0) over runs of the "
                         "per-run mean over test images")
-    write_csv(out_dir / "metrics.csv", rows)
+    atomic_write_csv(out_dir / "metrics.csv", rows, rows[0])
     atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     print(format_table(summary))
     pictures = f"{out_dir}/<run>/" if multi else f"{out_dir}/"
@@ -219,14 +217,6 @@ def percent_summary(tree):
     """mean_std_over_runs output with every mean and std in percent (counts stay counts)."""
     return {k: (v if k == "count" else {"mean": 100.0 * v["mean"], "std": 100.0 * v["std"]})
             if set(v) == {"mean", "std"} else percent_summary(v) for k, v in tree.items()}
-
-
-def write_csv(path, rows):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
 
 
 def main(argv=None):

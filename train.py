@@ -4,7 +4,7 @@ Example (the original protocol on DRIVE-AV, one seed):
     python train.py --e=1500 --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 --beta=1.1 \
         --gama=0.08 --dataset=DRIVE_AV --job_name=sigmoid_seed42 --seed_num=42 --data-root ./data
 
---resume continues ./<Dataset>/<job_name>/last.pth with the settings saved there; only
+--resume continues <output-root>/<Dataset>/<job_name>/last.pth with the settings saved there; only
 --epochs and the run-time options (--device, --amp/--no-amp, --compile, --log-every, --image-every,
 --save-every, --time-limit, --data-root, --cache-dir, --runs-dir, --output-root) may change, and a
 different value of any other option is an error. last.pth is written every --save-every minutes,
@@ -54,14 +54,14 @@ def build_parser():
                    help="adversarial weight (default %(default)s)")
     p.add_argument("--dataset", default=d.dataset, help="DRIVE_AV (or DRIVE-AV), LES-AV, HRF-AV, SYNTHETIC")
     p.add_argument("--job_name", "--job-name", default=d.job_name, dest="job_name",
-                   help="run folder name: checkpoints go to ./<Dataset>/<job_name>/")
+                   help="run folder name: checkpoints go to <output-root>/<Dataset>/<job_name>/")
     p.add_argument("--seed_num", "--seed", type=int, default=d.seed, dest="seed",
                    help="seeds the weights, the validation split and the augmentation (default %(default)s)")
     p.add_argument("--uniform", type=str2bool, default=False, help="True: 720 x 720 input for every data set")
     p.add_argument("--discriminator", default="unet", choices=["unet"], help="only 'unet' (as published)")
     p.add_argument("--load", default=None,
                    help="initialise G, G_A, G_V from a run folder, a bundle or the original CP_*.pth folder")
-    p.add_argument("--resume", action="store_true", help="continue ./<Dataset>/<job_name>/last.pth")
+    p.add_argument("--resume", action="store_true", help="continue <output-root>/<Dataset>/<job_name>/last.pth")
     p.add_argument("--data-root", default=d.data_root, dest="data_root",
                    help="folder holding <Dataset>/{training,test} (default %(default)s; a pack of scripts/pack.py too)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None, dest="image_size",

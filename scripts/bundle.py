@@ -33,7 +33,7 @@ import torch
 
 from .bfnet import Networks
 from .checkpoint import (EPOCH_FILE, FORMAT, NETWORK_FILES, CheckpointError, atomic_torch_save,
-                         atomic_write, describe, epoch_files, load_networks, read)
+                         atomic_write, check_expected, describe, epoch_files, load_networks, read)
 
 BUNDLE_FORMAT = "avseg-bundle"
 INDEX_FORMAT = "avseg-bundle-index"
@@ -234,13 +234,6 @@ def _build(source, config, networks, expected=None):
             raise CheckpointError(f"{source}: {name} does not fit a {describe(config)} "
                                   f"({lines[1].strip() if len(lines) > 1 else lines[0]})") from None
     return nets.eval()
-
-
-def check_expected(source, saved: dict, expected: dict = None):
-    """One line naming both when the checkpoint is not what the caller asked for."""
-    for key, value in (expected or {}).items():
-        if value is not None and saved.get(key) is not None and saved[key] != value:
-            raise CheckpointError(f"{source}: checkpoint is {describe(saved)}, but {key}={value} was asked for")
 
 
 def load_bundle(path, expected: dict = None):

@@ -8,6 +8,8 @@ The three network files use the original project's names. Ours are dicts
 {"format", "version", "network", "config", "state_dict", ...}; the original's are plain
 state dicts, which load too (their config is inferred from the tensor shapes).
 """
+import csv
+import io
 import os
 import re
 import tempfile
@@ -110,6 +112,23 @@ def describe(cfg: dict) -> str:
     return f"{cfg.get('activation')} variant, base width {cfg.get('base_width')}, fusion {cfg.get('fusion')}"
 
 
+def atomic_write_csv(path, rows, fields):
+    """rows (dicts) as a CSV with these columns, written atomically (``atomic_write``)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+def check_expected(source, saved: dict, expected: dict = None):
+    """One line naming both when the checkpoint is not what the caller asked for
+    (``expected`` such as {"activation": "sigmoid", "base_width": None}; None: anything)."""
+    for key, value in (expected or {}).items():
+        if value is not None and saved.get(key) is not None and saved[key] != value:
+            raise CheckpointError(f"{source}: checkpoint is {describe(saved)}, but {key}={value} was asked for")
+
+
 def epoch_files(epoch: int) -> dict:
     return {"G": f"CP_epoch{epoch}_all.pth", "G_A": f"CP_epoch{epoch}_A.pth", "G_V": f"CP_epoch{epoch}_V.pth"}
 
@@ -144,10 +163,7 @@ def load_networks(run_dir, expected: dict = None, filenames: dict = None):
         saved = dict(raw["G"]["config"])
     else:
         saved = infer_config(states)
-    for key, value in (expected or {}).items():
-        if value is not None and saved.get(key) is not None and saved[key] != value:
-            raise CheckpointError(f"{run_dir}: checkpoint is {describe(saved)}, but {key}={value} "
-                                  f"was asked for")
+    check_expected(run_dir, saved, expected)
     nets = Networks(saved["activation"], saved["base_width"], saved["fusion"])
     for name, state in states.items():
         try:
