@@ -56,11 +56,11 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from scripts import distributed
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, describe
 from scripts.config import DATASETS, ConfigError, check_image_size
@@ -398,45 +398,6 @@ def write_csv(path, rows):
     atomic_write_csv(path, sorted(rows, key=lambda r: r["path"]), CSV_FIELDS)
 
 
-# ----------------------------------------------------------------------------- distributed
-
-class Dist:
-    def __init__(self, device_type):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank, self.local_rank = 0, int(os.environ.get("LOCAL_RANK", "0"))
-        self.device_type = device_type
-        if self.world > 1:
-            if device_type == "cuda":
-                torch.cuda.set_device(self.local_rank)
-            dist.init_process_group("nccl" if device_type == "cuda" else "gloo",
-                                    timeout=datetime.timedelta(hours=12))
-            self.rank = dist.get_rank()
-
-    @property
-    def enabled(self):
-        return self.world > 1
-
-    def broadcast(self, obj):
-        if not self.enabled:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def sum(self, value: int) -> int:
-        """All-reduce sum; also the barrier of the ranks."""
-        if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.long,
-                         device=f"cuda:{self.local_rank}" if self.device_type == "cuda" else "cpu")
-        dist.all_reduce(t)
-        return int(t.item())
-
-    def close(self):
-        if self.enabled and dist.is_initialized():
-            dist.destroy_process_group()
-
-
 # ----------------------------------------------------------------------------- main
 
 def default_weights(activation):
@@ -577,15 +538,15 @@ def run(args) -> int:
         raise ConfigError("--batch-size and --workers must be at least 1")
     if not 0 <= args.overlay_alpha <= 1:
         raise ConfigError("--overlay-alpha must be in [0, 1]")
-    device_type = "cuda" if (args.device.startswith("cuda") or (not args.device and torch.cuda.is_available())) else "cpu"
-    ctx = Dist(device_type)
+    # Each rank waits for the others at the end: up to 12 h, for cohorts split unevenly.
+    ctx = distributed.init(pick_device(args.device).type, timeout=datetime.timedelta(hours=12))
     try:
         return _run(args, ctx)
     finally:
         ctx.close()
 
 
-def _run(args, ctx: Dist) -> int:
+def _run(args, ctx: distributed.Context) -> int:
     main = ctx.rank == 0
     log = (lambda m: tqdm.write(m, file=sys.stderr)) if main else (lambda m: None)
     out_dir = Path(args.output)

@@ -128,7 +128,6 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     ctx = distributed.init(device.type)
     if ctx.enabled and device.type == "cuda":  # one GPU per process
         device = torch.device("cuda", ctx.local_rank)
-        torch.cuda.set_device(device)
     seed_everything(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -277,9 +276,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     if writer:
         writer.close()
     log(f"best validation F1 {100 * best_f1:.2f}; checkpoints in {run_dir}")
-    if ctx.enabled:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    ctx.close()
     return best_f1, complete
 
 

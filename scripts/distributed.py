@@ -1,13 +1,16 @@
-"""Multi-process training under ``torchrun`` (DistributedDataParallel; NCCL on GPU, gloo on CPU).
+"""Multi-process training and prediction under ``torchrun`` (DistributedDataParallel; NCCL on
+GPU, gloo on CPU).
 
 A run with N processes and ``--batch-size B`` is the single-process run with batch B: every
 rank draws the same random numbers for the whole batch, trains on its own slice of it,
 BatchNorm statistics are synchronised over the ranks, and each rank's losses are weighted by
 its share of the batch before DDP averages the gradients.
 """
+import datetime
 import os
 import warnings
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -16,9 +19,11 @@ import torch.nn as nn
 
 @dataclass
 class Context:
+    """This process's place in the run; with one process every method is a no-op."""
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    device_type: str = "cpu"
 
     @property
     def enabled(self):
@@ -28,15 +33,42 @@ class Context:
     def is_main(self):
         return self.rank == 0
 
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` (any picklable value) on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
-def init(device_type: str) -> Context:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    def sum(self, value: int) -> int:
+        """The sum of ``value`` over the ranks; also a barrier."""
+        if not self.enabled:
+            return value
+        device = f"cuda:{self.local_rank}" if self.device_type == "cuda" else "cpu"
+        return int(all_reduce_sum(torch.tensor([value], dtype=torch.long, device=device)).item())
+
+    def close(self):
+        """Wait for every rank, then leave the process group."""
+        if self.enabled and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def init(device_type: str, timeout: Optional[datetime.timedelta] = None) -> Context:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); on CUDA each process
+    takes the GPU of its local rank. ``timeout``: how long a rank may wait for the others
+    (torch's default when None)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Context()
+        return Context(device_type=device_type)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return Context(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo",
+                                **({"timeout": timeout} if timeout else {}))
+    return Context(dist.get_rank(), world, local_rank, device_type)
 
 
 class CPUSyncBatchNorm(nn.BatchNorm2d):
