@@ -575,38 +575,60 @@ def _run(args, ctx: distributed.Context) -> int:
         check_resume(out_dir, record)
     if main:
         atomic_write(out_dir / RUN_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
-    if main:
         log(f"{len(items)} image(s){f' over {ctx.world} processes' if ctx.enabled else ''}; "
             f"{'ensemble of ' + str(len(members)) if len(members) > 1 else 'one network'}"
             f"{', with flip TTA' if args.tta else ''}; device {device}, {describe_precision(amp_dtype)}")
 
     mine = [it for i, it in enumerate(items) if i % ctx.world == ctx.rank]
-    is_ensemble = len(members) > 1
+    done_rows, todo = plan(mine, out_dir, len(members) > 1, masks, args)
+    skipped = ctx.sum(len(done_rows)) if args.resume else 0
+    if skipped:
+        log(f"--resume: {skipped} image(s) already done, skipped")
+    rows, failed = segment(todo, ensemble, masks, args, show_progress=main)
+    total_failed = write_predictions_csv(out_dir, done_rows + rows, failed, ctx)
+    if main:
+        log(f"{len(items) - total_failed} of {len(items)} image(s) segmented, {total_failed} failed; "
+            f"wrote {out_dir}/predictions.csv")
+    return 1 if total_failed else 0
+
+
+def plan(items, out_dir, is_ensemble, masks, args):
+    """(CSV rows of the images an earlier run finished (--resume), [(item, output paths) to do])."""
     previous = previous_rows_by_path(out_dir / "predictions.csv") if args.resume else {}
-    rows, todo = [], []
-    for it in mine:
+    done_rows, todo = [], []
+    for it in items:
         paths = output_paths(out_dir, it, is_ensemble, args.save_probs)
         if args.resume and not it.missing and all(p.is_file() for p in paths.values()):
             try:
-                rows.append(resumed_row(it, paths, previous, masks))
+                done_rows.append(resumed_row(it, paths, previous, masks))
                 continue
             except Exception:  # noqa: BLE001 - an unreadable old output: predict again
                 pass
         todo.append((it, paths))
-    skipped = ctx.sum(len(mine) - len(todo)) if args.resume else 0
-    if skipped:
-        log(f"--resume: {skipped} image(s) already done, skipped")
+    return done_rows, todo
 
-    failures = []
+
+def segment(todo, ensemble, masks, args, show_progress=True):
+    """Segment and write every (item, paths): (CSV rows, number failed). Decoding the next
+    batch and writing the last one's files run in threads while the networks work; a file
+    that fails is recorded and the rest go on."""
+    rows, failed = [], []
 
     def fail(item, exc):
         reason = _reason(exc, item.path)
         rows.append(row(item, "failed", reason))
-        failures.append(item)
+        failed.append(item)
         tqdm.write(f"failed: {item.path}: {reason}", file=sys.stderr)
 
+    def collect(entry):
+        item, fut = entry
+        try:
+            rows.append(fut.result())
+        except Exception as exc:  # noqa: BLE001
+            fail(item, exc)
+
     batches = [todo[i:i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
-    bar = tqdm(total=len(todo), desc="predict", unit="img", disable=not main or None, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), desc="predict", unit="img", disable=not show_progress or None, dynamic_ncols=True)
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
         def submit(k):
             return [pool.submit(prepare, it, ensemble.sizes, masks) for it, _ in batches[k]] if k < len(batches) else []
@@ -632,38 +654,31 @@ def _run(args, ctx: distributed.Context) -> int:
                     writes.append((p.item, pool.submit(write_outputs, p, probs[j], None if std is None else std[j],
                                                        paths, ensemble.activation, args.overlay_alpha)))
             while len(writes) > 2 * args.batch_size:
-                _collect(writes.popleft(), rows, fail)
+                collect(writes.popleft())
             bar.update(len(batch))
         while writes:
-            _collect(writes.popleft(), rows, fail)
+            collect(writes.popleft())
     bar.close()
+    return rows, len(failed)
 
-    # One CSV: each rank writes its part, rank 0 merges after all are done.
-    if ctx.enabled:
-        write_csv(out_dir / PARTIAL.format(ctx.rank), rows)
-    total_failed = ctx.sum(len(failures))  # also: every rank has written its part
-    if ctx.enabled and main:
+
+def write_predictions_csv(out_dir, rows, failed, ctx) -> int:
+    """One predictions.csv for the run: each rank writes its part, rank 0 merges them once all
+    are written. Returns the number of failed images over all ranks."""
+    if not ctx.enabled:
+        write_csv(out_dir / "predictions.csv", rows)
+        return failed
+    write_csv(out_dir / PARTIAL.format(ctx.rank), rows)
+    total_failed = ctx.sum(failed)  # also: every rank has written its part
+    if ctx.is_main:
         merged = []
         for r in range(ctx.world):
             merged.extend(read_rows(out_dir / PARTIAL.format(r)))
         write_csv(out_dir / "predictions.csv", merged)
         for part in out_dir.glob(PARTIAL.format("*")):  # also those of an interrupted earlier run
             part.unlink(missing_ok=True)
-    elif not ctx.enabled:
-        write_csv(out_dir / "predictions.csv", rows)
     ctx.sum(0)  # nobody leaves before the merged CSV is written
-    if main:
-        done = len(items) - total_failed
-        log(f"{done} of {len(items)} image(s) segmented, {total_failed} failed; wrote {out_dir}/predictions.csv")
-    return 1 if total_failed else 0
-
-
-def _collect(entry, rows, fail):
-    item, fut = entry
-    try:
-        rows.append(fut.result())
-    except Exception as exc:  # noqa: BLE001
-        fail(item, exc)
+    return total_failed
 
 
 def main(argv=None):
