@@ -172,20 +172,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                                                       if not k.startswith("D.")}})
         log(f"initialised generators from {load}")
     if resume:
-        state = read(run_dir / LAST_STATE)
-        saved = RunConfig.from_dict(state["config"])
-        if (saved.activation, saved.base_width, saved.fusion_mode) != (cfg.activation, cfg.base_width, cfg.fusion_mode):
-            raise ConfigError(f"{run_dir / LAST_STATE}: saved run is {saved.activation}/width "
-                              f"{saved.base_width}/fusion {saved.fusion_mode}, asked for "
-                              f"{cfg.activation}/width {cfg.base_width}/fusion {cfg.fusion_mode}")
-        nets.load_state_dict(state["networks"])
-        trainer.load_state_dict(state["trainer"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, best_f1, step = state["epoch"] + 1, state["best_f1"], state["step"]
-        best_file = run_dir / NETWORK_FILES["G"]
-        if best_file.is_file():  # saved after last.pth when a crash fell between the two
-            best_f1 = max(best_f1, read(best_file).get("val_f1", best_f1))
+        start_epoch, best_f1, step = restore_state(run_dir, cfg, nets, trainer, generator)
         log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f})")
         if start_epoch >= cfg.epochs:
             log(f"all {cfg.epochs} epochs are done already; --epochs N (more than {cfg.epochs}) trains longer")
@@ -260,10 +247,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
             # last.pth (all four networks and Adam's moments: 400 MB at width 32, about 1 s to write on
             # the development VM) at most every --save-every minutes, not after every short epoch.
             if final or stop or time.time() - last_save >= 60 * cfg.save_every:
-                atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "step": step, "best_f1": best_f1,
-                                   "networks": nets.state_dict(), "trainer": trainer.state_dict(),
-                                   "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
-                                  run_dir / LAST_STATE)
+                save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator)
                 last_save = time.time()
             bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} (best {100 * best_f1:.2f}), "
                       f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
@@ -278,6 +262,34 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     log(f"best validation F1 {100 * best_f1:.2f}; checkpoints in {run_dir}")
     ctx.close()
     return best_f1, complete
+
+
+def save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator):
+    """last.pth: everything --resume needs to continue after ``epoch`` as if never stopped."""
+    atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "step": step, "best_f1": best_f1,
+                       "networks": nets.state_dict(), "trainer": trainer.state_dict(),
+                       "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
+                      run_dir / LAST_STATE)
+
+
+def restore_state(run_dir, cfg, nets, trainer, generator):
+    """Load last.pth into the networks, optimisers, schedulers and random generators;
+    returns (first epoch to run, best validation F1 so far, step)."""
+    state = read(run_dir / LAST_STATE)
+    saved = RunConfig.from_dict(state["config"])
+    if (saved.activation, saved.base_width, saved.fusion_mode) != (cfg.activation, cfg.base_width, cfg.fusion_mode):
+        raise ConfigError(f"{run_dir / LAST_STATE}: saved run is {saved.activation}/width "
+                          f"{saved.base_width}/fusion {saved.fusion_mode}, asked for "
+                          f"{cfg.activation}/width {cfg.base_width}/fusion {cfg.fusion_mode}")
+    nets.load_state_dict(state["networks"])
+    trainer.load_state_dict(state["trainer"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    best_f1 = state["best_f1"]
+    best_file = run_dir / NETWORK_FILES["G"]
+    if best_file.is_file():  # saved after last.pth when a crash fell between the two
+        best_f1 = max(best_f1, read(best_file).get("val_f1", best_f1))
+    return state["epoch"] + 1, best_f1, state["step"]
 
 
 def out_of_time(limit_minutes, run_started, epoch_seconds, device):
