@@ -47,7 +47,8 @@ def build_parser():
     p.add_argument("--learning-rate", "-l", type=float, default=d.learning_rate, dest="learning_rate",
                    help="Adam learning rate of all four networks (default %(default)s)")
     p.add_argument("--validation", "--v", "-v", type=float, default=d.validation,
-                   help="percent of the training images held out for validation (default %(default)s)")
+                   help="percent of the training images held out for validation, at least one image "
+                        "(default %(default)s)")
     p.add_argument("--alpha", type=float, default=d.alpha, help="MSE weight (default %(default)s)")
     p.add_argument("--beta", type=float, default=d.beta, help="segmentation loss weight (default %(default)s)")
     p.add_argument("--gama", "--gamma", type=float, default=d.gamma, dest="gamma",
