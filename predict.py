@@ -274,6 +274,7 @@ class Prepared:
     fov: np.ndarray              # HxW bool
     fov_source: str
     resized: dict                # (W, H) -> 3xHxW uint8 tensor
+    greyscale: bool = False      # the three channels are equal: no colour for the networks to use
 
 
 def read_fov(item, rgb, masks: MaskFinder):
@@ -299,7 +300,8 @@ def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
     fov, source = read_fov(item, rgb, masks)
     resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)
                for s in sizes}
-    return Prepared(item, rgb, fov, source, resized)
+    greyscale = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+    return Prepared(item, rgb, fov, source, resized, greyscale)
 
 
 class Ensemble:
@@ -643,6 +645,10 @@ def segment(todo, ensemble, masks, args, show_progress=True):
                     ready.append((fut.result(), paths))
                 except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
                     fail(it, exc)
+                    continue
+                if ready[-1][0].greyscale:
+                    tqdm.write(f"note: {it.path}: a greyscale photograph; the networks learned from colour ones "
+                               f"(artery and vein differ in colour), so expect poorer maps", file=sys.stderr)
             if ready:
                 try:
                     probs, std = ensemble([p for p, _ in ready])

@@ -117,6 +117,8 @@ def test_failures_are_recorded_and_the_exit_status_is_non_zero(setup, first):
         assert rows[rel]["status"] == "failed" and reason in rows[rel]["reason"], rows[rel]
         assert f"failed: {setup['input'] / rel}: {reason}" in proc.stderr
         assert not outputs_of(out, rel)["classes"].exists()
+    noted = {rel for rel in GOOD if f"note: {setup['input'] / rel}: a greyscale photograph" in proc.stderr}
+    assert noted == {"sub/grey.png", "sub/deeper/grey16.tif"}  # colour is what tells artery from vein
     for rel in GOOD:
         r = rows[rel]
         assert r["status"] == "ok" and r["reason"] == "" and r["fov_source"] == "estimated"
