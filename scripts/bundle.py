@@ -309,7 +309,7 @@ def build_parser():
     e.add_argument("--about", default=None,
                    help="how the weights were trained and what they score (kept in the bundle, printed on use)")
     i = sub.add_parser("info", help="print what a run folder, bundle or index holds")
-    i.add_argument("path")
+    i.add_argument("path", help="a run folder, a bundle .pth, an .index.json, or the authors' CP_*.pth folder")
     return p
 
 
