@@ -5,8 +5,8 @@ Inputs (--input, one or more): a folder (searched recursively for .jpg .jpeg .pn
 relative paths from the list's folder, '#' comments), or single image files. RGB, RGBA,
 palette, greyscale and 16-bit images are read. A file that cannot be read (missing, empty,
 truncated, not an image) is recorded in the CSV and on stderr and the run goes on; the exit
-status is then 1. When no input argument exists at all, one error line and exit 2, before any
-network loads.
+status is then 1. When no image is found at all (no input path exists, or none holds an
+image), one error line and exit 2, before any network loads.
 
 Weights (--weights, one or more): run folders (ours, or the original authors'
 CP_best_F1_*.pth / CP_epoch<N>_*.pth), bundle files or index JSONs of `python -m
@@ -437,10 +437,10 @@ class Member:
 
 
 def weights_sha256(nets) -> str:
-    """A fingerprint of the values of G, G_A and G_V (fp32, names included; D plays no part
-    in prediction and is not loaded), whatever file held them."""
+    """A fingerprint of the values of the networks prediction uses (G, and G_A, G_V unless the
+    fusion is 'none'; fp32, names included), whatever file held them. D is never loaded."""
     digest = hashlib.sha256()
-    for part in ("G", "G_A", "G_V"):
+    for part in ("G", "G_A", "G_V") if nets.uses_branches else ("G",):
         for name, tensor in sorted(getattr(nets, part).state_dict().items()):
             digest.update(f"{part}.{name}".encode())
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
@@ -523,7 +523,9 @@ def build_parser():
     p.add_argument("--tta", action="store_true", help="average with the prediction of the mirrored image")
     p.add_argument("--save-probs", action="store_true", dest="save_probs",
                    help="also write <stem>_probs.npz (float16 probabilities at the original size)")
-    p.add_argument("--resume", action="store_true", help="skip images whose outputs all exist")
+    p.add_argument("--resume", action="store_true",
+                   help="skip images whose outputs all exist; refuses a folder whose predict_run.json names "
+                        "other weights or settings")
     p.add_argument("--overlay-alpha", type=float, default=0.6, dest="overlay_alpha",
                    help="opacity of the class colours in _overlay.png (default %(default)s)")
     p.add_argument("--workers", type=int, default=2,

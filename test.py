@@ -1,6 +1,6 @@
 """Evaluate trained runs on a data set's test images with the published protocol (README: Metrics).
 
-Writes into ./<Dataset>/Final_pre (--pretrained: Final_pre_pretrained; or --output) the pictures
+Writes into <output-root>/<Dataset>/Final_pre (--pretrained: Final_pre_pretrained; or --output) the pictures
 {small_pre,raw_pre,mixed_segments}/<image>.png (with several runs, one sub-folder per run),
 metrics.csv (one row per image and run) and summary.json (mean and std over runs, in percent),
 and prints the table.
@@ -75,7 +75,7 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV (or DRIVE-AV), LES-AV, HRF-AV, SYNTHETIC")
     p.add_argument("--job_name", "--job-name", dest="job_name", default="default",
-                   help="run folder ./<Dataset>/<job_name> (with --seeds: <job_name>_seed<N>)")
+                   help="run folder <output-root>/<Dataset>/<job_name> (with --seeds: <job_name>_seed<N>)")
     p.add_argument("--seeds", type=int, nargs="+", action="extend", default=None,
                    help="evaluate one run per seed (a repeated option adds to the list)")
     p.add_argument("--load", nargs="+", action="extend", default=None,
@@ -83,7 +83,7 @@ def build_parser():
                         "authors' CP_*.pth files), model bundles (.pth) or bundle index files (.index.json)")
     p.add_argument("--pretrained", action="store_true",
                    help="evaluate the shipped bundle pretrained/<Dataset>_<variant>.index.json (variant: "
-                        "--activation, default sigmoid) into ./<Dataset>/Final_pre_pretrained")
+                        "--activation, default sigmoid) into <output-root>/<Dataset>/Final_pre_pretrained")
     p.add_argument("--batch-size", "-b", type=int, default=2, dest="batch_size",
                    help="images per forward pass (default %(default)s)")
     p.add_argument("--uniform", type=str2bool, default=None, help="True: 720 x 720 network input")
@@ -101,7 +101,7 @@ def build_parser():
                    help="mixed precision (CUDA, CPUs with AVX512-BF16/AMX): faster, but the metrics then "
                         "depend on the machine (default: fp32)")
     p.add_argument("--output", default=None,
-                   help="default ./<Dataset>/Final_pre (with --pretrained: ./<Dataset>/Final_pre_pretrained)")
+                   help="default <output-root>/<Dataset>/Final_pre (with --pretrained: .../Final_pre_pretrained)")
     p.add_argument("--output-root", default=".", help="run folders are <output-root>/<Dataset>/<job>")
     p.add_argument("--cache-dir", default="./.cache", dest="cache_dir",
                    help="decoded, resized photographs are kept here (default %(default)s)")
@@ -118,6 +118,8 @@ def run_folders(args, spec):
                               f"the runs, or pass --load")
         return [path]
     if args.load:
+        if args.seeds or args.job_name != "default":
+            raise ConfigError("--load names the weights itself: leave out --job_name and --seeds")
         return [Path(p) for p in args.load]
     base = Path(args.output_root) / spec.name
     if args.seeds:

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Test the three runs of train.sh and report mean ± std over them (README: Metrics).
+# Test the runs of train.sh that exist (seeds $SEEDS) and report the table, mean ± std over
+# several runs (README: Metrics).
 # Runs are ./$DATASET/${JOB}_seed<N> for N in $SEEDS (default "42 40 38", train.sh's; seeds not
 # trained are named and left out). A single run folder: python test.py --job_name NAME.
 DATASET=${DATASET:-DRIVE_AV}

@@ -142,7 +142,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         raise ConfigError(f"{run_dir} holds the best networks of a run that stopped before its first last.pth "
                           f"(--save-every): another --job_name (or deleting the folder) starts afresh")
     # --load's weights are read (and checked) before the data: a wrong file fails at once.
-    initial = load_any(load, {"activation": cfg.activation, "base_width": cfg.base_width})[0] if load else None
+    expected = {"activation": cfg.activation, "base_width": cfg.base_width, "fusion": cfg.fusion_mode}
+    initial = load_any(load, expected)[0] if load else None
 
     samples = find_samples(cfg.data_root, spec, "training")
     check_pack_size(cfg.data_root, spec, size)

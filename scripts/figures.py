@@ -38,15 +38,16 @@ def side_by_side(panels, titles, height=400):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="DRIVE_AV")
+    p = argparse.ArgumentParser(prog="python -m scripts.figures", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="DRIVE_AV", help="data set of --image (default %(default)s)")
     p.add_argument("--image", help="test image name (stem), e.g. 01_test")
     p.add_argument("--photo", help="with --predictions: a photograph given to predict.py")
     p.add_argument("--predictions", help="predict.py's output folder")
-    p.add_argument("--data-root", default="./data")
+    p.add_argument("--data-root", default="./data", help="data folder (default %(default)s)")
     p.add_argument("--final-pre", default=None, help="default ./<Dataset>/Final_pre")
     p.add_argument("--caption", default="prediction", help="title of the prediction panel")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the figure to write (.png)")
     args = p.parse_args(argv)
     if args.photo:
         return own_photo_figure(args)

@@ -136,9 +136,12 @@ def test_train_load_checks_the_weights_before_reading_the_data(drive_copy, tmp_p
               "--image-size", "64", "64", "--base-width", "4", "--batch-size", "2", "--validation", "25",
               "--cache-dir", str(tmp_path / "c"), "--output-root", str(tmp_path / "o"),
               "--runs-dir", str(tmp_path / "runs")]
-    proc = subprocess.run([*common, "--load", str(tmp_path / "softmax")], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "softmax" in proc.stderr and not (tmp_path / "c").exists()
+    save_best(tmp_path / "no_fusion", Networks("sigmoid", 4, "none"),
+              RunConfig(base_width=4, fusion="none", image_size=(64, 64)), 1, 0.5)
+    for other, word in (("softmax", "softmax"), ("no_fusion", "fusion none")):
+        proc = subprocess.run([*common, "--load", str(tmp_path / other)], capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert word in proc.stderr and not (tmp_path / "c").exists()
     proc = subprocess.run([*common, "--load", str(tmp_path / "sigmoid")], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"initialised generators from {tmp_path / 'sigmoid'}" in proc.stdout

@@ -212,6 +212,10 @@ def test_test_py_pretrained_without_a_shipped_bundle_is_one_line(tmp_path):
     both = subprocess.run([sys.executable, str(ROOT / "test.py"), "--pretrained", "--load", "somewhere"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert both.returncode == 2 and "leave out --load, --job_name and --seeds" in both.stderr
+    load_and_seeds = subprocess.run([sys.executable, str(ROOT / "test.py"), "--load", "a", "--seeds", "42"],
+                                    cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert load_and_seeds.returncode == 2
+    assert load_and_seeds.stderr.strip() == "error: --load names the weights itself: leave out --job_name and --seeds"
 
 
 def test_scalars_of_a_run_export_to_a_small_csv(probe_run, tmp_path, capsys):

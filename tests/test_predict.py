@@ -306,6 +306,16 @@ def test_estimated_fov_matches_the_provided_masks(real_data):
             assert score > 0.98, f"{sample.image}: FOV IoU {score:.4f}"
 
 
+def test_the_weights_fingerprint_covers_the_networks_prediction_uses():
+    torch.manual_seed(0)
+    a, b = Networks("sigmoid", 4, "none"), Networks("sigmoid", 4, "none")
+    b.G.load_state_dict(a.G.state_dict())  # same G; G_A, G_V (unused without fusion) differ
+    assert predict.weights_sha256(a) == predict.weights_sha256(b)
+    c, d = Networks("sigmoid", 4), Networks("sigmoid", 4)
+    d.G.load_state_dict(c.G.state_dict())  # same G, other branches: other predictions
+    assert predict.weights_sha256(c) != predict.weights_sha256(d)
+
+
 def test_repeated_list_options_add_up():
     """-i a -i b is both inputs (argparse's default would keep only b, silently)."""
     import test as test_script
