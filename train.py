@@ -363,8 +363,25 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+def stopped_message(how, cfg, output_root) -> str:
+    """The one line for a run stopped by Ctrl-C or SIGTERM: what --resume would continue from."""
+    if cfg is None:
+        return f"{how}"
+    run_dir = Path(output_root) / cfg.spec.name / cfg.job_name
+    last = run_dir / LAST_STATE
+    if last.is_file():
+        epoch = read(last, mmap=True)["epoch"] + 1
+        return (f"{how}: --resume continues after epoch {epoch}, from {last} (saved every --save-every "
+                f"minutes and at the end)")
+    if run_dir.is_dir():
+        return (f"{how} before the first save of {last}: nothing to resume; start afresh under another "
+                f"--job_name or after deleting {run_dir}")
+    return f"{how} before training started: nothing was written"
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    cfg = None
     # A job started in the background ignores Ctrl-C's SIGINT, and schedulers stop jobs with
     # SIGTERM: both end in the same one line (exit 143 for SIGTERM, 130 for Ctrl-C).
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -378,8 +395,7 @@ def main(argv=None):
         sys.exit(2)
     except (KeyboardInterrupt, Terminated) as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"\n{how}: --resume continues from the last save of last.pth (every --save-every "
-              "minutes, and at the end)", file=sys.stderr)
+        print("\n" + stopped_message(how, cfg, args.output_root), file=sys.stderr)
         sys.exit(143 if isinstance(exc, Terminated) else 130)
     finally:
         signal.signal(signal.SIGTERM, previous)

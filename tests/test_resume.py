@@ -188,18 +188,29 @@ def test_a_run_stopped_before_its_first_save_is_not_overwritten(real_data, tmp_p
         train.resume_config(config(real_data, tmp_path, 1), set(), tmp_path)
 
 
-@pytest.mark.parametrize("how,status,line", [
-    (lambda: os.kill(os.getpid(), signal.SIGTERM), 143, "terminated (SIGTERM): --resume continues"),
-    (lambda: (_ for _ in ()).throw(KeyboardInterrupt), 130, "interrupted: --resume continues"),
+@pytest.mark.parametrize("how,status,word", [
+    (lambda: os.kill(os.getpid(), signal.SIGTERM), 143, "terminated (SIGTERM)"),
+    (lambda: (_ for _ in ()).throw(KeyboardInterrupt), 130, "interrupted"),
 ])
-def test_sigterm_and_ctrl_c_end_in_one_line(monkeypatch, capsys, how, status, line):
-    """A scheduler's SIGTERM (or kill) stops training like Ctrl-C: one line, no traceback; the
-    SIGTERM handler is put back afterwards."""
+def test_sigterm_and_ctrl_c_end_in_one_line(monkeypatch, capsys, tmp_path, how, status, word):
+    """A scheduler's SIGTERM (or kill) stops training like Ctrl-C: one line saying what --resume
+    would continue from, no traceback; the SIGTERM handler is put back afterwards."""
     before = signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(train, "train", lambda *a, **k: how())
-    with pytest.raises(SystemExit) as stop:
-        train.main(["--dataset", "DRIVE_AV", "--epochs", "1"])
-    assert stop.value.code == status
-    assert capsys.readouterr().err.strip().splitlines() == [line + " from the last save of last.pth "
-                                                            "(every --save-every minutes, and at the end)"]
+    args = ["--dataset", "DRIVE_AV", "--epochs", "9", "--output-root", str(tmp_path), "--job_name", "r"]
+    run_dir = tmp_path / "DRIVE_AV" / "r"
+    for stage, line in (
+            ("nothing yet", f"{word} before training started: nothing was written"),
+            ("folder only", f"{word} before the first save of {run_dir / 'last.pth'}: nothing to resume; start "
+                            f"afresh under another --job_name or after deleting {run_dir}"),
+            ("saved", f"{word}: --resume continues after epoch 4, from {run_dir / 'last.pth'} (saved every "
+                      f"--save-every minutes and at the end)")):
+        if stage == "folder only":
+            run_dir.mkdir(parents=True)
+        if stage == "saved":
+            torch.save({"epoch": 3, "config": {}}, run_dir / "last.pth")
+        with pytest.raises(SystemExit) as stop:
+            train.main(args)
+        assert stop.value.code == status
+        assert capsys.readouterr().err.strip().splitlines() == [line]
     assert signal.getsignal(signal.SIGTERM) == before
