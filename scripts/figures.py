@@ -17,7 +17,6 @@ from .data import find_samples, load_sample
 from .metrics import CLASS_COLOURS
 
 
-
 def label_picture(label):
     """0..3 label -> artery red, vein blue, uncertain green."""
     return CLASS_COLOURS[label]
@@ -37,6 +36,12 @@ def side_by_side(panels, titles, height=400):
     return canvas
 
 
+def fail(message):
+    """One error line and exit status 2, like every entry point of the project."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m scripts.figures", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,7 +57,7 @@ def main(argv=None):
     if args.photo:
         return own_photo_figure(args)
     if not args.image:
-        sys.exit("error: give --image (a test image) or --photo with --predictions")
+        fail("give --image (a test image) or --photo with --predictions")
     try:
         spec = dataset_spec(args.dataset)
         sample = {s.name: s for s in find_samples(args.data_root, spec, "test")}.get(args.image)
@@ -64,7 +69,7 @@ def main(argv=None):
             raise ConfigError(f"{pred_path} not found: run test.py first")
         pred = np.asarray(Image.open(pred_path).convert("RGB"))
     except ConfigError as exc:
-        sys.exit(f"error: {exc}")
+        fail(exc)
     truth = label_picture(label)
     truth[~fov] = 0
     figure = side_by_side([image, truth, pred], ["photograph", "truth (A red, V blue, U green)", args.caption])
@@ -78,7 +83,7 @@ def own_photo_figure(args):
     paths = [Path(args.photo), Path(args.predictions) / f"{stem}_overlay.png", Path(args.predictions) / f"{stem}_colour.png"]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        sys.exit(f"error: {', '.join(missing)} not found (run predict.py first)")
+        fail(f"{', '.join(missing)} not found (run predict.py first)")
     panels = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     figure = side_by_side(panels, ["photograph", "overlay", args.caption])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

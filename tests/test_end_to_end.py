@@ -251,3 +251,18 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
         compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "missing.json")])
     assert info.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing.json'}: cannot read summary")
+
+
+def test_readme_figure_of_a_test_image(probe_run, real_data, tmp_path, capsys):
+    from scripts import figures
+    work, _ = probe_run
+    out = tmp_path / "fig.png"
+    figures.main(["--image", "01_test", "--final-pre", str(work / "DRIVE_AV" / "Final_pre"),
+                  "--data-root", str(real_data), "--out", str(out)])
+    figure = Image.open(out)
+    panel = round(565 * 400 / 584)  # DRIVE's 565 x 584 at the panels' height, 400
+    assert figure.size == (3 * panel + 2 * 10, 400 + 24)  # photograph, truth, prediction; titles above
+    with pytest.raises(SystemExit) as info:
+        figures.main(["--image", "99_test", "--data-root", str(real_data), "--out", str(out)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: no test image '99_test'")
