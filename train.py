@@ -8,7 +8,8 @@ Example (the original protocol on DRIVE-AV, one seed):
 --epochs and the run-time options (--device, --amp/--no-amp, --compile, --log-every, --image-every,
 --save-every, --time-limit, --data-root, --cache-dir, --runs-dir, --output-root) may change, and a
 different value of any other option is an error. last.pth is written every --save-every minutes,
-at the end and at a --time-limit stop. A run folder that holds a run already is never
+at the end and at a stop: --time-limit, or Ctrl-C / SIGTERM, which end the current epoch first
+(a second one stops at once, losing that epoch). A run folder that holds a run already is never
 overwritten: resume it, or choose another --job_name.
 
 Exit status: 0 when the run is complete, 2 for an error in the options or the data (one line),
@@ -122,8 +123,10 @@ def seed_everything(seed):
 TIME_LIMIT_EXIT = 3
 
 
-def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=False):
-    """Train one run. Returns (best validation F1, whether every epoch is done)."""
+def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=False, stop_request=None):
+    """Train one run. Returns (best validation F1, whether every epoch is done).
+    ``stop_request``: a StopRequest whose signal handlers main() installed (None: none)."""
+    stop_request = stop_request or StopRequest()
     run_started = time.time()  # --time-limit counts from here, data decoding included
     device = pick_device(cfg.device)
     ctx = distributed.init(device.type)
@@ -199,6 +202,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                disable=not ctx.is_main)
     losses, weight, complete, last_save = {}, 1.0, True, time.time()
     shown = {}  # the last logged G loss, shown beside the epoch on the progress bar
+    stop_request.graceful = True  # from here a first Ctrl-C / SIGTERM ends the epoch and saves
     for epoch in range(start_epoch, cfg.epochs):
         nets.train()
         started = time.time()
@@ -233,7 +237,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         if ctx.is_main:  # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
             summary, drawing = validate(nets, val_set, cfg.activation, bs, device, splits=val_splits)
         final = epoch + 1 == cfg.epochs
-        stop = out_of_time(cfg.time_limit, run_started, time.time() - started, device)  # validation counted
+        asked = stop_request.signum is not None
+        stop = should_stop(cfg.time_limit, run_started, time.time() - started, asked, device)  # validation counted
         if ctx.is_main:  # log, keep the best networks, save last.pth
             f1 = summary["average"]["f1"]
             for k, v in metrics.flatten({g: summary[g] for g in ("average", "extra", "segments")}).items():
@@ -253,11 +258,13 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 last_save = time.time()
             bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} (best {100 * best_f1:.2f}), "
                       f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
-        if stop:
-            log(f"--time-limit {cfg.time_limit:g} min: stopped after epoch {epoch + 1}/{cfg.epochs}, as another "
-                f"epoch would not end in time; --resume continues from {run_dir / LAST_STATE}")
-            complete = final
+        if stop and not final:
+            why = (f"{signal.Signals(stop_request.signum).name}: stopped" if asked else
+                   f"--time-limit {cfg.time_limit:g} min: stopped, as another epoch would not end in time,")
+            log(f"{why} after epoch {epoch + 1}/{cfg.epochs}; --resume continues from {run_dir / LAST_STATE}")
+            complete = False
             break
+    stop_request.graceful = False
     bar.close()
     if writer:
         writer.close()
@@ -294,13 +301,11 @@ def restore_state(run_dir, cfg, nets, trainer, generator):
     return state["epoch"] + 1, best_f1, state["step"]
 
 
-def out_of_time(limit_minutes, run_started, epoch_seconds, device):
-    """--time-limit: True (on every rank alike) when one more epoch as long as the last would
-    end after the limit."""
-    if not limit_minutes:
-        return False
-    over = time.time() - run_started + epoch_seconds > 60 * limit_minutes
-    return distributed.all_reduce_sum(torch.tensor([float(over)], device=device)).item() > 0
+def should_stop(limit_minutes, run_started, epoch_seconds, asked, device):
+    """True (on every rank alike) when a stop was asked for (Ctrl-C, SIGTERM) on any rank, or
+    when --time-limit is set and one more epoch as long as the last would end after it."""
+    over = bool(limit_minutes) and time.time() - run_started + epoch_seconds > 60 * limit_minutes
+    return distributed.all_reduce_sum(torch.tensor([float(over or asked)], device=device)).item() > 0
 
 
 def batch_losses(losses, weight, ctx):
@@ -359,8 +364,22 @@ class Terminated(Exception):
     """SIGTERM (kill, a batch scheduler's time limit) arrived: stop like Ctrl-C."""
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
+class StopRequest:
+    """The handler of Ctrl-C (SIGINT) and SIGTERM. During the epochs the first one asks for a
+    stop after the current epoch, with last.pth saved, so that --resume loses nothing; a second
+    one, or one before the epochs start, stops at once."""
+
+    def __init__(self):
+        self.signum = None      # the signal that asked for a stop
+        self.graceful = False   # True while the epochs run
+
+    def __call__(self, signum, frame):
+        if self.graceful and self.signum is None:
+            self.signum = signum
+            tqdm.write(f"\n{signal.Signals(signum).name}: stopping at the end of this epoch, with last.pth saved "
+                       f"(again to stop at once)", file=sys.stderr)
+            return
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
 def stopped_message(how, cfg, output_root) -> str:
@@ -382,14 +401,19 @@ def stopped_message(how, cfg, output_root) -> str:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cfg = None
-    # A job started in the background ignores Ctrl-C's SIGINT, and schedulers stop jobs with
-    # SIGTERM: both end in the same one line (exit 143 for SIGTERM, 130 for Ctrl-C).
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # Ctrl-C and SIGTERM (kill, a scheduler's stop) end the current epoch, save, and exit 130 /
+    # 143; a second one, or one before the epochs, stops at once in one line. SIGINT stays
+    # ignored where it was (a background job of a non-interactive shell).
+    stop_request = StopRequest()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        if previous[s] is not signal.SIG_IGN or s == signal.SIGTERM:
+            signal.signal(s, stop_request)
     try:
         cfg = config_from_args(args)
         if args.resume:
             cfg = resume_config(cfg, given_options(argv), args.output_root)
-        _, complete = train(cfg, args.runs_dir, args.output_root, args.load, args.resume)
+        _, complete = train(cfg, args.runs_dir, args.output_root, args.load, args.resume, stop_request)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -398,9 +422,10 @@ def main(argv=None):
         print("\n" + stopped_message(how, cfg, args.output_root), file=sys.stderr)
         sys.exit(143 if isinstance(exc, Terminated) else 130)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if not complete:
-        sys.exit(TIME_LIMIT_EXIT)
+        sys.exit({None: TIME_LIMIT_EXIT, signal.SIGINT: 130, signal.SIGTERM: 143}[stop_request.signum])
 
 
 if __name__ == "__main__":

@@ -214,3 +214,42 @@ def test_sigterm_and_ctrl_c_end_in_one_line(monkeypatch, capsys, tmp_path, how, 
         assert stop.value.code == status
         assert capsys.readouterr().err.strip().splitlines() == [line]
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_an_epoch_ends_it_saves_and_resume_loses_nothing(real_data, tmp_path, monkeypatch,
+                                                                       capsys, signum, status):
+    """A scheduler's SIGTERM or a Ctrl-C in epoch 2 of 3: epoch 2 is finished and saved, the exit
+    status says why, and --resume then gives the weights of the uninterrupted run."""
+    common = ["--dataset", "DRIVE_AV", "--data-root", str(real_data), "--epochs", "3", "--batch-size", "4",
+              "--image-size", "64", "64", "--base-width", "4", "--v", "10", "--seed", "3", "--device", "cpu",
+              "--cache-dir", str(tmp_path / "cache"), "--job_name", "r", "--save-every", "60"]
+    torch.use_deterministic_algorithms(True)
+    real_step, calls = train.Trainer.step, []
+
+    def step_then_signal(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 7:  # the third step of epoch 2 (5 steps per epoch)
+            os.kill(os.getpid(), signum)
+        return real_step(self, *a, **k)
+
+    try:
+        train.main([*common, "--output-root", str(tmp_path / "a"), "--runs-dir", str(tmp_path / "runs_a")])
+        monkeypatch.setattr(train.Trainer, "step", step_then_signal)
+        with pytest.raises(SystemExit) as stop:
+            train.main([*common, "--output-root", str(tmp_path / "b"), "--runs-dir", str(tmp_path / "runs_b")])
+        assert stop.value.code == status
+        assert len(calls) == 10  # epoch 2 ran to its end
+        run_dir = tmp_path / "b" / "DRIVE_AV" / "r"
+        assert torch.load(run_dir / "last.pth", weights_only=True)["epoch"] == 1
+        name = signal.Signals(signum).name
+        err, out = capsys.readouterr()[::-1]
+        assert f"{name}: stopping at the end of this epoch, with last.pth saved (again to stop at once)" in err
+        assert f"{name}: stopped after epoch 2/3; --resume continues from {run_dir / 'last.pth'}" in out
+        monkeypatch.setattr(train.Trainer, "step", real_step)
+        train.main([*common, "--output-root", str(tmp_path / "b"), "--runs-dir", str(tmp_path / "runs_b"), "--resume"])
+    finally:
+        torch.use_deterministic_algorithms(False)
+    a, b = weights(tmp_path / "a/DRIVE_AV/r"), weights(tmp_path / "b/DRIVE_AV/r")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
