@@ -16,13 +16,25 @@ fi
 PARALLEL=${PARALLEL:-0}               # 1: train all seeds at once, each logging to ./logs/<DATASET>_<job>.log;
                                       # for a GPU (room for several runs at batch 2), not a CPU (shared cores)
 # EXTRA_ARGS go to every seed's train.py: --time-limit is a budget per seed (exit status 3 when it
-# stopped one; the remaining seeds are not started); EXTRA_ARGS=--resume continues.
+# stopped one; the remaining seeds are not started). EXTRA_ARGS=--resume continues: each seed
+# with a last.pth is resumed (a finished one returns at once), a seed never started is started.
+EXTRA_ARGS=${EXTRA_ARGS:-}
+RESUME=0
+case " $EXTRA_ARGS " in *" --resume "*)
+    RESUME=1; EXTRA_ARGS=$(echo " $EXTRA_ARGS " | sed 's/ --resume / /g');;
+esac
 set -e
+FOLDER=$($PYTHON -m scripts.config "$DATASET")  # runs live under the data set's own name
 train_seed() {
+    resume_arg=""
+    if [ "$RESUME" = 1 ]; then
+        if [ -e "./$FOLDER/${JOB}_seed$1/last.pth" ]; then resume_arg="--resume"
+        elif [ ! -e "./$FOLDER/${JOB}_seed$1" ]; then echo "seed $1: not started yet, starting it" >&2; fi
+    fi
     $PYTHON train.py --e=$EPOCHS --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
         --beta=1.1 --gama=0.08 --dataset=$DATASET --discriminator=unet --uniform=False \
         --job_name=${JOB}_seed$1 --seed_num=$1 --activation=$ACTIVATION \
-        --data-root=$DATA_ROOT $FUSION_ARG $EXTRA_ARGS
+        --data-root=$DATA_ROOT $FUSION_ARG $resume_arg $EXTRA_ARGS
 }
 report() {  # seed, exit status
     if [ "$2" = 3 ]; then echo "seed $1: stopped by --time-limit; EXTRA_ARGS=--resume continues it" >&2

@@ -203,6 +203,38 @@ def test_test_sh_names_and_skips_seeds_that_were_not_trained(probe_run, real_dat
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["runs"] == ["DRIVE_AV/sigmoid_seed42"]
 
 
+def test_train_sh_time_limit_then_resume_continues_every_seed(real_data, tmp_path):
+    """SEEDS="1 2" with a tiny --time-limit: seed 1 stops after its first epoch (exit 3) and seed
+    2 never starts; EXTRA_ARGS=--resume then finishes seed 1 and starts seed 2."""
+    for name in ("train.sh", "train.py", "scripts"):  # a checkout of its own: runs go to ./DRIVE_AV
+        (tmp_path / name).symlink_to(ROOT / name)
+    tiny = (f"--image-size 64 64 --base-width 4 --cache-dir {tmp_path / 'cache'} --runs-dir {tmp_path / 'runs'} "
+            f"--save-every 0")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "DATA_ROOT": str(real_data), "SEEDS": "1 2",
+           "EPOCHS": "2", "OMP_NUM_THREADS": "1"}
+
+    def train_sh(extra):
+        return subprocess.run(["sh", "train.sh"], cwd=tmp_path, env={**env, "EXTRA_ARGS": extra},
+                              capture_output=True, text=True, timeout=600)
+
+    def epochs_done(seed):
+        return torch_load(tmp_path / "DRIVE_AV" / f"sigmoid_seed{seed}" / "last.pth")["epoch"] + 1
+
+    first = train_sh(tiny + " --time-limit 0.0001")
+    assert first.returncode == 3, first.stderr[-2000:]
+    assert "seed 1: stopped by --time-limit; EXTRA_ARGS=--resume continues it" in first.stderr
+    assert epochs_done(1) == 1 and not (tmp_path / "DRIVE_AV" / "sigmoid_seed2").exists()
+    second = train_sh("--resume " + tiny)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "seed 2: not started yet, starting it" in second.stderr
+    assert epochs_done(1) == 2 and epochs_done(2) == 2
+
+
+def torch_load(path):
+    import torch
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
 def test_test_py_pretrained_without_a_shipped_bundle_is_one_line(tmp_path):
     env = {**os.environ, "AVSEG_PRETRAINED": str(tmp_path / "none")}
     proc = subprocess.run([sys.executable, str(ROOT / "test.py"), "--dataset", "LES-AV", "--pretrained"],
