@@ -3,6 +3,7 @@
 # segment metrics side by side. Train both first:
 #   sh train.sh                  # ./$DATASET/${ACTIVATION}_seed<N>
 #   FUSION=none sh train.sh      # ./$DATASET/${ACTIVATION}_nofusion_seed<N>
+# Only the seeds trained for both are compared (the others are named).
 DATASET=${DATASET:-DRIVE_AV}
 ACTIVATION=${ACTIVATION:-sigmoid}
 SEEDS=${SEEDS:-"42 40 38"}
@@ -11,9 +12,21 @@ if [ -z "${PYTHON:-}" ]; then         # the project's .venv (make install) when 
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 set -e
-$PYTHON test.py --dataset=$DATASET --job_name=$ACTIVATION --seeds $SEEDS --data-root=$DATA_ROOT \
-    --output ./$DATASET/Final_pre_bfnet $EXTRA_ARGS
-$PYTHON test.py --dataset=$DATASET --job_name=${ACTIVATION}_nofusion --seeds $SEEDS --data-root=$DATA_ROOT \
-    --output ./$DATASET/Final_pre_nofusion $EXTRA_ARGS
-$PYTHON -m scripts.compare ./$DATASET/Final_pre_bfnet/summary.json ./$DATASET/Final_pre_nofusion/summary.json \
+FOLDER=$($PYTHON -m scripts.config "$DATASET")  # runs live under the data set's own name
+BOTH=""; MISSING=""
+for s in $SEEDS; do
+    if [ -e "./$FOLDER/${ACTIVATION}_seed$s" ] && [ -e "./$FOLDER/${ACTIVATION}_nofusion_seed$s" ]; then
+        BOTH="$BOTH $s"; else MISSING="$MISSING $s"; fi
+done
+if [ -z "$BOTH" ]; then
+    echo "error: no seed of $SEEDS has both ./$FOLDER/${ACTIVATION}_seed<N> and ./$FOLDER/${ACTIVATION}_nofusion_seed<N>:" \
+         "train them first (sh train.sh; FUSION=none sh train.sh)" >&2
+    exit 2
+fi
+[ -z "$MISSING" ] || echo "note: seed(s)$MISSING lack one of the two runs: comparing seed(s)$BOTH" >&2
+$PYTHON test.py --dataset=$DATASET --job_name=$ACTIVATION --seeds $BOTH --data-root=$DATA_ROOT \
+    --output ./$FOLDER/Final_pre_bfnet $EXTRA_ARGS
+$PYTHON test.py --dataset=$DATASET --job_name=${ACTIVATION}_nofusion --seeds $BOTH --data-root=$DATA_ROOT \
+    --output ./$FOLDER/Final_pre_nofusion $EXTRA_ARGS
+$PYTHON -m scripts.compare ./$FOLDER/Final_pre_bfnet/summary.json ./$FOLDER/Final_pre_nofusion/summary.json \
     --names BF-Net "no fusion (ablation)"

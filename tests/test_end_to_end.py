@@ -230,6 +230,31 @@ def test_train_sh_time_limit_then_resume_continues_every_seed(real_data, tmp_pat
     assert epochs_done(1) == 2 and epochs_done(2) == 2
 
 
+def test_ablation_sh_compares_the_seeds_trained_both_ways(probe_run, real_data, tmp_path):
+    work, _ = probe_run
+    for name in ("ablation.sh", "test.py", "scripts"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    runs = tmp_path / "DRIVE_AV"
+    runs.mkdir()
+    (runs / "sigmoid_seed42").symlink_to(work / "DRIVE_AV" / "probe")
+    (runs / "sigmoid_seed40").symlink_to(work / "DRIVE_AV" / "probe")  # no ablation run for seed 40
+    run([str(ROOT / "train.py"), "--dataset", "DRIVE_AV", "--data-root", str(real_data), "--epochs", "1",
+         "--image-size", "64", "64", "--base-width", "4", "--fusion", "none", "--job_name", "sigmoid_nofusion_seed42",
+         "--cache-dir", str(work / "cache"), "--output-root", str(tmp_path), "--runs-dir", str(tmp_path / "runs")],
+        cwd=tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "DATASET": "DRIVE-AV", "DATA_ROOT": str(real_data),
+           "SEEDS": "42 40", "EXTRA_ARGS": f"--cache-dir {work / 'cache'}"}
+    proc = subprocess.run(["sh", "ablation.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "note: seed(s) 40 lack one of the two runs: comparing seed(s) 42" in proc.stderr
+    table = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(table) if line.startswith("metric"))
+    assert "BF-Net" in table[header] and "no fusion (ablation)" in table[header]
+    assert any(line.startswith("segments/mixed_any") for line in table[header:])
+    for name in ("bfnet", "nofusion"):  # under DRIVE_AV, the data set's folder, not DRIVE-AV
+        assert json.loads((runs / f"Final_pre_{name}" / "summary.json").read_text())["images"] == 20
+
+
 def torch_load(path):
     import torch
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
