@@ -110,6 +110,18 @@ def config_from_args(args) -> RunConfig:
         raise ConfigError("--image-every must be 0 (no pictures) or more epochs")
     if cfg.save_every < 0 or cfg.time_limit < 0:
         raise ConfigError("--save-every and --time-limit must be 0 or more minutes")
+    if cfg.base_width < 2 or cfg.base_width % 2:
+        raise ConfigError(f"--base-width {cfg.base_width}: must be an even number of at least 2 "
+                          f"(the decoder halves it; the paper's is 32)")
+    if not 1 <= cfg.rotation_step <= 360:
+        raise ConfigError(f"--rotation-step {cfg.rotation_step}: must be 1..360 degrees (3: the paper's, 90: "
+                          f"the later version's)")
+    if not cfg.learning_rate > 0:
+        raise ConfigError(f"--learning-rate {cfg.learning_rate:g}: must be above 0")
+    name = Path(cfg.job_name)
+    if cfg.job_name in ("", ".", "..") or name.name != cfg.job_name:
+        raise ConfigError(f"--job_name {cfg.job_name!r}: must be a plain folder name (no '/'), the run "
+                          f"goes to <output-root>/<Dataset>/<job_name>")
     cfg.input_size  # validates the size
     return cfg
 

@@ -34,8 +34,8 @@ UNIFORM_SIZE = (720, 720)  # --uniform True: one size for every data set
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    for spec in DATASETS.values():
-        if name == spec.name or name in spec.aliases:
+    for spec in DATASETS.values():  # any case: drive_av, hrf-av
+        if name.upper() in (n.upper() for n in (spec.name, *spec.aliases)):
             return spec
     known = ", ".join(n for s in DATASETS.values() for n in (s.name, *s.aliases))
     raise ConfigError(f"unknown data set {name!r}; known: {known}")

@@ -28,9 +28,13 @@ def pick_device(name: str = "", local_rank: int = 0) -> torch.device:
     """``name`` as given (cuda, cuda:1, cpu), else CUDA when present (the local rank's GPU
     under torchrun), else the CPU."""
     if name:
-        if name.startswith("cuda") and not torch.cuda.is_available():
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"--device {name}: not a device; use cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-        return torch.device(name)
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0)
     return torch.device("cpu")

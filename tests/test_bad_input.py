@@ -115,6 +115,11 @@ def test_every_file_is_checked_before_training_starts(drive_copy, tmp_path):
     (["--validation", "100"], "cannot give a 100.0% validation split"),
     (["--image-every", "-1"], "--image-every must be 0 (no pictures) or more epochs"),
     (["--time-limit", "-5"], "--save-every and --time-limit must be 0 or more minutes"),
+    (["--base-width", "3"], "--base-width 3: must be an even number of at least 2"),
+    (["--rotation-step", "0"], "--rotation-step 0: must be 1..360 degrees"),
+    (["--learning-rate", "-1"], "--learning-rate -1: must be above 0"),
+    (["--job_name", "../escape"], "--job_name '../escape': must be a plain folder name"),
+    (["--device", "gpu"], "--device gpu: not a device; use cpu, cuda or cuda:N"),
 ])
 def test_bad_options(drive_copy, tmp_path, args, message):
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data-root", str(drive_copy),

@@ -106,3 +106,9 @@ def test_normalisation_uses_the_fundus_pixels_only():
     inside = out[:, :, 2:8, 2:8]
     assert torch.allclose(inside.mean((2, 3)), torch.zeros(1, 3), atol=1e-5)
     assert torch.allclose(inside.std((2, 3), unbiased=False), torch.ones(1, 3), atol=1e-3)
+
+
+def test_data_set_names_are_read_in_any_case():
+    from scripts.config import dataset_spec
+    assert [dataset_spec(n).name for n in ("drive_av", "Drive-AV", "les_av", "hrf-av")] == [
+        "DRIVE_AV", "DRIVE_AV", "LES-AV", "HRF-AV"]
