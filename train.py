@@ -62,7 +62,8 @@ def build_parser():
     p.add_argument("--uniform", type=str2bool, default=False, help="True: 720 x 720 input for every data set")
     p.add_argument("--discriminator", default="unet", choices=["unet"], help="only 'unet' (as published)")
     p.add_argument("--load", default=None,
-                   help="initialise G, G_A, G_V from a run folder, a bundle or the original CP_*.pth folder")
+                   help="initialise G, G_A, G_V from a run folder, a bundle or the original CP_*.pth folder "
+                        "(variant, width and fusion: the weights' own, unless named)")
     p.add_argument("--resume", action="store_true", help="continue <output-root>/<Dataset>/<job_name>/last.pth")
     p.add_argument("--data-root", default=d.data_root, dest="data_root",
                    help="folder holding <Dataset>/{training,test} (default %(default)s; a pack of scripts/pack.py too)")
@@ -364,6 +365,18 @@ def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
     return saved
 
 
+def load_config(cfg: RunConfig, load, given: set, resume: bool) -> RunConfig:
+    """--load: the variant, width and fusion of the weights, where the command line names none
+    (a different one named is an error, in train())."""
+    if resume:
+        raise ConfigError("--load starts a new run from other weights, --resume continues this one: give one")
+    saved = load_any(load)[1]
+    for key in ("activation", "base_width", "fusion"):
+        if key not in given and saved.get(key) is not None:
+            setattr(cfg, key, saved[key])
+    return cfg
+
+
 def given_options(argv):
     """Names of the options written on the command line (not left at their defaults)."""
     parser = build_parser()
@@ -423,6 +436,8 @@ def main(argv=None):
             signal.signal(s, stop_request)
     try:
         cfg = config_from_args(args)
+        if args.load:
+            cfg = load_config(cfg, args.load, given_options(argv), args.resume)
         if args.resume:
             cfg = resume_config(cfg, given_options(argv), args.output_root)
         _, complete = train(cfg, args.runs_dir, args.output_root, args.load, args.resume, stop_request)

@@ -130,8 +130,8 @@ def test_bad_options(drive_copy, tmp_path, args, message):
 
 
 def test_train_load_checks_the_weights_before_reading_the_data(drive_copy, tmp_path):
-    """train.py --load: weights of the other variant are one line before any photograph is
-    decoded; weights of the right one initialise G, G_A and G_V."""
+    """train.py --load: weights of another variant than the one named are one line before any
+    photograph is decoded; weights of the right one initialise G, G_A and G_V."""
     from scripts.bfnet import Networks
     from scripts.checkpoint import save_best
     for activation in ("sigmoid", "softmax"):
@@ -141,15 +141,24 @@ def test_train_load_checks_the_weights_before_reading_the_data(drive_copy, tmp_p
               "--image-size", "64", "64", "--base-width", "4", "--batch-size", "2", "--validation", "25",
               "--cache-dir", str(tmp_path / "c"), "--output-root", str(tmp_path / "o"),
               "--runs-dir", str(tmp_path / "runs")]
-    save_best(tmp_path / "no_fusion", Networks("sigmoid", 4, "none"),
-              RunConfig(base_width=4, fusion="none", image_size=(64, 64)), 1, 0.5)
-    for other, word in (("softmax", "softmax"), ("no_fusion", "fusion none")):
-        proc = subprocess.run([*common, "--load", str(tmp_path / other)], capture_output=True, text=True, cwd=tmp_path)
+    for other, named, word in (("softmax", ["--activation", "sigmoid"], "activation=sigmoid was asked for"),
+                               ("sigmoid", ["--fusion", "none"], "fusion=none was asked for")):
+        proc = subprocess.run([*common, *named, "--load", str(tmp_path / other)], capture_output=True, text=True,
+                              cwd=tmp_path)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert word in proc.stderr and not (tmp_path / "c").exists()
     proc = subprocess.run([*common, "--load", str(tmp_path / "sigmoid")], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"initialised generators from {tmp_path / 'sigmoid'}" in proc.stdout
+    # Without --base-width / --activation the weights' own are taken; with --resume, one line.
+    loose = [c for c in common if c not in ("--base-width", "4")] + ["--job_name", "from_softmax"]
+    proc = subprocess.run([*loose, "--load", str(tmp_path / "softmax")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "softmax variant, fusion mean, width 4" in proc.stdout
+    proc = subprocess.run([*common, "--load", str(tmp_path / "sigmoid"), "--resume"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == ("error: --load starts a new run from other weights, "
+                                                            "--resume continues this one: give one")
 
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(drive_copy, tmp_path, monkeypatch):
