@@ -152,8 +152,11 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     run_dir = Path(output_root) / spec.name / cfg.job_name
     if not resume and (run_dir / LAST_STATE).is_file():
         saved = read(run_dir / LAST_STATE, mmap=True)
-        raise ConfigError(f"{run_dir} already holds a run (epoch {saved['epoch'] + 1}/{saved['config']['epochs']} "
-                          f"done): --resume continues it; another --job_name (or deleting the folder) starts afresh")
+        done, planned = saved["epoch"] + 1, saved["config"]["epochs"]
+        how = ("--resume continues it" if done < planned else
+               f"it is finished; --resume --epochs N (more than {done}) trains it longer")
+        raise ConfigError(f"{run_dir} already holds a run ({done}/{planned} epochs done): {how}; another "
+                          f"--job_name (or deleting the folder) starts afresh")
     if not resume and (run_dir / NETWORK_FILES["G"]).is_file():
         raise ConfigError(f"{run_dir} holds the best networks of a run that stopped before its first last.pth "
                           f"(--save-every): another --job_name (or deleting the folder) starts afresh")
@@ -193,7 +196,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         start_epoch, best_f1, step = restore_state(run_dir, cfg, nets, trainer, generator)
         log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f})")
         if start_epoch >= cfg.epochs:
-            log(f"all {cfg.epochs} epochs are done already; --epochs N (more than {cfg.epochs}) trains longer")
+            log(f"{start_epoch} epochs are done already, --epochs is {cfg.epochs}: nothing to train; --epochs N "
+                f"(more than {start_epoch}) trains longer")
 
     writer = None
     if ctx.is_main:
@@ -272,9 +276,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
             bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} (best {100 * best_f1:.2f}), "
                       f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
         if stop and not final:
-            why = (f"{signal.Signals(stop_request.signum).name}: stopped" if asked else
-                   f"--time-limit {cfg.time_limit:g} min: stopped, as another epoch would not end in time,")
-            log(f"{why} after epoch {epoch + 1}/{cfg.epochs}; --resume continues from {run_dir / LAST_STATE}")
+            why = (signal.Signals(stop_request.signum).name if asked else
+                   f"--time-limit {cfg.time_limit:g} min (another epoch would not end in time)")
+            log(f"{why}: stopped after epoch {epoch + 1}/{cfg.epochs}; --resume continues from {run_dir / LAST_STATE}")
             complete = False
             break
     stop_request.graceful = False

@@ -92,8 +92,8 @@ def _plan(tensors: dict, budget: int, per_tensor: int):
     for name, t in tensors.items():
         cost = t.numel() * t.element_size() + per_tensor
         if cost > budget:
-            raise CheckpointError(f"tensor {name} ({cost / 2**20:.1f} MiB) does not fit in a shard "
-                                  f"of {budget / 2**20:.1f} MiB: raise --shard-mib")
+            raise CheckpointError(f"tensor {name} ({cost / 2**20:.3f} MiB with its index entry) does not fit "
+                                  f"in a shard of {budget / 2**20:.3f} MiB: raise --shard-mib")
         if current and size + cost > budget:
             shards.append(current)
             current, size = [], 0

@@ -93,7 +93,7 @@ def test_time_limit_stops_between_epochs_and_resume_finishes(real_data, tmp_path
     _, complete = train.train(cfg, tmp_path / "runs", tmp_path)
     assert not complete and "stopped after epoch 1/3" in capsys.readouterr().out
     assert torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 0
-    with pytest.raises(train.ConfigError, match=r"already holds a run \(epoch 1/3 done\): --resume continues it"):
+    with pytest.raises(train.ConfigError, match=r"already holds a run \(1/3 epochs done\): --resume continues it"):
         train.train(cfg, tmp_path / "runs", tmp_path)  # never overwritten without --resume
     resumed = train.resume_config(config(real_data, tmp_path, 3), set(), tmp_path)
     assert resumed.time_limit == 0  # the limit is this invocation's, not saved with the run
