@@ -22,7 +22,8 @@ data:
 test: install data
 	$(BIN)/python -m pytest -q tests
 
-demo: install
+demo: install  # starts afresh each time: its own earlier run is removed first
+	rm -rf SYNTHETIC/demo runs/SYNTHETIC_demo
 	$(BIN)/python -m scripts.synthetic --out ./data-synthetic
 	$(BIN)/python train.py --dataset SYNTHETIC --data-root ./data-synthetic --epochs 15 --batch-size 2 \
 	    --learning-rate 1e-3 --image-size 128 128 --base-width 8 --job_name demo --validation 25

@@ -124,6 +124,8 @@ def config_from_args(args) -> RunConfig:
         raise ConfigError(f"--job_name {cfg.job_name!r}: must be a plain folder name (no '/'), the run "
                           f"goes to <output-root>/<Dataset>/<job_name>")
     cfg.input_size  # validates the size
+    if cfg.uniform and cfg.image_size:
+        print(f"note: --image-size {cfg.image_size[0]} {cfg.image_size[1]} overrides --uniform True", file=sys.stderr)
     return cfg
 
 
@@ -212,6 +214,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     n, bs = len(train_set), cfg.batch_size
     # A distributed run drops a last batch smaller than the number of processes.
     batches_per_epoch = sum(1 for b in range(0, n, bs) if min(bs, n - b) >= ctx.world)
+    if bs > n:
+        log(f"note: --batch-size {bs} is more than the {n} training images: one batch of {n} per epoch")
     if batches_per_epoch == 0:
         raise ConfigError(f"{n} training images and --batch-size {bs} give no batch of at least one "
                           f"image for each of the {ctx.world} processes")

@@ -20,6 +20,7 @@ class DatasetSpec:
     mask_name: str              # FOV mask file in <split>/mask, from the image stem
     size: Tuple[int, int]       # network input (W, H), multiples of 16
     aliases: Tuple[str, ...] = ()
+    where: str = "README, section Data"  # where to get it: said when its folder is missing
 
 
 DATASETS = {spec.name: spec for spec in (
@@ -28,7 +29,9 @@ DATASETS = {spec.name: spec for spec in (
     DatasetSpec("HRF-AV", ("*.JPG", "*.jpg", "*.png"), "{stem}_AVmanual.png", "{stem}_mask.tif", (880, 592),
                 ("HRF_AV",)),
     # Made by `python -m scripts.synthetic`: lets the pipeline run without the real data.
-    DatasetSpec("SYNTHETIC", ("*.png",), "{stem}.png", "{stem}_mask.png", (256, 256)),
+    DatasetSpec("SYNTHETIC", ("*.png",), "{stem}.png", "{stem}_mask.png", (256, 256),
+                where="make it with python -m scripts.synthetic --out ./data-synthetic, then "
+                      "--data-root ./data-synthetic"),
 )}
 UNIFORM_SIZE = (720, 720)  # --uniform True: one size for every data set
 

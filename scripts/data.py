@@ -45,7 +45,7 @@ def find_samples(data_root, spec: DatasetSpec, split: str):
     for folder in folders.values():
         if not folder.is_dir():
             raise DataError(f"missing folder {folder} (expected <data-root>/<Dataset>/{{training,test}}/"
-                            f"{{images,1st_manual,mask}}: README, section Data)")
+                            f"{{images,1st_manual,mask}}; {spec.where})")
     images = sorted({p for pattern in spec.image_patterns for p in folders["images"].glob(pattern)})
     if not images:
         raise DataError(f"no images matching {' '.join(spec.image_patterns)} in {folders['images']}")
