@@ -226,6 +226,8 @@ def test_a_signal_during_an_epoch_ends_it_saves_and_resume_loses_nothing(real_da
               "--cache-dir", str(tmp_path / "cache"), "--job_name", "r", "--save-every", "60"]
     torch.use_deterministic_algorithms(True)
     real_step, calls = train.Trainer.step, []
+    # As in a terminal (a job started in the background of a script, as CI may be, ignores SIGINT).
+    sigint_before = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def step_then_signal(self, *a, **k):
         calls.append(1)
@@ -250,6 +252,7 @@ def test_a_signal_during_an_epoch_ends_it_saves_and_resume_loses_nothing(real_da
         train.main([*common, "--output-root", str(tmp_path / "b"), "--runs-dir", str(tmp_path / "runs_b"), "--resume"])
     finally:
         torch.use_deterministic_algorithms(False)
+        signal.signal(signal.SIGINT, sigint_before)
     a, b = weights(tmp_path / "a/DRIVE_AV/r"), weights(tmp_path / "b/DRIVE_AV/r")
     for k in a:
         assert torch.equal(a[k], b[k]), k
