@@ -30,7 +30,7 @@ from tqdm import tqdm
 from scripts import distributed, metrics
 from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
-from scripts.checkpoint import LAST_STATE, NETWORK_FILES, atomic_torch_save, read, save_best
+from scripts.checkpoint import LAST_STATE, NETWORK_FILES, atomic_torch_save, check_expected, read, save_best
 from scripts.config import ConfigError, RunConfig, dataset_spec, str2bool
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
@@ -119,8 +119,7 @@ def config_from_args(args) -> RunConfig:
                           f"the later version's)")
     if not cfg.learning_rate > 0:
         raise ConfigError(f"--learning-rate {cfg.learning_rate:g}: must be above 0")
-    name = Path(cfg.job_name)
-    if cfg.job_name in ("", ".", "..") or name.name != cfg.job_name:
+    if cfg.job_name in ("", ".", "..") or Path(cfg.job_name).name != cfg.job_name:
         raise ConfigError(f"--job_name {cfg.job_name!r}: must be a plain folder name (no '/'), the run "
                           f"goes to <output-root>/<Dataset>/<job_name>")
     cfg.input_size  # validates the size
@@ -138,9 +137,13 @@ def seed_everything(seed):
 TIME_LIMIT_EXIT = 3
 
 
-def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=False, stop_request=None):
+def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=False, stop_request=None,
+          adopt=()):
     """Train one run. Returns (best validation F1, whether every epoch is done).
-    ``stop_request``: a StopRequest whose signal handlers main() installed (None: none)."""
+    ``load``: weights to start G, G_A, G_V from; ``adopt``: the fields of activation,
+    base_width, fusion that are taken from those weights (the command line named none), the
+    others must match them. ``stop_request``: a StopRequest whose signal handlers main()
+    installed (None: none)."""
     stop_request = stop_request or StopRequest()
     run_started = time.time()  # --time-limit counts from here, data decoding included
     device = pick_device(cfg.device)
@@ -163,8 +166,14 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         raise ConfigError(f"{run_dir} holds the best networks of a run that stopped before its first last.pth "
                           f"(--save-every): another --job_name (or deleting the folder) starts afresh")
     # --load's weights are read (and checked) before the data: a wrong file fails at once.
-    expected = {"activation": cfg.activation, "base_width": cfg.base_width, "fusion": cfg.fusion_mode}
-    initial = load_any(load, expected)[0] if load else None
+    initial = None
+    if load:
+        initial, saved = load_any(load)
+        for key in adopt:
+            if saved.get(key) is not None:
+                setattr(cfg, key, saved[key])
+        check_expected(load, saved, {"activation": cfg.activation, "base_width": cfg.base_width,
+                                     "fusion": cfg.fusion_mode})
 
     samples = find_samples(cfg.data_root, spec, "training")
     check_pack_size(cfg.data_root, spec, size)
@@ -373,18 +382,6 @@ def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
     return saved
 
 
-def load_config(cfg: RunConfig, load, given: set, resume: bool) -> RunConfig:
-    """--load: the variant, width and fusion of the weights, where the command line names none
-    (a different one named is an error, in train())."""
-    if resume:
-        raise ConfigError("--load starts a new run from other weights, --resume continues this one: give one")
-    saved = load_any(load)[1]
-    for key in ("activation", "base_width", "fusion"):
-        if key not in given and saved.get(key) is not None:
-            setattr(cfg, key, saved[key])
-    return cfg
-
-
 def given_options(argv):
     """Names of the options written on the command line (not left at their defaults)."""
     parser = build_parser()
@@ -444,11 +441,13 @@ def main(argv=None):
             signal.signal(s, stop_request)
     try:
         cfg = config_from_args(args)
-        if args.load:
-            cfg = load_config(cfg, args.load, given_options(argv), args.resume)
+        given = given_options(argv)
+        if args.load and args.resume:
+            raise ConfigError("--load starts a new run from other weights, --resume continues this one: give one")
         if args.resume:
-            cfg = resume_config(cfg, given_options(argv), args.output_root)
-        _, complete = train(cfg, args.runs_dir, args.output_root, args.load, args.resume, stop_request)
+            cfg = resume_config(cfg, given, args.output_root)
+        adopt = {"activation", "base_width", "fusion"} - given  # --load: the weights' own, unless named
+        _, complete = train(cfg, args.runs_dir, args.output_root, args.load, args.resume, stop_request, adopt)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
