@@ -13,6 +13,9 @@ DATA_ROOT=${DATA_ROOT:-./data}
 if [ -z "${PYTHON:-}" ]; then         # the project's .venv (make install) when there is one
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
+AMP=${AMP:-0}                         # 0: fp32 training, as the paper (a reduced check found bf16 worse:
+                                      # README, Performance); 1: train.py's mixed precision, faster
+if [ "$AMP" = 1 ]; then PRECISION_ARG="--amp"; else PRECISION_ARG="--no-amp"; fi
 PARALLEL=${PARALLEL:-0}               # 1: train all seeds at once, each logging to ./logs/<DATASET>_<job>.log;
                                       # for a GPU (room for several runs at batch 2), not a CPU (shared cores)
 # EXTRA_ARGS go to every seed's train.py: --time-limit is a budget per seed (exit status 3 when it
@@ -34,7 +37,7 @@ train_seed() {
     $PYTHON train.py --e=$EPOCHS --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
         --beta=1.1 --gama=0.08 --dataset=$DATASET --discriminator=unet --uniform=False \
         --job_name=${JOB}_seed$1 --seed_num=$1 --activation=$ACTIVATION \
-        --data-root=$DATA_ROOT $FUSION_ARG $resume_arg $EXTRA_ARGS
+        --data-root=$DATA_ROOT $PRECISION_ARG $FUSION_ARG $resume_arg $EXTRA_ARGS
 }
 report() {  # seed, exit status
     if [ "$2" = 3 ]; then echo "seed $1: stopped by --time-limit; EXTRA_ARGS=--resume continues it" >&2

@@ -230,6 +230,23 @@ def test_train_sh_time_limit_then_resume_continues_every_seed(real_data, tmp_pat
     assert epochs_done(1) == 2 and epochs_done(2) == 2
 
 
+def test_train_sh_trains_in_fp32_unless_amp_is_asked_for(tmp_path):
+    """train.sh, the paper's protocol, trains in fp32 (--no-amp) by default; AMP=1 passes --amp.
+    A stand-in Python records the command train.sh would run."""
+    (tmp_path / "train.sh").symlink_to(ROOT / "train.sh")
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\nif [ "$1" = -m ]; then echo DRIVE_AV; exit 0; fi\necho "$@" >> "$ARGS_LOG"\n')
+    fake.chmod(0o755)
+    for amp, expected, not_expected in (("", "--no-amp", "--amp"), ("1", "--amp", "--no-amp")):
+        log = tmp_path / f"args{amp}.txt"
+        env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "SEEDS": "42", "ARGS_LOG": str(log),
+               **({"AMP": amp} if amp else {})}
+        proc = subprocess.run(["sh", "train.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        args = log.read_text().split()
+        assert args[0] == "train.py" and expected in args and not_expected not in args
+
+
 def test_ablation_sh_compares_the_seeds_trained_both_ways(probe_run, real_data, tmp_path):
     work, _ = probe_run
     for name in ("ablation.sh", "test.py", "scripts"):
