@@ -5,18 +5,19 @@ Example (the original protocol on DRIVE-AV, one seed):
         --gama=0.08 --dataset=DRIVE_AV --job_name=sigmoid_seed42 --seed_num=42 --data-root ./data
 
 --resume continues <output-root>/<Dataset>/<job_name>/last.pth with the settings saved there; only
---epochs and the run-time options (--device, --amp/--no-amp, --compile, --log-every, --image-every,
---save-every, --time-limit, --data-root, --cache-dir, --runs-dir, --output-root) may change, and a
-different value of any other option is an error. last.pth is written every --save-every minutes,
-at the end and at a stop: --time-limit, or Ctrl-C / SIGTERM, which end the current epoch first
-(a second one stops at once, losing that epoch). A run folder that holds a run already is never
-overwritten: resume it, or choose another --job_name.
+--epochs and the run-time options (--device, --amp/--no-amp, --no-amp-discriminator, --compile,
+--log-every, --image-every, --save-every, --time-limit, --data-root, --cache-dir, --runs-dir,
+--output-root) may change, and a different value of any other option is an error. last.pth is
+written every --save-every minutes, at the end and at a stop: --time-limit, or Ctrl-C / SIGTERM,
+which end the current epoch first (a second one stops at once, losing that epoch). A run folder
+that holds a run already is never overwritten: resume it, or choose another --job_name.
 
 Exit status: 0 when the run is complete, 2 for an error in the options or the data (one line),
 3 when --time-limit stopped it early (--resume continues it), 130 for Ctrl-C, 143 for SIGTERM.
 """
 import argparse
 import math
+import os
 import random
 import signal
 import sys
@@ -81,6 +82,10 @@ def build_parser():
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="mixed precision where the hardware has it: CUDA, CPUs with AVX512-BF16/AMX "
                         "(default; --no-amp: fp32)")
+    p.add_argument("--amp-discriminator", action=argparse.BooleanOptionalAction, default=True,
+                   dest="amp_discriminator",
+                   help="with --amp, run D in mixed precision too (default); --no-amp-discriminator keeps D "
+                        "in fp32 and the generators mixed (an experiment: README, Performance)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (worth it for long GPU runs)")
     p.add_argument("--log-every", type=int, default=d.log_every, dest="log_every",
                    help="training steps between loss logs (default %(default)s)")
@@ -184,7 +189,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     log = print if ctx.is_main else (lambda *a, **k: None)
     log(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
         f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
-        f"{cfg.base_width}, device {device}, {describe_precision(amp_dtype)}"
+        f"{cfg.base_width}, device {device}, {describe_precision(amp_dtype, cfg.amp_discriminator)}"
         + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
 
     nets = Networks(cfg.activation, cfg.base_width, cfg.fusion)
@@ -357,8 +362,8 @@ def check_finite(values, epoch, run_dir):
                             f"checkpoints in {run_dir} are kept (try a lower --learning-rate or --no-amp)")
 
 
-RUNTIME_OPTIONS = {"epochs", "device", "amp", "compile", "log_every", "image_every", "save_every", "data_root",
-                   "cache_dir", "time_limit"}
+RUNTIME_OPTIONS = {"epochs", "device", "amp", "amp_discriminator", "compile", "log_every", "image_every",
+                   "save_every", "data_root", "cache_dir", "time_limit"}
 
 
 def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:

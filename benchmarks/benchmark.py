@@ -90,7 +90,8 @@ def worker(args):
     device = torch.device(args.device)
     spec = dataset_spec(args.dataset)
     cfg = RunConfig(dataset=spec.name, activation=args.activation, base_width=args.base_width,
-                    image_size=tuple(args.image_size) if args.image_size else None, batch_size=args.batch_size)
+                    image_size=tuple(args.image_size) if args.image_size else None, batch_size=args.batch_size,
+                    amp_discriminator=not args.no_amp_discriminator)
     size = cfg.input_size
     torch.manual_seed(0)
     if device.type == "cuda":
@@ -100,7 +101,7 @@ def worker(args):
     channels_last = memory_format == MEMORY_FORMAT
     samples = find_samples(args.data_root, spec, "training")[:max(args.batch_size, 4)]
     cache = ROOT / ".cache" / "benchmark" / spec.name if tuned else None
-    result = {"training_precision": describe_precision(amp)}
+    result = {"training_precision": describe_precision(amp, cfg.amp_discriminator)}
 
     # Data loading per image: decode + resize from file (plain) or read the cache (tuned).
     if cache:
@@ -252,6 +253,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3, help="timed repetitions (default %(default)s)")
     p.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (default %(default)s)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks in the tuned run")
+    p.add_argument("--no-amp-discriminator", action="store_true",
+                   help="tuned training with D in fp32, the generators mixed (train.py's --no-amp-discriminator)")
     p.add_argument("--skip-train", action="store_true", help="measure inference, test and loading only")
     p.add_argument("--data-root", default=str(ROOT / "data"), help="data folder or pack (default ./data)")
     p.add_argument("--configs", nargs="+", default=["plain", "tuned"], choices=["plain", "tuned"],
@@ -281,7 +284,8 @@ def main(argv=None):
     report = {"machine": machine(args.device), "settings": {
         "dataset": args.dataset, "activation": args.activation, "device": args.device, "image_size": list(size),
         "base_width": args.base_width, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
-        "compile": args.compile, "skip_train": args.skip_train}, "results": results, "speedup_tuned_over_plain": ratios}
+        "compile": args.compile, "no_amp_discriminator": args.no_amp_discriminator,
+        "skip_train": args.skip_train}, "results": results, "speedup_tuned_over_plain": ratios}
 
     print(f"{args.dataset} {size[0]}x{size[1]}, {args.activation}, width {args.base_width}, batch "
           f"{args.batch_size}, {args.device} ({report['machine'].get('gpu', report['machine']['cpu_model'])}), "

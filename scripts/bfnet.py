@@ -117,7 +117,8 @@ class Trainer:
     """The training step of DESIGN.md section 4 with an Adam(lr, (0.5, 0.999)) per network.
 
     ``amp_dtype`` runs the forward passes under autocast (CUDA, or bf16 on a CPU); fp16 adds
-    grad scalers.
+    grad scalers. ``cfg.amp_discriminator`` False keeps D's passes in fp32 (in bf16 on a CPU,
+    D won its game for a long stretch and the test scores fell: README, Performance).
     ``ddp``: wrap the networks in DistributedDataParallel (see scripts/distributed.py).
     """
 
@@ -138,8 +139,8 @@ class Trainer:
             self.modules = {n: DistributedDataParallel(m, device_ids=device_ids)
                             for n, m in self.modules.items()}
 
-    def _autocast(self, device_type):
-        if self.amp_dtype is None:
+    def _autocast(self, device_type, network="G"):
+        if self.amp_dtype is None or (network == "D" and not self.cfg.amp_discriminator):
             return contextlib.nullcontext()
         return torch.autocast(device_type, dtype=self.amp_dtype)
 
@@ -174,7 +175,7 @@ class Trainer:
         for key, target in judged:
             loss_d = 0
             for label_map, real in ((target, True), (probs[key].detach(), False)):
-                with self._autocast(dev):
+                with self._autocast(dev, "D"):
                     d_logits = self.modules["D"](images, label_map)
                 loss = adversarial_loss(d_logits.float(), real)
                 self._backward("D", loss, weight)
@@ -186,7 +187,7 @@ class Trainer:
         # no gradient here (they are not stepped), which saves a third of the backward work.
         nets.D.requires_grad_(False)
         for key, target in judged:
-            with self._autocast(dev):
+            with self._autocast(dev, "D"):
                 d_fake = nets.D(images, probs[key])
             loss = cfg.gamma * adversarial_loss(d_fake.float(), True) + \
                 segmentation_loss(out[key].float(), target, targets, cfg)

@@ -86,6 +86,7 @@ class RunConfig:
     seed: int = 42
     rotation_step: int = 3           # degrees; 3 (paper) or 90 (later version)
     amp: bool = True                 # mixed precision where native (scripts/device.py)
+    amp_discriminator: bool = True   # under amp, D too; False: D in fp32, the generators mixed
     compile: bool = False            # torch.compile the four networks (slow first steps)
     log_every: int = 10              # training steps between scalar logs
     image_every: int = 10            # epochs between TensorBoard pictures of the mixed segments

@@ -82,8 +82,10 @@ def amp_dtype_for(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
     return None
 
 
-def describe_precision(amp_dtype: Optional[torch.dtype]) -> str:
-    return "fp32" if amp_dtype is None else f"{str(amp_dtype).replace('torch.', '')} autocast"
+def describe_precision(amp_dtype: Optional[torch.dtype], amp_discriminator: bool = True) -> str:
+    if amp_dtype is None:
+        return "fp32"
+    return f"{str(amp_dtype).replace('torch.', '')} autocast" + ("" if amp_discriminator else " (D in fp32)")
 
 
 @contextlib.contextmanager

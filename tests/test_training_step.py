@@ -119,3 +119,19 @@ def test_mixed_precision_losses_follow_fp32_over_the_first_steps(activation, dev
     for plain, tuned in zip(results[False], results[True]):
         for key in plain:
             assert torch.isclose(plain[key], tuned[key], rtol=0.05), (key, plain[key], tuned[key])
+
+
+@pytest.mark.parametrize("amp_discriminator", [True, False])
+def test_no_amp_discriminator_keeps_d_in_fp32_and_the_generators_mixed(amp_discriminator):
+    """--no-amp-discriminator: D's passes run in fp32, the generators' under autocast; the
+    losses still agree with the mixed-precision step's."""
+    torch.manual_seed(0)
+    nets = Networks("sigmoid", 4)
+    cfg = RunConfig(base_width=4, amp_discriminator=amp_discriminator)
+    seen = {"D": set(), "G": set()}
+    nets.D.outc.register_forward_hook(lambda m, i, o: seen["D"].add(o.dtype))
+    nets.G.outc.register_forward_hook(lambda m, i, o: seen["G"].add(o.dtype))
+    losses = Trainer(nets, cfg, torch.bfloat16).step(*batch(size=(64, 64)))
+    assert seen["G"] == {torch.bfloat16}
+    assert seen["D"] == ({torch.bfloat16} if amp_discriminator else {torch.float32})
+    assert all(torch.isfinite(v) for v in losses.values())
