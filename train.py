@@ -411,10 +411,16 @@ class StopRequest:
     def __call__(self, signum, frame):
         if self.graceful and self.signum is None:
             self.signum = signum
-            tqdm.write(f"\n{signal.Signals(signum).name}: stopping at the end of this epoch, with last.pth saved "
-                       f"(again to stop at once)", file=sys.stderr)
+            if launched_as_rank_zero():  # under torchrun every rank gets the signal; one says so
+                tqdm.write(f"\n{signal.Signals(signum).name}: stopping at the end of this epoch, with last.pth saved "
+                           f"(again to stop at once)", file=sys.stderr)
             return
         raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+
+def launched_as_rank_zero() -> bool:
+    """True unless torchrun started this process as another rank than 0 (RANK is its variable)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def stopped_message(how, cfg, output_root) -> str:
@@ -458,7 +464,8 @@ def main(argv=None):
         sys.exit(2)
     except (KeyboardInterrupt, Terminated) as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print("\n" + stopped_message(how, cfg, args.output_root), file=sys.stderr)
+        if launched_as_rank_zero():
+            print("\n" + stopped_message(how, cfg, args.output_root), file=sys.stderr)
         sys.exit(143 if isinstance(exc, Terminated) else 130)
     finally:
         for s, handler in previous.items():

@@ -216,6 +216,23 @@ def test_sigterm_and_ctrl_c_end_in_one_line(monkeypatch, capsys, tmp_path, how, 
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_under_torchrun_only_rank_0_says_it_stops(monkeypatch, capsys, tmp_path):
+    """Every rank gets the signal and stops at the same epoch; one line each, not one per rank."""
+    monkeypatch.setattr(train, "train", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    args = ["--dataset", "DRIVE_AV", "--output-root", str(tmp_path), "--job_name", "r"]
+    for rank, lines in (("1", 0), ("0", 1)):  # torchrun sets RANK
+        monkeypatch.setenv("RANK", rank)
+        request = train.StopRequest()
+        request.graceful = True
+        request(signal.SIGTERM, None)
+        assert request.signum == signal.SIGTERM  # every rank stops, whatever it prints
+        with pytest.raises(SystemExit) as stop:
+            train.main(args)
+        assert stop.value.code == 130
+        said = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(said) == 2 * lines, said  # "stopping at the end of this epoch", "interrupted ..."
+
+
 @pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_during_an_epoch_ends_it_saves_and_resume_loses_nothing(real_data, tmp_path, monkeypatch,
                                                                        capsys, signum, status):
