@@ -24,7 +24,11 @@ Per image, under --output, at the image's own size (the sub-folders of the input
 and one predictions.csv: path, output (the <stem> above), status, reason, width, height,
 artery/vein/uncertain fractions and vessel_density (of the FOV pixels), av_ratio (artery / vein
 pixels), fov_source; and predict_run.json: the weights (with a SHA-256 of their values) and the
-settings that made the outputs. --resume refuses to add to a folder made with other ones.
+settings that made the outputs. --resume refuses to add to a folder made with other ones, and
+to count an image as done when its outputs were made from another photograph of the same
+output name (each class map names its photograph in a PNG text field, "source"); it keeps the
+CSV rows of earlier images that are not among this run's inputs. A run without --resume
+predicts every input again, overwriting its outputs.
 
 The FOV is the mask in --masks named like the image (<stem>.*, <stem>_mask.*; any non-zero
 value is inside; fov_source "mask"), else estimated from the photograph (scripts/fov.py;
@@ -58,11 +62,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
 from scripts import distributed
 from scripts.bundle import load_any, pretrained_bundle
-from scripts.checkpoint import atomic_write, atomic_write_csv, describe
+from scripts.checkpoint import atomic_write, atomic_write_csv, describe, make_folder
 from scripts.config import DATASETS, ConfigError, check_image_size
 from scripts.data import read_image, read_mask
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
@@ -232,12 +237,27 @@ def output_paths(out_dir: Path, item: Item, ensemble: bool, save_probs: bool):
     return {k: base.parent / (base.name + suffix) for k, suffix in names.items()}
 
 
-def write_classes(path, cls):
+def source_of(item: Item) -> str:
+    """The photograph an output is made from, as written into its class map."""
+    return str(Path(item.path).resolve())
+
+
+def write_classes(path, cls, source: str):
+    """The class map as an index PNG with a palette; its text field 'source' names the
+    photograph, which --resume checks before it counts an image as done."""
     def write(tmp):
         img = Image.fromarray(cls)  # uint8 HxW: mode L
         img.putpalette(CLASS_COLOURS.ravel().tolist())  # becomes an index ('P') image
-        img.save(tmp, format="PNG", compress_level=1)
+        info = PngInfo()
+        info.add_text("source", source)
+        img.save(tmp, format="PNG", compress_level=1, pnginfo=info)
     atomic_write(path, write)
+
+
+def made_from(classes_png: Path) -> Optional[str]:
+    """The 'source' of a class map (None in maps of versions that did not record it)."""
+    with Image.open(classes_png) as img:
+        return getattr(img, "text", {}).get("source")
 
 
 def overlay(rgb, cls, alpha):
@@ -341,7 +361,7 @@ def write_outputs(prep: Prepared, probs, std, paths, activation, alpha):
     h, w = prep.rgb.shape[:2]
     pic = full_size_picture(probs, (w, h), prep.fov, activation)
     cls = class_map(pic)  # the decoding rule of the published metrics
-    write_classes(paths["classes"], cls)
+    write_classes(paths["classes"], cls, source_of(prep.item))
     write_png(paths["colour"], pic)
     write_png(paths["overlay"], overlay(prep.rgb, cls, alpha))
     if "uncertainty" in paths:
@@ -570,26 +590,31 @@ def _run(args, ctx: distributed.Context) -> int:
     amp_dtype = amp_dtype_for(device, args.amp)
     members = load_members(args, device, amp_dtype, log)
     ensemble = Ensemble([(m.nets, m.size) for m in members], device, amp_dtype, args.tta, args.batch_size)
+    record = run_record(args, members, amp_dtype)
+    if args.resume:
+        check_resume(out_dir, record)
+    mine = [it for i, it in enumerate(items) if i % ctx.world == ctx.rank]
+    done_rows, todo, conflicts = plan(mine, out_dir, len(members) > 1, masks, args)
+    if ctx.sum(len(conflicts)):
+        raise ConfigError(conflicts[0] if conflicts else f"--resume: outputs in {out_dir} were made from other "
+                                                         f"photographs (another process says which)")
+    make_folder(out_dir, "--output")  # one line for a file of that name, before any image
+    remove_stale_outputs(todo, out_dir)
     for m in members:
         log(f"{m.weights}: {describe(m.cfg)}, input {m.size[0]} x {m.size[1]}")
         if m.cfg.get("about"):
             log(f"  about these weights: {m.cfg['about']}")
-    record = run_record(args, members, amp_dtype)
-    if args.resume:
-        check_resume(out_dir, record)
     if main:
         atomic_write(out_dir / RUN_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
         log(f"{len(items)} image(s){f' over {ctx.world} processes' if ctx.enabled else ''}; "
             f"{'ensemble of ' + str(len(members)) if len(members) > 1 else 'one network'}"
             f"{', with flip TTA' if args.tta else ''}; device {device}, {describe_precision(amp_dtype)}")
-
-    mine = [it for i, it in enumerate(items) if i % ctx.world == ctx.rank]
-    done_rows, todo = plan(mine, out_dir, len(members) > 1, masks, args)
+    kept = rows_kept_by_resume(out_dir, items) if args.resume and main else []
     skipped = ctx.sum(len(done_rows)) if args.resume else 0
     if skipped:
         log(f"--resume: {skipped} image(s) already done, skipped")
     rows, failed = segment(todo, ensemble, masks, args, show_progress=main)
-    total_failed = write_predictions_csv(out_dir, done_rows + rows, failed, ctx)
+    total_failed = write_predictions_csv(out_dir, done_rows + rows + kept, failed, ctx)
     if main:
         log(f"{len(items) - total_failed} of {len(items)} image(s) segmented, {total_failed} failed; "
             f"wrote {out_dir}/predictions.csv")
@@ -597,19 +622,43 @@ def _run(args, ctx: distributed.Context) -> int:
 
 
 def plan(items, out_dir, is_ensemble, masks, args):
-    """(CSV rows of the images an earlier run finished (--resume), [(item, output paths) to do])."""
+    """(CSV rows of the images an earlier run finished (--resume), [(item, output paths) to do],
+    conflicts). With --resume an image is done when all its outputs exist and its class map
+    was made from this photograph; outputs of another photograph of the same output name are a
+    conflict, not overwritten."""
     previous = previous_rows_by_path(out_dir / "predictions.csv") if args.resume else {}
-    done_rows, todo = [], []
+    done_rows, todo, conflicts = [], [], []
     for it in items:
         paths = output_paths(out_dir, it, is_ensemble, args.save_probs)
         if args.resume and not it.missing and all(p.is_file() for p in paths.values()):
             try:
-                done_rows.append(resumed_row(it, paths, previous, masks))
-                continue
+                source = made_from(paths["classes"])
+                if source is not None and source != source_of(it):
+                    conflicts.append(f"--resume: {paths['classes']} was made from {source}, not {it.path} (two "
+                                     f"photographs with the output name {it.rel}); use another --output")
+                    continue
+                if source is not None or previous.get(it.path, {}).get("output") == it.rel:
+                    done_rows.append(resumed_row(it, paths, previous, masks))
+                    continue
             except Exception:  # noqa: BLE001 - an unreadable old output: predict again
                 pass
         todo.append((it, paths))
-    return done_rows, todo
+    return done_rows, todo, conflicts
+
+
+def remove_stale_outputs(todo, out_dir):
+    """Optional outputs this run will not write (an ensemble's uncertainty, --save-probs), of
+    the images it predicts: no file of an earlier run's settings stays beside the new ones."""
+    for it, paths in todo:
+        for key, path in output_paths(out_dir, it, True, True).items():
+            if key not in paths:
+                path.unlink(missing_ok=True)
+
+
+def rows_kept_by_resume(out_dir, items):
+    """--resume: the earlier CSV rows of images not in this run (their outputs are untouched)."""
+    paths, outputs = {it.path for it in items}, {it.rel for it in items}
+    return [r for r in read_rows(out_dir / "predictions.csv") if r["path"] not in paths and r["output"] not in outputs]
 
 
 def segment(todo, ensemble, masks, args, show_progress=True):
@@ -648,6 +697,9 @@ def segment(todo, ensemble, masks, args, show_progress=True):
                 except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
                     fail(it, exc)
                     continue
+                if masks.folder is not None and ready[-1][0].fov_source != "mask":
+                    tqdm.write(f"note: {it.path}: no mask named like it in --masks {masks.folder}; FOV "
+                               f"{ready[-1][0].fov_source}", file=sys.stderr)
                 if ready[-1][0].greyscale:
                     tqdm.write(f"note: {it.path}: a greyscale photograph; the networks learned from colour ones "
                                f"(artery and vein differ in colour), so expect poorer maps", file=sys.stderr)

@@ -41,6 +41,19 @@ def _umask():
 _UMASK = _umask()  # read once: os.umask is process-wide and not thread-safe to query
 
 
+def make_folder(path, option: str) -> Path:
+    """Create the output folder ``path`` (with parents), or one ConfigError line naming
+    ``option`` when it cannot be: a file of that name, a file on the way, no permission."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{option} {path}: a file of that name exists; give a folder") from None
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: cannot create this folder ({exc.strerror or exc})") from None
+    return path
+
+
 def atomic_write(path, write):
     """Call ``write(tmp_path)`` and rename the result onto ``path``: a crash mid-write leaves
     any previous ``path`` intact. The file gets the usual permissions (0666 less the umask),

@@ -167,6 +167,59 @@ def test_resume_refuses_an_output_folder_made_with_other_weights_or_settings(set
     assert {p: p.stat().st_mtime_ns for p in done.rglob("*")} == stamps
 
 
+def test_resume_never_counts_another_photographs_outputs_as_done(setup, first):
+    """Each class map names its photograph; --resume with another photograph of the same output
+    name is one line and exit 2, nothing touched. A resume with fewer inputs keeps the CSV rows
+    of the others."""
+    _, done = first
+    out = setup["base"] / "resumed_other"
+    shutil.copytree(done, out)
+    assert predict.made_from(out / "01_test_classes.png") == str((setup["input"] / "01_test.tif").resolve())
+    other = setup["base"] / "other_in"
+    other.mkdir()
+    shutil.copy(setup["input"] / "sub" / "02_test.tif", other / "01_test.tif")  # another photograph, same name
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    proc = cli("--weights", setup["run_a"], "--input", other / "01_test.tif", "--output", out, "--resume")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: --resume: {out / '01_test_classes.png'} was made from {(setup['input'] / '01_test.tif').resolve()}, "
+        f"not {other / '01_test.tif'} (two photographs with the output name 01_test); use another --output")
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "01_test.tif", "--output", out, "--resume")
+    assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
+    assert read_rows(out) == read_rows(done)  # the other images' rows are kept
+
+
+def test_a_new_run_leaves_no_optional_output_of_an_earlier_one(setup):
+    out = setup["base"] / "rerun"
+    one = ["--weights", setup["run_a"], "--input", setup["input"] / "rgba.png", "--output", out]
+    assert cli(*one, "--save-probs").returncode == 0
+    assert (out / "rgba_probs.npz").is_file()
+    assert cli(*one).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["predict_run.json", "predictions.csv", "rgba_classes.png",
+                                                     "rgba_colour.png", "rgba_overlay.png"]
+
+
+def test_an_output_that_is_a_file_and_a_mask_not_found_are_said(setup, tmp_path, capsys):
+    a_file = tmp_path / "taken.png"
+    a_file.write_bytes(b"x")
+    with pytest.raises(SystemExit) as info:
+        predict.main(["--weights", str(setup["run_a"]), "--input", str(setup["input"] / "rgba.png"),
+                      "--output", str(a_file)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --output {a_file}: a file of that name exists; give a folder"]
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    Image.new("L", DRIVE_SIZE, 255).save(masks / "someone_else.png")
+    args = predict.build_parser().parse_args(["--weights", str(setup["run_a"]), "--input",
+                                              str(setup["input"] / "rgba.png"), "--output", str(tmp_path / "o"),
+                                              "--masks", str(masks)])
+    assert predict.run(args) == 0
+    assert f"note: {setup['input'] / 'rgba.png'}: no mask named like it in --masks {masks}; FOV estimated" in \
+        capsys.readouterr().err
+
+
 def test_ensemble_writes_an_uncertainty_map_and_probabilities(setup):
     out = setup["base"] / "ensemble"
     proc = cli("--weights", setup["run_a"], setup["run_b"], "--input", setup["input"] / "sub",
