@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from scripts import metrics
 from scripts.bundle import load_any, pretrained_bundle
-from scripts.checkpoint import atomic_write, atomic_write_csv
+from scripts.checkpoint import atomic_write, atomic_write_csv, make_folder
 from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_spec, str2bool
 from scripts.data import find_samples, load_tensor_set, load_truth
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
@@ -73,9 +73,10 @@ def check_one_configuration(runs):
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV (or DRIVE-AV), LES-AV, HRF-AV, SYNTHETIC")
+    p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV (or DRIVE-AV), LES-AV (LES_AV), HRF-AV (HRF_AV), SYNTHETIC")
     p.add_argument("--job_name", "--job-name", dest="job_name", default="default",
-                   help="run folder <output-root>/<Dataset>/<job_name> (with --seeds: <job_name>_seed<N>)")
+                   help="run folder <output-root>/<Dataset>/<job_name> (with --seeds: <job_name>_seed<N>; "
+                        "default %(default)s, as train.py's)")
     p.add_argument("--seeds", type=int, nargs="+", action="extend", default=None,
                    help="evaluate one run per seed (a repeated option adds to the list)")
     p.add_argument("--load", nargs="+", action="extend", default=None,
@@ -124,6 +125,9 @@ def run_folders(args, spec):
     base = Path(args.output_root) / spec.name
     if args.seeds:
         return [base / f"{args.job_name}_seed{s}" for s in args.seeds]
+    if args.job_name == "default" and not (base / "default").exists():
+        raise ConfigError(f"which weights? name a run with --job_name (a folder {base}/<job_name>), or give "
+                          f"--load PATH, or --pretrained for the shipped bundle")
     return [base / args.job_name]
 
 
@@ -156,6 +160,8 @@ def format_table(summary):
 
 def evaluate(args):
     spec = dataset_spec(args.dataset)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")
     device = pick_device(args.device)
     amp_dtype = amp_dtype_for(device, args.amp)
     expected = {"activation": args.activation, "base_width": args.base_width}
@@ -167,6 +173,11 @@ def evaluate(args):
     samples = find_samples(args.data_root, spec, "test")
     default_out = "Final_pre_pretrained" if args.pretrained else "Final_pre"  # never over a run's own test
     out_dir = Path(args.output) if args.output else Path(args.output_root) / spec.name / default_out
+    make_folder(out_dir, "--output")  # a wrong --output fails now, not after the predictions
+    if spec.test_images and len(samples) != spec.test_images:
+        print(f"note: {len(samples)} test images in {Path(args.data_root) / spec.name / 'test'}, where the published "
+              f"{spec.name} test set has {spec.test_images}: these numbers are not comparable with the published "
+              f"table", file=sys.stderr)
     multi = len(runs) > 1
 
     # Network-size probabilities of every run (images decoded once, cached).

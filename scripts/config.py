@@ -21,13 +21,15 @@ class DatasetSpec:
     size: Tuple[int, int]       # network input (W, H), multiples of 16
     aliases: Tuple[str, ...] = ()
     where: str = "README, section Data"  # where to get it: said when its folder is missing
+    test_images: Optional[int] = None    # in the published test split; test.py notes another count
 
 
 DATASETS = {spec.name: spec for spec in (
-    DatasetSpec("DRIVE_AV", ("*.tif", "*.png"), "{stem}.png", "{stem}_mask.gif", (592, 592), ("DRIVE-AV",)),
-    DatasetSpec("LES-AV", ("*.png",), "{stem}.png", "{stem}_mask.gif", (800, 720), ("LES_AV",)),
+    DatasetSpec("DRIVE_AV", ("*.tif", "*.png"), "{stem}.png", "{stem}_mask.gif", (592, 592), ("DRIVE-AV",),
+                test_images=20),
+    DatasetSpec("LES-AV", ("*.png",), "{stem}.png", "{stem}_mask.gif", (800, 720), ("LES_AV",), test_images=11),
     DatasetSpec("HRF-AV", ("*.JPG", "*.jpg", "*.png"), "{stem}_AVmanual.png", "{stem}_mask.tif", (880, 592),
-                ("HRF_AV",)),
+                ("HRF_AV",), test_images=21),
     # Made by `python -m scripts.synthetic`: lets the pipeline run without the real data.
     DatasetSpec("SYNTHETIC", ("*.png",), "{stem}.png", "{stem}_mask.png", (256, 256),
                 where="make it with python -m scripts.synthetic --out ./data-synthetic, then "

@@ -1,4 +1,5 @@
 """Bad input gets a clear one-line error naming the file, before any work starts."""
+import json
 import shutil
 import subprocess
 import sys
@@ -84,6 +85,16 @@ def test_image_without_label(drive_copy):
     sample.label.unlink()
     with pytest.raises(DataError, match=f"its label {sample.label} is missing"):
         find_samples(drive_copy, SPEC, "training")
+
+
+def test_label_without_photograph(drive_copy):
+    """A photograph under another extension (.jpeg) is not found; its label says so, rather
+    than the split silently shrinking (a score over 19 DRIVE test images is not the protocol's)."""
+    sample = first(drive_copy, "test")
+    sample.image.rename(sample.image.with_suffix(".jpeg"))
+    with pytest.raises(DataError, match=f"{sample.label}: a label with no photograph \\*.tif or \\*.png of its "
+                                        f"name in {sample.image.parent}"):
+        find_samples(drive_copy, SPEC, "test")
 
 
 def test_missing_folder_and_empty_split(drive_copy):
@@ -200,3 +211,33 @@ def test_test_py_refuses_to_average_runs_of_different_variants(tmp_path, capsys)
     assert len(err) == 1 and err[0].startswith("error: the runs of one test must share variant, width and fusion")
     assert f"{folders[1]} is softmax, width 4, fusion mean" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tmp_path, capsys, monkeypatch):
+    """No weights named, --batch-size 0, an --output that is a file: one line each, exit 2,
+    before any prediction. Four DRIVE_AV test images score, with a note that the published
+    test set has 20."""
+    import test as test_script
+    from scripts.bfnet import Networks
+    from scripts.checkpoint import save_best
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    save_best(run, Networks("sigmoid", 4), RunConfig(base_width=4, image_size=(64, 64)), 1, 0.5)
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    common = ["--data-root", str(drive_copy), "--cache-dir", str(tmp_path / "cache")]
+    for args, line in (
+            ([], "error: which weights? name a run with --job_name (a folder DRIVE_AV/<job_name>), or give "
+                 "--load PATH, or --pretrained for the shipped bundle"),
+            (["--load", str(run), "--batch-size", "0"], "error: --batch-size 0: must be at least 1"),
+            (["--load", str(run), "--output", str(a_file)],
+             f"error: --output {a_file}: a file of that name exists; give a folder")):
+        with pytest.raises(SystemExit) as info:
+            test_script.main([*common, *args])
+        assert info.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines() == [line]
+    test_script.main([*common, "--load", str(run), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["images"] == 4
+    assert (f"note: 4 test images in {drive_copy / 'DRIVE_AV' / 'test'}, where the published DRIVE_AV test set "
+            f"has 20: these numbers are not comparable with the published table") in err
