@@ -33,7 +33,8 @@ import torch
 
 from .bfnet import Networks
 from .checkpoint import (EPOCH_FILE, FORMAT, NETWORK_FILES, CheckpointError, atomic_torch_save,
-                         atomic_write, check_expected, describe, epoch_files, load_networks, read)
+                         atomic_write, check_expected, describe, epoch_files, load_networks, make_folder, read)
+from .config import ConfigError
 
 BUNDLE_FORMAT = "avseg-bundle"
 INDEX_FORMAT = "avseg-bundle-index"
@@ -121,6 +122,9 @@ def export_bundle(run_dir_or_nets, out_path, fp16=None, shard_mib=None, config=N
     tensors = _tensors(nets, fp16)
     dtype = "float16" if fp16 else "float32"
     out_path = Path(out_path)
+    if out_path.is_dir():
+        raise CheckpointError(f"{out_path} is a folder; name the bundle file (e.g. {out_path / 'bfnet.pth'})")
+    make_folder(out_path.parent, "the bundle's folder")
     if shard_mib is None:
         networks = {}
         for name, t in tensors.items():
@@ -335,7 +339,7 @@ def main(argv=None):
                   f"stored as {cfg.get('stored_dtype', 'float32')}")
             if cfg.get("about"):
                 print(f"about: {cfg['about']}")
-    except CheckpointError as exc:
+    except ConfigError as exc:  # CheckpointError included
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .checkpoint import make_folder
 from .config import ConfigError, check_image_size, dataset_spec
-from .data import DataError, Sample, find_samples, load_resized
+from .data import DataError, Sample, find_samples, load_resized, load_sample
 
 PACK_FILE = "pack.json"
 
@@ -44,12 +45,13 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True):
         raise ConfigError(f"{target} exists and is not a packed copy (no {PACK_FILE}); "
                           f"choose another --out, nothing was written")
     check_pack_size(data_root, spec, size)  # re-packing a pack at another size would resize twice
+    make_folder(out_root, "--out")
 
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
         training = _pack_training(find_samples(data_root, spec, "training"), size, partial, progress)
-        test = _copy_test(find_samples(data_root, spec, "test"), partial)
+        test = _copy_test(find_samples(data_root, spec, "test"), partial, progress)
         (partial / PACK_FILE).write_text(json.dumps({
             "dataset": spec.name, "training_size": list(size), "source": str(source.resolve()),
             "training": training, "test": test,
@@ -81,8 +83,11 @@ def _pack_training(samples, size, target, progress):
     return len(samples)
 
 
-def _copy_test(samples, target):
-    for sample in samples:
+def _copy_test(samples, target, progress):
+    """Each test sample as it is, after the checks the test will make (decodes, label values
+    0..3, sizes), so that a bad file is found here and not on the other machine."""
+    for sample in tqdm(samples, desc="test split, checked and copied", disable=not progress):
+        load_sample(sample)
         for path in (sample.image, sample.label, sample.mask):
             dest = target / "test" / path.parent.name / path.name
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +118,7 @@ def folder_mib(path):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m scripts.pack", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, help="DRIVE_AV, LES-AV, HRF-AV, SYNTHETIC")
+    p.add_argument("--dataset", required=True, help="DRIVE_AV (or DRIVE-AV), LES-AV (LES_AV), HRF-AV (HRF_AV), SYNTHETIC")
     p.add_argument("--data-root", default="./data", help="where the original data set is (default ./data)")
     p.add_argument("--out", required=True, help="the copy goes to <out>/<Dataset> (replaced if present)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None,

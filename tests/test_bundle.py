@@ -138,6 +138,19 @@ def test_sharded_fp16_and_cli(run, tmp_path, capsys):
     assert "sigmoid variant, base width 4" in capsys.readouterr().out
 
 
+def test_export_to_a_folder_or_below_a_file_is_one_line(run, tmp_path, capsys):
+    folder, _ = run
+    a_file = tmp_path / "taken.png"
+    a_file.write_text("x")
+    for out, line in ((tmp_path, f"error: {tmp_path} is a folder; name the bundle file (e.g. {tmp_path / 'bfnet.pth'})"),
+                      (a_file / "m.pth", f"error: the bundle's folder {a_file}: a file of that name exists; "
+                                         f"give a folder")):
+        with pytest.raises(SystemExit) as info:
+            bundle.main(["export", str(folder), str(out)])
+        assert info.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
 def test_missing_shard_and_oversized_tensor(run, tmp_path):
     folder, _ = run
     index_path = export_bundle(folder, tmp_path / "b.pth", shard_mib=0.25)

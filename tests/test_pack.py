@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from scripts.config import ConfigError, DATASETS
 from scripts.data import DataError, find_samples, load_resized
@@ -106,10 +107,31 @@ def test_an_interrupted_pack_leaves_the_earlier_one(real_data, tmp_path, monkeyp
     target = pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
     before = sorted(p.relative_to(target) for p in target.rglob("*"))
 
-    def interrupted(samples, dest):
+    def interrupted(samples, dest, progress):
         raise KeyboardInterrupt
     monkeypatch.setattr(pack, "_copy_test", interrupted)
     with pytest.raises(KeyboardInterrupt):
         pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
     assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
     assert [p.name for p in (tmp_path / "packs").iterdir()] == ["DRIVE_AV"]  # no partial folder left
+
+
+def test_a_bad_test_file_is_found_when_packing_not_on_the_other_machine(real_data, tmp_path):
+    """The test split is copied as it is, but checked as test.py will read it first: a label
+    value 7 is one error naming the file, and nothing is written."""
+    spec = DATASETS["DRIVE_AV"]
+    root = tmp_path / "data"
+    for split in ("training", "test"):
+        for sample in find_samples(real_data, spec, split)[:2]:
+            for path in (sample.image, sample.label, sample.mask):
+                (root / "DRIVE_AV" / split / path.parent.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, root / "DRIVE_AV" / split / path.parent.name / path.name)
+    label = find_samples(root, spec, "test")[1].label
+    Image.fromarray(np.full((584, 565), 7, np.uint8)).save(label)
+    with pytest.raises(DataError, match=f"{label}: label values must be 0..3"):
+        pack_dataset(root, "DRIVE_AV", tmp_path / "packs", size=(64, 64), progress=False)
+    assert not list((tmp_path / "packs").iterdir())
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match=f"--out {a_file}: a file of that name exists; give a folder"):
+        pack_dataset(root, "DRIVE_AV", a_file, size=(64, 64), progress=False)
