@@ -8,9 +8,12 @@ DATASET=${DATASET:-DRIVE_AV}
 ACTIVATION=${ACTIVATION:-sigmoid}
 SEEDS=${SEEDS:-"42 40 38"}
 DATA_ROOT=${DATA_ROOT:-./data}
+HERE=$(dirname "$0")                  # the checkout: its .py files and .venv; data, runs and outputs
+                                      # are relative to the current folder, as with python train.py
 if [ -z "${PYTHON:-}" ]; then         # the project's .venv (make install) when there is one
-    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+    if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python3; fi
 fi
+export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"   # python -m scripts.* from any folder
 set -e
 FOLDER=$($PYTHON -m scripts.config "$DATASET")  # runs live under the data set's own name
 BOTH=""; MISSING=""
@@ -24,9 +27,9 @@ if [ -z "$BOTH" ]; then
     exit 2
 fi
 [ -z "$MISSING" ] || echo "note: seed(s)$MISSING lack one of the two runs: comparing seed(s)$BOTH" >&2
-$PYTHON test.py --dataset=$DATASET --job_name=$ACTIVATION --seeds $BOTH --data-root=$DATA_ROOT \
+$PYTHON "$HERE/test.py" --dataset=$DATASET --job_name=$ACTIVATION --seeds $BOTH --data-root=$DATA_ROOT \
     --output ./$FOLDER/Final_pre_bfnet $EXTRA_ARGS
-$PYTHON test.py --dataset=$DATASET --job_name=${ACTIVATION}_nofusion --seeds $BOTH --data-root=$DATA_ROOT \
+$PYTHON "$HERE/test.py" --dataset=$DATASET --job_name=${ACTIVATION}_nofusion --seeds $BOTH --data-root=$DATA_ROOT \
     --output ./$FOLDER/Final_pre_nofusion $EXTRA_ARGS
 $PYTHON -m scripts.compare ./$FOLDER/Final_pre_bfnet/summary.json ./$FOLDER/Final_pre_nofusion/summary.json \
     --names BF-Net "no fusion (ablation)"

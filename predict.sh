@@ -14,11 +14,14 @@ WEIGHTS=${WEIGHTS:-}
 INPUT=${INPUT:?set INPUT to a folder, a glob, a list file or an image}
 OUTPUT=${OUTPUT:-./predictions}
 NPROC=${NPROC:-1}
+HERE=$(dirname "$0")                  # the checkout: its .py files and .venv; data, runs and outputs
+                                      # are relative to the current folder, as with python train.py
 if [ -z "${PYTHON:-}" ]; then
-    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+    if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python3; fi
 fi
+export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"   # python -m scripts.* from any folder
 set -- ${WEIGHTS:+--weights $WEIGHTS} --input "$INPUT" --output "$OUTPUT" ${MASKS:+--masks "$MASKS"} "$@"
 if [ "$NPROC" -gt 1 ]; then
-    exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" predict.py "$@"
+    exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" "$HERE/predict.py" "$@"
 fi
-exec "$PYTHON" predict.py "$@"
+exec "$PYTHON" "$HERE/predict.py" "$@"

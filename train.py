@@ -55,9 +55,10 @@ def build_parser():
     p.add_argument("--beta", type=float, default=d.beta, help="segmentation loss weight (default %(default)s)")
     p.add_argument("--gama", "--gamma", type=float, default=d.gamma, dest="gamma",
                    help="adversarial weight (default %(default)s)")
-    p.add_argument("--dataset", default=d.dataset, help="DRIVE_AV (or DRIVE-AV), LES-AV, HRF-AV, SYNTHETIC")
+    p.add_argument("--dataset", default=d.dataset, help="DRIVE_AV (or DRIVE-AV), LES-AV (LES_AV), HRF-AV (HRF_AV), SYNTHETIC")
     p.add_argument("--job_name", "--job-name", default=d.job_name, dest="job_name",
-                   help="run folder name: checkpoints go to <output-root>/<Dataset>/<job_name>/")
+                   help="run folder name: checkpoints go to <output-root>/<Dataset>/<job_name>/ "
+                        "(default %(default)s)")
     p.add_argument("--seed_num", "--seed", type=int, default=d.seed, dest="seed",
                    help="seeds the weights, the validation split and the augmentation (default %(default)s)")
     p.add_argument("--uniform", type=str2bool, default=False, help="True: 720 x 720 input for every data set")
@@ -72,12 +73,14 @@ def build_parser():
                    help="network input size, multiples of 16 (default: the data set's)")
     p.add_argument("--base-width", type=int, default=d.base_width, dest="base_width",
                    help="U-Net base width (default %(default)s, as published; 8 or 16 for small machines)")
-    p.add_argument("--activation", choices=["sigmoid", "softmax"], default=d.activation)
+    p.add_argument("--activation", choices=["sigmoid", "softmax"], default=d.activation,
+                   help="the variant: sigmoid (the paper's; 3 channels) or softmax (4 classes) (default %(default)s)")
     p.add_argument("--fusion", choices=["none"], default=None,
                    help="'none': ablation, main generator alone without the binary branches "
                         "(default: the variant's fusion, concat for sigmoid, mean for softmax)")
     p.add_argument("--rotation-step", type=int, default=d.rotation_step, dest="rotation_step",
-                   help="rotation augmentation in multiples of this many degrees (3 paper, 90 later code)")
+                   help="rotation augmentation in multiples of this many degrees (3 paper, 90 later code; "
+                        "default %(default)s)")
     p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="mixed precision where the hardware has it: CUDA, CPUs with AVX512-BF16/AMX "

@@ -10,9 +10,12 @@ if [ "$FUSION" = "none" ]; then FUSION_ARG="--fusion=none"; DEFAULT_JOB=${ACTIVA
 else FUSION_ARG=""; DEFAULT_JOB=$ACTIVATION; fi
 JOB=${JOB:-$DEFAULT_JOB}              # runs go to ./$DATASET/${JOB}_seed<N>
 DATA_ROOT=${DATA_ROOT:-./data}
+HERE=$(dirname "$0")                  # the checkout: its .py files and .venv; data, runs and outputs
+                                      # are relative to the current folder, as with python train.py
 if [ -z "${PYTHON:-}" ]; then         # the project's .venv (make install) when there is one
-    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+    if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python3; fi
 fi
+export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"   # python -m scripts.* from any folder
 AMP=${AMP:-0}                         # 0: fp32 training, as the paper (a reduced check found bf16 worse:
                                       # README, Performance); 1: train.py's mixed precision, faster
 if [ "$AMP" = 1 ]; then PRECISION_ARG="--amp"; else PRECISION_ARG="--no-amp"; fi
@@ -34,7 +37,7 @@ train_seed() {
         if [ -e "./$FOLDER/${JOB}_seed$1/last.pth" ]; then resume_arg="--resume"
         elif [ ! -e "./$FOLDER/${JOB}_seed$1" ]; then echo "seed $1: not started yet, starting it" >&2; fi
     fi
-    $PYTHON train.py --e=$EPOCHS --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
+    $PYTHON "$HERE/train.py" --e=$EPOCHS --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
         --beta=1.1 --gama=0.08 --dataset=$DATASET --discriminator=unet --uniform=False \
         --job_name=${JOB}_seed$1 --seed_num=$1 --activation=$ACTIVATION \
         --data-root=$DATA_ROOT $PRECISION_ARG $FUSION_ARG $resume_arg $EXTRA_ARGS

@@ -55,6 +55,10 @@ def main(argv=None):
         except (OSError, ValueError) as exc:
             print(f"error: {path}: cannot read summary ({exc})", file=sys.stderr)
             sys.exit(2)
+    sets = {s.get("dataset") for s in summaries}
+    if len(sets) > 1:  # allowed (e.g. one model on two data sets), but rarely what was meant
+        print("note: these summaries are of different data sets: " + ", ".join(
+            f"{n} {s.get('dataset', 'unknown')}" for n, s in zip(names, summaries)), file=sys.stderr)
     print(table(summaries, names))
 
 

@@ -178,7 +178,9 @@ def main(argv=None):
         prog="python -m scripts.synthetic",
         description="Write a small synthetic artery/vein fundus data set to <out>/SYNTHETIC "
                     "(labels: 0 background, 1 artery, 2 vein, 3 uncertain).")
-    parser.add_argument("--out", default="./data", help="data root; SYNTHETIC/ is made in it (default ./data)")
+    parser.add_argument("--out", default="./data-synthetic",
+                        help="data root; SYNTHETIC/ is made in it (default ./data-synthetic, apart from the real "
+                             "data in ./data; train and test with --data-root ./data-synthetic)")
     parser.add_argument("--train", type=int, default=8, help="number of training images (default 8)")
     parser.add_argument("--test", type=int, default=4, help="number of test images (default 4)")
     parser.add_argument("--size", type=int, nargs=2, default=(320, 288), metavar=("W", "H"),

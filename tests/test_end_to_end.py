@@ -244,7 +244,7 @@ def test_train_sh_trains_in_fp32_unless_amp_is_asked_for(tmp_path):
         proc = subprocess.run(["sh", "train.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         args = log.read_text().split()
-        assert args[0] == "train.py" and expected in args and not_expected not in args
+        assert args[0] == "./train.py" and expected in args and not_expected not in args  # train.sh's folder
 
 
 def test_ablation_sh_compares_the_seeds_trained_both_ways(probe_run, real_data, tmp_path):
@@ -325,6 +325,10 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
         compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "missing.json")])
     assert info.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing.json'}: cannot read summary")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "summary.json").write_text(json.dumps({**one, "dataset": "HRF-AV"}))
+    compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "other" / "summary.json")])
+    assert capsys.readouterr().err.strip() == "note: these summaries are of different data sets: one unknown, other HRF-AV"
 
 
 def test_readme_figure_of_a_test_image(probe_run, real_data, tmp_path, capsys):

@@ -345,8 +345,8 @@ def test_predict_sh(setup):
     out = setup["base"] / "sh"
     env = {**ENV, "WEIGHTS": str(setup["run_a"]), "INPUT": str(setup["input"] / "sub" / "*.tif"),
            "OUTPUT": str(out), "PYTHON": sys.executable}
-    proc = subprocess.run(["sh", "predict.sh", "--tta"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(["sh", str(ROOT / "predict.sh"), "--tta"], cwd=setup["base"], env=env,
+                          capture_output=True, text=True, timeout=600)  # from another folder
     assert proc.returncode == 0, proc.stderr
     assert [r["path"] for r in read_rows(out)] == [str(setup["input"] / "sub" / "02_test.tif")]
     assert (out / "02_test_overlay.png").is_file()
