@@ -129,6 +129,10 @@ if __name__ == "__main__":
     # `python -m scripts.config NAME` prints the data set's folder name (an alias such as DRIVE-AV
     # names DRIVE_AV), or one error line with exit status 2: for the shell scripts.
     import sys
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print("usage: python -m scripts.config NAME\n\nPrints the folder name of data set NAME (any case, or an "
+              "alias: DRIVE-AV -> DRIVE_AV), or one error line and exit status 2. Used by the shell scripts.")
+        sys.exit(0)
     try:
         print(dataset_spec(sys.argv[1] if len(sys.argv) > 1 else "").name)
     except ConfigError as exc:
