@@ -25,10 +25,10 @@ and one predictions.csv: path, output (the <stem> above), status, reason, width,
 artery/vein/uncertain fractions and vessel_density (of the FOV pixels), av_ratio (artery / vein
 pixels), fov_source; and predict_run.json: the weights (with a SHA-256 of their values) and the
 settings that made the outputs. --resume refuses to add to a folder made with other ones, and
-to count an image as done when its outputs were made from another photograph of the same
-output name (each class map names its photograph in a PNG text field, "source"); it keeps the
-CSV rows of earlier images that are not among this run's inputs. A run without --resume
-predicts every input again, overwriting its outputs.
+to overwrite the outputs of another photograph of the same output name (each class map names
+its photograph in PNG text fields: "source", the path, and "source_sha256", the content, which
+is what is compared); it keeps the CSV rows of earlier images that are not among this run's
+inputs. A run without --resume predicts every input again, overwriting its outputs.
 
 The FOV is the mask in --masks named like the image (<stem>.*, <stem>_mask.*; any non-zero
 value is inside; fov_source "mask"), else estimated from the photograph (scripts/fov.py;
@@ -80,7 +80,10 @@ MASK_EXTS = IMAGE_EXTS + (".gif",)
 LIST_EXTS = (".txt", ".lst", ".list")
 CSV_FIELDS = ["path", "output", "status", "reason", "width", "height", "artery_fraction", "vein_fraction",
               "uncertain_fraction", "vessel_density", "av_ratio", "fov_source"]
-OUTPUT_SUFFIXES = ("_classes.png", "_colour.png", "_overlay.png", "_uncertainty.png")
+OUTPUT_FILES = {"classes": "_classes.png", "colour": "_colour.png", "overlay": "_overlay.png",
+                "uncertainty": "_uncertainty.png", "probs": "_probs.npz"}  # name endings per image
+OPTIONAL_OUTPUTS = ("uncertainty", "probs")  # ensembles only; --save-probs only
+OUTPUT_PICTURES = tuple(v for v in OUTPUT_FILES.values() if v.endswith(".png"))
 CHANNELS = {"sigmoid": ["artery", "uncertain", "vein"],
             "softmax": ["background", "artery", "vein", "uncertain"]}
 FALLBACK_SIZE = DATASETS["DRIVE_AV"].size  # for checkpoints that do not save their input size
@@ -109,7 +112,7 @@ def _not_a_photograph(f: Path, base: Path, output: Optional[Path], masks: Option
     rf, base = f.resolve(), base.resolve()
     if masks is not None and masks != base and rf.is_relative_to(masks):
         return True
-    if not f.name.endswith(OUTPUT_SUFFIXES):
+    if not f.name.endswith(OUTPUT_PICTURES):
         return False
     if output is not None and rf.is_relative_to(output):
         return True
@@ -229,35 +232,53 @@ class MaskFinder:
 
 def output_paths(out_dir: Path, item: Item, ensemble: bool, save_probs: bool):
     base = out_dir / item.rel
-    names = {"classes": "_classes.png", "colour": "_colour.png", "overlay": "_overlay.png"}
-    if ensemble:
-        names["uncertainty"] = "_uncertainty.png"
-    if save_probs:
-        names["probs"] = "_probs.npz"
-    return {k: base.parent / (base.name + suffix) for k, suffix in names.items()}
+    keys = ["classes", "colour", "overlay"] + ["uncertainty"] * ensemble + ["probs"] * save_probs
+    return {k: base.parent / (base.name + OUTPUT_FILES[k]) for k in keys}
 
 
-def source_of(item: Item) -> str:
-    """The photograph an output is made from, as written into its class map."""
-    return str(Path(item.path).resolve())
+def remove_stale_outputs(paths):
+    """The optional outputs this run does not write, left by an earlier run of other settings
+    (removed once this image's new outputs are written, so no file of those settings stays)."""
+    classes = paths["classes"]
+    stem = classes.name[:-len(OUTPUT_FILES["classes"])]
+    for key in OPTIONAL_OUTPUTS:
+        if key not in paths:
+            (classes.parent / (stem + OUTPUT_FILES[key])).unlink(missing_ok=True)
 
 
-def write_classes(path, cls, source: str):
-    """The class map as an index PNG with a palette; its text field 'source' names the
-    photograph, which --resume checks before it counts an image as done."""
+def fingerprint(path) -> str:
+    """SHA-256 of a photograph's file: how --resume recognises it, wherever it has moved."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def printable_path(path) -> str:
+    """The absolute path as text a PNG can hold (undecodable bytes of a file name replaced)."""
+    return str(Path(path).resolve()).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def write_classes(path, cls, source: str, source_sha256: str):
+    """The class map as an index PNG with a palette. Its text fields name the photograph it
+    was made from ('source', its path; 'source_sha256', its content), which --resume checks
+    before it counts an image as done."""
     def write(tmp):
         img = Image.fromarray(cls)  # uint8 HxW: mode L
         img.putpalette(CLASS_COLOURS.ravel().tolist())  # becomes an index ('P') image
         info = PngInfo()
         info.add_text("source", source)
+        info.add_text("source_sha256", source_sha256)
         img.save(tmp, format="PNG", compress_level=1, pnginfo=info)
     atomic_write(path, write)
 
 
-def made_from(classes_png: Path) -> Optional[str]:
-    """The 'source' of a class map (None in maps of versions that did not record it)."""
+def made_from(classes_png: Path) -> dict:
+    """The 'source' and 'source_sha256' of a class map (None in maps of versions that did not
+    record them). The text precedes the pixels in the file: nothing is decoded."""
     with Image.open(classes_png) as img:
-        return getattr(img, "text", {}).get("source")
+        return {k: img.info.get(k) for k in ("source", "source_sha256")}
 
 
 def overlay(rgb, cls, alpha):
@@ -295,6 +316,7 @@ class Prepared:
     fov_source: str
     resized: dict                # (W, H) -> 3xHxW uint8 tensor
     greyscale: bool = False      # the three channels are equal: no colour for the networks to use
+    sha256: str = ""             # of the photograph's file (written into the class map)
 
 
 def read_fov(item, rgb, masks: MaskFinder):
@@ -321,7 +343,7 @@ def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
     resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)
                for s in sizes}
     greyscale = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
-    return Prepared(item, rgb, fov, source, resized, greyscale)
+    return Prepared(item, rgb, fov, source, resized, greyscale, fingerprint(item.path))
 
 
 class Ensemble:
@@ -361,7 +383,7 @@ def write_outputs(prep: Prepared, probs, std, paths, activation, alpha):
     h, w = prep.rgb.shape[:2]
     pic = full_size_picture(probs, (w, h), prep.fov, activation)
     cls = class_map(pic)  # the decoding rule of the published metrics
-    write_classes(paths["classes"], cls, source_of(prep.item))
+    write_classes(paths["classes"], cls, printable_path(prep.item.path), prep.sha256)
     write_png(paths["colour"], pic)
     write_png(paths["overlay"], overlay(prep.rgb, cls, alpha))
     if "uncertainty" in paths:
@@ -373,6 +395,7 @@ def write_outputs(prep: Prepared, probs, std, paths, activation, alpha):
         full = F.interpolate(probs[None], size=(h, w), mode="bilinear", align_corners=False)[0]
         arrays = {"probs": full.half().numpy(), "channels": np.array(CHANNELS[activation]), "fov": prep.fov}
         save_npz(paths["probs"], arrays)
+    remove_stale_outputs(paths)
     return row(prep.item, "ok", "", w, h, prep.fov_source, statistics(cls, prep.fov))
 
 
@@ -544,8 +567,9 @@ def build_parser():
     p.add_argument("--save-probs", action="store_true", dest="save_probs",
                    help="also write <stem>_probs.npz (float16 probabilities at the original size)")
     p.add_argument("--resume", action="store_true",
-                   help="skip images whose outputs all exist; refuses a folder whose predict_run.json names "
-                        "other weights or settings")
+                   help="skip images whose outputs all exist and were made from the same photograph (its "
+                        "SHA-256 in the class map); refuses a folder whose predict_run.json names other weights or "
+                        "settings, and outputs of another photograph under the same name")
     p.add_argument("--overlay-alpha", type=float, default=0.6, dest="overlay_alpha",
                    help="opacity of the class colours in _overlay.png (default %(default)s)")
     p.add_argument("--workers", type=int, default=2,
@@ -599,7 +623,6 @@ def _run(args, ctx: distributed.Context) -> int:
         raise ConfigError(conflicts[0] if conflicts else f"--resume: outputs in {out_dir} were made from other "
                                                          f"photographs (another process says which)")
     make_folder(out_dir, "--output")  # one line for a file of that name, before any image
-    remove_stale_outputs(todo, out_dir)
     for m in members:
         log(f"{m.weights}: {describe(m.cfg)}, input {m.size[0]} x {m.size[1]}")
         if m.cfg.get("about"):
@@ -621,38 +644,43 @@ def _run(args, ctx: distributed.Context) -> int:
     return 1 if total_failed else 0
 
 
+def same_photograph(classes_png: Path, item: Item) -> Optional[bool]:
+    """--resume: whether an existing class map was made from this photograph (by content, so a
+    moved input folder still resumes); None when that cannot be told (a map of an older
+    version, or an unreadable file)."""
+    try:
+        recorded = made_from(classes_png)["source_sha256"]
+        return None if recorded is None else recorded == fingerprint(item.path)
+    except Exception:  # noqa: BLE001 - unreadable map or photograph: predict again (and report)
+        return None
+
+
 def plan(items, out_dir, is_ensemble, masks, args):
     """(CSV rows of the images an earlier run finished (--resume), [(item, output paths) to do],
     conflicts). With --resume an image is done when all its outputs exist and its class map
-    was made from this photograph; outputs of another photograph of the same output name are a
-    conflict, not overwritten."""
+    was made from this photograph; a class map of another photograph under the same output
+    name is a conflict, never overwritten. Maps of older versions (no fingerprint) count as
+    done when the earlier CSV row names this photograph, else they are made again."""
     previous = previous_rows_by_path(out_dir / "predictions.csv") if args.resume else {}
     done_rows, todo, conflicts = [], [], []
     for it in items:
         paths = output_paths(out_dir, it, is_ensemble, args.save_probs)
-        if args.resume and not it.missing and all(p.is_file() for p in paths.values()):
-            try:
-                source = made_from(paths["classes"])
-                if source is not None and source != source_of(it):
-                    conflicts.append(f"--resume: {paths['classes']} was made from {source}, not {it.path} (two "
-                                     f"photographs with the output name {it.rel}); use another --output")
-                    continue
-                if source is not None or previous.get(it.path, {}).get("output") == it.rel:
+        if args.resume and not it.missing and paths["classes"].is_file():
+            same = same_photograph(paths["classes"], it)
+            if same is False:
+                conflicts.append(f"--resume: {paths['classes']} was made from another photograph "
+                                 f"({made_from(paths['classes'])['source']}) than {it.path}, which takes the same "
+                                 f"output name; use another --output")
+                continue
+            complete = all(p.is_file() for p in paths.values())
+            if complete and (same or previous.get(it.path, {}).get("output") == it.rel):
+                try:
                     done_rows.append(resumed_row(it, paths, previous, masks))
                     continue
-            except Exception:  # noqa: BLE001 - an unreadable old output: predict again
-                pass
+                except Exception:  # noqa: BLE001 - an unreadable old output: predict again
+                    pass
         todo.append((it, paths))
     return done_rows, todo, conflicts
-
-
-def remove_stale_outputs(todo, out_dir):
-    """Optional outputs this run will not write (an ensemble's uncertainty, --save-probs), of
-    the images it predicts: no file of an earlier run's settings stays beside the new ones."""
-    for it, paths in todo:
-        for key, path in output_paths(out_dir, it, True, True).items():
-            if key not in paths:
-                path.unlink(missing_ok=True)
 
 
 def rows_kept_by_resume(out_dir, items):

@@ -168,26 +168,49 @@ def test_resume_refuses_an_output_folder_made_with_other_weights_or_settings(set
 
 
 def test_resume_never_counts_another_photographs_outputs_as_done(setup, first):
-    """Each class map names its photograph; --resume with another photograph of the same output
-    name is one line and exit 2, nothing touched. A resume with fewer inputs keeps the CSV rows
-    of the others."""
+    """Each class map names its photograph (path, and SHA-256 of its content); --resume with
+    another photograph of the same output name is one line and exit 2, nothing touched. The
+    same photograph in a moved folder still resumes; a resume with fewer inputs keeps the CSV
+    rows of the others."""
     _, done = first
     out = setup["base"] / "resumed_other"
     shutil.copytree(done, out)
-    assert predict.made_from(out / "01_test_classes.png") == str((setup["input"] / "01_test.tif").resolve())
+    photo = setup["input"] / "01_test.tif"
+    assert predict.made_from(out / "01_test_classes.png") == {"source": str(photo.resolve()),
+                                                              "source_sha256": predict.fingerprint(photo)}
     other = setup["base"] / "other_in"
     other.mkdir()
     shutil.copy(setup["input"] / "sub" / "02_test.tif", other / "01_test.tif")  # another photograph, same name
+    (out / "01_test_overlay.png").unlink()  # incomplete outputs are checked too
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     proc = cli("--weights", setup["run_a"], "--input", other / "01_test.tif", "--output", out, "--resume")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: --resume: {out / '01_test_classes.png'} was made from {(setup['input'] / '01_test.tif').resolve()}, "
-        f"not {other / '01_test.tif'} (two photographs with the output name 01_test); use another --output")
+        f"error: --resume: {out / '01_test_classes.png'} was made from another photograph ({photo.resolve()}) "
+        f"than {other / '01_test.tif'}, which takes the same output name; use another --output")
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
+    shutil.copy(done / "01_test_overlay.png", out / "01_test_overlay.png")
+    moved = setup["base"] / "moved_in"
+    moved.mkdir()
+    shutil.copy(photo, moved / "01_test.tif")  # the same photograph, its folder moved
+    proc = cli("--weights", setup["run_a"], "--input", moved / "01_test.tif", "--output", out, "--resume")
+    assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
+
+
+def test_resume_reads_class_maps_of_older_versions_by_the_csv(setup, first):
+    """A map without the text fields counts as done when the earlier CSV row names this
+    photograph; the CSV rows of images not in this run are kept."""
+    _, done = first
+    out = setup["base"] / "resumed_old"
+    shutil.copytree(done, out)
+    old = Image.open(out / "01_test_classes.png")
+    plain = Image.fromarray(np.asarray(old))
+    plain.putpalette(old.getpalette())
+    plain.save(out / "01_test_classes.png")  # as versions before the fields wrote it
+    assert predict.made_from(out / "01_test_classes.png") == {"source": None, "source_sha256": None}
     proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "01_test.tif", "--output", out, "--resume")
     assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
-    assert read_rows(out) == read_rows(done)  # the other images' rows are kept
+    assert read_rows(out) == read_rows(done)
 
 
 def test_a_new_run_leaves_no_optional_output_of_an_earlier_one(setup):
