@@ -8,14 +8,15 @@ DATASET=${DATASET:-DRIVE_AV}
 ACTIVATION=${ACTIVATION:-sigmoid}
 SEEDS=${SEEDS:-"42 40 38"}
 DATA_ROOT=${DATA_ROOT:-./data}
-HERE=$(dirname "$0")                  # the checkout: its .py files and .venv; data, runs and outputs
-                                      # are relative to the current folder, as with python train.py
+# The checkout (this script's folder, through a link too): its .py files and .venv. Data, runs
+# and outputs are relative to the current folder, as with python train.py.
+HERE=$(dirname "$(readlink -f "$0" 2>/dev/null || echo "$0")")
 if [ -z "${PYTHON:-}" ]; then         # the project's .venv (make install) when there is one
     if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python3; fi
 fi
 export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"   # python -m scripts.* from any folder
 set -e
-FOLDER=$($PYTHON -m scripts.config "$DATASET")  # runs live under the data set's own name
+FOLDER=$(PYTHONSAFEPATH=1 "$PYTHON" -m scripts.config "$DATASET")  # runs live under the data set's own name
 BOTH=""; MISSING=""
 for s in $SEEDS; do
     if [ -e "./$FOLDER/${ACTIVATION}_seed$s" ] && [ -e "./$FOLDER/${ACTIVATION}_nofusion_seed$s" ]; then
@@ -27,9 +28,9 @@ if [ -z "$BOTH" ]; then
     exit 2
 fi
 [ -z "$MISSING" ] || echo "note: seed(s)$MISSING lack one of the two runs: comparing seed(s)$BOTH" >&2
-$PYTHON "$HERE/test.py" --dataset=$DATASET --job_name=$ACTIVATION --seeds $BOTH --data-root=$DATA_ROOT \
+"$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=$ACTIVATION --seeds $BOTH --data-root=$DATA_ROOT \
     --output ./$FOLDER/Final_pre_bfnet $EXTRA_ARGS
-$PYTHON "$HERE/test.py" --dataset=$DATASET --job_name=${ACTIVATION}_nofusion --seeds $BOTH --data-root=$DATA_ROOT \
+"$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=${ACTIVATION}_nofusion --seeds $BOTH --data-root=$DATA_ROOT \
     --output ./$FOLDER/Final_pre_nofusion $EXTRA_ARGS
-$PYTHON -m scripts.compare ./$FOLDER/Final_pre_bfnet/summary.json ./$FOLDER/Final_pre_nofusion/summary.json \
+PYTHONSAFEPATH=1 "$PYTHON" -m scripts.compare ./$FOLDER/Final_pre_bfnet/summary.json ./$FOLDER/Final_pre_nofusion/summary.json \
     --names BF-Net "no fusion (ablation)"

@@ -14,8 +14,9 @@ WEIGHTS=${WEIGHTS:-}
 INPUT=${INPUT:?set INPUT to a folder, a glob, a list file or an image}
 OUTPUT=${OUTPUT:-./predictions}
 NPROC=${NPROC:-1}
-HERE=$(dirname "$0")                  # the checkout: its .py files and .venv; data, runs and outputs
-                                      # are relative to the current folder, as with python train.py
+# The checkout (this script's folder, through a link too): its .py files and .venv. Data, runs
+# and outputs are relative to the current folder, as with python train.py.
+HERE=$(dirname "$(readlink -f "$0" 2>/dev/null || echo "$0")")
 if [ -z "${PYTHON:-}" ]; then
     if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python3; fi
 fi

@@ -9,8 +9,9 @@ SEEDS=${SEEDS:-"42 40 38"}
 JOB_SET=${JOB:-}                      # a JOB named by the user is never replaced by the shipped bundle
 JOB=${JOB:-$ACTIVATION}
 DATA_ROOT=${DATA_ROOT:-./data}
-HERE=$(dirname "$0")                  # the checkout: its .py files and .venv; data, runs and outputs
-                                      # are relative to the current folder, as with python train.py
+# The checkout (this script's folder, through a link too): its .py files and .venv. Data, runs
+# and outputs are relative to the current folder, as with python train.py.
+HERE=$(dirname "$(readlink -f "$0" 2>/dev/null || echo "$0")")
 if [ -z "${PYTHON:-}" ]; then         # the project's .venv (make install) when there is one
     if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python3; fi
 fi
@@ -18,12 +19,12 @@ export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"   # python -m scripts.* fro
 set -e
 # Run folders live under the data set's own name (an alias such as DRIVE-AV names DRIVE_AV).
 # An unknown name is reported here, in one line (exit status 2), before anything else happens.
-FOLDER=$($PYTHON -m scripts.config "$DATASET") || exit $?
+FOLDER=$(PYTHONSAFEPATH=1 "$PYTHON" -m scripts.config "$DATASET") || exit $?
 if [ -z "${JOB_SET:-}" ] && [ -z "$(for s in $SEEDS; do ls -d "./$FOLDER/${JOB}_seed$s" 2>/dev/null; done)" ]; then
     # No run of train.sh's default job here: test the shipped bundle (pretrained/) instead, into
     # its own folder so that no earlier test output is replaced.
     echo "no runs ./$FOLDER/${JOB}_seed*: testing the shipped bundle (test.py --pretrained)" >&2
-    exec $PYTHON "$HERE/test.py" --dataset=$DATASET --pretrained --activation=$ACTIVATION --batch-size=2 \
+    exec "$PYTHON" "$HERE/test.py" --dataset=$DATASET --pretrained --activation=$ACTIVATION --batch-size=2 \
         --data-root=$DATA_ROOT $EXTRA_ARGS
 fi
 # Test the seeds that were trained; name the ones that were not (e.g. after SEEDS=42 sh train.sh).
@@ -35,5 +36,5 @@ if [ -n "$MISSING" ] && [ -n "$FOUND" ]; then
     echo "note: no run ./$FOLDER/${JOB}_seed<N> for seed(s)$MISSING: testing seed(s)$FOUND (SEEDS=... chooses)" >&2
     SEEDS=$FOUND
 fi
-$PYTHON "$HERE/test.py" --dataset=$DATASET --job_name=$JOB --seeds $SEEDS --batch-size=2 \
+"$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=$JOB --seeds $SEEDS --batch-size=2 \
     --data-root=$DATA_ROOT $EXTRA_ARGS

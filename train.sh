@@ -10,8 +10,9 @@ if [ "$FUSION" = "none" ]; then FUSION_ARG="--fusion=none"; DEFAULT_JOB=${ACTIVA
 else FUSION_ARG=""; DEFAULT_JOB=$ACTIVATION; fi
 JOB=${JOB:-$DEFAULT_JOB}              # runs go to ./$DATASET/${JOB}_seed<N>
 DATA_ROOT=${DATA_ROOT:-./data}
-HERE=$(dirname "$0")                  # the checkout: its .py files and .venv; data, runs and outputs
-                                      # are relative to the current folder, as with python train.py
+# The checkout (this script's folder, through a link too): its .py files and .venv. Data, runs
+# and outputs are relative to the current folder, as with python train.py.
+HERE=$(dirname "$(readlink -f "$0" 2>/dev/null || echo "$0")")
 if [ -z "${PYTHON:-}" ]; then         # the project's .venv (make install) when there is one
     if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python3; fi
 fi
@@ -30,14 +31,14 @@ case " $EXTRA_ARGS " in *" --resume "*)
     RESUME=1; EXTRA_ARGS=$(echo " $EXTRA_ARGS " | sed 's/ --resume / /g');;
 esac
 set -e
-FOLDER=$($PYTHON -m scripts.config "$DATASET")  # runs live under the data set's own name
+FOLDER=$(PYTHONSAFEPATH=1 "$PYTHON" -m scripts.config "$DATASET")  # runs live under the data set's own name
 train_seed() {
     resume_arg=""
     if [ "$RESUME" = 1 ]; then
         if [ -e "./$FOLDER/${JOB}_seed$1/last.pth" ]; then resume_arg="--resume"
         elif [ ! -e "./$FOLDER/${JOB}_seed$1" ]; then echo "seed $1: not started yet, starting it" >&2; fi
     fi
-    $PYTHON "$HERE/train.py" --e=$EPOCHS --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
+    "$PYTHON" "$HERE/train.py" --e=$EPOCHS --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
         --beta=1.1 --gama=0.08 --dataset=$DATASET --discriminator=unet --uniform=False \
         --job_name=${JOB}_seed$1 --seed_num=$1 --activation=$ACTIVATION \
         --data-root=$DATA_ROOT $PRECISION_ARG $FUSION_ARG $resume_arg $EXTRA_ARGS

@@ -244,7 +244,8 @@ def test_train_sh_trains_in_fp32_unless_amp_is_asked_for(tmp_path):
         proc = subprocess.run(["sh", "train.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         args = log.read_text().split()
-        assert args[0] == "./train.py" and expected in args and not_expected not in args  # train.sh's folder
+        # The train.py beside the linked-to train.sh: the checkout's, whatever the current folder.
+        assert args[0] == str(ROOT / "train.py") and expected in args and not_expected not in args
 
 
 def test_ablation_sh_compares_the_seeds_trained_both_ways(probe_run, real_data, tmp_path):
