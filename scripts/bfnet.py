@@ -117,8 +117,8 @@ class Trainer:
     """The training step of DESIGN.md section 4 with an Adam(lr, (0.5, 0.999)) per network.
 
     ``amp_dtype`` runs the forward passes under autocast (CUDA, or bf16 on a CPU); fp16 adds
-    grad scalers. ``cfg.amp_discriminator`` False keeps D's passes in fp32 (in bf16 on a CPU,
-    D won its game for a long stretch and the test scores fell: README, Performance).
+    grad scalers. ``cfg.amp_discriminator`` False keeps D's passes in fp32 (an experiment: in
+    one reduced bf16 run on a CPU, D won its game for a long stretch; README, Performance).
     ``ddp``: wrap the networks in DistributedDataParallel (see scripts/distributed.py).
     """
 

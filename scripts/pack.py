@@ -50,8 +50,9 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True):
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        training = _pack_training(find_samples(data_root, spec, "training"), size, partial, progress)
+        # The test split first: a bad test file is found before minutes of resizing.
         test = _copy_test(find_samples(data_root, spec, "test"), partial, progress)
+        training = _pack_training(find_samples(data_root, spec, "training"), size, partial, progress)
         (partial / PACK_FILE).write_text(json.dumps({
             "dataset": spec.name, "training_size": list(size), "source": str(source.resolve()),
             "training": training, "test": test,

@@ -123,8 +123,7 @@ def test_mixed_precision_losses_follow_fp32_over_the_first_steps(activation, dev
 
 @pytest.mark.parametrize("amp_discriminator", [True, False])
 def test_no_amp_discriminator_keeps_d_in_fp32_and_the_generators_mixed(amp_discriminator):
-    """--no-amp-discriminator: D's passes run in fp32, the generators' under autocast; the
-    losses still agree with the mixed-precision step's."""
+    """--no-amp-discriminator: D's passes run in fp32, the generators' under autocast."""
     torch.manual_seed(0)
     nets = Networks("sigmoid", 4)
     cfg = RunConfig(base_width=4, amp_discriminator=amp_discriminator)
