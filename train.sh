@@ -17,8 +17,8 @@ if [ -z "${PYTHON:-}" ]; then         # the project's .venv (make install) when 
     if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python3; fi
 fi
 export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"   # python -m scripts.* from any folder
-AMP=${AMP:-0}                         # 0: fp32 training, as the paper (a reduced check found bf16 worse:
-                                      # README, Performance); 1: train.py's mixed precision, faster
+AMP=${AMP:-0}                         # 0: fp32 training, as the paper (bf16 against fp32: two reduced
+                                      # checks disagree, README, Performance); 1: mixed precision, faster
 if [ "$AMP" = 1 ]; then PRECISION_ARG="--amp"; else PRECISION_ARG="--no-amp"; fi
 PARALLEL=${PARALLEL:-0}               # 1: train all seeds at once, each logging to ./logs/<DATASET>_<job>.log;
                                       # for a GPU (room for several runs at batch 2), not a CPU (shared cores)
