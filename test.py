@@ -22,7 +22,7 @@ from tqdm import tqdm
 from scripts import metrics
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, make_folder
-from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_spec, str2bool
+from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_names, dataset_spec, str2bool
 from scripts.data import find_samples, load_tensor_set, load_truth
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
 from scripts.evaluate import evaluate_test_image, predict_probs
@@ -73,7 +73,7 @@ def check_one_configuration(runs):
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV (or DRIVE-AV), LES-AV (LES_AV), HRF-AV (HRF_AV), SYNTHETIC")
+    p.add_argument("--dataset", default="DRIVE_AV", help=dataset_names())
     p.add_argument("--job_name", "--job-name", dest="job_name", default="default",
                    help="run folder <output-root>/<Dataset>/<job_name> (with --seeds: <job_name>_seed<N>; "
                         "default %(default)s, as train.py's)")

@@ -17,7 +17,6 @@ Exit status: 0 when the run is complete, 2 for an error in the options or the da
 """
 import argparse
 import math
-import os
 import random
 import signal
 import sys
@@ -32,7 +31,7 @@ from scripts import distributed, metrics
 from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
 from scripts.checkpoint import LAST_STATE, NETWORK_FILES, atomic_torch_save, check_expected, read, save_best
-from scripts.config import ConfigError, RunConfig, dataset_spec, str2bool
+from scripts.config import ConfigError, RunConfig, dataset_names, dataset_spec, str2bool
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
 from scripts.evaluate import validate
@@ -55,7 +54,7 @@ def build_parser():
     p.add_argument("--beta", type=float, default=d.beta, help="segmentation loss weight (default %(default)s)")
     p.add_argument("--gama", "--gamma", type=float, default=d.gamma, dest="gamma",
                    help="adversarial weight (default %(default)s)")
-    p.add_argument("--dataset", default=d.dataset, help="DRIVE_AV (or DRIVE-AV), LES-AV (LES_AV), HRF-AV (HRF_AV), SYNTHETIC")
+    p.add_argument("--dataset", default=d.dataset, help=dataset_names())
     p.add_argument("--job_name", "--job-name", default=d.job_name, dest="job_name",
                    help="run folder name: checkpoints go to <output-root>/<Dataset>/<job_name>/ "
                         "(default %(default)s)")
@@ -414,16 +413,11 @@ class StopRequest:
     def __call__(self, signum, frame):
         if self.graceful and self.signum is None:
             self.signum = signum
-            if launched_as_rank_zero():  # under torchrun every rank gets the signal; one says so
+            if distributed.launched_as_rank_zero():  # under torchrun every rank gets the signal; one says so
                 tqdm.write(f"\n{signal.Signals(signum).name}: stopping at the end of this epoch, with last.pth saved "
                            f"(again to stop at once)", file=sys.stderr)
             return
         raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
-
-
-def launched_as_rank_zero() -> bool:
-    """True unless torchrun started this process as another rank than 0 (RANK is its variable)."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def stopped_message(how, cfg, output_root) -> str:
@@ -467,7 +461,7 @@ def main(argv=None):
         sys.exit(2)
     except (KeyboardInterrupt, Terminated) as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        if launched_as_rank_zero():
+        if distributed.launched_as_rank_zero():
             print("\n" + stopped_message(how, cfg, args.output_root), file=sys.stderr)
         sys.exit(143 if isinstance(exc, Terminated) else 130)
     finally:

@@ -38,6 +38,11 @@ DATASETS = {spec.name: spec for spec in (
 UNIFORM_SIZE = (720, 720)  # --uniform True: one size for every data set
 
 
+def dataset_names() -> str:
+    """The data sets and their aliases, for --help: "DRIVE_AV (or DRIVE-AV), LES-AV (or LES_AV), ..."."""
+    return ", ".join(s.name + (f" (or {', '.join(s.aliases)})" if s.aliases else "") for s in DATASETS.values())
+
+
 def dataset_spec(name: str) -> DatasetSpec:
     for spec in DATASETS.values():  # any case: drive_av, hrf-av
         if name.upper() in (n.upper() for n in (spec.name, *spec.aliases)):

@@ -55,6 +55,12 @@ class Context:
             dist.destroy_process_group()
 
 
+def launched_as_rank_zero() -> bool:
+    """True unless torchrun started this process as another rank than 0: usable before
+    ``init`` (e.g. in a signal handler), where no Context exists yet."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def init(device_type: str, timeout: Optional[datetime.timedelta] = None) -> Context:
     """Join the process group when started by torchrun (WORLD_SIZE > 1); on CUDA each process
     takes the GPU of its local rank. ``timeout``: how long a rank may wait for the others

@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .checkpoint import make_folder
-from .config import ConfigError, check_image_size, dataset_spec
+from .config import ConfigError, check_image_size, dataset_names, dataset_spec
 from .data import DataError, Sample, find_samples, load_resized, load_sample
 
 PACK_FILE = "pack.json"
@@ -119,7 +119,7 @@ def folder_mib(path):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m scripts.pack", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, help="DRIVE_AV (or DRIVE-AV), LES-AV (LES_AV), HRF-AV (HRF_AV), SYNTHETIC")
+    p.add_argument("--dataset", required=True, help=dataset_names())
     p.add_argument("--data-root", default="./data", help="where the original data set is (default ./data)")
     p.add_argument("--out", required=True, help="the copy goes to <out>/<Dataset> (replaced if present)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None,
