@@ -90,6 +90,8 @@ FALLBACK_SIZE = DATASETS["DRIVE_AV"].size  # for checkpoints that do not save th
 PARTIAL = ".predictions.rank{}.csv"
 RUN_RECORD = "predict_run.json"  # the weights and settings behind an output folder
 MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted
+MAX_ENLARGEMENT = 2.0  # a photograph enlarged more than this to the networks' size gets a note
+MIN_FOV_STD = 2.0  # grey levels, per channel: a FOV flatter than this has nothing to segment (a blank frame)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -315,8 +317,8 @@ class Prepared:
     fov: np.ndarray              # HxW bool
     fov_source: str
     resized: dict                # (W, H) -> 3xHxW uint8 tensor
-    greyscale: bool = False      # the three channels are equal: no colour for the networks to use
     sha256: str = ""             # of the photograph's file (written into the class map)
+    notes: tuple = ()            # why its maps may be poor (photo_notes), shown on stderr
 
 
 def read_fov(item, rgb, masks: MaskFinder):
@@ -342,8 +344,24 @@ def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
     fov, source = read_fov(item, rgb, masks)
     resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)
                for s in sizes}
-    greyscale = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
-    return Prepared(item, rgb, fov, source, resized, greyscale, fingerprint(item.path))
+    return Prepared(item, rgb, fov, source, resized, fingerprint(item.path), photo_notes(rgb, fov, sizes))
+
+
+def photo_notes(rgb, fov, sizes) -> tuple:
+    """What about a photograph makes poor maps likely; it is segmented all the same."""
+    notes = []
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        notes.append("a greyscale photograph; the networks learned from colour ones "
+                     "(artery and vein differ in colour), so expect poorer maps")
+    h, w = rgb.shape[:2]
+    net_w, net_h = max(sizes, key=lambda s: max(s[0] / w, s[1] / h))  # the largest enlargement
+    if max(net_w / w, net_h / h) > MAX_ENLARGEMENT:
+        notes.append(f"a small photograph ({w} x {h}), enlarged over {MAX_ENLARGEMENT:g}x to the networks' "
+                     f"{net_w} x {net_h}: its vessels are blurred, so expect poorer maps")
+    every_4th = (slice(None, None, 4), slice(None, None, 4))  # a sample is enough for a spread
+    if fov[every_4th].any() and rgb[every_4th][fov[every_4th]].std(axis=0).max() < MIN_FOV_STD:
+        notes.append("nearly uniform inside its FOV (a blank or failed capture?): nothing to segment")
+    return tuple(notes)
 
 
 class Ensemble:
@@ -728,9 +746,8 @@ def segment(todo, ensemble, masks, args, show_progress=True):
                 if masks.folder is not None and ready[-1][0].fov_source != "mask":
                     tqdm.write(f"note: {it.path}: no mask named like it in --masks {masks.folder}; FOV "
                                f"{ready[-1][0].fov_source}", file=sys.stderr)
-                if ready[-1][0].greyscale:
-                    tqdm.write(f"note: {it.path}: a greyscale photograph; the networks learned from colour ones "
-                               f"(artery and vein differ in colour), so expect poorer maps", file=sys.stderr)
+                for note in ready[-1][0].notes:
+                    tqdm.write(f"note: {it.path}: {note}", file=sys.stderr)
             if ready:
                 try:
                     probs, std = ensemble([p for p, _ in ready])

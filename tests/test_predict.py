@@ -382,6 +382,26 @@ def test_estimated_fov_matches_the_provided_masks(real_data):
             assert score > 0.98, f"{sample.image}: FOV IoU {score:.4f}"
 
 
+def test_photographs_that_make_poor_maps_are_noted(real_data):
+    """Greyscale, much smaller than the networks' input, or blank: segmented, with a note why
+    the maps may be poor; a DRIVE_AV photograph at the networks' size gets none."""
+    sample = find_samples(real_data, DATASETS["DRIVE_AV"], "test")[0]
+    photo, fov = read_image(sample.image), read_mask(sample.mask)
+    size = [DATASETS["DRIVE_AV"].size]
+    assert predict.photo_notes(photo, fov, size) == ()
+    grey = np.repeat(photo[..., 1:2], 3, axis=2)
+    assert [n.split(";")[0] for n in predict.photo_notes(grey, fov, size)] == ["a greyscale photograph"]
+    thumb = np.asarray(Image.fromarray(photo).resize((200, 207)))
+    assert predict.photo_notes(thumb, np.ones((207, 200), bool), size) == (
+        "a small photograph (200 x 207), enlarged over 2x to the networks' 592 x 592: "
+        "its vessels are blurred, so expect poorer maps",)
+    assert predict.photo_notes(thumb, np.ones((207, 200), bool), [(256, 256)]) == ()
+    blank = np.zeros_like(photo)
+    blank[fov] = (90, 40, 20)
+    notes = predict.photo_notes(blank, fov, size)
+    assert len(notes) == 1 and notes[0].startswith("nearly uniform inside its FOV")
+
+
 def test_the_weights_fingerprint_covers_the_networks_prediction_uses():
     torch.manual_seed(0)
     a, b = Networks("sigmoid", 4, "none"), Networks("sigmoid", 4, "none")
