@@ -5,7 +5,7 @@ Example (the original protocol on DRIVE-AV, one seed):
         --gama=0.08 --dataset=DRIVE_AV --job_name=sigmoid_seed42 --seed_num=42 --data-root ./data
 
 --resume continues <output-root>/<Dataset>/<job_name>/last.pth with the settings saved there; only
---epochs and the run-time options (--device, --amp/--no-amp, --no-amp-discriminator, --compile,
+--epochs and the run-time options (--device, --amp/--no-amp, --no-amp-discriminator, --tf32, --compile,
 --log-every, --image-every, --save-every, --time-limit, --data-root, --cache-dir, --runs-dir,
 --output-root) may change, and a different value of any other option is an error. last.pth is
 written every --save-every minutes, at the end and at a stop: --time-limit, or Ctrl-C / SIGTERM,
@@ -33,7 +33,7 @@ from scripts.bundle import load_any
 from scripts.checkpoint import LAST_STATE, NETWORK_FILES, atomic_torch_save, check_expected, read, save_best
 from scripts.config import ConfigError, RunConfig, dataset_names, dataset_spec, str2bool
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
-from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
+from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device, set_tf32
 from scripts.evaluate import validate
 from scripts.pack import check_pack_size
 from scripts.segments import split_segments
@@ -88,6 +88,9 @@ def build_parser():
                    dest="amp_discriminator",
                    help="with --amp, run D in mixed precision too (default); --no-amp-discriminator keeps D "
                         "in fp32 and the generators mixed (an experiment: README, Performance)")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False,
+                   help="on CUDA, let fp32 convolutions and matrix products use TF32 (faster on Ampere and "
+                        "later GPUs; off by default, true fp32 as on the paper's T4)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (worth it for long GPU runs)")
     p.add_argument("--log-every", type=int, default=d.log_every, dest="log_every",
                    help="training steps between loss logs (default %(default)s)")
@@ -144,6 +147,13 @@ def seed_everything(seed):
 TIME_LIMIT_EXIT = 3
 
 
+def cuda_settings(cfg: RunConfig):
+    """cuDNN autotune (fixed input sizes), and TF32 only when --tf32 asks: without --amp the
+    convolutions then run in true fp32, as on the paper's T4 (cuDNN's own default is TF32)."""
+    torch.backends.cudnn.benchmark = True
+    set_tf32(cfg.tf32)
+
+
 def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=False, stop_request=None,
           adopt=()):
     """Train one run. Returns (best validation F1, whether every epoch is done).
@@ -159,7 +169,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         device = torch.device("cuda", ctx.local_rank)
     seed_everything(cfg.seed)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        cuda_settings(cfg)
     spec, size = cfg.spec, cfg.input_size
     run_dir = Path(output_root) / spec.name / cfg.job_name
     if not resume and (run_dir / LAST_STATE).is_file():
@@ -191,7 +201,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     log = print if ctx.is_main else (lambda *a, **k: None)
     log(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
         f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
-        f"{cfg.base_width}, device {device}, {describe_precision(amp_dtype, cfg.amp_discriminator)}"
+        f"{cfg.base_width}, device {device}, {describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == 'cuda')}"
         + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
 
     nets = Networks(cfg.activation, cfg.base_width, cfg.fusion)
@@ -364,7 +374,7 @@ def check_finite(values, epoch, run_dir):
                             f"checkpoints in {run_dir} are kept (try a lower --learning-rate or --no-amp)")
 
 
-RUNTIME_OPTIONS = {"epochs", "device", "amp", "amp_discriminator", "compile", "log_every", "image_every",
+RUNTIME_OPTIONS = {"epochs", "device", "amp", "amp_discriminator", "tf32", "compile", "log_every", "image_every",
                    "save_every", "data_root", "cache_dir", "time_limit"}
 
 

@@ -39,7 +39,7 @@ from scripts.bfnet import Networks, Trainer  # noqa: E402
 from scripts.config import RunConfig, dataset_spec  # noqa: E402
 from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set, load_truth,  # noqa: E402
                           normalize)
-from scripts.device import MEMORY_FORMAT, amp_dtype_for, cpu_has_native_bf16, describe_precision  # noqa: E402
+from scripts.device import MEMORY_FORMAT, amp_dtype_for, cpu_has_native_bf16, describe_precision, set_tf32  # noqa: E402
 from scripts.evaluate import compile_for_inference, evaluate_test_image, full_size_picture, predict_probs  # noqa: E402
 
 
@@ -91,17 +91,18 @@ def worker(args):
     spec = dataset_spec(args.dataset)
     cfg = RunConfig(dataset=spec.name, activation=args.activation, base_width=args.base_width,
                     image_size=tuple(args.image_size) if args.image_size else None, batch_size=args.batch_size,
-                    amp_discriminator=not args.no_amp_discriminator)
+                    amp_discriminator=not args.no_amp_discriminator, tf32=args.tf32)
     size = cfg.input_size
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = tuned
+        set_tf32(args.tf32)  # off: true fp32 in plain's training, as the paper's T4 (no TF32)
     memory_format = MEMORY_FORMAT if tuned else torch.contiguous_format
     amp = amp_dtype_for(device, tuned)  # training; evaluation is fp32 unless --amp
     channels_last = memory_format == MEMORY_FORMAT
     samples = find_samples(args.data_root, spec, "training")[:max(args.batch_size, 4)]
     cache = ROOT / ".cache" / "benchmark" / spec.name if tuned else None
-    result = {"training_precision": describe_precision(amp, cfg.amp_discriminator)}
+    result = {"training_precision": describe_precision(amp, cfg.amp_discriminator, args.tf32 and device.type == "cuda")}
 
     # Data loading per image: decode + resize from file (plain) or read the cache (tuned).
     if cache:
@@ -255,6 +256,8 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the networks in the tuned run")
     p.add_argument("--no-amp-discriminator", action="store_true",
                    help="tuned training with D in fp32, the generators mixed (train.py's --no-amp-discriminator)")
+    p.add_argument("--tf32", action="store_true",
+                   help="CUDA: let fp32 training use TF32 in both runs (train.py's --tf32; default true fp32)")
     p.add_argument("--skip-train", action="store_true", help="measure inference, test and loading only")
     p.add_argument("--data-root", default=str(ROOT / "data"), help="data folder or pack (default ./data)")
     p.add_argument("--configs", nargs="+", default=["plain", "tuned"], choices=["plain", "tuned"],
@@ -285,7 +288,7 @@ def main(argv=None):
         "dataset": args.dataset, "activation": args.activation, "device": args.device, "image_size": list(size),
         "base_width": args.base_width, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
         "compile": args.compile, "no_amp_discriminator": args.no_amp_discriminator,
-        "skip_train": args.skip_train}, "results": results, "speedup_tuned_over_plain": ratios}
+        "tf32": args.tf32, "skip_train": args.skip_train}, "results": results, "speedup_tuned_over_plain": ratios}
 
     print(f"{args.dataset} {size[0]}x{size[1]}, {args.activation}, width {args.base_width}, batch "
           f"{args.batch_size}, {args.device} ({report['machine'].get('gpu', report['machine']['cpu_model'])}), "

@@ -94,6 +94,7 @@ class RunConfig:
     rotation_step: int = 3           # degrees; 3 (paper) or 90 (later version)
     amp: bool = True                 # mixed precision where native (scripts/device.py)
     amp_discriminator: bool = True   # under amp, D too; False: D in fp32, the generators mixed
+    tf32: bool = False               # CUDA: fp32 convolutions/matmuls may use TF32 (the paper's T4 had none)
     compile: bool = False            # torch.compile the four networks (slow first steps)
     log_every: int = 10              # training steps between scalar logs
     image_every: int = 10            # epochs between TensorBoard pictures of the mixed segments

@@ -82,10 +82,17 @@ def amp_dtype_for(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
     return None
 
 
-def describe_precision(amp_dtype: Optional[torch.dtype], amp_discriminator: bool = True) -> str:
+def describe_precision(amp_dtype: Optional[torch.dtype], amp_discriminator: bool = True, tf32: bool = False) -> str:
     if amp_dtype is None:
-        return "fp32"
+        return "fp32 with TF32" if tf32 else "fp32"
     return f"{str(amp_dtype).replace('torch.', '')} autocast" + ("" if amp_discriminator else " (D in fp32)")
+
+
+def set_tf32(allowed: bool):
+    """Whether CUDA's fp32 convolutions and matrix products may round their inputs to TF32
+    (10-bit mantissa; Ampere and later). cuDNN allows it by default; the paper trained on a T4,
+    which has no TF32, so training turns it off unless --tf32 asks for it."""
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
 
 
 @contextlib.contextmanager

@@ -64,6 +64,22 @@ def test_exact_fp32_turns_tf32_off_inside_only():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
+def test_training_on_cuda_uses_tf32_only_when_asked():
+    """--no-amp is the paper's fp32: cuDNN's TF32 default would round the convolutions' inputs
+    to a 10-bit mantissa on Ampere and later GPUs (the paper's T4 has no TF32)."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        assert train.build_parser().parse_args(["--no-amp"]).tf32 is False
+        train.cuda_settings(RunConfig())
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        train.cuda_settings(RunConfig(tf32=True))
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        assert dev.describe_precision(None, tf32=True) == "fp32 with TF32"
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def test_validation_runs_in_fp32_while_training_uses_mixed_precision(real_data, tmp_path, monkeypatch):
     seen = {"train": [], "validate": []}
     real_step, real_predict = train.Trainer.step, evaluate.predict_probs
