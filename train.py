@@ -257,7 +257,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         for idx in torch.randperm(n, generator=generator).split(bs):
             if len(idx) < ctx.world:
                 continue
-            idx = idx.to(device)
+            idx = idx.to(device, non_blocking=True)  # a blocking copy would wait for the GPU's queue
             images = train_set.images[idx].float() / 255
             images, labels, _ = augment(images, train_set.labels[idx].long(), train_set.fovs[idx],
                                         generator, cfg.rotation_step)

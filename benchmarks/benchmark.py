@@ -45,7 +45,7 @@ from scripts.evaluate import compile_for_inference, evaluate_test_image, full_si
 
 def sync(device):
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def timed(fn, device, repeat):
@@ -113,10 +113,11 @@ def worker(args):
     result["data_load_s_per_image"] = (time.perf_counter() - start) / len(samples)
 
     nets = Networks(cfg.activation, cfg.base_width).to(device, memory_format=memory_format)
+    if tuned and args.compile:  # in place and before the Trainer, which holds the modules (as train.py)
+        for m in (nets.G, nets.G_A, nets.G_V, nets.D):
+            m.compile()
     trainer = Trainer(nets, cfg, amp, fused=tuned and device.type == "cuda")
     step_fn = trainer.step
-    if tuned and args.compile:
-        nets.G, nets.G_A, nets.G_V, nets.D = (torch.compile(m) for m in (nets.G, nets.G_A, nets.G_V, nets.D))
     gen = torch.Generator().manual_seed(0)
     resident = load_tensor_set(samples, size, cache).to(device) if tuned else None
 
@@ -137,7 +138,7 @@ def worker(args):
         for _ in range(args.warmup):
             train_step()
         if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(device)
         result["train_s_per_step"] = timed(train_step, device, args.steps)
         result["train_images_per_s"] = args.batch_size / result["train_s_per_step"]
 
@@ -198,7 +199,7 @@ def worker(args):
 
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
-        result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     print(json.dumps(result))
 
 
@@ -217,7 +218,7 @@ def machine(device):
             "cpu_model": cpu_model(), "cpu_native_bf16": cpu_has_native_bf16(),
             "cpu_count": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
     if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     try:
         info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                         text=True).stdout.strip()

@@ -124,10 +124,10 @@ class Trainer:
 
     def __init__(self, nets: Networks, cfg: RunConfig, amp_dtype: Optional[torch.dtype] = None,
                  fused: bool = False, ddp: bool = False, device_ids=None):
-        self.nets, self.cfg, self.amp_dtype = nets, cfg, amp_dtype
+        self.nets, self.cfg, self.amp_dtype, self.fused = nets, cfg, amp_dtype, fused or None
         names = ["D", "G"] + (["G_A", "G_V"] if nets.uses_branches else [])
         self.optimizers = {n: torch.optim.Adam(getattr(nets, n).parameters(), lr=cfg.learning_rate,
-                                               betas=(0.5, 0.999), fused=fused or None)
+                                               betas=(0.5, 0.999), fused=self.fused)
                            for n in names}
         self.schedulers = {n: torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizers[n], mode="min", factor=0.5, patience=50) for n in ("G", "D")}
@@ -202,7 +202,7 @@ class Trainer:
         return losses
 
     def plateau_step(self, losses):
-        """ReduceLROnPlateau on G and D with the last losses (once per validation)."""
+        """ReduceLROnPlateau on G and D with the last losses (once per epoch)."""
         self.schedulers["G"].step(float(losses["G"]))
         self.schedulers["D"].step(float(sum(v for k, v in losses.items() if k.startswith("D_"))))
 
@@ -217,3 +217,6 @@ class Trainer:
                 if group == "scalers" and not state[group][k]:
                     continue  # saved without fp16 scaling (CPU, bf16, --no-amp): start fresh
                 obj.load_state_dict(state[group][k])
+        for opt in self.optimizers.values():  # a saved state also brings its 'fused': keep this run's
+            for g in opt.param_groups:         # (a CPU run resumed on a GPU keeps fused Adam, and back)
+                g["fused"] = self.fused

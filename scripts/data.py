@@ -222,18 +222,22 @@ def split_train_val(n, percent, seed):
 
 # ----------------------------------------------------------------------------- augmentation
 
+GREY_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])  # luma, for the saturation change
+
+
 def augment(images, labels, fovs, generator, rotation_step=3):
     """Random horizontal flip (p 0.5), rotation by a multiple of ``rotation_step`` degrees and
     saturation factor U(0.8, 1.2); image, label and mask move together.
 
     images: Bx3xHxW float in [0, 1]; labels BxHxW long; fovs BxHxW bool. Random numbers come
-    from ``generator`` (CPU) so runs are reproducible on any device.
+    from ``generator`` (CPU) so runs are reproducible on any device; the few numbers drawn go
+    to the device without a host sync (non_blocking), so the CPU can queue the next step early.
     """
     b, device = images.shape[0], images.device
     flip = torch.rand(b, generator=generator) < 0.5
     steps = max(1, 360 // rotation_step)
     angle = torch.randint(0, steps, (b,), generator=generator).double() * rotation_step * math.pi / 180
-    saturation = (0.8 + 0.4 * torch.rand(b, generator=generator)).to(device, images.dtype)
+    saturation = (0.8 + 0.4 * torch.rand(b, generator=generator)).to(device, images.dtype, non_blocking=True)
 
     # One affine grid per sample: rotation about the centre, then the flip (x -> -x).
     h, w = images.shape[-2:]
@@ -242,13 +246,13 @@ def augment(images, labels, fovs, generator, rotation_step=3):
     theta = torch.zeros(b, 2, 3, dtype=torch.float64)
     theta[:, 0, 0], theta[:, 0, 1] = cos * sign, -sin * h / w
     theta[:, 1, 0], theta[:, 1, 1] = sin * sign * w / h, cos
-    grid = F.affine_grid(theta.float().to(device), (b, 1, h, w), align_corners=False)
+    grid = F.affine_grid(theta.float().to(device, non_blocking=True), (b, 1, h, w), align_corners=False)
     images = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", align_corners=False)
     stacked = torch.stack([labels.to(images.dtype), fovs.to(images.dtype)], 1)
     stacked = F.grid_sample(stacked, grid.to(images.dtype), mode="nearest", align_corners=False)
     labels, fovs = stacked[:, 0].round().long(), stacked[:, 1] > 0.5
 
-    grey = (images * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    grey = (images * GREY_WEIGHTS.to(images, non_blocking=True).view(1, 3, 1, 1)).sum(1, keepdim=True)
     images = (grey + saturation.view(b, 1, 1, 1) * (images - grey)).clamp(0, 1)
     return images, labels, fovs
 

@@ -134,3 +134,18 @@ def test_no_amp_discriminator_keeps_d_in_fp32_and_the_generators_mixed(amp_discr
     assert seen["G"] == {torch.bfloat16}
     assert seen["D"] == ({torch.bfloat16} if amp_discriminator else {torch.float32})
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_a_resumed_trainer_keeps_its_own_adam_implementation():
+    """A saved optimizer state carries the saving run's 'fused' flag; loading it must not turn
+    fused Adam off (a CPU run resumed on a GPU) or on (a GPU run resumed on a CPU)."""
+    torch.manual_seed(0)
+    cfg = RunConfig(base_width=4)
+    images, labels = batch()
+    plain = Trainer(Networks("sigmoid", 4), cfg)
+    plain.step(images, labels)
+    fused = Trainer(Networks("sigmoid", 4), cfg, fused=True)
+    fused.load_state_dict(plain.state_dict())
+    assert all(g["fused"] for o in fused.optimizers.values() for g in o.param_groups)
+    plain.load_state_dict(fused.state_dict())
+    assert not any(g["fused"] for o in plain.optimizers.values() for g in o.param_groups)
