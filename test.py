@@ -22,7 +22,7 @@ from tqdm import tqdm
 from scripts import metrics
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, make_folder
-from scripts.config import ConfigError, UNIFORM_SIZE, check_image_size, dataset_names, dataset_spec, str2bool
+from scripts.config import DEFAULT_FUSION, ConfigError, UNIFORM_SIZE, check_image_size, dataset_names, dataset_spec, str2bool
 from scripts.data import find_samples, load_tensor_set, load_truth
 from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
 from scripts.evaluate import evaluate_test_image, predict_probs
@@ -141,6 +141,26 @@ def network_size(args, saved, spec):
     return spec.size
 
 
+def run_details(folder, saved, size, spec) -> dict:
+    """What summary.json records of a run beside its numbers; a note on stderr where the test
+    differs from the run's training (another data set, another input size)."""
+    trained_on, trained_size = saved.get("dataset"), saved.get("image_size")
+    if trained_on:
+        try:
+            trained_on = dataset_spec(trained_on).name
+        except ConfigError:  # a data set this version does not know: report the name as saved
+            pass
+    if trained_on and trained_on != spec.name:
+        print(f"note: {folder} was trained on {trained_on}; testing it on {spec.name} (a cross-data-set "
+              f"test, not the published protocol)", file=sys.stderr)
+    if trained_size and tuple(trained_size) != tuple(size):
+        print(f"note: {folder} was trained at {trained_size[0]} x {trained_size[1]}; testing it at "
+              f"{size[0]} x {size[1]} (--image-size / --uniform)", file=sys.stderr)
+    return {"run": str(folder), "trained_on": trained_on, "trained_size": list(trained_size) if trained_size else None,
+            "input_size": list(size), "activation": saved["activation"], "base_width": saved["base_width"],
+            "fusion": saved.get("fusion") or DEFAULT_FUSION[saved["activation"]]}
+
+
 def format_table(summary):
     """The table as text: mean ± std over runs, or the plain value when there is one run."""
     one_run = len(summary.get("runs", [])) == 1
@@ -181,9 +201,10 @@ def evaluate(args):
     multi = len(runs) > 1
 
     # Network-size probabilities of every run (images decoded once, cached).
-    probs, inputs = [], {}  # network inputs by size: read once for all runs of that size
+    probs, inputs, details = [], {}, []  # network inputs by size: read once for all runs of that size
     for folder, nets, saved in runs:
         size = network_size(args, saved, spec)
+        details.append(run_details(folder, saved, size, spec))
         if size not in inputs:
             inputs[size] = load_tensor_set(samples, size, Path(args.cache_dir) / spec.name).images
         images = inputs[size]
@@ -213,6 +234,7 @@ def evaluate(args):
     run_summaries = [metrics.summarize(r) for r in per_run]
     summary = percent_summary(metrics.mean_std_over_runs(run_summaries))
     summary["runs"] = [str(f) for f, _, _ in runs]
+    summary["run_details"] = details
     summary["images"] = len(samples)
     summary["dataset"] = spec.name
     summary["units"] = ("percent (segments/count: a number); mean and std (ddof=0) over runs of the "
@@ -220,6 +242,7 @@ def evaluate(args):
     atomic_write_csv(out_dir / "metrics.csv", rows, rows[0])
     atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     print(format_table(summary))
+    print(metrics.BINARY_AUC_NOTE)
     pictures = f"{out_dir}/<run>/" if multi else f"{out_dir}/"
     print(f"wrote {out_dir}/metrics.csv, {out_dir}/summary.json and the pictures in "
           f"{pictures}{{{','.join(PICTURE_FOLDERS)}}}/")

@@ -246,14 +246,15 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         raise ConfigError(f"{n} training images and --batch-size {bs} give no batch of at least one "
                           f"image for each of the {ctx.world} processes")
     bar = tqdm(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
-               disable=not ctx.is_main)
+               disable=not ctx.is_main,  # into a log file (PARALLEL=1, nohup): a line a minute, not every step
+               mininterval=0.1 if sys.stderr.isatty() else 60)
     losses, weight, complete, last_save = {}, 1.0, True, time.time()
     shown = {}  # the last logged G loss, shown beside the epoch on the progress bar
     stop_request.graceful = True  # from here a first Ctrl-C / SIGTERM ends the epoch and saves
     for epoch in range(start_epoch, cfg.epochs):
         nets.train()
         started = time.time()
-        bar.set_postfix(epoch=epoch + 1, **shown)
+        bar.set_postfix(epoch=epoch + 1, **shown, refresh=False)
         for idx in torch.randperm(n, generator=generator).split(bs):
             if len(idx) < ctx.world:
                 continue
@@ -276,7 +277,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                     for k, v in values.items():
                         writer.add_scalar(f"loss/{k}", v, step)
                 shown = {"G": f"{values['G']:.3f}"}
-                bar.set_postfix(epoch=epoch + 1, **shown)
+                bar.set_postfix(epoch=epoch + 1, **shown, refresh=False)
 
         values = batch_losses(losses, weight, ctx)
         check_finite(values, epoch, run_dir)

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from .metrics import BINARY_AUC_NOTE
+
 GROUPS = ("average", "segments")  # pixel metrics (weighted average) and segment metrics
 
 
@@ -59,7 +61,10 @@ def main(argv=None):
     if len(sets) > 1:  # allowed (e.g. one model on two data sets), but rarely what was meant
         print("note: these summaries are of different data sets: " + ", ".join(
             f"{n} {s.get('dataset', 'unknown')}" for n, s in zip(names, summaries)), file=sys.stderr)
-    print(table(summaries, names))
+    text = table(summaries, names)
+    print(text)
+    if "/auc_roc " in text or "/auc_pr " in text:  # the binary-map AUCs of the published table
+        print(BINARY_AUC_NOTE)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Everything data-set specific (folder, file names, network input size) lives in `
 no other module branches on a data set's name.
 """
 import argparse
+import difflib
 from dataclasses import asdict, dataclass, fields
 from typing import Optional, Tuple
 
@@ -47,8 +48,12 @@ def dataset_spec(name: str) -> DatasetSpec:
     for spec in DATASETS.values():  # any case: drive_av, hrf-av
         if name.upper() in (n.upper() for n in (spec.name, *spec.aliases)):
             return spec
-    known = ", ".join(n for s in DATASETS.values() for n in (s.name, *s.aliases))
-    raise ConfigError(f"unknown data set {name!r}; known: {known}")
+    names = [n for s in DATASETS.values() for n in (s.name, *s.aliases)]
+    near = [s.name for s in DATASETS.values() if any(
+        n.upper().startswith(name.upper()) or difflib.get_close_matches(name.upper(), [n.upper()], cutoff=0.75)
+        for n in (s.name, *s.aliases))] if name.strip() else []
+    hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+    raise ConfigError(f"unknown data set {name!r}{hint}; known, in any case: {', '.join(names)}")
 
 
 def check_image_size(size) -> Tuple[int, int]:

@@ -44,8 +44,11 @@ def find_samples(data_root, spec: DatasetSpec, split: str):
     folders = {k: split_dir / k for k in ("images", "1st_manual", "mask")}
     for folder in folders.values():
         if not folder.is_dir():
+            root = Path(data_root)
+            hint = (f"; {root} holds a data set's splits itself: did you mean --data-root {root.parent}?"
+                    if (root / split).is_dir() and not (root / spec.name).is_dir() else "")
             raise DataError(f"missing folder {folder} (expected <data-root>/<Dataset>/{{training,test}}/"
-                            f"{{images,1st_manual,mask}}; {spec.where})")
+                            f"{{images,1st_manual,mask}}; {spec.where}){hint}")
     images = sorted({p for pattern in spec.image_patterns for p in folders["images"].glob(pattern)})
     if not images:
         raise DataError(f"no images matching {' '.join(spec.image_patterns)} in {folders['images']}")

@@ -16,6 +16,10 @@ CHANNEL = {"artery": 0, "uncertain": 1, "vein": 2}     # picture channel (R, G, 
 CLASS_COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255], [0, 255, 0]], np.uint8)  # bg, A, V, U
 METRIC_KEYS = ("sensitivity", "specificity", "precision", "f1", "iou", "accuracy", "g_mean",
                "auc_roc", "auc_pr", "mse")
+# Printed under every table of these metrics: the binary-map AUCs have a floor well above 0.
+BINARY_AUC_NOTE = ("note: auc_roc and auc_pr are those of the decoded binary maps (the published protocol): a "
+                   "class never predicted still scores auc_roc 50 and auc_pr (1 + prevalence) / 2, just over 50, "
+                   "so read them beside f1 and sensitivity")
 ON = 128              # a channel is on at >= 128, i.e. probability > 0.5 after x255 quantisation
 SUMMARY_GROUPS = ("average", "artery", "vein", "uncertain", "extra", "segments")  # what summarize() keeps
 

@@ -45,14 +45,15 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True):
         raise ConfigError(f"{target} exists and is not a packed copy (no {PACK_FILE}); "
                           f"choose another --out, nothing was written")
     check_pack_size(data_root, spec, size)  # re-packing a pack at another size would resize twice
-    make_folder(out_root, "--out")
+    test_samples, training_samples = (find_samples(data_root, spec, split) for split in ("test", "training"))
+    make_folder(out_root, "--out")  # only now: a wrong --data-root leaves no empty --out behind
 
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
         # The test split first: a bad test file is found before minutes of resizing.
-        test = _copy_test(find_samples(data_root, spec, "test"), partial, progress)
-        training = _pack_training(find_samples(data_root, spec, "training"), size, partial, progress)
+        test = _copy_test(test_samples, partial, progress)
+        training = _pack_training(training_samples, size, partial, progress)
         (partial / PACK_FILE).write_text(json.dumps({
             "dataset": spec.name, "training_size": list(size), "source": str(source.resolve()),
             "training": training, "test": test,
@@ -108,8 +109,8 @@ def check_pack_size(data_root, spec, size):
         raise DataError(f"{info_path}: unreadable pack description ({exc})") from None
     if packed != tuple(size):
         raise DataError(f"{info_path.parent} is a copy packed at {packed[0]} x {packed[1]} "
-                        f"(scripts/pack.py); train with --image-size {packed[0]} {packed[1]}, or pack the "
-                        f"original data again with --image-size {size[0]} {size[1]}")
+                        f"(scripts/pack.py): use it with --image-size {packed[0]} {packed[1]}, or pack the "
+                        f"original data with --image-size {size[0]} {size[1]}")
 
 
 def folder_mib(path):

@@ -52,8 +52,12 @@ def test_dataset_table_names_and_sizes():
     assert RunConfig(dataset="LES-AV").input_size == (800, 720)
     assert RunConfig(dataset="HRF-AV").input_size == (880, 592)
     assert RunConfig(dataset="HRF-AV", uniform=True).input_size == (720, 720)
-    with pytest.raises(ConfigError, match="unknown data set 'STARE'"):
+    assert dataset_spec("les-av").name == "LES-AV"  # any case
+    with pytest.raises(ConfigError, match="unknown data set 'STARE'; known"):
         dataset_spec("STARE")
+    for near, name in (("HRF", "HRF-AV"), ("drive", "DRIVE_AV"), ("LESAV", "LES-AV")):
+        with pytest.raises(ConfigError, match=f"unknown data set '{near}' \\(did you mean {name}\\?\\)"):
+            dataset_spec(near)
     with pytest.raises(ConfigError, match="multiples of 16"):
         check_image_size((600, 592))
 

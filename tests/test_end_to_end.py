@@ -87,6 +87,9 @@ def test_summary_agrees_with_metrics_recomputed_from_the_pngs(probe_run, real_da
     work, _ = probe_run
     final = work / "DRIVE_AV" / "Final_pre"
     summary = json.loads((final / "summary.json").read_text())
+    assert summary["run_details"] == [{"run": str(work / "DRIVE_AV" / "probe"), "trained_on": "DRIVE_AV",
+                                       "trained_size": [128, 128], "input_size": [128, 128],
+                                       "activation": "sigmoid", "base_width": 8, "fusion": "concat"}]
     for group in ("average", "artery", "vein", "uncertain"):
         assert set(summary[group]) >= {"sensitivity", "specificity", "precision", "f1", "iou", "accuracy",
                                        "auc_roc", "auc_pr", "mse"}
@@ -115,7 +118,7 @@ def test_bad_data_set_name_is_one_line_and_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "STARE"], cwd=tmp_path,
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: unknown data set 'STARE'; known: DRIVE_AV, DRIVE-AV, "
+    assert proc.stderr.strip().splitlines() == ["error: unknown data set 'STARE'; known, in any case: DRIVE_AV, DRIVE-AV, "
                                                 "LES-AV, LES_AV, HRF-AV, HRF_AV, SYNTHETIC"]
 
 
@@ -185,7 +188,8 @@ def test_test_sh_falls_back_to_the_shipped_bundle(probe_run, real_data, tmp_path
     unknown = subprocess.run(["sh", "test.sh"], cwd=ROOT, env={**env, "DATASET": "HRF"}, capture_output=True,
                              text=True, timeout=600)
     assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [
-        "error: unknown data set 'HRF'; known: DRIVE_AV, DRIVE-AV, LES-AV, LES_AV, HRF-AV, HRF_AV, SYNTHETIC"]
+        "error: unknown data set 'HRF' (did you mean HRF-AV?); known, in any case: DRIVE_AV, DRIVE-AV, LES-AV, "
+        "LES_AV, HRF-AV, HRF_AV, SYNTHETIC"]
 
 
 def test_test_sh_names_and_skips_seeds_that_were_not_trained(probe_run, real_data, tmp_path):
@@ -330,6 +334,9 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     (tmp_path / "other" / "summary.json").write_text(json.dumps({**one, "dataset": "HRF-AV"}))
     compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "other" / "summary.json")])
     assert capsys.readouterr().err.strip() == "note: these summaries are of different data sets: one unknown, other HRF-AV"
+    (tmp_path / "one" / "summary.json").write_text(json.dumps({**one, "average": {"auc_pr": value}}))
+    compare.main([str(tmp_path / "one" / "summary.json")])
+    assert capsys.readouterr().out.splitlines()[-1].startswith("note: auc_roc and auc_pr are those of the decoded binary")
 
 
 def test_readme_figure_of_a_test_image(probe_run, real_data, tmp_path, capsys):
@@ -353,3 +360,23 @@ def test_readme_figure_of_a_test_image(probe_run, real_data, tmp_path, capsys):
 def test_every_entry_point_answers_help(entry):
     proc = subprocess.run([sys.executable, *entry, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.lstrip().startswith("usage:"), (entry, proc.stderr[-500:])
+
+
+def test_a_test_unlike_the_training_is_noted_and_recorded(capsys):
+    """Weights trained on another data set or at another input size are tested as asked, with a
+    note on stderr and the training's data set and size in summary.json's run_details."""
+    import importlib.util
+    spec_ = importlib.util.spec_from_file_location("test_script", ROOT / "test.py")
+    test_script = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(test_script)
+    from scripts.config import DATASETS
+    saved = {"dataset": "les-av", "image_size": [800, 720], "activation": "softmax", "base_width": 4}
+    details = test_script.run_details("runs/x", saved, (720, 720), DATASETS["HRF-AV"])
+    assert details == {"run": "runs/x", "trained_on": "LES-AV", "trained_size": [800, 720], "input_size": [720, 720],
+                       "activation": "softmax", "base_width": 4, "fusion": "mean"}
+    assert capsys.readouterr().err.splitlines() == [
+        "note: runs/x was trained on LES-AV; testing it on HRF-AV (a cross-data-set test, not the published protocol)",
+        "note: runs/x was trained at 800 x 720; testing it at 720 x 720 (--image-size / --uniform)"]
+    original = {"activation": "sigmoid", "base_width": 32}  # the original authors' files record neither
+    assert test_script.run_details("cp", original, (592, 592), DATASETS["DRIVE_AV"])["trained_on"] is None
+    assert capsys.readouterr().err == ""

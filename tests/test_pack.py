@@ -136,3 +136,15 @@ def test_a_bad_test_file_is_found_when_packing_not_on_the_other_machine(real_dat
     a_file.write_text("x")
     with pytest.raises(ConfigError, match=re.escape(f"--out {a_file}: a file of that name exists; give a folder")):
         pack_dataset(root, "DRIVE_AV", a_file, size=(64, 64), progress=False)
+
+
+def test_a_data_root_one_level_too_deep_is_named_and_leaves_no_out_folder(real_data, tmp_path):
+    """--data-root data/LES-AV (the data set, not the folder holding it): one line that names the
+    right one, before the --out folder is made."""
+    from scripts import pack
+    with pytest.raises(DataError, match=f"did you mean --data-root {real_data}\\?"):
+        pack_dataset(real_data / "LES-AV", "LES-AV", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    assert pack.main(["--dataset", "LES-AV", "--data-root", str(real_data / "LES-AV"),
+                      "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
