@@ -40,8 +40,9 @@ UNIFORM_SIZE = (720, 720)  # --uniform True: one size for every data set
 
 
 def dataset_names() -> str:
-    """The data sets and their aliases, for --help: "DRIVE_AV (or DRIVE-AV), LES-AV (or LES_AV), ..."."""
-    return ", ".join(s.name + (f" (or {', '.join(s.aliases)})" if s.aliases else "") for s in DATASETS.values())
+    """The data sets and their aliases, for --help: "DRIVE_AV (or DRIVE-AV), LES-AV (or LES_AV), ...; any case"."""
+    return ", ".join(s.name + (f" (or {', '.join(s.aliases)})" if s.aliases else "")
+                     for s in DATASETS.values()) + "; in any case"
 
 
 def dataset_spec(name: str) -> DatasetSpec:
