@@ -59,8 +59,10 @@ def split_segments(label: np.ndarray, fov: np.ndarray, min_length: int = 10) -> 
     over the skeleton pixels because that only costs time per vessel pixel, not per image pixel).
 
     One guard on the growth: a vessel pixel only takes the id of a piece that lies in its own connected
-    vessel component (8-connectivity). A small isolated vessel whose only piece was too short thus gets no
-    id, instead of joining whatever segment happens to be nearest across the background.
+    vessel component (8-connectivity). Where the nearest piece lies in another component (a thin vessel
+    running beside a wide one), the pixel takes the nearest piece of its own component instead; a small
+    isolated vessel whose only piece was too short gets no id, instead of joining whatever segment
+    happens to be nearest across the background.
 
     Returns (segment id map HxW int32 with ids 1..n, 0 = no segment; n).
     """
@@ -106,9 +108,20 @@ def split_segments(label: np.ndarray, fov: np.ndarray, min_length: int = 10) -> 
     # costs O(vessel pixels) instead of O(image): 2x faster on HRF.
     rr, cc = np.nonzero(vessel)
     tree = cKDTree(np.column_stack([pr, pc]))
-    _, nearest = tree.query(np.column_stack([rr, cc]), workers=torch.get_num_threads())
+    workers = torch.get_num_threads()  # the thread count the rest of the program was given
+    _, nearest = tree.query(np.column_stack([rr, cc]), workers=workers)
     components, _ = ndimage.label(vessel, structure=_EIGHT)
-    same = components[rr, cc] == components[pr[nearest], pc[nearest]]
+    pixel_comp, skel_comp = components[rr, cc], components[pr, pc]
+    same = pixel_comp == skel_comp[nearest]
+    # The few pixels whose nearest piece lies in another component: the nearest piece of their own, if any.
+    astray = np.flatnonzero(~same)
+    by_comp = np.argsort(skel_comp, kind="stable")  # skeleton pixels grouped by component
+    for comp in np.unique(pixel_comp[astray]):
+        lo, hi = np.searchsorted(skel_comp[by_comp], [comp, comp + 1])
+        own, todo = by_comp[lo:hi], astray[pixel_comp[astray] == comp]
+        if own.size:
+            _, k = cKDTree(np.column_stack([pr[own], pc[own]])).query(np.column_stack([rr[todo], cc[todo]]))
+            nearest[todo], same[todo] = own[k], True
     # Ids are consecutive (a kept piece always owns at least its own skeleton pixels).
     out[box][rr[same], cc[same]] = piece_id[nearest[same]]
     return out, n_kept
@@ -150,7 +163,7 @@ def segment_scores(label, pred_classes, fov, min_length: int = 10, minority: flo
     seg = np.asarray(seg)
     if seg.shape != label.shape:
         raise ValueError(f"segment map {seg.shape} must have the shape of label {label.shape}")
-    n = max(int(n), int(seg.max(initial=0)))
+    n = max(int(n), int(seg.max(initial=0)))  # a map whose n was not passed right still sizes the counts
     empty = {"segments": 0, "mixed_any": 0.0, "mixed_10": 0.0, "segment_accuracy": 0.0,
              "fully_correct": 0.0, "missed": 0.0, "mixed_ids": []}
     if n == 0:

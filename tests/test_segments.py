@@ -215,6 +215,43 @@ def test_segment_predicted_only_uncertain_is_missed():
     assert s["missed"] == 1.0 and s["segment_accuracy"] == 0.0 and s["mixed_any"] == 0.0
 
 
+def test_mixed_shares_count_over_the_segments_with_a_prediction_only():
+    """One segment mixed, one missed (no A/V prediction): mixed over the predicted segments is 1
+    of 1, while accuracy and missed count over both segments."""
+    label = hbar(straight_artery(), 32, 5, 55, 2)   # an artery (row 20) and a vein (row 32)
+    pred = label.copy()
+    pred[:, 35:55][label[:, 35:55] == 1] = 2        # the artery flips for its last 20 columns
+    pred[label == 2] = 0                            # the vein is not predicted at all
+    s = scores(label, pred)
+    assert s["segments"] == 2
+    assert s["mixed_any"] == 1.0 and s["mixed_10"] == 1.0
+    assert s["missed"] == 0.5 and s["segment_accuracy"] == 0.5
+
+
+def test_the_other_vessels_pixels_in_a_segment_are_not_judged():
+    """Vein pixels grown into an artery's segment (as at a crossing) are left out of its
+    judgement: predicting them as vein, correctly, does not make the artery mixed."""
+    label = straight_artery()
+    label[19:22, 28:31] = 2                         # 9 vein pixels inside the artery's segment
+    seg, n = split_segments(label, full_fov(), min_length=10)
+    assert n == 1 and (seg[19:22, 28:31] == 1).all()
+    s = scores(label, label.copy(), segments=(seg, n))
+    assert s["mixed_any"] == 0.0 and s["fully_correct"] == 1.0
+
+
+def test_a_pixel_takes_the_nearest_piece_of_its_own_vessel_region():
+    """A wide artery beside a thin vein, one background row apart: the artery's lower edge lies
+    nearer the vein's skeleton than its own, yet belongs to the artery's segment."""
+    label = canvas()
+    label[5:20, 5:55] = 1                           # a 15-pixel-wide artery, rows 5..19
+    label[21:23, 5:55] = 2                          # a 2-pixel vein, rows 21..22
+    seg, n = split_segments(label, full_fov())
+    artery_ids = set(np.unique(seg[label == 1]))
+    vein_ids = set(np.unique(seg[label == 2]))
+    assert 0 not in artery_ids and 0 not in vein_ids   # every vessel pixel is in a segment
+    assert not artery_ids & vein_ids                   # and never in the other vessel's
+
+
 # --- (6): short pieces ----------------------------------------------------------------------------------
 
 def test_short_pieces_are_ignored():
