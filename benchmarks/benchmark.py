@@ -20,7 +20,6 @@ measure overheads, not the networks, and their ratios mean little.
 """
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -39,8 +38,9 @@ from scripts.bfnet import Networks, Trainer  # noqa: E402
 from scripts.config import RunConfig, dataset_spec  # noqa: E402
 from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set, load_truth,  # noqa: E402
                           normalize)
-from scripts.device import MEMORY_FORMAT, amp_dtype_for, cpu_has_native_bf16, describe_precision, set_tf32  # noqa: E402
+from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, set_tf32  # noqa: E402
 from scripts.evaluate import compile_for_inference, evaluate_test_image, full_size_picture, predict_probs  # noqa: E402
+from scripts.provenance import commit, machine  # noqa: E402
 
 
 def sync(device):
@@ -203,30 +203,6 @@ def worker(args):
     print(json.dumps(result))
 
 
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine(device):
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_model": cpu_model(), "cpu_native_bf16": cpu_has_native_bf16(),
-            "cpu_count": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                        text=True).stdout.strip()
-    except OSError:
-        info["commit"] = "unknown"
-    return info
-
-
 ROWS = [("train_s_per_step", "training step (s)", False),
         ("train_images_per_s", "training throughput (images/s)", True),
         ("inference_s_per_image", "inference at network size (s/image)", False),
@@ -285,7 +261,7 @@ def main(argv=None):
                 ratios[key] = t_ / p_ if higher_better else p_ / t_   # > 1: tuned is better
     size = RunConfig(dataset=dataset_spec(args.dataset).name,
                      image_size=tuple(args.image_size) if args.image_size else None).input_size
-    report = {"machine": machine(args.device), "settings": {
+    report = {"machine": {**machine(args.device), "commit": commit()}, "settings": {
         "dataset": args.dataset, "activation": args.activation, "device": args.device, "image_size": list(size),
         "base_width": args.base_width, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
         "compile": args.compile, "no_amp_discriminator": args.no_amp_discriminator,

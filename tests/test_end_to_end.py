@@ -354,9 +354,12 @@ def test_readme_figure_of_a_test_image(probe_run, real_data, tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: no test image '99_test'")
 
 
-@pytest.mark.parametrize("entry", [["train.py"], ["test.py"], ["predict.py"], ["benchmarks/benchmark.py"],
-                                   *(["-m", f"scripts.{m}"] for m in ("bundle", "compare", "config", "figures",
-                                                                       "pack", "scalars", "synthetic"))])
+ENTRY_POINTS = [["train.py"], ["test.py"], ["predict.py"], ["reproduce.py"], ["benchmarks/benchmark.py"],
+                *(["-m", f"scripts.{m}"] for m in ("bundle", "compare", "config", "figures", "pack", "scalars",
+                                                   "synthetic"))]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_every_entry_point_answers_help(entry):
     proc = subprocess.run([sys.executable, *entry, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.lstrip().startswith("usage:"), (entry, proc.stderr[-500:])

@@ -1,0 +1,47 @@
+"""What a results file records about where and from what code its numbers came: the machine
+(CPU, GPU, torch) and the commit. Used by benchmarks/benchmark.py and reproduce.py."""
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from .device import cpu_has_native_bf16
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: str = "cpu") -> dict:
+    """The machine and software; ``gpu`` (with CUDA's version) when ``device`` is a CUDA device."""
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(), "cpu_native_bf16": cpu_has_native_bf16(), "cpu_cores": os.cpu_count(),
+            "cpu_count": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def commit(default: str = "unknown") -> str:
+    """The checkout's short commit hash, with '+changes' when tracked files differ from it;
+    ``default`` where there is no git checkout (a copy of the tree on another machine)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        if head.returncode:
+            return default
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head.stdout.strip() + ("+changes" if dirty else "")
+    except OSError:
+        return default
