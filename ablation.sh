@@ -28,9 +28,9 @@ if [ -z "$BOTH" ]; then
     exit 2
 fi
 [ -z "$MISSING" ] || echo "note: seed(s)$MISSING lack one of the two runs: comparing seed(s)$BOTH" >&2
-"$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=$ACTIVATION --seeds $BOTH --data-root=$DATA_ROOT \
+"$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=$ACTIVATION --seeds $BOTH --data-root="$DATA_ROOT" \
     --output ./$FOLDER/Final_pre_bfnet $EXTRA_ARGS
-"$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=${ACTIVATION}_nofusion --seeds $BOTH --data-root=$DATA_ROOT \
+"$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=${ACTIVATION}_nofusion --seeds $BOTH --data-root="$DATA_ROOT" \
     --output ./$FOLDER/Final_pre_nofusion $EXTRA_ARGS
 PYTHONSAFEPATH=1 "$PYTHON" -m scripts.compare ./$FOLDER/Final_pre_bfnet/summary.json ./$FOLDER/Final_pre_nofusion/summary.json \
     --names BF-Net "no fusion (ablation)"

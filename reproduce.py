@@ -2,10 +2,10 @@
 
 Meant for a GPU you hold for a fixed time (a lent machine, a cluster job with a wall time):
 
-    python reproduce.py --dataset DRIVE_AV --budget-minutes 9 --data-root packs --out OUT
+    python reproduce.py --dataset DRIVE_AV --budget-minutes 9 --data-root packs --archive --out OUT
 
-Phases, each logged to OUT/logs/<phase>.log (a failed phase is logged and the later ones still run,
-so whatever worked comes back):
+Phases, each logged to logs/<phase>.log in the results (a failed phase is logged and the later
+ones still run, so whatever worked comes back):
   1. benchmark  benchmarks/benchmark.py, plain vs tuned, at the data set's size (--benchmark-minutes
                 at most; 0 skips it)
   2. train      train.sh's protocol (batch 2, lr 8e-4, 10 % validation, --epochs planned) for every
@@ -13,19 +13,19 @@ so whatever worked comes back):
                 packaging still fit (--reserve-minutes); in mixed precision unless --no-amp (the
                 fastest path: the budget buys the most epochs)
   3. test       test.sh on the seeds that saved a best epoch (the published protocol, fp32)
-  4. package    OUT/results/<variant>/<Dataset>/<tag>/: run.json (the commands, machine, commit,
-                epochs, wall times, the test table), summary.json and metrics.csv, each seed's
-                TensorBoard scalars, the benchmark's JSON and the logs; and OUT/bundle/, the best
+  4. package    results/<variant>/<Dataset>/<tag>/: run.json (the commands, machine, commit and code
+                fingerprint, epochs, wall times, the test table), summary.json and metrics.csv, each
+                seed's TensorBoard scalars, the benchmark's JSON and the logs; and bundle/, the best
                 seed's networks (by validation F1, never by test) as an fp16 bundle in shards of at
-                most --shard-mib MiB. --archive packs results/ into OUT/results.tar.gz instead (few
-                files to copy back).
+                most --shard-mib MiB. --archive writes results/ as one results.tar.gz (few files to
+                copy back), also when the job is stopped by SIGTERM or Ctrl-C.
 
 Runs, checkpoints (last.pth: 400 MB per seed at width 32) and pictures stay in --work. Without
 --budget-minutes every seed trains its whole schedule. Exit status: 0 when every phase worked, 1
-otherwise (the logs say which), 2 for an error in the options.
+otherwise (run.json's failed_phases and the logs say which), 2 for an error in the options (one
+line, before anything runs).
 """
 import argparse
-import csv
 import json
 import os
 import shlex
@@ -39,7 +39,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-TABLE_METRICS = ("sensitivity", "auc_roc", "f1", "auc_pr", "mse")  # the published table's columns
+# train.py options that reproduce.py sets itself (so --train-args may not)
+OWN_OPTIONS = {"dataset", "job_name", "seed", "epochs", "time_limit", "data_root", "output_root", "runs_dir",
+               "activation", "amp", "resume"}
 
 
 def build_parser():
@@ -61,24 +63,29 @@ def build_parser():
                    help="mixed precision training (default; --no-amp: fp32 as the paper and train.sh)")
     p.add_argument("--train-args", default="",
                    help="more train.py options for every seed, one string (e.g. \"--tf32\" or "
-                        "\"--base-width 8 --image-size 256 256\")")
+                        "\"--base-width 8 --image-size 256 256\"); checked before anything runs")
     p.add_argument("--data-root", default="./data", help="data folder or pack (default %(default)s)")
     p.add_argument("--work", default=None,
                    help="runs, checkpoints and test pictures (default ./reproduce_work/<tag>; must not exist)")
     p.add_argument("--out", default="./reproduce_out", help="what to keep: results and bundle (default "
                                                             "%(default)s; must be empty or new)")
-    p.add_argument("--tag", default=None, help="results folder name (default <device kind>_<precision>_<date-time>)")
+    p.add_argument("--tag", default=None, help="results folder name (default <device>_<precision>_<date-time>)")
     p.add_argument("--shard-mib", type=float, default=15, help="bundle shard size (default %(default)s MiB)")
     p.add_argument("--archive", action="store_true", help="results as one OUT/results.tar.gz, not a folder")
     p.add_argument("--commit", default=None,
                    help="the code's commit, recorded in run.json (default: read from git; give it where the "
-                        "tree was copied without .git)")
+                        "tree was copied without .git: run.json's code_sha256 then ties the two)")
     return p
 
 
+class Interrupted(Exception):
+    """SIGTERM or Ctrl-C reached reproduce.py: stop the running phase, package what there is."""
+
+
 class Phase:
-    """A child process in its own process group, its output in a log file, stopped at a deadline:
-    SIGTERM first (train.py then ends its epoch and saves), SIGKILL ``grace`` seconds later."""
+    """A child process in its own process group, its output in a log file. ``wait`` ends the
+    whole group, a shell's children too: SIGTERM at the deadline (train.py then ends its epoch
+    and saves), SIGKILL ``grace`` seconds later."""
 
     def __init__(self, name, cmd, log_dir, cwd, env_vars=None):
         """``env_vars``: set for the child on top of this process's environment (and written into
@@ -86,7 +93,7 @@ class Phase:
         self.name, self.log = name, Path(log_dir) / f"{name}.log"
         self.command = " ".join([f"{k}={shlex.quote(v)}" for k, v in (env_vars or {}).items()] +
                                 [shlex.quote(str(c)) for c in cmd])
-        self.started = time.time()
+        self.started, self.seconds = time.time(), 0.0
         with open(self.log, "w") as log:
             log.write(f"$ cd {shlex.quote(str(cwd))} && {self.command}\n")
             log.flush()
@@ -95,22 +102,39 @@ class Phase:
                                          stdin=subprocess.DEVNULL)
 
     def wait(self, timeout=None, grace=60.0):
-        """The exit status; ``timeout`` seconds from now (None: no limit)."""
+        """The leader's exit status, once every process of the group has ended; ``timeout``
+        seconds from now (None: no limit)."""
         try:
-            return self.proc.wait(timeout=None if timeout is None else max(0.0, timeout))
+            self.proc.wait(timeout=None if timeout is None else max(0.0, timeout))
+            gone = self._group_ended(time.time() + grace)  # a shell's background children too
         except subprocess.TimeoutExpired:
+            gone = False
+        self.stop(grace, already=gone)
+        self.seconds = time.time() - self.started
+        return self.proc.wait()
+
+    def stop(self, grace, already=False):
+        if not already:
             self._signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
+            if not self._group_ended(time.time() + grace):
                 self._signal(signal.SIGKILL)
-                return self.proc.wait()
-        finally:
-            self.seconds = time.time() - self.started
+                self._group_ended(time.time() + 10)
+
+    def _group_ended(self, end):
+        """True once no process of the group is left; False at time ``end``."""
+        while True:
+            self.proc.poll()  # reap the leader, or it would count as left
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return True
+            if time.time() >= end:
+                return False
+            time.sleep(0.2)
 
     def _signal(self, sig):
         with open(self.log, "a") as log:
-            log.write(f"\n[reproduce.py: {signal.Signals(sig).name} at the deadline]\n")
+            log.write(f"\n[reproduce.py: {signal.Signals(sig).name} to the phase's processes]\n")
         try:
             os.killpg(self.proc.pid, sig)
         except ProcessLookupError:
@@ -134,6 +158,34 @@ def log_line(text):
     print(f"[reproduce {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
+def check_train_args(text: str):
+    """--train-args parsed by train.py's own parser and checked as train.py would (one line on
+    error); returns the parsed options."""
+    import train
+    from scripts.config import ConfigError
+    words = shlex.split(text)
+    parsed, unknown = train.build_parser().parse_known_args(words)
+    if unknown:
+        raise ConfigError(f"--train-args: {' '.join(unknown)} is not a train.py option (python train.py --help)")
+    own = sorted(train.given_options(words) & OWN_OPTIONS)
+    if own:
+        raise ConfigError(f"--train-args: {', '.join(own)} is set by reproduce.py itself (see its --help)")
+    train.config_from_args(parsed)  # sizes, widths, rates: the errors train.py would give each seed
+    return parsed
+
+
+def benchmark_options(parsed) -> list:
+    """The train.py options the benchmark shares: width, input size, TF32, D's precision."""
+    options = ["--base-width", parsed.base_width]
+    if parsed.image_size:
+        options += ["--image-size", *parsed.image_size]
+    if parsed.tf32:
+        options.append("--tf32")
+    if not parsed.amp_discriminator:
+        options.append("--no-amp-discriminator")
+    return options
+
+
 def trained_seeds(run_root: Path, job: str, seeds):
     return [s for s in seeds if (run_root / f"{job}_seed{s}" / "CP_best_F1_all.pth").is_file()]
 
@@ -144,81 +196,70 @@ def seed_record(run_root: Path, runs_dir: Path, folder: str, job: str, seed: int
     from scripts.checkpoint import read
     from scripts.scalars import read_scalars, write_scalars_csv
     run_dir = run_root / f"{job}_seed{seed}"
-    record = {"seed": seed, "run": f"{folder}/{job}_seed{seed}"}
-    if (run_dir / "last.pth").is_file():
-        last = read(run_dir / "last.pth", mmap=True)
-        record["epochs_done"] = last["epoch"] + 1
-        record["steps"] = last["step"]
+    record = {"seed": seed, "run": f"{folder}/{job}_seed{seed}", "epochs_done": 0}
+    if (run_dir / "last.pth").is_file():  # saved every --save-every minutes and at a stop
+        record["epochs_done"] = read(run_dir / "last.pth", mmap=True)["epoch"] + 1
     if (run_dir / "CP_best_F1_all.pth").is_file():
         best = read(run_dir / "CP_best_F1_all.pth", mmap=True)
         record["best_epoch"], record["best_val_f1"] = best["epoch"], round(100 * best["val_f1"], 4)
-    try:
-        scalars = read_scalars(runs_dir / f"{folder}_{job}_seed{seed}")
-    except FileNotFoundError:
+    if not (runs_dir / f"{folder}_{job}_seed{seed}").is_dir():
         return record
+    scalars = read_scalars(runs_dir / f"{folder}_{job}_seed{seed}")
     scalars_out.parent.mkdir(parents=True, exist_ok=True)
     write_scalars_csv(scalars, scalars_out)
-    epoch_seconds = [v for _, _, v in scalars.get("time/epoch_seconds", [])]
+    epoch_seconds = [v for _, _, v in scalars.get("time/epoch_seconds", [])]  # one per validated epoch
     if epoch_seconds:
+        record["epochs_done"] = max(record["epochs_done"], len(epoch_seconds))
         record["train_minutes"] = round(sum(epoch_seconds) / 60, 2)
         record["median_epoch_seconds"] = round(statistics.median(epoch_seconds), 3)
-        record.setdefault("epochs_done", len(epoch_seconds))
     return record
-
-
-def test_table(summary: dict) -> dict:
-    """The published table's five numbers: mean and std over the runs, percent."""
-    return {m: summary["average"][m] for m in TABLE_METRICS}
-
-
-def per_run_f1(metrics_csv: Path) -> dict:
-    """Each run's test F1 (weighted average, mean over the images), from test.py's metrics.csv."""
-    scores = {}
-    with open(metrics_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            scores.setdefault(row["run"], []).append(float(row["average/f1"]))
-    return {run: statistics.fmean(v) for run, v in scores.items()}
 
 
 class Job:
     """One reproduce.py job: its options, folders, budget, and the run.json it fills in."""
 
-    def __init__(self, args, spec, data_root: Path, out: Path):
+    def __init__(self, args, budget: Budget, folder: str, train_options, data_root: Path, out: Path):
         import torch
-        from scripts.device import amp_dtype_for
-        from scripts.provenance import commit, machine
-        self.args, self.budget = args, Budget(args.budget_minutes)
+        from scripts.device import amp_dtype_for, describe_precision
+        from scripts.provenance import code_fingerprint, commit, machine
+        self.args, self.budget, self.folder, self.out, self.data_root = args, budget, folder, out, data_root
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         amp = amp_dtype_for(torch.device(self.device), args.amp)
-        self.precision = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[amp]
-        self.tag = args.tag or f"{self.device}_{self.precision}_{time.strftime('%Y%m%d-%H%M%S')}"
-        self.work = Path(args.work or f"./reproduce_work/{self.tag}").resolve()
+        short = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[amp]
+        self.precision = describe_precision(amp, train_options.amp_discriminator,
+                                            train_options.tf32 and self.device == "cuda")
+        self.tag = args.tag or f"{self.device}_{short}_{time.strftime('%Y%m%d-%H%M%S')}"
+        self.work = Path(args.work or f"./reproduce_work/{self.tag}").absolute()
         if self.work.exists():
             raise FileExistsError(f"--work {self.work}: exists; runs are never trained over (another --work or --tag)")
-        self.folder, self.job, self.out = spec.name, args.activation, out
-        self.run_root = self.work / self.folder        # train.py's <output-root>/<Dataset>
-        self.results = out / "results" / args.activation / self.folder / self.tag
+        self.job = args.activation                        # train.sh's JOB: runs <job>_seed<N>
+        self.run_root = self.work / folder                # train.py's <output-root>/<Dataset>
+        # With --archive the results are gathered in the work folder and only the archive goes to --out.
+        self.results_top = (self.work / "results") if args.archive else (out / "results")
+        self.results = self.results_top / args.activation / folder / self.tag
         self.logs = self.results / "logs"
-        for path in (self.work, self.logs):
-            path.mkdir(parents=True)
-        # What train.sh and test.sh read (they run in the work folder).
-        self.env = {"PYTHON": sys.executable, "DATASET": self.folder, "ACTIVATION": args.activation,
-                    "JOB": self.job, "DATA_ROOT": str(data_root)}
-        self.data_root, self.failed = data_root, []
+        for path in (self.work, self.logs, out):
+            path.mkdir(parents=True, exist_ok=True)
+        self.train_options, self.failed, self.running = train_options, [], None
+        # Every variable train.sh and test.sh read, so that none comes from the caller's environment.
+        self.env = {"PYTHON": sys.executable, "DATASET": folder, "ACTIVATION": args.activation, "JOB": self.job,
+                    "DATA_ROOT": str(data_root), "FUSION": "", "EXTRA_ARGS": ""}
         self.record = {
-            "what": f"reproduce.py: {self.folder}, {args.activation}, seeds {args.seeds}, {args.epochs} epochs "
-                    f"planned, budget {args.budget_minutes or 'none'} minutes, {self.precision} training",
+            "what": f"reproduce.py: {folder}, {args.activation}, seeds {args.seeds}, {args.epochs} epochs planned, "
+                    f"budget {args.budget_minutes or 'none'} minutes, {self.precision} training",
             "command": " ".join(shlex.quote(a) for a in [sys.executable, "reproduce.py", *args.argv]),
-            "commit": args.commit or commit(), "machine": machine(self.device), "phases": {}}
+            "commit": args.commit or commit(), "code_sha256": code_fingerprint(), "machine": machine(self.device),
+            "phases": {}, "failed_phases": self.failed}
 
     def run(self, phase: Phase, timeout, grace, ok=(0,)):
+        self.running = phase
         status = phase.wait(timeout, grace)
+        self.running = None
         self.record["phases"][phase.name] = {"exit_status": status, "minutes": round(phase.seconds / 60, 2),
                                              "command": phase.command}
         log_line(f"{phase.name}: exit status {status} after {phase.seconds / 60:.1f} min (log {phase.log})")
         if status not in ok:
             self.failed.append(phase.name)
-        return status
 
     def benchmark(self):
         """Plain vs tuned at the data set's size (and --train-args' width and size), time-boxed."""
@@ -226,9 +267,9 @@ class Job:
         cmd = [sys.executable, ROOT / "benchmarks" / "benchmark.py", "--dataset", self.folder, "--activation",
                args.activation, "--data-root", self.data_root, "--steps", args.benchmark_steps, "--warmup", "3",
                "--out", self.results / f"benchmark_{self.folder}_{self.device}.json",
-               *shlex.split(benchmark_args(args.train_args))]
+               *benchmark_options(self.train_options)]
         limit = 60 * args.benchmark_minutes
-        left = self.budget.left(args.reserve_minutes)
+        left = self.budget.left(args.reserve_minutes + 0.5)  # half a minute of training at least
         self.run(Phase("benchmark", cmd, self.logs, self.work), limit if left is None else min(limit, left), grace=5)
 
     def train(self):
@@ -246,10 +287,19 @@ class Job:
         # grace, then SIGTERM: the epoch ends and is saved) catches an epoch far longer than the last.
         self.run(Phase("train", ["sh", ROOT / "train.sh"], self.logs, self.work, env),
                  None if left is None else left + 60, grace=60, ok=(0, 3))  # 3: stopped by --time-limit
+
+    def collect_training(self):
+        """Each seed's record and scalars, and the seeds' logs, into the results."""
         for log in sorted((self.work / "logs").glob("*.log")):
             shutil.copy(log, self.logs / f"train_{log.name}")
-        self.record["seeds"] = [seed_record(self.run_root, self.work / "runs", self.folder, self.job, s,
-                                            self.results / f"seed{s}" / "scalars.csv.gz") for s in args.seeds]
+        self.record["seeds"] = []
+        for s in self.args.seeds:
+            try:
+                self.record["seeds"].append(seed_record(self.run_root, self.work / "runs", self.folder, self.job, s,
+                                                        self.results / f"seed{s}" / "scalars.csv.gz"))
+            except Exception as exc:  # one unreadable run does not lose the others
+                self.record["seeds"].append({"seed": s, "error": f"{type(exc).__name__}: {exc}"})
+                self.failed.append(f"collect_training (seed {s})")
 
     def test(self):
         """test.sh on the seeds that saved a best epoch; the summary into results and run.json."""
@@ -267,93 +317,118 @@ class Job:
             return
         for name in ("summary.json", "metrics.csv"):
             shutil.copy(final / name, self.results / name)
+        from scripts.metrics import TABLE_METRICS
         summary = json.loads((final / "summary.json").read_text())
-        self.record["test"] = {"runs": summary.get("runs"), "table": test_table(summary),
-                               "f1_per_run": per_run_f1(final / "metrics.csv")}
+        self.record["test"] = {"runs": summary["runs"], "table": {m: summary["average"][m] for m in TABLE_METRICS},
+                               "per_run": summary["per_run"]}
 
-    def package(self):
-        """The best seed's bundle (by validation F1), run.json, and with --archive one tarball."""
-        scored = [r for r in self.record["seeds"] if "best_val_f1" in r]
-        if scored:
-            try:
-                self.record["bundle"] = write_bundle(max(scored, key=lambda r: r["best_val_f1"]), self)
-            except Exception as exc:  # keep the results whatever happens to the bundle
-                log_line(f"bundle: {exc}")
-                self.failed.append("bundle")
+    def bundle(self):
+        """The best seed by validation F1 as an fp16 bundle in shards, with an --about text saying
+        how it was trained and what it scores."""
+        from scripts.bundle import export_bundle
+        args, record = self.args, self.record
+        scored = [r for r in record.get("seeds", []) if "best_val_f1" in r]
+        if not scored:
+            return
+        best = max(scored, key=lambda r: r["best_val_f1"])
+        run = f"{self.job}_seed{best['seed']}"
+        test_f1 = record.get("test", {}).get("per_run", {}).get(run, {}).get("f1")
+        hardware = record["machine"].get("gpu", record["machine"]["cpu_model"])
+        done = best["epochs_done"]
+        schedule = ("the whole schedule" if done >= args.epochs else
+                    f"a shortened schedule, not the paper's protocol ({done} of {args.epochs} epochs)")
+        about = (f"{self.folder} {args.activation}, reproduce.py on {hardware}, {self.precision} training: seed "
+                 f"{best['seed']}, the best validation F1 ({best['best_val_f1']:.2f}) of seeds "
+                 f"{[r['seed'] for r in scored]}; weights of epoch {best['best_epoch']}, {schedule}; "
+                 + (f"{self.folder} test F1 {test_f1:.2f}; " if test_f1 is not None else "")
+                 + f"commit {record['commit']}")
+        bundle_dir = self.out / "bundle"
+        path = export_bundle(self.run_root / run, bundle_dir / f"{self.folder}_{args.activation}.pth", fp16=True,
+                             shard_mib=args.shard_mib, about=about)
+        record["bundle"] = {"seed": best["seed"], "index": path.name, "about": about,
+                            "files": sorted(p.name for p in bundle_dir.iterdir())}
+
+    def write_record(self):
         self.record["wall_minutes"] = round(self.budget.minutes(), 2)
-        self.record["failed_phases"] = self.failed
         (self.results / "run.json").write_text(json.dumps(self.record, indent=1))
-        if self.args.archive:
-            with tarfile.open(self.out / "results.tar.gz", "w:gz") as tar:
-                tar.add(self.out / "results", arcname="results")
-            shutil.rmtree(self.out / "results")
+
+    def archive(self):
+        with tarfile.open(self.out / "results.tar.gz", "w:gz") as tar:
+            tar.add(self.results_top, arcname="results")
+
+
+def parse_and_check(argv):
+    """The options, checked before anything runs: (args, dataset folder, train.py options, data root, out)."""
+    from scripts.config import ConfigError, dataset_spec
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    folder = dataset_spec(args.dataset).name
+    if args.epochs < 1 or not args.seeds or min(args.benchmark_minutes, args.reserve_minutes) < 0:
+        raise ConfigError("--epochs and --seeds need at least one; --benchmark-minutes and --reserve-minutes 0 or more")
+    if args.budget_minutes is not None and args.budget_minutes <= args.benchmark_minutes + args.reserve_minutes:
+        raise ConfigError(f"--budget-minutes {args.budget_minutes:g} leaves no time to train after "
+                          f"--benchmark-minutes {args.benchmark_minutes:g} and --reserve-minutes "
+                          f"{args.reserve_minutes:g}")
+    out = Path(args.out).absolute()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {args.out}: exists and is not an empty folder (nothing is overwritten)")
+    data_root = Path(args.data_root).absolute()
+    if not (data_root / folder).is_dir():
+        raise ConfigError(f"--data-root {args.data_root}: no {folder} folder in it")
+    return args, folder, check_train_args(args.train_args), data_root, out
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    from scripts.config import ConfigError, dataset_spec
+    budget = Budget(None)  # the clock starts now; the budget is set once the options are read
+    from scripts.config import ConfigError
     try:
-        spec = dataset_spec(args.dataset)
-        if args.budget_minutes is not None and args.budget_minutes <= args.reserve_minutes:
-            raise ConfigError(f"--budget-minutes {args.budget_minutes:g} leaves no time to train after "
-                              f"--reserve-minutes {args.reserve_minutes:g}")
-        if min(args.benchmark_minutes, args.reserve_minutes) < 0 or args.epochs < 1:
-            raise ConfigError("--benchmark-minutes and --reserve-minutes must be 0 or more, --epochs at least 1")
-        out = Path(args.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ConfigError(f"--out {out}: exists and is not an empty folder (nothing is overwritten)")
-        data_root = Path(args.data_root).absolute()
-        if not (data_root / spec.name).is_dir():
-            raise ConfigError(f"--data-root {args.data_root}: no {spec.name} folder in it")
-        job = Job(args, spec, data_root, out)
+        args, folder, train_options, data_root, out = parse_and_check(argv)
+        budget.end = None if args.budget_minutes is None else budget.start + 60 * args.budget_minutes
+        job = Job(args, budget, folder, train_options, data_root, out)
     except (ConfigError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    if args.benchmark_minutes > 0:
-        job.benchmark()
-    job.train()
-    job.test()
-    job.package()
+
+    def interrupted(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
+    phases = ([job.benchmark] if args.benchmark_minutes > 0 else []) + [job.train, job.collect_training,
+                                                                         job.test, job.bundle]
+    done = []
+
+    def run_phase(phase):
+        try:
+            phase()
+        except Interrupted:
+            raise
+        except Exception as exc:  # keep going: whatever worked still comes back
+            log_line(f"{phase.__name__}: {type(exc).__name__}: {exc}")
+            job.failed.append(phase.__name__)
+        done.append(phase)
+        job.write_record()
+
+    try:
+        try:
+            for phase in phases:
+                run_phase(phase)
+        except Interrupted as why:  # the running phase is stopped; the trained seeds still give a bundle
+            log_line(f"{why}: stopping, packaging what there is")
+            job.failed.append(f"interrupted ({why})")
+            if job.running:
+                job.running.stop(grace=20)
+            for phase in (job.collect_training, job.bundle):
+                if phase not in done:
+                    run_phase(phase)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        job.write_record()
+        if args.archive:
+            job.archive()
     log_line(f"done in {job.record['wall_minutes']:.1f} min; "
              + (f"failed: {', '.join(job.failed)}" if job.failed else "every phase worked") + f"; results in {out}")
     sys.exit(1 if job.failed else 0)
-
-
-def benchmark_args(train_args: str) -> str:
-    """The options of --train-args that the benchmark shares (width, input size, TF32)."""
-    words, kept = shlex.split(train_args), []
-    for i, w in enumerate(words):
-        if w == "--base-width":
-            kept += words[i:i + 2]
-        elif w == "--image-size":
-            kept += words[i:i + 3]
-        elif w in ("--tf32", "--no-amp-discriminator"):
-            kept.append(w)
-    return " ".join(kept)
-
-
-def write_bundle(best: dict, job: Job) -> dict:
-    """The best seed by validation F1 as an fp16 bundle in shards, with an --about text saying
-    how it was trained and what it scores."""
-    from scripts.bundle import export_bundle
-    args, record = job.args, job.record
-    run = f"{job.job}_seed{best['seed']}"
-    test_f1 = record.get("test", {}).get("f1_per_run", {}).get(run)
-    hardware = record["machine"].get("gpu", record["machine"]["cpu_model"])
-    done = best.get("epochs_done", 0)
-    schedule = ("the whole schedule" if done >= args.epochs else
-                f"a shortened schedule, not the paper's protocol ({done} of {args.epochs} epochs)")
-    about = (f"{job.folder} {args.activation}, reproduce.py on {hardware}, {job.precision} training: seed "
-             f"{best['seed']}, the best validation F1 ({best['best_val_f1']:.2f}) of seeds "
-             f"{[r['seed'] for r in record['seeds'] if 'best_val_f1' in r]}; weights of epoch {best['best_epoch']}, "
-             f"{schedule}; " + (f"{job.folder} test F1 {test_f1:.2f}; " if test_f1 is not None else "")
-             + f"commit {record['commit']}")
-    bundle_dir = job.out / "bundle"
-    path = export_bundle(job.run_root / run, bundle_dir / f"{job.folder}_{args.activation}.pth", fp16=True,
-                         shard_mib=args.shard_mib, about=about)
-    return {"seed": best["seed"], "index": path.name, "files": sorted(p.name for p in bundle_dir.iterdir()),
-            "about": about}
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pic
 from scripts.evaluate import evaluate_test_image, predict_probs
 from scripts.segments import split_segments
 
-TABLE_METRICS = ("sensitivity", "auc_roc", "f1", "auc_pr", "mse")
 PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")
 
 
@@ -168,10 +167,10 @@ def format_table(summary):
     def cell(v, width):
         return f"{v['mean']:>{width}.2f}" if one_run else f"{v['mean']:>{max(width - 8, 0)}.2f} ± {v['std']:<5.2f}"
 
-    head = f"{'class':<10}" + "".join(f"{m:>20}" for m in TABLE_METRICS)
+    head = f"{'class':<10}" + "".join(f"{m:>20}" for m in metrics.TABLE_METRICS)
     lines = [head if one_run else head + "    (mean ± std over runs)"]
     for cls in ("artery", "vein", "uncertain", "average"):
-        lines.append(f"{cls:<10}" + "".join(cell(summary[cls][m], 20) for m in TABLE_METRICS))
+        lines.append(f"{cls:<10}" + "".join(cell(summary[cls][m], 20) for m in metrics.TABLE_METRICS))
     for group, title in (("extra", "extra (not in the published table)"),
                          ("segments", "segments (intra-segment misclassification)")):
         lines.append(f"{title}: " + ", ".join(f"{k} {cell(v, 0).strip()}" for k, v in summary[group].items()))
@@ -234,6 +233,8 @@ def evaluate(args):
     run_summaries = [metrics.summarize(r) for r in per_run]
     summary = percent_summary(metrics.mean_std_over_runs(run_summaries))
     summary["runs"] = [str(f) for f, _, _ in runs]
+    summary["per_run"] = {names[r]: {m: 100.0 * s["average"][m] for m in metrics.TABLE_METRICS}
+                          for r, s in enumerate(run_summaries)}  # each run's row of the table (average)
     summary["run_details"] = details
     summary["images"] = len(samples)
     summary["dataset"] = spec.name

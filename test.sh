@@ -25,7 +25,7 @@ if [ -z "${JOB_SET:-}" ] && [ -z "$(for s in $SEEDS; do ls -d "./$FOLDER/${JOB}_
     # its own folder so that no earlier test output is replaced.
     echo "no runs ./$FOLDER/${JOB}_seed*: testing the shipped bundle (test.py --pretrained)" >&2
     exec "$PYTHON" "$HERE/test.py" --dataset=$DATASET --pretrained --activation=$ACTIVATION --batch-size=2 \
-        --data-root=$DATA_ROOT $EXTRA_ARGS
+        --data-root="$DATA_ROOT" $EXTRA_ARGS
 fi
 # Test the seeds that were trained; name the ones that were not (e.g. after SEEDS=42 sh train.sh).
 FOUND=""; MISSING=""
@@ -37,4 +37,4 @@ if [ -n "$MISSING" ] && [ -n "$FOUND" ]; then
     SEEDS=$FOUND
 fi
 "$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=$JOB --seeds $SEEDS --batch-size=2 \
-    --data-root=$DATA_ROOT $EXTRA_ARGS
+    --data-root="$DATA_ROOT" $EXTRA_ARGS

@@ -41,7 +41,7 @@ train_seed() {
     "$PYTHON" "$HERE/train.py" --e=$EPOCHS --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
         --beta=1.1 --gama=0.08 --dataset=$DATASET --discriminator=unet --uniform=False \
         --job_name=${JOB}_seed$1 --seed_num=$1 --activation=$ACTIVATION \
-        --data-root=$DATA_ROOT $PRECISION_ARG $FUSION_ARG $resume_arg $EXTRA_ARGS
+        --data-root="$DATA_ROOT" $PRECISION_ARG $FUSION_ARG $resume_arg $EXTRA_ARGS
 }
 report() {  # seed, exit status
     if [ "$2" = 3 ]; then echo "seed $1: stopped by --time-limit; EXTRA_ARGS=--resume continues it" >&2

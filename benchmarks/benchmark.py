@@ -246,6 +246,10 @@ def main(argv=None):
     if args.config:
         return worker(args)
 
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else (ROOT / "benchmarks" / "results" /
+                                           f"{dataset_spec(args.dataset).name}_{args.device.split(':')[0]}_{stamp}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     results = {}
     for config in args.configs:
         child = [sys.executable, __file__, *[a for a in (argv or sys.argv[1:])], "--config", config]
@@ -253,6 +257,14 @@ def main(argv=None):
         if proc.returncode:
             sys.exit(f"{config} run failed:\n{proc.stderr[-3000:]}")
         results[config] = json.loads(proc.stdout.strip().splitlines()[-1])
+        report = make_report(args, results)
+        out.write_text(json.dumps(report, indent=2))  # after each configuration: a stopped run keeps the first
+    print_table(args, report)
+    print(f"wrote {out}")
+
+
+def make_report(args, results) -> dict:
+    """The JSON: machine, settings, each configuration's results and tuned's gain over plain."""
     ratios = {}
     if {"plain", "tuned"} <= set(results):
         for key, _, higher_better in ROWS:  # --amp and --compile rows are compared with plain's fp32 row
@@ -261,12 +273,15 @@ def main(argv=None):
                 ratios[key] = t_ / p_ if higher_better else p_ / t_   # > 1: tuned is better
     size = RunConfig(dataset=dataset_spec(args.dataset).name,
                      image_size=tuple(args.image_size) if args.image_size else None).input_size
-    report = {"machine": {**machine(args.device), "commit": commit()}, "settings": {
+    return {"machine": {**machine(args.device), "commit": commit()}, "settings": {
         "dataset": args.dataset, "activation": args.activation, "device": args.device, "image_size": list(size),
         "base_width": args.base_width, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
         "compile": args.compile, "no_amp_discriminator": args.no_amp_discriminator,
         "tf32": args.tf32, "skip_train": args.skip_train}, "results": results, "speedup_tuned_over_plain": ratios}
 
+
+def print_table(args, report):
+    results, ratios, size = report["results"], report["speedup_tuned_over_plain"], report["settings"]["image_size"]
     print(f"{args.dataset} {size[0]}x{size[1]}, {args.activation}, width {args.base_width}, batch "
           f"{args.batch_size}, {args.device} ({report['machine'].get('gpu', report['machine']['cpu_model'])}), "
           f"torch {torch.__version__}, commit {report['machine']['commit']}")
@@ -277,12 +292,6 @@ def main(argv=None):
         if any(key in r for r in results.values()):
             print(f"{name:<40}" + "".join(f"{r[key]:>12.4g}" if key in r else f"{'':>12}" for r in results.values())
                   + (f"{ratios[key]:>11.2f}x" if key in ratios else ""))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else (ROOT / "benchmarks" / "results" /
-                                           f"{dataset_spec(args.dataset).name}_{args.device.split(':')[0]}_{stamp}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -258,6 +258,9 @@ def _mean_tree(trees, reduce):
             for k, v in trees[0].items()}
 
 
+TABLE_METRICS = ("sensitivity", "auc_roc", "f1", "auc_pr", "mse")  # the published table's columns
+
+
 def summarize(per_image):
     """Mean over images of every numeric leaf of the groups SUMMARY_GROUPS ("average",
     "artery", "vein", "uncertain", "extra", and "segments" when present), in the same nested

@@ -1,5 +1,6 @@
 """What a results file records about where and from what code its numbers came: the machine
 (CPU, GPU, torch) and the commit. Used by benchmarks/benchmark.py and reproduce.py."""
+import hashlib
 import os
 import platform
 import subprocess
@@ -45,3 +46,14 @@ def commit(default: str = "unknown") -> str:
         return head.stdout.strip() + ("+changes" if dirty else "")
     except OSError:
         return default
+
+
+def code_fingerprint(root: Path = ROOT) -> str:
+    """SHA-256 over the project's code (every .py and .sh file of the checkout's top folder,
+    scripts/ and benchmarks/, names and contents): where a copy of the tree has no .git, this
+    ties a results file to a commit (compute it at that commit to compare)."""
+    digest = hashlib.sha256()
+    files = sorted(p for pattern in ("*.py", "*.sh", "scripts/*.py", "benchmarks/*.py") for p in root.glob(pattern))
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()

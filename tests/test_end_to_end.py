@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scripts import metrics
 from tests.conftest import ROOT
 
 
@@ -56,7 +57,7 @@ def test_test_script_writes_pictures_at_the_original_size(probe_run):
 def test_the_table_shows_mean_and_std_only_over_several_runs():
     import test as test_script
     cell = {"mean": 54.375, "std": 1.5}
-    summary = {c: {m: cell for m in test_script.TABLE_METRICS} for c in ("artery", "vein", "uncertain", "average")}
+    summary = {c: {m: cell for m in metrics.TABLE_METRICS} for c in ("artery", "vein", "uncertain", "average")}
     summary.update(extra={"av_accuracy": cell}, segments={"mixed_any": cell})
     one = test_script.format_table({**summary, "runs": ["a"]})
     three = test_script.format_table({**summary, "runs": ["a", "b", "c"]})

@@ -2,6 +2,8 @@
 tiny size, the budget holds, training stops by --time-limit, and what comes back (results
 archive, bundle) is complete and consistent."""
 import json
+import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -57,12 +59,15 @@ def test_run_json_records_provenance_and_the_test_table_of_summary_json(job):
     assert summary["runs"] == ["DRIVE_AV/sigmoid_seed42", "DRIVE_AV/sigmoid_seed40"]
     for metric in ("sensitivity", "auc_roc", "f1", "auc_pr", "mse"):
         assert record["test"]["table"][metric] == summary["average"][metric]
-    per_run = record["test"]["f1_per_run"]
-    assert sum(per_run.values()) / 2 == pytest.approx(summary["average"]["f1"]["mean"], abs=1e-6)
+    per_run = record["test"]["per_run"]
+    assert per_run == summary["per_run"] and set(per_run) == {"sigmoid_seed42", "sigmoid_seed40"}
+    assert sum(r["f1"] for r in per_run.values()) / 2 == pytest.approx(summary["average"]["f1"]["mean"], abs=1e-9)
+    assert len(record["code_sha256"]) == 64
 
 
 def test_the_archive_holds_scalars_benchmark_and_logs_of_every_seed(job):
-    _, results, _, _, _ = job
+    out, results, _, _, _ = job
+    assert sorted(p.name for p in out.iterdir()) == ["bundle", "results.tar.gz"]  # few files to copy back
     for seed in (42, 40):
         assert (results / f"seed{seed}" / "scalars.csv.gz").stat().st_size > 0
         assert (results / "logs" / f"train_DRIVE_AV_sigmoid_seed{seed}.log").is_file()
@@ -80,7 +85,9 @@ def test_the_bundle_is_the_best_validation_seed_in_fp16_and_says_how_it_was_made
     assert cfg["base_width"] == 4 and cfg["stored_dtype"] == "float16"
     about = cfg["about"]
     assert f"seed {best['seed']}" in about and "shortened schedule, not the paper's protocol" in about
-    assert f"{best['epochs_done']} of 1000 epochs" in about and "commit abc1234" in about
+    assert f"{best['epochs_done']} of 1000 epochs" in about and "commit abc1234" in about and ", fp32 training" in about
+    test_f1 = record["test"]["per_run"][f"sigmoid_seed{best['seed']}"]["f1"]
+    assert f"DRIVE_AV test F1 {test_f1:.2f}" in about
     saved = read(work / "DRIVE_AV" / f"sigmoid_seed{best['seed']}" / "CP_best_F1_all.pth")["state_dict"]
     for name, tensor in nets.G.state_dict().items():
         if tensor.is_floating_point():
@@ -89,7 +96,10 @@ def test_the_bundle_is_the_best_validation_seed_in_fp16_and_says_how_it_was_made
 
 @pytest.mark.parametrize("options, message", [
     (["--dataset", "DRIVE"], "did you mean"),
-    (["--budget-minutes", "1", "--reserve-minutes", "2"], "leaves no time to train"),
+    (["--budget-minutes", "3"], "leaves no time to train"),  # after 1.5 of benchmark and 2 of reserve
+    (["--train-args", "--seed_num 3"], "seed is set by reproduce.py itself"),
+    (["--train-args", "--bogus 1"], "--bogus 1 is not a train.py option"),
+    (["--train-args", "--base-width 5"], "--base-width 5: must be an even number"),
     (["--data-root", "nowhere"], "no DRIVE_AV folder in it"),
     (["--out", "taken"], "exists and is not an empty folder"),
 ])
@@ -100,3 +110,63 @@ def test_bad_options_are_one_line_and_write_nothing(options, message, tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_a_phase_ends_with_every_process_of_its_group(tmp_path):
+    """A shell dies at SIGTERM at once; its children (train.sh's seeds) must still be waited for,
+    and one that ignores SIGTERM is killed after the grace period."""
+    from reproduce import Phase
+    child = ("import signal, sys, time\n"
+             "def stop(*_):\n    time.sleep(1); open(sys.argv[1], 'w').write('saved'); sys.exit(143)\n"
+             "signal.signal(signal.SIGTERM, stop if sys.argv[2] == 'saves' else signal.SIG_IGN)\n"
+             "time.sleep(60)\n")
+    (tmp_path / "child.py").write_text(child)
+    for kind, grace in (("saves", 30), ("ignores", 1)):
+        started = time.time()
+        phase = Phase(kind, ["sh", "-c", f"{sys.executable} child.py {kind}.done {kind} & wait"], tmp_path, tmp_path)
+        time.sleep(1)
+        phase.wait(timeout=0.5, grace=grace)
+        assert time.time() - started < 15
+        with pytest.raises(ProcessLookupError):
+            os.killpg(phase.proc.pid, 0)  # nothing of the group is left
+        assert (tmp_path / f"{kind}.done").exists() == (kind == "saves")  # the child's own stop ran
+
+
+def test_a_failed_training_still_writes_run_json_and_the_archive(real_data, tmp_path):
+    """No training image: every seed fails at once; the job says so and keeps its records."""
+    (tmp_path / "data" / "DRIVE_AV" / "training" / "images").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, str(ROOT / "reproduce.py"), "--data-root", str(tmp_path / "data"),
+                           "--seeds", "1", "--benchmark-minutes", "0", "--archive", "--tag", "t",
+                           "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    with tarfile.open(tmp_path / "out" / "results.tar.gz") as tar:
+        record = json.load(tar.extractfile("results/sigmoid/DRIVE_AV/t/run.json"))
+        log = tar.extractfile("results/sigmoid/DRIVE_AV/t/logs/train_DRIVE_AV_sigmoid_seed1.log").read().decode()
+    assert record["failed_phases"] == ["train", "test"] and record["phases"]["train"]["exit_status"] == 2
+    assert record["seeds"] == [{"seed": 1, "run": "DRIVE_AV/sigmoid_seed1", "epochs_done": 0}]
+    assert "error:" in log and "bundle" not in record
+
+
+def test_sigterm_stops_training_and_still_packages_the_trained_seeds(real_data, tmp_path):
+    """A job stopped from outside (a scheduler, a lease's limit) ends its seeds' epochs, and
+    still writes run.json, the archive and the bundle of what was trained."""
+    work = tmp_path / "work"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "reproduce.py"), "--data-root", str(real_data),
+                             "--seeds", "42", "--benchmark-minutes", "0", "--archive", "--tag", "t", "--no-amp",
+                             "--train-args", "--base-width 4 --image-size 64 64", "--out", str(tmp_path / "out"),
+                             "--work", str(work)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    best = work / "DRIVE_AV" / "sigmoid_seed42" / "CP_best_F1_all.pth"
+    deadline = time.time() + 240
+    while not best.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert best.exists(), proc.communicate()[1][-2000:] if proc.poll() is not None else "no epoch in 4 minutes"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    with tarfile.open(tmp_path / "out" / "results.tar.gz") as tar:
+        record = json.load(tar.extractfile("results/sigmoid/DRIVE_AV/t/run.json"))
+    assert record["failed_phases"][-1] == "interrupted (SIGTERM)"
+    assert record["seeds"][0]["epochs_done"] >= 1 and record["bundle"]["seed"] == 42
+    assert (tmp_path / "out" / "bundle" / "DRIVE_AV_sigmoid.index.json").is_file()
