@@ -33,7 +33,7 @@ from scripts.bundle import load_any
 from scripts.checkpoint import LAST_STATE, NETWORK_FILES, atomic_torch_save, check_expected, read, save_best
 from scripts.config import ConfigError, RunConfig, dataset_names, dataset_spec, str2bool
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
-from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device, set_tf32
+from scripts.device import amp_dtype_for, describe_precision, pick_device, set_tf32, training_memory_format
 from scripts.evaluate import validate
 from scripts.pack import check_pack_size
 from scripts.segments import split_segments
@@ -198,16 +198,18 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name, desc="decode + cache")
     train_set, val_set = data.subset(train_idx).to(device), data.subset(val_idx)
     amp_dtype = amp_dtype_for(device, cfg.amp)
+    memory_format = training_memory_format(device, amp_dtype)
     log = print if ctx.is_main else (lambda *a, **k: None)
     log(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
         f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
-        f"{cfg.base_width}, device {device}, {describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == 'cuda')}"
+        f"{cfg.base_width}, device {device}, {describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == 'cuda')}, "
+        f"{'channels_last' if memory_format == torch.channels_last else 'contiguous'} memory"
         + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
 
     nets = Networks(cfg.activation, cfg.base_width, cfg.fusion)
     if ctx.enabled:
         distributed.sync_batchnorm(nets, device.type)
-    nets = nets.to(device, memory_format=MEMORY_FORMAT)
+    nets = nets.to(device, memory_format=memory_format)
     if cfg.compile:  # in place: parameter names (and so checkpoints) stay the same
         for module in (nets.G, nets.G_A, nets.G_V, nets.D):
             module.compile()
@@ -266,7 +268,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 mine = torch.arange(len(idx), device=device).tensor_split(ctx.world)[ctx.rank]
                 weight = ctx.world * len(mine) / len(idx)
                 images, labels = images[mine], labels[mine]
-            images = normalize(images).contiguous(memory_format=MEMORY_FORMAT)
+            images = normalize(images).contiguous(memory_format=memory_format)
             losses = trainer.step(images, labels, weight)
             step += 1
             bar.update()

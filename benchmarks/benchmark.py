@@ -5,7 +5,8 @@ after warm-up:
   plain  fp32, contiguous memory, photographs decoded from file for every batch and test
          image, metrics by one boolean pass per class and sort-based AUCs, PNGs at the default
          compression, no segment metric
-  tuned  the project's defaults: decoded-once cache held on the device, channels_last, mixed
+  tuned  the project's defaults: decoded-once cache held on the device, channels_last (in
+         training where it is faster: not for fp32 on CPUs without AVX-512), mixed
          precision for training where the hardware has it (CUDA; CPUs with AVX512-BF16/AMX),
          fused Adam on CUDA, fp32 evaluation as test.py runs it (test.py's own per-image code,
          segment metric included), vectorised metrics, fast PNG compression; inference and
@@ -38,7 +39,8 @@ from scripts.bfnet import Networks, Trainer  # noqa: E402
 from scripts.config import RunConfig, dataset_spec  # noqa: E402
 from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set, load_truth,  # noqa: E402
                           normalize)
-from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, set_tf32  # noqa: E402
+from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, set_tf32,  # noqa: E402
+                            training_memory_format)
 from scripts.evaluate import compile_for_inference, evaluate_test_image, full_size_picture, predict_probs  # noqa: E402
 from scripts.provenance import commit, machine  # noqa: E402
 
@@ -97,12 +99,14 @@ def worker(args):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = tuned
         set_tf32(args.tf32)  # off: true fp32 in plain's training, as the paper's T4 (no TF32)
-    memory_format = MEMORY_FORMAT if tuned else torch.contiguous_format
     amp = amp_dtype_for(device, tuned)  # training; evaluation is fp32 unless --amp
-    channels_last = memory_format == MEMORY_FORMAT
+    # tuned: train.py's layout for this device and precision, channels_last for evaluation as test.py
+    memory_format = training_memory_format(device, amp) if tuned else torch.contiguous_format
+    channels_last = tuned
     samples = find_samples(args.data_root, spec, "training")[:max(args.batch_size, 4)]
     cache = ROOT / ".cache" / "benchmark" / spec.name if tuned else None
-    result = {"training_precision": describe_precision(amp, cfg.amp_discriminator, args.tf32 and device.type == "cuda")}
+    result = {"training_precision": describe_precision(amp, cfg.amp_discriminator, args.tf32 and device.type == "cuda"),
+              "training_memory_format": "channels_last" if memory_format == torch.channels_last else "contiguous"}
 
     # Data loading per image: decode + resize from file (plain) or read the cache (tuned).
     if cache:
@@ -143,6 +147,7 @@ def worker(args):
         result["train_images_per_s"] = args.batch_size / result["train_s_per_step"]
 
     # Inference at the network size, one image (tuned: fp32 as test.py runs it, and with --amp).
+    nets.to(memory_format=MEMORY_FORMAT if tuned else torch.contiguous_format)
     images = load_tensor_set(samples[:1], size, cache).images
     for key, dtype in (("inference_s_per_image", None), ("inference_amp_s_per_image", amp)):
         if key.startswith("inference_amp") and not (tuned and amp):
@@ -153,7 +158,7 @@ def worker(args):
         result[key] = timed(infer, device, args.steps)
 
     if tuned and args.compile:  # predict.py --compile: inductor, weights frozen (compile time reported)
-        frozen = Networks(cfg.activation, cfg.base_width).to(device, memory_format=memory_format)
+        frozen = Networks(cfg.activation, cfg.base_width).to(device, memory_format=MEMORY_FORMAT)
         start = time.perf_counter()
         compile_for_inference(frozen)
         predict_probs(frozen, images, 1, device)

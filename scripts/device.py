@@ -9,8 +9,10 @@
 - Evaluation (test.py, validation, predict.py) runs in fp32 (TF32 off on GPUs) unless
   ``--amp`` is given, so the published-protocol numbers do not depend on which machine
   computed them.
-- Networks and inputs are channels_last on every device: cuDNN's tensor-core kernels and
-  oneDNN's CPU convolutions both prefer it (1.3x on the CPU training step in fp32).
+- Networks and inputs are channels_last for evaluation on every device, and for training on
+  GPUs, with bf16 on CPUs, and on CPUs with AVX-512 (1.3x on the fp32 training step there).
+  On CPUs without AVX-512 (AVX2) fp32 training stays contiguous: oneDNN's channels_last
+  convolution backward made the step 1.2-1.3x slower on such a CPU (README, Performance).
 """
 import contextlib
 import os
@@ -61,6 +63,13 @@ def cpu_has_native_bf16(flags: Optional[set] = None) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def training_memory_format(device: torch.device, amp_dtype: Optional[torch.dtype]) -> torch.memory_format:
+    """The memory layout of the networks and batches in training (see the module's notes)."""
+    if device.type == "cpu" and amp_dtype is None and not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return torch.contiguous_format
+    return MEMORY_FORMAT
 
 
 def cuda_has_native_bf16() -> bool:

@@ -43,6 +43,17 @@ def test_cpu_trains_in_bf16_only_where_the_hardware_has_it(monkeypatch):
     assert dev.amp_dtype_for(cpu, True) is None
 
 
+@pytest.mark.parametrize("capability, device, amp, expected", [
+    ("AVX2", "cpu", None, torch.contiguous_format),       # measured: channels_last backward 1.2-1.3x slower
+    ("AVX2", "cpu", torch.bfloat16, torch.channels_last),
+    ("AVX512", "cpu", None, torch.channels_last),         # measured: 1.3x faster in fp32
+    ("AVX2", "cuda", None, torch.channels_last),
+])
+def test_training_memory_format_follows_the_hardware(monkeypatch, capability, device, amp, expected):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert dev.training_memory_format(torch.device(device), amp) == expected
+
+
 def test_training_defaults_to_mixed_precision_and_evaluation_to_fp32():
     assert train.build_parser().parse_args([]).amp is True
     assert train.build_parser().parse_args(["--no-amp"]).amp is False
