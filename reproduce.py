@@ -117,6 +117,7 @@ class Phase:
         if not already:
             self._signal(signal.SIGTERM)
             if not self._group_ended(time.time() + grace):
+                log_line(f"{self.name}: still running {grace:g} s after SIGTERM: killed")
                 self._signal(signal.SIGKILL)
                 self._group_ended(time.time() + 10)
 
@@ -158,19 +159,31 @@ def log_line(text):
     print(f"[reproduce {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def check_train_args(text: str):
-    """--train-args parsed by train.py's own parser and checked as train.py would (one line on
-    error); returns the parsed options."""
+def check_train_args(text: str, spec, data_root: Path):
+    """--train-args parsed by train.py's own parser and checked as train.py would check them
+    before training, a pack's size included (one line on error); returns the parsed options."""
     import train
     from scripts.config import ConfigError
-    words = shlex.split(text)
-    parsed, unknown = train.build_parser().parse_known_args(words)
+    from scripts.pack import check_pack_size
+
+    def refuse(message):
+        raise ConfigError(f"--train-args: {message}")
+
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:  # an unclosed quote
+        refuse(str(exc))
+    parser = train.build_parser()
+    parser.error = refuse  # one line, not train.py's usage
+    parsed, unknown = parser.parse_known_args(words)
     if unknown:
-        raise ConfigError(f"--train-args: {' '.join(unknown)} is not a train.py option (python train.py --help)")
+        refuse(f"{' '.join(unknown)} is not a train.py option (python train.py --help)")
     own = sorted(train.given_options(words) & OWN_OPTIONS)
     if own:
-        raise ConfigError(f"--train-args: {', '.join(own)} is set by reproduce.py itself (see its --help)")
-    train.config_from_args(parsed)  # sizes, widths, rates: the errors train.py would give each seed
+        refuse(f"{', '.join(own)} is set by reproduce.py itself (see its --help)")
+    parsed.dataset = spec.name
+    cfg = train.config_from_args(parsed)  # sizes, widths, rates: the errors train.py would give each seed
+    check_pack_size(data_root, spec, cfg.input_size)  # a pack made at another size
     return parsed
 
 
@@ -245,19 +258,27 @@ class Job:
         self.env = {"PYTHON": sys.executable, "DATASET": folder, "ACTIVATION": args.activation, "JOB": self.job,
                     "DATA_ROOT": str(data_root), "FUSION": "", "EXTRA_ARGS": ""}
         self.record = {
-            "what": f"reproduce.py: {folder}, {args.activation}, seeds {args.seeds}, {args.epochs} epochs planned, "
-                    f"budget {args.budget_minutes or 'none'} minutes, {self.precision} training",
+            "what": f"reproduce.py: {folder}, {args.activation}, seeds {args.seeds}, epochs planned {args.epochs}, "
+                    + (f"budget {args.budget_minutes:g} minutes" if args.budget_minutes else "no budget")
+                    + f", {self.precision} training",
+            "units": "F1 and the test table in percent; minutes and seconds as the keys say",
             "command": " ".join(shlex.quote(a) for a in [sys.executable, "reproduce.py", *args.argv]),
             "commit": args.commit or commit(), "code_sha256": code_fingerprint(), "machine": machine(self.device),
             "phases": {}, "failed_phases": self.failed}
 
     def run(self, phase: Phase, timeout, grace, ok=(0,)):
         self.running = phase
-        status = phase.wait(timeout, grace)
+        self.finish(phase, phase.wait(timeout, grace), ok)
+
+    def finish(self, phase: Phase, status, ok=(0,), why=None):
+        """Record a phase that ended (its command, exit status and minutes) and say how it ended."""
         self.running = None
         self.record["phases"][phase.name] = {"exit_status": status, "minutes": round(phase.seconds / 60, 2),
                                              "command": phase.command}
-        log_line(f"{phase.name}: exit status {status} after {phase.seconds / 60:.1f} min (log {phase.log})")
+        how = why or {0: "done", 3: "stopped by --time-limit, as planned"}.get(status, f"exit status {status}")
+        if why is None and status is not None and status < 0:
+            how = f"stopped by {signal.Signals(-status).name} at its time limit"
+        log_line(f"{phase.name}: {how} after {phase.seconds / 60:.1f} min (log {phase.log})")
         if status not in ok:
             self.failed.append(phase.name)
 
@@ -265,7 +286,7 @@ class Job:
         """Plain vs tuned at the data set's size (and --train-args' width and size), time-boxed."""
         args = self.args
         cmd = [sys.executable, ROOT / "benchmarks" / "benchmark.py", "--dataset", self.folder, "--activation",
-               args.activation, "--data-root", self.data_root, "--steps", args.benchmark_steps, "--warmup", "3",
+               args.activation, "--data-root", self.data_root, "--steps", args.benchmark_steps, "--warmup", min(3, args.benchmark_steps),
                "--out", self.results / f"benchmark_{self.folder}_{self.device}.json",
                *benchmark_options(self.train_options)]
         limit = 60 * args.benchmark_minutes
@@ -362,9 +383,16 @@ def parse_and_check(argv):
     from scripts.config import ConfigError, dataset_spec
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    folder = dataset_spec(args.dataset).name
-    if args.epochs < 1 or not args.seeds or min(args.benchmark_minutes, args.reserve_minutes) < 0:
-        raise ConfigError("--epochs and --seeds need at least one; --benchmark-minutes and --reserve-minutes 0 or more")
+    spec = dataset_spec(args.dataset)
+    folder = spec.name
+    if args.epochs < 1 or not args.seeds or args.benchmark_steps < 1:
+        raise ConfigError("--epochs, --seeds and --benchmark-steps need at least one")
+    if min(args.benchmark_minutes, args.reserve_minutes) < 0 or args.shard_mib < 1:
+        raise ConfigError("--benchmark-minutes and --reserve-minutes must be 0 or more, --shard-mib at least 1")
+    if args.tag is not None and (args.tag in ("", ".", "..") or Path(args.tag).name != args.tag):
+        raise ConfigError(f"--tag {args.tag!r}: must be a plain folder name (no '/')")
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        raise ConfigError(f"--budget-minutes {args.budget_minutes:g}: must be more than 0")
     if args.budget_minutes is not None and args.budget_minutes <= args.benchmark_minutes + args.reserve_minutes:
         raise ConfigError(f"--budget-minutes {args.budget_minutes:g} leaves no time to train after "
                           f"--benchmark-minutes {args.benchmark_minutes:g} and --reserve-minutes "
@@ -375,7 +403,7 @@ def parse_and_check(argv):
     data_root = Path(args.data_root).absolute()
     if not (data_root / folder).is_dir():
         raise ConfigError(f"--data-root {args.data_root}: no {folder} folder in it")
-    return args, folder, check_train_args(args.train_args), data_root, out
+    return args, folder, check_train_args(args.train_args, spec, data_root), data_root, out
 
 
 def main(argv=None):
@@ -414,9 +442,12 @@ def main(argv=None):
                 run_phase(phase)
         except Interrupted as why:  # the running phase is stopped; the trained seeds still give a bundle
             log_line(f"{why}: stopping, packaging what there is")
+            if job.running:  # a minute for the seeds to end their epoch and save, as at the deadline
+                phase = job.running
+                phase.stop(grace=60)
+                phase.seconds = time.time() - phase.started
+                job.finish(phase, phase.proc.wait(), why=f"stopped by {why}")
             job.failed.append(f"interrupted ({why})")
-            if job.running:
-                job.running.stop(grace=20)
             for phase in (job.collect_training, job.bundle):
                 if phase not in done:
                     run_phase(phase)
@@ -427,7 +458,8 @@ def main(argv=None):
         if args.archive:
             job.archive()
     log_line(f"done in {job.record['wall_minutes']:.1f} min; "
-             + (f"failed: {', '.join(job.failed)}" if job.failed else "every phase worked") + f"; results in {out}")
+             + (f"failed: {', '.join(job.failed)}" if job.failed else "every phase worked")
+             + ("" if "bundle" in job.record else "; no bundle (no seed saved a best epoch)") + f"; results in {out}")
     sys.exit(1 if job.failed else 0)
 
 

@@ -16,7 +16,7 @@ from scripts.bundle import load_any
 from scripts.checkpoint import read
 from tests.conftest import ROOT
 
-BUDGET = 2.0  # minutes: benchmark (at most 0.5), training until 0.75 minutes are left, test, package
+BUDGET = 2.25  # minutes: benchmark (at most 0.75), training until 0.75 minutes are left, test, package
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def job(real_data, tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "reproduce.py"), "--dataset", "DRIVE_AV", "--data-root", str(real_data),
          "--seeds", "42", "40", "--epochs", "1000", "--budget-minutes", str(BUDGET), "--reserve-minutes", "0.75",
-         "--benchmark-minutes", "0.5", "--benchmark-steps", "1", "--no-amp", "--archive", "--tag", "tiny",
+         "--benchmark-minutes", "0.75", "--benchmark-steps", "1", "--no-amp", "--archive", "--tag", "tiny",
          "--commit", "abc1234", "--train-args", "--base-width 4 --image-size 64 64 --cache-dir cache",
          "--out", str(out), "--work", str(tmp / "work")],
         cwd=tmp, capture_output=True, text=True, timeout=600)
@@ -100,6 +100,11 @@ def test_the_bundle_is_the_best_validation_seed_in_fp16_and_says_how_it_was_made
     (["--train-args", "--seed_num 3"], "seed is set by reproduce.py itself"),
     (["--train-args", "--bogus 1"], "--bogus 1 is not a train.py option"),
     (["--train-args", "--base-width 5"], "--base-width 5: must be an even number"),
+    (["--train-args", "--image-size 64"], "--train-args: argument --image-size: expected 2 arguments"),
+    (["--train-args", "--base-width 4 'x"], "--train-args: No closing quotation"),
+    (["--tag", "a/b"], "must be a plain folder name"),
+    (["--shard-mib", "0"], "--shard-mib at least 1"),
+    (["--budget-minutes", "-1"], "must be more than 0"),
     (["--data-root", "nowhere"], "no DRIVE_AV folder in it"),
     (["--out", "taken"], "exists and is not an empty folder"),
 ])
@@ -167,6 +172,20 @@ def test_sigterm_stops_training_and_still_packages_the_trained_seeds(real_data, 
     assert proc.returncode == 1
     with tarfile.open(tmp_path / "out" / "results.tar.gz") as tar:
         record = json.load(tar.extractfile("results/sigmoid/DRIVE_AV/t/run.json"))
-    assert record["failed_phases"][-1] == "interrupted (SIGTERM)"
+    assert record["failed_phases"] == ["train", "interrupted (SIGTERM)"]
+    assert record["phases"]["train"]["exit_status"] != 0 and "train.sh" in record["phases"]["train"]["command"]
     assert record["seeds"][0]["epochs_done"] >= 1 and record["bundle"]["seed"] == 42
     assert (tmp_path / "out" / "bundle" / "DRIVE_AV_sigmoid.index.json").is_file()
+
+
+def test_a_pack_of_another_size_is_refused_before_anything_runs(tmp_path):
+    """The README's recipe with --image-size: a pack made at 592 x 592 cannot train at 64 x 64,
+    and that is said at once, not in a seed's log after the benchmark."""
+    from scripts.pack import PACK_FILE
+    (tmp_path / "packs" / "DRIVE_AV").mkdir(parents=True)
+    (tmp_path / "packs" / "DRIVE_AV" / PACK_FILE).write_text(json.dumps({"training_size": [592, 592]}))
+    proc = subprocess.run([sys.executable, str(ROOT / "reproduce.py"), "--data-root", str(tmp_path / "packs"),
+                           "--train-args", "--image-size 64 64", "--out", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "packed at 592 x 592" in proc.stderr and not (tmp_path / "out").exists()
