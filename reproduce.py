@@ -288,7 +288,8 @@ class Job:
         cmd = [sys.executable, ROOT / "benchmarks" / "benchmark.py", "--dataset", self.folder, "--activation",
                args.activation, "--data-root", self.data_root, "--steps", args.benchmark_steps,
                "--warmup", min(3, args.benchmark_steps),
-               "--out", self.results / f"benchmark_{self.folder}_{self.device}.json", *benchmark_options(self.train_options)]
+               "--out", self.results / f"benchmark_{self.folder}_{self.device}.json",
+               *benchmark_options(self.train_options)]
         limit = 60 * args.benchmark_minutes
         left = self.budget.left(args.reserve_minutes + 0.5)  # half a minute of training at least
         self.run(Phase("benchmark", cmd, self.logs, self.work), limit if left is None else min(limit, left), grace=5)
