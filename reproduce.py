@@ -199,10 +199,6 @@ def benchmark_options(parsed) -> list:
     return options
 
 
-def trained_seeds(run_root: Path, job: str, seeds):
-    return [s for s in seeds if (run_root / f"{job}_seed{s}" / "CP_best_F1_all.pth").is_file()]
-
-
 def seed_record(run_root: Path, runs_dir: Path, folder: str, job: str, seed: int, scalars_out: Path):
     """What run.json says of one seed: epochs, best epoch, validation F1, time per epoch; and
     its TensorBoard scalars written as CSV."""
@@ -325,7 +321,7 @@ class Job:
 
     def test(self):
         """test.sh on the seeds that saved a best epoch; the summary into results and run.json."""
-        done = trained_seeds(self.run_root, self.job, self.args.seeds)
+        done = [r["seed"] for r in self.record.get("seeds", []) if "best_val_f1" in r]
         if not done:
             log_line("test: no seed saved a best epoch, nothing to test")
             self.failed.append("test")
