@@ -170,7 +170,11 @@ def find_inputs(specs, output=None, masks=None):
                 continue
             base = Path(os.path.commonpath([str(q.resolve().parent) for q in paths]))
             for q in paths:
-                add(q, base)
+                if q.is_file():
+                    add(q, base)
+                elif str(q.resolve()) not in seen:
+                    items.append(Item(str(q), _rel_stem(q, base), missing=f"listed in {spec}, but not found"))
+                    seen.add(str(q.resolve()))
         elif p.is_file() or p.is_symlink():
             add(p, p.parent)
         elif glob.has_magic(spec):

@@ -30,7 +30,8 @@ from tqdm import tqdm
 from scripts import distributed, metrics
 from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
-from scripts.checkpoint import LAST_STATE, NETWORK_FILES, atomic_torch_save, check_expected, read, save_best
+from scripts.checkpoint import (LAST_STATE, NETWORK_FILES, CheckpointError, atomic_torch_save, check_expected, read,
+                                save_best)
 from scripts.config import ConfigError, RunConfig, dataset_names, dataset_spec, str2bool
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.device import amp_dtype_for, describe_precision, pick_device, set_tf32, training_memory_format
@@ -173,7 +174,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     spec, size = cfg.spec, cfg.input_size
     run_dir = Path(output_root) / spec.name / cfg.job_name
     if not resume and (run_dir / LAST_STATE).is_file():
-        saved = read(run_dir / LAST_STATE, mmap=True)
+        saved = read_last_state(run_dir / LAST_STATE, mmap=True)
         done, planned = saved["epoch"] + 1, saved["config"]["epochs"]
         how = ("--resume continues it" if done < planned else
                f"it is finished; --resume --epochs N (more than {done}) trains it longer")
@@ -331,10 +332,20 @@ def save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator):
                       run_dir / LAST_STATE)
 
 
+def read_last_state(path, mmap=False) -> dict:
+    """last.pth's contents, or one line when the file is not a last.pth of this project."""
+    state = read(path, mmap=mmap)
+    keys = {"config", "epoch", "step", "best_f1", "networks", "trainer", "generator", "torch_rng"}
+    if not (isinstance(state, dict) and keys <= set(state) and isinstance(state["config"], dict)):
+        raise CheckpointError(f"{path}: not a training state of this project (missing "
+                              f"{', '.join(sorted(keys - set(state))) if isinstance(state, dict) else 'everything'})")
+    return state
+
+
 def restore_state(run_dir, cfg, nets, trainer, generator):
     """Load last.pth into the networks, optimisers, schedulers and random generators;
     returns (first epoch to run, best validation F1 so far, step)."""
-    state = read(run_dir / LAST_STATE)
+    state = read_last_state(run_dir / LAST_STATE)
     saved = RunConfig.from_dict(state["config"])
     if (saved.activation, saved.base_width, saved.fusion_mode) != (cfg.activation, cfg.base_width, cfg.fusion_mode):
         raise ConfigError(f"{run_dir / LAST_STATE}: saved run is {saved.activation}/width "
@@ -347,7 +358,9 @@ def restore_state(run_dir, cfg, nets, trainer, generator):
     best_f1 = state["best_f1"]
     best_file = run_dir / NETWORK_FILES["G"]
     if best_file.is_file():  # saved after last.pth when a crash fell between the two
-        best_f1 = max(best_f1, read(best_file).get("val_f1", best_f1))
+        saved_best = read(best_file)
+        if isinstance(saved_best, dict) and isinstance(saved_best.get("val_f1"), (int, float)):
+            best_f1 = max(best_f1, saved_best["val_f1"])
     return state["epoch"] + 1, best_f1, state["step"]
 
 
@@ -388,7 +401,7 @@ def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
     if not path.is_file() and (path.parent / NETWORK_FILES["G"]).is_file():
         raise ConfigError(f"{path} is missing: the run stopped before its first save (every --save-every "
                           f"minutes); train it again under another --job_name")
-    saved = RunConfig.from_dict(read(path, mmap=True)["config"])  # train() reads the 400 MB state
+    saved = RunConfig.from_dict(read_last_state(path, mmap=True)["config"])  # train() reads the 400 MB state
     saved.time_limit = cfg.time_limit  # a budget of this invocation, never carried over
     for key in sorted(given & set(RunConfig.__dataclass_fields__)):
         ours, theirs = getattr(cfg, key), getattr(saved, key)
@@ -440,7 +453,10 @@ def stopped_message(how, cfg, output_root) -> str:
     run_dir = Path(output_root) / cfg.spec.name / cfg.job_name
     last = run_dir / LAST_STATE
     if last.is_file():
-        epoch = read(last, mmap=True)["epoch"] + 1
+        try:
+            epoch = read_last_state(last, mmap=True)["epoch"] + 1
+        except CheckpointError as exc:
+            return f"{how}; {exc}"
         return (f"{how}: --resume continues after epoch {epoch}, from {last} (saved every --save-every "
                 f"minutes and at the end)")
     if run_dir.is_dir():

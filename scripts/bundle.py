@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 from .bfnet import Networks
-from .checkpoint import (EPOCH_FILE, FORMAT, NETWORK_FILES, CheckpointError, atomic_torch_save,
-                         atomic_write, check_expected, describe, epoch_files, load_networks, make_folder, read)
+from .checkpoint import (EPOCH_FILE, FORMAT, NETWORK_FILES, CheckpointError, atomic_torch_save, atomic_write,
+                         build_networks, check_expected, describe, epoch_files, load_networks, make_folder, read)
 from .config import ConfigError
 
 BUNDLE_FORMAT = "avseg-bundle"
@@ -170,15 +170,6 @@ def export_bundle(run_dir_or_nets, out_path, fp16=None, shard_mib=None, config=N
 
 # ----------------------------------------------------------------------------- loading
 
-def _torch_load(path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-
-
 def _find_index(folder: Path):
     found = sorted(folder.glob(f"*{INDEX_SUFFIX}"))
     if len(found) > 1:
@@ -193,16 +184,22 @@ def _read_index(path: Path):
         raise CheckpointError(f"{path}: cannot read index JSON ({exc})") from None
     if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
         raise CheckpointError(f"{path}: not a bundle index (format {INDEX_FORMAT!r} expected)")
+    weight_map = index.get("weight_map")
+    if not (isinstance(weight_map, dict) and weight_map
+            and all(isinstance(k, str) and "." in k and isinstance(v, str) for k, v in weight_map.items())):
+        raise CheckpointError(f"{path}: its weight_map (network.tensor name -> shard file) is missing or damaged")
     flat = {}
     by_shard = {}
-    for name, shard in index["weight_map"].items():
+    for name, shard in weight_map.items():
         by_shard.setdefault(shard, []).append(name)
     for shard, names in by_shard.items():
         shard_path = path.parent / shard
-        if not shard_path.is_file():
+        if Path(shard).name != shard or not shard_path.is_file():
             raise CheckpointError(f"{path}: shard {shard_path} is missing")
-        data = _torch_load(shard_path)
-        missing = [n for n in names if n not in data]
+        data = read(shard_path)
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{shard_path}: not a bundle shard (a dict of tensors expected)")
+        missing = [n for n in names if not torch.is_tensor(data.get(n))]
         if missing:
             raise CheckpointError(f"{shard_path}: lacks {len(missing)} tensor(s) of the index, e.g. {missing[0]}")
         flat.update({n: data[n] for n in names})
@@ -210,12 +207,14 @@ def _read_index(path: Path):
     for name, t in flat.items():
         net, key = name.split(".", 1)
         networks.setdefault(net, {})[key] = t
-    return _bundle_config(index), networks
+    return _bundle_config(path, index), networks
 
 
-def _bundle_config(bundle: dict) -> dict:
+def _bundle_config(source, bundle: dict) -> dict:
     """The bundle's config, with its ``about`` text (if any) under "about" and the precision
     its weights are stored in under "stored_dtype"."""
+    if not isinstance(bundle.get("config"), dict):
+        raise CheckpointError(f"{source}: a bundle without its config; is it damaged?")
     config = dict(bundle["config"])
     if bundle.get("about"):
         config["about"] = str(bundle["about"])
@@ -223,9 +222,17 @@ def _bundle_config(bundle: dict) -> dict:
     return config
 
 
+def _bundle_networks(source, bundle: dict) -> dict:
+    networks = bundle.get("networks")
+    if not (isinstance(networks, dict) and all(
+            isinstance(state, dict) and all(torch.is_tensor(t) for t in state.values()) for state in networks.values())):
+        raise CheckpointError(f"{source}: a bundle without its networks' weights; is it damaged?")
+    return networks
+
+
 def _build(source, config, networks, expected=None):
     check_expected(source, config, expected)
-    nets = Networks(config["activation"], config["base_width"], config.get("fusion"))
+    nets = build_networks(source, config)
     needed = {"G", "G_A", "G_V"} if nets.uses_branches else {"G"}
     if not needed <= set(networks):
         raise CheckpointError(f"{source}: holds {', '.join(sorted(networks))}, needs {', '.join(sorted(needed))}")
@@ -254,10 +261,10 @@ def load_bundle(path, expected: dict = None):
     if path.name.endswith(".json"):
         config, networks = _read_index(path)
     else:
-        data = _torch_load(path)
+        data = read(path)
         if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
             raise CheckpointError(f"{path}: not a weights bundle (format {BUNDLE_FORMAT!r} expected)")
-        config, networks = _bundle_config(data), data["networks"]
+        config, networks = _bundle_config(path, data), _bundle_networks(path, data)
     return _build(path, config, networks, expected), config
 
 
@@ -287,8 +294,8 @@ def load_any(path, expected: dict = None):
         return load_networks(path.parent, expected, NETWORK_FILES)
     data = read(path)
     if isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT:
-        config = _bundle_config(data)
-        return _build(path, config, data["networks"], expected), config
+        config = _bundle_config(path, data)
+        return _build(path, config, _bundle_networks(path, data), expected), config
     if isinstance(data, dict) and data.get("format") == FORMAT:
         raise CheckpointError(f"{path}: one network of a run; name its folder {path.parent} instead")
     raise CheckpointError(f"{path}: neither a weights bundle nor a run's network file "

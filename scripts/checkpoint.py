@@ -109,16 +109,50 @@ def read(path, mmap=False):
         raise CheckpointError(f"{path}: cannot read checkpoint ({first}); is it damaged or incomplete?") from None
 
 
-def infer_config(state_dicts) -> dict:
+def network_state(path, contents) -> tuple:
+    """(state dict, config or None) of one network file: ours (a dict with our format tag, its
+    config and state dict) or the original's plain state dict. Anything else, such as
+    another model's file, is one line naming the file."""
+    if isinstance(contents, dict) and contents.get("format") == FORMAT:
+        state, config = contents.get("state_dict"), contents.get("config")
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path}: a network file of this project without its config; is it damaged?")
+    else:
+        state, config = contents, None
+    if not (isinstance(state, dict) and state and all(isinstance(k, str) and torch.is_tensor(v)
+                                                      for k, v in state.items())):
+        raise CheckpointError(f"{path}: not a network's weights (a state dict of tensors expected)")
+    return state, config
+
+
+def infer_config(state_dicts, source="") -> dict:
     """Variant, width and fusion of plain (original) state dicts, from their tensor shapes."""
-    head = state_dicts["G"]["outc.conv.weight"]
-    width = state_dicts["G"]["inc.double_conv.0.weight"].shape[0]
-    classes, head_in = head.shape[0], head.shape[1]
+    try:
+        head = state_dicts["G"]["outc.conv.weight"]
+        width = state_dicts["G"]["inc.double_conv.0.weight"].shape[0]
+        classes, head_in = head.shape[0], head.shape[1]
+    except (KeyError, IndexError):
+        raise CheckpointError(f"{source}: G's file is not a BF-Net generator (no outc.conv / inc.double_conv "
+                              "weights of the right shape)") from None
     activation = {3: "sigmoid", 4: "softmax"}.get(classes)
     if activation is None:
-        raise CheckpointError(f"G's head has {classes} outputs; expected 3 (sigmoid) or 4 (softmax)")
-    fusion = "concat" if head_in == width + 2 * classes else ("mean" if "G_A" in state_dicts else "none")
+        raise CheckpointError(f"{source}: G's head has {classes} outputs; expected 3 (sigmoid) or 4 (softmax)")
+    # The original project always saved G, G_A and G_V together; G's head alone cannot tell
+    # the softmax variant (mean fusion) from the ablation, so the branches are required.
+    if set(state_dicts) != {"G", "G_A", "G_V"}:
+        raise CheckpointError(f"{source}: the original project's plain state dicts come as three files (G, G_A, G_V); "
+                              f"found only {', '.join(sorted(state_dicts))}")
+    fusion = "concat" if head_in == width + 2 * classes else "mean"
     return {"activation": activation, "base_width": width, "fusion": fusion}
+
+
+def build_networks(source, config: dict) -> Networks:
+    """Empty networks of the variant, width and fusion a checkpoint's config names."""
+    try:
+        return Networks(config["activation"], int(config["base_width"]), config.get("fusion"))
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{source}: its config does not name a BF-Net ({describe(config)}; "
+                              f"{type(exc).__name__}: {exc})") from None
 
 
 def describe(cfg: dict) -> str:
@@ -169,15 +203,18 @@ def load_networks(run_dir, expected: dict = None, filenames: dict = None):
     files = {n: run_dir / f for n, f in filenames.items() if (run_dir / f).is_file()}
     if "G" not in files:
         raise CheckpointError(f"{run_dir} has no {filenames['G']}")
-    raw = {n: read(p) for n, p in files.items()}
-    ours = all(isinstance(r, dict) and r.get("format") == FORMAT for r in raw.values())
-    states = {n: (r["state_dict"] if ours else r) for n, r in raw.items()}
-    if ours:
-        saved = dict(raw["G"]["config"])
+    read_files = {n: network_state(p, read(p)) for n, p in files.items()}
+    states = {n: state for n, (state, _) in read_files.items()}
+    configs = [config for _, config in read_files.values()]
+    if all(c is not None for c in configs):
+        saved = dict(read_files["G"][1])
+    elif any(c is not None for c in configs):
+        raise CheckpointError(f"{run_dir}: mixes this project's network files with plain state dicts; "
+                              "G, G_A and G_V must come from one run")
     else:
-        saved = infer_config(states)
+        saved = infer_config(states, run_dir)
     check_expected(run_dir, saved, expected)
-    nets = Networks(saved["activation"], saved["base_width"], saved["fusion"])
+    nets = build_networks(run_dir, saved)
     for name, state in states.items():
         try:
             getattr(nets, name).load_state_dict(state)

@@ -240,6 +240,35 @@ def test_not_a_checkpoint(tmp_path):
         load_any(tmp_path / "nothing")
 
 
+def test_files_that_read_but_hold_something_else_are_one_line(run, tmp_path):
+    """Readable .pth and index files of another model, or damaged ones, name the file and what is
+    wrong instead of a traceback; an original softmax folder without its branch files is refused
+    (G's head alone cannot tell mean fusion from the ablation, so it would load as the wrong model)."""
+    folder, _ = run
+    cases = {}
+    for name, contents in (("other_model", {"fc.weight": torch.zeros(2, 2)}), ("tensor", torch.zeros(3)),
+                           ("ours_without_config", {"format": "avseg-checkpoint", "state_dict": {}})):
+        (tmp_path / name).mkdir()
+        torch.save(contents, tmp_path / name / "CP_best_F1_all.pth")
+        cases[tmp_path / name] = None
+    (tmp_path / "softmax_G_only").mkdir()
+    torch.save(randomised("softmax", 4).G.state_dict(), tmp_path / "softmax_G_only" / "CP_best_F1_all.pth")
+    torch.save({"format": "avseg-bundle", "config": {"activation": "sigmoid", "base_width": 4}}, tmp_path / "b.pth")
+    torch.save({"format": "avseg-bundle", "config": {"activation": "sigmoid"}, "networks": {}}, tmp_path / "c.pth")
+    (tmp_path / "i.index.json").write_text('{"format": "avseg-bundle-index", "config": {}}')
+    expected = {tmp_path / "other_model": "G's file is not a BF-Net generator",
+                tmp_path / "tensor": "not a network's weights",
+                tmp_path / "ours_without_config": "without its config",
+                tmp_path / "softmax_G_only": "come as three files (G, G_A, G_V); found only G",
+                tmp_path / "b.pth": "a bundle without its networks' weights",
+                tmp_path / "c.pth": "its config does not name a BF-Net",
+                tmp_path / "i.index.json": "its weight_map (network.tensor name -> shard file) is missing"}
+    for path, words in expected.items():
+        with pytest.raises(CheckpointError) as info:
+            load_any(path)
+        assert str(path) in str(info.value) and words in str(info.value) and "\n" not in str(info.value), path
+
+
 def test_a_truncated_checkpoint_is_one_short_line(run, tmp_path):
     """A half-copied file: the file, what failed, and a hint, without torch's paragraph of advice."""
     folder, _ = run

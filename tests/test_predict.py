@@ -322,6 +322,12 @@ def test_bundle_weights_and_one_line_errors(setup, capsys):
         predict.main(["--weights", str(setup["run_a"]), "--input", str(missing), "--output", str(out)])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: file or folder not found: {missing}"]
+    listing = setup["base"] / "list_of_missing.txt"  # a list of paths none of which exists: the same
+    listing.write_text(f"{missing}.jpg\n")
+    with pytest.raises(SystemExit) as info:
+        predict.main(["--weights", str(setup["run_a"]), "--input", str(listing), "--output", str(out)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: file or folder not found: {missing}.jpg"]
 
 
 def test_inputs_from_globs_and_list_files(setup, tmp_path):
@@ -333,7 +339,8 @@ def test_inputs_from_globs_and_list_files(setup, tmp_path):
                        f"{inp / 'missing.jpg'}\n")
     items, _ = predict.find_inputs([str(listing), str(tmp_path / "nothing_here")])
     assert [i.rel for i in items] == ["rgba", "sub/grey", "missing", "nothing_here"]
-    assert items[-1].missing
+    assert [bool(i.missing) for i in items] == [False, False, True, True]
+    assert items[2].missing == f"listed in {listing}, but not found"
     # Same stem twice (a.png, a.jpg): distinct output names.
     (tmp_path / "d").mkdir()
     for name in ("a.png", "a.jpg"):

@@ -188,6 +188,22 @@ def test_a_run_stopped_before_its_first_save_is_not_overwritten(real_data, tmp_p
         train.resume_config(config(real_data, tmp_path, 1), set(), tmp_path)
 
 
+def test_a_last_pth_of_something_else_is_one_line(capsys, tmp_path):
+    """--resume (and a new run over the folder) on a last.pth that is not this project's training
+    state: the file and what it lacks, exit 2, before any data is read."""
+    run_dir = tmp_path / "DRIVE_AV" / "r"
+    run_dir.mkdir(parents=True)
+    torch.save({"epoch": 3, "model": {}}, run_dir / "last.pth")
+    for extra in (["--resume"], []):
+        with pytest.raises(SystemExit) as stop:
+            train.main(["--dataset", "DRIVE_AV", "--data-root", str(tmp_path / "no_data"), "--output-root",
+                        str(tmp_path), "--job_name", "r", *extra])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"error: {run_dir / 'last.pth'}: not a training state of this project (missing best_f1, config, "
+            "generator, networks, step, torch_rng, trainer)"]
+
+
 @pytest.mark.parametrize("how,status,word", [
     (lambda: os.kill(os.getpid(), signal.SIGTERM), 143, "terminated (SIGTERM)"),
     (lambda: (_ for _ in ()).throw(KeyboardInterrupt), 130, "interrupted"),
@@ -208,7 +224,8 @@ def test_sigterm_and_ctrl_c_end_in_one_line(monkeypatch, capsys, tmp_path, how, 
         if stage == "folder only":
             run_dir.mkdir(parents=True)
         if stage == "saved":
-            torch.save({"epoch": 3, "config": {}}, run_dir / "last.pth")
+            torch.save({"epoch": 3, "config": {}, "step": 36, "best_f1": 0.5, "networks": {}, "trainer": {},
+                        "generator": {}, "torch_rng": torch.get_rng_state()}, run_dir / "last.pth")
         with pytest.raises(SystemExit) as stop:
             train.main(args)
         assert stop.value.code == status
