@@ -5,10 +5,15 @@ TORCH ?= torch==2.13.0
 DATASET ?= DRIVE_AV
 BIN = $(VENV)/bin
 
-.PHONY: install test demo train test-run data
+.PHONY: install test demo train test-run data FORCE
 
 install: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt
+# The torch spec is kept in a file rewritten only when TORCH changes, so that
+# `make install TORCH=...` reinstalls into an existing .venv and a plain `make install` does not.
+$(VENV)/.torch-spec: FORCE
+	@mkdir -p $(VENV)
+	@echo '$(TORCH)' | cmp -s - $@ || echo '$(TORCH)' > $@
+$(VENV)/.installed: requirements.txt $(VENV)/.torch-spec
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
