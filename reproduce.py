@@ -42,6 +42,10 @@ ROOT = Path(__file__).resolve().parent
 # train.py options that reproduce.py sets itself (so --train-args may not)
 OWN_OPTIONS = {"dataset", "job_name", "seed", "epochs", "time_limit", "data_root", "output_root", "runs_dir",
                "activation", "amp", "resume"}
+# train.sh's protocol, which the job reproduces: --train-args may not change it either (a smaller
+# network or input for a rehearsal may, and run.json and the bundle then say so)
+PROTOCOL_OPTIONS = {"batch_size", "learning_rate", "validation", "alpha", "beta", "gamma", "fusion", "uniform",
+                    "rotation_step", "load"}
 
 
 def build_parser():
@@ -58,7 +62,8 @@ def build_parser():
                    help="at most this long for the benchmark (default %(default)s; 0 skips it)")
     p.add_argument("--benchmark-steps", type=int, default=10, help="timed training steps (default %(default)s)")
     p.add_argument("--reserve-minutes", type=float, default=2.0,
-                   help="kept for testing and packaging after training (default %(default)s)")
+                   help="kept for testing and packaging after training (default %(default)s; an epoch that "
+                        "overruns may take up to a minute of it)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="mixed precision training (default; --no-amp: fp32 as the paper and train.sh)")
     p.add_argument("--train-args", default="",
@@ -181,10 +186,27 @@ def check_train_args(text: str, spec, data_root: Path):
     own = sorted(train.given_options(words) & OWN_OPTIONS)
     if own:
         refuse(f"{', '.join(own)} is set by reproduce.py itself (see its --help)")
+    protocol = sorted(train.given_options(words) & PROTOCOL_OPTIONS)
+    if protocol:
+        refuse(f"{', '.join(protocol)} would change train.sh's protocol, which this job reproduces "
+               "(train.py trains with any settings)")
     parsed.dataset = spec.name
     cfg = train.config_from_args(parsed)  # sizes, widths, rates: the errors train.py would give each seed
     check_pack_size(data_root, spec, cfg.input_size)  # a pack made at another size
     return parsed
+
+
+def departures(parsed, spec) -> str:
+    """The network settings of --train-args that differ from the paper's, in words ('' if none)."""
+    import train
+    from scripts.config import RunConfig
+    parts = []
+    if parsed.base_width != 32:
+        parts.append(f"base width {parsed.base_width} instead of 32")
+    size, paper = train.config_from_args(parsed).input_size, RunConfig(dataset=spec.name).input_size
+    if tuple(size) != tuple(paper):
+        parts.append(f"input {size[0]} x {size[1]} instead of {paper[0]} x {paper[1]}")
+    return ", ".join(parts)
 
 
 def benchmark_options(parsed) -> list:
@@ -237,6 +259,8 @@ class Job:
         short = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[amp]
         self.precision = describe_precision(amp, train_options.amp_discriminator,
                                             train_options.tf32 and self.device == "cuda")
+        from scripts.config import dataset_spec
+        self.departures = departures(train_options, dataset_spec(folder))  # '' at the paper's network
         self.tag = args.tag or f"{self.device}_{short}_{time.strftime('%Y%m%d-%H%M%S')}"
         self.work = Path(args.work or f"./reproduce_work/{self.tag}").absolute()
         if self.work.exists():
@@ -256,7 +280,9 @@ class Job:
         self.record = {
             "what": f"reproduce.py: {folder}, {args.activation}, seeds {args.seeds}, epochs planned {args.epochs}, "
                     + (f"budget {args.budget_minutes:g} minutes" if args.budget_minutes else "no budget")
-                    + f", {self.precision} training",
+                    + f", {self.precision} training"
+                    + (f"; not the paper's network: {self.departures}" if self.departures else ""),
+            "train_args": args.train_args,
             "units": "F1 and the test table in percent; minutes and seconds as the keys say",
             "command": " ".join(shlex.quote(a) for a in [sys.executable, "reproduce.py", *args.argv]),
             "commit": args.commit or commit(), "code_sha256": code_fingerprint(), "machine": machine(self.device),
@@ -301,10 +327,12 @@ class Job:
         env = {**self.env, "SEEDS": " ".join(map(str, args.seeds)), "EPOCHS": str(args.epochs),
                "AMP": "1" if args.amp else "0", "PARALLEL": "1", "EXTRA_ARGS": extra.strip(),
                "OMP_NUM_THREADS": threads}  # the CPU's cores shared between the seeds
-        # --time-limit stops each run before an epoch that would overrun; the deadline (a minute of
-        # grace, then SIGTERM: the epoch ends and is saved) catches an epoch far longer than the last.
+        # --time-limit stops each run before an epoch that would overrun; the deadline (SIGTERM half
+        # a minute after that limit, which train.py counts from its own later start: the epoch ends
+        # and is saved within half a minute's grace, else SIGKILL) catches an epoch far longer than
+        # the last. So training ends at most a minute into --reserve-minutes.
         self.run(Phase("train", ["sh", ROOT / "train.sh"], self.logs, self.work, env),
-                 None if left is None else left + 60, grace=60, ok=(0, 3))  # 3: stopped by --time-limit
+                 None if left is None else max(left, 60) + 30, grace=30, ok=(0, 3))  # 3: stopped by --time-limit
 
     def collect_training(self):
         """Each seed's record and scalars, and the seeds' logs, into the results."""
@@ -355,7 +383,8 @@ class Job:
         done = best["epochs_done"]
         schedule = ("the whole schedule" if done >= args.epochs else
                     f"a shortened schedule, not the paper's protocol ({done} of {args.epochs} epochs)")
-        about = (f"{self.folder} {args.activation}, reproduce.py on {hardware}, {self.precision} training: seed "
+        about = (f"{self.folder} {args.activation}, reproduce.py on {hardware}, {self.precision} training"
+                 + (f" ({self.departures}: not the paper's network)" if self.departures else "") + ": seed "
                  f"{best['seed']}, the best validation F1 ({best['best_val_f1']:.2f}) of seeds "
                  f"{[r['seed'] for r in scored]}; weights of epoch {best['best_epoch']}, {schedule}; "
                  + (f"{self.folder} test F1 {test_f1:.2f}; " if test_f1 is not None else "")

@@ -55,6 +55,8 @@ def test_run_json_records_provenance_and_the_test_table_of_summary_json(job):
     _, results, record, _, _ = job
     assert record["commit"] == "abc1234" and record["machine"]["torch"] == torch.__version__
     assert "fp32 training" in record["what"]
+    reduced = "base width 4 instead of 32, input 64 x 64 instead of 592 x 592"
+    assert record["what"].endswith(f"not the paper's network: {reduced}") and "--base-width 4" in record["train_args"]
     summary = json.loads((results / "summary.json").read_text())
     assert summary["runs"] == ["DRIVE_AV/sigmoid_seed42", "DRIVE_AV/sigmoid_seed40"]
     for metric in ("sensitivity", "auc_roc", "f1", "auc_pr", "mse"):
@@ -86,6 +88,7 @@ def test_the_bundle_is_the_best_validation_seed_in_fp16_and_says_how_it_was_made
     about = cfg["about"]
     assert f"seed {best['seed']}" in about and "shortened schedule, not the paper's protocol" in about
     assert f"{best['epochs_done']} of 1000 epochs" in about and "commit abc1234" in about and ", fp32 training" in about
+    assert "(base width 4 instead of 32, input 64 x 64 instead of 592 x 592: not the paper's network)" in about
     test_f1 = record["test"]["per_run"][f"sigmoid_seed{best['seed']}"]["f1"]
     assert f"DRIVE_AV test F1 {test_f1:.2f}" in about
     saved = read(work / "DRIVE_AV" / f"sigmoid_seed{best['seed']}" / "CP_best_F1_all.pth")["state_dict"]
@@ -99,6 +102,7 @@ def test_the_bundle_is_the_best_validation_seed_in_fp16_and_says_how_it_was_made
     (["--budget-minutes", "3"], "leaves no time to train"),  # after 1.5 of benchmark and 2 of reserve
     (["--train-args", "--seed_num 3"], "seed is set by reproduce.py itself"),
     (["--train-args", "--bogus 1"], "--bogus 1 is not a train.py option"),
+    (["--train-args", "--fusion none --batch-size 4"], "batch_size, fusion would change train.sh's protocol"),
     (["--train-args", "--base-width 5"], "--base-width 5: must be an even number"),
     (["--train-args", "--image-size 64"], "--train-args: argument --image-size: expected 2 arguments"),
     (["--train-args", "--base-width 4 'x"], "--train-args: No closing quotation"),
