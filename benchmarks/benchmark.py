@@ -36,11 +36,11 @@ from PIL import Image  # noqa: E402
 
 from scripts import metrics  # noqa: E402
 from scripts.bfnet import Networks, Trainer  # noqa: E402
-from scripts.config import RunConfig, dataset_spec  # noqa: E402
+from scripts.config import ConfigError, RunConfig, dataset_spec  # noqa: E402
 from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set, load_truth,  # noqa: E402
                           normalize)
-from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, set_tf32,  # noqa: E402
-                            training_memory_format)
+from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device,  # noqa: E402
+                            set_tf32, training_memory_format)
 from scripts.evaluate import compile_for_inference, evaluate_test_image, full_size_picture, predict_probs  # noqa: E402
 from scripts.provenance import commit, machine  # noqa: E402
 
@@ -251,15 +251,27 @@ def main(argv=None):
     if args.config:
         return worker(args)
 
+    try:  # what the children would fail on, in one line before they start
+        spec = dataset_spec(args.dataset)
+        RunConfig(dataset=spec.name, base_width=args.base_width, batch_size=args.batch_size,
+                  image_size=tuple(args.image_size) if args.image_size else None).input_size
+        if min(args.steps, args.batch_size) < 1 or args.warmup < 0:
+            raise ConfigError("--steps and --batch-size must be at least 1, --warmup 0 or more")
+        pick_device(args.device)
+        for split in ("training", "test"):
+            find_samples(args.data_root, spec, split)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else (ROOT / "benchmarks" / "results" /
-                                           f"{dataset_spec(args.dataset).name}_{args.device.split(':')[0]}_{stamp}.json")
+                                           f"{spec.name}_{args.device.split(':')[0]}_{stamp}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {}
     for config in args.configs:
         child = [sys.executable, __file__, *[a for a in (argv or sys.argv[1:])], "--config", config]
         proc = subprocess.run(child, capture_output=True, text=True)
-        if proc.returncode:
+        if proc.returncode:  # the child's traceback (an unforeseen failure) is kept: it says where
             sys.exit(f"{config} run failed:\n{proc.stderr[-3000:]}")
         results[config] = json.loads(proc.stdout.strip().splitlines()[-1])
         report = make_report(args, results)
