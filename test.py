@@ -228,7 +228,7 @@ def evaluate(args):
             per_run[r].append(result)
             rows.append({"run": names[r], "image": sample.name, **{
                 k: (v if k.endswith("/count") else round(100 * v, 6)) for k, v in metrics.flatten(
-                    {c: result[c] for c in ("average", "artery", "vein", "uncertain", "extra", "segments")}).items()}})
+                    {c: result[c] for c in metrics.SUMMARY_GROUPS}).items()}})
 
     run_summaries = [metrics.summarize(r) for r in per_run]
     summary = percent_summary(metrics.mean_std_over_runs(run_summaries))

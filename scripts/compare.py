@@ -53,10 +53,16 @@ def main(argv=None):
     summaries = []
     for path in args.summaries:
         try:
-            summaries.append(json.loads(Path(path).read_text()))
+            summary = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
             print(f"error: {path}: cannot read summary ({exc})", file=sys.stderr)
             sys.exit(2)
+        if not (isinstance(summary, dict) and isinstance(summary.get("average"), dict)
+                and isinstance(summary.get("runs"), list)):
+            print(f"error: {path}: not a test summary (test.py's summary.json has 'average' and 'runs')",
+                  file=sys.stderr)
+            sys.exit(2)
+        summaries.append(summary)
     sets = {s.get("dataset") for s in summaries}
     if len(sets) > 1:  # allowed (e.g. one model on two data sets), but rarely what was meant
         print("note: these summaries are of different data sets: " + ", ".join(

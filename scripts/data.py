@@ -20,7 +20,10 @@ from tqdm import tqdm
 
 from .config import ConfigError, DatasetSpec
 
-Image.MAX_IMAGE_PIXELS = None  # fundus photographs are large but trusted
+# The largest image read (pixels): 200 MP, far above any fundus camera (HRF: 8 MP, ultra-
+# widefield: about 16 MP), and a guard against a decompression bomb among a user's own files.
+MAX_PIXELS = 200_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own check (an error above twice this) as a fallback
 CACHE_VERSION = 1
 
 
@@ -87,9 +90,13 @@ def _open_header(path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return Image.open(path)
+            img = Image.open(path)
     except Exception as exc:  # PIL raises several types for unknown or corrupt files
         raise DataError(f"{path}: cannot decode image ({exc})") from None
+    if img.width * img.height > MAX_PIXELS:
+        raise DataError(f"{path}: {img.width} x {img.height} pixels, more than the {MAX_PIXELS // 10**6} MP "
+                        "this reads (no fundus photograph is that large)")
+    return img
 
 
 def _open(path):

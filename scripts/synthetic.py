@@ -7,9 +7,9 @@ real data sets: 0 background, 1 artery, 2 vein, 3 uncertain (where an artery and
 plus a few short vessel stretches left undecided). Everything is drawn with numpy and Pillow and
 depends only on the seed.
 
-    python -m scripts.synthetic --out ./data --train 8 --test 4 --size 320 288 --seed 0
+    python -m scripts.synthetic --out ./data-synthetic --train 8 --test 4 --size 320 288 --seed 0
 
-writes ``./data/SYNTHETIC/{training,test}/{images,1st_manual,mask}`` (ids s01, s02, ...: the
+writes ``./data-synthetic/SYNTHETIC/{training,test}/{images,1st_manual,mask}`` (ids s01, s02, ...: the
 training ids first, the test ids continue the numbering), the layout ``config.DATASETS`` expects.
 """
 import argparse

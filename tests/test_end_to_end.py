@@ -331,6 +331,12 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
         compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "missing.json")])
     assert info.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing.json'}: cannot read summary")
+    for name, contents in (("list.json", []), ("index.json", {"format": "avseg-bundle-index"})):
+        (tmp_path / name).write_text(json.dumps(contents))
+        with pytest.raises(SystemExit) as info:
+            compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / name)])
+        assert info.value.code == 2 and capsys.readouterr().err.strip() == (
+            f"error: {tmp_path / name}: not a test summary (test.py's summary.json has 'average' and 'runs')")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "summary.json").write_text(json.dumps({**one, "dataset": "HRF-AV"}))
     compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "other" / "summary.json")])
