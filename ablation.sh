@@ -3,7 +3,8 @@
 # segment metrics side by side. Train both first:
 #   sh train.sh                  # ./$DATASET/${ACTIVATION}_seed<N>
 #   FUSION=none sh train.sh      # ./$DATASET/${ACTIVATION}_nofusion_seed<N>
-# Only the seeds trained for both are compared (the others are named).
+# Only the seeds trained for both are compared (the others are named). EXTRA_ARGS: more test.py
+# options for both tests (e.g. --amp).
 DATASET=${DATASET:-DRIVE_AV}
 ACTIVATION=${ACTIVATION:-sigmoid}
 SEEDS=${SEEDS:-"42 40 38"}

@@ -224,14 +224,14 @@ def benchmark_options(parsed) -> list:
 def seed_record(run_root: Path, runs_dir: Path, folder: str, job: str, seed: int, scalars_out: Path):
     """What run.json says of one seed: epochs, best epoch, validation F1, time per epoch; and
     its TensorBoard scalars written as CSV."""
-    from scripts.checkpoint import read
+    from scripts.checkpoint import LAST_STATE, NETWORK_FILES, read
     from scripts.scalars import read_scalars, write_scalars_csv
     run_dir = run_root / f"{job}_seed{seed}"
     record = {"seed": seed, "run": f"{folder}/{job}_seed{seed}", "epochs_done": 0}
-    if (run_dir / "last.pth").is_file():  # saved every --save-every minutes and at a stop
-        record["epochs_done"] = read(run_dir / "last.pth", mmap=True)["epoch"] + 1
-    if (run_dir / "CP_best_F1_all.pth").is_file():
-        best = read(run_dir / "CP_best_F1_all.pth", mmap=True)
+    if (run_dir / LAST_STATE).is_file():  # saved every --save-every minutes and at a stop
+        record["epochs_done"] = read(run_dir / LAST_STATE, mmap=True)["epoch"] + 1
+    if (run_dir / NETWORK_FILES["G"]).is_file():
+        best = read(run_dir / NETWORK_FILES["G"], mmap=True)
         record["best_epoch"], record["best_val_f1"] = best["epoch"], round(100 * best["val_f1"], 4)
     if not (runs_dir / f"{folder}_{job}_seed{seed}").is_dir():
         return record

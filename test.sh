@@ -3,6 +3,8 @@
 # several runs (README: Metrics).
 # Runs are ./$DATASET/${JOB}_seed<N> for N in $SEEDS (default "42 40 38", train.sh's; seeds not
 # trained are named and left out). A single run folder: python test.py --job_name NAME.
+# EXTRA_ARGS: more test.py options, e.g. EXTRA_ARGS="--amp --output elsewhere" (train.sh's own
+# EXTRA_ARGS, such as --resume, are not test.py options: set it per command, not exported).
 DATASET=${DATASET:-DRIVE_AV}
 ACTIVATION=${ACTIVATION:-sigmoid}
 SEEDS=${SEEDS:-"42 40 38"}

@@ -11,7 +11,10 @@ import torch.nn.functional as F
 
 # ----------------------------------------------------------------------------- blocks
 
-class DoubleConv(nn.Sequential):
+# The inner attribute names (double_conv, single_conv, maxpool_conv) are those of the original
+# project's checkpoints, so that its state dicts load unchanged.
+
+class DoubleConv(nn.Module):
     """conv3x3 -> BN -> ReLU -> conv3x3 -> BN -> ReLU."""
 
     def __init__(self, in_ch, out_ch):
@@ -21,8 +24,11 @@ class DoubleConv(nn.Sequential):
             nn.Conv2d(out_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True),
         )
 
+    def forward(self, x):
+        return self.double_conv(x)
 
-class SingleConv(nn.Sequential):
+
+class SingleConv(nn.Module):
     """conv3x3 -> BN -> ReLU."""
 
     def __init__(self, in_ch, out_ch):
@@ -30,13 +36,19 @@ class SingleConv(nn.Sequential):
         self.single_conv = nn.Sequential(
             nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
 
+    def forward(self, x):
+        return self.single_conv(x)
 
-class Down(nn.Sequential):
+
+class Down(nn.Module):
     """2x2 max-pool, then DoubleConv."""
 
     def __init__(self, in_ch, out_ch):
         super().__init__()
         self.maxpool_conv = nn.Sequential(nn.MaxPool2d(2), DoubleConv(in_ch, out_ch))
+
+    def forward(self, x):
+        return self.maxpool_conv(x)
 
 
 class ChannelPairSum(nn.Module):

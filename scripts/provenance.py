@@ -27,7 +27,7 @@ def machine(device: str = "cpu") -> dict:
     """The machine and software; ``gpu`` (with CUDA's version) when ``device`` is a CUDA device."""
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_model": cpu_model(), "cpu_native_bf16": cpu_has_native_bf16(), "cpu_cores": os.cpu_count(),
-            "cpu_count": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
     if str(device).startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
         info["cuda"] = torch.version.cuda
