@@ -23,12 +23,15 @@ Per image, under --output, at the image's own size (the sub-folders of the input
   <stem>_probs.npz        --save-probs: "probs" (float16, C x H x W), "channels", "fov"
 and one predictions.csv: path, output (the <stem> above), status, reason, width, height,
 artery/vein/uncertain fractions and vessel_density (of the FOV pixels), av_ratio (artery / vein
-pixels), fov_source; and predict_run.json: the weights (with a SHA-256 of their values) and the
+pixels), fov_source, notes (why its maps may be poor: greyscale, enlarged, blank, no mask);
+and predict_run.json: the weights (with a SHA-256 of their values) and the
 settings that made the outputs. --resume refuses to add to a folder made with other ones, and
 to overwrite the outputs of another photograph of the same output name (each class map names
 its photograph in PNG text fields: "source", the path, and "source_sha256", the content, which
 is what is compared); it keeps the CSV rows of earlier images that are not among this run's
-inputs. A run without --resume predicts every input again, overwriting its outputs.
+inputs. An output folder that holds an earlier run needs --resume (add to it) or --overwrite
+(replace it: the earlier run's files are deleted first), so no run silently drops another's
+CSV rows or leaves its pictures beside the new ones.
 
 The FOV is the mask in --masks named like the image (<stem>.*, <stem>_mask.*; any non-zero
 value is inside; fov_source "mask"), else estimated from the photograph (scripts/fov.py;
@@ -79,7 +82,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_EXTS = IMAGE_EXTS + (".gif",)
 LIST_EXTS = (".txt", ".lst", ".list")
 CSV_FIELDS = ["path", "output", "status", "reason", "width", "height", "artery_fraction", "vein_fraction",
-              "uncertain_fraction", "vessel_density", "av_ratio", "fov_source"]
+              "uncertain_fraction", "vessel_density", "av_ratio", "fov_source", "notes"]
 OUTPUT_FILES = {"classes": "_classes.png", "colour": "_colour.png", "overlay": "_overlay.png",
                 "uncertainty": "_uncertainty.png", "probs": "_probs.npz"}  # name endings per image
 OPTIONAL_OUTPUTS = ("uncertainty", "probs")  # ensembles only; --save-probs only
@@ -151,12 +154,20 @@ def find_inputs(specs, output=None, masks=None):
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and _is_image(f)
-                           and not _not_a_photograph(f, p, output, masks))
+            files = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")]
+            found = sorted(f for f in files if _is_image(f) and not _not_a_photograph(f, p, output, masks))
             for f in found:
                 add(f, p)
             if not found:
                 warnings.append(f"{spec}: no images ({' '.join(IMAGE_EXTS)}) in this folder")
+            else:  # e.g. .webp or .dcm photographs, which would otherwise vanish unsaid
+                other = sorted({f.suffix.lower() or f.name for f in files if not _is_image(f)
+                                and not (output is not None and f.resolve().is_relative_to(output))
+                                and not (masks is not None and f.resolve().is_relative_to(masks))
+                                and not any((d / "predictions.csv").is_file() for d in f.resolve().parents)})
+                if other:
+                    warnings.append(f"{spec}: files of other types skipped ({', '.join(other[:8])}"
+                                    f"{', ...' if len(other) > 8 else ''}); images are {' '.join(IMAGE_EXTS)}")
         elif p.is_file() and p.suffix.lower() in LIST_EXTS:
             try:
                 lines = p.read_text().splitlines()
@@ -322,7 +333,7 @@ class Prepared:
     fov_source: str
     resized: dict                # (W, H) -> 3xHxW uint8 tensor
     sha256: str = ""             # of the photograph's file (written into the class map)
-    notes: tuple = ()            # why its maps may be poor (photo_notes), shown on stderr
+    notes: tuple = ()            # why its maps may be poor (photo_notes), on stderr and in the CSV
 
 
 def read_fov(item, rgb, masks: MaskFinder):
@@ -348,7 +359,10 @@ def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
     fov, source = read_fov(item, rgb, masks)
     resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)
                for s in sizes}
-    return Prepared(item, rgb, fov, source, resized, fingerprint(item.path), photo_notes(rgb, fov, sizes))
+    notes = photo_notes(rgb, fov, sizes)
+    if masks.folder is not None and source != "mask":
+        notes += (f"no mask named like it in --masks {masks.folder}; FOV {source}",)
+    return Prepared(item, rgb, fov, source, resized, fingerprint(item.path), notes)
 
 
 def photo_notes(rgb, fov, sizes) -> tuple:
@@ -418,7 +432,7 @@ def write_outputs(prep: Prepared, probs, std, paths, activation, alpha):
         arrays = {"probs": full.half().numpy(), "channels": np.array(CHANNELS[activation]), "fov": prep.fov}
         save_npz(paths["probs"], arrays)
     remove_stale_outputs(paths)
-    return row(prep.item, "ok", "", w, h, prep.fov_source, statistics(cls, prep.fov))
+    return row(prep.item, "ok", "", w, h, prep.fov_source, statistics(cls, prep.fov), "; ".join(prep.notes))
 
 
 def save_npz(path, arrays):
@@ -428,9 +442,10 @@ def save_npz(path, arrays):
     atomic_write(path, write)
 
 
-def row(item, status, reason, w="", h="", fov_source="", stats=None):
+def row(item, status, reason, w="", h="", fov_source="", stats=None, notes=""):
     r = {k: "" for k in CSV_FIELDS}
-    r.update(path=item.path, output=item.rel, status=status, reason=reason, width=w, height=h, fov_source=fov_source)
+    r.update(path=item.path, output=item.rel, status=status, reason=reason, width=w, height=h, fov_source=fov_source,
+             notes=notes)
     r.update(stats or {})
     return r
 
@@ -529,6 +544,11 @@ def load_members(args, device, amp_dtype, log):
         if args.compile:
             nets = compiled(nets, size, args.batch_size, device, amp_dtype, log)
         members.append(Member(nets, size, cfg, w, sha256))
+    for i, m in enumerate(members):
+        twin = next((o for o in members[:i] if o.sha256 == m.sha256), None)
+        if twin is not None:
+            log(f"note: {m.weights} holds the same weights as {twin.weights} (SHA-256 of their values): "
+                f"this ensemble counts them twice")
     if len({m.cfg["activation"] for m in members}) > 1:
         raise ConfigError("the weights of an ensemble must be one variant: " + ", ".join(
             f"{m.weights} is {m.cfg['activation']}" for m in members))
@@ -542,6 +562,32 @@ def run_record(args, members, amp_dtype) -> dict:
             "tta": args.tta, "precision": describe_precision(amp_dtype),
             "masks": str(Path(args.masks).resolve()) if args.masks else "estimated from each photograph",
             "overlay_alpha": args.overlay_alpha}
+
+
+def earlier_run(out_dir: Path) -> str:
+    """What an earlier run left in --output ('' if nothing): a new run must neither drop its CSV
+    rows nor leave its pictures beside the new ones unsaid, so it needs --resume or --overwrite."""
+    rows = read_rows(out_dir / "predictions.csv")
+    if rows:
+        return f"predictions.csv of {len(rows)} image(s)"
+    return RUN_RECORD if (out_dir / RUN_RECORD).is_file() else ""
+
+
+def remove_earlier_run(out_dir: Path) -> int:
+    """--overwrite: delete the files of the earlier run (those its predictions.csv names, the CSV
+    and predict_run.json), nothing else in the folder. Returns the number of files deleted."""
+    inside, removed = out_dir.resolve(), 0
+    for r in read_rows(out_dir / "predictions.csv"):
+        for suffix in OUTPUT_FILES.values():
+            path = out_dir / (r.get("output", "") + suffix)
+            if path.resolve().is_relative_to(inside) and path.is_file():
+                path.unlink()
+                removed += 1
+    for name in ("predictions.csv", RUN_RECORD):
+        if (out_dir / name).is_file():
+            (out_dir / name).unlink()
+            removed += 1
+    return removed
 
 
 def check_resume(out_dir: Path, record: dict):
@@ -558,10 +604,12 @@ def check_resume(out_dir: Path, record: dict):
     def comparable(rec):
         return {**rec, "weights": [{k: v for k, v in w.items() if k != "given"} for w in rec.get("weights", [])]}
     new, old = comparable(record), comparable(old)
-    changed = [k for k in new if new[k] != old.get(k)]
+    words = {"tta": "--tta setting", "precision": "precision (--amp)", "masks": "--masks",
+             "overlay_alpha": "--overlay-alpha"}
+    changed = [words.get(k, k) for k in new if new[k] != old.get(k)]
     if changed:
         raise ConfigError(f"--resume: {out_dir} was made with other {', '.join(changed)} (see {path}); "
-                          f"use another --output, or leave out --resume to predict every image again")
+                          f"use another --output, or --overwrite to replace that run")
 
 
 def build_parser():
@@ -592,6 +640,10 @@ def build_parser():
                    help="skip images whose outputs all exist and were made from the same photograph (its "
                         "SHA-256 in the class map); refuses a folder whose predict_run.json names other weights or "
                         "settings, and outputs of another photograph under the same name")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier run in --output: the files its predictions.csv names, the CSV and "
+                        "predict_run.json are deleted first (without --resume or --overwrite, a folder holding "
+                        "an earlier run is refused)")
     p.add_argument("--overlay-alpha", type=float, default=0.6, dest="overlay_alpha",
                    help="opacity of the class colours in _overlay.png (default %(default)s)")
     p.add_argument("--workers", type=int, default=2,
@@ -632,8 +684,17 @@ def _run(args, ctx: distributed.Context) -> int:
         raise ConfigError(f"no images found in {' '.join(args.input)}")
     if all(it.missing for it in items):
         raise ConfigError(f"file or folder not found: {' '.join(it.path for it in items)}")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume adds to an earlier run, --overwrite replaces it: give one")
+    earlier = earlier_run(out_dir) if out_dir.is_dir() else ""
+    if earlier and not (args.resume or args.overwrite):
+        raise ConfigError(f"--output {out_dir} holds an earlier run ({earlier}): --resume adds to it (same weights "
+                          f"and settings), --overwrite replaces it (its files are deleted first), or choose another "
+                          f"--output")
     device = pick_device(args.device, ctx.local_rank)
     amp_dtype = amp_dtype_for(device, args.amp)
+    if args.amp and amp_dtype is None:
+        log(f"note: --amp: {device.type} has no native bf16/fp16 here, so this runs in fp32")
     members = load_members(args, device, amp_dtype, log)
     ensemble = Ensemble([(m.nets, m.size) for m in members], device, amp_dtype, args.tta, args.batch_size)
     record = run_record(args, members, amp_dtype)
@@ -649,6 +710,10 @@ def _run(args, ctx: distributed.Context) -> int:
         log(f"{m.weights}: {describe(m.cfg)}, input {m.size[0]} x {m.size[1]}")
         if m.cfg.get("about"):
             log(f"  about these weights: {m.cfg['about']}")
+    if args.overwrite and earlier:
+        if main:
+            log(f"--overwrite: deleted the earlier run's {remove_earlier_run(out_dir)} file(s) in {out_dir}")
+        ctx.sum(0)  # no rank writes before they are gone
     if main:
         atomic_write(out_dir / RUN_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
         log(f"{len(items)} image(s){f' over {ctx.world} processes' if ctx.enabled else ''}; "
@@ -690,9 +755,14 @@ def plan(items, out_dir, is_ensemble, masks, args):
         if args.resume and not it.missing and paths["classes"].is_file():
             same = same_photograph(paths["classes"], it)
             if same is False:
-                conflicts.append(f"--resume: {paths['classes']} was made from another photograph "
-                                 f"({made_from(paths['classes'])['source']}) than {it.path}, which takes the same "
-                                 f"output name; use another --output")
+                source = made_from(paths["classes"])["source"]
+                if source == printable_path(it.path):
+                    conflicts.append(f"--resume: {it.path} has changed since {paths['classes']} was made from it "
+                                     f"(another SHA-256); --overwrite predicts the folder again, or use another "
+                                     f"--output")
+                else:
+                    conflicts.append(f"--resume: {paths['classes']} was made from another photograph ({source}) "
+                                     f"than {it.path}, which takes the same output name; use another --output")
                 continue
             complete = all(p.is_file() for p in paths.values())
             if complete and (same or previous.get(it.path, {}).get("output") == it.rel):
@@ -747,9 +817,6 @@ def segment(todo, ensemble, masks, args, show_progress=True):
                 except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
                     fail(it, exc)
                     continue
-                if masks.folder is not None and ready[-1][0].fov_source != "mask":
-                    tqdm.write(f"note: {it.path}: no mask named like it in --masks {masks.folder}; FOV "
-                               f"{ready[-1][0].fov_source}", file=sys.stderr)
                 for note in ready[-1][0].notes:
                     tqdm.write(f"note: {it.path}: {note}", file=sys.stderr)
             if ready:

@@ -75,7 +75,7 @@ def build_parser():
     p.add_argument("--dataset", default="DRIVE_AV", help=dataset_names())
     p.add_argument("--job_name", "--job-name", dest="job_name", default="default",
                    help="run folder <output-root>/<Dataset>/<job_name> (with --seeds: <job_name>_seed<N>; "
-                        "default %(default)s, as train.py's)")
+                        "default: the folder named 'default', as train.py's)")
     p.add_argument("--seeds", type=int, nargs="+", action="extend", default=None,
                    help="evaluate one run per seed (a repeated option adds to the list)")
     p.add_argument("--load", nargs="+", action="extend", default=None,

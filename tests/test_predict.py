@@ -119,6 +119,7 @@ def test_failures_are_recorded_and_the_exit_status_is_non_zero(setup, first):
         assert not outputs_of(out, rel)["classes"].exists()
     noted = {rel for rel in GOOD if f"note: {setup['input'] / rel}: a greyscale photograph" in proc.stderr}
     assert noted == {"sub/grey.png", "sub/deeper/grey16.tif"}  # colour is what tells artery from vein
+    assert {rel for rel in GOOD if rows[rel]["notes"].startswith("a greyscale photograph")} == noted  # in the CSV too
     for rel in GOOD:
         r = rows[rel]
         assert r["status"] == "ok" and r["reason"] == "" and r["fov_source"] == "estimated"
@@ -160,7 +161,7 @@ def test_resume_refuses_an_output_folder_made_with_other_weights_or_settings(set
     assert member["sha256"] == predict.weights_sha256(load_any(setup["run_a"])[0])
     assert record["tta"] is False and record["precision"] == "fp32"
     stamps = {p: p.stat().st_mtime_ns for p in done.rglob("*")}
-    for extra, what in ((["--weights", setup["run_b"]], "weights"), (["--weights", setup["run_a"], "--tta"], "tta")):
+    for extra, what in ((["--weights", setup["run_b"]], "weights"), (["--weights", setup["run_a"], "--tta"], "--tta setting")):
         proc = cli(*extra, "--input", setup["input"], "--output", done, "--resume")
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --resume: {done} was made with other {what}")
@@ -195,6 +196,14 @@ def test_resume_never_counts_another_photographs_outputs_as_done(setup, first):
     shutil.copy(photo, moved / "01_test.tif")  # the same photograph, its folder moved
     proc = cli("--weights", setup["run_a"], "--input", moved / "01_test.tif", "--output", out, "--resume")
     assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
+    # A photograph replaced in place (same path, other content): said as such.
+    changed_out = setup["base"] / "changed_out"
+    assert cli("--weights", setup["run_a"], "--input", moved / "01_test.tif", "--output", changed_out).returncode == 0
+    shutil.copy(setup["input"] / "sub" / "02_test.tif", moved / "01_test.tif")
+    proc = cli("--weights", setup["run_a"], "--input", moved / "01_test.tif", "--output", changed_out, "--resume")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: --resume: {moved / '01_test.tif'} has changed since {changed_out / '01_test_classes.png'} was made "
+        "from it (another SHA-256); --overwrite predicts the folder again, or use another --output")
 
 
 def test_resume_reads_class_maps_of_older_versions_by_the_csv(setup, first):
@@ -213,14 +222,29 @@ def test_resume_reads_class_maps_of_older_versions_by_the_csv(setup, first):
     assert read_rows(out) == read_rows(done)
 
 
-def test_a_new_run_leaves_no_optional_output_of_an_earlier_one(setup):
+def test_an_earlier_run_in_the_output_folder_is_resumed_or_replaced_never_mixed(setup):
+    """Without --resume or --overwrite a folder holding an earlier run is refused in one line,
+    nothing touched; --overwrite deletes the files of that run (and only those) first, so the
+    folder holds one run: no pictures of images it did not predict, no optional outputs of
+    other settings."""
     out = setup["base"] / "rerun"
-    one = ["--weights", setup["run_a"], "--input", setup["input"] / "rgba.png", "--output", out]
-    assert cli(*one, "--save-probs").returncode == 0
-    assert (out / "rgba_probs.npz").is_file()
-    assert cli(*one).returncode == 0
-    assert sorted(p.name for p in out.iterdir()) == ["predict_run.json", "predictions.csv", "rgba_classes.png",
-                                                     "rgba_colour.png", "rgba_overlay.png"]
+    two = ["--weights", setup["run_a"], "--input", setup["input"] / "rgba.png", setup["input"] / "01_test.tif",
+           "--output", out, "--save-probs"]
+    assert cli(*two).returncode == 0
+    (out / "my_notes.txt").write_text("kept")
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    one = ["--weights", setup["run_b"], "--input", setup["input"] / "rgba.png", "--output", out]
+    proc = cli(*one)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: --output {out} holds an earlier run (predictions.csv of 2 image(s)): --resume adds to it (same "
+        "weights and settings), --overwrite replaces it (its files are deleted first), or choose another --output"]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
+    assert cli(*one, "--resume", "--overwrite").returncode == 2
+    proc = cli(*one, "--overwrite")
+    assert proc.returncode == 0 and "--overwrite: deleted the earlier run's 10 file(s)" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["my_notes.txt", "predict_run.json", "predictions.csv",
+                                                     "rgba_classes.png", "rgba_colour.png", "rgba_overlay.png"]
+    assert [r["output"] for r in read_rows(out)] == ["rgba"]
 
 
 def test_an_output_that_is_a_file_and_a_mask_not_found_are_said(setup, tmp_path, capsys):
@@ -258,6 +282,25 @@ def test_ensemble_writes_an_uncertainty_map_and_probabilities(setup):
         assert probs["probs"].dtype == np.float16 and probs["probs"].shape == (3, DRIVE_SIZE[1], DRIVE_SIZE[0])
         assert list(probs["channels"]) == ["artery", "uncertain", "vein"]
         assert (unc[~probs["fov"]] == 0).all()
+
+
+def test_the_same_weights_twice_are_noted(setup, tmp_path, capsys):
+    """An ensemble that names one set of weights twice (here a run folder and its bundle) is
+    run as asked, with a note: it is no ensemble."""
+    bundle = export_bundle(setup["run_a"], tmp_path / "a.pth")
+    args = predict.build_parser().parse_args(["--weights", str(setup["run_a"]), str(bundle), "--input",
+                                              str(setup["input"] / "rgba.png"), "--output", str(tmp_path / "out")])
+    assert predict.run(args) == 0
+    assert (f"note: {bundle} holds the same weights as {setup['run_a']} (SHA-256 of their values): this ensemble "
+            "counts them twice") in capsys.readouterr().err
+
+
+def test_amp_where_the_machine_has_no_mixed_precision_is_said(setup, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(predict, "amp_dtype_for", lambda device, enabled: None)  # as on a CPU without bf16
+    args = predict.build_parser().parse_args(["--weights", str(setup["run_a"]), "--input",
+                                              str(setup["input"] / "rgba.png"), "--output", str(tmp_path), "--amp"])
+    assert predict.run(args) == 0
+    assert "note: --amp: cpu has no native bf16/fp16 here, so this runs in fp32" in capsys.readouterr().err
 
 
 def test_tta_is_flip_equivariant(setup):
@@ -308,14 +351,15 @@ def test_bundle_weights_and_one_line_errors(setup, capsys):
     for extra in (["--activation", "softmax"], ["--image-size", "60", "64"]):
         with pytest.raises(SystemExit) as info:
             predict.main(["--weights", str(setup["run_a"]), "--input", str(setup["input"]),
-                          "--output", str(out), *extra])
+                          "--output", str(out), "--overwrite", *extra])
         assert info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:"), err
+        assert (out / "rgba_colour.png").is_file() and (out / "predictions.csv").is_file()  # --overwrite lost nothing
     softmax = make_run(setup["base"] / "run_softmax", 2, "softmax")
     with pytest.raises(SystemExit):
         predict.main(["--weights", str(setup["run_a"]), str(softmax), "--input", str(setup["input"]),
-                      "--output", str(out)])
+                      "--output", str(setup["base"] / "not_made")])
     assert "must be one variant" in capsys.readouterr().err
     missing = setup["base"] / "no_such_folder"  # nothing to do: one line before any network loads
     with pytest.raises(SystemExit) as info:
@@ -345,8 +389,16 @@ def test_inputs_from_globs_and_list_files(setup, tmp_path):
     (tmp_path / "d").mkdir()
     for name in ("a.png", "a.jpg"):
         shutil.copy(inp / "rgba.png", tmp_path / "d" / name)
-    items, _ = predict.find_inputs([str(tmp_path / "d")])
+    items, warnings = predict.find_inputs([str(tmp_path / "d")])
+    assert sorted(i.rel for i in items) == ["a_jpg", "a_png"] and not warnings
+    for name in ("notes.txt", "c.webp", ".DS_Store"):  # other files are said (not hidden ones)
+        (tmp_path / "d" / name).write_text("x")
+    items, warnings = predict.find_inputs([str(tmp_path / "d")])
     assert sorted(i.rel for i in items) == ["a_jpg", "a_png"]
+    assert warnings == [f"{tmp_path / 'd'}: files of other types skipped (.txt, .webp); images are "
+                        ".jpg .jpeg .png .tif .tiff .bmp"]
+    for name in ("notes.txt", "c.webp", ".DS_Store"):
+        (tmp_path / "d" / name).unlink()
     # Outputs of earlier runs inside the searched folder are not photographs to segment.
     (tmp_path / "d" / "old").mkdir()
     (tmp_path / "d" / "old" / "predictions.csv").write_text("path\n")
