@@ -1,7 +1,11 @@
 # make install | make test | make demo | make train DATASET=DRIVE_AV | make test-run DATASET=DRIVE_AV
 PY ?= python3
 VENV ?= .venv
-TORCH ?= torch==2.13.0
+# The torch to install: TORCH=... on the command line; else the one the last `make install
+# TORCH=...` recorded (so `make test` keeps it); else 2.13.0. Passed to pip as words, so
+# TORCH="torch==2.5.1 --index-url https://download.pytorch.org/whl/cpu" works.
+TORCH ?= $(or $(shell cat $(VENV)/.torch-spec 2>/dev/null),torch==2.13.0)
+export TORCH
 DATASET ?= DRIVE_AV
 BIN = $(VENV)/bin
 
@@ -12,11 +16,11 @@ install: $(VENV)/.installed
 # `make install TORCH=...` reinstalls into an existing .venv and a plain `make install` does not.
 $(VENV)/.torch-spec: FORCE
 	@mkdir -p $(VENV)
-	@echo '$(TORCH)' | cmp -s - $@ || echo '$(TORCH)' > $@
+	@printf '%s\n' "$$TORCH" | cmp -s - $@ || printf '%s\n' "$$TORCH" > $@
 $(VENV)/.installed: requirements.txt $(VENV)/.torch-spec
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q $$TORCH
 	$(BIN)/python -m pip install -q -r requirements.txt
 	touch $@
 

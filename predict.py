@@ -110,15 +110,9 @@ def _is_image(p: Path):
     return p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
 
 
-def _not_a_photograph(f: Path, base: Path, output: Optional[Path], masks: Optional[Path]) -> bool:
-    """Not a photograph to segment: a mask of --masks (unless the masks lie among the
-    photographs themselves), or an output of this program (an output file name under --output
-    or under a folder holding a predictions.csv, up to the searched folder)."""
+def _in_an_output_folder(f: Path, base: Path, output: Optional[Path]) -> bool:
+    """Under --output, or under a folder holding a predictions.csv (up to the searched folder)."""
     rf, base = f.resolve(), base.resolve()
-    if masks is not None and masks != base and rf.is_relative_to(masks):
-        return True
-    if not f.name.endswith(OUTPUT_PICTURES):
-        return False
     if output is not None and rf.is_relative_to(output):
         return True
     for d in rf.parents:
@@ -127,6 +121,15 @@ def _not_a_photograph(f: Path, base: Path, output: Optional[Path], masks: Option
         if d == base:
             return False
     return False
+
+
+def _not_a_photograph(f: Path, base: Path, output: Optional[Path], masks: Optional[Path]) -> bool:
+    """Not a photograph to segment: a mask of --masks (unless the masks lie among the
+    photographs themselves), or an output of this program (an output file name in an output
+    folder)."""
+    if masks is not None and masks != base.resolve() and f.resolve().is_relative_to(masks):
+        return True
+    return f.name.endswith(OUTPUT_PICTURES) and _in_an_output_folder(f, base, output)
 
 
 def _rel_stem(p: Path, base: Path) -> str:
@@ -162,9 +165,8 @@ def find_inputs(specs, output=None, masks=None):
                 warnings.append(f"{spec}: no images ({' '.join(IMAGE_EXTS)}) in this folder")
             else:  # e.g. .webp or .dcm photographs, which would otherwise vanish unsaid
                 other = sorted({f.suffix.lower() or f.name for f in files if not _is_image(f)
-                                and not (output is not None and f.resolve().is_relative_to(output))
                                 and not (masks is not None and f.resolve().is_relative_to(masks))
-                                and not any((d / "predictions.csv").is_file() for d in f.resolve().parents)})
+                                and not _in_an_output_folder(f, p, output)})
                 if other:
                     warnings.append(f"{spec}: files of other types skipped ({', '.join(other[:8])}"
                                     f"{', ...' if len(other) > 8 else ''}); images are {' '.join(IMAGE_EXTS)}")
@@ -184,7 +186,8 @@ def find_inputs(specs, output=None, masks=None):
                 if q.is_file():
                     add(q, base)
                 elif str(q.resolve()) not in seen:
-                    items.append(Item(str(q), _rel_stem(q, base), missing=f"listed in {spec}, but not found"))
+                    why = "a folder; a list names image files" if q.is_dir() else "not found"
+                    items.append(Item(str(q), _rel_stem(q, base), missing=f"listed in {spec}, but {why}"))
                     seen.add(str(q.resolve()))
         elif p.is_file() or p.is_symlink():
             add(p, p.parent)
@@ -570,23 +573,33 @@ def earlier_run(out_dir: Path) -> str:
     rows = read_rows(out_dir / "predictions.csv")
     if rows:
         return f"predictions.csv of {len(rows)} image(s)"
-    return RUN_RECORD if (out_dir / RUN_RECORD).is_file() else ""
+    return f"{RUN_RECORD}, no CSV: an interrupted run" if (out_dir / RUN_RECORD).is_file() else ""
 
 
 def remove_earlier_run(out_dir: Path) -> int:
-    """--overwrite: delete the files of the earlier run (those its predictions.csv names, the CSV
-    and predict_run.json), nothing else in the folder. Returns the number of files deleted."""
-    inside, removed = out_dir.resolve(), 0
-    for r in read_rows(out_dir / "predictions.csv"):
-        for suffix in OUTPUT_FILES.values():
-            path = out_dir / (r.get("output", "") + suffix)
-            if path.resolve().is_relative_to(inside) and path.is_file():
-                path.unlink()
-                removed += 1
-    for name in ("predictions.csv", RUN_RECORD):
-        if (out_dir / name).is_file():
-            (out_dir / name).unlink()
+    """--overwrite: delete the files of the earlier run, nothing else in the folder: the outputs
+    of the images its predictions.csv names and of every class map that names its photograph
+    (so those of an interrupted run, which wrote no CSV, too), the CSV, its per-process parts
+    and predict_run.json. Returns the number of files deleted."""
+    inside = out_dir.resolve()
+    stems = {r.get("output") or "" for r in read_rows(out_dir / "predictions.csv")} - {""}
+    for classes in out_dir.rglob("*" + OUTPUT_FILES["classes"]):
+        try:
+            if made_from(classes)["source"] is not None:
+                stems.add(classes.relative_to(out_dir).as_posix()[:-len(OUTPUT_FILES["classes"])])
+        except Exception:  # noqa: BLE001 - not a readable map of this program: not ours to delete
+            pass
+    files = [out_dir / (stem + suffix) for stem in stems for suffix in OUTPUT_FILES.values()]
+    files += [out_dir / "predictions.csv", out_dir / RUN_RECORD, *out_dir.glob(PARTIAL.format("*"))]
+    removed, emptied = 0, set()
+    for path in files:
+        if path.resolve().is_relative_to(inside) and path.is_file():
+            path.unlink()
             removed += 1
+            emptied.update(d for d in path.parents if d.resolve().is_relative_to(inside) and d.resolve() != inside)
+    for d in sorted(emptied, key=lambda d: len(d.parts), reverse=True):  # sub-folders it leaves empty
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
     return removed
 
 
@@ -686,7 +699,7 @@ def _run(args, ctx: distributed.Context) -> int:
         raise ConfigError(f"file or folder not found: {' '.join(it.path for it in items)}")
     if args.resume and args.overwrite:
         raise ConfigError("--resume adds to an earlier run, --overwrite replaces it: give one")
-    earlier = earlier_run(out_dir) if out_dir.is_dir() else ""
+    earlier = ctx.broadcast(earlier_run(out_dir) if main and out_dir.is_dir() else "")  # one view for all ranks
     if earlier and not (args.resume or args.overwrite):
         raise ConfigError(f"--output {out_dir} holds an earlier run ({earlier}): --resume adds to it (same weights "
                           f"and settings), --overwrite replaces it (its files are deleted first), or choose another "
@@ -758,8 +771,8 @@ def plan(items, out_dir, is_ensemble, masks, args):
                 source = made_from(paths["classes"])["source"]
                 if source == printable_path(it.path):
                     conflicts.append(f"--resume: {it.path} has changed since {paths['classes']} was made from it "
-                                     f"(another SHA-256); --overwrite predicts the folder again, or use another "
-                                     f"--output")
+                                     f"(another SHA-256); use another --output, or --overwrite to replace the whole "
+                                     f"earlier run")
                 else:
                     conflicts.append(f"--resume: {paths['classes']} was made from another photograph ({source}) "
                                      f"than {it.path}, which takes the same output name; use another --output")

@@ -68,7 +68,9 @@ def build_parser():
                    help="mixed precision training (default; --no-amp: fp32 as the paper and train.sh)")
     p.add_argument("--train-args", default="",
                    help="more train.py options for every seed, one string (e.g. \"--tf32\" or "
-                        "\"--base-width 8 --image-size 256 256\"); checked before anything runs")
+                        "\"--base-width 8 --image-size 256 256\"); checked before anything runs. Options that "
+                        "reproduce.py sets or that would change train.sh's protocol (batch size, learning rate, "
+                        "validation, loss weights, fusion, augmentation, --load) are refused")
     p.add_argument("--data-root", default="./data", help="data folder or pack (default %(default)s)")
     p.add_argument("--work", default=None,
                    help="runs, checkpoints and test pictures (default ./reproduce_work/<tag>; must not exist)")
@@ -188,8 +190,8 @@ def check_train_args(text: str, spec, data_root: Path):
         refuse(f"{', '.join(own)} is set by reproduce.py itself (see its --help)")
     protocol = sorted(train.given_options(words) & PROTOCOL_OPTIONS)
     if protocol:
-        refuse(f"{', '.join(protocol)} would change train.sh's protocol, which this job reproduces "
-               "(train.py trains with any settings)")
+        refuse(f"{', '.join(protocol)} would change train.sh's protocol, which this job reproduces, so it is "
+               "not taken even at train.sh's value (train.py trains with any settings)")
     parsed.dataset = spec.name
     cfg = train.config_from_args(parsed)  # sizes, widths, rates: the errors train.py would give each seed
     check_pack_size(data_root, spec, cfg.input_size)  # a pack made at another size
@@ -201,8 +203,9 @@ def departures(parsed, spec) -> str:
     import train
     from scripts.config import RunConfig
     parts = []
-    if parsed.base_width != 32:
-        parts.append(f"base width {parsed.base_width} instead of 32")
+    paper_width = RunConfig().base_width
+    if parsed.base_width != paper_width:
+        parts.append(f"base width {parsed.base_width} instead of {paper_width}")
     size, paper = train.config_from_args(parsed).input_size, RunConfig(dataset=spec.name).input_size
     if tuple(size) != tuple(paper):
         parts.append(f"input {size[0]} x {size[1]} instead of {paper[0]} x {paper[1]}")
@@ -320,19 +323,22 @@ class Job:
         """Every seed at once (train.sh, PARALLEL=1), stopped in time for testing and packaging."""
         args = self.args
         extra = args.train_args
-        left = self.budget.left(args.reserve_minutes)
+        # train.py's --time-limit counts from its own start, some seconds after this phase's (Python
+        # and torch start first): it gets the time left less STARTUP_S. It stops each seed before an
+        # epoch that would overrun; SIGTERM (the epoch ends and is saved, else SIGKILL after GRACE_S)
+        # comes STARTUP_S + 20 s after that limit, for an epoch far longer than the last. So training
+        # ends at most a minute into --reserve-minutes.
+        STARTUP_S, GRACE_S = 20, 40
+        left, limit = self.budget.left(args.reserve_minutes), None
         if left is not None:
-            extra += f" --time-limit {max(left, 1) / 60:.3f}"
+            limit = max(left - STARTUP_S, 15)
+            extra += f" --time-limit {limit / 60:.3f}"
         threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(args.seeds))))
         env = {**self.env, "SEEDS": " ".join(map(str, args.seeds)), "EPOCHS": str(args.epochs),
                "AMP": "1" if args.amp else "0", "PARALLEL": "1", "EXTRA_ARGS": extra.strip(),
                "OMP_NUM_THREADS": threads}  # the CPU's cores shared between the seeds
-        # --time-limit stops each run before an epoch that would overrun; the deadline (SIGTERM half
-        # a minute after that limit, which train.py counts from its own later start: the epoch ends
-        # and is saved within half a minute's grace, else SIGKILL) catches an epoch far longer than
-        # the last. So training ends at most a minute into --reserve-minutes.
         self.run(Phase("train", ["sh", ROOT / "train.sh"], self.logs, self.work, env),
-                 None if left is None else max(left, 60) + 30, grace=30, ok=(0, 3))  # 3: stopped by --time-limit
+                 None if limit is None else limit + STARTUP_S + 20, grace=GRACE_S, ok=(0, 3))  # 3: by --time-limit
 
     def collect_training(self):
         """Each seed's record and scalars, and the seeds' logs, into the results."""

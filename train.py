@@ -336,9 +336,11 @@ def read_last_state(path, mmap=False) -> dict:
     """last.pth's contents, or one line when the file is not a last.pth of this project."""
     state = read(path, mmap=mmap)
     keys = {"config", "epoch", "step", "best_f1", "networks", "trainer", "generator", "torch_rng"}
-    if not (isinstance(state, dict) and keys <= set(state) and isinstance(state["config"], dict)):
+    if not (isinstance(state, dict) and keys <= set(state)):
         raise CheckpointError(f"{path}: not a training state of this project (missing "
                               f"{', '.join(sorted(keys - set(state))) if isinstance(state, dict) else 'everything'})")
+    if not (isinstance(state["config"], dict) and "epochs" in state["config"]):
+        raise CheckpointError(f"{path}: its saved configuration is damaged (no planned epochs)")
     return state
 
 

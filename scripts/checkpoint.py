@@ -122,6 +122,8 @@ def network_state(path, contents) -> tuple:
     if not (isinstance(state, dict) and state and all(isinstance(k, str) and torch.is_tensor(v)
                                                       for k, v in state.items())):
         raise CheckpointError(f"{path}: not a network's weights (a state dict of tensors expected)")
+    if all(k.startswith("module.") for k in state):  # saved from a DataParallel/DDP wrapper
+        state = {k[len("module."):]: v for k, v in state.items()}
     return state, config
 
 

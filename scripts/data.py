@@ -87,15 +87,18 @@ def _open_header(path):
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
+    too_large = f"more than the {MAX_PIXELS // 10**6} MP this reads (no fundus photograph is that large)"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(path)
+    except Image.DecompressionBombError:  # PIL's own check, above twice the limit
+        raise DataError(f"{path}: {too_large}") from None
     except Exception as exc:  # PIL raises several types for unknown or corrupt files
         raise DataError(f"{path}: cannot decode image ({exc})") from None
     if img.width * img.height > MAX_PIXELS:
-        raise DataError(f"{path}: {img.width} x {img.height} pixels, more than the {MAX_PIXELS // 10**6} MP "
-                        "this reads (no fundus photograph is that large)")
+        img.close()
+        raise DataError(f"{path}: {img.width} x {img.height} pixels, {too_large}")
     return img
 
 

@@ -195,6 +195,16 @@ def test_original_checkpoints_through_load_any_match_the_golden_outputs(variant,
     assert "\n" not in message and variant in message and f"activation={other}" in message
 
 
+def test_state_dicts_saved_from_a_dataparallel_wrapper_load(tmp_path):
+    """Plain state dicts whose keys carry DataParallel's 'module.' prefix load as the same networks."""
+    nets = randomised(seed=5)
+    for net, name in (("G", "CP_best_F1_all.pth"), ("G_A", "CP_best_F1_A.pth"), ("G_V", "CP_best_F1_V.pth")):
+        torch.save({f"module.{k}": v for k, v in getattr(nets, net).state_dict().items()}, tmp_path / name)
+    loaded, cfg = load_any(tmp_path)
+    assert cfg == {"activation": "sigmoid", "base_width": 4, "fusion": "concat"}
+    assert torch.equal(outputs(loaded)["G"], outputs(nets)["G"])
+
+
 def test_original_2021_epoch_names_pick_the_highest_epoch(tmp_path):
     """CP_epoch<N>_{all,A,V}.pth: the highest N (numerically: 12 beats 9)."""
     for epoch, seed in ((9, 1), (12, 2), (3, 3)):

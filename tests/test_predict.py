@@ -203,7 +203,7 @@ def test_resume_never_counts_another_photographs_outputs_as_done(setup, first):
     proc = cli("--weights", setup["run_a"], "--input", moved / "01_test.tif", "--output", changed_out, "--resume")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
         f"error: --resume: {moved / '01_test.tif'} has changed since {changed_out / '01_test_classes.png'} was made "
-        "from it (another SHA-256); --overwrite predicts the folder again, or use another --output")
+        "from it (another SHA-256); use another --output, or --overwrite to replace the whole earlier run")
 
 
 def test_resume_reads_class_maps_of_older_versions_by_the_csv(setup, first):
@@ -245,6 +245,14 @@ def test_an_earlier_run_in_the_output_folder_is_resumed_or_replaced_never_mixed(
     assert sorted(p.name for p in out.iterdir()) == ["my_notes.txt", "predict_run.json", "predictions.csv",
                                                      "rgba_classes.png", "rgba_colour.png", "rgba_overlay.png"]
     assert [r["output"] for r in read_rows(out)] == ["rgba"]
+    # An interrupted run (pictures and predict_run.json, no CSV yet): refused too, and replaced whole.
+    (out / "predictions.csv").unlink()
+    proc = cli(*one)
+    assert proc.returncode == 2 and "holds an earlier run (predict_run.json, no CSV: an interrupted run)" in proc.stderr
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "01_test.tif", "--output", out, "--overwrite")
+    assert proc.returncode == 0 and "--overwrite: deleted the earlier run's 4 file(s)" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["01_test_classes.png", "01_test_colour.png", "01_test_overlay.png",
+                                                     "my_notes.txt", "predict_run.json", "predictions.csv"]
 
 
 def test_an_output_that_is_a_file_and_a_mask_not_found_are_said(setup, tmp_path, capsys):
@@ -385,6 +393,9 @@ def test_inputs_from_globs_and_list_files(setup, tmp_path):
     assert [i.rel for i in items] == ["rgba", "sub/grey", "missing", "nothing_here"]
     assert [bool(i.missing) for i in items] == [False, False, True, True]
     assert items[2].missing == f"listed in {listing}, but not found"
+    listing.write_text(f"{inp / 'sub'}\n")
+    (item,), _ = predict.find_inputs([str(listing)])
+    assert item.missing == f"listed in {listing}, but a folder; a list names image files"
     # Same stem twice (a.png, a.jpg): distinct output names.
     (tmp_path / "d").mkdir()
     for name in ("a.png", "a.jpg"):
@@ -421,6 +432,16 @@ def test_two_process_torchrun_processes_every_image_once(setup):
         assert proc.stderr.count(f"failed: {setup['input'] / rel}:") == 1
     for rel in GOOD:
         assert all(p.is_file() for p in outputs_of(out, rel).values()), rel
+    # Again into that folder: every process refuses it alike, or replaces it with --overwrite.
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "sub", "--output", out, torchrun=True)
+    assert proc.returncode != 0 and "holds an earlier run (predictions.csv of 7 image(s))" in proc.stderr
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "sub", "--output", out, "--overwrite",
+               torchrun=True)
+    assert proc.returncode == 1 and "--overwrite: deleted the earlier run's 17 file(s)" in proc.stderr, proc.stderr
+    assert sorted(r["output"] for r in read_rows(out)) == ["02_test", "deeper/grey16", "grey", "trunc"]
+    assert sorted(p.name for p in out.iterdir()) == ["02_test_classes.png", "02_test_colour.png", "02_test_overlay.png",
+                                                     "deeper", "grey_classes.png", "grey_colour.png",
+                                                     "grey_overlay.png", "predict_run.json", "predictions.csv"]
 
 
 def test_predict_sh(setup):

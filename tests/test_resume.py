@@ -224,7 +224,7 @@ def test_sigterm_and_ctrl_c_end_in_one_line(monkeypatch, capsys, tmp_path, how, 
         if stage == "folder only":
             run_dir.mkdir(parents=True)
         if stage == "saved":
-            torch.save({"epoch": 3, "config": {}, "step": 36, "best_f1": 0.5, "networks": {}, "trainer": {},
+            torch.save({"epoch": 3, "config": {"epochs": 9}, "step": 36, "best_f1": 0.5, "networks": {}, "trainer": {},
                         "generator": {}, "torch_rng": torch.get_rng_state()}, run_dir / "last.pth")
         with pytest.raises(SystemExit) as stop:
             train.main(args)
