@@ -18,13 +18,16 @@ GROUPS = ("average", "segments")  # pixel metrics (weighted average) and segment
 
 def rows(summary):
     for group in GROUPS:
-        for key, value in summary.get(group, {}).items():
-            if isinstance(value, dict) and "mean" in value:
+        values = summary.get(group)
+        for key, value in (values.items() if isinstance(values, dict) else ()):
+            if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
                 yield f"{group}/{key}", value
 
 
 def cell(value, one_run):
-    return f"{value['mean']:>22.2f}" if one_run else f"{value['mean']:>14.2f} ± {value['std']:<5.2f}"
+    if one_run or not isinstance(value.get("std"), (int, float)):
+        return f"{value['mean']:>22.2f}"
+    return f"{value['mean']:>14.2f} ± {value['std']:<5.2f}"
 
 
 def table(summaries, names):

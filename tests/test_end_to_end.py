@@ -331,6 +331,10 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
         compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "missing.json")])
     assert info.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing.json'}: cannot read summary")
+    (tmp_path / "odd.json").write_text(json.dumps({"runs": ["a", "b"], "average": {"f1": {"mean": 50.0}},
+                                                   "segments": [1, 2]}))  # no std, segments not a table
+    compare.main([str(tmp_path / "odd.json")])
+    assert capsys.readouterr().out.splitlines()[1].split() == ["average/f1", "50.00"]
     for name, contents in (("list.json", []), ("index.json", {"format": "avseg-bundle-index"})):
         (tmp_path / name).write_text(json.dumps(contents))
         with pytest.raises(SystemExit) as info:
