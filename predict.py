@@ -875,7 +875,8 @@ def main(argv=None):
     try:
         code = run(args)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if distributed.launched_as_rank_zero():  # under torchrun every process meets it: one line
+            print(f"error: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)
 

@@ -434,7 +434,7 @@ def test_two_process_torchrun_processes_every_image_once(setup):
         assert all(p.is_file() for p in outputs_of(out, rel).values()), rel
     # Again into that folder: every process refuses it alike, or replaces it with --overwrite.
     proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "sub", "--output", out, torchrun=True)
-    assert proc.returncode != 0 and "holds an earlier run (predictions.csv of 7 image(s))" in proc.stderr
+    assert proc.returncode != 0 and proc.stderr.count("holds an earlier run (predictions.csv of 7 image(s))") == 1
     proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "sub", "--output", out, "--overwrite",
                torchrun=True)
     assert proc.returncode == 1 and "--overwrite: deleted the earlier run's 17 file(s)" in proc.stderr, proc.stderr
