@@ -362,10 +362,16 @@ def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
     fov, source = read_fov(item, rgb, masks)
     resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)
                for s in sizes}
-    notes = photo_notes(rgb, fov, sizes)
-    if masks.folder is not None and source != "mask":
-        notes += (f"no mask named like it in --masks {masks.folder}; FOV {source}",)
+    notes = image_notes(rgb, fov, source, sizes, masks)
     return Prepared(item, rgb, fov, source, resized, fingerprint(item.path), notes)
+
+
+def image_notes(rgb, fov, fov_source, sizes, masks: MaskFinder) -> tuple:
+    """photo_notes, and a mask of --masks not found for it."""
+    notes = photo_notes(rgb, fov, sizes)
+    if masks.folder is not None and fov_source != "mask":
+        notes += (f"no mask named like it in --masks {masks.folder}; FOV {fov_source}",)
+    return notes
 
 
 def photo_notes(rgb, fov, sizes) -> tuple:
@@ -453,16 +459,17 @@ def row(item, status, reason, w="", h="", fov_source="", stats=None, notes=""):
     return r
 
 
-def resumed_row(item, paths, previous, masks):
-    """The CSV row of an image done by an earlier run: its old row, else recomputed from the
-    written class map."""
+def resumed_row(item, paths, previous, masks, sizes):
+    """The CSV row of an image done by an earlier run: its old row (with a notes column, which
+    CSVs of older versions lack), else recomputed from the written class map."""
     old = previous.get(item.path)
-    if old and old.get("status") == "ok":
+    if old and old.get("status") == "ok" and "notes" in old:
         return {**{k: old.get(k, "") for k in CSV_FIELDS}, "output": item.rel}
     cls = np.asarray(Image.open(paths["classes"]))
     rgb = read_image(item.path)
     fov, source = read_fov(item, rgb, masks)
-    return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov))
+    return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov),
+               "; ".join(image_notes(rgb, fov, source, sizes, masks)))
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -714,7 +721,7 @@ def _run(args, ctx: distributed.Context) -> int:
     if args.resume:
         check_resume(out_dir, record)
     mine = [it for i, it in enumerate(items) if i % ctx.world == ctx.rank]
-    done_rows, todo, conflicts = plan(mine, out_dir, len(members) > 1, masks, args)
+    done_rows, todo, conflicts = plan(mine, out_dir, len(members) > 1, masks, args, ensemble.sizes)
     if ctx.sum(len(conflicts)):
         raise ConfigError(conflicts[0] if conflicts else f"--resume: outputs in {out_dir} were made from other "
                                                          f"photographs (another process says which)")
@@ -755,7 +762,7 @@ def same_photograph(classes_png: Path, item: Item) -> Optional[bool]:
         return None
 
 
-def plan(items, out_dir, is_ensemble, masks, args):
+def plan(items, out_dir, is_ensemble, masks, args, sizes):
     """(CSV rows of the images an earlier run finished (--resume), [(item, output paths) to do],
     conflicts). With --resume an image is done when all its outputs exist and its class map
     was made from this photograph; a class map of another photograph under the same output
@@ -780,7 +787,7 @@ def plan(items, out_dir, is_ensemble, masks, args):
             complete = all(p.is_file() for p in paths.values())
             if complete and (same or previous.get(it.path, {}).get("output") == it.rel):
                 try:
-                    done_rows.append(resumed_row(it, paths, previous, masks))
+                    done_rows.append(resumed_row(it, paths, previous, masks, sizes))
                     continue
                 except Exception:  # noqa: BLE001 - an unreadable old output: predict again
                     pass

@@ -224,8 +224,8 @@ def _bundle_config(source, bundle: dict) -> dict:
 
 def _bundle_networks(source, bundle: dict) -> dict:
     networks = bundle.get("networks")
-    if not (isinstance(networks, dict) and all(
-            isinstance(state, dict) and all(torch.is_tensor(t) for t in state.values()) for state in networks.values())):
+    if not (isinstance(networks, dict) and all(isinstance(state, dict) and all(map(torch.is_tensor, state.values()))
+                                               for state in networks.values())):
         raise CheckpointError(f"{source}: a bundle without its networks' weights; is it damaged?")
     return networks
 

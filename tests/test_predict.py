@@ -220,6 +220,16 @@ def test_resume_reads_class_maps_of_older_versions_by_the_csv(setup, first):
     proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "01_test.tif", "--output", out, "--resume")
     assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
     assert read_rows(out) == read_rows(done)
+    # A CSV of a version before the notes column: the rows of resumed images are recomputed, notes included.
+    rows = read_rows(out)
+    with open(out / "predictions.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "notes"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"], "--output", out, "--resume")
+    assert proc.returncode == 1 and "5 image(s) already done" in proc.stderr, proc.stderr  # the 2 bad ones fail again
+    grey = next(r for r in read_rows(out) if r["output"] == "sub/grey")
+    assert grey["notes"].startswith("a greyscale photograph") and grey["status"] == "ok"
 
 
 def test_an_earlier_run_in_the_output_folder_is_resumed_or_replaced_never_mixed(setup):
