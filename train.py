@@ -30,8 +30,8 @@ from tqdm import tqdm
 from scripts import distributed, metrics
 from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
-from scripts.checkpoint import (LAST_STATE, NETWORK_FILES, CheckpointError, atomic_torch_save, check_expected, read,
-                                save_best)
+from scripts.checkpoint import (LAST_STATE, NETWORK_FILES, CheckpointError, atomic_torch_save, check_expected,
+                                check_folder, read, save_best)
 from scripts.config import ConfigError, RunConfig, dataset_names, dataset_spec, str2bool
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.device import amp_dtype_for, describe_precision, pick_device, set_tf32, training_memory_format
@@ -100,7 +100,7 @@ def build_parser():
                         "last and a --time-limit stop's epoch (0: none; default %(default)s)")
     p.add_argument("--save-every", type=float, default=d.save_every, dest="save_every", metavar="MINUTES",
                    help="minutes between saves of last.pth, the state --resume continues (always at the end "
-                        "and at a --time-limit stop; 0: every epoch; default %(default)s)")
+                        "and at a --time-limit, Ctrl-C or SIGTERM stop; 0: every epoch; default %(default)s)")
     p.add_argument("--time-limit", type=float, default=d.time_limit, dest="time_limit", metavar="MINUTES",
                    help="stop (checkpoints saved, exit status 3) before an epoch that would end more than "
                         "this many minutes after the start (at least one epoch runs); --resume continues. "
@@ -173,6 +173,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         cuda_settings(cfg)
     spec, size = cfg.spec, cfg.input_size
     run_dir = Path(output_root) / spec.name / cfg.job_name
+    check_folder(run_dir, "--output-root")  # before any data is decoded or epoch trained
+    check_folder(runs_dir, "--runs-dir")
     if not resume and (run_dir / LAST_STATE).is_file():
         saved = read_last_state(run_dir / LAST_STATE, mmap=True)
         done, planned = saved["epoch"] + 1, saved["config"]["epochs"]
@@ -319,7 +321,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     bar.close()
     if writer:
         writer.close()
-    log(f"best validation F1 {100 * best_f1:.2f}; checkpoints in {run_dir}")
+    unfinished = "" if complete else f" (stopped after epoch {epoch + 1} of {cfg.epochs}: --resume continues)"
+    log(f"best validation F1 {100 * best_f1:.2f}; checkpoints in {run_dir}{unfinished}")
     ctx.close()
     return best_f1, complete
 

@@ -54,6 +54,18 @@ def make_folder(path, option: str) -> Path:
     return path
 
 
+def check_folder(path, option: str):
+    """One ConfigError line when ``path`` cannot become a folder this process writes into (a file
+    of that name, or on the way, or no permission), without creating anything."""
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"{option}: {p} is a file; give a folder")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise ConfigError(f"{option}: cannot write in {p} (no permission)")
+            return
+
+
 def atomic_write(path, write):
     """Call ``write(tmp_path)`` and rename the result onto ``path``: a crash mid-write leaves
     any previous ``path`` intact. The file gets the usual permissions (0666 less the umask),

@@ -162,6 +162,19 @@ def test_bad_options(drive_copy, tmp_path, monkeypatch, capsys, args, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing written
 
 
+def test_an_output_root_or_runs_dir_that_is_a_file_is_one_line_before_any_data(drive_copy, tmp_path, monkeypatch,
+                                                                                 capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("kept")
+    for option in ("--output-root", "--runs-dir"):
+        with pytest.raises(SystemExit) as stop:
+            train.main(["--data-root", str(drive_copy), "--epochs", "1", "--cache-dir", str(tmp_path / "c"),
+                        "--image-size", "64", "64", "--base-width", "4", option, "afile"])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"error: {option}: afile is a file; give a folder"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "data"]  # nothing decoded, nothing written
+
+
 @pytest.mark.parametrize("args,message", [
     (["--dataset", "FOO"], "error: unknown data set 'FOO'"),
     (["--data-root", "nowhere"], "error: missing folder nowhere/DRIVE_AV/training/images"),

@@ -114,6 +114,8 @@ def test_time_limit_exit_status_is_3(real_data, tmp_path):
     proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == train.TIME_LIMIT_EXIT, proc.stderr[-2000:]
     assert "--resume continues" in proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]  # the run's last line says it is unfinished, too
+    assert last.endswith(f"checkpoints in {tmp_path / 'DRIVE_AV' / 't'} (stopped after epoch 1 of 2: --resume continues)")
 
 
 def test_load_initialises_the_generators_from_a_bundle(real_data, tmp_path, capsys):
