@@ -603,7 +603,7 @@ def remove_earlier_run(out_dir: Path) -> int:
         if path.resolve().is_relative_to(inside) and path.is_file():
             path.unlink()
             removed += 1
-            emptied.update(d for d in path.parents if d.resolve().is_relative_to(inside) and d.resolve() != inside)
+            emptied.update(out_dir / d for d in path.relative_to(out_dir).parents if d != Path("."))
     for d in sorted(emptied, key=lambda d: len(d.parts), reverse=True):  # sub-folders it leaves empty
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
@@ -661,9 +661,10 @@ def build_parser():
                         "SHA-256 in the class map); refuses a folder whose predict_run.json names other weights or "
                         "settings, and outputs of another photograph under the same name")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the earlier run in --output: the files its predictions.csv names, the CSV and "
-                        "predict_run.json are deleted first (without --resume or --overwrite, a folder holding "
-                        "an earlier run is refused)")
+                   help="replace the earlier run in --output: its files (those its predictions.csv names or "
+                        "whose class map names its photograph, so an interrupted run's too), the CSV and "
+                        "predict_run.json are deleted first; nothing else (without --resume or --overwrite, a "
+                        "folder holding an earlier run is refused)")
     p.add_argument("--overlay-alpha", type=float, default=0.6, dest="overlay_alpha",
                    help="opacity of the class colours in _overlay.png (default %(default)s)")
     p.add_argument("--workers", type=int, default=2,

@@ -33,7 +33,8 @@ import torch
 
 from .bfnet import Networks
 from .checkpoint import (EPOCH_FILE, FORMAT, NETWORK_FILES, CheckpointError, atomic_torch_save, atomic_write,
-                         build_networks, check_expected, describe, epoch_files, load_networks, make_folder, read)
+                         build_networks, check_expected, describe, epoch_files, is_state_dict, load_networks,
+                         make_folder, read)
 from .config import ConfigError
 
 BUNDLE_FORMAT = "avseg-bundle"
@@ -224,8 +225,7 @@ def _bundle_config(source, bundle: dict) -> dict:
 
 def _bundle_networks(source, bundle: dict) -> dict:
     networks = bundle.get("networks")
-    if not (isinstance(networks, dict) and all(isinstance(state, dict) and all(map(torch.is_tensor, state.values()))
-                                               for state in networks.values())):
+    if not (isinstance(networks, dict) and all(map(is_state_dict, networks.values()))):
         raise CheckpointError(f"{source}: a bundle without its networks' weights; is it damaged?")
     return networks
 

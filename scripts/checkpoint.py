@@ -121,6 +121,12 @@ def read(path, mmap=False):
         raise CheckpointError(f"{path}: cannot read checkpoint ({first}); is it damaged or incomplete?") from None
 
 
+def is_state_dict(obj) -> bool:
+    """A non-empty dict of named tensors, as ``Module.state_dict()`` gives."""
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and torch.is_tensor(v)
+                                                       for k, v in obj.items())
+
+
 def network_state(path, contents) -> tuple:
     """(state dict, config or None) of one network file: ours (a dict with our format tag, its
     config and state dict) or the original's plain state dict. Anything else, such as
@@ -131,8 +137,7 @@ def network_state(path, contents) -> tuple:
             raise CheckpointError(f"{path}: a network file of this project without its config; is it damaged?")
     else:
         state, config = contents, None
-    if not (isinstance(state, dict) and state and all(isinstance(k, str) and torch.is_tensor(v)
-                                                      for k, v in state.items())):
+    if not is_state_dict(state):
         raise CheckpointError(f"{path}: not a network's weights (a state dict of tensors expected)")
     if all(k.startswith("module.") for k in state):  # saved from a DataParallel/DDP wrapper
         state = {k[len("module."):]: v for k, v in state.items()}
