@@ -73,7 +73,7 @@ from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, describe, make_folder
 from scripts.config import DATASETS, ConfigError, check_image_size
 from scripts.data import read_image, read_mask
-from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
+from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device
 from scripts.evaluate import compile_for_inference, full_size_picture, predict_probs, write_png
 from scripts.fov import estimate_fov
 from scripts.metrics import CLASS_COLOURS, class_map
@@ -713,6 +713,7 @@ def _run(args, ctx: distributed.Context) -> int:
                           f"and settings), --overwrite replaces it (its files are deleted first), or choose another "
                           f"--output")
     device = pick_device(args.device, ctx.local_rank)
+    keep_freed_memory()
     amp_dtype = amp_dtype_for(device, args.amp)
     if args.amp and amp_dtype is None:
         log(f"note: --amp: {device.type} has no native bf16/fp16 here, so this runs in fp32")

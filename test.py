@@ -24,7 +24,7 @@ from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, make_folder
 from scripts.config import DEFAULT_FUSION, ConfigError, UNIFORM_SIZE, check_image_size, dataset_names, dataset_spec, str2bool
 from scripts.data import find_samples, load_tensor_set, load_truth
-from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device
+from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device
 from scripts.evaluate import evaluate_test_image, predict_probs
 from scripts.segments import split_segments
 
@@ -182,6 +182,7 @@ def evaluate(args):
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")
     device = pick_device(args.device)
+    keep_freed_memory()
     amp_dtype = amp_dtype_for(device, args.amp)
     expected = {"activation": args.activation, "base_width": args.base_width}
     runs = []

@@ -34,7 +34,8 @@ from scripts.checkpoint import (LAST_STATE, NETWORK_FILES, CheckpointError, atom
                                 check_folder, read, save_best)
 from scripts.config import ConfigError, RunConfig, dataset_names, dataset_spec, str2bool
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
-from scripts.device import amp_dtype_for, describe_precision, pick_device, set_tf32, training_memory_format
+from scripts.device import (amp_dtype_for, describe_precision, keep_freed_memory, pick_device, set_tf32,
+                            training_memory_format)
 from scripts.evaluate import validate
 from scripts.pack import check_pack_size
 from scripts.segments import split_segments
@@ -165,6 +166,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     stop_request = stop_request or StopRequest()
     run_started = time.time()  # --time-limit counts from here, data decoding included
     device = pick_device(cfg.device)
+    keep_freed_memory()
     ctx = distributed.init(device.type)
     if ctx.enabled and device.type == "cuda":  # one GPU per process
         device = torch.device("cuda", ctx.local_rank)

@@ -4,12 +4,13 @@ Each configuration runs in its own child process (so its peak RSS is its own) an
 after warm-up:
   plain  fp32, contiguous memory, photographs decoded from file for every batch and test
          image, metrics by one boolean pass per class and sort-based AUCs, PNGs at the default
-         compression, no segment metric
+         compression, no segment metric, the C library's default memory allocation
   tuned  the project's defaults: decoded-once cache held on the device, channels_last (in
          training where it is faster: not for fp32 on CPUs without AVX-512), mixed
          precision for training where the hardware has it (CUDA; CPUs with AVX512-BF16/AMX),
          fused Adam on CUDA, fp32 evaluation as test.py runs it (test.py's own per-image code,
-         segment metric included), vectorised metrics, fast PNG compression; inference and
+         segment metric included), vectorised metrics, fast PNG compression, freed memory kept
+         for reuse (scripts/device.py, keep_freed_memory); inference and
          test.py are also timed with --amp; --compile adds torch.compile to training and times
          predict.py --compile (inductor, weights frozen) and its compile time
 It prints a table and writes JSON (machine, torch version, commit, settings, results, ratios).
@@ -39,8 +40,8 @@ from scripts.bfnet import Networks, Trainer  # noqa: E402
 from scripts.config import ConfigError, RunConfig, dataset_spec  # noqa: E402
 from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set, load_truth,  # noqa: E402
                           normalize)
-from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, pick_device,  # noqa: E402
-                            set_tf32, training_memory_format)
+from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory,  # noqa: E402
+                            pick_device, set_tf32, training_memory_format)
 from scripts.evaluate import compile_for_inference, evaluate_test_image, full_size_picture, predict_probs  # noqa: E402
 from scripts.provenance import commit, machine  # noqa: E402
 
@@ -105,8 +106,10 @@ def worker(args):
     channels_last = tuned
     samples = find_samples(args.data_root, spec, "training")[:max(args.batch_size, 4)]
     cache = ROOT / ".cache" / "benchmark" / spec.name if tuned else None
+    kept = tuned and keep_freed_memory()  # as train.py, test.py and predict.py do
     result = {"training_precision": describe_precision(amp, cfg.amp_discriminator, args.tf32 and device.type == "cuda"),
-              "training_memory_format": "channels_last" if memory_format == torch.channels_last else "contiguous"}
+              "training_memory_format": "channels_last" if memory_format == torch.channels_last else "contiguous",
+              "freed_memory_kept": kept}
 
     # Data loading per image: decode + resize from file (plain) or read the cache (tuned).
     if cache:
