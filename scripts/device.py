@@ -13,8 +13,9 @@
   GPUs, with bf16 on CPUs, and on CPUs with AVX-512 (1.3x on the fp32 training step there).
   On CPUs without AVX-512 (AVX2) fp32 training stays contiguous: oneDNN's channels_last
   convolution backward made the step 1.2-1.3x slower on such a CPU (README, Performance).
-- Every entry point keeps the memory it frees for reuse (``keep_freed_memory``) instead of
-  handing large blocks back to the operating system and faulting them in again.
+- train.py, test.py and predict.py keep the large blocks their main thread frees for reuse
+  (``keep_freed_memory``) instead of handing them back to the operating system and faulting
+  them in again.
 """
 import contextlib
 import ctypes
@@ -54,9 +55,12 @@ def keep_freed_memory() -> bool:
     training step at the paper's size allocates and frees hundreds of such activations (a
     2 x 32 x 592 x 592 fp32 map is 90 MB): on a 2-core AVX2 CPU, 15 million page faults and a
     third of the fp32 step's time (158 s against 105 s; README, Performance). With mmap off
-    and the trim threshold high, freed blocks are reused instead, for a peak memory about 8 %
-    higher. Returns whether it took effect (False on other C libraries and systems: nothing
-    changes there)."""
+    (glibc still maps a block the heap cannot grow to) and a 2 GiB trim threshold, freed blocks
+    are reused instead: a training step's peak memory was about 8 % higher. The process keeps
+    what it freed (up to 2 GiB free at the heap's top, and any holes), so a loop over inputs of
+    growing sizes holds more than it uses. Only the main thread's arena is concerned (other
+    threads' large blocks are mapped as before). Returns whether glibc's mallopt accepted both
+    settings (False on other C libraries and systems: nothing changes there)."""
     if not sys.platform.startswith("linux"):
         return False
     try:

@@ -149,7 +149,12 @@ for _ in range(20):  # 64 MiB blocks, above glibc's 32 MiB mmap limit; the heap 
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
     torch.empty(64 << 20, dtype=torch.uint8).fill_(1)    # allocated, every page touched, freed
-print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 5)
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 5
+resident = lambda: int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() >> 20
+block = torch.empty(256 << 20, dtype=torch.uint8).fill_(1)
+in_use = resident()
+del block                                               # freed: how much went back to the kernel?
+print(kept, faults, in_use - resident())
 """
 
 
@@ -164,10 +169,12 @@ def test_freed_memory_is_reused_without_page_faults():
     def faults_per_block(how):
         out = subprocess.run([sys.executable, "-c", FREE_AND_ALLOCATE_AGAIN, str(ROOT), how],
                              capture_output=True, text=True, check=True).stdout.split()
-        return out[0] == "True", int(out[1])
+        return out[0] == "True", int(out[1]), int(out[2])
 
-    kept, faults = faults_per_block("keep")
+    kept, faults, given_back_mib = faults_per_block("keep")
     assert kept, "keep_freed_memory did not take effect on this Linux machine (glibc's mallopt refused)"
     assert faults < 100, f"{faults} page faults per 64 MiB block reused"
-    _, faults_by_default = faults_per_block("default")
+    assert given_back_mib < 50, f"{given_back_mib} MiB of a freed 256 MiB block went back to the kernel"
+    _, faults_by_default, given_back_by_default = faults_per_block("default")
     assert faults_by_default > 10 * max(faults, 1), "the C library's default: a fresh mapping every time"
+    assert given_back_by_default > 200, "the C library's default gives a freed large block back"
