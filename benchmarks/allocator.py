@@ -1,8 +1,8 @@
 """What keeping freed memory is worth (scripts/device.py, keep_freed_memory), on its own.
 
 The same fp32 training step (section 4, random data) and the same fp32 inference, at one size
-and width, each in a process of its own: once with the C library's default allocation, once
-with freed memory kept for reuse. Everything else is the tuned default of this device (memory
+and width, each in a fresh process of its own (as train.py and test.py run them): once with the
+C library's default allocation, once with freed memory kept for reuse. Everything else is the tuned default of this device (memory
 layout as train.py and test.py choose it). Prints and writes seconds, minor page faults (memory
 the kernel had to hand out and zero) and peak RSS of each.
 
@@ -46,17 +46,18 @@ def worker(args):
     torch.manual_seed(0)
     w, h = args.image_size
     nets = Networks("sigmoid", args.base_width)
-    layout = training_memory_format(torch.device("cpu"), None)
-    nets.to(memory_format=layout)
-    trainer = Trainer(nets, RunConfig(activation="sigmoid", base_width=args.base_width))
-    images = torch.randn(args.batch_size, 3, h, w).contiguous(memory_format=layout)
-    labels = torch.randint(0, 4, (args.batch_size, h, w))
-    step_s, step_faults = measure(lambda: trainer.step(images, labels), args.warmup, args.steps)
-    nets.eval().to(memory_format=MEMORY_FORMAT)
-    image = images[:1].contiguous(memory_format=MEMORY_FORMAT)
-    infer_s, infer_faults = measure(lambda: nets.predict(image), args.warmup, args.steps)
-    return {"freed_memory_kept": kept, "train_s_per_step": step_s, "train_faults_per_step": step_faults,
-            "inference_s_per_image": infer_s, "inference_faults_per_image": infer_faults,
+    if args.part == "train":
+        layout = training_memory_format(torch.device("cpu"), None)
+        nets.to(memory_format=layout)
+        trainer = Trainer(nets, RunConfig(activation="sigmoid", base_width=args.base_width))
+        images = torch.randn(args.batch_size, 3, h, w).contiguous(memory_format=layout)
+        labels = torch.randint(0, 4, (args.batch_size, h, w))
+        seconds, page_faults = measure(lambda: trainer.step(images, labels), args.warmup, args.steps)
+    else:
+        nets.eval().to(memory_format=MEMORY_FORMAT)
+        image = torch.randn(1, 3, h, w).contiguous(memory_format=MEMORY_FORMAT)
+        seconds, page_faults = measure(lambda: nets.predict(image), args.warmup, args.steps)
+    return {"freed_memory_kept": kept, "seconds": seconds, "page_faults": page_faults,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -70,6 +71,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (default %(default)s)")
     p.add_argument("--out", default=None, help="JSON file (default: print only)")
     p.add_argument("--allocation", choices=["default", "kept"], help=argparse.SUPPRESS)  # the children's
+    p.add_argument("--part", choices=["train", "inference"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if min(args.image_size) < 16 or any(s % 16 for s in args.image_size) or min(args.steps, args.batch_size) < 1:
         p.error("--image-size must be multiples of 16, --steps and --batch-size at least 1")
@@ -77,23 +79,25 @@ def main(argv=None):
         print(json.dumps(worker(args)))
         return
 
-    results = {}
-    for allocation in ("default", "kept"):
-        cmd = [sys.executable, __file__, "--allocation", allocation, "--image-size", *map(str, args.image_size),
-               "--base-width", str(args.base_width), "--batch-size", str(args.batch_size),
-               "--steps", str(args.steps), "--warmup", str(args.warmup)]
-        run = subprocess.run(cmd, capture_output=True, text=True)
-        if run.returncode:
-            sys.exit(f"error: the {allocation} run failed:\n{run.stderr[-2000:]}")
-        results[allocation] = json.loads(run.stdout.splitlines()[-1])
-    print(f"{args.image_size[0]} x {args.image_size[1]}, width {args.base_width}, batch {args.batch_size}, fp32, cpu")
+    results = {"train": {}, "inference": {}}
+    for part in results:
+        for allocation in ("default", "kept"):
+            cmd = [sys.executable, __file__, "--part", part, "--allocation", allocation,
+                   "--image-size", *map(str, args.image_size), "--base-width", str(args.base_width),
+                   "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+            run = subprocess.run(cmd, capture_output=True, text=True)
+            if run.returncode:
+                sys.exit(f"error: the {part} run with the {allocation} allocation failed:\n{run.stderr[-2000:]}")
+            results[part][allocation] = json.loads(run.stdout.splitlines()[-1])
+    print(f"{args.image_size[0]} x {args.image_size[1]}, width {args.base_width}, batch {args.batch_size} "
+          f"(inference 1), fp32, cpu")
     print(f"{'':<32}{'default':>14}{'kept':>14}{'gain':>8}")
-    for key in ("train_s_per_step", "train_faults_per_step", "inference_s_per_image",
-                "inference_faults_per_image", "peak_rss_mib"):
-        d, k = results["default"][key], results["kept"][key]
-        print(f"{key:<32}{d:>14.4g}{k:>14.4g}{(d / k if k else float('inf')):>7.2f}x")
+    for part, per_allocation in results.items():
+        for key in ("seconds", "page_faults", "peak_rss_mib"):
+            d, k = per_allocation["default"][key], per_allocation["kept"][key]
+            print(f"{part + ' ' + key:<32}{d:>14.4g}{k:>14.4g}{(d / k if k else float('inf')):>7.2f}x")
     if args.out:
-        settings = {k: v for k, v in vars(args).items() if k not in ("allocation", "out")}
+        settings = {k: v for k, v in vars(args).items() if k not in ("allocation", "part", "out")}
         report = {"machine": {**machine(), "commit": commit()}, "settings": settings, "results": results}
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.out}")
