@@ -2,9 +2,9 @@
 
 The same fp32 training step (section 4, random data) and the same fp32 inference, at one size
 and width, each in a fresh process of its own (as train.py and test.py run them): once with the
-C library's default allocation, once with freed memory kept for reuse. Everything else is the tuned default of this device (memory
-layout as train.py and test.py choose it). Prints and writes seconds, minor page faults (memory
-the kernel had to hand out and zero) and peak RSS of each.
+C library's default allocation, once with freed memory kept for reuse. Everything else is the
+tuned default of this device (memory layout as train.py and test.py choose it). Prints and
+writes seconds, minor page faults (memory the kernel had to hand out and zero) and peak RSS.
 
 Example:  python benchmarks/allocator.py --image-size 592 592 --base-width 32
 """

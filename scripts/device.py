@@ -56,9 +56,9 @@ def keep_freed_memory() -> bool:
     2 x 32 x 592 x 592 fp32 map is 90 MB): on a 2-core AVX2 CPU, 15 million page faults and a
     third of the fp32 step's time (148 s against 98 s; benchmarks/allocator.py). With mmap off
     (glibc still maps a block the heap cannot grow to) and a 2 GiB trim threshold, freed blocks
-    are reused instead: a training step's peak memory was about 8 % higher, inference's 23 %. The process keeps
-    what it freed (up to 2 GiB free at the heap's top, and any holes), so a loop over inputs of
-    growing sizes holds more than it uses. Only the main thread's arena is concerned (other
+    are reused instead: a training step's peak memory was about 8 % higher, inference's 23 %.
+    The process keeps what it freed (up to 2 GiB free at the heap's top, and any holes), so a
+    loop over inputs of growing sizes holds more than it uses. Only the main thread's arena is concerned (other
     threads' large blocks are mapped as before). Returns whether glibc's mallopt accepted both
     settings (False on other C libraries and systems: nothing changes there)."""
     if not sys.platform.startswith("linux"):
