@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from scripts.bfnet import Networks, Trainer  # noqa: E402
-from scripts.config import RunConfig  # noqa: E402
+from scripts.config import ConfigError, RunConfig, check_image_size  # noqa: E402
 from scripts.device import MEMORY_FORMAT, keep_freed_memory, training_memory_format  # noqa: E402
 from scripts.provenance import commit, machine  # noqa: E402
 
@@ -73,8 +73,12 @@ def main(argv=None):
     p.add_argument("--allocation", choices=["default", "kept"], help=argparse.SUPPRESS)  # the children's
     p.add_argument("--part", choices=["train", "inference"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if min(args.image_size) < 16 or any(s % 16 for s in args.image_size) or min(args.steps, args.batch_size) < 1:
-        p.error("--image-size must be multiples of 16, --steps and --batch-size at least 1")
+    try:
+        check_image_size(args.image_size)
+    except ConfigError as exc:
+        p.error(str(exc))
+    if min(args.steps, args.batch_size) < 1:
+        p.error("--steps and --batch-size must be at least 1")
     if args.allocation:
         print(json.dumps(worker(args)))
         return

@@ -1,5 +1,7 @@
 """Device, precision and memory format choices (scripts/device.py) and the options that set them."""
 import importlib.util
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -163,9 +165,6 @@ def test_freed_memory_is_reused_without_page_faults():
     allocated again comes from the heap, not as fresh pages the kernel must zero on first touch
     (15 million such page faults in an fp32 training step at 592 x 592; README, Performance).
     Each way runs in a process of its own, since the setting is for the whole process."""
-    import subprocess
-    import sys
-
     def faults_per_block(how):
         out = subprocess.run([sys.executable, "-c", FREE_AND_ALLOCATE_AGAIN, str(ROOT), how],
                              capture_output=True, text=True, check=True).stdout.split()
