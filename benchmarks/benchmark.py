@@ -10,7 +10,8 @@ after warm-up:
          precision for training where the hardware has it (CUDA; CPUs with AVX512-BF16/AMX),
          fused Adam on CUDA, fp32 evaluation as test.py runs it (test.py's own per-image code,
          segment metric included), vectorised metrics, fast PNG compression, freed memory kept
-         for reuse (scripts/device.py, keep_freed_memory); inference and
+         for reuse (scripts/device.py, keep_freed_memory), test images evaluated at full size
+         in threads (test.py's --workers; the row over --test-images); inference and
          test.py are also timed with --amp; --compile adds torch.compile to training and times
          predict.py --compile (inductor, weights frozen) and its compile time
 It prints a table and writes JSON (machine, torch version, commit, settings, results, ratios).
@@ -42,7 +43,8 @@ from scripts.data import (augment, find_samples, load_resized, load_sample, load
                           normalize)
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory,  # noqa: E402
                             pick_device, set_tf32, training_memory_format)
-from scripts.evaluate import compile_for_inference, evaluate_test_image, full_size_picture, predict_probs  # noqa: E402
+from scripts.evaluate import (compile_for_inference, default_workers, evaluate_images, evaluate_test_image,  # noqa: E402
+                             full_size_picture, predict_probs)
 from scripts.provenance import commit, machine  # noqa: E402
 
 
@@ -173,16 +175,16 @@ def worker(args):
     test_sample = find_samples(args.data_root, spec, "test")[0]
     out = ROOT / ".cache" / "benchmark" / "png"
 
-    def plain_test_image():  # the original's way: decode everything again, metrics per class
-        _, label, fov = load_sample(test_sample)
-        x = load_tensor_set([test_sample], size).images
+    def plain_test_image(sample=test_sample):  # the original's way: decode everything again, metrics per class
+        _, label, fov = load_sample(sample)
+        x = load_tensor_set([sample], size).images
         probs = predict_probs(nets, x, 1, device, None, channels_last=False)
         raw = full_size_picture(probs[0], (label.shape[1], label.shape[0]), fov, cfg.activation)
         small = (probs[0, :3] * 255).byte().permute(1, 2, 0).numpy()
         straightforward_metrics(label, raw, fov)
         out.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(raw).save(out / "plain_raw.png")
-        Image.fromarray(small).save(out / "plain_small.png")
+        Image.fromarray(raw).save(out / f"plain_raw_{sample.name}.png")
+        Image.fromarray(small).save(out / f"plain_small_{sample.name}.png")
 
     def tuned_test_image(dtype):  # test.py's own code for one image (segment metric included)
         label, fov = load_truth(test_sample)
@@ -198,6 +200,23 @@ def worker(args):
     for key, fn in runs:
         fn()  # warm-up (and fills the cache)
         result[key] = timed(fn, device, max(1, args.steps))
+    # test.py over several test images, as a whole: plain one image after the other; tuned as
+    # test.py runs, every prediction first, then evaluate_images with its default workers.
+    test_set = find_samples(args.data_root, spec, "test")[:args.test_images]
+    if tuned:
+        load_tensor_set(test_set, size, cache)  # fill the cache (not timed)
+
+    def test_set_run():
+        if not tuned:
+            for sample in test_set:
+                plain_test_image(sample)
+            return
+        probs = predict_probs(nets, load_tensor_set(test_set, size, cache).images, 2, device)
+        for _ in evaluate_images(test_set, [probs], [cfg.activation], [out / "tuned_set"], default_workers()):
+            pass
+    result["test_set_images"], result["test_set_workers"] = len(test_set), default_workers() if tuned else 1
+    result["test_set_s_per_image"] = timed(test_set_run, device, 1) / len(test_set)
+
     _, label, fov = load_sample(test_sample)
     raw = full_size_picture(predict_probs(nets, load_tensor_set([test_sample], size, cache).images, 1, device)[0],
                             (label.shape[1], label.shape[0]), fov, cfg.activation)
@@ -220,6 +239,7 @@ ROWS = [("train_s_per_step", "training step (s)", False),
         ("test_s_per_image", "test.py end to end (s/image)", False),
         ("metrics_s_per_image", "  of which metrics (s/image)", False),
         ("test_amp_s_per_image", "test.py with --amp (s/image)", False),
+        ("test_set_s_per_image", "test.py over --test-images (s/image)", False),
         ("data_load_s_per_image", "data loading (s/image)", False),
         ("peak_rss_mib", "peak RSS (MiB)", False),
         ("cuda_max_allocated_mib", "CUDA max allocated (MiB)", False)]
@@ -238,6 +258,9 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=2, help="training batch (default %(default)s, the paper's)")
     p.add_argument("--steps", type=int, default=3, help="timed repetitions (default %(default)s)")
     p.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (default %(default)s)")
+    p.add_argument("--test-images", type=int, default=4, dest="test_images",
+                   help="test images of the whole-test.py row (tuned: images evaluated in threads, as test.py; "
+                        "default %(default)s)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks in the tuned run")
     p.add_argument("--no-amp-discriminator", action="store_true",
                    help="tuned training with D in fp32, the generators mixed (train.py's --no-amp-discriminator)")
@@ -258,8 +281,8 @@ def main(argv=None):
         spec = dataset_spec(args.dataset)
         RunConfig(dataset=spec.name, base_width=args.base_width, batch_size=args.batch_size,
                   image_size=tuple(args.image_size) if args.image_size else None).input_size
-        if min(args.steps, args.batch_size) < 1 or args.warmup < 0:
-            raise ConfigError("--steps and --batch-size must be at least 1, --warmup 0 or more")
+        if min(args.steps, args.batch_size, args.test_images) < 1 or args.warmup < 0:
+            raise ConfigError("--steps, --batch-size and --test-images must be at least 1, --warmup 0 or more")
         pick_device(args.device)
         for split in ("training", "test"):
             find_samples(args.data_root, spec, split)
@@ -297,7 +320,8 @@ def make_report(args, results) -> dict:
         "dataset": args.dataset, "activation": args.activation, "device": args.device, "image_size": list(size),
         "base_width": args.base_width, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
         "compile": args.compile, "no_amp_discriminator": args.no_amp_discriminator,
-        "tf32": args.tf32, "skip_train": args.skip_train}, "results": results, "speedup_tuned_over_plain": ratios}
+        "tf32": args.tf32, "skip_train": args.skip_train,
+        "test_images": args.test_images}, "results": results, "speedup_tuned_over_plain": ratios}
 
 
 def print_table(args, report):

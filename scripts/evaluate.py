@@ -6,6 +6,9 @@ G uncertain, B vein), so anyone can recompute them from ``raw_pre`` and the labe
 probability-based extras read the probabilities at 16 bits (``score_picture``): recomputed
 from the 8-bit PNGs they differ a little, most for a network whose outputs saturate.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -13,7 +16,7 @@ from PIL import Image
 from . import metrics, segments
 from .bfnet import Networks, to_picture
 from .checkpoint import atomic_write
-from .data import normalize
+from .data import load_truth, normalize
 from .device import MEMORY_FORMAT, exact_fp32
 
 
@@ -119,6 +122,36 @@ def evaluate_test_image(name, label, fov, probs, activation, out_dir, segment_sp
     result, mixed = score_image(label, raw, fov, split, scores)
     write_png(out_dir / "mixed_segments" / f"{name}.png", segments.draw_mixed_segments(raw, split[0], mixed))
     return result
+
+
+def default_workers():
+    """Test images evaluated at a time by default: the usable cores, at most 8 (about 0.3 GB
+    each at HRF-AV's size)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, cores)
+
+
+def evaluate_images(samples, probs, activations, run_outs, workers=1):
+    """evaluate_test_image for every test image (in order) and run: yields, per image, the list
+    of the runs' results. The truth is read and split into segments once per image for all runs.
+
+    ``workers`` > 1 evaluates that many images at a time in threads: the work is in numpy, scipy,
+    PIL and torch, which release the GIL, and it would otherwise run on one core (on a GPU
+    machine, most of test.py's time). Each image's numbers are the same either way."""
+    def one(i):
+        label, fov = load_truth(samples[i])  # full size (the photograph is not decoded: it is cached)
+        split = segments.split_segments(label, fov)
+        return [evaluate_test_image(samples[i].name, label, fov, probs[r][i], activation, run_out, split)
+                for r, (activation, run_out) in enumerate(zip(activations, run_outs))]
+
+    if workers <= 1:
+        yield from map(one, range(len(samples)))
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="evaluate")
+    try:
+        yield from pool.map(one, range(len(samples)))
+    finally:  # on an error, the images not yet started are dropped
+        pool.shutdown(cancel_futures=True)
 
 
 def validate(nets: Networks, val_set, activation, batch_size, device, amp_dtype=None, splits=None):

@@ -179,6 +179,7 @@ def test_an_output_root_or_runs_dir_that_is_a_file_is_one_line_before_any_data(d
     (["--dataset", "FOO"], "error: unknown data set 'FOO'"),
     (["--data-root", "nowhere"], "error: missing folder nowhere/DRIVE_AV/training/images"),
     (["--image-size", "60", "60"], "error: image size 60 x 60 must be positive multiples of 16"),
+    (["--test-images", "0"], "error: --steps, --batch-size and --test-images must be at least 1"),
 ])
 def test_benchmark_bad_options_are_one_line_before_any_child_starts(monkeypatch, capsys, tmp_path, args, message):
     import importlib.util
@@ -267,8 +268,8 @@ def test_test_py_refuses_to_average_runs_of_different_variants(tmp_path, capsys)
 
 
 def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tmp_path, capsys, monkeypatch):
-    """No weights named, --batch-size 0, an --output that is a file: one line each, exit 2,
-    before any prediction. Four DRIVE_AV test images score, with a note that the published
+    """No weights named, --batch-size 0, --workers 0, an --output that is a file: one line each,
+    exit 2, before any prediction. Four DRIVE_AV test images score, with a note that the published
     test set has 20."""
     import test as test_script
     from scripts.bfnet import Networks
@@ -283,6 +284,7 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
             ([], "error: which weights? name a run with --job_name (a folder DRIVE_AV/<job_name>), or give "
                  "--load PATH, or --pretrained for the shipped bundle"),
             (["--load", str(run), "--batch-size", "0"], "error: --batch-size 0: must be at least 1"),
+            (["--load", str(run), "--workers", "0"], "error: --workers 0: must be at least 1"),
             (["--load", str(run), "--output", str(a_file)],
              f"error: --output {a_file}: a file of that name exists; give a folder")):
         with pytest.raises(SystemExit) as info:

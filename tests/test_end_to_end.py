@@ -27,7 +27,7 @@ def probe_run(real_data, tmp_path_factory):
               "--output-root", str(work), "--job_name", "probe"]
     run([str(ROOT / "train.py"), *common, "--epochs", "1", "--batch-size", "2", "--image-size", "128", "128",
          "--base-width", "8", "--seed_num", "42", "--runs-dir", str(work / "runs")], cwd=work)
-    test = run([str(ROOT / "test.py"), *common], cwd=work)
+    test = run([str(ROOT / "test.py"), *common, "--workers", "3"], cwd=work)  # images evaluated in threads
     return work, test.stdout
 
 
@@ -123,21 +123,35 @@ def test_bad_data_set_name_is_one_line_and_exit_2(tmp_path):
                                                 "LES-AV, LES_AV, HRF-AV, HRF_AV, SYNTHETIC"]
 
 
+def read_metrics_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def test_test_script_reads_a_sharded_bundle_with_the_same_results(probe_run, real_data, tmp_path):
+    """Also: one image at a time (--workers 1) gives each image the numbers and pictures that
+    the probe's test, three images at a time in threads, gave it."""
     work, _ = probe_run
     run(["-m", "scripts.bundle", "export", str(work / "DRIVE_AV" / "probe"),
          str(tmp_path / "probe.pth"), "--shard-mib", "1"], cwd=ROOT)
     index = tmp_path / "probe.index.json"
     # The same bundle twice: two runs of one name get their own picture folders and CSV rows.
     run([str(ROOT / "test.py"), "--dataset", "DRIVE_AV", "--data-root", str(real_data), "--load", str(index),
-         str(index), "--cache-dir", str(work / "cache"), "--output", str(tmp_path / "out")], cwd=work)
+         str(index), "--cache-dir", str(work / "cache"), "--output", str(tmp_path / "out"), "--workers", "1"],
+        cwd=work)
     ours = json.loads((tmp_path / "out" / "summary.json").read_text())
     original = json.loads((work / "DRIVE_AV" / "Final_pre" / "summary.json").read_text())
     assert ours["average"] == original["average"] and ours["segments"] == original["segments"]
     for name in ("probe", "probe_2"):
         assert len(list((tmp_path / "out" / name / "raw_pre").glob("*.png"))) == 20
-    with open(tmp_path / "out" / "metrics.csv", newline="") as f:
-        assert sorted({r["run"] for r in csv.DictReader(f)}) == ["probe", "probe_2"]
+        for folder in ("raw_pre", "mixed_segments"):
+            for png in (work / "DRIVE_AV" / "Final_pre" / folder).glob("*.png"):
+                assert (tmp_path / "out" / name / folder / png.name).read_bytes() == png.read_bytes()
+    rows = read_metrics_csv(tmp_path / "out" / "metrics.csv")
+    assert sorted({r["run"] for r in rows}) == ["probe", "probe_2"]
+    threaded = read_metrics_csv(work / "DRIVE_AV" / "Final_pre" / "metrics.csv")
+    for name in ("probe", "probe_2"):
+        assert [{**r, "run": "probe"} for r in rows if r["run"] == name] == threaded
 
 
 def test_runs_get_distinct_names():
