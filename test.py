@@ -24,7 +24,8 @@ from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, make_folder
 from scripts.config import DEFAULT_FUSION, ConfigError, UNIFORM_SIZE, check_image_size, dataset_names, dataset_spec, str2bool
 from scripts.data import find_samples, load_tensor_set
-from scripts.device import MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device
+from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
+                           release_freed_memory)
 from scripts.evaluate import default_workers, evaluate_images, predict_probs
 
 PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")
@@ -220,6 +221,7 @@ def evaluate(args):
         if saved.get("about"):
             print(f"  about these weights: {saved['about']}", flush=True)
 
+    release_freed_memory()  # what the networks freed: the scoring threads allocate elsewhere
     clear_old_pictures(out_dir, [s.name for s in samples])
     names = run_names(folder for folder, _, _ in runs)
     run_outs = [out_dir / name if multi else out_dir for name in names]

@@ -42,7 +42,7 @@ from scripts.config import ConfigError, RunConfig, dataset_spec  # noqa: E402
 from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set, load_truth,  # noqa: E402
                           normalize)
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory,  # noqa: E402
-                            pick_device, set_tf32, training_memory_format)
+                            pick_device, release_freed_memory, set_tf32, training_memory_format)
 from scripts.evaluate import (compile_for_inference, default_workers, evaluate_images, evaluate_test_image,  # noqa: E402
                              full_size_picture, predict_probs)
 from scripts.provenance import commit, machine  # noqa: E402
@@ -201,7 +201,8 @@ def worker(args):
         fn()  # warm-up (and fills the cache)
         result[key] = timed(fn, device, max(1, args.steps))
     # test.py over several test images, as a whole: plain one image after the other; tuned as
-    # test.py runs, every prediction first, then evaluate_images with its default workers.
+    # test.py runs, every prediction first, then evaluate_images with its default workers (the
+    # networks' kept memory given back in between).
     test_set = find_samples(args.data_root, spec, "test")[:args.test_images]
     if tuned:
         load_tensor_set(test_set, size, cache)  # fill the cache (not timed)
@@ -212,6 +213,7 @@ def worker(args):
                 plain_test_image(sample)
             return
         probs = predict_probs(nets, load_tensor_set(test_set, size, cache).images, 2, device)
+        release_freed_memory()
         for _ in evaluate_images(test_set, [probs], [cfg.activation], [out / "tuned_set"], default_workers()):
             pass
     result["test_set_images"], result["test_set_workers"] = len(test_set), default_workers() if tuned else 1

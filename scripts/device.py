@@ -71,6 +71,21 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
+def release_freed_memory() -> bool:
+    """Give the memory that keep_freed_memory kept back to the system (glibc's malloc_trim):
+    between two phases that do not reuse each other's blocks, such as test.py's predictions
+    (the main thread) and its full-size scoring (worker threads, which allocate elsewhere).
+    Returns whether it ran (False on other C libraries and systems)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim(0)
+    return True
+
+
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set:
     """The CPU's feature flags (Linux); empty where /proc/cpuinfo is not there."""
     try:

@@ -144,7 +144,7 @@ def test_channels_last_prediction_equals_contiguous(one_thread):
 FREE_AND_ALLOCATE_AGAIN = """
 import resource, sys, torch
 sys.path.insert(0, sys.argv[1])
-from scripts.device import keep_freed_memory
+from scripts.device import keep_freed_memory, release_freed_memory
 kept = keep_freed_memory() if sys.argv[2] == "keep" else False
 for _ in range(20):  # 64 MiB blocks, above glibc's 32 MiB mmap limit; the heap settles in a few
     torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
@@ -156,24 +156,27 @@ resident = lambda: int(open("/proc/self/statm").read().split()[1]) * resource.ge
 block = torch.empty(256 << 20, dtype=torch.uint8).fill_(1)
 in_use = resident()
 del block                                               # freed: how much went back to the kernel?
-print(kept, faults, in_use - resident())
+kept_mib = resident()
+release_freed_memory()                                  # test.py's call between its two phases
+print(kept, faults, in_use - kept_mib, kept_mib - resident())
 """
 
 
 def test_freed_memory_is_reused_without_page_faults():
     """keep_freed_memory (train.py, test.py and predict.py call it): a large block freed and
     allocated again comes from the heap, not as fresh pages the kernel must zero on first touch
-    (15 million such page faults in an fp32 training step at 592 x 592; README, Performance).
-    Each way runs in a process of its own, since the setting is for the whole process."""
+    (15 million such page faults in an fp32 training step at 592 x 592; README, Performance);
+    release_freed_memory then gives what was kept back to the system. Each way runs in a process of its own, since the setting is for the whole process."""
     def faults_per_block(how):
         out = subprocess.run([sys.executable, "-c", FREE_AND_ALLOCATE_AGAIN, str(ROOT), how],
                              capture_output=True, text=True, check=True).stdout.split()
-        return out[0] == "True", int(out[1]), int(out[2])
+        return out[0] == "True", int(out[1]), int(out[2]), int(out[3])
 
-    kept, faults, given_back_mib = faults_per_block("keep")
+    kept, faults, given_back_mib, released_mib = faults_per_block("keep")
     assert kept, "keep_freed_memory did not take effect on this Linux machine (glibc's mallopt refused)"
     assert faults < 100, f"{faults} page faults per 64 MiB block reused"
     assert given_back_mib < 50, f"{given_back_mib} MiB of a freed 256 MiB block went back to the kernel"
-    _, faults_by_default, given_back_by_default = faults_per_block("default")
+    assert released_mib > 200, f"release_freed_memory gave back only {released_mib} MiB of the kept 256 MiB"
+    _, faults_by_default, given_back_by_default, _ = faults_per_block("default")
     assert faults_by_default > 10 * max(faults, 1), "the C library's default: a fresh mapping every time"
     assert given_back_by_default > 200, "the C library's default gives a freed large block back"
