@@ -24,6 +24,10 @@ from .config import ConfigError, DatasetSpec
 # widefield: about 16 MP), and a guard against a decompression bomb among a user's own files.
 MAX_PIXELS = 200_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own check (an error above twice this) as a fallback
+# PIL's warnings on odd files (TIFF tags, EXIF) are not the user's business: a file is read or
+# refused with one line. Silenced once here, not with catch_warnings around each read, which
+# swaps a process-wide list and so is not safe in test.py's and predict.py's threads.
+warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
 CACHE_VERSION = 1
 
 
@@ -89,9 +93,7 @@ def _open_header(path):
         raise DataError(f"{path}: empty file")
     too_large = f"more than the {MAX_PIXELS // 10**6} MP this reads (no fundus photograph is that large)"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(path)
+        img = Image.open(path)
     except Image.DecompressionBombError:  # PIL's own check, above twice the limit
         raise DataError(f"{path}: {too_large}") from None
     except Exception as exc:  # PIL raises several types for unknown or corrupt files
@@ -105,11 +107,10 @@ def _open_header(path):
 def _open(path):
     img = _open_header(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img.load()
+        img.load()
         return img
     except Exception as exc:  # PIL raises several types for corrupt or truncated files
+        img.close()
         raise DataError(f"{path}: cannot decode image ({exc})") from None
 
 
@@ -122,16 +123,20 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+# Each reader closes its file (PIL keeps a GIF, such as DRIVE's and LES-AV's masks, open after
+# decoding, in case of more frames).
+
 def read_image(path) -> np.ndarray:
-    return to_rgb8(_open(path))
+    with _open(path) as img:
+        return to_rgb8(img)
 
 
 def read_label(path) -> np.ndarray:
     """Single-channel index label, 0 background, 1 artery, 2 vein, 3 uncertain."""
-    img = _open(path)
-    if img.mode not in ("L", "P"):
-        raise DataError(f"{path}: label must be a single-channel index image (mode L or P), got {img.mode}")
-    label = np.asarray(img, dtype=np.uint8)
+    with _open(path) as img:
+        if img.mode not in ("L", "P"):
+            raise DataError(f"{path}: label must be a single-channel index image (mode L or P), got {img.mode}")
+        label = np.asarray(img, dtype=np.uint8)
     if label.max() > 3:
         bad = np.unique(label[label > 3])[:5].tolist()
         raise DataError(f"{path}: label values must be 0..3 (0 bg, 1 artery, 2 vein, 3 uncertain), found {bad}")
@@ -140,7 +145,8 @@ def read_label(path) -> np.ndarray:
 
 def read_mask(path) -> np.ndarray:
     """FOV mask: any non-zero value (in any channel) is inside."""
-    a = np.asarray(_open(path))
+    with _open(path) as img:
+        a = np.asarray(img)
     return (a.reshape(a.shape[0], a.shape[1], -1) > 0).any(axis=2)
 
 

@@ -1,4 +1,7 @@
 """Data handling of DESIGN.md section 5 and data/README.md, on the real data sets."""
+import gc
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -44,6 +47,17 @@ def test_resized_cache_matches_direct_decoding(real_data, tmp_path):
     assert len(list(tmp_path.glob("*.npy"))) == 1
     for a, b, c in zip(direct, first, cached):
         assert a.shape[:2] == (592, 592) and np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_readers_close_their_files(real_data):
+    """DRIVE_AV's masks are GIFs, which PIL leaves open after decoding unless closed: a test.py
+    or predict.py run over a cohort would hold one file handle per image until collected."""
+    sample = find_samples(real_data, dataset_spec("DRIVE_AV"), "test")[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        load_sample(sample)
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_dataset_table_names_and_sizes():
