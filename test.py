@@ -229,7 +229,7 @@ def evaluate(args):
     rows, per_run = [], [[] for _ in runs]
     started = time.time()
     results = evaluate_images(samples, probs, activations, run_outs, args.workers)
-    for sample, image_results in zip(samples, tqdm(results, total=len(samples), desc="evaluate")):
+    for image_results, sample in zip(tqdm(results, total=len(samples), desc="evaluate"), samples):
         for r, result in enumerate(image_results):
             per_run[r].append(result)
             rows.append({"run": names[r], "image": sample.name, **{

@@ -200,6 +200,17 @@ def worker(args):
     for key, fn in runs:
         fn()  # warm-up (and fills the cache)
         result[key] = timed(fn, device, max(1, args.steps))
+    _, label, fov = load_sample(test_sample)
+    raw = full_size_picture(predict_probs(nets, load_tensor_set([test_sample], size, cache).images, 1, device)[0],
+                            (label.shape[1], label.shape[0]), fov, cfg.activation)
+    start = time.perf_counter()
+    (metrics.evaluate_image if tuned else straightforward_metrics)(label, raw, fov)
+    result["metrics_s_per_image"] = time.perf_counter() - start
+
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+
     # test.py over several test images, as a whole: plain one image after the other; tuned as
     # test.py runs, every prediction first, then evaluate_images with its default workers (the
     # networks' kept memory given back in between).
@@ -218,17 +229,7 @@ def worker(args):
             pass
     result["test_set_images"], result["test_set_workers"] = len(test_set), default_workers() if tuned else 1
     result["test_set_s_per_image"] = timed(test_set_run, device, 1) / len(test_set)
-
-    _, label, fov = load_sample(test_sample)
-    raw = full_size_picture(predict_probs(nets, load_tensor_set([test_sample], size, cache).images, 1, device)[0],
-                            (label.shape[1], label.shape[0]), fov, cfg.activation)
-    start = time.perf_counter()
-    (metrics.evaluate_image if tuned else straightforward_metrics)(label, raw, fov)
-    result["metrics_s_per_image"] = time.perf_counter() - start
-
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if device.type == "cuda":
-        result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    result["test_set_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # all of it
     print(json.dumps(result))
 
 
@@ -244,6 +245,7 @@ ROWS = [("train_s_per_step", "training step (s)", False),
         ("test_set_s_per_image", "test.py over --test-images (s/image)", False),
         ("data_load_s_per_image", "data loading (s/image)", False),
         ("peak_rss_mib", "peak RSS (MiB)", False),
+        ("test_set_peak_rss_mib", "  and after the test-set row (MiB)", False),
         ("cuda_max_allocated_mib", "CUDA max allocated (MiB)", False)]
 
 

@@ -137,21 +137,25 @@ def evaluate_images(samples, probs, activations, run_outs, workers=1):
 
     ``workers`` > 1 evaluates that many images at a time in threads: the work is in numpy, scipy,
     PIL and torch, which release the GIL, and it would otherwise run on one core (on a GPU
-    machine, most of test.py's time). Each image's numbers are the same either way."""
+    machine, most of test.py's time). Each image is scored with torch on one thread (so is the
+    segment split, which takes torch's thread count) while this generator runs: the bilinear
+    resize rounds differently with other thread counts (a few pixels of a picture change), so
+    this keeps every number the same for any ``workers`` and any number of cores."""
     def one(i):
         label, fov = load_truth(samples[i])  # full size (the photograph is not decoded: it is cached)
         split = segments.split_segments(label, fov)
         return [evaluate_test_image(samples[i].name, label, fov, probs[r][i], activation, run_out, split)
                 for r, (activation, run_out) in enumerate(zip(activations, run_outs))]
 
-    if workers <= 1:
-        yield from map(one, range(len(samples)))
-        return
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="evaluate")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # this thread's, and the count the workers' threads start with
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="evaluate") if workers > 1 else None
     try:
-        yield from pool.map(one, range(len(samples)))
+        yield from (pool.map if pool else map)(one, range(len(samples)))
     finally:  # on an error, the images not yet started are dropped
-        pool.shutdown(cancel_futures=True)
+        if pool:
+            pool.shutdown(cancel_futures=True)
+        torch.set_num_threads(threads)
 
 
 def validate(nets: Networks, val_set, activation, batch_size, device, amp_dtype=None, splits=None):

@@ -154,6 +154,30 @@ def test_test_script_reads_a_sharded_bundle_with_the_same_results(probe_run, rea
         assert [{**r, "run": "probe"} for r in rows if r["run"] == name] == threaded
 
 
+def test_scoring_gives_the_same_numbers_for_any_thread_count(real_data, tmp_path):
+    """The full-size bilinear resize rounds differently on one torch thread and on two (a few
+    pixels of a DRIVE_AV picture change), so evaluate_images scores on one thread per image,
+    whatever the process had, and gives the process its thread count back."""
+    import torch
+    from scripts.config import dataset_spec
+    from scripts.data import find_samples
+    from scripts.evaluate import evaluate_images
+    samples = find_samples(real_data, dataset_spec("DRIVE_AV"), "test")[:2]
+    probs = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    outcomes = []
+    try:
+        for threads, workers in ((2, 1), (1, 1), (2, 2)):
+            torch.set_num_threads(threads)
+            out = tmp_path / f"t{threads}w{workers}"
+            results = list(evaluate_images(samples, [probs], ["sigmoid"], [out], workers))
+            assert torch.get_num_threads() == threads
+            outcomes.append((results, [(out / "raw_pre" / f"{s.name}.png").read_bytes() for s in samples]))
+    finally:
+        torch.set_num_threads(before)
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+
+
 def test_runs_get_distinct_names():
     import test as test_script
     assert test_script.run_names(["a/sigmoid_seed42", "b/sigmoid_seed42", "c/run.v2", "x/CP_best_F1_all.pth",
