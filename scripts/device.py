@@ -71,6 +71,13 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
+def thread_counts_are_per_thread() -> bool:
+    """Whether torch's thread count is each thread's own (its OpenMP backend, as in the Linux and
+    Windows wheels): then a helper thread may run torch on one thread while the main thread
+    keeps its count for the networks."""
+    return "OpenMP" in torch.__config__.parallel_info()
+
+
 def release_freed_memory() -> bool:
     """Give the memory that keep_freed_memory kept back to the system (glibc's malloc_trim):
     between two phases that do not reuse each other's blocks, such as test.py's predictions

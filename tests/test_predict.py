@@ -52,7 +52,8 @@ def setup(real_data, tmp_path_factory):
     photo.convert("RGBA").save(inp / "rgba.png")
     grey16 = np.asarray(photo.convert("L")).astype(np.uint16) * 257
     Image.fromarray(grey16).save(inp / "sub" / "deeper" / "grey16.tif")
-    assert Image.open(inp / "sub" / "deeper" / "grey16.tif").mode.startswith("I;16")
+    with Image.open(inp / "sub" / "deeper" / "grey16.tif") as written:
+        assert written.mode.startswith("I;16")
     photo.convert("RGB").save(base / "full.jpg", quality=90)
     data = (base / "full.jpg").read_bytes()
     (inp / "sub" / "trunc.jpg").write_bytes(data[: len(data) // 3])
@@ -352,8 +353,14 @@ def test_masks_and_the_test_py_picture(setup):
     fov = read_mask(masks / "01_test_mask.gif")
     small = np.asarray(Image.fromarray(image).resize(tuple(cfg["image_size"]), Image.BILINEAR))
     probs = predict_probs(nets, torch.from_numpy(small.copy()).permute(2, 0, 1)[None])
-    expected = full_size_picture(probs[0], DRIVE_SIZE, fov, "sigmoid")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # test.py scores on one torch thread (evaluate_images)
+    try:
+        expected = full_size_picture(probs[0], DRIVE_SIZE, fov, "sigmoid")
+    finally:
+        torch.set_num_threads(threads)
     assert np.array_equal(np.asarray(Image.open(out / "01_test_colour.png")), expected)
+    assert torch.get_num_threads() == threads  # predict.run gave the process its thread count back
 
 
 def test_bundle_weights_and_one_line_errors(setup, capsys):
