@@ -74,7 +74,7 @@ from scripts.checkpoint import atomic_write, atomic_write_csv, describe, make_fo
 from scripts.config import DATASETS, ConfigError, check_image_size
 from scripts.data import read_image, read_mask
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
-                            thread_counts_are_per_thread)
+                            thread_count_restored, thread_counts_are_per_thread)
 from scripts.evaluate import compile_for_inference, full_size_picture, predict_probs, write_png
 from scripts.fov import estimate_fov
 from scripts.metrics import CLASS_COLOURS, class_map
@@ -828,9 +828,10 @@ def segment(todo, ensemble, masks, args, show_progress=True):
     # The threads work with torch on one thread each, as test.py's scoring: the full-size resize
     # rounds a few pixels differently on other thread counts, and the networks keep the cores.
     # Where the count is not each thread's own, setting it there would slow the networks: not done.
-    threads, one_thread = torch.get_num_threads(), thread_counts_are_per_thread()
-    with ThreadPoolExecutor(max_workers=args.workers, initializer=torch.set_num_threads if one_thread else None,
-                            initargs=(1,) if one_thread else ()) as pool:
+    one_thread = thread_counts_are_per_thread()
+    with thread_count_restored(), ThreadPoolExecutor(
+            max_workers=args.workers, initializer=torch.set_num_threads if one_thread else None,
+            initargs=(1,) if one_thread else ()) as pool:
         def submit(k):
             return [pool.submit(prepare, it, ensemble.sizes, masks) for it, _ in batches[k]] if k < len(batches) else []
 
@@ -862,7 +863,6 @@ def segment(todo, ensemble, masks, args, show_progress=True):
             bar.update(len(batch))
         while writes:
             collect(writes.popleft())
-    torch.set_num_threads(threads)  # the count new threads start with, which the initializer changed
     bar.close()
     return rows, len(failed)
 

@@ -99,7 +99,7 @@ def build_parser():
     p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="test images evaluated at a time (full-size resize, metrics, pictures), in threads; "
-                        "about 0.3 GB each at HRF-AV's size (default: the usable cores, at most 8: %(default)s)")
+                        "0.3-0.5 GB each at HRF-AV's size (default: the usable cores, at most 8: %(default)s)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="mixed precision (CUDA, CPUs with AVX512-BF16/AMX): faster, but the metrics then "
                         "depend on the machine (default: fp32)")

@@ -39,11 +39,11 @@ from PIL import Image  # noqa: E402
 from scripts import metrics  # noqa: E402
 from scripts.bfnet import Networks, Trainer  # noqa: E402
 from scripts.config import ConfigError, RunConfig, dataset_spec  # noqa: E402
-from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set, load_truth,  # noqa: E402
+from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set,  # noqa: E402
                           normalize)
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory,  # noqa: E402
                             pick_device, release_freed_memory, set_tf32, training_memory_format)
-from scripts.evaluate import (compile_for_inference, default_workers, evaluate_images, evaluate_test_image,  # noqa: E402
+from scripts.evaluate import (compile_for_inference, default_workers, evaluate_images,  # noqa: E402
                              full_size_picture, predict_probs)
 from scripts.provenance import commit, machine  # noqa: E402
 
@@ -187,10 +187,10 @@ def worker(args):
         Image.fromarray(small).save(out / f"plain_small_{sample.name}.png")
 
     def tuned_test_image(dtype):  # test.py's own code for one image (segment metric included)
-        label, fov = load_truth(test_sample)
         x = load_tensor_set([test_sample], size, cache).images
         probs = predict_probs(nets, x, 1, device, dtype)
-        evaluate_test_image(test_sample.name, label, fov, probs[0], cfg.activation, out / "tuned")
+        for _ in evaluate_images([test_sample], [probs], [cfg.activation], [out / "tuned"], 1):
+            pass
 
     runs = [("test_s_per_image", plain_test_image)]
     if tuned:

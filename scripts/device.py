@@ -78,6 +78,17 @@ def thread_counts_are_per_thread() -> bool:
     return "OpenMP" in torch.__config__.parallel_info()
 
 
+@contextlib.contextmanager
+def thread_count_restored():
+    """Gives torch's thread count back on the way out, errors included: a helper thread that sets
+    its own also sets the count that threads started later begin with."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def release_freed_memory() -> bool:
     """Give the memory that keep_freed_memory kept back to the system (glibc's malloc_trim):
     between two phases that do not reuse each other's blocks, such as test.py's predictions

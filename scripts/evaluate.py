@@ -17,7 +17,7 @@ from . import metrics, segments
 from .bfnet import Networks, to_picture
 from .checkpoint import atomic_write
 from .data import load_truth, normalize
-from .device import MEMORY_FORMAT, exact_fp32
+from .device import MEMORY_FORMAT, exact_fp32, thread_count_restored
 
 
 @torch.no_grad()
@@ -125,7 +125,7 @@ def evaluate_test_image(name, label, fov, probs, activation, out_dir, segment_sp
 
 
 def default_workers():
-    """Test images evaluated at a time by default: the usable cores, at most 8 (about 0.3 GB
+    """Test images evaluated at a time by default: the usable cores, at most 8 (0.3-0.5 GB
     each at HRF-AV's size)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return min(8, cores)
@@ -137,25 +137,26 @@ def evaluate_images(samples, probs, activations, run_outs, workers=1):
 
     ``workers`` > 1 evaluates that many images at a time in threads: the work is in numpy, scipy,
     PIL and torch, which release the GIL, and it would otherwise run on one core (on a GPU
-    machine, most of test.py's time). Each image is scored with torch on one thread (so is the
-    segment split, which takes torch's thread count) while this generator runs: the bilinear
-    resize rounds differently with other thread counts (a few pixels of a picture change), so
-    this keeps every number the same for any ``workers`` and any number of cores."""
+    machine, most of test.py's time). Each image is scored with torch on one thread while this
+    generator runs: the bilinear resize rounds differently with other thread counts (a few
+    pixels of a picture change), so this keeps the scores of given probabilities the same for
+    any ``workers`` and any number of cores. (The segment split's k-d tree, whose answers do
+    not depend on it, shares the cores out among the workers.)"""
     def one(i):
         label, fov = load_truth(samples[i])  # full size (the photograph is not decoded: it is cached)
-        split = segments.split_segments(label, fov)
+        split = segments.split_segments(label, fov, threads=split_threads)  # same ids on any thread count
         return [evaluate_test_image(samples[i].name, label, fov, probs[r][i], activation, run_out, split)
                 for r, (activation, run_out) in enumerate(zip(activations, run_outs))]
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # this thread's, and the count the workers' threads start with
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="evaluate") if workers > 1 else None
-    try:
-        yield from (pool.map if pool else map)(one, range(len(samples)))
-    finally:  # on an error, the images not yet started are dropped
-        if pool:
-            pool.shutdown(cancel_futures=True)
-        torch.set_num_threads(threads)
+    split_threads = max(1, torch.get_num_threads() // max(workers, 1))
+    with thread_count_restored():
+        torch.set_num_threads(1)  # this thread's, and the count the workers' threads start with
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="evaluate") if workers > 1 else None
+        try:
+            yield from (pool.map if pool else map)(one, range(len(samples)))
+        finally:  # on an error, the images not yet started are dropped
+            if pool:
+                pool.shutdown(cancel_futures=True)
 
 
 def validate(nets: Networks, val_set, activation, batch_size, device, amp_dtype=None, splits=None):

@@ -47,7 +47,8 @@ def _check(label, fov):
     return label, fov
 
 
-def split_segments(label: np.ndarray, fov: np.ndarray, min_length: int = 10) -> tuple[np.ndarray, int]:
+def split_segments(label: np.ndarray, fov: np.ndarray, min_length: int = 10,
+                   threads: int | None = None) -> tuple[np.ndarray, int]:
     """Split the truth vessel tree into segments between branch and crossing points.
 
     Steps: the vessel map is `label` in {1, 2, 3} inside `fov`; it is skeletonised (scikit-image);
@@ -63,6 +64,8 @@ def split_segments(label: np.ndarray, fov: np.ndarray, min_length: int = 10) -> 
     running beside a wide one), the pixel takes the nearest piece of its own component instead; a small
     isolated vessel whose only piece was too short gets no id, instead of joining whatever segment
     happens to be nearest across the background.
+
+    ``threads``: for the k-d tree's queries (default: torch's thread count); the ids do not depend on it.
 
     Returns (segment id map HxW int32 with ids 1..n, 0 = no segment; n).
     """
@@ -108,7 +111,7 @@ def split_segments(label: np.ndarray, fov: np.ndarray, min_length: int = 10) -> 
     # costs O(vessel pixels) instead of O(image): 2x faster on HRF.
     rr, cc = np.nonzero(vessel)
     tree = cKDTree(np.column_stack([pr, pc]))
-    workers = torch.get_num_threads()  # the thread count the rest of the program was given
+    workers = threads or torch.get_num_threads()  # the thread count the rest of the program was given
     _, nearest = tree.query(np.column_stack([rr, cc]), workers=workers)
     components, _ = ndimage.label(vessel, structure=_EIGHT)
     pixel_comp, skel_comp = components[rr, cc], components[pr, pc]
