@@ -23,7 +23,7 @@ Per image, under --output, at the image's own size (the sub-folders of the input
   <stem>_probs.npz        --save-probs: "probs" (float16, C x H x W), "channels", "fov"
 and one predictions.csv: path, output (the <stem> above), status, reason, width, height,
 artery/vein/uncertain fractions and vessel_density (of the FOV pixels), av_ratio (artery / vein
-pixels), fov_source, notes (why its maps may be poor: greyscale, enlarged, blank, no mask);
+pixels), fov_source, notes (why its maps may be poor: greyscale, enlarged, distorted, blank, no mask);
 and predict_run.json: the weights (with a SHA-256 of their values) and the
 settings that made the outputs. --resume refuses to add to a folder made with other ones, and
 to overwrite the outputs of another photograph of the same output name (each class map names
@@ -95,6 +95,7 @@ PARTIAL = ".predictions.rank{}.csv"
 RUN_RECORD = "predict_run.json"  # the weights and settings behind an output folder
 MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted
 MAX_ENLARGEMENT = 2.0  # a photograph enlarged more than this to the networks' size gets a note
+MAX_ASPECT_CHANGE = 1.2  # a photograph whose width/height the networks' input changes more than this gets a note
 MIN_FOV_STD = 2.0  # grey levels, per channel: a FOV flatter than this has nothing to segment (a blank frame)
 
 
@@ -386,6 +387,13 @@ def photo_notes(rgb, fov, sizes) -> tuple:
     if max(net_w / w, net_h / h) > MAX_ENLARGEMENT:
         notes.append(f"a small photograph ({w} x {h}), enlarged over {MAX_ENLARGEMENT:g}x to the networks' "
                      f"{net_w} x {net_h}: its vessels are blurred, so expect poorer maps")
+    for net_w, net_h in sizes:
+        change = (net_w / net_h) / (w / h)
+        if max(change, 1 / change) > MAX_ASPECT_CHANGE:
+            notes.append(f"its {w} x {h} is resized to the networks' {net_w} x {net_h}, which "
+                         f"{'stretches' if change > 1 else 'squeezes'} it {max(change, 1 / change):.2f}x "
+                         f"horizontally: the networks learned from undistorted photographs, so expect poorer maps")
+            break
     every_4th = (slice(None, None, 4), slice(None, None, 4))  # a sample is enough for a spread
     if fov[every_4th].any() and rgb[every_4th][fov[every_4th]].std(axis=0).max() < MIN_FOV_STD:
         notes.append("nearly uniform inside its FOV (a blank or failed capture?): nothing to segment")
@@ -678,8 +686,9 @@ def build_parser():
 
 
 def run(args) -> int:
-    if args.batch_size < 1 or args.workers < 1:
-        raise ConfigError("--batch-size and --workers must be at least 1")
+    for option, value in (("--batch-size", args.batch_size), ("--workers", args.workers)):
+        if value < 1:
+            raise ConfigError(f"{option} {value}: must be at least 1")
     if not 0 <= args.overlay_alpha <= 1:
         raise ConfigError("--overlay-alpha must be in [0, 1]")
     # Each rank waits for the others at the end: up to 12 h, for cohorts split unevenly.

@@ -480,8 +480,8 @@ def test_estimated_fov_matches_the_provided_masks(real_data):
 
 
 def test_photographs_that_make_poor_maps_are_noted(real_data):
-    """Greyscale, much smaller than the networks' input, or blank: segmented, with a note why
-    the maps may be poor; a DRIVE_AV photograph at the networks' size gets none."""
+    """Greyscale, much smaller than the networks' input, of another shape, or blank: segmented,
+    with a note why the maps may be poor; a DRIVE_AV photograph at the networks' size gets none."""
     sample = find_samples(real_data, DATASETS["DRIVE_AV"], "test")[0]
     photo, fov = read_image(sample.image), read_mask(sample.mask)
     size = [DATASETS["DRIVE_AV"].size]
@@ -493,6 +493,14 @@ def test_photographs_that_make_poor_maps_are_noted(real_data):
         "a small photograph (200 x 207), enlarged over 2x to the networks' 592 x 592: "
         "its vessels are blurred, so expect poorer maps",)
     assert predict.photo_notes(thumb, np.ones((207, 200), bool), [(256, 256)]) == ()
+    # Another shape: HRF-AV's 3:2 photographs to DRIVE_AV's square input (the shipped bundle), and back.
+    assert predict.photo_notes(np.asarray(Image.fromarray(photo).resize((876, 584))), np.ones((584, 876), bool),
+                               size) == ("its 876 x 584 is resized to the networks' 592 x 592, which squeezes "
+                                         "it 1.50x horizontally: the networks learned from undistorted "
+                                         "photographs, so expect poorer maps",)
+    assert predict.photo_notes(photo, fov, [(880, 592)])[0].startswith(
+        "its 565 x 584 is resized to the networks' 880 x 592, which stretches it 1.54x horizontally")
+    assert predict.photo_notes(photo, fov, [(576, 576)]) == ()  # a few percent: no note
     blank = np.zeros_like(photo)
     blank[fov] = (90, 40, 20)
     notes = predict.photo_notes(blank, fov, size)
