@@ -124,11 +124,15 @@ def evaluate_test_image(name, label, fov, probs, activation, out_dir, segment_sp
     return result
 
 
+def usable_cores():
+    """The cores this process may run on (its affinity, where the system tells)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers():
     """Test images evaluated at a time by default: the usable cores, at most 8 (0.3-0.5 GB
     each at HRF-AV's size)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(8, cores)
+    return min(8, usable_cores())
 
 
 def evaluate_images(samples, probs, activations, run_outs, workers=1):
