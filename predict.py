@@ -68,7 +68,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
-from scripts import distributed
+from scripts import distributed, evaluate
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, describe, make_folder
 from scripts.config import DATASETS, ConfigError, check_image_size
@@ -641,6 +641,11 @@ def check_resume(out_dir: Path, record: dict):
                           f"use another --output, or --overwrite to replace that run")
 
 
+def default_workers():
+    """The usable cores, at most 8, shared among torchrun's processes on this node."""
+    return max(1, evaluate.default_workers() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", "-w", nargs="+", action="extend", default=None,
@@ -676,8 +681,9 @@ def build_parser():
                         "folder holding an earlier run is refused)")
     p.add_argument("--overlay-alpha", type=float, default=0.6, dest="overlay_alpha",
                    help="opacity of the class colours in _overlay.png (default %(default)s)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="threads decoding and writing images (default %(default)s)")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="threads decoding and writing images, while the networks work (default: the usable "
+                        "cores, at most 8, shared among the processes of one node under torchrun: %(default)s)")
     p.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
                    help="check the weights are this variant; without --weights, which shipped bundle")
     p.add_argument("--base-width", type=int, default=None, dest="base_width",
@@ -867,7 +873,7 @@ def segment(todo, ensemble, masks, args, show_progress=True):
                 for j, (p, paths) in enumerate(ready):
                     writes.append((p.item, pool.submit(write_outputs, p, probs[j], None if std is None else std[j],
                                                        paths, ensemble.activation, args.overlay_alpha)))
-            while len(writes) > 2 * args.batch_size:
+            while len(writes) > max(2 * args.batch_size, args.workers):  # bounds the memory held
                 collect(writes.popleft())
             bar.update(len(batch))
         while writes:

@@ -598,3 +598,14 @@ def test_a_compile_that_cannot_work_is_one_error_before_any_image(setup, tmp_pat
     assert err[-1] == ("error: --compile failed (RuntimeError: InductorError: no working C++ compiler found); "
                        "run without --compile")
     assert not (tmp_path / "out").exists()
+
+
+def test_default_workers_share_the_cores_among_the_processes_of_a_node(monkeypatch):
+    """predict.py's decoding and writing threads: the usable cores (at most 8), divided among
+    torchrun's processes on the node, at least one each."""
+    monkeypatch.setattr(predict.evaluate, "usable_cores", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert predict.default_workers() == 8
+    for ranks, workers in (("4", 2), ("16", 1)):
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", ranks)
+        assert predict.default_workers() == workers
