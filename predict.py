@@ -23,7 +23,8 @@ Per image, under --output, at the image's own size (the sub-folders of the input
   <stem>_probs.npz        --save-probs: "probs" (float16, C x H x W), "channels", "fov"
 and one predictions.csv: path, output (the <stem> above), status, reason, width, height,
 artery/vein/uncertain fractions and vessel_density (of the FOV pixels), av_ratio (artery / vein
-pixels), fov_source, notes (why its maps may be poor: greyscale, enlarged, distorted, blank, no mask);
+pixels), fov_source, notes (why its maps may be poor: greyscale, enlarged, distorted, blank, no
+mask);
 and predict_run.json: the weights (with a SHA-256 of their values) and the
 settings that made the outputs. --resume refuses to add to a folder made with other ones, and
 to overwrite the outputs of another photograph of the same output name (each class map names
@@ -74,7 +75,7 @@ from scripts.checkpoint import atomic_write, atomic_write_csv, describe, make_fo
 from scripts.config import DATASETS, ConfigError, check_image_size
 from scripts.data import read_image, read_mask
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
-                            thread_count_restored, thread_counts_are_per_thread)
+                            one_torch_thread_here, thread_count_restored)
 from scripts.evaluate import compile_for_inference, full_size_picture, predict_probs, write_png
 from scripts.fov import estimate_fov
 from scripts.metrics import CLASS_COLOURS, class_map
@@ -842,11 +843,8 @@ def segment(todo, ensemble, masks, args, show_progress=True):
     bar = tqdm(total=len(todo), desc="predict", unit="img", disable=not show_progress or None, dynamic_ncols=True)
     # The threads work with torch on one thread each, as test.py's scoring: the full-size resize
     # rounds a few pixels differently on other thread counts, and the networks keep the cores.
-    # Where the count is not each thread's own, setting it there would slow the networks: not done.
-    one_thread = thread_counts_are_per_thread()
-    with thread_count_restored(), ThreadPoolExecutor(
-            max_workers=args.workers, initializer=torch.set_num_threads if one_thread else None,
-            initargs=(1,) if one_thread else ()) as pool:
+    with thread_count_restored(), ThreadPoolExecutor(max_workers=args.workers,
+                                                     initializer=one_torch_thread_here) as pool:
         def submit(k):
             return [pool.submit(prepare, it, ensemble.sizes, masks) for it, _ in batches[k]] if k < len(batches) else []
 

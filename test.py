@@ -185,8 +185,9 @@ def evaluate(args):
     for option, value in (("--batch-size", args.batch_size), ("--workers", args.workers)):
         if value < 1:
             raise ConfigError(f"{option} {value}: must be at least 1")
-    if args.workers > usable_cores():
-        print(f"note: --workers {args.workers} is more than the {usable_cores()} usable cores: each scores one "
+    cores = usable_cores()
+    if args.workers > cores:
+        print(f"note: --workers {args.workers} is more than the {cores} usable cores: each scores one "
               f"test image at a time and holds its full-size arrays (0.3-0.5 GB each at HRF-AV's size), for "
               f"no gain in speed", file=sys.stderr)
     device = pick_device(args.device)

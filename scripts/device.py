@@ -47,6 +47,17 @@ def pick_device(name: str = "", local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def _c_library_function(name):
+    """A function of the C library Python itself runs on (Linux only; glibc's malloc tuning), or
+    None where there is no such function."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Serve large allocations from the heap and keep freed memory there (Linux, glibc).
 
@@ -58,14 +69,12 @@ def keep_freed_memory() -> bool:
     (glibc still maps a block the heap cannot grow to) and a 2 GiB trim threshold, freed blocks
     are reused instead: a training step's peak memory was about 8 % higher, inference's 23 %.
     The process keeps what it freed (up to 2 GiB free at the heap's top, and any holes), so a
-    loop over inputs of growing sizes holds more than it uses. Only the main thread's arena is concerned (other
-    threads' large blocks are mapped as before). Returns whether glibc's mallopt accepted both
-    settings (False on other C libraries and systems: nothing changes there)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library Python itself runs on
-    except (OSError, AttributeError):
+    loop over inputs of growing sizes holds more than it uses (release_freed_memory gives it
+    back). Only the main thread's arena is concerned (other threads' large blocks are mapped as
+    before). Returns whether glibc's mallopt accepted both settings (False on other C libraries
+    and systems: nothing changes there)."""
+    mallopt = _c_library_function("mallopt")
+    if mallopt is None:
         return False
     M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
@@ -76,6 +85,14 @@ def thread_counts_are_per_thread() -> bool:
     Windows wheels): then a helper thread may run torch on one thread while the main thread
     keeps its count for the networks."""
     return "OpenMP" in torch.__config__.parallel_info()
+
+
+def one_torch_thread_here():
+    """A helper thread's initializer: torch on one thread in this thread, where that leaves the
+    main thread's count alone (thread_counts_are_per_thread); elsewhere nothing, since setting
+    it would slow the networks. Pair with thread_count_restored around the pool."""
+    if thread_counts_are_per_thread():
+        torch.set_num_threads(1)
 
 
 @contextlib.contextmanager
@@ -94,11 +111,8 @@ def release_freed_memory() -> bool:
     between two phases that do not reuse each other's blocks, such as test.py's predictions
     (the main thread) and its full-size scoring (worker threads, which allocate elsewhere).
     Returns whether it ran (False on other C libraries and systems)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    malloc_trim = _c_library_function("malloc_trim")
+    if malloc_trim is None:
         return False
     malloc_trim(0)
     return True

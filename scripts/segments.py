@@ -111,7 +111,7 @@ def split_segments(label: np.ndarray, fov: np.ndarray, min_length: int = 10,
     # costs O(vessel pixels) instead of O(image): 2x faster on HRF.
     rr, cc = np.nonzero(vessel)
     tree = cKDTree(np.column_stack([pr, pc]))
-    workers = threads or torch.get_num_threads()  # the thread count the rest of the program was given
+    workers = threads or torch.get_num_threads()  # by default the count the rest of the program was given
     _, nearest = tree.query(np.column_stack([rr, cc]), workers=workers)
     components, _ = ndimage.label(vessel, structure=_EIGHT)
     pixel_comp, skel_comp = components[rr, cc], components[pr, pc]
