@@ -215,8 +215,8 @@ def worker(args):
     # test.py runs, every prediction first, then evaluate_images with its default workers (the
     # networks' kept memory given back in between).
     test_set = find_samples(args.data_root, spec, "test")[:args.test_images]
-    if tuned:
-        load_tensor_set(test_set, size, cache)  # fill the cache (not timed)
+    if tuned:  # fill the cache and, on CUDA, let cuDNN autotune batch 2's shapes (not timed)
+        predict_probs(nets, load_tensor_set(test_set, size, cache).images[:2], 2, device)
 
     def test_set_run():
         if not tuned:
