@@ -194,7 +194,10 @@ def check_train_args(text: str, spec, data_root: Path):
                "not taken even at train.sh's value (train.py trains with any settings)")
     parsed.dataset = spec.name
     cfg = train.config_from_args(parsed)  # sizes, widths, rates: the errors train.py would give each seed
-    check_pack_size(data_root, spec, cfg.input_size)  # a pack made at another size
+    pack = check_pack_size(data_root, spec, cfg.input_size)  # a pack made at another size
+    if pack and pack.get("first"):
+        raise ConfigError(f"--data-root {data_root}: the pack holds only the first {pack['first']} images of "
+                          f"each split (scripts.pack --first); this job needs the whole data set")
     return parsed
 
 

@@ -9,6 +9,10 @@ The test split is copied as it is, because the protocol scores at the original s
 
     python -m scripts.pack --dataset HRF-AV --out packs        # 78 MiB -> 46 MiB
     python train.py --dataset HRF-AV --data-root packs ...     # on the other machine
+
+``--first N`` packs only the first N images of each split (by name): enough for
+benchmarks/benchmark.py (4 training and 4 test images) where the whole packs of several data
+sets would not travel together. train.py notes such a pack; reproduce.py refuses it.
 """
 import argparse
 import json
@@ -28,8 +32,9 @@ from .data import DataError, Sample, find_samples, load_resized, load_sample
 PACK_FILE = "pack.json"
 
 
-def pack_dataset(data_root, dataset, out_root, size=None, progress=True):
+def pack_dataset(data_root, dataset, out_root, size=None, progress=True, first=None):
     """Write the compact copy of ``dataset`` under ``<out_root>/<Dataset>``; returns its folder.
+    ``first``: only the first that many images of each split.
 
     It is written beside the target and moved into place at the end, so an interrupted run
     leaves the earlier pack (or nothing), never a half-written folder that looks like data."""
@@ -44,8 +49,13 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True):
     if target.exists() and not (target / PACK_FILE).is_file():
         raise ConfigError(f"{target} exists and is not a packed copy (no {PACK_FILE}); "
                           f"choose another --out, nothing was written")
-    check_pack_size(data_root, spec, size)  # re-packing a pack at another size would resize twice
-    test_samples, training_samples = (find_samples(data_root, spec, split) for split in ("test", "training"))
+    if first is not None and first < 1:
+        raise ConfigError(f"--first {first}: give at least 1 image")
+    info = check_pack_size(data_root, spec, size)  # re-packing a pack at another size would resize twice
+    if info and info.get("first"):
+        raise ConfigError(f"{source} holds only the first {info['first']} images of each split; "
+                          f"pack the original data")
+    test_samples, training_samples = (find_samples(data_root, spec, split)[:first] for split in ("test", "training"))
     make_folder(out_root, "--out")  # only now: a wrong --data-root leaves no empty --out behind
 
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
@@ -54,10 +64,12 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True):
         # The test split first: a bad test file is found before minutes of resizing.
         test = _copy_test(test_samples, partial, progress)
         training = _pack_training(training_samples, size, partial, progress)
-        (partial / PACK_FILE).write_text(json.dumps({
-            "dataset": spec.name, "training_size": list(size), "source": str(source.resolve()),
-            "training": training, "test": test,
-            "note": "training split resized to the network size (lossless); test split as it is"}, indent=1))
+        info = {"dataset": spec.name, "training_size": list(size), "source": str(source.resolve()),
+                "training": training, "test": test,
+                "note": "training split resized to the network size (lossless); test split as it is"}
+        if first is not None:
+            info.update(first=first, note=info["note"] + f"; only the first {first} images of each split")
+        (partial / PACK_FILE).write_text(json.dumps(info, indent=1))
         if target.exists():
             shutil.rmtree(target)  # an earlier pack: replaced
         partial.rename(target)
@@ -99,18 +111,29 @@ def _copy_test(samples, target, progress):
 
 def check_pack_size(data_root, spec, size):
     """A packed copy holds its training split at one size only: training at another would
-    resize the already-resized photographs, silently losing detail."""
+    resize the already-resized photographs, silently losing detail. Returns the pack's
+    description (``pack.json``), or None for original data."""
     info_path = Path(data_root) / spec.name / PACK_FILE
     if not info_path.is_file():
-        return
+        return None
     try:
-        packed = tuple(json.loads(info_path.read_text())["training_size"])
+        info = json.loads(info_path.read_text())
+        packed = tuple(info["training_size"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{info_path}: unreadable pack description ({exc})") from None
     if packed != tuple(size):
         raise DataError(f"{info_path.parent} is a copy packed at {packed[0]} x {packed[1]} "
                         f"(scripts/pack.py): use it with --image-size {packed[0]} {packed[1]}, or pack the "
                         f"original data with --image-size {size[0]} {size[1]}")
+    return info
+
+
+def partial_pack_note(info):
+    """The note for a pack made with --first, or None."""
+    if info and info.get("first"):
+        return (f"note: this pack holds only the first {info['first']} images of each split "
+                f"(scripts.pack --first), not the whole data set")
+    return None
 
 
 def folder_mib(path):
@@ -125,9 +148,12 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="the copy goes to <out>/<Dataset> (replaced if present)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None,
                    help="network input size of the training split (default: the data set's)")
+    p.add_argument("--first", type=int, default=None, metavar="N",
+                   help="only the first N images of each split, by name (for benchmarks; train.py notes "
+                        "such a pack, reproduce.py refuses it)")
     args = p.parse_args(argv)
     try:
-        target = pack_dataset(args.data_root, args.dataset, args.out, args.image_size)
+        target = pack_dataset(args.data_root, args.dataset, args.out, args.image_size, first=args.first)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -148,3 +148,37 @@ def test_a_data_root_one_level_too_deep_is_named_and_leaves_no_out_folder(real_d
     assert pack.main(["--dataset", "LES-AV", "--data-root", str(real_data / "LES-AV"),
                       "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_a_pack_of_the_first_images_is_noted_by_train_py_refused_by_reproduce_py(real_data, tmp_path):
+    """--first: a small pack for benchmarks on a machine that is sent little. It holds the
+    first images by name of each split; training on it says so, and the reproduction job,
+    which must train on the whole data set, refuses it in one line."""
+    spec = DATASETS["LES-AV"]
+    root = tmp_path / "packs"
+    target = pack_dataset(real_data, "LES-AV", root, size=(64, 64), progress=False, first=3)
+    for split in ("training", "test"):
+        assert [s.name for s in find_samples(root, spec, split)] == \
+               [s.name for s in find_samples(real_data, spec, split)[:3]]
+    info = json.loads((target / PACK_FILE).read_text())
+    assert (info["first"], info["training"], info["test"]) == (3, 3, 3) and "first 3" in info["note"]
+
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "LES-AV", "--data-root", str(root),
+                           "--epochs", "1", "--batch-size", "2", "--image-size", "64", "64", "--base-width", "4",
+                           "--image-every", "0", "--cache-dir", str(tmp_path / "c"), "--output-root", str(tmp_path / "o"),
+                           "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "only the first 3 images of each split" in proc.stdout
+
+    proc = subprocess.run([sys.executable, str(ROOT / "reproduce.py"), "--dataset", "LES-AV", "--data-root", str(root),
+                           "--train-args", "--image-size 64 64", "--out", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "only the first 3 images" in proc.stderr and not (tmp_path / "out").exists()
+
+    with pytest.raises(ConfigError, match="holds only the first 3 images"):
+        pack_dataset(root, "LES-AV", tmp_path / "again", size=(64, 64), progress=False)
+    with pytest.raises(ConfigError, match="--first 0"):
+        pack_dataset(real_data, "LES-AV", tmp_path / "again", progress=False, first=0)
+    assert not (tmp_path / "again").exists()
