@@ -211,7 +211,7 @@ def worker(args):
 
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
-        result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20  # before the test-set row, as peak_rss_mib
 
     # test.py over several test images, as a whole: plain one image after the other; tuned as
     # test.py runs, every prediction first, then evaluate_images with its default workers (the
@@ -249,7 +249,7 @@ ROWS = [("train_s_per_step", "training step (s)", False),
         ("peak_rss_mib", "peak RSS (MiB)", False),
         ("test_set_peak_rss_mib", "  and after the test-set row (MiB)", False),
         ("cuda_train_max_allocated_mib", "CUDA max allocated in training (MiB)", False),
-        ("cuda_max_allocated_mib", "CUDA max allocated, all rows (MiB)", False)]
+        ("cuda_max_allocated_mib", "CUDA max allocated (MiB)", False)]
 
 
 def main(argv=None):
