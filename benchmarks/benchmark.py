@@ -45,6 +45,7 @@ from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, ke
                             pick_device, release_freed_memory, set_tf32, training_memory_format)
 from scripts.evaluate import (compile_for_inference, default_workers, evaluate_images,  # noqa: E402
                              full_size_picture, predict_probs)
+from scripts.pack import read_pack_info  # noqa: E402
 from scripts.provenance import commit, machine  # noqa: E402
 
 
@@ -328,7 +329,9 @@ def make_report(args, results) -> dict:
         "base_width": args.base_width, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
         "compile": args.compile, "no_amp_discriminator": args.no_amp_discriminator,
         "tf32": args.tf32, "skip_train": args.skip_train,
-        "test_images": args.test_images}, "results": results, "speedup_tuned_over_plain": ratios}
+        "test_images": args.test_images, "data_root": str(args.data_root),
+        "pack_first": (read_pack_info(args.data_root, dataset_spec(args.dataset)) or {}).get("first")},
+        "results": results, "speedup_tuned_over_plain": ratios}
 
 
 def print_table(args, report):
@@ -338,11 +341,19 @@ def print_table(args, report):
           f"torch {torch.__version__}, commit {report['machine']['commit']}")
     if not args.skip_train:
         print("training precision: " + ", ".join(f"{c} {r['training_precision']}" for c, r in results.items()))
-    print(f"{'':<40}" + "".join(f"{c:>12}" for c in results) + f"{'tuned gain':>12}")
+    print(f"{'':<40}" + "".join(f"{c:>12}" for c in results) + (f"{'tuned gain':>12}" if ratios else ""))
     for key, name, _ in ROWS:
         if any(key in r for r in results.values()):
+            if key == "test_set_s_per_image":  # the count there was (a small pack may hold fewer)
+                name = name.replace("--test-images", f"{next(r['test_set_images'] for r in results.values() if key in r)} test images")
             print(f"{name:<40}" + "".join(f"{r[key]:>12.4g}" if key in r else f"{'':>12}" for r in results.values())
                   + (f"{ratios[key]:>11.2f}x" if key in ratios else ""))
+    if ratios:
+        print("tuned gain: how many times faster, or smaller in memory, tuned is than plain (above 1: tuned is better)")
+    if "inference_s_per_image" in results.get("tuned", {}) and "inference_amp_s_per_image" not in results["tuned"]:
+        print("no --amp rows: no mixed precision on this device (on a CPU, bf16 needs AVX512-BF16 or AMX)")
+    if report["settings"].get("pack_first"):
+        print(f"note: --data-root is a pack of the first {report['settings']['pack_first']} images of each split")
 
 
 if __name__ == "__main__":

@@ -51,11 +51,15 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True, first=N
                           f"choose another --out, nothing was written")
     if first is not None and first < 1:
         raise ConfigError(f"--first {first}: give at least 1 image")
-    info = check_pack_size(data_root, spec, size)  # re-packing a pack at another size would resize twice
+    info = read_pack_info(data_root, spec)
     if info and info.get("first"):
         raise ConfigError(f"{source} holds only the first {info['first']} images of each split; "
                           f"pack the original data")
-    test_samples, training_samples = (find_samples(data_root, spec, split)[:first] for split in ("test", "training"))
+    check_pack_size(data_root, spec, size)  # re-packing a pack at another size would resize twice
+    test_samples, training_samples = (find_samples(data_root, spec, split) for split in ("test", "training"))
+    if first is not None and first >= max(len(test_samples), len(training_samples)):
+        first = None  # it cuts nothing: the whole data set, and pack.json says nothing of --first
+    test_samples, training_samples = test_samples[:first], training_samples[:first]
     make_folder(out_root, "--out")  # only now: a wrong --data-root leaves no empty --out behind
 
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
@@ -109,22 +113,31 @@ def _copy_test(samples, target, progress):
     return len(samples)
 
 
-def check_pack_size(data_root, spec, size):
-    """A packed copy holds its training split at one size only: training at another would
-    resize the already-resized photographs, silently losing detail. Returns the pack's
-    description (``pack.json``), or None for original data."""
+def read_pack_info(data_root, spec):
+    """The pack's description (``pack.json``), or None where ``data_root`` holds original data."""
     info_path = Path(data_root) / spec.name / PACK_FILE
     if not info_path.is_file():
         return None
     try:
         info = json.loads(info_path.read_text())
-        packed = tuple(info["training_size"])
+        tuple(info["training_size"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{info_path}: unreadable pack description ({exc})") from None
+    return info
+
+
+def check_pack_size(data_root, spec, size, size_option="--image-size {w} {h}"):
+    """A packed copy holds its training split at one size only: training at another would
+    resize the already-resized photographs, silently losing detail. Returns the pack's
+    description, or None for original data. ``size_option``: how the caller's user sets the size."""
+    info = read_pack_info(data_root, spec)
+    if info is None:
+        return None
+    packed = tuple(info["training_size"])
     if packed != tuple(size):
-        raise DataError(f"{info_path.parent} is a copy packed at {packed[0]} x {packed[1]} "
-                        f"(scripts/pack.py): use it with --image-size {packed[0]} {packed[1]}, or pack the "
-                        f"original data with --image-size {size[0]} {size[1]}")
+        raise DataError(f"{Path(data_root) / spec.name} is a copy packed at {packed[0]} x {packed[1]} "
+                        f"(scripts/pack.py): use it with {size_option.format(w=packed[0], h=packed[1])}, or "
+                        f"pack the original data with --image-size {size[0]} {size[1]}")
     return info
 
 

@@ -182,3 +182,7 @@ def test_a_pack_of_the_first_images_is_noted_by_train_py_refused_by_reproduce_py
     with pytest.raises(ConfigError, match="--first 0"):
         pack_dataset(real_data, "LES-AV", tmp_path / "again", progress=False, first=0)
     assert not (tmp_path / "again").exists()
+
+    whole = pack_dataset(real_data, "LES-AV", tmp_path / "whole", size=(64, 64), progress=False, first=11)
+    info = json.loads((whole / PACK_FILE).read_text())  # 11 cuts neither split: the whole data set
+    assert "first" not in info and (info["training"], info["test"]) == (11, 11) and "first" not in info["note"]

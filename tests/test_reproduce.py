@@ -193,3 +193,4 @@ def test_a_pack_of_another_size_is_refused_before_anything_runs(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "packed at 592 x 592" in proc.stderr and not (tmp_path / "out").exists()
+    assert 'use it with --train-args "--image-size 592 592"' in proc.stderr  # reproduce.py's own option
