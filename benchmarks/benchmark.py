@@ -294,6 +294,7 @@ def main(argv=None):
         pick_device(args.device)
         for split in ("training", "test"):
             find_samples(args.data_root, spec, split)
+        read_pack_info(args.data_root, spec)  # a pack's description, recorded in the JSON
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

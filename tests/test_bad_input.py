@@ -194,6 +194,24 @@ def test_benchmark_bad_options_are_one_line_before_any_child_starts(monkeypatch,
     assert stop.value.code == 2 and len(err) == 1 and err[0].startswith(message), err
 
 
+def test_benchmark_with_an_unreadable_pack_description_is_one_line_before_any_child_starts(
+        real_data, monkeypatch, capsys, tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "benchmarks" / "benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    (tmp_path / "pack" / "DRIVE_AV").mkdir(parents=True)
+    for split in ("training", "test"):  # the real photographs, by links: only pack.json is broken
+        (tmp_path / "pack" / "DRIVE_AV" / split).symlink_to(real_data / "DRIVE_AV" / split)
+    (tmp_path / "pack" / "DRIVE_AV" / "pack.json").write_text("{not json")
+    monkeypatch.setattr(benchmark.subprocess, "run", lambda *a, **k: pytest.fail("a child was started"))
+    with pytest.raises(SystemExit) as stop:
+        benchmark.main(["--device", "cpu", "--data-root", str(tmp_path / "pack"), "--out", str(tmp_path / "b.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "pack.json: unreadable pack description" in err[0], err
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_train_load_checks_the_weights_before_reading_the_data(drive_copy, tmp_path):
     """train.py --load: weights of another variant than the one named are one line before any
     photograph is decoded; weights of the right one initialise G, G_A and G_V."""
