@@ -171,7 +171,7 @@ def check_train_args(text: str, spec, data_root: Path):
     before training, a pack's size included (one line on error); returns the parsed options."""
     import train
     from scripts.config import ConfigError
-    from scripts.pack import check_pack_size, read_pack_info
+    from scripts.pack import check_pack_size, pack_subset, read_pack_info
 
     def refuse(message):
         raise ConfigError(f"--train-args: {message}")
@@ -194,10 +194,9 @@ def check_train_args(text: str, spec, data_root: Path):
                "not taken even at train.sh's value (train.py trains with any settings)")
     parsed.dataset = spec.name
     cfg = train.config_from_args(parsed)  # sizes, widths, rates: the errors train.py would give each seed
-    pack = read_pack_info(data_root, spec)
-    if pack and pack.get("first"):
-        raise ConfigError(f"--data-root {data_root}: the pack holds only the first {pack['first']} images of "
-                          f"each split (scripts.pack --first); this job needs the whole data set")
+    subset = pack_subset(read_pack_info(data_root, spec))
+    if subset:
+        raise ConfigError(f"--data-root {data_root}: the pack holds only {subset}; this job needs the whole data set")
     check_pack_size(data_root, spec, cfg.input_size, '--train-args "--image-size {w} {h}"')  # packed at another size
     return parsed
 

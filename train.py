@@ -37,7 +37,7 @@ from scripts.data import augment, find_samples, load_tensor_set, normalize, spli
 from scripts.device import (amp_dtype_for, describe_precision, keep_freed_memory, pick_device, set_tf32,
                             training_memory_format)
 from scripts.evaluate import validate
-from scripts.pack import check_pack_size, partial_pack_note
+from scripts.pack import check_pack_size, pack_subset
 from scripts.segments import split_segments
 
 
@@ -198,7 +198,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                                      "fusion": cfg.fusion_mode})
 
     samples = find_samples(cfg.data_root, spec, "training")
-    pack = check_pack_size(cfg.data_root, spec, size)
+    subset = pack_subset(check_pack_size(cfg.data_root, spec, size))
     train_idx, val_idx = split_train_val(len(samples), cfg.validation, cfg.seed)
     data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name, desc="decode + cache")
     train_set, val_set = data.subset(train_idx).to(device), data.subset(val_idx)
@@ -210,8 +210,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         f"{cfg.base_width}, device {device}, {describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == 'cuda')}, "
         f"{'channels_last' if memory_format == torch.channels_last else 'contiguous'} memory"
         + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
-    if partial_pack_note(pack):
-        log(partial_pack_note(pack), flush=True)
+    if subset:
+        log(f"note: this pack holds only {subset}, not the whole data set", flush=True)
 
     nets = Networks(cfg.activation, cfg.base_width, cfg.fusion)
     if ctx.enabled:

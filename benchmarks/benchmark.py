@@ -45,7 +45,7 @@ from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, ke
                             pick_device, release_freed_memory, set_tf32, training_memory_format)
 from scripts.evaluate import (compile_for_inference, default_workers, evaluate_images,  # noqa: E402
                              full_size_picture, predict_probs)
-from scripts.pack import read_pack_info  # noqa: E402
+from scripts.pack import pack_subset, read_pack_info  # noqa: E402
 from scripts.provenance import commit, machine  # noqa: E402
 
 
@@ -294,7 +294,7 @@ def main(argv=None):
         pick_device(args.device)
         for split in ("training", "test"):
             find_samples(args.data_root, spec, split)
-        read_pack_info(args.data_root, spec)  # a pack's description, recorded in the JSON
+        pack = read_pack_info(args.data_root, spec)  # recorded in the JSON
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -309,13 +309,13 @@ def main(argv=None):
         if proc.returncode:  # the child's traceback (an unforeseen failure) is kept: it says where
             sys.exit(f"{config} run failed:\n{proc.stderr[-3000:]}")
         results[config] = json.loads(proc.stdout.strip().splitlines()[-1])
-        report = make_report(args, results)
+        report = make_report(args, results, pack)
         out.write_text(json.dumps(report, indent=2))  # after each configuration: a stopped run keeps the first
-    print_table(args, report)
+    print_table(args, report, pack)
     print(f"wrote {out}")
 
 
-def make_report(args, results) -> dict:
+def make_report(args, results, pack=None) -> dict:
     """The JSON: machine, settings, each configuration's results and tuned's gain over plain."""
     ratios = {}
     if {"plain", "tuned"} <= set(results):
@@ -331,11 +331,11 @@ def make_report(args, results) -> dict:
         "compile": args.compile, "no_amp_discriminator": args.no_amp_discriminator,
         "tf32": args.tf32, "skip_train": args.skip_train,
         "test_images": args.test_images, "data_root": str(args.data_root),
-        "pack_first": (read_pack_info(args.data_root, dataset_spec(args.dataset)) or {}).get("first")},
+        "pack_first": (pack or {}).get("first")},
         "results": results, "speedup_tuned_over_plain": ratios}
 
 
-def print_table(args, report):
+def print_table(args, report, pack=None):
     results, ratios, size = report["results"], report["speedup_tuned_over_plain"], report["settings"]["image_size"]
     print(f"{args.dataset} {size[0]}x{size[1]}, {args.activation}, width {args.base_width}, batch "
           f"{args.batch_size}, {args.device} ({report['machine'].get('gpu', report['machine']['cpu_model'])}), "
@@ -353,8 +353,8 @@ def print_table(args, report):
         print("tuned gain: how many times faster, or smaller in memory, tuned is than plain (above 1: tuned is better)")
     if "inference_s_per_image" in results.get("tuned", {}) and "inference_amp_s_per_image" not in results["tuned"]:
         print("no --amp rows: no mixed precision on this device (on a CPU, bf16 needs AVX512-BF16 or AMX)")
-    if report["settings"].get("pack_first"):
-        print(f"note: --data-root is a pack of the first {report['settings']['pack_first']} images of each split")
+    if pack_subset(pack):
+        print(f"note: --data-root holds only {pack_subset(pack)}")
 
 
 if __name__ == "__main__":

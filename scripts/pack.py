@@ -51,10 +51,9 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True, first=N
                           f"choose another --out, nothing was written")
     if first is not None and first < 1:
         raise ConfigError(f"--first {first}: give at least 1 image")
-    info = read_pack_info(data_root, spec)
-    if info and info.get("first"):
-        raise ConfigError(f"{source} holds only the first {info['first']} images of each split; "
-                          f"pack the original data")
+    subset = pack_subset(read_pack_info(data_root, spec))
+    if subset:
+        raise ConfigError(f"{source} holds only {subset}; pack the original data")
     check_pack_size(data_root, spec, size)  # re-packing a pack at another size would resize twice
     test_samples, training_samples = (find_samples(data_root, spec, split) for split in ("test", "training"))
     if first is not None and first >= max(len(test_samples), len(training_samples)):
@@ -141,11 +140,11 @@ def check_pack_size(data_root, spec, size, size_option="--image-size {w} {h}"):
     return info
 
 
-def partial_pack_note(info):
-    """The note for a pack made with --first, or None."""
+def pack_subset(info):
+    """What a pack made with --first holds ("the first N images of each split (...)"), or None
+    for a whole data set (``info``: read_pack_info's, None for original data)."""
     if info and info.get("first"):
-        return (f"note: this pack holds only the first {info['first']} images of each split "
-                f"(scripts.pack --first), not the whole data set")
+        return f"the first {info['first']} images of each split (scripts.pack --first)"
     return None
 
 
