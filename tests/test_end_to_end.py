@@ -408,10 +408,19 @@ ENTRY_POINTS = [["train.py"], ["test.py"], ["predict.py"], ["reproduce.py"], ["b
                                                    "synthetic"))]
 
 
-@pytest.mark.parametrize("entry", ENTRY_POINTS)
-def test_every_entry_point_answers_help(entry):
-    proc = subprocess.run([sys.executable, *entry, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.lstrip().startswith("usage:"), (entry, proc.stderr[-500:])
+@pytest.fixture(scope="module")
+def help_texts():
+    """Every entry point's --help, all started at once (each start imports torch: seconds)."""
+    procs = [subprocess.Popen([sys.executable, *entry, "--help"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for entry in ENTRY_POINTS]
+    texts = [proc.communicate(timeout=180) for proc in procs]
+    return [(proc.returncode, out, err) for proc, (out, err) in zip(procs, texts)]
+
+
+@pytest.mark.parametrize("index", range(len(ENTRY_POINTS)), ids=[" ".join(e) for e in ENTRY_POINTS])
+def test_every_entry_point_answers_help(help_texts, index):
+    code, out, err = help_texts[index]
+    assert code == 0 and out.lstrip().startswith("usage:"), (ENTRY_POINTS[index], err[-500:])
 
 
 def test_a_test_unlike_the_training_is_noted_and_recorded(capsys):

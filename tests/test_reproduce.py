@@ -112,12 +112,16 @@ def test_the_bundle_is_the_best_validation_seed_in_fp16_and_says_how_it_was_made
     (["--data-root", "nowhere"], "no DRIVE_AV folder in it"),
     (["--out", "taken"], "exists and is not an empty folder"),
 ])
-def test_bad_options_are_one_line_and_write_nothing(options, message, tmp_path):
+def test_bad_options_are_one_line_and_write_nothing(options, message, tmp_path, monkeypatch, capsys):
+    """In this process (reproduce.main), not a fresh one: each start would import torch again."""
+    from reproduce import main
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("kept")
-    proc = subprocess.run([sys.executable, str(ROOT / "reproduce.py"), "--data-root", str(ROOT / "data"), *options],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["--data-root", str(ROOT / "data"), *options])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
