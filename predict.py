@@ -1,9 +1,10 @@
 """Segment your own fundus photographs into arteries, veins and uncertain vessels.
 
 Inputs (--input, one or more): a folder (searched recursively for .jpg .jpeg .png .tif .tiff
-.bmp), a glob ("photos/**/*.jpg", quoted), a list file (.txt/.lst/.list: one path per line,
-relative paths from the list's folder, '#' comments), or single image files. RGB, RGBA,
-palette, greyscale and 16-bit images are read. A file that cannot be read (missing, empty,
+.bmp), a glob ("photos/**/*.jpg", quoted; its extension matches in any case, .JPG too), a list
+file (.txt/.lst/.list: one path per line, relative paths from the list's folder, '#'
+comments), or single image files. RGB, RGBA, palette, greyscale and 16-bit images are read, as
+image viewers show them (an EXIF orientation tag applied; the outputs are made that way up). A file that cannot be read (missing, empty,
 truncated, not an image) is recorded in the CSV and on stderr and the run goes on; the exit
 status is then 1. When no image is found at all (no input path exists, or none holds an
 image), one error line and exit 2, before any network loads.
@@ -24,7 +25,7 @@ Per image, under --output, at the image's own size (the sub-folders of the input
 and one predictions.csv: path, output (the <stem> above), status, reason, width, height,
 artery/vein/uncertain fractions and vessel_density (of the FOV pixels), av_ratio (artery / vein
 pixels), fov_source, notes (why its maps may be poor: greyscale, enlarged, distorted, blank, no
-mask);
+mask; turned by its EXIF orientation);
 and predict_run.json: the weights (with a SHA-256 of their values) and the
 settings that made the outputs. --resume refuses to add to a folder made with other ones, and
 to overwrite the outputs of another photograph of the same output name (each class map names
@@ -39,7 +40,9 @@ value is inside; fov_source "mask"), else estimated from the photograph (scripts
 "estimated"; "whole image" where no disc is found). Everything outside it is background.
 
 Exit status: 0 when every image was segmented, 1 when some failed (see the CSV), 2 for an
-error in the arguments or the weights (one line on stderr).
+error in the arguments or the weights (one line on stderr), 130 / 143 when Ctrl-C / SIGTERM
+stopped it: the batch being predicted is finished and predictions.csv written (a second one
+stops at once, the CSV not written); the same command with --resume does the rest.
 
 Examples:
     python predict.py --weights DRIVE_AV/sigmoid_seed42 --input photos --output predictions
@@ -55,6 +58,7 @@ import glob
 import hashlib
 import json
 import os
+import signal
 import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -73,12 +77,13 @@ from scripts import distributed, evaluate
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, describe, make_folder
 from scripts.config import DATASETS, ConfigError, check_image_size
-from scripts.data import read_image, read_mask
+from scripts.data import exif_orientation, open_header, read_image, read_mask
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
                             one_torch_thread_here, thread_count_restored)
 from scripts.evaluate import compile_for_inference, full_size_picture, predict_probs, write_png
 from scripts.fov import estimate_fov
 from scripts.metrics import CLASS_COLOURS, class_map
+from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signals_handled_by
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_EXTS = IMAGE_EXTS + (".gif",)
@@ -143,6 +148,15 @@ def _rel_stem(p: Path, base: Path) -> str:
     return rel.with_suffix("").as_posix()
 
 
+def any_case_extension(pattern: str) -> str:
+    """A glob whose file extension matches in any case ('*.jpg' -> '*.[jJ][pP][gG]'), as a
+    folder's search does: cameras write .JPG, and a cohort often mixes both."""
+    head, dot, ext = pattern.rpartition(".")
+    if not dot or not ext or "/" in ext or os.sep in ext or glob.has_magic(ext):
+        return pattern
+    return head + dot + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in ext)
+
+
 def find_inputs(specs, output=None, masks=None):
     """Items for every input argument (sorted per argument, duplicates dropped) and warnings
     about arguments that matched nothing. Folders and globs skip ``masks`` and the outputs of
@@ -195,7 +209,7 @@ def find_inputs(specs, output=None, masks=None):
         elif p.is_file() or p.is_symlink():
             add(p, p.parent)
         elif glob.has_magic(spec):
-            found = sorted(Path(f) for f in glob.glob(spec, recursive=True))
+            found = sorted({Path(f) for f in glob.glob(any_case_extension(spec), recursive=True)})
             base = Path(spec)
             while glob.has_magic(str(base)):
                 base = base.parent
@@ -339,7 +353,7 @@ class Prepared:
     fov_source: str
     resized: dict                # (W, H) -> 3xHxW uint8 tensor
     sha256: str = ""             # of the photograph's file (written into the class map)
-    notes: tuple = ()            # why its maps may be poor (photo_notes), on stderr and in the CSV
+    notes: tuple = ()            # why its maps may be poor, how it was turned: on stderr and in the CSV
 
 
 def read_fov(item, rgb, masks: MaskFinder):
@@ -349,7 +363,7 @@ def read_fov(item, rgb, masks: MaskFinder):
         if fov.mean() < MIN_FOV:  # no disc found (not a fundus photograph?): use everything
             return np.ones_like(fov), "whole image"
         return fov, "estimated"
-    fov = read_mask(mask_path)
+    fov = read_mask(mask_path, upright=True)
     if fov.shape != rgb.shape[:2]:
         raise ValueError(f"its mask {mask_path} is {fov.shape[1]} x {fov.shape[0]}, the image "
                          f"{rgb.shape[1]} x {rgb.shape[0]}")
@@ -359,14 +373,22 @@ def read_fov(item, rgb, masks: MaskFinder):
 def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
     if item.missing:
         raise FileNotFoundError(item.missing)
-    rgb = read_image(item.path)
+    rgb = read_image(item.path, upright=True)
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ValueError(f"unusable image of shape {rgb.shape}")
     fov, source = read_fov(item, rgb, masks)
     resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)
                for s in sizes}
-    notes = image_notes(rgb, fov, source, sizes, masks)
+    notes = orientation_note(item.path) + image_notes(rgb, fov, source, sizes, masks)
     return Prepared(item, rgb, fov, source, resized, fingerprint(item.path), notes)
+
+
+def orientation_note(path) -> tuple:
+    """Photographs are read as image viewers show them (a phone's or camera's EXIF orientation
+    tag applied), and their outputs are made the same way up."""
+    with open_header(path) as img:
+        turn = exif_orientation(img)
+    return () if turn == 1 else (f"turned as image viewers show it (EXIF orientation {turn}), as are its outputs",)
 
 
 def image_notes(rgb, fov, fov_source, sizes, masks: MaskFinder) -> tuple:
@@ -476,10 +498,10 @@ def resumed_row(item, paths, previous, masks, sizes):
     if old and old.get("status") == "ok" and "notes" in old:
         return {**{k: old.get(k, "") for k in CSV_FIELDS}, "output": item.rel}
     cls = np.asarray(Image.open(paths["classes"]))
-    rgb = read_image(item.path)
+    rgb = read_image(item.path, upright=True)
     fov, source = read_fov(item, rgb, masks)
     return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov),
-               "; ".join(image_notes(rgb, fov, source, sizes, masks)))
+               "; ".join(orientation_note(item.path) + image_notes(rgb, fov, source, sizes, masks)))
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -692,7 +714,9 @@ def build_parser():
     return p
 
 
-def run(args) -> int:
+def run(args, stop_request: Optional[StopRequest] = None) -> int:
+    """Segment the inputs; the exit status. ``stop_request``: the handler of Ctrl-C and SIGTERM
+    that main() installed (a first one stops after the current batch, with the CSV written)."""
     for option, value in (("--batch-size", args.batch_size), ("--workers", args.workers)):
         if value < 1:
             raise ConfigError(f"{option} {value}: must be at least 1")
@@ -701,27 +725,24 @@ def run(args) -> int:
     # Each rank waits for the others at the end: up to 12 h, for cohorts split unevenly.
     ctx = distributed.init(pick_device(args.device).type, timeout=datetime.timedelta(hours=12))
     try:
-        return _run(args, ctx)
+        return _run(args, ctx, stop_request or StopRequest())
     finally:
         ctx.close()
 
 
-def _run(args, ctx: distributed.Context) -> int:
+def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     main = ctx.rank == 0
     log = (lambda m: tqdm.write(m, file=sys.stderr)) if main else (lambda m: None)
     out_dir = Path(args.output)
     masks = MaskFinder(args.masks)
-    if main:  # inputs first: a wrong path fails in one line, before the networks load
-        items, warnings = find_inputs(args.input, output=out_dir, masks=args.masks)
-        for w in warnings:
-            log(f"warning: {w}")
-    else:
-        items = None
-    items = ctx.broadcast(items)
-    if not items:
-        raise ConfigError(f"no images found in {' '.join(args.input)}")
-    if all(it.missing for it in items):
-        raise ConfigError(f"file or folder not found: {' '.join(it.path for it in items)}")
+    # Inputs first: a wrong path fails in one line, before the networks load.
+    items, warnings = ctx.broadcast(find_inputs(args.input, output=out_dir, masks=args.masks) if main else None)
+    if all(it.missing for it in items):  # nothing to segment: what each argument lacked, in one line
+        missing = [it.path for it in items]
+        raise ConfigError("; ".join(([f"file or folder not found: {' '.join(missing)}"] if missing else [])
+                                    + warnings) or f"no images found in {' '.join(args.input)}")
+    for w in warnings:
+        log(f"warning: {w}")
     if args.resume and args.overwrite:
         raise ConfigError("--resume adds to an earlier run, --overwrite replaces it: give one")
     earlier = ctx.broadcast(earlier_run(out_dir) if main and out_dir.is_dir() else "")  # one view for all ranks
@@ -762,12 +783,26 @@ def _run(args, ctx: distributed.Context) -> int:
     skipped = ctx.sum(len(done_rows)) if args.resume else 0
     if skipped:
         log(f"--resume: {skipped} image(s) already done, skipped")
-    rows, failed = segment(todo, ensemble, masks, args, show_progress=main)
+    stop_request.graceful = True  # from here a first Ctrl-C / SIGTERM ends the batch and writes the CSV
+    try:
+        rows, failed = segment(todo, ensemble, masks, args, show_progress=main, stop_request=stop_request)
+    finally:
+        stop_request.graceful = False
     total_failed = write_predictions_csv(out_dir, done_rows + rows + kept, failed, ctx)
+    if ctx.sum(stop_request.signum is not None):  # every rank asks: one may have been signalled alone
+        segmented = ctx.sum(len(done_rows) + len(rows)) - total_failed
+        log(f"{signal_name(stop_request.signum or signal.SIGTERM)}: stopped with {segmented} of {len(items)} "
+            f"image(s) segmented, {total_failed} failed; wrote {out_dir}/predictions.csv; the same command with "
+            f"--resume does the rest")
+        return EXIT_STATUS[stop_request.signum or signal.SIGTERM]
     if main:
         log(f"{len(items) - total_failed} of {len(items)} image(s) segmented, {total_failed} failed; "
             f"wrote {out_dir}/predictions.csv")
     return 1 if total_failed else 0
+
+
+def signal_name(signum) -> str:
+    return signal.Signals(signum).name
 
 
 def same_photograph(classes_png: Path, item: Item) -> Optional[bool]:
@@ -820,10 +855,11 @@ def rows_kept_by_resume(out_dir, items):
     return [r for r in read_rows(out_dir / "predictions.csv") if r["path"] not in paths and r["output"] not in outputs]
 
 
-def segment(todo, ensemble, masks, args, show_progress=True):
+def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
     """Segment and write every (item, paths): (CSV rows, number failed). Decoding the next
     batch and writing the last one's files run in threads while the networks work; a file
-    that fails is recorded and the rest go on."""
+    that fails is recorded and the rest go on. A stop request (Ctrl-C, SIGTERM) ends the loop
+    after the current batch, once its files are written."""
     rows, failed = [], []
 
     def fail(item, exc):
@@ -840,11 +876,13 @@ def segment(todo, ensemble, masks, args, show_progress=True):
             fail(item, exc)
 
     batches = [todo[i:i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
-    bar = tqdm(total=len(todo), desc="predict", unit="img", disable=not show_progress or None, dynamic_ncols=True)
     # The threads work with torch on one thread each, as test.py's scoring: the full-size resize
     # rounds a few pixels differently on other thread counts, and the networks keep the cores.
-    with thread_count_restored(), ThreadPoolExecutor(max_workers=args.workers,
-                                                     initializer=one_torch_thread_here) as pool:
+    # The bar is closed on the way out, also when a second Ctrl-C stops at once (before its message).
+    with tqdm(total=len(todo), desc="predict", unit="img", disable=not show_progress, dynamic_ncols=True,
+              mininterval=0.1 if sys.stderr.isatty() else 60) as bar, \
+            thread_count_restored(), ThreadPoolExecutor(max_workers=args.workers,
+                                                        initializer=one_torch_thread_here) as pool:
         def submit(k):
             return [pool.submit(prepare, it, ensemble.sizes, masks) for it, _ in batches[k]] if k < len(batches) else []
 
@@ -874,9 +912,12 @@ def segment(todo, ensemble, masks, args, show_progress=True):
             while len(writes) > max(2 * args.batch_size, args.workers):  # bounds the memory held
                 collect(writes.popleft())
             bar.update(len(batch))
+            if stop_request is not None and stop_request.signum is not None:
+                for fut in ahead:  # the next batch's decoding: not needed now
+                    fut.cancel()
+                break
         while writes:
             collect(writes.popleft())
-    bar.close()
     return rows, len(failed)
 
 
@@ -901,12 +942,22 @@ def write_predictions_csv(out_dir, rows, failed, ctx) -> int:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        code = run(args)
-    except ConfigError as exc:
-        if distributed.launched_as_rank_zero():  # under torchrun every process meets it: one line
-            print(f"error: {exc}", file=sys.stderr)
-        code = 2
+    # Ctrl-C and SIGTERM (kill, a scheduler's stop) end the current batch, write predictions.csv
+    # and exit 130 / 143; a second one, or one before the images, stops at once in one line.
+    stop_request = StopRequest("after this batch, with its outputs and predictions.csv written")
+    with signals_handled_by(stop_request):
+        try:
+            code = run(args, stop_request)
+        except ConfigError as exc:
+            if distributed.launched_as_rank_zero():  # under torchrun every process meets it: one line
+                print(f"error: {exc}", file=sys.stderr)
+            code = 2
+        except (KeyboardInterrupt, Terminated) as exc:
+            signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+            if distributed.launched_as_rank_zero():
+                print(f"\n{signal_name(signum)}: stopped at once; the outputs written so far are kept (not "
+                      f"predictions.csv): the same command with --resume does the rest", file=sys.stderr)
+            code = EXIT_STATUS[signum]
     sys.exit(code)
 
 

@@ -29,6 +29,7 @@ from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, ke
 from scripts.evaluate import default_workers, evaluate_images, predict_probs, usable_cores
 
 PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")
+BAR_INTERVAL = 0.1 if sys.stderr.isatty() else 60  # seconds; into a log file, a line a minute at most
 
 
 def clear_old_pictures(out_dir, names):
@@ -219,7 +220,8 @@ def evaluate(args):
         images = inputs[size]
         started = time.time()
         probs.append(predict_probs(nets, images, args.batch_size, device, amp_dtype,
-                                   progress=lambda b: tqdm(b, desc=f"predict {folder.name}", leave=False)))
+                                   progress=lambda b: tqdm(b, desc=f"predict {folder.name}", leave=False,
+                                                          mininterval=BAR_INTERVAL)))
         print(f"{folder}: {saved['activation']} variant, width {saved['base_width']}, input "
               f"{size[0]} x {size[1]}, {describe_precision(amp_dtype)} on {device}, {len(samples)} images "
               f"predicted in {time.time() - started:.1f}s", flush=True)
@@ -234,7 +236,7 @@ def evaluate(args):
     rows, per_run = [], [[] for _ in runs]
     started = time.time()
     results = evaluate_images(samples, probs, activations, run_outs, args.workers)
-    for image_results, sample in zip(tqdm(results, total=len(samples), desc="evaluate"), samples):
+    for image_results, sample in zip(tqdm(results, total=len(samples), desc="evaluate", mininterval=BAR_INTERVAL), samples):
         for r, result in enumerate(image_results):
             per_run[r].append(result)
             rows.append({"run": names[r], "image": sample.name, **{

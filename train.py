@@ -39,6 +39,7 @@ from scripts.device import (amp_dtype_for, describe_precision, keep_freed_memory
 from scripts.evaluate import validate
 from scripts.pack import check_pack_size, pack_subset
 from scripts.segments import split_segments
+from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signals_handled_by
 
 
 def build_parser():
@@ -432,29 +433,6 @@ def given_options(argv):
     return set(vars(parser.parse_args(argv)))
 
 
-class Terminated(Exception):
-    """SIGTERM (kill, a batch scheduler's time limit) arrived: stop like Ctrl-C."""
-
-
-class StopRequest:
-    """The handler of Ctrl-C (SIGINT) and SIGTERM. During the epochs the first one asks for a
-    stop after the current epoch, with last.pth saved, so that --resume loses nothing; a second
-    one, or one before the epochs start, stops at once."""
-
-    def __init__(self):
-        self.signum = None      # the signal that asked for a stop
-        self.graceful = False   # True while the epochs run
-
-    def __call__(self, signum, frame):
-        if self.graceful and self.signum is None:
-            self.signum = signum
-            if distributed.launched_as_rank_zero():  # under torchrun every rank gets the signal; one says so
-                tqdm.write(f"\n{signal.Signals(signum).name}: stopping at the end of this epoch, with last.pth saved "
-                           f"(again to stop at once)", file=sys.stderr)
-            return
-        raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
-
-
 def stopped_message(how, cfg, output_root) -> str:
     """The one line for a run stopped by Ctrl-C or SIGTERM: what --resume would continue from."""
     if cfg is None:
@@ -478,35 +456,28 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     cfg = None
     # Ctrl-C and SIGTERM (kill, a scheduler's stop) end the current epoch, save, and exit 130 /
-    # 143; a second one, or one before the epochs, stops at once in one line. SIGINT stays
-    # ignored where it was (a background job of a non-interactive shell).
-    stop_request = StopRequest()
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        if previous[s] is not signal.SIG_IGN or s == signal.SIGTERM:
-            signal.signal(s, stop_request)
-    try:
-        cfg = config_from_args(args)
-        given = given_options(argv)
-        if args.load and args.resume:
-            raise ConfigError("--load starts a new run from other weights, --resume continues this one: give one")
-        if args.resume:
-            cfg = resume_config(cfg, given, args.output_root)
-        adopt = {"activation", "base_width", "fusion"} - given  # --load: the weights' own, unless named
-        _, complete = train(cfg, args.runs_dir, args.output_root, args.load, args.resume, stop_request, adopt)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except (KeyboardInterrupt, Terminated) as exc:
-        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        if distributed.launched_as_rank_zero():
-            print("\n" + stopped_message(how, cfg, args.output_root), file=sys.stderr)
-        sys.exit(143 if isinstance(exc, Terminated) else 130)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    # 143; a second one, or one before the epochs, stops at once in one line.
+    stop_request = StopRequest("at the end of this epoch, with last.pth saved")
+    with signals_handled_by(stop_request):
+        try:
+            cfg = config_from_args(args)
+            given = given_options(argv)
+            if args.load and args.resume:
+                raise ConfigError("--load starts a new run from other weights, --resume continues this one: give one")
+            if args.resume:
+                cfg = resume_config(cfg, given, args.output_root)
+            adopt = {"activation", "base_width", "fusion"} - given  # --load: the weights' own, unless named
+            _, complete = train(cfg, args.runs_dir, args.output_root, args.load, args.resume, stop_request, adopt)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except (KeyboardInterrupt, Terminated) as exc:
+            how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            if distributed.launched_as_rank_zero():
+                print("\n" + stopped_message(how, cfg, args.output_root), file=sys.stderr)
+            sys.exit(EXIT_STATUS[signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT])
     if not complete:
-        sys.exit({None: TIME_LIMIT_EXIT, signal.SIGINT: 130, signal.SIGTERM: 143}[stop_request.signum])
+        sys.exit(TIME_LIMIT_EXIT if stop_request.signum is None else EXIT_STATUS[stop_request.signum])
 
 
 if __name__ == "__main__":

@@ -117,6 +117,13 @@ def read(path, mmap=False):
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head:
+            raise CheckpointError(f"{path}: empty file (an interrupted copy or download?)") from None
+        if not head.startswith((b"PK\x03\x04", b"\x80")):  # neither torch.save's zip nor a legacy pickle
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.save's .pth, a bundle shard "
+                                  f"or the original authors' CP_*.pth)") from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]  # torch's advice cut
         raise CheckpointError(f"{path}: cannot read checkpoint ({first}); is it damaged or incomplete?") from None
 

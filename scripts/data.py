@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from .config import ConfigError, DatasetSpec
@@ -84,7 +84,7 @@ def find_samples(data_root, spec: DatasetSpec, split: str):
 
 # ----------------------------------------------------------------------------- decoding
 
-def _open_header(path):
+def open_header(path):
     """The image file opened lazily (size and mode known, pixels not decoded yet)."""
     path = Path(path)
     if not path.is_file():
@@ -105,7 +105,7 @@ def _open_header(path):
 
 
 def _open(path):
-    img = _open_header(path)
+    img = open_header(path)
     try:
         img.load()
         return img
@@ -126,9 +126,23 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
 # Each reader closes its file (PIL keeps a GIF, such as DRIVE's and LES-AV's masks, open after
 # decoding, in case of more frames).
 
-def read_image(path) -> np.ndarray:
+EXIF_ORIENTATION = 0x0112  # 1: as stored; 2-8: mirrored and/or turned by 90, 180 or 270 degrees
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Turned as image viewers show it, by its EXIF orientation tag (a copy only when it has one)."""
+    return ImageOps.exif_transpose(img) if exif_orientation(img) != 1 else img
+
+
+def exif_orientation(img: Image.Image) -> int:
+    return int(img.getexif().get(EXIF_ORIENTATION) or 1)
+
+
+def read_image(path, upright=False) -> np.ndarray:
+    """HxWx3 uint8. ``upright``: as image viewers show it (predict.py's own photographs); the
+    data sets' files carry no orientation tag, and their labels are drawn on the stored pixels."""
     with _open(path) as img:
-        return to_rgb8(img)
+        return to_rgb8(_upright(img) if upright else img)
 
 
 def read_label(path) -> np.ndarray:
@@ -143,10 +157,10 @@ def read_label(path) -> np.ndarray:
     return label
 
 
-def read_mask(path) -> np.ndarray:
-    """FOV mask: any non-zero value (in any channel) is inside."""
+def read_mask(path, upright=False) -> np.ndarray:
+    """FOV mask: any non-zero value (in any channel) is inside. ``upright``: as in read_image."""
     with _open(path) as img:
-        a = np.asarray(img)
+        a = np.asarray(_upright(img) if upright else img)
     return (a.reshape(a.shape[0], a.shape[1], -1) > 0).any(axis=2)
 
 
@@ -154,7 +168,7 @@ def load_truth(sample: Sample, image_size=None):
     """(label HxW uint8, fov HxW bool) at the original size, checked against the photograph's
     size (W, H); without ``image_size`` it is read from the file's header, not decoded."""
     if image_size is None:
-        with _open_header(sample.image) as img:
+        with open_header(sample.image) as img:
             image_size = img.size
     label, fov = read_label(sample.label), read_mask(sample.mask)
     for kind, arr, path in (("label", label, sample.label), ("mask", fov, sample.mask)):

@@ -240,9 +240,9 @@ def test_wrong_variant_or_width_is_one_line(run, tmp_path):
 
 
 def test_not_a_checkpoint(tmp_path):
-    (tmp_path / "x.pth").write_bytes(b"not a checkpoint")
+    (tmp_path / "x.pth").write_bytes(b"<html>404 Not Found</html>")  # a web page saved under its name
     (tmp_path / "y.index.json").write_text("{}")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match=r"x.pth: not a PyTorch checkpoint \(torch.save's .pth, a bundle shard"):
         load_any(tmp_path / "x.pth")
     with pytest.raises(CheckpointError, match="not a bundle index"):
         load_any(tmp_path / "y.index.json")
@@ -293,6 +293,9 @@ def test_a_truncated_checkpoint_is_one_short_line(run, tmp_path):
     message = str(info.value)
     assert message.startswith(f"{g}: cannot read checkpoint (") and message.endswith("is it damaged or incomplete?")
     assert "\n" not in message and len(message) < len(str(g)) + 200
+    g.write_bytes(b"")  # a copy that never started
+    with pytest.raises(CheckpointError, match=f"^{re.escape(f'{g}: empty file (an interrupted copy or download?)')}$"):
+        load_any(cut)
 
 
 def test_about_text_travels_with_the_bundle(run, tmp_path, capsys):

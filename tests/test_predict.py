@@ -152,6 +152,61 @@ def test_resume_skips_done_images(setup, first):
     assert {r["output"] for r in read_rows(out)} == {rel.rsplit(".", 1)[0] for rel in GOOD + list(BAD)}
 
 
+def test_ctrl_c_ends_the_batch_writes_the_csv_and_resume_does_the_rest(setup, tmp_path, monkeypatch, capsys):
+    """A first Ctrl-C (or SIGTERM) finishes the batch being predicted, writes its outputs and
+    predictions.csv, exits 130 (143); a second one stops at once in one line, keeping what is
+    written. The same command with --resume then does the rest, once each."""
+    import signal
+    from scripts.stopping import StopRequest
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name in ("a", "b", "c", "d", "e"):
+        shutil.copy(setup["input"] / "01_test.tif", inp / f"{name}.tif")
+    out = tmp_path / "out"
+    argv = ["--weights", str(setup["run_a"]), "--input", str(inp), "--output", str(out), "--batch-size", "2"]
+    requests, real_call = [], predict.Ensemble.__call__
+
+    def signalled_in_the_first_batch(*signals):
+        def call(self, batch):
+            if not requests[-1].called:  # the handler, as each signal would call it
+                requests[-1].called = True
+                for signum in signals:
+                    requests[-1](signum, None)
+            return real_call(self, batch)
+        return call
+
+    class Recorded(StopRequest):
+        def __init__(self, when):
+            super().__init__(when)
+            self.called = False
+            requests.append(self)
+
+    monkeypatch.setattr(predict, "StopRequest", Recorded)
+    monkeypatch.setattr(predict.Ensemble, "__call__", signalled_in_the_first_batch(signal.SIGINT))
+    with pytest.raises(SystemExit) as info:
+        predict.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 130, err
+    assert "SIGINT: stopping after this batch, with its outputs and predictions.csv written" in err
+    assert "SIGINT: stopped with 2 of 5 image(s) segmented, 0 failed" in err and "--resume does the rest" in err
+    assert [r["output"] for r in read_rows(out)] == ["a", "b"] and not (out / "c_classes.png").exists()
+
+    monkeypatch.setattr(predict.Ensemble, "__call__", signalled_in_the_first_batch(signal.SIGTERM, signal.SIGTERM))
+    with pytest.raises(SystemExit) as info:
+        predict.main([*argv, "--resume"])
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("SIGTERM")]
+    assert info.value.code == 143 and len(said) == 2, said  # the first one's note, then the stop
+    assert said[1].startswith("SIGTERM: stopped at once; the outputs written so far are kept")
+    assert [r["output"] for r in read_rows(out)] == ["a", "b"]  # the CSV of the first stop, untouched
+
+    monkeypatch.setattr(predict.Ensemble, "__call__", real_call)
+    with pytest.raises(SystemExit) as info:
+        predict.main([*argv, "--resume"])
+    assert info.value.code == 0 and "2 image(s) already done, skipped" in capsys.readouterr().err
+    assert [r["output"] for r in read_rows(out)] == ["a", "b", "c", "d", "e"]
+    assert all(r["status"] == "ok" for r in read_rows(out))
+
+
 def test_resume_refuses_an_output_folder_made_with_other_weights_or_settings(setup, first):
     """predict_run.json records the weights (SHA-256 of their values) and settings; --resume
     with other ones would mix two models in one CSV: one line, exit 2, nothing touched."""
@@ -397,12 +452,44 @@ def test_bundle_weights_and_one_line_errors(setup, capsys):
         predict.main(["--weights", str(setup["run_a"]), "--input", str(listing), "--output", str(out)])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: file or folder not found: {missing}.jpg"]
+    empty = setup["base"] / "empty_folder"  # an empty folder beside it: still the one line, saying both
+    empty.mkdir()
+    with pytest.raises(SystemExit) as info:
+        predict.main(["--weights", str(setup["run_a"]), "--input", str(empty), str(missing), "--output", str(out)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: file or folder not found: {missing}; {empty}: no images (.jpg .jpeg .png .tif .tiff .bmp) in this folder"]
+
+
+def test_a_photograph_stored_sideways_is_read_and_segmented_as_viewers_show_it(setup, tmp_path):
+    """A phone's or camera's EXIF orientation tag is applied: the outputs are the same way up,
+    and the same maps, as those of the photograph stored upright; the CSV row says so."""
+    upright = Image.open(setup["input"] / "01_test.tif").convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned 90 degrees counter-clockwise: viewers turn it back clockwise
+    (tmp_path / "in").mkdir()
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "in" / "side.png", exif=exif.tobytes())
+    upright.save(tmp_path / "in" / "plain.png")
+    assert np.array_equal(read_image(tmp_path / "in" / "side.png", upright=True), np.asarray(upright))
+    args = predict.build_parser().parse_args(["--weights", str(setup["run_a"]), "--input", str(tmp_path / "in"),
+                                              "--output", str(tmp_path / "out")])
+    assert predict.run(args) == 0
+    side, plain = (np.asarray(Image.open(tmp_path / "out" / f"{n}_classes.png")) for n in ("side", "plain"))
+    assert side.shape == (DRIVE_SIZE[1], DRIVE_SIZE[0]) and np.array_equal(side, plain)
+    notes = {r["output"]: r["notes"] for r in read_rows(tmp_path / "out")}
+    assert notes["side"].startswith("turned as image viewers show it (EXIF orientation 6)") and not notes["plain"]
 
 
 def test_inputs_from_globs_and_list_files(setup, tmp_path):
     inp = setup["input"]
     items, warnings = predict.find_inputs([str(inp / "**" / "*.tif")])
     assert sorted(i.rel for i in items) == ["01_test", "sub/02_test", "sub/deeper/grey16"] and not warnings
+    # A glob's extension matches in any case, as a folder's search does (cameras write .JPG).
+    (tmp_path / "cam").mkdir()
+    for name in ("x.JPG", "y.jpg", "z.Jpg", "w.jpeg"):
+        shutil.copy(inp / "rgba.png", tmp_path / "cam" / name)
+    items, _ = predict.find_inputs([str(tmp_path / "cam" / "*.jpg")])
+    assert [i.rel for i in items] == ["x", "y", "z"]
     listing = tmp_path / "list.txt"
     listing.write_text(f"# photographs\n{inp / 'rgba.png'}\n\n{os.path.relpath(inp / 'sub' / 'grey.png', tmp_path)}\n"
                        f"{inp / 'missing.jpg'}\n")

@@ -1,0 +1,56 @@
+"""Ctrl-C and SIGTERM as a request to stop at the next safe point, shared by train.py (the end
+of the epoch, with last.pth saved) and predict.py (the end of the batch, with its outputs and
+predictions.csv written), so that --resume loses nothing.
+
+The first signal while the work runs (``graceful``) only records the request; the program
+checks ``signum`` at its safe points. A second one, or one outside that stretch, stops at
+once: KeyboardInterrupt for Ctrl-C, Terminated for SIGTERM.
+"""
+import signal
+import sys
+from contextlib import contextmanager
+
+from tqdm import tqdm
+
+from . import distributed
+
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # the shell's 128 + signal number
+
+
+class Terminated(BaseException):
+    """SIGTERM (kill, a batch scheduler's time limit) arrived: stop like Ctrl-C. A BaseException,
+    as KeyboardInterrupt is, so that no ``except Exception`` (one image's failure) takes it."""
+
+
+class StopRequest:
+    """The signal handler; ``when`` says where the program stops, in the message of the first
+    signal ('at the end of this epoch, with last.pth saved')."""
+
+    def __init__(self, when="at the next safe point"):
+        self.when = when
+        self.signum = None      # the signal that asked for a stop
+        self.graceful = False   # True while the work runs
+
+    def __call__(self, signum, frame):
+        if self.graceful and self.signum is None:
+            self.signum = signum
+            if distributed.launched_as_rank_zero():  # under torchrun every rank gets the signal; one says so
+                tqdm.write(f"\n{signal.Signals(signum).name}: stopping {self.when} (again to stop at once)",
+                           file=sys.stderr)
+            return
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+
+@contextmanager
+def signals_handled_by(stop_request: StopRequest):
+    """Ctrl-C and SIGTERM go to ``stop_request`` inside the block. SIGINT stays ignored where it
+    was (a background job of a non-interactive shell)."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        if previous[s] is not signal.SIG_IGN or s == signal.SIGTERM:
+            signal.signal(s, stop_request)
+    try:
+        yield stop_request
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
