@@ -212,7 +212,7 @@ def test_benchmark_with_an_unreadable_pack_description_is_one_line_before_any_ch
     assert not (tmp_path / "b.json").exists()
 
 
-def test_train_load_checks_the_weights_before_reading_the_data(drive_copy, tmp_path):
+def test_train_load_checks_the_weights_before_reading_the_data(drive_copy, tmp_path, monkeypatch, capsys):
     """train.py --load: weights of another variant than the one named are one line before any
     photograph is decoded; weights of the right one initialise G, G_A and G_V."""
     from scripts.bfnet import Networks
@@ -220,28 +220,34 @@ def test_train_load_checks_the_weights_before_reading_the_data(drive_copy, tmp_p
     for activation in ("sigmoid", "softmax"):
         save_best(tmp_path / activation, Networks(activation, 4),
                   RunConfig(activation=activation, base_width=4, image_size=(64, 64)), 1, 0.5)
-    common = [sys.executable, str(ROOT / "train.py"), "--data-root", str(drive_copy), "--epochs", "1",
-              "--image-size", "64", "64", "--base-width", "4", "--batch-size", "2", "--validation", "25",
-              "--cache-dir", str(tmp_path / "c"), "--output-root", str(tmp_path / "o"),
-              "--runs-dir", str(tmp_path / "runs")]
+    monkeypatch.chdir(tmp_path)
+    common = ["--data-root", str(drive_copy), "--epochs", "1", "--image-size", "64", "64", "--base-width", "4",
+              "--batch-size", "2", "--validation", "25", "--cache-dir", str(tmp_path / "c"),
+              "--output-root", str(tmp_path / "o"), "--runs-dir", str(tmp_path / "runs"), "--device", "cpu"]
+
+    def train_py(*argv):  # train.py's main in this process: (exit status, stdout, stderr)
+        with pytest.raises(SystemExit) as info:
+            train.main([*argv])
+            sys.exit(0)
+        out = capsys.readouterr()
+        return info.value.code, out.out, out.err
+
     for other, named, word in (("softmax", ["--activation", "sigmoid"], "activation=sigmoid was asked for"),
                                ("sigmoid", ["--fusion", "none"], "fusion=none was asked for")):
-        proc = subprocess.run([*common, *named, "--load", str(tmp_path / other)], capture_output=True, text=True,
-                              cwd=tmp_path)
-        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-        assert word in proc.stderr and not (tmp_path / "c").exists()
-    proc = subprocess.run([*common, "--load", str(tmp_path / "sigmoid")], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"initialised generators from {tmp_path / 'sigmoid'}" in proc.stdout
+        code, _, err = train_py(*common, *named, "--load", str(tmp_path / other))
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert word in err and not (tmp_path / "c").exists()
+    code, out, err = train_py(*common, "--load", str(tmp_path / "sigmoid"))
+    assert code == 0, err[-2000:]
+    assert f"initialised generators from {tmp_path / 'sigmoid'}" in out
     # Without --base-width / --activation the weights' own are taken; with --resume, one line.
     loose = [c for c in common if c not in ("--base-width", "4")] + ["--job_name", "from_softmax"]
-    proc = subprocess.run([*loose, "--load", str(tmp_path / "softmax")], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "softmax variant, fusion mean, width 4" in proc.stdout
-    proc = subprocess.run([*common, "--load", str(tmp_path / "sigmoid"), "--resume"], capture_output=True, text=True,
-                          cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stderr.strip() == ("error: --load starts a new run from other weights, "
-                                                            "--resume continues this one: give one")
+    code, out, err = train_py(*loose, "--load", str(tmp_path / "softmax"))
+    assert code == 0, err[-2000:]
+    assert "softmax variant, fusion mean, width 4" in out
+    code, _, err = train_py(*common, "--load", str(tmp_path / "sigmoid"), "--resume")
+    assert code == 2 and err.strip() == ("error: --load starts a new run from other weights, "
+                                         "--resume continues this one: give one")
 
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(drive_copy, tmp_path, monkeypatch):
