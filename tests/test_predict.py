@@ -1,7 +1,9 @@
 """predict.py on a folder of real and broken photographs with tiny untrained checkpoints:
 outputs at the original size, failures recorded (not fatal), --resume, ensembles, --tta,
 --masks, a 2-process torchrun; and the FOV estimate against the data sets' own masks."""
+import contextlib
 import csv
+import io
 import json
 import os
 import shutil
@@ -62,9 +64,17 @@ def setup(real_data, tmp_path_factory):
             "run_b": make_run(base / "run_b", 1), "real_data": real_data}
 
 
-def cli(*args, torchrun=False):
+def cli(*args, torchrun=False, fresh=False):
+    """predict.py with these arguments: in this process (predict.main; a fresh start imports torch,
+    seconds each), or in fresh processes (``fresh``; ``torchrun``: two of them)."""
+    argv = [*map(str, args)]
+    if not (torchrun or fresh):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+            predict.main(argv)
+        return subprocess.CompletedProcess(argv, info.value.code, out.getvalue(), err.getvalue())
     cmd = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-                              if torchrun else []) + ["predict.py", *map(str, args)]
+                              if torchrun else []) + ["predict.py", *argv]
     return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
 
 
@@ -82,7 +92,7 @@ def outputs_of(out, rel, extra=()):
 @pytest.fixture(scope="module")
 def first(setup):
     out = setup["base"] / "out"
-    proc = cli("--weights", setup["run_a"], "--input", setup["input"], "--output", out)
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"], "--output", out, fresh=True)  # a real start
     return proc, out
 
 
