@@ -152,7 +152,7 @@ def any_case_extension(pattern: str) -> str:
     """A glob whose file extension matches in any case ('*.jpg' -> '*.[jJ][pP][gG]'), as a
     folder's search does: cameras write .JPG, and a cohort often mixes both."""
     head, dot, ext = pattern.rpartition(".")
-    if not dot or not ext or "/" in ext or os.sep in ext or glob.has_magic(ext):
+    if not dot or not ext.isalnum():  # no plain extension at the end ('x/*', 'a.d/*', '*.t?f', 'x[.ab]')
         return pattern
     return head + dot + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in ext)
 
@@ -297,25 +297,27 @@ def printable_path(path) -> str:
     return str(Path(path).resolve()).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def write_classes(path, cls, source: str, source_sha256: str):
+def write_classes(path, cls, source: str, source_sha256: str, orientation: int = 1):
     """The class map as an index PNG with a palette. Its text fields name the photograph it
-    was made from ('source', its path; 'source_sha256', its content), which --resume checks
-    before it counts an image as done."""
+    was made from ('source', its path; 'source_sha256', its content) and the EXIF orientation
+    it was read with ('orientation'), which --resume checks before it counts an image as done."""
     def write(tmp):
         img = Image.fromarray(cls)  # uint8 HxW: mode L
         img.putpalette(CLASS_COLOURS.ravel().tolist())  # becomes an index ('P') image
         info = PngInfo()
         info.add_text("source", source)
         info.add_text("source_sha256", source_sha256)
+        info.add_text("orientation", str(orientation))
         img.save(tmp, format="PNG", compress_level=1, pnginfo=info)
     atomic_write(path, write)
 
 
 def made_from(classes_png: Path) -> dict:
-    """The 'source' and 'source_sha256' of a class map (None in maps of versions that did not
-    record them). The text precedes the pixels in the file: nothing is decoded."""
+    """The 'source', 'source_sha256' and 'orientation' of a class map (None in maps of versions
+    that did not record them; those read every photograph as stored, orientation 1). The text
+    precedes the pixels in the file: nothing is decoded."""
     with Image.open(classes_png) as img:
-        return {k: img.info.get(k) for k in ("source", "source_sha256")}
+        return {k: img.info.get(k) for k in ("source", "source_sha256", "orientation")}
 
 
 def overlay(rgb, cls, alpha):
@@ -354,9 +356,10 @@ class Prepared:
     resized: dict                # (W, H) -> 3xHxW uint8 tensor
     sha256: str = ""             # of the photograph's file (written into the class map)
     notes: tuple = ()            # why its maps may be poor, how it was turned: on stderr and in the CSV
+    orientation: int = 1         # the EXIF orientation applied (1: as stored)
 
 
-def read_fov(item, rgb, masks: MaskFinder):
+def read_fov(item, rgb, masks: MaskFinder, turn=1):
     mask_path = masks.find(item)
     if mask_path is None:
         fov = estimate_fov(rgb)
@@ -365,7 +368,8 @@ def read_fov(item, rgb, masks: MaskFinder):
         return fov, "estimated"
     fov = read_mask(mask_path, upright=True)
     if fov.shape != rgb.shape[:2]:
-        raise ValueError(f"its mask {mask_path} is {fov.shape[1]} x {fov.shape[0]}, the image "
+        turned = f" as viewers show it (EXIF orientation {turn})" if turn != 1 else ""
+        raise ValueError(f"its mask {mask_path} is {fov.shape[1]} x {fov.shape[0]}, the image{turned} "
                          f"{rgb.shape[1]} x {rgb.shape[0]}")
     return fov, "mask"
 
@@ -376,19 +380,27 @@ def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
     rgb = read_image(item.path, upright=True)
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ValueError(f"unusable image of shape {rgb.shape}")
-    fov, source = read_fov(item, rgb, masks)
+    turn = photo_orientation(item.path)
+    fov, source = read_fov(item, rgb, masks, turn)
     resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)
                for s in sizes}
-    notes = orientation_note(item.path) + image_notes(rgb, fov, source, sizes, masks)
-    return Prepared(item, rgb, fov, source, resized, fingerprint(item.path), notes)
+    notes = orientation_note(turn, source) + image_notes(rgb, fov, source, sizes, masks)
+    return Prepared(item, rgb, fov, source, resized, fingerprint(item.path), notes, turn)
 
 
-def orientation_note(path) -> tuple:
-    """Photographs are read as image viewers show them (a phone's or camera's EXIF orientation
-    tag applied), and their outputs are made the same way up."""
+def photo_orientation(path) -> int:
+    """The EXIF orientation a photograph is read with (1: as stored), from its header."""
     with open_header(path) as img:
-        turn = exif_orientation(img)
-    return () if turn == 1 else (f"turned as image viewers show it (EXIF orientation {turn}), as are its outputs",)
+        return exif_orientation(img)
+
+
+def orientation_note(turn: int, fov_source: str) -> tuple:
+    """Photographs are read as image viewers show them (a phone's or camera's EXIF orientation
+    tag applied), and their outputs are made the same way up; so must their masks be."""
+    if turn == 1:
+        return ()
+    mask = ("; its mask is taken as drawn on the photograph as viewers show it" if fov_source == "mask" else "")
+    return (f"turned as image viewers show it (EXIF orientation {turn}), as are its outputs{mask}",)
 
 
 def image_notes(rgb, fov, fov_source, sizes, masks: MaskFinder) -> tuple:
@@ -460,7 +472,7 @@ def write_outputs(prep: Prepared, probs, std, paths, activation, alpha):
     h, w = prep.rgb.shape[:2]
     pic = full_size_picture(probs, (w, h), prep.fov, activation)
     cls = class_map(pic)  # the decoding rule of the published metrics
-    write_classes(paths["classes"], cls, printable_path(prep.item.path), prep.sha256)
+    write_classes(paths["classes"], cls, printable_path(prep.item.path), prep.sha256, prep.orientation)
     write_png(paths["colour"], pic)
     write_png(paths["overlay"], overlay(prep.rgb, cls, alpha))
     if "uncertainty" in paths:
@@ -499,9 +511,10 @@ def resumed_row(item, paths, previous, masks, sizes):
         return {**{k: old.get(k, "") for k in CSV_FIELDS}, "output": item.rel}
     cls = np.asarray(Image.open(paths["classes"]))
     rgb = read_image(item.path, upright=True)
-    fov, source = read_fov(item, rgb, masks)
+    turn = photo_orientation(item.path)
+    fov, source = read_fov(item, rgb, masks, turn)
     return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov),
-               "; ".join(orientation_note(item.path) + image_notes(rgb, fov, source, sizes, masks)))
+               "; ".join(orientation_note(turn, source) + image_notes(rgb, fov, source, sizes, masks)))
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -724,10 +737,13 @@ def run(args, stop_request: Optional[StopRequest] = None) -> int:
         raise ConfigError("--overlay-alpha must be in [0, 1]")
     # Each rank waits for the others at the end: up to 12 h, for cohorts split unevenly.
     ctx = distributed.init(pick_device(args.device).type, timeout=datetime.timedelta(hours=12))
+    finished = False
     try:
-        return _run(args, ctx, stop_request or StopRequest())
+        code = _run(args, ctx, stop_request or StopRequest())
+        finished = True
+        return code
     finally:
-        ctx.close()
+        ctx.close(wait=finished)
 
 
 def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
@@ -783,17 +799,18 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     skipped = ctx.sum(len(done_rows)) if args.resume else 0
     if skipped:
         log(f"--resume: {skipped} image(s) already done, skipped")
-    stop_request.graceful = True  # from here a first Ctrl-C / SIGTERM ends the batch and writes the CSV
-    try:
-        rows, failed = segment(todo, ensemble, masks, args, show_progress=main, stop_request=stop_request)
-    finally:
-        stop_request.graceful = False
+    # From here to the end a first Ctrl-C / SIGTERM ends the batch and the CSV is still written:
+    # a rank never leaves the others waiting in the collectives below.
+    stop_request.graceful = True
+    rows, failed = segment(todo, ensemble, masks, args, show_progress=main, stop_request=stop_request)
     total_failed = write_predictions_csv(out_dir, done_rows + rows + kept, failed, ctx)
-    if ctx.sum(stop_request.signum is not None):  # every rank asks: one may have been signalled alone
-        segmented = ctx.sum(len(done_rows) + len(rows)) - total_failed
-        log(f"{signal_name(stop_request.signum or signal.SIGTERM)}: stopped with {segmented} of {len(items)} "
-            f"image(s) segmented, {total_failed} failed; wrote {out_dir}/predictions.csv; the same command with "
-            f"--resume does the rest")
+    handled = ctx.sum(len(done_rows) + len(rows))  # every rank takes part in both sums
+    stopped = ctx.sum(stop_request.signum is not None)  # one rank may have been signalled alone
+    stop_request.graceful = False
+    if stopped and handled < len(items):
+        log(f"{signal_name(stop_request.signum or signal.SIGTERM)}: stopped with {handled - total_failed} of "
+            f"{len(items)} image(s) segmented, {total_failed} failed; wrote {out_dir}/predictions.csv; the same "
+            f"command with --resume does the rest")
         return EXIT_STATUS[stop_request.signum or signal.SIGTERM]
     if main:
         log(f"{len(items) - total_failed} of {len(items)} image(s) segmented, {total_failed} failed; "
@@ -816,12 +833,21 @@ def same_photograph(classes_png: Path, item: Item) -> Optional[bool]:
         return None
 
 
+def same_way_up(classes_png: Path, item: Item) -> bool:
+    """--resume: whether a class map was made with the photograph turned as it is read now."""
+    try:
+        return int(made_from(classes_png)["orientation"] or 1) == photo_orientation(item.path)
+    except Exception:  # noqa: BLE001 - unreadable map or photograph: predict again (and report)
+        return False
+
+
 def plan(items, out_dir, is_ensemble, masks, args, sizes):
     """(CSV rows of the images an earlier run finished (--resume), [(item, output paths) to do],
     conflicts). With --resume an image is done when all its outputs exist and its class map
     was made from this photograph; a class map of another photograph under the same output
     name is a conflict, never overwritten. Maps of older versions (no fingerprint) count as
-    done when the earlier CSV row names this photograph, else they are made again."""
+    done when the earlier CSV row names this photograph, else they are made again; so are maps
+    made the other way up (an EXIF-tagged photograph read as stored by an older version)."""
     previous = previous_rows_by_path(out_dir / "predictions.csv") if args.resume else {}
     done_rows, todo, conflicts = [], [], []
     for it in items:
@@ -838,7 +864,7 @@ def plan(items, out_dir, is_ensemble, masks, args, sizes):
                     conflicts.append(f"--resume: {paths['classes']} was made from another photograph ({source}) "
                                      f"than {it.path}, which takes the same output name; use another --output")
                 continue
-            complete = all(p.is_file() for p in paths.values())
+            complete = all(p.is_file() for p in paths.values()) and same_way_up(paths["classes"], it)
             if complete and (same or previous.get(it.path, {}).get("output") == it.rel):
                 try:
                     done_rows.append(resumed_row(it, paths, previous, masks, sizes))
@@ -876,13 +902,8 @@ def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
             fail(item, exc)
 
     batches = [todo[i:i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
-    # The threads work with torch on one thread each, as test.py's scoring: the full-size resize
-    # rounds a few pixels differently on other thread counts, and the networks keep the cores.
-    # The bar is closed on the way out, also when a second Ctrl-C stops at once (before its message).
-    with tqdm(total=len(todo), desc="predict", unit="img", disable=not show_progress, dynamic_ncols=True,
-              mininterval=0.1 if sys.stderr.isatty() else 60) as bar, \
-            thread_count_restored(), ThreadPoolExecutor(max_workers=args.workers,
-                                                        initializer=one_torch_thread_here) as pool:
+
+    def run_batches(pool, bar):
         def submit(k):
             return [pool.submit(prepare, it, ensemble.sizes, masks) for it, _ in batches[k]] if k < len(batches) else []
 
@@ -918,6 +939,19 @@ def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
                 break
         while writes:
             collect(writes.popleft())
+
+    # The threads work with torch on one thread each, as test.py's scoring: the full-size resize
+    # rounds a few pixels differently on other thread counts, and the networks keep the cores.
+    # The bar is closed on the way out, also when a second Ctrl-C stops at once (before its message).
+    with tqdm(total=len(todo), desc="predict", unit="img", disable=not show_progress, dynamic_ncols=True,
+              mininterval=0.1 if sys.stderr.isatty() else 60) as bar, \
+            thread_count_restored(), ThreadPoolExecutor(max_workers=args.workers,
+                                                        initializer=one_torch_thread_here) as pool:
+        try:
+            run_batches(pool, bar)
+        except BaseException:  # a second Ctrl-C: what is queued is dropped; only what runs is awaited
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return rows, len(failed)
 
 

@@ -117,8 +117,11 @@ def read(path, mmap=False):
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
-        with open(path, "rb") as f:
-            head = f.read(4)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError:  # unreadable (permissions): torch's own reason below says so
+            head = b"PK\x03\x04"
         if not head:
             raise CheckpointError(f"{path}: empty file (an interrupted copy or download?)") from None
         if not head.startswith((b"PK\x03\x04", b"\x80")):  # neither torch.save's zip nor a legacy pickle

@@ -135,7 +135,9 @@ def _upright(img: Image.Image) -> Image.Image:
 
 
 def exif_orientation(img: Image.Image) -> int:
-    return int(img.getexif().get(EXIF_ORIENTATION) or 1)
+    """The turn image viewers apply (1: none). A TIFF's is applied by Pillow's reader itself,
+    so it counts as 1 here (turning it again would undo it)."""
+    return 1 if img.format == "TIFF" else int(img.getexif().get(EXIF_ORIENTATION) or 1)
 
 
 def read_image(path, upright=False) -> np.ndarray:

@@ -48,10 +48,12 @@ class Context:
         device = f"cuda:{self.local_rank}" if self.device_type == "cuda" else "cpu"
         return int(all_reduce_sum(torch.tensor([value], dtype=torch.long, device=device)).item())
 
-    def close(self):
-        """Wait for every rank, then leave the process group."""
+    def close(self, wait=True):
+        """Wait for every rank (unless ``wait=False``: a rank leaving on an error or a stop, which
+        the others may never meet at a barrier), then leave the process group."""
         if self.enabled and dist.is_initialized():
-            dist.barrier()
+            if wait:
+                dist.barrier()
             dist.destroy_process_group()
 
 

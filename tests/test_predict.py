@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 import predict
 from scripts.bfnet import Networks
@@ -167,31 +168,25 @@ def test_ctrl_c_ends_the_batch_writes_the_csv_and_resume_does_the_rest(setup, tm
     predictions.csv, exits 130 (143); a second one stops at once in one line, keeping what is
     written. The same command with --resume then does the rest, once each."""
     import signal
-    from scripts.stopping import StopRequest
     inp = tmp_path / "in"
     inp.mkdir()
     for name in ("a", "b", "c", "d", "e"):
         shutil.copy(setup["input"] / "01_test.tif", inp / f"{name}.tif")
     out = tmp_path / "out"
     argv = ["--weights", str(setup["run_a"]), "--input", str(inp), "--output", str(out), "--batch-size", "2"]
-    requests, real_call = [], predict.Ensemble.__call__
+    real_call = predict.Ensemble.__call__
 
     def signalled_in_the_first_batch(*signals):
+        sent = []
+
         def call(self, batch):
-            if not requests[-1].called:  # the handler, as each signal would call it
-                requests[-1].called = True
+            if not sent:  # the signals, through the handlers predict.main installed
                 for signum in signals:
-                    requests[-1](signum, None)
+                    sent.append(signum)
+                    os.kill(os.getpid(), signum)
             return real_call(self, batch)
         return call
 
-    class Recorded(StopRequest):
-        def __init__(self, when):
-            super().__init__(when)
-            self.called = False
-            requests.append(self)
-
-    monkeypatch.setattr(predict, "StopRequest", Recorded)
     monkeypatch.setattr(predict.Ensemble, "__call__", signalled_in_the_first_batch(signal.SIGINT))
     with pytest.raises(SystemExit) as info:
         predict.main(argv)
@@ -244,7 +239,8 @@ def test_resume_never_counts_another_photographs_outputs_as_done(setup, first):
     shutil.copytree(done, out)
     photo = setup["input"] / "01_test.tif"
     assert predict.made_from(out / "01_test_classes.png") == {"source": str(photo.resolve()),
-                                                              "source_sha256": predict.fingerprint(photo)}
+                                                              "source_sha256": predict.fingerprint(photo),
+                                                              "orientation": "1"}
     other = setup["base"] / "other_in"
     other.mkdir()
     shutil.copy(setup["input"] / "sub" / "02_test.tif", other / "01_test.tif")  # another photograph, same name
@@ -282,7 +278,8 @@ def test_resume_reads_class_maps_of_older_versions_by_the_csv(setup, first):
     plain = Image.fromarray(np.asarray(old))
     plain.putpalette(old.getpalette())
     plain.save(out / "01_test_classes.png")  # as versions before the fields wrote it
-    assert predict.made_from(out / "01_test_classes.png") == {"source": None, "source_sha256": None}
+    assert predict.made_from(out / "01_test_classes.png") == {"source": None, "source_sha256": None,
+                                                              "orientation": None}
     proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "01_test.tif", "--output", out, "--resume")
     assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
     assert read_rows(out) == read_rows(done)
@@ -488,6 +485,24 @@ def test_a_photograph_stored_sideways_is_read_and_segmented_as_viewers_show_it(s
     assert side.shape == (DRIVE_SIZE[1], DRIVE_SIZE[0]) and np.array_equal(side, plain)
     notes = {r["output"]: r["notes"] for r in read_rows(tmp_path / "out")}
     assert notes["side"].startswith("turned as image viewers show it (EXIF orientation 6)") and not notes["plain"]
+    # --resume over maps of a version that read every photograph as stored (no 'orientation'
+    # recorded): the tagged photograph's is made again, upright; the other's is kept.
+    for name in ("side", "plain"):
+        classes = tmp_path / "out" / f"{name}_classes.png"
+        with Image.open(classes) as img:
+            old = img.convert("L") if name == "plain" else img.convert("L").transpose(Image.Transpose.ROTATE_90)
+            source, sha = img.info["source"], img.info["source_sha256"]
+        text = PngInfo()  # as the older version wrote it: no 'orientation'
+        text.add_text("source", source)
+        text.add_text("source_sha256", sha)
+        old.save(classes, pnginfo=text)
+        assert predict.made_from(classes)["orientation"] is None
+    stamps = {n: (tmp_path / "out" / f"{n}_colour.png").stat().st_mtime_ns for n in ("side", "plain")}
+    args.resume = True
+    assert predict.run(args) == 0
+    assert (tmp_path / "out" / "side_colour.png").stat().st_mtime_ns != stamps["side"]
+    assert (tmp_path / "out" / "plain_colour.png").stat().st_mtime_ns == stamps["plain"]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "side_classes.png")), plain)
 
 
 def test_inputs_from_globs_and_list_files(setup, tmp_path):
