@@ -163,7 +163,8 @@ def test_resume_skips_done_images(setup, first):
     assert {r["output"] for r in read_rows(out)} == {rel.rsplit(".", 1)[0] for rel in GOOD + list(BAD)}
 
 
-def test_ctrl_c_ends_the_batch_writes_the_csv_and_resume_does_the_rest(setup, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_ends_the_batch_writes_the_csv_and_resume_does_the_rest(setup, tmp_path, monkeypatch, capsys,
+                                                                       request):
     """A first Ctrl-C (or SIGTERM) finishes the batch being predicted, writes its outputs and
     predictions.csv, exits 130 (143); a second one stops at once in one line, keeping what is
     written. The same command with --resume then does the rest, once each."""
@@ -187,6 +188,9 @@ def test_ctrl_c_ends_the_batch_writes_the_csv_and_resume_does_the_rest(setup, tm
             return real_call(self, batch)
         return call
 
+    # As in a terminal (a job started in the background of a script, as CI may be, ignores SIGINT).
+    sigint_before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, sigint_before))
     monkeypatch.setattr(predict.Ensemble, "__call__", signalled_in_the_first_batch(signal.SIGINT))
     with pytest.raises(SystemExit) as info:
         predict.main(argv)
