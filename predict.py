@@ -4,9 +4,9 @@ Inputs (--input, one or more): a folder (searched recursively for .jpg .jpeg .pn
 .bmp), a glob ("photos/**/*.jpg", quoted; its extension matches in any case, .JPG too), a list
 file (.txt/.lst/.list: one path per line, relative paths from the list's folder, '#'
 comments), or single image files. RGB, RGBA, palette, greyscale and 16-bit images are read, as
-image viewers show them (an EXIF orientation tag applied; the outputs are made that way up). A file that cannot be read (missing, empty,
-truncated, not an image) is recorded in the CSV and on stderr and the run goes on; the exit
-status is then 1. When no image is found at all (no input path exists, or none holds an
+image viewers show them (an EXIF orientation tag applied; the outputs are made that way up).
+A file that cannot be read (missing, empty, truncated, not an image) is recorded in the CSV
+and on stderr and the run goes on; the exit status is then 1. When no image is found at all (no input path exists, or none holds an
 image), one error line and exit 2, before any network loads.
 
 Weights (--weights, one or more): run folders (ours, or the original authors'
@@ -808,10 +808,10 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     stopped = ctx.sum(stop_request.signum is not None)  # one rank may have been signalled alone
     stop_request.graceful = False
     if stopped and handled < len(items):
-        log(f"{signal_name(stop_request.signum or signal.SIGTERM)}: stopped with {handled - total_failed} of "
-            f"{len(items)} image(s) segmented, {total_failed} failed; wrote {out_dir}/predictions.csv; the same "
-            f"command with --resume does the rest")
-        return EXIT_STATUS[stop_request.signum or signal.SIGTERM]
+        signum = stop_request.signum or signal.SIGTERM  # a rank not signalled itself stops as by SIGTERM
+        log(f"{signal_name(signum)}: stopped with {handled - total_failed} of {len(items)} image(s) segmented, "
+            f"{total_failed} failed; wrote {out_dir}/predictions.csv; the same command with --resume does the rest")
+        return EXIT_STATUS[signum]
     if main:
         log(f"{len(items) - total_failed} of {len(items)} image(s) segmented, {total_failed} failed; "
             f"wrote {out_dir}/predictions.csv")

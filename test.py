@@ -236,7 +236,8 @@ def evaluate(args):
     rows, per_run = [], [[] for _ in runs]
     started = time.time()
     results = evaluate_images(samples, probs, activations, run_outs, args.workers)
-    for image_results, sample in zip(tqdm(results, total=len(samples), desc="evaluate", mininterval=BAR_INTERVAL), samples):
+    bar = tqdm(results, total=len(samples), desc="evaluate", mininterval=BAR_INTERVAL)
+    for image_results, sample in zip(bar, samples):
         for r, result in enumerate(image_results):
             per_run[r].append(result)
             rows.append({"run": names[r], "image": sample.name, **{

@@ -121,10 +121,10 @@ def read(path, mmap=False):
             with open(path, "rb") as f:
                 head = f.read(4)
         except OSError:  # unreadable (permissions): torch's own reason below says so
-            head = b"PK\x03\x04"
-        if not head:
+            head = None
+        if head == b"":
             raise CheckpointError(f"{path}: empty file (an interrupted copy or download?)") from None
-        if not head.startswith((b"PK\x03\x04", b"\x80")):  # neither torch.save's zip nor a legacy pickle
+        if head is not None and not head.startswith((b"PK\x03\x04", b"\x80")):  # neither torch.save's zip nor a pickle
             raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.save's .pth, a bundle shard "
                                   f"or the original authors' CP_*.pth)") from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]  # torch's advice cut
