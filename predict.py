@@ -75,6 +75,7 @@ from tqdm import tqdm
 
 from scripts import distributed, evaluate
 from scripts.bundle import load_any, pretrained_bundle
+from scripts.cli import BAR_INTERVAL, ArgumentParser
 from scripts.checkpoint import atomic_write, atomic_write_csv, describe, make_folder
 from scripts.config import DATASETS, ConfigError, check_image_size
 from scripts.data import exif_orientation, open_header, read_image, read_mask
@@ -683,7 +684,7 @@ def default_workers():
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python predict.py", description=__doc__)
     p.add_argument("--weights", "-w", nargs="+", action="extend", default=None,
                    help="run folder(s), bundle file(s) or index JSON(s); several = an ensemble "
                         f"(default: the shipped bundle pretrained/{pretrained_bundle().name})")
@@ -944,7 +945,7 @@ def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
     # rounds a few pixels differently on other thread counts, and the networks keep the cores.
     # The bar is closed on the way out, also when a second Ctrl-C stops at once (before its message).
     with tqdm(total=len(todo), desc="predict", unit="img", disable=not show_progress, dynamic_ncols=True,
-              mininterval=0.1 if sys.stderr.isatty() else 60) as bar, \
+              mininterval=BAR_INTERVAL) as bar, \
             thread_count_restored(), ThreadPoolExecutor(max_workers=args.workers,
                                                         initializer=one_torch_thread_here) as pool:
         try:

@@ -38,6 +38,8 @@ import tarfile
 import time
 from pathlib import Path
 
+from scripts.cli import ArgumentParser
+
 ROOT = Path(__file__).resolve().parent
 # train.py options that reproduce.py sets itself (so --train-args may not)
 OWN_OPTIONS = {"dataset", "job_name", "seed", "epochs", "time_limit", "data_root", "output_root", "runs_dir",
@@ -49,7 +51,7 @@ PROTOCOL_OPTIONS = {"batch_size", "learning_rate", "validation", "alpha", "beta"
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python reproduce.py", description=__doc__)
     p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV, LES-AV or HRF-AV (default %(default)s)")
     p.add_argument("--activation", choices=["sigmoid", "softmax"], default="sigmoid",
                    help="variant (default %(default)s, the paper's)")

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from scripts import metrics
 from scripts.bundle import load_any, pretrained_bundle
+from scripts.cli import BAR_INTERVAL, ArgumentParser
 from scripts.checkpoint import atomic_write, atomic_write_csv, make_folder
 from scripts.config import DEFAULT_FUSION, ConfigError, UNIFORM_SIZE, check_image_size, dataset_names, dataset_spec, str2bool
 from scripts.data import find_samples, load_tensor_set
@@ -29,7 +30,6 @@ from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, ke
 from scripts.evaluate import default_workers, evaluate_images, predict_probs, usable_cores
 
 PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")
-BAR_INTERVAL = 0.1 if sys.stderr.isatty() else 60  # seconds; into a log file, a line a minute at most
 
 
 def clear_old_pictures(out_dir, names):
@@ -72,7 +72,7 @@ def check_one_configuration(runs):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python test.py", description=__doc__)
     p.add_argument("--dataset", default="DRIVE_AV", help=dataset_names())
     p.add_argument("--job_name", "--job-name", dest="job_name", default="default",
                    help="run folder <output-root>/<Dataset>/<job_name> (with --seeds: <job_name>_seed<N>; "

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from scripts import distributed, metrics
 from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
+from scripts.cli import BAR_INTERVAL, ArgumentParser
 from scripts.checkpoint import (LAST_STATE, NETWORK_FILES, CheckpointError, atomic_torch_save, check_expected,
                                 check_folder, read, save_best)
 from scripts.config import ConfigError, RunConfig, dataset_names, dataset_spec, str2bool
@@ -43,7 +44,7 @@ from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signals_handl
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python train.py", description=__doc__)
     d = RunConfig()
     p.add_argument("--epochs", "--e", "-e", type=int, default=d.epochs, help="epochs (default %(default)s)")
     p.add_argument("--batch-size", "-b", type=int, default=d.batch_size, dest="batch_size",
@@ -257,7 +258,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                           f"image for each of the {ctx.world} processes")
     bar = tqdm(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
                disable=not ctx.is_main,  # into a log file (PARALLEL=1, nohup): a line a minute, not every step
-               mininterval=0.1 if sys.stderr.isatty() else 60)
+               mininterval=BAR_INTERVAL)
     losses, weight, complete, last_save = {}, 1.0, True, time.time()
     shown = {}  # the last logged G loss, shown beside the epoch on the progress bar
     stop_request.graceful = True  # from here a first Ctrl-C / SIGTERM ends the epoch and saves

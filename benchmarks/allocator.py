@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from scripts.bfnet import Networks, Trainer  # noqa: E402
+from scripts.cli import ArgumentParser  # noqa: E402
 from scripts.config import ConfigError, RunConfig, check_image_size  # noqa: E402
 from scripts.device import MEMORY_FORMAT, keep_freed_memory, training_memory_format  # noqa: E402
 from scripts.provenance import commit, machine  # noqa: E402
@@ -62,7 +63,7 @@ def worker(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python benchmarks/allocator.py", description=__doc__)
     p.add_argument("--image-size", type=int, nargs=2, default=[592, 592], metavar=("W", "H"),
                    help="network input (default 592 592, DRIVE_AV's)")
     p.add_argument("--base-width", type=int, default=32, help="network width (default %(default)s, the paper's)")

@@ -38,6 +38,7 @@ from PIL import Image  # noqa: E402
 
 from scripts import metrics  # noqa: E402
 from scripts.bfnet import Networks, Trainer  # noqa: E402
+from scripts.cli import ArgumentParser  # noqa: E402
 from scripts.config import ConfigError, RunConfig, dataset_spec  # noqa: E402
 from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set,  # noqa: E402
                           normalize)
@@ -254,7 +255,7 @@ ROWS = [("train_s_per_step", "training step (s)", False),
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python benchmarks/benchmark.py", description=__doc__)
     p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV, LES-AV, HRF-AV (sets the input size and "
                                                           "the test image; default %(default)s)")
     p.add_argument("--activation", choices=["sigmoid", "softmax"], default="sigmoid", help="variant (default %(default)s)")

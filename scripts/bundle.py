@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from .cli import ArgumentParser
 from .bfnet import Networks
 from .checkpoint import (EPOCH_FILE, FORMAT, NETWORK_FILES, CheckpointError, atomic_torch_save, atomic_write,
                          build_networks, check_expected, describe, epoch_files, is_state_dict, load_networks,
@@ -305,8 +306,7 @@ def load_any(path, expected: dict = None):
 # ----------------------------------------------------------------------------- CLI
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m scripts.bundle", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m scripts.bundle", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="write a run's G, G_A, G_V and config as one bundle (or shards)")
     e.add_argument("source", metavar="RUN_DIR", help="run folder (ours or the original CP_*.pth), bundle or index JSON")

@@ -4,13 +4,14 @@
         DRIVE_AV/Final_pre_nofusion/summary.json --names BF-Net "no fusion"
 
 Values are percent (segments/count: segments per image), mean ± std over the runs of each
-summary; a summary of one run shows its plain values.
+summary; a summary of one run shows its plain values. A note on stderr says where the
+summaries are of different data sets or were tested at different input sizes.
 """
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from .cli import ArgumentParser
 from .metrics import BINARY_AUC_NOTE
 
 GROUPS = ("average", "segments")  # pixel metrics (weighted average) and segment metrics
@@ -41,9 +42,29 @@ def table(summaries, names):
     return "\n".join(line.rstrip() for line in lines)
 
 
+def tested_sizes(summary):
+    """The network input sizes a summary's runs were tested at, as text ('592 x 592'); none for a
+    summary of an older test.py, which did not record them."""
+    return sorted({f"{d['input_size'][0]} x {d['input_size'][1]}" for d in summary.get("run_details") or ()
+                   if isinstance(d, dict) and isinstance(d.get("input_size"), list) and len(d["input_size"]) == 2})
+
+
+def notes(summaries, names):
+    """Lines for stderr where the columns are not like for like: other data sets, other input
+    sizes (allowed, e.g. one model on two data sets, but rarely what was meant)."""
+    said = []
+    if len({s.get("dataset") for s in summaries}) > 1:
+        said.append("note: these summaries are of different data sets: " + ", ".join(
+            f"{n} {s.get('dataset', 'unknown')}" for n, s in zip(names, summaries)))
+    sizes = [tested_sizes(s) for s in summaries]
+    if len(summaries) > 1 and len(set().union(*sizes)) > 1:
+        said.append("note: these summaries were tested at different input sizes: " + ", ".join(
+            f"{n} {' and '.join(z) or 'unknown'}" for n, z in zip(names, sizes)))
+    return said
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m scripts.compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m scripts.compare", description=__doc__)
     p.add_argument("summaries", nargs="+", help="summary.json files written by test.py")
     p.add_argument("--names", nargs="+", action="extend", default=None,
                    help="a column title per summary (default: each summary's folder name)")
@@ -66,10 +87,8 @@ def main(argv=None):
                   file=sys.stderr)
             sys.exit(2)
         summaries.append(summary)
-    sets = {s.get("dataset") for s in summaries}
-    if len(sets) > 1:  # allowed (e.g. one model on two data sets), but rarely what was meant
-        print("note: these summaries are of different data sets: " + ", ".join(
-            f"{n} {s.get('dataset', 'unknown')}" for n, s in zip(names, summaries)), file=sys.stderr)
+    for line in notes(summaries, names):
+        print(line, file=sys.stderr)
     text = table(summaries, names)
     print(text)
     if "/auc_roc " in text or "/auc_pr " in text:  # the binary-map AUCs of the published table

@@ -5,13 +5,13 @@
     python -m scripts.figures --photo photos/224.png --predictions out --out imgs/own.png
         a photograph, its overlay and its colour map as written by predict.py
 """
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .cli import ArgumentParser
 from .config import ConfigError, dataset_spec
 from .data import find_samples, load_sample
 from .metrics import CLASS_COLOURS
@@ -43,8 +43,7 @@ def fail(message):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m scripts.figures", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m scripts.figures", description=__doc__)
     p.add_argument("--dataset", default="DRIVE_AV", help="data set of --image (default %(default)s)")
     p.add_argument("--image", help="test image name (stem), e.g. 01_test")
     p.add_argument("--photo", help="with --predictions: a photograph given to predict.py")

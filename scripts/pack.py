@@ -14,7 +14,6 @@ The test split is copied as it is, because the protocol scores at the original s
 benchmarks/benchmark.py (4 training and 4 test images) where the whole packs of several data
 sets would not travel together. train.py notes such a pack; reproduce.py refuses it.
 """
-import argparse
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .cli import ArgumentParser
 from .checkpoint import make_folder
 from .config import ConfigError, check_image_size, dataset_names, dataset_spec
 from .data import DataError, Sample, find_samples, load_resized, load_sample
@@ -153,8 +153,7 @@ def folder_mib(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m scripts.pack", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m scripts.pack", description=__doc__)
     p.add_argument("--dataset", required=True, help=dataset_names())
     p.add_argument("--data-root", default="./data", help="where the original data set is (default ./data)")
     p.add_argument("--out", required=True, help="the copy goes to <out>/<Dataset> (replaced if present)")

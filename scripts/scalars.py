@@ -4,13 +4,13 @@ validation and grow large. ``.gz`` at the end of the name compresses it.
 
     python -m scripts.scalars runs/DRIVE_AV_sigmoid_seed42 results/sigmoid/DRIVE_AV/seed42/scalars.csv.gz
 """
-import argparse
 import csv
 import gzip
 import io
 import sys
 from pathlib import Path
 
+from .cli import ArgumentParser
 from .checkpoint import atomic_write
 
 
@@ -44,8 +44,7 @@ def write_scalars_csv(scalars, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m scripts.scalars", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m scripts.scalars", description=__doc__)
     p.add_argument("run_log_dir", help="a run's TensorBoard folder, e.g. runs/DRIVE_AV_sigmoid_seed42")
     p.add_argument("out", help="CSV file to write (.csv or .csv.gz)")
     args = p.parse_args(argv)

@@ -12,13 +12,14 @@ depends only on the seed.
 writes ``./data-synthetic/SYNTHETIC/{training,test}/{images,1st_manual,mask}`` (ids s01, s02, ...: the
 training ids first, the test ids continue the numbering), the layout ``config.DATASETS`` expects.
 """
-import argparse
 import math
 import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from .cli import ArgumentParser
 
 BACKGROUND = np.array([205.0, 92.0, 38.0])      # fundus colour at the centre (RGB)
 OPTIC_DISC = np.array([250.0, 215.0, 140.0])    # colour of the optic disc's centre
@@ -174,7 +175,7 @@ def make_synthetic_dataset(root, n_train=8, n_test=4, size=(320, 288), seed=0) -
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m scripts.synthetic",
         description="Write a small synthetic artery/vein fundus data set to <out>/SYNTHETIC "
                     "(labels: 0 background, 1 artery, 2 vein, 3 uncertain).")

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import runpy
 import subprocess
 import sys
 
@@ -383,6 +384,17 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     (tmp_path / "other" / "summary.json").write_text(json.dumps({**one, "dataset": "HRF-AV"}))
     compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "other" / "summary.json")])
     assert capsys.readouterr().err.strip() == "note: these summaries are of different data sets: one unknown, other HRF-AV"
+    sized = [{"input_size": [592, 592]}, {"input_size": [256, 256]}]
+    (tmp_path / "other" / "summary.json").write_text(json.dumps({**one, "run_details": sized}))
+    compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "other" / "summary.json")])
+    assert capsys.readouterr().err.strip() == (
+        "note: these summaries were tested at different input sizes: one unknown, other 256 x 256 and 592 x 592")
+    (tmp_path / "one" / "summary.json").write_text(json.dumps({**one, "run_details": sized[:1]}))
+    compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "other" / "summary.json")])
+    assert "592 x 592, other 256 x 256 and 592 x 592" in capsys.readouterr().err
+    (tmp_path / "other" / "summary.json").write_text(json.dumps({**one, "run_details": sized[:1] * 3}))
+    compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "other" / "summary.json")])
+    assert capsys.readouterr().err == ""  # the same size: nothing to note
     (tmp_path / "one" / "summary.json").write_text(json.dumps({**one, "average": {"auc_pr": value}}))
     compare.main([str(tmp_path / "one" / "summary.json")])
     assert capsys.readouterr().out.splitlines()[-1].startswith("note: auc_roc and auc_pr are those of the decoded binary")
@@ -422,6 +434,20 @@ def test_every_entry_point_answers_help(help_texts, index):
     code, out, err = help_texts[index]
     assert code == 0 and out.lstrip().startswith("usage:"), (ENTRY_POINTS[index], err[-500:])
 
+
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")  # runpy of an imported module
+@pytest.mark.parametrize("entry", ENTRY_POINTS, ids=[" ".join(e) for e in ENTRY_POINTS])
+def test_every_entry_point_says_a_wrong_option_in_one_line(entry, monkeypatch, capsys):
+    """A mistyped option is told as the programs' own errors are: one line, exit status 2, not
+    argparse's usage block above it (run in this process: no torch import per entry point)."""
+    monkeypatch.setattr(sys, "argv", [entry[-1], "--no-such-option"])
+    with pytest.raises(SystemExit) as info:
+        if entry[0] == "-m":
+            runpy.run_module(entry[1], run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(str(ROOT / entry[0]), run_name="__main__")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
 
 def test_a_test_unlike_the_training_is_noted_and_recorded(capsys):
     """Weights trained on another data set or at another input size are tested as asked, with a
