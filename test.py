@@ -35,11 +35,27 @@ PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")
 def clear_old_pictures(out_dir, names):
     """Delete the pictures an earlier test.py run wrote for these test images in this output
     folder (top level and per-run sub-folders), so it only holds what its summary.json
-    describes. Other files are left alone."""
+    describes. Folders left empty go too (a test of one run after one of several leaves no
+    empty per-run folders, and the other way round); other files are left alone."""
     for folder_name in PICTURE_FOLDERS:
         for folder in [out_dir / folder_name, *out_dir.glob(f"*/{folder_name}")]:
             for name in names:
                 (folder / f"{name}.png").unlink(missing_ok=True)
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                if folder.parent != out_dir and not any(folder.parent.iterdir()):
+                    folder.parent.rmdir()
+
+
+def earlier_test(out_dir) -> str:
+    """What an earlier test left in ``out_dir`` that this one replaces ('' when none), for a note."""
+    try:
+        runs = json.loads((out_dir / "summary.json").read_text())["runs"]
+    except FileNotFoundError:
+        return ""
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"the summary.json in {out_dir}"
+    return f"the test of {', '.join(map(str, runs))} in {out_dir}"
 
 
 def run_names(folders):
@@ -204,6 +220,10 @@ def evaluate(args):
     default_out = "Final_pre_pretrained" if args.pretrained else "Final_pre"  # never over a run's own test
     out_dir = Path(args.output) if args.output else Path(args.output_root) / spec.name / default_out
     make_folder(out_dir, "--output")  # a wrong --output fails now, not after the predictions
+    replaced = earlier_test(out_dir)
+    if replaced:
+        print(f"note: this test replaces {replaced} (its summary.json, metrics.csv and pictures; --output "
+              f"keeps tests apart)", file=sys.stderr)
     if spec.test_images and len(samples) != spec.test_images:
         print(f"note: {len(samples)} test images in {Path(args.data_root) / spec.name / 'test'}, where the published "
               f"{spec.name} test set has {spec.test_images}: these numbers are not comparable with the published "

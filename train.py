@@ -97,7 +97,7 @@ def build_parser():
                         "later GPUs; off by default, true fp32 as on the paper's T4)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (worth it for long GPU runs)")
     p.add_argument("--log-every", type=int, default=d.log_every, dest="log_every",
-                   help="training steps between loss logs (default %(default)s)")
+                   help="training steps between loss logs, also logged at the end of each epoch (default %(default)s)")
     p.add_argument("--image-every", type=int, default=d.image_every, dest="image_every",
                    help="epochs between pictures of the mixed segments in TensorBoard, also logged at the first, "
                         "last and a --time-limit stop's epoch (0: none; default %(default)s)")
@@ -106,8 +106,8 @@ def build_parser():
                         "and at a --time-limit, Ctrl-C or SIGTERM stop; 0: every epoch; default %(default)s)")
     p.add_argument("--time-limit", type=float, default=d.time_limit, dest="time_limit", metavar="MINUTES",
                    help="stop (checkpoints saved, exit status 3) before an epoch that would end more than "
-                        "this many minutes after the start (at least one epoch runs); --resume continues. "
-                        "Not saved with the run (default: no limit)")
+                        "this many minutes after the start (at least one epoch runs: 0 stops after the first); "
+                        "--resume continues. Not saved with the run (default: no limit)")
     p.add_argument("--cache-dir", default=d.cache_dir, dest="cache_dir",
                    help="decoded, resized photographs are kept here (default %(default)s)")
     p.add_argument("--runs-dir", default="./runs", help="TensorBoard log folder (default %(default)s)")
@@ -119,12 +119,14 @@ def config_from_args(args) -> RunConfig:
     names = set(RunConfig.__dataclass_fields__)
     cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in names})
     cfg.dataset = dataset_spec(cfg.dataset).name
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.log_every < 1:
-        raise ConfigError("--epochs, --batch-size and --log-every must be at least 1")
+    for option, value in (("--epochs", cfg.epochs), ("--batch-size", cfg.batch_size), ("--log-every", cfg.log_every)):
+        if value < 1:
+            raise ConfigError(f"{option} {value}: must be at least 1")
     if cfg.image_every < 0:
-        raise ConfigError("--image-every must be 0 (no pictures) or more epochs")
-    if cfg.save_every < 0 or cfg.time_limit < 0:
-        raise ConfigError("--save-every and --time-limit must be 0 or more minutes")
+        raise ConfigError(f"--image-every {cfg.image_every}: must be 0 (no pictures) or more epochs")
+    for option, value in (("--save-every", cfg.save_every), ("--time-limit", cfg.time_limit)):
+        if value is not None and value < 0:
+            raise ConfigError(f"{option} {value:g}: must be 0 or more minutes")
     if cfg.base_width < 2 or cfg.base_width % 2:
         raise ConfigError(f"--base-width {cfg.base_width}: must be an even number of at least 2 "
                           f"(the decoder halves it; the paper's is 32)")
@@ -241,9 +243,13 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     writer = None
     if ctx.is_main:
         from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+        log_dir = Path(runs_dir) / f"{spec.name}_{cfg.job_name}"
+        if not resume:  # a new run under a name used before: its curves apart, not one on top of the other
+            kept = set_aside_old_events(log_dir)
+            if kept:
+                log(f"note: {log_dir} held the TensorBoard logs of an earlier run under this name: moved to {kept}")
         # On resume, events after the saved step (a stopped epoch's) are dropped; those of the saved step stay.
-        writer = SummaryWriter(log_dir=str(Path(runs_dir) / f"{spec.name}_{cfg.job_name}"),
-                               purge_step=step + 1 if step else None)
+        writer = SummaryWriter(log_dir=str(log_dir), purge_step=step + 1 if step else None)
         writer.add_text("config", str(cfg.to_dict()), step)
 
     # The validation labels never change: split their vessel trees into segments once.
@@ -292,6 +298,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
 
         values = batch_losses(losses, weight, ctx)
         check_finite(values, epoch, run_dir)
+        if writer and step % cfg.log_every:  # the epoch's last losses too: a short run gets its curves
+            for k, v in values.items():
+                writer.add_scalar(f"loss/{k}", v, step)
         trainer.plateau_step(values)
         if ctx.is_main:  # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
             summary, drawing = validate(nets, val_set, cfg.activation, bs, device, splits=val_splits)
@@ -320,7 +329,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         if stop and not final:
             why = (signal.Signals(stop_request.signum).name if asked else
                    f"--time-limit {cfg.time_limit:g} min (another epoch would not end in time)")
-            log(f"{why}: stopped after epoch {epoch + 1}/{cfg.epochs}; --resume continues from {run_dir / LAST_STATE}")
+            if ctx.is_main:  # on a line of its own, not after the progress bar's
+                bar.write(f"{why}: stopped after epoch {epoch + 1}/{cfg.epochs}; --resume continues from "
+                          f"{run_dir / LAST_STATE}")
             complete = False
             break
     stop_request.graceful = False
@@ -375,10 +386,24 @@ def restore_state(run_dir, cfg, nets, trainer, generator):
     return state["epoch"] + 1, best_f1, state["step"]
 
 
+def set_aside_old_events(log_dir: Path):
+    """Move the TensorBoard event files in ``log_dir`` (an earlier run's under the same name, its
+    checkpoints since deleted) into a sub-folder ``earlier_<time>``, where TensorBoard shows them
+    as a run of their own; returns that folder, or None when there were none. Nothing is deleted."""
+    events = sorted(log_dir.glob("events.out.tfevents.*"))
+    if not events:
+        return None
+    kept = log_dir / time.strftime("earlier_%Y%m%d-%H%M%S", time.localtime(max(e.stat().st_mtime for e in events)))
+    kept.mkdir(exist_ok=True)
+    for event in events:
+        event.rename(kept / event.name)
+    return kept
+
+
 def should_stop(limit_minutes, run_started, epoch_seconds, asked, device):
     """True (on every rank alike) when a stop was asked for (Ctrl-C, SIGTERM) on any rank, or
     when --time-limit is set and one more epoch as long as the last would end after it."""
-    over = bool(limit_minutes) and time.time() - run_started + epoch_seconds > 60 * limit_minutes
+    over = limit_minutes is not None and time.time() - run_started + epoch_seconds > 60 * limit_minutes
     return distributed.all_reduce_sum(torch.tensor([float(over or asked)], device=device)).item() > 0
 
 
@@ -412,6 +437,9 @@ def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
     if not path.is_file() and (path.parent / NETWORK_FILES["G"]).is_file():
         raise ConfigError(f"{path} is missing: the run stopped before its first save (every --save-every "
                           f"minutes); train it again under another --job_name")
+    if not path.is_file():
+        raise ConfigError(f"--resume: no saved run to continue, {path} not found (check --job_name, --dataset and "
+                          f"--output-root; a run not started yet starts without --resume)")
     saved = RunConfig.from_dict(read_last_state(path, mmap=True)["config"])  # train() reads the 400 MB state
     saved.time_limit = cfg.time_limit  # a budget of this invocation, never carried over
     for key in sorted(given & set(RunConfig.__dataclass_fields__)):

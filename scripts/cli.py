@@ -10,10 +10,11 @@ BAR_INTERVAL = 0.1 if sys.stderr.isatty() else 60
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, --help as usual, with a wrong option told in one line as the programs'
-    own errors are: ``error: argument --image-size: expected 2 arguments (see train.py --help)``,
-    exit status 2. argparse's own way prints the whole usage first, up to 20 lines here, and a
-    terminal scrolls the reason away."""
+    """argparse's parser, --help as usual, with a wrong option told in one line as the
+    programs' own errors are, exit status 2:
+    ``error: argument --image-size: expected 2 arguments (see python train.py --help)``.
+    argparse's own way prints the whole usage first, up to 20 lines here, and a terminal
+    scrolls the reason away."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)

@@ -105,7 +105,7 @@ class RunConfig:
     log_every: int = 10              # training steps between scalar logs
     image_every: int = 10            # epochs between TensorBoard pictures of the mixed segments
     save_every: float = 5.0          # minutes between saves of last.pth (0: every epoch)
-    time_limit: float = 0.0          # minutes; stop before an epoch that would end later (0: none)
+    time_limit: Optional[float] = None  # minutes; stop before an epoch that would end later (None: no limit)
     cache_dir: str = "./.cache"
     device: str = ""                 # '' -> cuda if available else cpu
 

@@ -59,12 +59,18 @@ def main(argv=None):
         fail("give --image (a test image) or --photo with --predictions")
     try:
         spec = dataset_spec(args.dataset)
-        sample = {s.name: s for s in find_samples(args.data_root, spec, "test")}.get(args.image)
-        if sample is None:
+        samples = {s.name: s for s in find_samples(args.data_root, spec, "test")}
+        name = args.image if args.image in samples else Path(args.image).stem  # 01_test or 01_test.tif
+        if name not in samples:
             raise ConfigError(f"no test image {args.image!r} in {args.data_root}/{spec.name}/test")
-        image, label, fov = load_sample(sample)
-        pred_path = Path(args.final_pre or Path(spec.name) / "Final_pre") / "raw_pre" / f"{args.image}.png"
+        image, label, fov = load_sample(samples[name])
+        final_pre = Path(args.final_pre or Path(spec.name) / "Final_pre")
+        pred_path = final_pre / "raw_pre" / f"{name}.png"
         if not pred_path.is_file():
+            per_run = sorted(p.parent.parent.name for p in final_pre.glob(f"*/raw_pre/{name}.png"))
+            if per_run:  # test.py of several runs writes the pictures per run
+                raise ConfigError(f"{pred_path} not found; the test of several runs wrote it per run: "
+                                  f"--final-pre {final_pre}/RUN, RUN one of {', '.join(per_run)}")
             raise ConfigError(f"{pred_path} not found: run test.py first")
         pred = np.asarray(Image.open(pred_path).convert("RGB"))
     except ConfigError as exc:

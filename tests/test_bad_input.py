@@ -143,13 +143,15 @@ def test_every_file_is_checked_before_training_starts(drive_copy, tmp_path):
     (["--image-size", "600", "592"], "image size 600 x 592 must be positive multiples of 16"),
     (["--dataset", "HRF"], "unknown data set 'HRF'"),
     (["--validation", "100"], "cannot give a 100.0% validation split"),
-    (["--image-every", "-1"], "--image-every must be 0 (no pictures) or more epochs"),
-    (["--time-limit", "-5"], "--save-every and --time-limit must be 0 or more minutes"),
+    (["--image-every", "-1"], "--image-every -1: must be 0 (no pictures) or more epochs"),
+    (["--time-limit", "-5"], "--time-limit -5: must be 0 or more minutes"),
+    (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
     (["--base-width", "3"], "--base-width 3: must be an even number of at least 2"),
     (["--rotation-step", "0"], "--rotation-step 0: must be 1..360 degrees"),
     (["--learning-rate", "-1"], "--learning-rate -1: must be above 0"),
     (["--job_name", "../escape"], "--job_name '../escape': must be a plain folder name"),
     (["--device", "gpu"], "--device gpu: not a device; use cpu, cuda or cuda:N"),
+    (["--resume"], "--resume: no saved run to continue, DRIVE_AV/default/last.pth not found"),
 ])
 def test_bad_options(drive_copy, tmp_path, monkeypatch, capsys, args, message):
     """train.py's main in this process (a subprocess per case cost 5 s of start-up each; the

@@ -413,6 +413,18 @@ def test_readme_figure_of_a_test_image(probe_run, real_data, tmp_path, capsys):
         figures.main(["--image", "99_test", "--data-root", str(real_data), "--out", str(out)])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: no test image '99_test'")
+    per_run = tmp_path / "Final_pre" / "sigmoid_seed42" / "raw_pre"  # as test.py of several runs writes them
+    per_run.mkdir(parents=True)
+    (per_run / "01_test.png").write_bytes((work / "DRIVE_AV" / "Final_pre" / "raw_pre" / "01_test.png").read_bytes())
+    with pytest.raises(SystemExit) as info:
+        figures.main(["--image", "01_test", "--final-pre", str(tmp_path / "Final_pre"),
+                      "--data-root", str(real_data), "--out", str(out)])
+    assert info.value.code == 2 and capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'Final_pre' / 'raw_pre' / '01_test.png'} not found; the test of several runs wrote it "
+        f"per run: --final-pre {tmp_path / 'Final_pre'}/RUN, RUN one of sigmoid_seed42")
+    figures.main(["--image", "01_test.tif", "--final-pre", str(tmp_path / "Final_pre" / "sigmoid_seed42"),
+                  "--data-root", str(real_data), "--out", str(out)])  # the photograph's file name does too
+    assert Image.open(out).size == figure.size
 
 
 ENTRY_POINTS = [["train.py"], ["test.py"], ["predict.py"], ["reproduce.py"], ["benchmarks/benchmark.py"],
@@ -449,13 +461,40 @@ def test_every_entry_point_says_a_wrong_option_in_one_line(entry, monkeypatch, c
     lines = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
 
-def test_a_test_unlike_the_training_is_noted_and_recorded(capsys):
-    """Weights trained on another data set or at another input size are tested as asked, with a
-    note on stderr and the training's data set and size in summary.json's run_details."""
+
+def load_test_script():
+    """test.py as a module (its name would shadow pytest's idea of a test module)."""
     import importlib.util
     spec_ = importlib.util.spec_from_file_location("test_script", ROOT / "test.py")
     test_script = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(test_script)
+    return test_script
+
+
+def test_a_test_into_a_used_folder_says_what_it_replaces_and_leaves_no_empty_folders(tmp_path):
+    """Several runs' test writes pictures per run, one run's at the top: the next test of the
+    other kind clears the first's pictures of these images, and the folders they leave empty."""
+    test_script = load_test_script()
+    out = tmp_path / "Final_pre"
+    assert test_script.earlier_test(out) == ""
+    for run in ("sigmoid_seed42", "sigmoid_seed40"):
+        for folder in test_script.PICTURE_FOLDERS:
+            (out / run / folder).mkdir(parents=True)
+            (out / run / folder / "01_test.png").write_bytes(b"png")
+    (out / "sigmoid_seed40" / "raw_pre" / "mine.txt").write_text("kept")
+    (out / "summary.json").write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid_seed42", "DRIVE_AV/sigmoid_seed40"]}))
+    assert test_script.earlier_test(out) == f"the test of DRIVE_AV/sigmoid_seed42, DRIVE_AV/sigmoid_seed40 in {out}"
+    test_script.clear_old_pictures(out, ["01_test"])
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "sigmoid_seed40", "sigmoid_seed40/raw_pre", "sigmoid_seed40/raw_pre/mine.txt", "summary.json"]
+    (out / "summary.json").write_text("{not json")
+    assert test_script.earlier_test(out) == f"the summary.json in {out}"
+
+
+def test_a_test_unlike_the_training_is_noted_and_recorded(capsys):
+    """Weights trained on another data set or at another input size are tested as asked, with a
+    note on stderr and the training's data set and size in summary.json's run_details."""
+    test_script = load_test_script()
     from scripts.config import DATASETS
     saved = {"dataset": "les-av", "image_size": [800, 720], "activation": "softmax", "base_width": 4}
     details = test_script.run_details("runs/x", saved, (720, 720), DATASETS["HRF-AV"])

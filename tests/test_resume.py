@@ -89,18 +89,39 @@ def test_resume_keeps_the_saved_settings_and_refuses_changes(real_data, tmp_path
 
 
 def test_time_limit_stops_between_epochs_and_resume_finishes(real_data, tmp_path, capsys):
-    cfg = config(real_data, tmp_path, 3, time_limit=1e-6)  # no second epoch fits in this limit
+    cfg = config(real_data, tmp_path, 3, time_limit=0)  # 0 minutes: one epoch, then stop
     _, complete = train.train(cfg, tmp_path / "runs", tmp_path)
     assert not complete and "stopped after epoch 1/3" in capsys.readouterr().out
     assert torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 0
     with pytest.raises(train.ConfigError, match=r"already holds a run \(1/3 epochs done\): --resume continues it"):
         train.train(cfg, tmp_path / "runs", tmp_path)  # never overwritten without --resume
     resumed = train.resume_config(config(real_data, tmp_path, 3), set(), tmp_path)
-    assert resumed.time_limit == 0  # the limit is this invocation's, not saved with the run
+    assert resumed.time_limit is None  # the limit is this invocation's, not saved with the run
     _, complete = train.train(resumed, tmp_path / "runs", tmp_path, resume=True)
     assert complete and torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 2
     from scripts.scalars import read_scalars  # TensorBoard keeps the saved epoch's logs: one per epoch
     assert len(read_scalars(tmp_path / "runs" / "DRIVE_AV_r")["val/average/f1"]) == 3
+
+
+def test_a_new_run_under_a_used_name_sets_the_earlier_logs_apart(real_data, tmp_path, capsys):
+    """Its checkpoints deleted, a name is free again; the earlier run's TensorBoard events move
+    to a sub-folder (a run of their own in TensorBoard), never mixed with the new run's curves.
+    A run shorter than --log-every steps still logs its losses (at the end of each epoch)."""
+    from scripts.scalars import read_scalars
+    import shutil
+    log_dir = tmp_path / "runs" / "DRIVE_AV_r"
+    train.train(config(real_data, tmp_path, 1), tmp_path / "runs", tmp_path)  # 5 steps, --log-every 10
+    first = read_scalars(log_dir)
+    assert [step for step, _, _ in first["loss/G"]] == [5] and len(first["val/average/f1"]) == 1
+    shutil.rmtree(tmp_path / "DRIVE_AV" / "r")
+    capsys.readouterr()
+    train.train(config(real_data, tmp_path, 1), tmp_path / "runs", tmp_path)
+    earlier = [p for p in log_dir.iterdir() if p.is_dir()]
+    assert len(earlier) == 1 and earlier[0].name.startswith("earlier_")
+    assert f"held the TensorBoard logs of an earlier run under this name: moved to {earlier[0]}" in \
+        capsys.readouterr().out
+    assert read_scalars(earlier[0]) == first  # nothing lost
+    assert len(read_scalars(log_dir)["val/average/f1"]) == 1  # the new run's alone
 
 
 def test_time_limit_exit_status_is_3(real_data, tmp_path):
