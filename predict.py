@@ -75,8 +75,8 @@ from tqdm import tqdm
 
 from scripts import distributed, evaluate
 from scripts.bundle import load_any, pretrained_bundle
-from scripts.cli import BAR_INTERVAL, ArgumentParser
 from scripts.checkpoint import atomic_write, atomic_write_csv, describe, make_folder
+from scripts.cli import BAR_INTERVAL, ArgumentParser
 from scripts.config import DATASETS, ConfigError, check_image_size
 from scripts.data import exif_orientation, open_header, read_image, read_mask
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,

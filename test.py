@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from scripts import metrics
 from scripts.bundle import load_any, pretrained_bundle
-from scripts.cli import BAR_INTERVAL, ArgumentParser
 from scripts.checkpoint import atomic_write, atomic_write_csv, make_folder
+from scripts.cli import BAR_INTERVAL, ArgumentParser
 from scripts.config import DEFAULT_FUSION, ConfigError, UNIFORM_SIZE, check_image_size, dataset_names, dataset_spec, str2bool
 from scripts.data import find_samples, load_tensor_set
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,

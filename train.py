@@ -30,9 +30,9 @@ from tqdm import tqdm
 from scripts import distributed, metrics
 from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
-from scripts.cli import BAR_INTERVAL, ArgumentParser
 from scripts.checkpoint import (LAST_STATE, NETWORK_FILES, CheckpointError, atomic_torch_save, check_expected,
                                 check_folder, read, save_best)
+from scripts.cli import BAR_INTERVAL, ArgumentParser
 from scripts.config import ConfigError, RunConfig, dataset_names, dataset_spec, str2bool
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.device import (amp_dtype_for, describe_precision, keep_freed_memory, pick_device, set_tf32,
@@ -240,6 +240,15 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
             log(f"{start_epoch} epochs are done already, --epochs is {cfg.epochs}: nothing to train; --epochs N "
                 f"(more than {start_epoch}) trains longer")
 
+    n, bs = len(train_set), cfg.batch_size
+    # A distributed run drops a last batch smaller than the number of processes.
+    batches_per_epoch = sum(1 for b in range(0, n, bs) if min(bs, n - b) >= ctx.world)
+    if bs > n:
+        log(f"note: --batch-size {bs} is more than the {n} training images: one batch of {n} per epoch")
+    if batches_per_epoch == 0:
+        raise ConfigError(f"{n} training images and --batch-size {bs} give no batch of at least one "
+                          f"image for each of the {ctx.world} processes")
+
     writer = None
     if ctx.is_main:
         from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
@@ -254,14 +263,6 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
 
     # The validation labels never change: split their vessel trees into segments once.
     val_splits = [split_segments(val_set.labels[i].numpy(), val_set.fovs[i].numpy()) for i in range(len(val_set))]
-    n, bs = len(train_set), cfg.batch_size
-    # A distributed run drops a last batch smaller than the number of processes.
-    batches_per_epoch = sum(1 for b in range(0, n, bs) if min(bs, n - b) >= ctx.world)
-    if bs > n:
-        log(f"note: --batch-size {bs} is more than the {n} training images: one batch of {n} per epoch")
-    if batches_per_epoch == 0:
-        raise ConfigError(f"{n} training images and --batch-size {bs} give no batch of at least one "
-                          f"image for each of the {ctx.world} processes")
     bar = tqdm(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
                disable=not ctx.is_main,  # into a log file (PARALLEL=1, nohup): a line a minute, not every step
                mininterval=BAR_INTERVAL)
@@ -393,8 +394,12 @@ def set_aside_old_events(log_dir: Path):
     events = sorted(log_dir.glob("events.out.tfevents.*"))
     if not events:
         return None
-    kept = log_dir / time.strftime("earlier_%Y%m%d-%H%M%S", time.localtime(max(e.stat().st_mtime for e in events)))
-    kept.mkdir(exist_ok=True)
+    name = time.strftime("earlier_%Y%m%d-%H%M%S", time.localtime(max(e.stat().st_mtime for e in events)))
+    kept, k = log_dir / name, 1
+    while kept.exists():  # two earlier runs whose last events share a second
+        k += 1
+        kept = log_dir / f"{name}_{k}"
+    kept.mkdir()
     for event in events:
         event.rename(kept / event.name)
     return kept

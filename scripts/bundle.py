@@ -31,11 +31,11 @@ from pathlib import Path
 
 import torch
 
-from .cli import ArgumentParser
 from .bfnet import Networks
 from .checkpoint import (EPOCH_FILE, FORMAT, NETWORK_FILES, CheckpointError, atomic_torch_save, atomic_write,
                          build_networks, check_expected, describe, epoch_files, is_state_dict, load_networks,
                          make_folder, read)
+from .cli import ArgumentParser
 from .config import ConfigError
 
 BUNDLE_FORMAT = "avseg-bundle"

@@ -45,8 +45,9 @@ def table(summaries, names):
 def tested_sizes(summary):
     """The network input sizes a summary's runs were tested at, as text ('592 x 592'); none for a
     summary of an older test.py, which did not record them."""
-    return sorted({f"{d['input_size'][0]} x {d['input_size'][1]}" for d in summary.get("run_details") or ()
-                   if isinstance(d, dict) and isinstance(d.get("input_size"), list) and len(d["input_size"]) == 2})
+    sizes = {tuple(d["input_size"]) for d in summary.get("run_details") or ()
+             if isinstance(d, dict) and isinstance(d.get("input_size"), list) and len(d["input_size"]) == 2}
+    return [f"{w} x {h}" for w, h in sorted(sizes)]
 
 
 def notes(summaries, names):
@@ -57,7 +58,7 @@ def notes(summaries, names):
         said.append("note: these summaries are of different data sets: " + ", ".join(
             f"{n} {s.get('dataset', 'unknown')}" for n, s in zip(names, summaries)))
     sizes = [tested_sizes(s) for s in summaries]
-    if len(summaries) > 1 and len(set().union(*sizes)) > 1:
+    if len({tuple(z) for z in sizes if z}) > 1:  # a summary of unknown sizes is taken as alike
         said.append("note: these summaries were tested at different input sizes: " + ", ".join(
             f"{n} {' and '.join(z) or 'unknown'}" for n, z in zip(names, sizes)))
     return said

@@ -45,11 +45,12 @@ def fail(message):
 def main(argv=None):
     p = ArgumentParser(prog="python -m scripts.figures", description=__doc__)
     p.add_argument("--dataset", default="DRIVE_AV", help="data set of --image (default %(default)s)")
-    p.add_argument("--image", help="test image name (stem), e.g. 01_test")
+    p.add_argument("--image", help="test image name, e.g. 01_test (or its file name, 01_test.tif)")
     p.add_argument("--photo", help="with --predictions: a photograph given to predict.py")
     p.add_argument("--predictions", help="predict.py's output folder")
     p.add_argument("--data-root", default="./data", help="data folder (default %(default)s)")
-    p.add_argument("--final-pre", default=None, help="default ./<Dataset>/Final_pre")
+    p.add_argument("--final-pre", default=None,
+                   help="test.py's output folder (default ./<Dataset>/Final_pre; a test of several runs: <that>/<run>)")
     p.add_argument("--caption", default="prediction", help="title of the prediction panel")
     p.add_argument("--out", required=True, help="the figure to write (.png)")
     args = p.parse_args(argv)

@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .cli import ArgumentParser
 from .checkpoint import make_folder
+from .cli import BAR_INTERVAL, ArgumentParser
 from .config import ConfigError, check_image_size, dataset_names, dataset_spec
 from .data import DataError, Sample, find_samples, load_resized, load_sample
 
@@ -83,7 +83,8 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True, first=N
 
 def _pack_training(samples, size, target, progress):
     """Each training sample at the network size, read back through the loader and compared."""
-    for sample in tqdm(samples, desc=f"training split at {size[0]} x {size[1]}", disable=not progress):
+    for sample in tqdm(samples, desc=f"training split at {size[0]} x {size[1]}", disable=not progress,
+                       mininterval=BAR_INTERVAL):
         image, label, fov = load_resized(sample, size)
         copy = Sample(sample.name, *(target / "training" / folder / name for folder, name in (
             ("images", f"{sample.name}.png"),
@@ -103,7 +104,8 @@ def _pack_training(samples, size, target, progress):
 def _copy_test(samples, target, progress):
     """Each test sample as it is, after the checks the test will make (decodes, label values
     0..3, sizes), so that a bad file is found here and not on the other machine."""
-    for sample in tqdm(samples, desc="test split, checked and copied", disable=not progress):
+    for sample in tqdm(samples, desc="test split, checked and copied", disable=not progress,
+                       mininterval=BAR_INTERVAL):
         load_sample(sample)
         for path in (sample.image, sample.label, sample.mask):
             dest = target / "test" / path.parent.name / path.name

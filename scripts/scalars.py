@@ -10,8 +10,8 @@ import io
 import sys
 from pathlib import Path
 
-from .cli import ArgumentParser
 from .checkpoint import atomic_write
+from .cli import ArgumentParser
 
 
 def read_scalars(run_log_dir):

@@ -124,6 +124,18 @@ def test_a_new_run_under_a_used_name_sets_the_earlier_logs_apart(real_data, tmp_
     assert len(read_scalars(log_dir)["val/average/f1"]) == 1  # the new run's alone
 
 
+def test_earlier_logs_of_the_same_second_get_folders_of_their_own(tmp_path):
+    for run in range(2):
+        event = tmp_path / f"events.out.tfevents.{run}"
+        event.write_bytes(b"x")
+        os.utime(event, (1e9, 1e9))
+        train.set_aside_old_events(tmp_path)
+    assert train.set_aside_old_events(tmp_path) is None  # nothing left to move
+    folders = sorted(p.name for p in tmp_path.iterdir())
+    assert len(folders) == 2 and folders[1] == folders[0] + "_2"
+    assert [p.name for p in (tmp_path / folders[1]).iterdir()] == ["events.out.tfevents.1"]
+
+
 def test_time_limit_exit_status_is_3(real_data, tmp_path):
     import subprocess
     import sys
