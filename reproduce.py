@@ -18,7 +18,7 @@ ones still run, so whatever worked comes back):
                 seed's TensorBoard scalars, the benchmark's JSON and the logs; and bundle/, the best
                 seed's networks (by validation F1, never by test) as an fp16 bundle in shards of at
                 most --shard-mib MiB. --archive writes results/ as one results.tar.gz (few files to
-                copy back), also when the job is stopped by SIGTERM or Ctrl-C.
+                copy back), also when the job is stopped by SIGTERM, Ctrl-C or SIGHUP.
 
 Runs, checkpoints (last.pth: 400 MB per seed at width 32) and pictures stay in --work. Without
 --budget-minutes every seed trains its whole schedule. Exit status: 0 when every phase worked, 1
@@ -88,7 +88,12 @@ def build_parser():
 
 
 class Interrupted(Exception):
-    """SIGTERM or Ctrl-C reached reproduce.py: stop the running phase, package what there is."""
+    """SIGTERM, Ctrl-C or SIGHUP (the terminal or SSH session closed) reached reproduce.py: stop
+    the running phase, package what there is. The phases run in sessions of their own, which no
+    terminal's signal reaches, so without this they would outlive reproduce.py."""
+
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Phase:
@@ -165,7 +170,11 @@ class Budget:
 
 
 def log_line(text):
-    print(f"[reproduce {time.strftime('%H:%M:%S')}] {text}", flush=True)
+    try:
+        print(f"[reproduce {time.strftime('%H:%M:%S')}] {text}", flush=True)
+    except OSError:  # the terminal closed (SIGHUP) or the pipe's reader left: go on without a console
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the phases' logs and run.json
+        # keep the record); what the failed print left in the buffer then drains there, not at exit
 
 
 def check_train_args(text: str, spec, data_root: Path):
@@ -415,10 +424,21 @@ class Job:
             tar.add(self.results_top, arcname="results")
 
 
+def train_args_joined(argv):
+    """``--train-args "--tf32"`` read as ``--train-args=--tf32``: argparse would take a value
+    that starts with a dash for an option of its own ('expected one argument')."""
+    argv, i = list(argv), 0
+    while i < len(argv) - 1:
+        if argv[i] == "--train-args":
+            argv[i:i + 2] = [f"--train-args={argv[i + 1]}"]
+        i += 1
+    return argv
+
+
 def parse_and_check(argv):
     """The options, checked before anything runs: (args, dataset folder, train.py options, data root, out)."""
     from scripts.config import ConfigError, dataset_spec
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(train_args_joined(sys.argv[1:] if argv is None else argv))
     args.argv = list(sys.argv[1:] if argv is None else argv)
     spec = dataset_spec(args.dataset)
     folder = spec.name
@@ -457,7 +477,7 @@ def main(argv=None):
     def interrupted(signum, frame):
         raise Interrupted(signal.Signals(signum).name)
 
-    previous = {s: signal.signal(s, interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, interrupted) for s in HANDLED_SIGNALS}
     phases = ([job.benchmark] if args.benchmark_minutes > 0 else []) + [job.train, job.collect_training,
                                                                          job.test, job.bundle]
     done = []

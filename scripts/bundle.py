@@ -96,7 +96,8 @@ def _plan(tensors: dict, budget: int, per_tensor: int):
         cost = t.numel() * t.element_size() + per_tensor
         if cost > budget:
             raise CheckpointError(f"tensor {name} ({cost / 2**20:.3f} MiB with its index entry) does not fit "
-                                  f"in a shard of {budget / 2**20:.3f} MiB: raise --shard-mib")
+                                  f"in the {budget / 2**20:.3f} MiB that --shard-mib leaves for tensors after a "
+                                  f"shard file's own overhead: raise --shard-mib")
         if current and size + cost > budget:
             shards.append(current)
             current, size = [], 0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,6 +107,7 @@ def test_the_bundle_is_the_best_validation_seed_in_fp16_and_says_how_it_was_made
     (["--train-args", "--base-width 5"], "--base-width 5: must be an even number"),
     (["--train-args", "--image-size 64"], "--train-args: argument --image-size: expected 2 arguments"),
     (["--train-args", "--base-width 4 'x"], "--train-args: No closing quotation"),
+    (["--train-args", "--uniform"], "--train-args: argument --uniform: expected one argument"),  # one word: read
     (["--tag", "a/b"], "must be a plain folder name"),
     (["--shard-mib", "0"], "--shard-mib at least 1"),
     (["--budget-minutes", "-1"], "must be more than 0"),
@@ -161,9 +163,25 @@ def test_a_failed_training_still_writes_run_json_and_the_archive(real_data, tmp_
     assert "error:" in log and "bundle" not in record
 
 
-def test_sigterm_stops_training_and_still_packages_the_trained_seeds(real_data, tmp_path):
-    """A job stopped from outside (a scheduler, a lease's limit) ends its seeds' epochs, and
-    still writes run.json, the archive and the bundle of what was trained."""
+def processes_working_in(folder):
+    """Command lines of the processes whose working folder is ``folder`` or below it (the seeds
+    train.sh starts work in reproduce.py's --work)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")).is_relative_to(folder):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # ended meanwhile, or not ours to read
+            pass
+    return found
+
+
+@pytest.mark.parametrize("signum, console", [(signal.SIGTERM, "kept"), (signal.SIGHUP, "closed")])
+def test_a_stop_from_outside_ends_training_and_still_packages_the_trained_seeds(real_data, tmp_path, signum,
+                                                                                   console):
+    """A job stopped from outside (a scheduler, a lease's limit: SIGTERM; a closed terminal or
+    SSH session: SIGHUP, its console gone) ends its seeds' epochs, and still writes run.json,
+    the archive and the bundle of what was trained; no seed is left running."""
     work = tmp_path / "work"
     proc = subprocess.Popen([sys.executable, str(ROOT / "reproduce.py"), "--data-root", str(real_data),
                              "--seeds", "42", "--benchmark-minutes", "0", "--archive", "--tag", "t", "--no-amp",
@@ -175,12 +193,16 @@ def test_sigterm_stops_training_and_still_packages_the_trained_seeds(real_data, 
     while not best.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
     assert best.exists(), proc.communicate()[1][-2000:] if proc.poll() is not None else "no epoch in 4 minutes"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1
+    if console == "closed":
+        proc.stdout.close()  # its next line meets a closed pipe
+    proc.send_signal(signum)
+    proc.wait(timeout=120)
+    err = proc.stderr.read()
+    assert proc.returncode == 1 and "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+    assert processes_working_in(work) == []  # no seed outlives it
     with tarfile.open(tmp_path / "out" / "results.tar.gz") as tar:
         record = json.load(tar.extractfile("results/sigmoid/DRIVE_AV/t/run.json"))
-    assert record["failed_phases"] == ["train", "interrupted (SIGTERM)"]
+    assert record["failed_phases"] == ["train", f"interrupted ({signum.name})"]
     assert record["phases"]["train"]["exit_status"] != 0 and "train.sh" in record["phases"]["train"]["command"]
     assert record["seeds"][0]["epochs_done"] >= 1 and record["bundle"]["seed"] == 42
     assert (tmp_path / "out" / "bundle" / "DRIVE_AV_sigmoid.index.json").is_file()
