@@ -87,10 +87,11 @@ def build_parser():
     return p
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):
     """SIGTERM, Ctrl-C or SIGHUP (the terminal or SSH session closed) reached reproduce.py: stop
     the running phase, package what there is. The phases run in sessions of their own, which no
-    terminal's signal reaches, so without this they would outlive reproduce.py."""
+    terminal's signal reaches, so without this they would outlive reproduce.py. A BaseException,
+    so that no phase's ``except Exception`` (one unreadable seed, say) takes it for a failure."""
 
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -485,8 +486,6 @@ def main(argv=None):
     def run_phase(phase):
         try:
             phase()
-        except Interrupted:
-            raise
         except Exception as exc:  # keep going: whatever worked still comes back
             log_line(f"{phase.__name__}: {type(exc).__name__}: {exc}")
             job.failed.append(phase.__name__)
@@ -498,16 +497,29 @@ def main(argv=None):
             for phase in phases:
                 run_phase(phase)
         except Interrupted as why:  # the running phase is stopped; the trained seeds still give a bundle
-            log_line(f"{why}: stopping, packaging what there is")
-            if job.running:  # a minute for the seeds to end their epoch and save, as at the deadline
-                phase = job.running
-                phase.stop(grace=60)
-                phase.seconds = time.time() - phase.started
-                job.finish(phase, phase.proc.wait(), why=f"stopped by {why}")
-            job.failed.append(f"interrupted ({why})")
-            for phase in (job.collect_training, job.bundle):
-                if phase not in done:
-                    run_phase(phase)
+            try:  # (first thing: a second stop may come at once)
+                log_line(f"{why}: stopping, packaging what there is")
+                if job.running:  # a minute for the seeds to end their epoch and save, as at the deadline
+                    phase = job.running
+                    phase.stop(grace=60)
+                    phase.seconds = time.time() - phase.started
+                    job.finish(phase, phase.proc.wait(), why=f"stopped by {why}")
+                job.failed.append(f"interrupted ({why})")
+                for phase in (job.collect_training, job.bundle):
+                    if phase not in done:
+                        run_phase(phase)
+            except Interrupted as again:  # a second stop: end the running processes now, keep what is written
+                for s in HANDLED_SIGNALS:  # a third one would break the archive's writing
+                    signal.signal(s, signal.SIG_IGN)
+                log_line(f"{again} again: ending now, without waiting or packaging further")
+                if job.running:
+                    phase = job.running
+                    phase.stop(grace=0)
+                    phase.seconds = time.time() - phase.started
+                    job.finish(phase, phase.proc.wait(), why=f"killed by a second stop ({again})")
+                if f"interrupted ({why})" not in job.failed:
+                    job.failed.append(f"interrupted ({why})")
+                job.failed.append(f"interrupted again ({again})")
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -164,30 +164,53 @@ def test_a_failed_training_still_writes_run_json_and_the_archive(real_data, tmp_
 
 
 def processes_working_in(folder):
-    """Command lines of the processes whose working folder is ``folder`` or below it (the seeds
-    train.sh starts work in reproduce.py's --work)."""
-    found = []
+    """{pid: command line} of the processes whose working folder is ``folder`` or below it (the
+    seeds train.sh starts work in reproduce.py's --work)."""
+    found = {}
     for proc in Path("/proc").iterdir():
         try:
             if proc.name.isdigit() and Path(os.readlink(proc / "cwd")).is_relative_to(folder):
-                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+                found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:  # ended meanwhile, or not ours to read
             pass
     return found
 
 
+@pytest.fixture
+def reproduce_in_background(real_data, tmp_path):
+    """start(W): reproduce.py on DRIVE_AV in the background, one seed of width-4 networks at
+    W x W, with its work in tmp_path/work and its results in tmp_path/out. Whatever the test's
+    outcome, nothing it started is left running afterwards."""
+    started = []
+
+    def start(size):
+        proc = subprocess.Popen([sys.executable, str(ROOT / "reproduce.py"), "--data-root", str(real_data),
+                                 "--seeds", "42", "--benchmark-minutes", "0", "--archive", "--tag", "t", "--no-amp",
+                                 "--train-args", f"--base-width 4 --image-size {size} {size}",
+                                 "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")],
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+    for pid in processes_working_in(tmp_path / "work"):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @pytest.mark.parametrize("signum, console", [(signal.SIGTERM, "kept"), (signal.SIGHUP, "closed")])
-def test_a_stop_from_outside_ends_training_and_still_packages_the_trained_seeds(real_data, tmp_path, signum,
-                                                                                   console):
+def test_a_stop_from_outside_ends_training_and_still_packages_the_trained_seeds(reproduce_in_background, tmp_path,
+                                                                                   signum, console):
     """A job stopped from outside (a scheduler, a lease's limit: SIGTERM; a closed terminal or
     SSH session: SIGHUP, its console gone) ends its seeds' epochs, and still writes run.json,
     the archive and the bundle of what was trained; no seed is left running."""
     work = tmp_path / "work"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "reproduce.py"), "--data-root", str(real_data),
-                             "--seeds", "42", "--benchmark-minutes", "0", "--archive", "--tag", "t", "--no-amp",
-                             "--train-args", "--base-width 4 --image-size 64 64", "--out", str(tmp_path / "out"),
-                             "--work", str(work)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = reproduce_in_background(64)
     best = work / "DRIVE_AV" / "sigmoid_seed42" / "CP_best_F1_all.pth"
     deadline = time.time() + 240
     while not best.exists() and time.time() < deadline and proc.poll() is None:
@@ -199,13 +222,39 @@ def test_a_stop_from_outside_ends_training_and_still_packages_the_trained_seeds(
     proc.wait(timeout=120)
     err = proc.stderr.read()
     assert proc.returncode == 1 and "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
-    assert processes_working_in(work) == []  # no seed outlives it
+    assert processes_working_in(work) == {}  # no seed outlives it
     with tarfile.open(tmp_path / "out" / "results.tar.gz") as tar:
         record = json.load(tar.extractfile("results/sigmoid/DRIVE_AV/t/run.json"))
     assert record["failed_phases"] == ["train", f"interrupted ({signum.name})"]
     assert record["phases"]["train"]["exit_status"] != 0 and "train.sh" in record["phases"]["train"]["command"]
     assert record["seeds"][0]["epochs_done"] >= 1 and record["bundle"]["seed"] == 42
     assert (tmp_path / "out" / "bundle" / "DRIVE_AV_sigmoid.index.json").is_file()
+
+
+def test_a_second_stop_ends_at_once_and_still_writes_the_record(reproduce_in_background, tmp_path):
+    """Ctrl-C pressed twice: the second does not wait out the seeds' minute of grace; it ends
+    them now, leaves no process behind, and run.json and the archive are still written."""
+    work = tmp_path / "work"
+    proc = reproduce_in_background(128)
+    deadline = time.time() + 120
+    while not processes_working_in(work) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert processes_working_in(work), proc.communicate()[1][-2000:] if proc.poll() is not None else "no seed"
+    time.sleep(3)  # the seed is training
+    proc.send_signal(signal.SIGTERM)
+    for line in proc.stdout:
+        if "stopping, packaging what there is" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    started = time.time()
+    proc.wait(timeout=60)
+    err = proc.stderr.read()
+    assert proc.returncode == 1 and "Traceback" not in err, err[-2000:]
+    assert time.time() - started < 30 and processes_working_in(work) == {}
+    with tarfile.open(tmp_path / "out" / "results.tar.gz") as tar:
+        record = json.load(tar.extractfile("results/sigmoid/DRIVE_AV/t/run.json"))
+    assert record["failed_phases"][-2:] == ["interrupted (SIGTERM)", "interrupted again (SIGTERM)"]
+    assert "train" in record["phases"]  # the seeds' phase is recorded, however it ended
 
 
 def test_a_pack_of_another_size_is_refused_before_anything_runs(tmp_path):
