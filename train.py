@@ -181,16 +181,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     run_dir = Path(output_root) / spec.name / cfg.job_name
     check_folder(run_dir, "--output-root")  # before any data is decoded or epoch trained
     check_folder(runs_dir, "--runs-dir")
-    if not resume and (run_dir / LAST_STATE).is_file():
-        saved = read_last_state(run_dir / LAST_STATE, mmap=True)
-        done, planned = saved["epoch"] + 1, saved["config"]["epochs"]
-        how = ("--resume continues it" if done < planned else
-               f"it is finished; --resume --epochs N (more than {done}) trains it longer")
-        raise ConfigError(f"{run_dir} already holds a run ({done}/{planned} epochs done): {how}; another "
-                          f"--job_name (or deleting the folder) starts afresh")
-    if not resume and (run_dir / NETWORK_FILES["G"]).is_file():
-        raise ConfigError(f"{run_dir} holds the best networks of a run that stopped before its first last.pth "
-                          f"(--save-every): another --job_name (or deleting the folder) starts afresh")
+    if not resume:
+        check_nothing_to_overwrite(run_dir)
     # --load's weights are read (and checked) before the data: a wrong file fails at once.
     initial = None
     if load:
@@ -211,7 +203,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     log = print if ctx.is_main else (lambda *a, **k: None)
     log(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
         f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
-        f"{cfg.base_width}, device {device}, {describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == 'cuda')}, "
+        f"{cfg.base_width}, device {device}, "
+        f"{describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == 'cuda')}, "
         f"{'channels_last' if memory_format == torch.channels_last else 'contiguous'} memory"
         + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
     if subset:
@@ -249,17 +242,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         raise ConfigError(f"{n} training images and --batch-size {bs} give no batch of at least one "
                           f"image for each of the {ctx.world} processes")
 
-    writer = None
-    if ctx.is_main:
-        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
-        log_dir = Path(runs_dir) / f"{spec.name}_{cfg.job_name}"
-        if not resume:  # a new run under a name used before: its curves apart, not one on top of the other
-            kept = set_aside_old_events(log_dir)
-            if kept:
-                log(f"note: {log_dir} held the TensorBoard logs of an earlier run under this name: moved to {kept}")
-        # On resume, events after the saved step (a stopped epoch's) are dropped; those of the saved step stay.
-        writer = SummaryWriter(log_dir=str(log_dir), purge_step=step + 1 if step else None)
-        writer.add_text("config", str(cfg.to_dict()), step)
+    writer = open_tensorboard(Path(runs_dir) / f"{spec.name}_{cfg.job_name}", cfg, resume, step, log) \
+        if ctx.is_main else None
 
     # The validation labels never change: split their vessel trees into segments once.
     val_splits = [split_segments(val_set.labels[i].numpy(), val_set.fovs[i].numpy()) for i in range(len(val_set))]
@@ -269,76 +253,73 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     losses, weight, complete, last_save = {}, 1.0, True, time.time()
     shown = {}  # the last logged G loss, shown beside the epoch on the progress bar
     stop_request.graceful = True  # from here a first Ctrl-C / SIGTERM ends the epoch and saves
-    for epoch in range(start_epoch, cfg.epochs):
-        nets.train()
-        started = time.time()
-        bar.set_postfix(epoch=epoch + 1, **shown, refresh=False)
-        for idx in torch.randperm(n, generator=generator).split(bs):
-            if len(idx) < ctx.world:
-                continue
-            idx = idx.to(device, non_blocking=True)  # a blocking copy would wait for the GPU's queue
-            images = train_set.images[idx].float() / 255
-            images, labels, _ = augment(images, train_set.labels[idx].long(), train_set.fovs[idx],
-                                        generator, cfg.rotation_step)
-            if ctx.enabled:  # every rank augmented the whole batch; each trains on its slice
-                mine = torch.arange(len(idx), device=device).tensor_split(ctx.world)[ctx.rank]
-                weight = ctx.world * len(mine) / len(idx)
-                images, labels = images[mine], labels[mine]
-            images = normalize(images).contiguous(memory_format=memory_format)
-            losses = trainer.step(images, labels, weight)
-            step += 1
-            bar.update()
-            if step % cfg.log_every == 0:
-                values = batch_losses(losses, weight, ctx)  # the only host sync per N steps
-                check_finite(values, epoch, run_dir)
-                if writer:
-                    for k, v in values.items():
-                        writer.add_scalar(f"loss/{k}", v, step)
-                shown = {"G": f"{values['G']:.3f}"}
-                bar.set_postfix(epoch=epoch + 1, **shown, refresh=False)
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            nets.train()
+            started = time.time()
+            bar.set_postfix(epoch=epoch + 1, **shown, refresh=False)
+            for idx in torch.randperm(n, generator=generator).split(bs):
+                if len(idx) < ctx.world:
+                    continue
+                idx = idx.to(device, non_blocking=True)  # a blocking copy would wait for the GPU's queue
+                images = train_set.images[idx].float() / 255
+                images, labels, _ = augment(images, train_set.labels[idx].long(), train_set.fovs[idx],
+                                            generator, cfg.rotation_step)
+                if ctx.enabled:  # every rank augmented the whole batch; each trains on its slice
+                    mine = torch.arange(len(idx), device=device).tensor_split(ctx.world)[ctx.rank]
+                    weight = ctx.world * len(mine) / len(idx)
+                    images, labels = images[mine], labels[mine]
+                images = normalize(images).contiguous(memory_format=memory_format)
+                losses = trainer.step(images, labels, weight)
+                step += 1
+                bar.update()
+                if step % cfg.log_every == 0:
+                    values = batch_losses(losses, weight, ctx)  # the only host sync per N steps
+                    check_finite(values, epoch, run_dir)
+                    if writer:
+                        log_losses(writer, values, step)
+                    shown = {"G": f"{values['G']:.3f}"}
+                    bar.set_postfix(epoch=epoch + 1, **shown, refresh=False)
 
-        values = batch_losses(losses, weight, ctx)
-        check_finite(values, epoch, run_dir)
-        if writer and step % cfg.log_every:  # the epoch's last losses too: a short run gets its curves
-            for k, v in values.items():
-                writer.add_scalar(f"loss/{k}", v, step)
-        trainer.plateau_step(values)
-        if ctx.is_main:  # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
-            summary, drawing = validate(nets, val_set, cfg.activation, bs, device, splits=val_splits)
-        final = epoch + 1 == cfg.epochs
-        asked = stop_request.signum is not None
-        stop = should_stop(cfg.time_limit, run_started, time.time() - started, asked, device)  # validation counted
-        if ctx.is_main:  # log, keep the best networks, save last.pth
-            f1 = summary["average"]["f1"]
-            for k, v in metrics.flatten({g: summary[g] for g in ("average", "extra", "segments")}).items():
-                writer.add_scalar(f"val/{k}", v, step)
-            writer.add_scalar("lr/G", trainer.optimizers["G"].param_groups[0]["lr"], step)
-            writer.add_scalar("lr/D", trainer.optimizers["D"].param_groups[0]["lr"], step)
-            writer.add_scalar("time/epoch_seconds", time.time() - started, step)
-            if cfg.image_every and (epoch == start_epoch or (epoch + 1) % cfg.image_every == 0 or final or stop):
-                writer.add_image("val/mixed_segments", drawing, step, dataformats="HWC")
-            if f1 > best_f1:
-                best_f1 = f1
-                save_best(run_dir, nets, cfg, epoch + 1, f1)
-            # last.pth (all four networks and Adam's moments: 400 MB at width 32, about 1 s to write on
-            # the development VM) at most every --save-every minutes, not after every short epoch.
-            if final or stop or time.time() - last_save >= 60 * cfg.save_every:
-                save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator)
-                last_save = time.time()
-            bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} (best {100 * best_f1:.2f}), "
-                      f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
-        if stop and not final:
-            why = (signal.Signals(stop_request.signum).name if asked else
-                   f"--time-limit {cfg.time_limit:g} min (another epoch would not end in time)")
-            if ctx.is_main:  # on a line of its own, not after the progress bar's
-                bar.write(f"{why}: stopped after epoch {epoch + 1}/{cfg.epochs}; --resume continues from "
-                          f"{run_dir / LAST_STATE}")
-            complete = False
-            break
-    stop_request.graceful = False
-    bar.close()
-    if writer:
-        writer.close()
+            values = batch_losses(losses, weight, ctx)
+            check_finite(values, epoch, run_dir)
+            if writer and step % cfg.log_every:  # the epoch's last losses too: a short run gets its curves
+                log_losses(writer, values, step)
+            trainer.plateau_step(values)
+            if ctx.is_main:  # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
+                summary, drawing = validate(nets, val_set, cfg.activation, bs, device, splits=val_splits)
+            final = epoch + 1 == cfg.epochs
+            asked = stop_request.signum is not None
+            stop = should_stop(cfg.time_limit, run_started, time.time() - started, asked, device)  # validation counted
+            if ctx.is_main:  # log, keep the best networks, save last.pth
+                f1 = summary["average"]["f1"]
+                show_image = cfg.image_every and (epoch == start_epoch or (epoch + 1) % cfg.image_every == 0
+                                                  or final or stop)
+                log_validation(writer, summary, drawing if show_image else None, trainer, step,
+                               time.time() - started)
+                if f1 > best_f1:
+                    best_f1 = f1
+                    save_best(run_dir, nets, cfg, epoch + 1, f1)
+                # last.pth (all four networks and Adam's moments: 400 MB at width 32, about 1 s to write on
+                # the development VM) at most every --save-every minutes, not after every short epoch.
+                if final or stop or time.time() - last_save >= 60 * cfg.save_every:
+                    save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator)
+                    last_save = time.time()
+                bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} (best {100 * best_f1:.2f}), "
+                          f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
+            if stop and not final:
+                why = (signal.Signals(stop_request.signum).name if asked else
+                       f"--time-limit {cfg.time_limit:g} min (another epoch would not end in time)")
+                if ctx.is_main:  # on a line of its own, not after the progress bar's
+                    bar.write(f"{why}: stopped after epoch {epoch + 1}/{cfg.epochs}; --resume continues from "
+                              f"{run_dir / LAST_STATE}")
+                complete = False
+                break
+    finally:  # also on an error or a second Ctrl-C: the scalars written so far reach the disk
+        stop_request.graceful = False
+        bar.close()
+        if writer:
+            writer.close()
     unfinished = "" if complete else f" (stopped after epoch {epoch + 1} of {cfg.epochs}: --resume continues)"
     log(f"best validation F1 {100 * best_f1:.2f}; checkpoints in {run_dir}{unfinished}")
     ctx.close()
@@ -385,6 +366,51 @@ def restore_state(run_dir, cfg, nets, trainer, generator):
         if isinstance(saved_best, dict) and isinstance(saved_best.get("val_f1"), (int, float)):
             best_f1 = max(best_f1, saved_best["val_f1"])
     return state["epoch"] + 1, best_f1, state["step"]
+
+
+def check_nothing_to_overwrite(run_dir: Path):
+    """A new run (no --resume) refuses a folder that holds another run's last.pth or best networks."""
+    if (run_dir / LAST_STATE).is_file():
+        saved = read_last_state(run_dir / LAST_STATE, mmap=True)
+        done, planned = saved["epoch"] + 1, saved["config"]["epochs"]
+        how = ("--resume continues it" if done < planned else
+               f"it is finished; --resume --epochs N (more than {done}) trains it longer")
+        raise ConfigError(f"{run_dir} already holds a run ({done}/{planned} epochs done): {how}; another "
+                          f"--job_name (or deleting the folder) starts afresh")
+    if (run_dir / NETWORK_FILES["G"]).is_file():
+        raise ConfigError(f"{run_dir} holds the best networks of a run that stopped before its first last.pth "
+                          f"(--save-every): another --job_name (or deleting the folder) starts afresh")
+
+
+def open_tensorboard(log_dir: Path, cfg: RunConfig, resume: bool, step: int, log):
+    """The run's SummaryWriter. A new run under a name used before sets the earlier run's events
+    apart (its curves would otherwise be drawn on top of this one's); on resume, events after the
+    saved step (a stopped epoch's) are dropped, those of the saved step stay."""
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+    if not resume:
+        kept = set_aside_old_events(log_dir)
+        if kept:
+            log(f"note: {log_dir} held the TensorBoard logs of an earlier run under this name: moved to {kept}")
+    writer = SummaryWriter(log_dir=str(log_dir), purge_step=step + 1 if step else None)
+    writer.add_text("config", str(cfg.to_dict()), step)
+    return writer
+
+
+def log_losses(writer, values, step):
+    for k, v in values.items():
+        writer.add_scalar(f"loss/{k}", v, step)
+
+
+def log_validation(writer, summary, drawing, trainer, step, epoch_seconds):
+    """An epoch's validation metrics, learning rates and time; ``drawing`` (the mixed segments
+    picture) when not None."""
+    for k, v in metrics.flatten({g: summary[g] for g in ("average", "extra", "segments")}).items():
+        writer.add_scalar(f"val/{k}", v, step)
+    for name in ("G", "D"):
+        writer.add_scalar(f"lr/{name}", trainer.optimizers[name].param_groups[0]["lr"], step)
+    writer.add_scalar("time/epoch_seconds", epoch_seconds, step)
+    if drawing is not None:
+        writer.add_image("val/mixed_segments", drawing, step, dataformats="HWC")
 
 
 def set_aside_old_events(log_dir: Path):

@@ -271,6 +271,10 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(drive
         train.train(cfg, tmp_path / "runs", tmp_path)
     saved = torch.load(tmp_path / "DRIVE_AV/nan/CP_best_F1_all.pth", weights_only=True)
     assert saved["epoch"] == 1 and torch.load(tmp_path / "DRIVE_AV/nan/last.pth", weights_only=True)["epoch"] == 0
+    # The curves up to the failure reach the disk (the losses going wrong are what one wants to see).
+    from scripts.scalars import read_scalars
+    scalars = read_scalars(tmp_path / "runs" / "DRIVE_AV_nan")
+    assert "val/average/f1" in scalars and [step for step, *_ in scalars["loss/G"]] == [1]
 
 
 def test_test_py_refuses_to_average_runs_of_different_variants(tmp_path, capsys):
