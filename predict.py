@@ -20,7 +20,8 @@ Per image, under --output, at the image's own size (the sub-folders of the input
   <stem>_colour.png       artery red, vein blue, uncertain green (test.py's raw_pre picture:
                           sigmoid: channel probabilities x 255; softmax: the likeliest class)
   <stem>_overlay.png      the class colours blended onto the photograph where a vessel is predicted
-  <stem>_uncertainty.png  ensembles only: grey = 510 x std over members (255: members disagree fully)
+  <stem>_uncertainty.png  ensembles only: grey = 510 x std over members, the largest over the
+                          channels (255: members disagree fully)
   <stem>_probs.npz        --save-probs: "probs" (float16, C x H x W), "channels", "fov"
 and one predictions.csv: path, output (the <stem> above), status, reason, width, height,
 artery/vein/uncertain fractions and vessel_density (of the FOV pixels), av_ratio (artery / vein
@@ -77,7 +78,7 @@ from scripts import distributed, evaluate
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, describe, make_folder
 from scripts.cli import BAR_INTERVAL, ArgumentParser
-from scripts.config import DATASETS, ConfigError, check_image_size
+from scripts.config import DATASETS, VARIANTS, ConfigError, check_image_size
 from scripts.data import exif_orientation, open_header, read_image, read_mask
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
                             one_torch_thread_here, thread_count_restored)
@@ -95,8 +96,6 @@ OUTPUT_FILES = {"classes": "_classes.png", "colour": "_colour.png", "overlay": "
                 "uncertainty": "_uncertainty.png", "probs": "_probs.npz"}  # name endings per image
 OPTIONAL_OUTPUTS = ("uncertainty", "probs")  # ensembles only; --save-probs only
 OUTPUT_PICTURES = tuple(v for v in OUTPUT_FILES.values() if v.endswith(".png"))
-CHANNELS = {"sigmoid": ["artery", "uncertain", "vein"],
-            "softmax": ["background", "artery", "vein", "uncertain"]}
 FALLBACK_SIZE = DATASETS["DRIVE_AV"].size  # for checkpoints that do not save their input size
 PARTIAL = ".predictions.rank{}.csv"
 RUN_RECORD = "predict_run.json"  # the weights and settings behind an output folder
@@ -483,7 +482,7 @@ def write_outputs(prep: Prepared, probs, std, paths, activation, alpha):
         write_png(paths["uncertainty"], grey)
     if "probs" in paths:
         full = F.interpolate(probs[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-        arrays = {"probs": full.half().numpy(), "channels": np.array(CHANNELS[activation]), "fov": prep.fov}
+        arrays = {"probs": full.half().numpy(), "channels": np.array(VARIANTS[activation].channels), "fov": prep.fov}
         save_npz(paths["probs"], arrays)
     remove_stale_outputs(paths)
     return row(prep.item, "ok", "", w, h, prep.fov_source, statistics(cls, prep.fov), "; ".join(prep.notes))
@@ -510,7 +509,8 @@ def resumed_row(item, paths, previous, masks, sizes):
     old = previous.get(item.path)
     if old and old.get("status") == "ok" and "notes" in old:
         return {**{k: old.get(k, "") for k in CSV_FIELDS}, "output": item.rel}
-    cls = np.asarray(Image.open(paths["classes"]))
+    with Image.open(paths["classes"]) as picture:
+        cls = np.asarray(picture)
     rgb = read_image(item.path, upright=True)
     turn = photo_orientation(item.path)
     fov, source = read_fov(item, rgb, masks, turn)
@@ -576,7 +576,7 @@ def weights_sha256(nets) -> str:
     """A fingerprint of the values of the networks prediction uses (G, and G_A, G_V unless the
     fusion is 'none'; fp32, names included), whatever file held them. D is never loaded."""
     digest = hashlib.sha256()
-    for part in ("G", "G_A", "G_V") if nets.uses_branches else ("G",):
+    for part in nets.generator_names:
         for name, tensor in sorted(getattr(nets, part).state_dict().items()):
             digest.update(f"{part}.{name}".encode())
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())

@@ -7,18 +7,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import DEFAULT_FUSION, ConfigError, RunConfig
+from .config import VARIANTS, ConfigError, RunConfig
 from .metrics import CLASS_COLOURS
 from .model import BranchGenerator, Discriminator, MainGenerator
 
-VARIANTS = ("sigmoid", "softmax")
 SIDE_WEIGHTS = (0.5, 0.25, 0.125)  # S1 (deepest), S2, S3
 
 
 def out_channels(activation: str) -> int:
     if activation not in VARIANTS:
-        raise ConfigError(f"unknown activation {activation!r}; expected one of {VARIANTS}")
-    return 3 if activation == "sigmoid" else 4
+        raise ConfigError(f"unknown activation {activation!r}; expected one of {tuple(VARIANTS)}")
+    return len(VARIANTS[activation].channels)
 
 
 def probabilities(logits, activation):
@@ -63,7 +62,7 @@ class Networks(nn.Module):
         super().__init__()
         c = out_channels(activation)
         self.activation = activation
-        self.fusion = fusion or DEFAULT_FUSION[activation]
+        self.fusion = fusion or VARIANTS[activation].fusion
         self.G = MainGenerator(c, base_width, self.fusion)
         self.G_A = BranchGenerator(c, base_width)
         self.G_V = BranchGenerator(c, base_width)
@@ -72,6 +71,11 @@ class Networks(nn.Module):
     @property
     def uses_branches(self):
         return self.fusion != "none"
+
+    @property
+    def generator_names(self):
+        """The generators that are trained, saved and predict: G, G_A, G_V; G alone for fusion 'none'."""
+        return ("G", "G_A", "G_V") if self.uses_branches else ("G",)
 
     def generate(self, images, modules=None, with_sides=True):
         """Forward of the generators: dict of logits (and G's side outputs, unless
@@ -125,7 +129,7 @@ class Trainer:
     def __init__(self, nets: Networks, cfg: RunConfig, amp_dtype: Optional[torch.dtype] = None,
                  fused: bool = False, ddp: bool = False, device_ids=None):
         self.nets, self.cfg, self.amp_dtype, self.fused = nets, cfg, amp_dtype, fused or None
-        names = ["D", "G"] + (["G_A", "G_V"] if nets.uses_branches else [])
+        names = ("D", *nets.generator_names)
         self.optimizers = {n: torch.optim.Adam(getattr(nets, n).parameters(), lr=cfg.learning_rate,
                                                betas=(0.5, 0.999), fused=self.fused)
                            for n in names}

@@ -10,7 +10,7 @@ shards with an index (like the large-model hubs), for sharing trained networks.
 Single file: ``{"format": "avseg-bundle", "version", "dtype", "config", "networks":
 {"G": state_dict, "G_A": ..., "G_V": ...}}``. Sharded: every shard is a flat dict of tensors
 named ``<network>.<parameter>`` ("G.inc.double_conv.0.weight"); the index JSON holds
-``{"format": "avseg-bundle-index", "version", "dtype", "config", "metadata": {"total_size"},
+``{"format": "avseg-bundle-index", "version", "dtype", "config", "metadata": {"total_size", "shards"},
 "weight_map": {tensor name: shard file name}}``. Both may hold an ``"about"`` text (how the
 weights were trained, what they score), kept when a bundle is exported again. Everything is read with
 ``torch.load(weights_only=True)``; fp16 bundles are cast back to fp32 on loading (the config
@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from .bfnet import Networks
+from .model import count_parameters
 from .checkpoint import (EPOCH_FILE, FORMAT, NETWORK_FILES, CheckpointError, atomic_torch_save, atomic_write,
                          build_networks, check_expected, describe, epoch_files, is_state_dict, load_networks,
                          make_folder, read)
@@ -70,9 +71,8 @@ def _networks_and_config(source, config=None):
 def _tensors(nets: Networks, fp16: bool):
     """{"G.inc...": tensor}: copies (no shared storage), floating tensors in fp16 if asked
     (a tensor that would overflow fp16 stays fp32)."""
-    names = ["G", "G_A", "G_V"] if nets.uses_branches else ["G"]
     out = {}
-    for net in names:
+    for net in nets.generator_names:
         for key, t in getattr(nets, net).state_dict().items():
             t = t.detach().cpu()
             if fp16 and t.is_floating_point():
@@ -235,7 +235,7 @@ def _bundle_networks(source, bundle: dict) -> dict:
 def _build(source, config, networks, expected=None):
     check_expected(source, config, expected)
     nets = build_networks(source, config)
-    needed = {"G", "G_A", "G_V"} if nets.uses_branches else {"G"}
+    needed = set(nets.generator_names)
     if not needed <= set(networks):
         raise CheckpointError(f"{source}: holds {', '.join(sorted(networks))}, needs {', '.join(sorted(needed))}")
     for name in sorted(needed):
@@ -338,8 +338,8 @@ def main(argv=None):
                 print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")
         else:
             nets, cfg = load_any(args.path)
-            names = ["G", "G_A", "G_V"] if nets.uses_branches else ["G"]
-            count = sum(p.numel() for n in names for p in getattr(nets, n).parameters())
+            names = nets.generator_names
+            count = sum(count_parameters(getattr(nets, n)) for n in names)
             size = cfg.get("image_size")
             print(f"{args.path}: {describe(cfg)}, {count:,} parameters in {', '.join(names)}, "
                   f"input size {'x'.join(map(str, size)) if size else 'not saved'}, "

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .bfnet import Networks
-from .config import ConfigError, RunConfig
+from .config import VARIANTS, ConfigError, RunConfig
 
 FORMAT = "avseg-checkpoint"
 VERSION = 1
@@ -92,9 +92,8 @@ def save_best(run_dir, nets: Networks, cfg: RunConfig, epoch: int, val_f1: float
     only then renamed, so a crash never leaves a new G beside old branches."""
     staged = []
     try:
-        for name, filename in NETWORK_FILES.items():
-            if name != "G" and not nets.uses_branches:
-                continue
+        for name in nets.generator_names:
+            filename = NETWORK_FILES[name]
             path = Path(run_dir) / filename
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{filename}.{os.getpid()}.tmp")
@@ -163,7 +162,7 @@ def infer_config(state_dicts, source="") -> dict:
     except (KeyError, IndexError):
         raise CheckpointError(f"{source}: G's file is not a BF-Net generator (no outc.conv / inc.double_conv "
                               "weights of the right shape)") from None
-    activation = {3: "sigmoid", 4: "softmax"}.get(classes)
+    activation = {len(v.channels): name for name, v in VARIANTS.items()}.get(classes)
     if activation is None:
         raise CheckpointError(f"{source}: G's head has {classes} outputs; expected 3 (sigmoid) or 4 (softmax)")
     # The original project always saved G, G_A and G_V together; G's head alone cannot tell
@@ -250,6 +249,6 @@ def load_networks(run_dir, expected: dict = None, filenames: dict = None):
         except RuntimeError as exc:
             raise CheckpointError(f"{files[name]}: does not fit a {describe(saved)} "
                                   f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") from None
-    if nets.uses_branches and set(states) != {"G", "G_A", "G_V"}:
+    if not set(nets.generator_names) <= set(states):
         raise CheckpointError(f"{run_dir}: needs {', '.join(filenames.values())}")
     return nets.eval(), saved

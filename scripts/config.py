@@ -1,7 +1,9 @@
-"""One place for the facts that differ between data sets, and the run configuration.
+"""One place for the facts that differ between data sets and between the two variants, and
+the run configuration.
 
 Everything data-set specific (folder, file names, network input size) lives in ``DATASETS``;
-no other module branches on a data set's name.
+no other module branches on a data set's name. What tells the variants apart as data (their
+output channels, their default fusion) lives in ``VARIANTS``.
 """
 import argparse
 import difflib
@@ -65,8 +67,14 @@ def check_image_size(size) -> Tuple[int, int]:
     return w, h
 
 
-# How G merges the branch outputs when no --fusion is given (DESIGN.md section 3).
-DEFAULT_FUSION = {"sigmoid": "concat", "softmax": "mean"}
+@dataclass(frozen=True)
+class Variant:
+    channels: Tuple[str, ...]   # the networks' output channels, in order (DESIGN.md section 3)
+    fusion: str                 # how G merges the branch outputs when no --fusion is given
+
+
+VARIANTS = {"sigmoid": Variant(("artery", "uncertain", "vein"), "concat"),
+            "softmax": Variant(("background", "artery", "vein", "uncertain"), "mean")}
 
 
 def str2bool(text):
@@ -123,7 +131,7 @@ class RunConfig:
     def fusion_mode(self) -> str:
         if self.fusion:
             return self.fusion
-        return DEFAULT_FUSION[self.activation]
+        return VARIANTS[self.activation].fusion
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -6,9 +6,9 @@
   full training step 2.2x faster than fp32, 2.4-3.2x with channels_last (README,
   Performance). Other CPUs train in fp32, where emulated bf16 would be slower. ``--no-amp``
   forces fp32.
-- Evaluation (test.py, validation, predict.py) runs in fp32 (TF32 off on GPUs) unless
-  ``--amp`` is given, so the published-protocol numbers do not depend on which machine
-  computed them.
+- Evaluation (test.py, predict.py) runs in fp32 (TF32 off on GPUs) unless ``--amp`` is
+  given, so the published-protocol numbers do not depend on which machine computed them.
+  Validation during training is always fp32 (its F1 picks the checkpoint).
 - Networks and inputs are channels_last for evaluation on every device, and for training on
   GPUs, with bf16 on CPUs, and on CPUs with AVX-512 (1.3x on the fp32 training step there).
   On CPUs without AVX-512 (AVX2) fp32 training stays contiguous: oneDNN's channels_last
@@ -152,7 +152,7 @@ def cuda_has_native_bf16() -> bool:
     """bf16 in hardware (Ampere and later); older GPUs get fp16 with grad scalers instead."""
     try:
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # torch < 2.3 has no emulation and no such argument
+    except TypeError:  # torch 2.3: no such argument yet (2.4 added it), and no emulation counted
         return torch.cuda.is_bf16_supported()
 
 

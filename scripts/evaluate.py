@@ -16,6 +16,7 @@ from PIL import Image
 from . import metrics, segments
 from .bfnet import Networks, to_picture
 from .checkpoint import atomic_write
+from .config import VARIANTS
 from .data import load_truth, normalize
 from .device import MEMORY_FORMAT, exact_fp32, thread_count_restored
 
@@ -89,7 +90,8 @@ def score_picture(probs, activation):
     16 bits, not the picture's 8: below 1/510 every probability rounds to 0 in 8 bits, and a
     network whose outputs saturate (as the adversarial loss pushes them to) then ties most of
     its misses with the background, pulling its AUC towards (sens + spec) / 2."""
-    chw = probs if activation == "sigmoid" else probs[[1, 3, 2]]
+    order = [VARIANTS[activation].channels.index(c) for c in ("artery", "uncertain", "vein")]
+    chw = probs if order == [0, 1, 2] else probs[order]  # (no copy of a full-size map when in order)
     return (chw * 65535).round_().clamp_(0, 65535).to(torch.uint16).permute(1, 2, 0).numpy()
 
 
@@ -163,11 +165,12 @@ def evaluate_images(samples, probs, activations, run_outs, workers=1):
                 pool.shutdown(cancel_futures=True)
 
 
-def validate(nets: Networks, val_set, activation, batch_size, device, amp_dtype=None, splits=None):
+def validate(nets: Networks, val_set, activation, batch_size, device, splits=None):
     """Mean metrics over the validation images at the network size (labels resized nearest),
-    and a picture of the first image's mixed segments. ``splits``: precomputed
+    and a picture of the first image's mixed segments. Always in fp32, whatever the training's
+    precision: the validation F1 picks the checkpoint. ``splits``: precomputed
     ``segments.split_segments`` of the validation labels (they never change)."""
-    probs = predict_probs(nets, val_set.images, batch_size, device, amp_dtype)
+    probs = predict_probs(nets, val_set.images, batch_size, device, None)
     per_image, drawing = [], None
     for i in range(len(val_set)):
         label, fov = val_set.labels[i].numpy(), val_set.fovs[i].numpy()
