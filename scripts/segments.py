@@ -30,14 +30,14 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 _DIM_40 = np.round(np.arange(256, dtype=np.float32) * 0.4).astype(np.uint8)  # x -> round(0.4 x), as a table
 
 
-def _crop(mask: np.ndarray):
-    """Slices of the bounding box of `mask` with a 1-pixel margin (None if the mask is empty)."""
+def _crop(mask: np.ndarray, margin=1):
+    """Slices of the bounding box of `mask` with a margin (None if the mask is empty)."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return None
     h, w = mask.shape
-    return (slice(max(rows[0] - 1, 0), min(rows[-1] + 2, h)),
-            slice(max(cols[0] - 1, 0), min(cols[-1] + 2, w)))
+    return (slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, h)),
+            slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, w)))
 
 
 def _check(label, fov):
@@ -225,12 +225,21 @@ def pred_classes_from_picture(rgb) -> np.ndarray:
     return class_map(rgb[..., :3])
 
 
+def outline_width(shape) -> int:
+    """Pixels of the outline around a mixed segment: 1 up to about 1200 pixels a side, more on
+    larger photographs (4 on HRF-AV's 3504 x 2336), so that it stays visible when the picture
+    is shown scaled down to a screen."""
+    return max(1, round(max(shape[:2]) / 800))
+
+
 def draw_mixed_segments(rgb, segment_map, mixed_ids) -> np.ndarray:
     """Picture of where the network flipped class along a segment.
 
-    A copy of the prediction picture `rgb` (HxWx3 uint8) dimmed to 40 %, with the pixels of the segments in
-    `mixed_ids` (ids of `segment_map`, e.g. `segment_scores(...)["mixed_ids"]`) drawn yellow (255, 255, 0)
-    and their outline (the 1-pixel border added by a 3x3 dilation) white. Returns HxWx3 uint8.
+    A copy of the prediction picture `rgb` (HxWx3 uint8) dimmed to 40 %, except the pixels of
+    the segments in `mixed_ids` (ids of `segment_map`, e.g. `segment_scores(...)["mixed_ids"]`),
+    which keep the prediction's own colours (so the flip shows: red then blue along one
+    segment), outlined in yellow (255, 255, 0; the border that ``outline_width`` 3x3 dilations
+    add). Returns HxWx3 uint8.
     """
     rgb = np.asarray(rgb)[..., :3]
     segment_map = np.asarray(segment_map)
@@ -245,12 +254,13 @@ def draw_mixed_segments(rgb, segment_map, mixed_ids) -> np.ndarray:
     chosen = np.zeros(top + 1, dtype=bool)
     chosen[ids] = True
     mask = chosen[segment_map]
-    box = _crop(mask)
+    width = outline_width(mask.shape)
+    box = _crop(mask, margin=width)
     if box is None:
         return out
     sub = mask[box]
-    border = ndimage.binary_dilation(sub, structure=_EIGHT) & ~sub
+    border = ndimage.binary_dilation(sub, structure=_EIGHT, iterations=width) & ~sub
     view = out[box]
-    view[border] = (255, 255, 255)
-    view[sub] = (255, 255, 0)
+    view[border] = (255, 255, 0)
+    view[sub] = rgb[box][sub]
     return out

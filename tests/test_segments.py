@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from skimage.draw import line
 
-from scripts.segments import (draw_mixed_segments, pred_classes_from_picture, segment_scores,
+from scripts.segments import (draw_mixed_segments, outline_width, pred_classes_from_picture, segment_scores,
                               split_segments)
 
 H, W = 40, 60
@@ -356,18 +356,29 @@ def test_draw_mixed_segments_colours_exactly_the_mixed_segment():
     out = draw_mixed_segments(picture, seg, s["mixed_ids"])
     assert out.dtype == np.uint8 and out.shape == picture.shape
     assert np.array_equal(picture, before)          # the input is not drawn on
+    assert np.array_equal(out[mixed], picture[mixed])  # the flip in full colour: red, then blue
+    assert {tuple(c) for c in out[mixed]} == {(255, 0, 0), (0, 0, 255)}
     yellow = (out == (255, 255, 0)).all(axis=2)
-    white = (out == (255, 255, 255)).all(axis=2)
-    assert np.array_equal(yellow, mixed)
     ring = np.zeros_like(mixed)
     ring[18:23, 4:56] = True                        # the 1-pixel border around rows 19..21, columns 5..54
     ring &= ~mixed
-    assert np.array_equal(white, ring)
-    rest = ~(yellow | white)
+    assert np.array_equal(yellow, ring)
+    rest = ~(mixed | yellow)
     assert np.array_equal(out[rest], np.round(picture[rest] * 0.4).astype(np.uint8))
     assert (out[label == 2] == (0, 0, 102)).all()   # the clean vein is only dimmed
 
     assert np.array_equal(draw_mixed_segments(picture, seg, []), np.round(picture * 0.4).astype(np.uint8))
+
+
+def test_the_outline_of_a_mixed_segment_widens_with_the_photograph():
+    """1 pixel on DRIVE's 565 x 584, 2 on LES-AV's 1620 x 1444, 4 on HRF-AV's 3504 x 2336: still
+    visible when the picture is scaled down to a screen."""
+    assert [outline_width(s) for s in ((584, 565), (1444, 1620), (2336, 3504))] == [1, 2, 4]
+    seg = np.zeros((2336, 3504), np.int32)
+    seg[1000:1003, 1000:1100] = 1                   # one mixed segment, 3 pixels thick
+    picture = np.zeros((2336, 3504, 3), np.uint8)
+    yellow = (draw_mixed_segments(picture, seg, [1]) == (255, 255, 0)).all(axis=2)
+    assert yellow[996:1007, 996:1104].sum() == 11 * 108 - 3 * 100 and yellow.sum() == 11 * 108 - 3 * 100
 
 
 # --- real data ------------------------------------------------------------------------------------------
