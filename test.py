@@ -13,6 +13,7 @@ Examples:
 """
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,20 +24,25 @@ from scripts import metrics
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, make_folder
 from scripts.cli import BAR_INTERVAL, ArgumentParser
-from scripts.config import DEFAULT_FUSION, ConfigError, UNIFORM_SIZE, check_image_size, dataset_names, dataset_spec, str2bool
+from scripts.config import VARIANTS, ConfigError, UNIFORM_SIZE, check_image_size, dataset_names, dataset_spec, str2bool
 from scripts.data import find_samples, load_tensor_set
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
                            release_freed_memory)
+from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signals_handled_by
 from scripts.evaluate import default_workers, evaluate_images, predict_probs, usable_cores
 
 PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")
+RESULT_FILES = ("summary.json", "metrics.csv")
 
 
-def clear_old_pictures(out_dir, names):
-    """Delete the pictures an earlier test.py run wrote for these test images in this output
-    folder (top level and per-run sub-folders), so it only holds what its summary.json
-    describes. Folders left empty go too (a test of one run after one of several leaves no
+def clear_earlier_test(out_dir, names):
+    """Delete what an earlier test.py run wrote in this output folder: first its summary.json
+    and metrics.csv (so that a test stopped while writing leaves no summary beside pictures it
+    does not describe), then its pictures of these test images (top level and per-run
+    sub-folders). Folders left empty go too (a test of one run after one of several leaves no
     empty per-run folders, and the other way round); other files are left alone."""
+    for name in RESULT_FILES:
+        (out_dir / name).unlink(missing_ok=True)
     for folder_name in PICTURE_FOLDERS:
         for folder in [out_dir / folder_name, *out_dir.glob(f"*/{folder_name}")]:
             for name in names:
@@ -75,15 +81,20 @@ def run_names(folders):
     return names
 
 
+def fusion_of(saved: dict) -> str:
+    """The fusion of a saved configuration; its variant's default where it names none."""
+    return saved.get("fusion") or VARIANTS[saved["activation"]].fusion
+
+
 def check_one_configuration(runs):
     """A mean ± std over runs means seeds of one configuration: runs of different variants,
     widths or fusions are refused (test them apart with --output and set them side by side
     with scripts.compare)."""
     def key(saved):
-        return saved["activation"], saved["base_width"], saved.get("fusion")
+        return saved["activation"], saved["base_width"], fusion_of(saved)
     if len({key(saved) for _, _, saved in runs}) > 1:
         raise ConfigError("the runs of one test must share variant, width and fusion, to be averaged: " + "; ".join(
-            f"{folder} is {saved['activation']}, width {saved['base_width']}, fusion {saved.get('fusion')}"
+            f"{folder} is {saved['activation']}, width {saved['base_width']}, fusion {fusion_of(saved)}"
             for folder, _, saved in runs) + " (test them one by one with --output, then python -m scripts.compare)")
 
 
@@ -177,7 +188,7 @@ def run_details(folder, saved, size, spec) -> dict:
               f"{size[0]} x {size[1]} (--image-size / --uniform)", file=sys.stderr)
     return {"run": str(folder), "trained_on": trained_on, "trained_size": list(trained_size) if trained_size else None,
             "input_size": list(size), "activation": saved["activation"], "base_width": saved["base_width"],
-            "fusion": saved.get("fusion") or DEFAULT_FUSION[saved["activation"]]}
+            "fusion": fusion_of(saved)}
 
 
 def format_table(summary):
@@ -219,7 +230,19 @@ def evaluate(args):
     samples = find_samples(args.data_root, spec, "test")
     default_out = "Final_pre_pretrained" if args.pretrained else "Final_pre"  # never over a run's own test
     out_dir = Path(args.output) if args.output else Path(args.output_root) / spec.name / default_out
+    created = not out_dir.exists()
     make_folder(out_dir, "--output")  # a wrong --output fails now, not after the predictions
+    try:
+        return predict_and_score(args, spec, runs, samples, out_dir, device, amp_dtype)
+    except (KeyboardInterrupt, Terminated):
+        if created and not any(out_dir.iterdir()):  # stopped before its first picture: no folder left
+            out_dir.rmdir()
+        raise
+
+
+def predict_and_score(args, spec, runs, samples, out_dir, device, amp_dtype):
+    """The test proper: every run's predictions, then the scoring at full size, the pictures,
+    metrics.csv and summary.json in ``out_dir``."""
     replaced = earlier_test(out_dir)
     if replaced:
         print(f"note: this test replaces {replaced} (its summary.json, metrics.csv and pictures; --output "
@@ -228,7 +251,6 @@ def evaluate(args):
         print(f"note: {len(samples)} test images in {Path(args.data_root) / spec.name / 'test'}, where the published "
               f"{spec.name} test set has {spec.test_images}: these numbers are not comparable with the published "
               f"table", file=sys.stderr)
-    multi = len(runs) > 1
 
     # Network-size probabilities of every run (images decoded once, cached).
     probs, inputs, details = [], {}, []  # network inputs by size: read once for all runs of that size
@@ -249,7 +271,25 @@ def evaluate(args):
             print(f"  about these weights: {saved['about']}", flush=True)
 
     release_freed_memory()  # what the networks freed: the scoring threads allocate elsewhere
-    clear_old_pictures(out_dir, [s.name for s in samples])
+    try:
+        summary = score_and_write(args, spec, runs, samples, probs, details, out_dir)
+    except (KeyboardInterrupt, Terminated) as exc:  # main() prints the line; this says what the folder holds
+        exc.unfinished = (f" while writing {out_dir}, which now holds only part of this test's pictures and no "
+                          f"summary.json: run the test again")
+        raise
+    print(format_table(summary))
+    print(metrics.BINARY_AUC_NOTE)
+    pictures = f"{out_dir}/<run>/" if len(runs) > 1 else f"{out_dir}/"
+    print(f"wrote {out_dir}/metrics.csv, {out_dir}/summary.json and the pictures in "
+          f"{pictures}{{{','.join(PICTURE_FOLDERS)}}}/")
+    return summary
+
+
+def score_and_write(args, spec, runs, samples, probs, details, out_dir):
+    """Score every run's predictions at full size (in threads), write the pictures, metrics.csv
+    and summary.json into ``out_dir`` in place of an earlier test's; returns the summary."""
+    multi = len(runs) > 1
+    clear_earlier_test(out_dir, [s.name for s in samples])
     names = run_names(folder for folder, _, _ in runs)
     run_outs = [out_dir / name if multi else out_dir for name in names]
     activations = [saved["activation"] for _, _, saved in runs]
@@ -278,11 +318,6 @@ def evaluate(args):
                         "per-run mean over test images")
     atomic_write_csv(out_dir / "metrics.csv", rows, rows[0])
     atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
-    print(format_table(summary))
-    print(metrics.BINARY_AUC_NOTE)
-    pictures = f"{out_dir}/<run>/" if multi else f"{out_dir}/"
-    print(f"wrote {out_dir}/metrics.csv, {out_dir}/summary.json and the pictures in "
-          f"{pictures}{{{','.join(PICTURE_FOLDERS)}}}/")
     return summary
 
 
@@ -294,11 +329,16 @@ def percent_summary(tree):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        evaluate(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    with signals_handled_by(StopRequest()):  # Ctrl-C, SIGTERM: one line, at once (nothing to resume)
+        try:
+            evaluate(args)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except (KeyboardInterrupt, Terminated) as exc:
+            how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            print(f"\n{how}: test.py stopped{getattr(exc, 'unfinished', '')}", file=sys.stderr)
+            sys.exit(EXIT_STATUS[signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT])
 
 
 if __name__ == "__main__":

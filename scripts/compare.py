@@ -3,9 +3,11 @@
     python -m scripts.compare DRIVE_AV/Final_pre_bfnet/summary.json \\
         DRIVE_AV/Final_pre_nofusion/summary.json --names BF-Net "no fusion"
 
-Values are percent (segments/count: segments per image), mean ± std over the runs of each
-summary; a summary of one run shows its plain values. A note on stderr says where the
-summaries are of different data sets or were tested at different input sizes.
+A summary.json or the folder that holds it. Values are percent (segments/count: segments per
+image), mean ± std over the runs of each summary; a summary of one run shows its plain values.
+A note on stderr says where the columns are not like for like: other data sets or input sizes,
+another number of runs (seeds), base width, training data set or number of test images (the
+variant and the fusion are what one compares, so they are not noted).
 """
 import json
 import sys
@@ -25,20 +27,22 @@ def rows(summary):
                 yield f"{group}/{key}", value
 
 
-def cell(value, one_run):
+def cell(value, one_run, width=22):
     if one_run or not isinstance(value.get("std"), (int, float)):
-        return f"{value['mean']:>22.2f}"
-    return f"{value['mean']:>14.2f} ± {value['std']:<5.2f}"
+        return f"{value['mean']:>{width}.2f}"
+    return f"{value['mean']:>{width - 8}.2f} ± {value['std']:<5.2f}"
 
 
 def table(summaries, names):
-    """The side-by-side table as text, for the metrics every summary has."""
+    """The side-by-side table as text, for the metrics every summary has; a column is as wide as
+    its name needs (at least 22 characters), with a space before it."""
     tables = [dict(rows(s)) for s in summaries]
     one_run = [len(s.get("runs", [])) == 1 for s in summaries]
     keys = [k for k in tables[0] if all(k in t for t in tables)]
-    lines = [f"{'metric':<36}" + "".join(f"{n:>22}" for n in names)]
+    widths = [max(22, len(n) + 1) for n in names]
+    lines = [f"{'metric':<36}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths))]
     for key in keys:
-        lines.append(f"{key:<36}" + "".join(cell(t[key], one) for t, one in zip(tables, one_run)))
+        lines.append(f"{key:<36}" + "".join(cell(t[key], one, w) for t, one, w in zip(tables, one_run, widths)))
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -50,9 +54,23 @@ def tested_sizes(summary):
     return [f"{w} x {h}" for w, h in sorted(sizes)]
 
 
+def alike_or_not(summary):
+    """{what: text} of what else than the networks compared makes a summary's numbers; a value
+    not recorded (a summary of an older test.py) is left out, so taken as alike."""
+    details = [d for d in summary.get("run_details") or () if isinstance(d, dict)]
+
+    def of_runs(key):
+        return " and ".join(sorted({str(d[key]) for d in details if d.get(key) is not None}))
+
+    facts = {"numbers of runs (seeds)": str(len(summary["runs"])), "base widths": of_runs("base_width"),
+             "training data sets": of_runs("trained_on"), "numbers of test images": str(summary.get("images", ""))}
+    return {k: v for k, v in facts.items() if v}
+
+
 def notes(summaries, names):
-    """Lines for stderr where the columns are not like for like: other data sets, other input
-    sizes (allowed, e.g. one model on two data sets, but rarely what was meant)."""
+    """Lines for stderr where the columns are not like for like: other data sets, input sizes,
+    numbers of runs, widths, training data sets, numbers of test images (allowed, e.g. one
+    model on two data sets, but rarely what was meant)."""
     said = []
     if len({s.get("dataset") for s in summaries}) > 1:
         said.append("note: these summaries are of different data sets: " + ", ".join(
@@ -61,24 +79,30 @@ def notes(summaries, names):
     if len({tuple(z) for z in sizes if z}) > 1:  # a summary of unknown sizes is taken as alike
         said.append("note: these summaries were tested at different input sizes: " + ", ".join(
             f"{n} {' and '.join(z) or 'unknown'}" for n, z in zip(names, sizes)))
+    facts = [alike_or_not(s) for s in summaries]
+    for what in facts[0]:
+        if all(what in f for f in facts) and len({f[what] for f in facts}) > 1:
+            said.append(f"note: these summaries differ in their {what}: " + ", ".join(
+                f"{n} {f[what]}" for n, f in zip(names, facts)))
     return said
 
 
 def main(argv=None):
     p = ArgumentParser(prog="python -m scripts.compare", description=__doc__)
-    p.add_argument("summaries", nargs="+", help="summary.json files written by test.py")
+    p.add_argument("summaries", nargs="+", help="summary.json files written by test.py, or the folders that hold them")
     p.add_argument("--names", nargs="+", action="extend", default=None,
                    help="a column title per summary (default: each summary's folder name)")
     args = p.parse_args(argv)
-    names = args.names or [Path(s).parent.name for s in args.summaries]
+    paths = [Path(s) / "summary.json" if Path(s).is_dir() else Path(s) for s in args.summaries]  # or test.py's folder
+    names = args.names or [p.parent.name for p in paths]
     if len(names) != len(args.summaries):
         print(f"error: {len(names)} --names for {len(args.summaries)} summaries: give one per summary",
               file=sys.stderr)
         sys.exit(2)
     summaries = []
-    for path in args.summaries:
+    for path in paths:
         try:
-            summary = json.loads(Path(path).read_text())
+            summary = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             print(f"error: {path}: cannot read summary ({exc})", file=sys.stderr)
             sys.exit(2)

@@ -72,7 +72,10 @@ def main(argv=None):
             if per_run:  # test.py of several runs writes the pictures per run
                 raise ConfigError(f"{pred_path} not found; the test of several runs wrote it per run: "
                                   f"--final-pre {final_pre}/RUN, RUN one of {', '.join(per_run)}")
-            raise ConfigError(f"{pred_path} not found: run test.py first")
+            others = [] if args.final_pre else sorted(  # e.g. test.sh's Final_pre_pretrained
+                str(p.parent.parent) for p in Path(spec.name).glob(f"Final_pre*/raw_pre/{name}.png"))
+            raise ConfigError(f"{pred_path} not found: " + (f"--final-pre {' or '.join(others)}?" if others
+                                                              else "run test.py first"))
         pred = np.asarray(Image.open(pred_path).convert("RGB"))
     except ConfigError as exc:
         fail(exc)

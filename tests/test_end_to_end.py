@@ -3,8 +3,10 @@ import csv
 import json
 import os
 import runpy
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -361,11 +363,17 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     for name, summary in (("one", one), ("three", three)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(summary))
-    compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "three" / "summary.json")])
-    lines = capsys.readouterr().out.splitlines()
+    compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "three")])  # a file, a folder
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
     assert lines[0].split() == ["metric", "one", "three"]
     assert lines[1].split() == ["average/f1", "54.38", "54.38", "±", "1.50"]  # one run: no "± 0.00"
     assert [line.split()[0] for line in lines[1:]] == ["average/f1", "segments/count", "segments/mixed_any"]
+    assert err.strip() == "note: these summaries differ in their numbers of runs (seeds): one 1, three 3"
+    long_names = ["a_name_longer_than_a_column", "another_name_longer_than_one"]
+    compare.main([str(tmp_path / "one"), str(tmp_path / "one"), "--names", *long_names])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["metric", *long_names] and lines[1].split() == ["average/f1", "54.38", "54.38"]
     with pytest.raises(SystemExit) as info:
         compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "missing.json")])
     assert info.value.code == 2
@@ -397,12 +405,22 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
         (tmp_path / "other" / "summary.json").write_text(json.dumps({**one, "run_details": theirs}))
         compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "other" / "summary.json")])
         assert capsys.readouterr().err == ""  # nothing to note
+    # An ablation's confounders: another width, training data set, number of test images.
+    ours = {**one, "images": 20, "run_details": [{"base_width": 32, "trained_on": "DRIVE_AV", "fusion": "concat"}]}
+    theirs = {**one, "images": 19, "run_details": [{"base_width": 8, "trained_on": "LES-AV", "fusion": "none"}]}
+    (tmp_path / "one" / "summary.json").write_text(json.dumps(ours))
+    (tmp_path / "other" / "summary.json").write_text(json.dumps(theirs))
+    compare.main([str(tmp_path / "one"), str(tmp_path / "other")])
+    assert capsys.readouterr().err.splitlines() == [
+        "note: these summaries differ in their base widths: one 32, other 8",
+        "note: these summaries differ in their training data sets: one DRIVE_AV, other LES-AV",
+        "note: these summaries differ in their numbers of test images: one 20, other 19"]  # not the fusion
     (tmp_path / "one" / "summary.json").write_text(json.dumps({**one, "average": {"auc_pr": value}}))
     compare.main([str(tmp_path / "one" / "summary.json")])
     assert capsys.readouterr().out.splitlines()[-1].startswith("note: auc_roc and auc_pr are those of the decoded binary")
 
 
-def test_readme_figure_of_a_test_image(probe_run, real_data, tmp_path, capsys):
+def test_readme_figure_of_a_test_image(probe_run, real_data, tmp_path, capsys, monkeypatch):
     from scripts import figures
     work, _ = probe_run
     out = tmp_path / "fig.png"
@@ -427,6 +445,14 @@ def test_readme_figure_of_a_test_image(probe_run, real_data, tmp_path, capsys):
     figures.main(["--image", "01_test.tif", "--final-pre", str(tmp_path / "Final_pre" / "sigmoid_seed42"),
                   "--data-root", str(real_data), "--out", str(out)])  # the photograph's file name does too
     assert Image.open(out).size == figure.size
+    shipped = tmp_path / "DRIVE_AV" / "Final_pre_pretrained" / "raw_pre"  # test.sh's test of the shipped bundle
+    shipped.mkdir(parents=True)
+    (shipped / "01_test.png").write_bytes((per_run / "01_test.png").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:  # no --final-pre: the default folder is not there, that one is
+        figures.main(["--image", "01_test", "--data-root", str(real_data), "--out", str(out)])
+    assert info.value.code == 2 and capsys.readouterr().err.strip() == (
+        "error: DRIVE_AV/Final_pre/raw_pre/01_test.png not found: --final-pre DRIVE_AV/Final_pre_pretrained?")
 
 
 ENTRY_POINTS = [["train.py"], ["test.py"], ["predict.py"], ["reproduce.py"], ["benchmarks/benchmark.py"],
@@ -486,12 +512,54 @@ def test_a_test_into_a_used_folder_says_what_it_replaces_and_leaves_no_empty_fol
             (out / run / folder / "01_test.png").write_bytes(b"png")
     (out / "sigmoid_seed40" / "raw_pre" / "mine.txt").write_text("kept")
     (out / "summary.json").write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid_seed42", "DRIVE_AV/sigmoid_seed40"]}))
+    (out / "metrics.csv").write_text("run,image\n")
     assert test_script.earlier_test(out) == f"the test of DRIVE_AV/sigmoid_seed42, DRIVE_AV/sigmoid_seed40 in {out}"
-    test_script.clear_old_pictures(out, ["01_test"])
+    test_script.clear_earlier_test(out, ["01_test"])
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
-        "sigmoid_seed40", "sigmoid_seed40/raw_pre", "sigmoid_seed40/raw_pre/mine.txt", "summary.json"]
+        "sigmoid_seed40", "sigmoid_seed40/raw_pre", "sigmoid_seed40/raw_pre/mine.txt"]
     (out / "summary.json").write_text("{not json")
     assert test_script.earlier_test(out) == f"the summary.json in {out}"
+
+
+def test_a_test_stopped_while_writing_leaves_no_summary_beside_pictures_it_does_not_describe(real_data, tmp_path):
+    """SIGTERM (or Ctrl-C) during the scoring: one line that says what the folder now holds, exit
+    143; the earlier test's summary.json and metrics.csv are gone (its pictures are being
+    replaced), so no summary is read beside pictures of another model."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"runs": ["DRIVE_AV/another_model"]}))
+    (out / "metrics.csv").write_text("run,image\n")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "test.py"), "--dataset", "DRIVE_AV", "--pretrained",
+                             "--data-root", str(real_data), "--cache-dir", str(tmp_path / "cache"),
+                             "--output", str(out)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.time() + 300
+        while not any(out.glob("raw_pre/*.png")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)  # until the scoring has written its first picture
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == (f"terminated (SIGTERM): test.py stopped while writing {out}, which now "
+                                            f"holds only part of this test's pictures and no summary.json: run the "
+                                            f"test again")
+    assert not (out / "summary.json").exists() and not (out / "metrics.csv").exists()
+
+
+def test_a_test_stopped_before_its_first_picture_leaves_no_folder(real_data, tmp_path, monkeypatch):
+    test_script = load_test_script()
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(test_script, "predict_and_score", stopped)
+    args = test_script.build_parser().parse_args(["--dataset", "DRIVE_AV", "--pretrained", "--data-root",
+                                                  str(real_data), "--output", str(tmp_path / "new")])
+    with pytest.raises(KeyboardInterrupt):
+        test_script.evaluate(args)
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_test_unlike_the_training_is_noted_and_recorded(capsys):
