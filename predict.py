@@ -721,7 +721,7 @@ def build_parser():
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="threads decoding and writing images, while the networks work (default: the usable "
                         "cores, at most 8, shared among the processes of one node under torchrun: %(default)s)")
-    p.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
+    p.add_argument("--activation", choices=list(VARIANTS), default=None,
                    help="check the weights are this variant; without --weights, which shipped bundle")
     p.add_argument("--base-width", type=int, default=None, dest="base_width",
                    help="check the weights have this width")

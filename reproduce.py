@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from scripts.cli import ArgumentParser
+from scripts.config import VARIANTS
 
 ROOT = Path(__file__).resolve().parent
 # train.py options that reproduce.py sets itself (so --train-args may not)
@@ -53,7 +54,7 @@ PROTOCOL_OPTIONS = {"batch_size", "learning_rate", "validation", "alpha", "beta"
 def build_parser():
     p = ArgumentParser(prog="python reproduce.py", description=__doc__)
     p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV, LES-AV or HRF-AV (default %(default)s)")
-    p.add_argument("--activation", choices=["sigmoid", "softmax"], default="sigmoid",
+    p.add_argument("--activation", choices=list(VARIANTS), default="sigmoid",
                    help="variant (default %(default)s, the paper's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 40, 38],
                    help="one run per seed, all trained at once (default: train.sh's 42 40 38)")
@@ -306,8 +307,14 @@ class Job:
             "commit": args.commit or commit(), "code_sha256": code_fingerprint(), "machine": machine(self.device),
             "phases": {}, "failed_phases": self.failed}
 
-    def run(self, phase: Phase, timeout, grace, ok=(0,)):
-        self.running = phase
+    def run(self, name, cmd, timeout, grace, env=None, ok=(0,)):
+        """Start a phase and wait for it. A stop that comes while it starts waits until it is
+        ``running`` (it runs in a session of its own: missed, it would outlive reproduce.py)."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            self.running = phase = Phase(name, cmd, self.logs, self.work, env)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.finish(phase, phase.wait(timeout, grace), ok)
 
     def finish(self, phase: Phase, status, ok=(0,), why=None):
@@ -332,7 +339,7 @@ class Job:
                *benchmark_options(self.train_options)]
         limit = 60 * args.benchmark_minutes
         left = self.budget.left(args.reserve_minutes + 0.5)  # half a minute of training at least
-        self.run(Phase("benchmark", cmd, self.logs, self.work), limit if left is None else min(limit, left), grace=5)
+        self.run("benchmark", cmd, limit if left is None else min(limit, left), grace=5)
 
     def train(self):
         """Every seed at once (train.sh, PARALLEL=1), stopped in time for testing and packaging."""
@@ -352,8 +359,8 @@ class Job:
         env = {**self.env, "SEEDS": " ".join(map(str, args.seeds)), "EPOCHS": str(args.epochs),
                "AMP": "1" if args.amp else "0", "PARALLEL": "1", "EXTRA_ARGS": extra.strip(),
                "OMP_NUM_THREADS": threads}  # the CPU's cores shared between the seeds
-        self.run(Phase("train", ["sh", ROOT / "train.sh"], self.logs, self.work, env),
-                 None if limit is None else limit + STARTUP_S + 20, grace=GRACE_S, ok=(0, 3))  # 3: by --time-limit
+        self.run("train", ["sh", ROOT / "train.sh"], None if limit is None else limit + STARTUP_S + 20,
+                 grace=GRACE_S, env=env, ok=(0, 3))  # 3: stopped by --time-limit
 
     def collect_training(self):
         """Each seed's record and scalars, and the seeds' logs, into the results."""
@@ -376,7 +383,7 @@ class Job:
             self.failed.append("test")
             return
         env = {**self.env, "SEEDS": " ".join(map(str, done))}
-        self.run(Phase("test", ["sh", ROOT / "test.sh"], self.logs, self.work, env), self.budget.left(0.25), grace=5)
+        self.run("test", ["sh", ROOT / "test.sh"], self.budget.left(0.25), grace=5, env=env)
         final = self.run_root / "Final_pre"
         if not (final / "summary.json").is_file():
             if "test" not in self.failed:
@@ -509,7 +516,7 @@ def main(argv=None):
                     if phase not in done:
                         run_phase(phase)
             except Interrupted as again:  # a second stop: end the running processes now, keep what is written
-                for s in HANDLED_SIGNALS:  # a third one would break the archive's writing
+                for s in HANDLED_SIGNALS:  # a third one would only repeat it
                     signal.signal(s, signal.SIG_IGN)
                 log_line(f"{again} again: ending now, without waiting or packaging further")
                 if job.running:
@@ -520,15 +527,25 @@ def main(argv=None):
                 if f"interrupted ({why})" not in job.failed:
                     job.failed.append(f"interrupted ({why})")
                 job.failed.append(f"interrupted again ({again})")
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        job.write_record()
-        if args.archive:
-            job.archive()
+    finally:  # the record and the archive, whole: a stop meanwhile is ignored
+        for s in HANDLED_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        try:
+            job.write_record()
+            if args.archive:
+                job.archive()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    if "bundle" in job.record:
+        no_bundle = ""
+    elif any(f.startswith("interrupted again") for f in job.failed):
+        no_bundle = "; no bundle (packaging skipped by a second stop)"
+    else:
+        no_bundle = "; no bundle (no seed saved a best epoch)"
     log_line(f"done in {job.record['wall_minutes']:.1f} min; "
-             + (f"failed: {', '.join(job.failed)}" if job.failed else "every phase worked")
-             + ("" if "bundle" in job.record else "; no bundle (no seed saved a best epoch)") + f"; results in {out}")
+             + (f"failed: {', '.join(job.failed)}" if job.failed else "every phase worked") + no_bundle
+             + f"; results in {out}")
     sys.exit(1 if job.failed else 0)
 
 

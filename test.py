@@ -121,7 +121,7 @@ def build_parser():
                    help="network input size (default: the one saved in the checkpoint)")
     p.add_argument("--base-width", type=int, default=None, dest="base_width",
                    help="check the checkpoint has this width (default: read from it)")
-    p.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
+    p.add_argument("--activation", choices=list(VARIANTS), default=None,
                    help="check the checkpoint is this variant (default: read from it); with --pretrained, "
                         "which shipped bundle")
     p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")

@@ -33,7 +33,7 @@ from scripts.bundle import load_any
 from scripts.checkpoint import (LAST_STATE, NETWORK_FILES, CheckpointError, atomic_torch_save, check_expected,
                                 check_folder, read, save_best)
 from scripts.cli import BAR_INTERVAL, ArgumentParser
-from scripts.config import ConfigError, RunConfig, dataset_names, dataset_spec, str2bool
+from scripts.config import VARIANTS, ConfigError, RunConfig, dataset_names, dataset_spec, str2bool
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.device import (amp_dtype_for, describe_precision, keep_freed_memory, pick_device, set_tf32,
                             training_memory_format)
@@ -76,7 +76,7 @@ def build_parser():
                    help="network input size, multiples of 16 (default: the data set's)")
     p.add_argument("--base-width", type=int, default=d.base_width, dest="base_width",
                    help="U-Net base width (default %(default)s, as published; 8 or 16 for small machines)")
-    p.add_argument("--activation", choices=["sigmoid", "softmax"], default=d.activation,
+    p.add_argument("--activation", choices=list(VARIANTS), default=d.activation,
                    help="the variant: sigmoid (the paper's; 3 channels) or softmax (4 classes) (default %(default)s)")
     p.add_argument("--fusion", choices=["none"], default=None,
                    help="'none': ablation, main generator alone without the binary branches "
@@ -242,11 +242,10 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         raise ConfigError(f"{n} training images and --batch-size {bs} give no batch of at least one "
                           f"image for each of the {ctx.world} processes")
 
-    writer = open_tensorboard(Path(runs_dir) / f"{spec.name}_{cfg.job_name}", cfg, resume, step, log) \
-        if ctx.is_main else None
-
     # The validation labels never change: split their vessel trees into segments once.
     val_splits = [split_segments(val_set.labels[i].numpy(), val_set.fovs[i].numpy()) for i in range(len(val_set))]
+    writer = open_tensorboard(Path(runs_dir) / f"{spec.name}_{cfg.job_name}", cfg, resume, step, log) \
+        if ctx.is_main else None  # closed by the finally below
     bar = tqdm(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
                disable=not ctx.is_main,  # into a log file (PARALLEL=1, nohup): a line a minute, not every step
                mininterval=BAR_INTERVAL)

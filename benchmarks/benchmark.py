@@ -39,7 +39,7 @@ from PIL import Image  # noqa: E402
 from scripts import metrics  # noqa: E402
 from scripts.bfnet import Networks, Trainer  # noqa: E402
 from scripts.cli import ArgumentParser  # noqa: E402
-from scripts.config import ConfigError, RunConfig, dataset_spec  # noqa: E402
+from scripts.config import VARIANTS, ConfigError, RunConfig, dataset_spec  # noqa: E402
 from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set,  # noqa: E402
                           normalize)
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory,  # noqa: E402
@@ -258,7 +258,7 @@ def main(argv=None):
     p = ArgumentParser(prog="python benchmarks/benchmark.py", description=__doc__)
     p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV, LES-AV, HRF-AV (sets the input size and "
                                                           "the test image; default %(default)s)")
-    p.add_argument("--activation", choices=["sigmoid", "softmax"], default="sigmoid", help="variant (default %(default)s)")
+    p.add_argument("--activation", choices=list(VARIANTS), default="sigmoid", help="variant (default %(default)s)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu, cuda, cuda:1 (default: %(default)s)")
     p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("W", "H"),

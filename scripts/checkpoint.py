@@ -164,7 +164,8 @@ def infer_config(state_dicts, source="") -> dict:
                               "weights of the right shape)") from None
     activation = {len(v.channels): name for name, v in VARIANTS.items()}.get(classes)
     if activation is None:
-        raise CheckpointError(f"{source}: G's head has {classes} outputs; expected 3 (sigmoid) or 4 (softmax)")
+        raise CheckpointError(f"{source}: G's head has {classes} outputs; expected " + " or ".join(
+            f"{len(v.channels)} ({name})" for name, v in VARIANTS.items()))
     # The original project always saved G, G_A and G_V together; G's head alone cannot tell
     # the softmax variant (mean fusion) from the ablation, so the branches are required.
     if set(state_dicts) != {"G", "G_A", "G_V"}:

@@ -80,10 +80,10 @@ def notes(summaries, names):
         said.append("note: these summaries were tested at different input sizes: " + ", ".join(
             f"{n} {' and '.join(z) or 'unknown'}" for n, z in zip(names, sizes)))
     facts = [alike_or_not(s) for s in summaries]
-    for what in facts[0]:
-        if all(what in f for f in facts) and len({f[what] for f in facts}) > 1:
+    for what in dict.fromkeys(k for f in facts for k in f):  # known values compared, unknown ones said
+        if len({f[what] for f in facts if what in f}) > 1:
             said.append(f"note: these summaries differ in their {what}: " + ", ".join(
-                f"{n} {f[what]}" for n, f in zip(names, facts)))
+                f"{n} {f.get(what, 'unknown')}" for n, f in zip(names, facts)))
     return said
 
 
@@ -94,7 +94,7 @@ def main(argv=None):
                    help="a column title per summary (default: each summary's folder name)")
     args = p.parse_args(argv)
     paths = [Path(s) / "summary.json" if Path(s).is_dir() else Path(s) for s in args.summaries]  # or test.py's folder
-    names = args.names or [p.parent.name for p in paths]
+    names = args.names or [p.absolute().parent.name for p in paths]
     if len(names) != len(args.summaries):
         print(f"error: {len(names)} --names for {len(args.summaries)} summaries: give one per summary",
               file=sys.stderr)

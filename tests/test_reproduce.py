@@ -236,11 +236,11 @@ def test_a_second_stop_ends_at_once_and_still_writes_the_record(reproduce_in_bac
     them now, leaves no process behind, and run.json and the archive are still written."""
     work = tmp_path / "work"
     proc = reproduce_in_background(128)
-    deadline = time.time() + 120
-    while not processes_working_in(work) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert processes_working_in(work), proc.communicate()[1][-2000:] if proc.poll() is not None else "no seed"
-    time.sleep(3)  # the seed is training
+    best = work / "DRIVE_AV" / "sigmoid_seed42" / "CP_best_F1_all.pth"
+    deadline = time.time() + 240
+    while not best.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)  # until the seed is in its epochs (a first stop then waits for the epoch's end)
+    assert best.exists(), proc.communicate()[1][-2000:] if proc.poll() is not None else "no epoch in 4 minutes"
     proc.send_signal(signal.SIGTERM)
     for line in proc.stdout:
         if "stopping, packaging what there is" in line:
@@ -248,9 +248,10 @@ def test_a_second_stop_ends_at_once_and_still_writes_the_record(reproduce_in_bac
     proc.send_signal(signal.SIGTERM)
     started = time.time()
     proc.wait(timeout=60)
-    err = proc.stderr.read()
+    err, last_line = proc.stderr.read(), proc.stdout.read().splitlines()[-1]
     assert proc.returncode == 1 and "Traceback" not in err, err[-2000:]
     assert time.time() - started < 30 and processes_working_in(work) == {}
+    assert "interrupted (SIGTERM), interrupted again (SIGTERM)" in last_line, last_line
     with tarfile.open(tmp_path / "out" / "results.tar.gz") as tar:
         record = json.load(tar.extractfile("results/sigmoid/DRIVE_AV/t/run.json"))
     assert record["failed_phases"][-2:] == ["interrupted (SIGTERM)", "interrupted again (SIGTERM)"]
