@@ -85,7 +85,7 @@ from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, ke
 from scripts.evaluate import compile_for_inference, full_size_picture, predict_probs, write_png
 from scripts.fov import estimate_fov
 from scripts.metrics import CLASS_COLOURS, class_map
-from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signals_handled_by
+from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signal_of, signals_handled_by
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_EXTS = IMAGE_EXTS + (".gif",)
@@ -988,7 +988,7 @@ def main(argv=None):
                 print(f"error: {exc}", file=sys.stderr)
             code = 2
         except (KeyboardInterrupt, Terminated) as exc:
-            signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+            signum = signal_of(exc)
             if distributed.launched_as_rank_zero():
                 print(f"\n{signal_name(signum)}: stopped at once; the outputs written so far are kept (not "
                       f"predictions.csv): the same command with --resume does the rest", file=sys.stderr)

@@ -317,6 +317,14 @@ class Job:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.finish(phase, phase.wait(timeout, grace), ok)
 
+    def stop_running(self, grace, why):
+        """Stop the running phase, if any (SIGTERM, then SIGKILL ``grace`` seconds later), and record it."""
+        if self.running:
+            phase = self.running
+            phase.stop(grace=grace)
+            phase.seconds = time.time() - phase.started
+            self.finish(phase, phase.proc.wait(), why=why)
+
     def finish(self, phase: Phase, status, ok=(0,), why=None):
         """Record a phase that ended (its command, exit status and minutes) and say how it ended."""
         self.running = None
@@ -506,11 +514,8 @@ def main(argv=None):
         except Interrupted as why:  # the running phase is stopped; the trained seeds still give a bundle
             try:  # (first thing: a second stop may come at once)
                 log_line(f"{why}: stopping, packaging what there is")
-                if job.running:  # a minute for the seeds to end their epoch and save, as at the deadline
-                    phase = job.running
-                    phase.stop(grace=60)
-                    phase.seconds = time.time() - phase.started
-                    job.finish(phase, phase.proc.wait(), why=f"stopped by {why}")
+                # a minute for the seeds to end their epoch and save, as at the deadline
+                job.stop_running(grace=60, why=f"stopped by {why}")
                 job.failed.append(f"interrupted ({why})")
                 for phase in (job.collect_training, job.bundle):
                     if phase not in done:
@@ -519,11 +524,7 @@ def main(argv=None):
                 for s in HANDLED_SIGNALS:  # a third one would only repeat it
                     signal.signal(s, signal.SIG_IGN)
                 log_line(f"{again} again: ending now, without waiting or packaging further")
-                if job.running:
-                    phase = job.running
-                    phase.stop(grace=0)
-                    phase.seconds = time.time() - phase.started
-                    job.finish(phase, phase.proc.wait(), why=f"killed by a second stop ({again})")
+                job.stop_running(grace=0, why=f"killed by a second stop ({again})")
                 if f"interrupted ({why})" not in job.failed:
                     job.failed.append(f"interrupted ({why})")
                 job.failed.append(f"interrupted again ({again})")

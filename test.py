@@ -13,7 +13,6 @@ Examples:
 """
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -28,8 +27,8 @@ from scripts.config import VARIANTS, ConfigError, UNIFORM_SIZE, check_image_size
 from scripts.data import find_samples, load_tensor_set
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
                            release_freed_memory)
-from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signals_handled_by
 from scripts.evaluate import default_workers, evaluate_images, predict_probs, usable_cores
+from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
 
 PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")
 RESULT_FILES = ("summary.json", "metrics.csv")
@@ -336,9 +335,8 @@ def main(argv=None):
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         except (KeyboardInterrupt, Terminated) as exc:
-            how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-            print(f"\n{how}: test.py stopped{getattr(exc, 'unfinished', '')}", file=sys.stderr)
-            sys.exit(EXIT_STATUS[signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT])
+            print(f"\n{said_of(exc)}: test.py stopped{getattr(exc, 'unfinished', '')}", file=sys.stderr)
+            sys.exit(EXIT_STATUS[signal_of(exc)])
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from scripts.device import (amp_dtype_for, describe_precision, keep_freed_memory
 from scripts.evaluate import validate
 from scripts.pack import check_pack_size, pack_subset
 from scripts.segments import split_segments
-from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signals_handled_by
+from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
 
 
 def build_parser():
@@ -531,10 +531,10 @@ def main(argv=None):
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         except (KeyboardInterrupt, Terminated) as exc:
-            how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            how = said_of(exc)
             if distributed.launched_as_rank_zero():
                 print("\n" + stopped_message(how, cfg, args.output_root), file=sys.stderr)
-            sys.exit(EXIT_STATUS[signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT])
+            sys.exit(EXIT_STATUS[signal_of(exc)])
     if not complete:
         sys.exit(TIME_LIMIT_EXIT if stop_request.signum is None else EXIT_STATUS[stop_request.signum])
 

@@ -32,12 +32,12 @@ from pathlib import Path
 import torch
 
 from .bfnet import Networks
-from .model import count_parameters
 from .checkpoint import (EPOCH_FILE, FORMAT, NETWORK_FILES, CheckpointError, atomic_torch_save, atomic_write,
                          build_networks, check_expected, describe, epoch_files, is_state_dict, load_networks,
                          make_folder, read)
 from .cli import ArgumentParser
 from .config import ConfigError
+from .model import count_parameters
 
 BUNDLE_FORMAT = "avseg-bundle"
 INDEX_FORMAT = "avseg-bundle-index"

@@ -41,6 +41,16 @@ class StopRequest:
         raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
+def signal_of(exc: BaseException) -> signal.Signals:
+    """The signal behind a stop at once: SIGTERM for Terminated, SIGINT for KeyboardInterrupt."""
+    return signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+
+
+def said_of(exc: BaseException) -> str:
+    """How a program's last line names a stop at once ('interrupted', 'terminated (SIGTERM)')."""
+    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+
+
 @contextmanager
 def signals_handled_by(stop_request: StopRequest):
     """Ctrl-C and SIGTERM go to ``stop_request`` inside the block. SIGINT stays ignored where it
