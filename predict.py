@@ -53,9 +53,7 @@ Examples:
         --input photos --output out        # two processes (GPUs or CPU), one merged CSV
 """
 import argparse
-import csv
 import datetime
-import glob
 import hashlib
 import json
 import os
@@ -71,368 +69,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
 from scripts import distributed, evaluate
 from scripts.bundle import load_any, pretrained_bundle
-from scripts.checkpoint import atomic_write, atomic_write_csv, describe, make_folder
+from scripts.checkpoint import atomic_write, describe, make_folder
 from scripts.cli import BAR_INTERVAL, ArgumentParser
 from scripts.config import DATASETS, VARIANTS, ConfigError, check_image_size
-from scripts.data import exif_orientation, open_header, read_image, read_mask
+from scripts.data import read_image
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
                             one_torch_thread_here, thread_count_restored)
-from scripts.evaluate import compile_for_inference, full_size_picture, predict_probs, write_png
-from scripts.fov import estimate_fov
-from scripts.metrics import CLASS_COLOURS, class_map
+from scripts.evaluate import compile_for_inference, predict_probs
+from scripts.inputs import (Item, MaskFinder, find_inputs, fingerprint, image_notes, orientation_note,
+                            photo_orientation, prepare, read_fov)
+from scripts.outputs import (CSV_FIELDS, PREDICTIONS_CSV, RUN_RECORD, check_resume, earlier_run, made_from,
+                             one_line_reason, output_paths, previous_rows_by_path, printable_path, remove_earlier_run,
+                             row, rows_kept_by_resume, statistics, write_outputs, write_predictions_csv)
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signal_of, signals_handled_by
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-MASK_EXTS = IMAGE_EXTS + (".gif",)
-LIST_EXTS = (".txt", ".lst", ".list")
-CSV_FIELDS = ["path", "output", "status", "reason", "width", "height", "artery_fraction", "vein_fraction",
-              "uncertain_fraction", "vessel_density", "av_ratio", "fov_source", "notes"]
-OUTPUT_FILES = {"classes": "_classes.png", "colour": "_colour.png", "overlay": "_overlay.png",
-                "uncertainty": "_uncertainty.png", "probs": "_probs.npz"}  # name endings per image
-OPTIONAL_OUTPUTS = ("uncertainty", "probs")  # ensembles only; --save-probs only
-OUTPUT_PICTURES = tuple(v for v in OUTPUT_FILES.values() if v.endswith(".png"))
 FALLBACK_SIZE = DATASETS["DRIVE_AV"].size  # for checkpoints that do not save their input size
-PARTIAL = ".predictions.rank{}.csv"
-RUN_RECORD = "predict_run.json"  # the weights and settings behind an output folder
-MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted
-MAX_ENLARGEMENT = 2.0  # a photograph enlarged more than this to the networks' size gets a note
-MAX_ASPECT_CHANGE = 1.2  # a photograph whose width/height the networks' input changes more than this gets a note
-MIN_FOV_STD = 2.0  # grey levels, per channel: a FOV flatter than this has nothing to segment (a blank frame)
 
 
-# ----------------------------------------------------------------------------- inputs
-
-@dataclass
-class Item:
-    path: str                  # as found (shown in the CSV)
-    rel: str                   # relative stem under --output, posix ('sub/01_test')
-    missing: Optional[str] = None  # an input argument that matched nothing
-
-
-def _is_image(p: Path):
-    return p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
-
-
-def _in_an_output_folder(f: Path, base: Path, output: Optional[Path]) -> bool:
-    """Under --output, or under a folder holding a predictions.csv (up to the searched folder)."""
-    rf, base = f.resolve(), base.resolve()
-    if output is not None and rf.is_relative_to(output):
-        return True
-    for d in rf.parents:
-        if (d / "predictions.csv").is_file():
-            return True
-        if d == base:
-            return False
-    return False
-
-
-def _not_a_photograph(f: Path, base: Path, output: Optional[Path], masks: Optional[Path]) -> bool:
-    """Not a photograph to segment: a mask of --masks (unless the masks lie among the
-    photographs themselves), or an output of this program (an output file name in an output
-    folder)."""
-    if masks is not None and masks != base.resolve() and f.resolve().is_relative_to(masks):
-        return True
-    return f.name.endswith(OUTPUT_PICTURES) and _in_an_output_folder(f, base, output)
-
-
-def _rel_stem(p: Path, base: Path) -> str:
-    try:
-        rel = p.resolve().relative_to(base.resolve())
-    except ValueError:
-        rel = Path(p.name)
-    return rel.with_suffix("").as_posix()
-
-
-def any_case_extension(pattern: str) -> str:
-    """A glob whose file extension matches in any case ('*.jpg' -> '*.[jJ][pP][gG]'), as a
-    folder's search does: cameras write .JPG, and a cohort often mixes both."""
-    head, dot, ext = pattern.rpartition(".")
-    if not dot or not ext.isalnum():  # no plain extension at the end ('x/*', 'a.d/*', '*.t?f', 'x[.ab]')
-        return pattern
-    return head + dot + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in ext)
-
-
-def find_inputs(specs, output=None, masks=None):
-    """Items for every input argument (sorted per argument, duplicates dropped) and warnings
-    about arguments that matched nothing. Folders and globs skip ``masks`` and the outputs of
-    earlier runs (see ``_not_a_photograph``); files named explicitly are always taken."""
-    output = Path(output).resolve() if output else None
-    masks = Path(masks).resolve() if masks else None
-    items, seen, warnings = [], set(), []
-
-    def add(p: Path, base: Path):
-        key = str(p.resolve())
-        if key not in seen:
-            seen.add(key)
-            items.append(Item(str(p), _rel_stem(p, base)))
-
-    for spec in specs:
-        p = Path(spec)
-        if p.is_dir():
-            files = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")]
-            found = sorted(f for f in files if _is_image(f) and not _not_a_photograph(f, p, output, masks))
-            for f in found:
-                add(f, p)
-            if not found:
-                warnings.append(f"{spec}: no images ({' '.join(IMAGE_EXTS)}) in this folder")
-            else:  # e.g. .webp or .dcm photographs, which would otherwise vanish unsaid
-                other = sorted({f.suffix.lower() or f.name for f in files if not _is_image(f)
-                                and not (masks is not None and f.resolve().is_relative_to(masks))
-                                and not _in_an_output_folder(f, p, output)})
-                if other:
-                    warnings.append(f"{spec}: files of other types skipped ({', '.join(other[:8])}"
-                                    f"{', ...' if len(other) > 8 else ''}); images are {' '.join(IMAGE_EXTS)}")
-        elif p.is_file() and p.suffix.lower() in LIST_EXTS:
-            try:
-                lines = p.read_text().splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
-                warnings.append(f"{spec}: cannot read list file ({exc})")
-                continue
-            paths = [Path(s) if Path(s).is_absolute() else p.parent / s
-                     for s in (line.strip() for line in lines) if s and not s.startswith("#")]
-            if not paths:
-                warnings.append(f"{spec}: empty list file")
-                continue
-            base = Path(os.path.commonpath([str(q.resolve().parent) for q in paths]))
-            for q in paths:
-                if q.is_file():
-                    add(q, base)
-                elif str(q.resolve()) not in seen:
-                    why = "a folder; a list names image files" if q.is_dir() else "not found"
-                    items.append(Item(str(q), _rel_stem(q, base), missing=f"listed in {spec}, but {why}"))
-                    seen.add(str(q.resolve()))
-        elif p.is_file() or p.is_symlink():
-            add(p, p.parent)
-        elif glob.has_magic(spec):
-            found = sorted({Path(f) for f in glob.glob(any_case_extension(spec), recursive=True)})
-            base = Path(spec)
-            while glob.has_magic(str(base)):
-                base = base.parent
-            found = [f for f in found if f.is_file() and _is_image(f) and not _not_a_photograph(f, base, output, masks)]
-            for f in found:
-                add(f, base)
-            if not found:
-                warnings.append(f"{spec}: no images match this pattern")
-        else:
-            items.append(Item(str(p), p.with_suffix("").name, missing="file or folder not found"))
-            seen.add(str(p.resolve()))
-    # Two inputs with one output name (a.jpg and a.png, or the same relative path under two
-    # input folders): keep the extension, then number them.
-    counts = {}
-    for it in items:
-        counts[it.rel] = counts.get(it.rel, 0) + 1
-    taken = set()
-    for it in items:
-        if counts[it.rel] > 1:
-            rel = f"{it.rel}_{Path(it.path).suffix.lstrip('.').lower()}"
-            n, candidate = 1, rel
-            while candidate in taken or candidate in counts:
-                n += 1
-                candidate = f"{rel}_{n}"
-            it.rel = candidate
-        taken.add(it.rel)
-    return items, warnings
-
-
-class MaskFinder:
-    """FOV masks in a folder, named like the image: <rel stem>, <stem>, either with _mask."""
-
-    def __init__(self, folder):
-        self.folder = Path(folder) if folder else None
-        self.by_rel, self.by_stem = {}, {}
-        if self.folder is None:
-            return
-        if not self.folder.is_dir():
-            raise ConfigError(f"--masks {folder}: no such folder")
-        for f in sorted(self.folder.rglob("*")):
-            if f.is_file() and f.suffix.lower() in MASK_EXTS:
-                self.by_rel.setdefault(f.relative_to(self.folder).with_suffix("").as_posix(), f)
-                self.by_stem.setdefault(f.stem, f)
-
-    def find(self, item: Item):
-        if self.folder is None:
-            return None
-        stem = Path(item.path).stem
-        for table, key in ((self.by_rel, item.rel), (self.by_rel, item.rel + "_mask"),
-                           (self.by_stem, stem), (self.by_stem, stem + "_mask")):
-            if key in table:
-                return table[key]
-        return None
-
-
-# ----------------------------------------------------------------------------- outputs
-
-def output_paths(out_dir: Path, item: Item, ensemble: bool, save_probs: bool):
-    base = out_dir / item.rel
-    keys = ["classes", "colour", "overlay"] + ["uncertainty"] * ensemble + ["probs"] * save_probs
-    return {k: base.parent / (base.name + OUTPUT_FILES[k]) for k in keys}
-
-
-def remove_stale_outputs(paths):
-    """The optional outputs this run does not write, left by an earlier run of other settings
-    (removed once this image's new outputs are written, so no file of those settings stays)."""
-    classes = paths["classes"]
-    stem = classes.name[:-len(OUTPUT_FILES["classes"])]
-    for key in OPTIONAL_OUTPUTS:
-        if key not in paths:
-            (classes.parent / (stem + OUTPUT_FILES[key])).unlink(missing_ok=True)
-
-
-def fingerprint(path) -> str:
-    """SHA-256 of a photograph's file: how --resume recognises it, wherever it has moved."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def printable_path(path) -> str:
-    """The absolute path as text a PNG can hold (undecodable bytes of a file name replaced)."""
-    return str(Path(path).resolve()).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def write_classes(path, cls, source: str, source_sha256: str, orientation: int = 1):
-    """The class map as an index PNG with a palette. Its text fields name the photograph it
-    was made from ('source', its path; 'source_sha256', its content) and the EXIF orientation
-    it was read with ('orientation'), which --resume checks before it counts an image as done."""
-    def write(tmp):
-        img = Image.fromarray(cls)  # uint8 HxW: mode L
-        img.putpalette(CLASS_COLOURS.ravel().tolist())  # becomes an index ('P') image
-        info = PngInfo()
-        info.add_text("source", source)
-        info.add_text("source_sha256", source_sha256)
-        info.add_text("orientation", str(orientation))
-        img.save(tmp, format="PNG", compress_level=1, pnginfo=info)
-    atomic_write(path, write)
-
-
-def made_from(classes_png: Path) -> dict:
-    """The 'source', 'source_sha256' and 'orientation' of a class map (None in maps of versions
-    that did not record them; those read every photograph as stored, orientation 1). The text
-    precedes the pixels in the file: nothing is decoded."""
-    with Image.open(classes_png) as img:
-        return {k: img.info.get(k) for k in ("source", "source_sha256", "orientation")}
-
-
-def overlay(rgb, cls, alpha):
-    out = rgb.copy()
-    vessel = cls > 0
-    blend = (1 - alpha) * rgb[vessel].astype(np.float32) + alpha * CLASS_COLOURS[cls[vessel]]
-    out[vessel] = blend.round().clip(0, 255).astype(np.uint8)
-    return out
-
-
-def statistics(cls, fov):
-    """Fractions of the FOV pixels; empty strings where undefined."""
-    n_fov = int(fov.sum())
-    counts = np.bincount(cls[fov].ravel(), minlength=4) if n_fov else np.zeros(4, np.int64)
-    a, v, u = int(counts[1]), int(counts[2]), int(counts[3])
-    frac = (lambda k: f"{k / n_fov:.6f}") if n_fov else (lambda k: "")
-    return {"artery_fraction": frac(a), "vein_fraction": frac(v), "uncertain_fraction": frac(u),
-            "vessel_density": frac(a + v + u), "av_ratio": f"{a / v:.6f}" if v else ""}
-
-
-def _reason(exc, path):
-    text = str(exc).strip() or type(exc).__name__
-    prefix = f"{path}: "
-    text = text[len(prefix):] if text.startswith(prefix) else text
-    return " ".join(text.split())  # one line in the CSV
-
-
-# ----------------------------------------------------------------------------- work per image
-
-@dataclass
-class Prepared:
-    item: Item
-    rgb: np.ndarray              # HxWx3 uint8, original size
-    fov: np.ndarray              # HxW bool
-    fov_source: str
-    resized: dict                # (W, H) -> 3xHxW uint8 tensor
-    sha256: str = ""             # of the photograph's file (written into the class map)
-    notes: tuple = ()            # why its maps may be poor, how it was turned: on stderr and in the CSV
-    orientation: int = 1         # the EXIF orientation applied (1: as stored)
-
-
-def read_fov(item, rgb, masks: MaskFinder, turn=1):
-    mask_path = masks.find(item)
-    if mask_path is None:
-        fov = estimate_fov(rgb)
-        if fov.mean() < MIN_FOV:  # no disc found (not a fundus photograph?): use everything
-            return np.ones_like(fov), "whole image"
-        return fov, "estimated"
-    fov = read_mask(mask_path, upright=True)
-    if fov.shape != rgb.shape[:2]:
-        turned = f" as viewers show it (EXIF orientation {turn})" if turn != 1 else ""
-        raise ValueError(f"its mask {mask_path} is {fov.shape[1]} x {fov.shape[0]}, the image{turned} "
-                         f"{rgb.shape[1]} x {rgb.shape[0]}")
-    return fov, "mask"
-
-
-def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
-    if item.missing:
-        raise FileNotFoundError(item.missing)
-    rgb = read_image(item.path, upright=True)
-    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise ValueError(f"unusable image of shape {rgb.shape}")
-    turn = photo_orientation(item.path)
-    fov, source = read_fov(item, rgb, masks, turn)
-    resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)
-               for s in sizes}
-    notes = orientation_note(turn, source) + image_notes(rgb, fov, source, sizes, masks)
-    return Prepared(item, rgb, fov, source, resized, fingerprint(item.path), notes, turn)
-
-
-def photo_orientation(path) -> int:
-    """The EXIF orientation a photograph is read with (1: as stored), from its header."""
-    with open_header(path) as img:
-        return exif_orientation(img)
-
-
-def orientation_note(turn: int, fov_source: str) -> tuple:
-    """Photographs are read as image viewers show them (a phone's or camera's EXIF orientation
-    tag applied), and their outputs are made the same way up; so must their masks be."""
-    if turn == 1:
-        return ()
-    mask = ("; its mask is taken as drawn on the photograph as viewers show it" if fov_source == "mask" else "")
-    return (f"turned as image viewers show it (EXIF orientation {turn}), as are its outputs{mask}",)
-
-
-def image_notes(rgb, fov, fov_source, sizes, masks: MaskFinder) -> tuple:
-    """photo_notes, and a mask of --masks not found for it."""
-    notes = photo_notes(rgb, fov, sizes)
-    if masks.folder is not None and fov_source != "mask":
-        notes += (f"no mask named like it in --masks {masks.folder}; FOV {fov_source}",)
-    return notes
-
-
-def photo_notes(rgb, fov, sizes) -> tuple:
-    """What about a photograph makes poor maps likely; it is segmented all the same."""
-    notes = []
-    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-        notes.append("a greyscale photograph; the networks learned from colour ones "
-                     "(artery and vein differ in colour), so expect poorer maps")
-    h, w = rgb.shape[:2]
-    net_w, net_h = max(sizes, key=lambda s: max(s[0] / w, s[1] / h))  # the largest enlargement
-    if max(net_w / w, net_h / h) > MAX_ENLARGEMENT:
-        notes.append(f"a small photograph ({w} x {h}), enlarged over {MAX_ENLARGEMENT:g}x to the networks' "
-                     f"{net_w} x {net_h}: its vessels are blurred, so expect poorer maps")
-    for net_w, net_h in sizes:
-        change = (net_w / net_h) / (w / h)
-        if max(change, 1 / change) > MAX_ASPECT_CHANGE:
-            notes.append(f"its {w} x {h} is resized to the networks' {net_w} x {net_h}, which "
-                         f"{'stretches' if change > 1 else 'squeezes'} it {max(change, 1 / change):.2f}x "
-                         f"horizontally: the networks learned from undistorted photographs, so expect poorer maps")
-            break
-    every_4th = (slice(None, None, 4), slice(None, None, 4))  # a sample is enough for a spread
-    if fov[every_4th].any() and rgb[every_4th][fov[every_4th]].std(axis=0).max() < MIN_FOV_STD:
-        notes.append("nearly uniform inside its FOV (a blank or failed capture?): nothing to segment")
-    return tuple(notes)
+# ----------------------------------------------------------------------------- the networks
 
 
 class Ensemble:
@@ -466,74 +124,6 @@ class Ensemble:
             return outs[0], None
         stacked = torch.stack(outs)
         return stacked.mean(0), stacked.std(0, unbiased=False).amax(1)
-
-
-def write_outputs(prep: Prepared, probs, std, paths, activation, alpha):
-    h, w = prep.rgb.shape[:2]
-    pic = full_size_picture(probs, (w, h), prep.fov, activation)
-    cls = class_map(pic)  # the decoding rule of the published metrics
-    write_classes(paths["classes"], cls, printable_path(prep.item.path), prep.sha256, prep.orientation)
-    write_png(paths["colour"], pic)
-    write_png(paths["overlay"], overlay(prep.rgb, cls, alpha))
-    if "uncertainty" in paths:
-        full = F.interpolate(std[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-        grey = (full * 510).round().clamp(0, 255).to(torch.uint8).numpy()
-        grey[~prep.fov] = 0
-        write_png(paths["uncertainty"], grey)
-    if "probs" in paths:
-        full = F.interpolate(probs[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-        arrays = {"probs": full.half().numpy(), "channels": np.array(VARIANTS[activation].channels), "fov": prep.fov}
-        save_npz(paths["probs"], arrays)
-    remove_stale_outputs(paths)
-    return row(prep.item, "ok", "", w, h, prep.fov_source, statistics(cls, prep.fov), "; ".join(prep.notes))
-
-
-def save_npz(path, arrays):
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-    atomic_write(path, write)
-
-
-def row(item, status, reason, w="", h="", fov_source="", stats=None, notes=""):
-    r = {k: "" for k in CSV_FIELDS}
-    r.update(path=item.path, output=item.rel, status=status, reason=reason, width=w, height=h, fov_source=fov_source,
-             notes=notes)
-    r.update(stats or {})
-    return r
-
-
-def resumed_row(item, paths, previous, masks, sizes):
-    """The CSV row of an image done by an earlier run: its old row (with a notes column, which
-    CSVs of older versions lack), else recomputed from the written class map."""
-    old = previous.get(item.path)
-    if old and old.get("status") == "ok" and "notes" in old:
-        return {**{k: old.get(k, "") for k in CSV_FIELDS}, "output": item.rel}
-    with Image.open(paths["classes"]) as picture:
-        cls = np.asarray(picture)
-    rgb = read_image(item.path, upright=True)
-    turn = photo_orientation(item.path)
-    fov, source = read_fov(item, rgb, masks, turn)
-    return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov),
-               "; ".join(orientation_note(turn, source) + image_notes(rgb, fov, source, sizes, masks)))
-
-
-# ----------------------------------------------------------------------------- CSV
-
-def read_rows(path):
-    try:
-        with open(path, newline="") as f:
-            return [r for r in csv.DictReader(f) if r.get("path")]
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return []
-
-
-def previous_rows_by_path(path):
-    return {r["path"]: r for r in read_rows(path)}
-
-
-def write_csv(path, rows):
-    atomic_write_csv(path, sorted(rows, key=lambda r: r["path"]), CSV_FIELDS)
 
 
 # ----------------------------------------------------------------------------- main
@@ -618,64 +208,6 @@ def run_record(args, members, amp_dtype) -> dict:
             "tta": args.tta, "precision": describe_precision(amp_dtype),
             "masks": str(Path(args.masks).resolve()) if args.masks else "estimated from each photograph",
             "overlay_alpha": args.overlay_alpha}
-
-
-def earlier_run(out_dir: Path) -> str:
-    """What an earlier run left in --output ('' if nothing): a new run must neither drop its CSV
-    rows nor leave its pictures beside the new ones unsaid, so it needs --resume or --overwrite."""
-    rows = read_rows(out_dir / "predictions.csv")
-    if rows:
-        return f"predictions.csv of {len(rows)} image(s)"
-    return f"{RUN_RECORD}, no CSV: an interrupted run" if (out_dir / RUN_RECORD).is_file() else ""
-
-
-def remove_earlier_run(out_dir: Path) -> int:
-    """--overwrite: delete the files of the earlier run, nothing else in the folder: the outputs
-    of the images its predictions.csv names and of every class map that names its photograph
-    (so those of an interrupted run, which wrote no CSV, too), the CSV, its per-process parts
-    and predict_run.json. Returns the number of files deleted."""
-    inside = out_dir.resolve()
-    stems = {r.get("output") or "" for r in read_rows(out_dir / "predictions.csv")} - {""}
-    for classes in out_dir.rglob("*" + OUTPUT_FILES["classes"]):
-        try:
-            if made_from(classes)["source"] is not None:
-                stems.add(classes.relative_to(out_dir).as_posix()[:-len(OUTPUT_FILES["classes"])])
-        except Exception:  # noqa: BLE001 - not a readable map of this program: not ours to delete
-            pass
-    files = [out_dir / (stem + suffix) for stem in stems for suffix in OUTPUT_FILES.values()]
-    files += [out_dir / "predictions.csv", out_dir / RUN_RECORD, *out_dir.glob(PARTIAL.format("*"))]
-    removed, emptied = 0, set()
-    for path in files:
-        if path.resolve().is_relative_to(inside) and path.is_file():
-            path.unlink()
-            removed += 1
-            emptied.update(out_dir / d for d in path.relative_to(out_dir).parents if d != Path("."))
-    for d in sorted(emptied, key=lambda d: len(d.parts), reverse=True):  # sub-folders it leaves empty
-        if d.is_dir() and not any(d.iterdir()):
-            d.rmdir()
-    return removed
-
-
-def check_resume(out_dir: Path, record: dict):
-    """--resume adds to an output folder only when it was made with the same weights and
-    settings (paths aside: the same values under another name are the same weights)."""
-    path = out_dir / RUN_RECORD
-    if not path.is_file():
-        return
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--resume: cannot read {path} ({exc}); use another --output") from None
-
-    def comparable(rec):
-        return {**rec, "weights": [{k: v for k, v in w.items() if k != "given"} for w in rec.get("weights", [])]}
-    new, old = comparable(record), comparable(old)
-    words = {"tta": "--tta setting", "precision": "precision (--amp)", "masks": "--masks",
-             "overlay_alpha": "--overlay-alpha"}
-    changed = [words.get(k, k) for k in new if new[k] != old.get(k)]
-    if changed:
-        raise ConfigError(f"--resume: {out_dir} was made with other {', '.join(changed)} (see {path}); "
-                          f"use another --output, or --overwrite to replace that run")
 
 
 def default_workers():
@@ -823,6 +355,8 @@ def signal_name(signum) -> str:
     return signal.Signals(signum).name
 
 
+# ----------------------------------------------------------------------------- resume
+
 def same_photograph(classes_png: Path, item: Item) -> Optional[bool]:
     """--resume: whether an existing class map was made from this photograph (by content, so a
     moved input folder still resumes); None when that cannot be told (a map of an older
@@ -849,7 +383,7 @@ def plan(items, out_dir, is_ensemble, masks, args, sizes):
     name is a conflict, never overwritten. Maps of older versions (no fingerprint) count as
     done when the earlier CSV row names this photograph, else they are made again; so are maps
     made the other way up (an EXIF-tagged photograph read as stored by an older version)."""
-    previous = previous_rows_by_path(out_dir / "predictions.csv") if args.resume else {}
+    previous = previous_rows_by_path(out_dir / PREDICTIONS_CSV) if args.resume else {}
     done_rows, todo, conflicts = [], [], []
     for it in items:
         paths = output_paths(out_dir, it, is_ensemble, args.save_probs)
@@ -876,11 +410,22 @@ def plan(items, out_dir, is_ensemble, masks, args, sizes):
     return done_rows, todo, conflicts
 
 
-def rows_kept_by_resume(out_dir, items):
-    """--resume: the earlier CSV rows of images not in this run (their outputs are untouched)."""
-    paths, outputs = {it.path for it in items}, {it.rel for it in items}
-    return [r for r in read_rows(out_dir / "predictions.csv") if r["path"] not in paths and r["output"] not in outputs]
+def resumed_row(item, paths, previous, masks, sizes):
+    """The CSV row of an image done by an earlier run: its old row (with a notes column, which
+    CSVs of older versions lack), else recomputed from the written class map."""
+    old = previous.get(item.path)
+    if old and old.get("status") == "ok" and "notes" in old:
+        return {**{k: old.get(k, "") for k in CSV_FIELDS}, "output": item.rel}
+    with Image.open(paths["classes"]) as picture:
+        cls = np.asarray(picture)
+    rgb = read_image(item.path, upright=True)
+    turn = photo_orientation(item.path)
+    fov, source = read_fov(item, rgb, masks, turn)
+    return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov),
+               "; ".join(orientation_note(turn, source) + image_notes(rgb, fov, source, sizes, masks)))
 
+
+# ----------------------------------------------------------------------------- the batch loop
 
 def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
     """Segment and write every (item, paths): (CSV rows, number failed). Decoding the next
@@ -890,7 +435,7 @@ def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
     rows, failed = [], []
 
     def fail(item, exc):
-        reason = _reason(exc, item.path)
+        reason = one_line_reason(exc, item.path)
         rows.append(row(item, "failed", reason))
         failed.append(item)
         tqdm.write(f"failed: {item.path}: {reason}", file=sys.stderr)
@@ -926,7 +471,7 @@ def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
                     probs, std = ensemble([p for p, _ in ready])
                 except Exception as exc:  # noqa: BLE001 - e.g. out of memory: these images fail
                     for p, _ in ready:
-                        fail(p.item, RuntimeError(f"prediction failed: {_reason(exc, '')}"))
+                        fail(p.item, RuntimeError(f"prediction failed: {one_line_reason(exc, '')}"))
                     ready = []
                 for j, (p, paths) in enumerate(ready):
                     writes.append((p.item, pool.submit(write_outputs, p, probs[j], None if std is None else std[j],
@@ -954,25 +499,6 @@ def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return rows, len(failed)
-
-
-def write_predictions_csv(out_dir, rows, failed, ctx) -> int:
-    """One predictions.csv for the run: each rank writes its part, rank 0 merges them once all
-    are written. Returns the number of failed images over all ranks."""
-    if not ctx.enabled:
-        write_csv(out_dir / "predictions.csv", rows)
-        return failed
-    write_csv(out_dir / PARTIAL.format(ctx.rank), rows)
-    total_failed = ctx.sum(failed)  # also: every rank has written its part
-    if ctx.is_main:
-        merged = []
-        for r in range(ctx.world):
-            merged.extend(read_rows(out_dir / PARTIAL.format(r)))
-        write_csv(out_dir / "predictions.csv", merged)
-        for part in out_dir.glob(PARTIAL.format("*")):  # also those of an interrupted earlier run
-            part.unlink(missing_ok=True)
-    ctx.sum(0)  # nobody leaves before the merged CSV is written
-    return total_failed
 
 
 def main(argv=None):

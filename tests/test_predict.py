@@ -17,6 +17,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 import predict
+from scripts import inputs, outputs
 from scripts.bfnet import Networks
 from scripts.bundle import export_bundle, load_any
 from scripts.checkpoint import save_best
@@ -24,6 +25,7 @@ from scripts.config import DATASETS, RunConfig
 from scripts.data import find_samples, read_image, read_mask, to_rgb8
 from scripts.evaluate import full_size_picture, predict_probs
 from scripts.fov import estimate_fov, iou
+from scripts.metrics import class_map
 from tests.conftest import ROOT
 
 DRIVE_SIZE = (565, 584)
@@ -110,7 +112,7 @@ def test_every_good_image_gets_all_outputs_at_its_size(setup, first):
         overlay = np.asarray(Image.open(paths["overlay"]))
         assert colour.shape == overlay.shape == (DRIVE_SIZE[1], DRIVE_SIZE[0], 3), rel
         # The class map is the colour picture decoded by the rule of the brief.
-        assert np.array_equal(cls, predict.class_map(colour))
+        assert np.array_equal(cls, class_map(colour))
         # The overlay is the photograph wherever no vessel is predicted.
         assert np.array_equal(overlay[cls == 0], photo[cls == 0])
     assert not list(out.rglob(".*"))  # no temporary files left (atomic writes)
@@ -242,8 +244,8 @@ def test_resume_never_counts_another_photographs_outputs_as_done(setup, first):
     out = setup["base"] / "resumed_other"
     shutil.copytree(done, out)
     photo = setup["input"] / "01_test.tif"
-    assert predict.made_from(out / "01_test_classes.png") == {"source": str(photo.resolve()),
-                                                              "source_sha256": predict.fingerprint(photo),
+    assert outputs.made_from(out / "01_test_classes.png") == {"source": str(photo.resolve()),
+                                                              "source_sha256": inputs.fingerprint(photo),
                                                               "orientation": "1"}
     other = setup["base"] / "other_in"
     other.mkdir()
@@ -282,7 +284,7 @@ def test_resume_reads_class_maps_of_older_versions_by_the_csv(setup, first):
     plain = Image.fromarray(np.asarray(old))
     plain.putpalette(old.getpalette())
     plain.save(out / "01_test_classes.png")  # as versions before the fields wrote it
-    assert predict.made_from(out / "01_test_classes.png") == {"source": None, "source_sha256": None,
+    assert outputs.made_from(out / "01_test_classes.png") == {"source": None, "source_sha256": None,
                                                               "orientation": None}
     proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "01_test.tif", "--output", out, "--resume")
     assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
@@ -500,7 +502,7 @@ def test_a_photograph_stored_sideways_is_read_and_segmented_as_viewers_show_it(s
         text.add_text("source", source)
         text.add_text("source_sha256", sha)
         old.save(classes, pnginfo=text)
-        assert predict.made_from(classes)["orientation"] is None
+        assert outputs.made_from(classes)["orientation"] is None
     stamps = {n: (tmp_path / "out" / f"{n}_colour.png").stat().st_mtime_ns for n in ("side", "plain")}
     args.resume = True
     assert predict.run(args) == 0
@@ -511,33 +513,33 @@ def test_a_photograph_stored_sideways_is_read_and_segmented_as_viewers_show_it(s
 
 def test_inputs_from_globs_and_list_files(setup, tmp_path):
     inp = setup["input"]
-    items, warnings = predict.find_inputs([str(inp / "**" / "*.tif")])
+    items, warnings = inputs.find_inputs([str(inp / "**" / "*.tif")])
     assert sorted(i.rel for i in items) == ["01_test", "sub/02_test", "sub/deeper/grey16"] and not warnings
     # A glob's extension matches in any case, as a folder's search does (cameras write .JPG).
     (tmp_path / "cam").mkdir()
     for name in ("x.JPG", "y.jpg", "z.Jpg", "w.jpeg"):
         shutil.copy(inp / "rgba.png", tmp_path / "cam" / name)
-    items, _ = predict.find_inputs([str(tmp_path / "cam" / "*.jpg")])
+    items, _ = inputs.find_inputs([str(tmp_path / "cam" / "*.jpg")])
     assert [i.rel for i in items] == ["x", "y", "z"]
     listing = tmp_path / "list.txt"
     listing.write_text(f"# photographs\n{inp / 'rgba.png'}\n\n{os.path.relpath(inp / 'sub' / 'grey.png', tmp_path)}\n"
                        f"{inp / 'missing.jpg'}\n")
-    items, _ = predict.find_inputs([str(listing), str(tmp_path / "nothing_here")])
+    items, _ = inputs.find_inputs([str(listing), str(tmp_path / "nothing_here")])
     assert [i.rel for i in items] == ["rgba", "sub/grey", "missing", "nothing_here"]
     assert [bool(i.missing) for i in items] == [False, False, True, True]
     assert items[2].missing == f"listed in {listing}, but not found"
     listing.write_text(f"{inp / 'sub'}\n")
-    (item,), _ = predict.find_inputs([str(listing)])
+    (item,), _ = inputs.find_inputs([str(listing)])
     assert item.missing == f"listed in {listing}, but a folder; a list names image files"
     # Same stem twice (a.png, a.jpg): distinct output names.
     (tmp_path / "d").mkdir()
     for name in ("a.png", "a.jpg"):
         shutil.copy(inp / "rgba.png", tmp_path / "d" / name)
-    items, warnings = predict.find_inputs([str(tmp_path / "d")])
+    items, warnings = inputs.find_inputs([str(tmp_path / "d")])
     assert sorted(i.rel for i in items) == ["a_jpg", "a_png"] and not warnings
     for name in ("notes.txt", "c.webp", ".DS_Store"):  # other files are said (not hidden ones)
         (tmp_path / "d" / name).write_text("x")
-    items, warnings = predict.find_inputs([str(tmp_path / "d")])
+    items, warnings = inputs.find_inputs([str(tmp_path / "d")])
     assert sorted(i.rel for i in items) == ["a_jpg", "a_png"]
     assert warnings == [f"{tmp_path / 'd'}: files of other types skipped (.txt, .webp); images are "
                         ".jpg .jpeg .png .tif .tiff .bmp"]
@@ -548,7 +550,7 @@ def test_inputs_from_globs_and_list_files(setup, tmp_path):
     (tmp_path / "d" / "old" / "predictions.csv").write_text("path\n")
     shutil.copy(inp / "rgba.png", tmp_path / "d" / "old" / "a_colour.png")
     shutil.copy(inp / "rgba.png", tmp_path / "d" / "a_overlay.png")  # in --output itself
-    items, _ = predict.find_inputs([str(tmp_path / "d")], output=tmp_path / "d")
+    items, _ = inputs.find_inputs([str(tmp_path / "d")], output=tmp_path / "d")
     assert sorted(i.rel for i in items) == ["a_jpg", "a_png"]
 
 
@@ -601,25 +603,25 @@ def test_photographs_that_make_poor_maps_are_noted(real_data):
     sample = find_samples(real_data, DATASETS["DRIVE_AV"], "test")[0]
     photo, fov = read_image(sample.image), read_mask(sample.mask)
     size = [DATASETS["DRIVE_AV"].size]
-    assert predict.photo_notes(photo, fov, size) == ()
+    assert inputs.photo_notes(photo, fov, size) == ()
     grey = np.repeat(photo[..., 1:2], 3, axis=2)
-    assert [n.split(";")[0] for n in predict.photo_notes(grey, fov, size)] == ["a greyscale photograph"]
+    assert [n.split(";")[0] for n in inputs.photo_notes(grey, fov, size)] == ["a greyscale photograph"]
     thumb = np.asarray(Image.fromarray(photo).resize((200, 207)))
-    assert predict.photo_notes(thumb, np.ones((207, 200), bool), size) == (
+    assert inputs.photo_notes(thumb, np.ones((207, 200), bool), size) == (
         "a small photograph (200 x 207), enlarged over 2x to the networks' 592 x 592: "
         "its vessels are blurred, so expect poorer maps",)
-    assert predict.photo_notes(thumb, np.ones((207, 200), bool), [(256, 256)]) == ()
+    assert inputs.photo_notes(thumb, np.ones((207, 200), bool), [(256, 256)]) == ()
     # Another shape: HRF-AV's 3:2 photographs to DRIVE_AV's square input (the shipped bundle), and back.
-    assert predict.photo_notes(np.asarray(Image.fromarray(photo).resize((876, 584))), np.ones((584, 876), bool),
-                               size) == ("its 876 x 584 is resized to the networks' 592 x 592, which squeezes "
-                                         "it 1.50x horizontally: the networks learned from undistorted "
-                                         "photographs, so expect poorer maps",)
-    assert predict.photo_notes(photo, fov, [(880, 592)])[0].startswith(
+    assert inputs.photo_notes(np.asarray(Image.fromarray(photo).resize((876, 584))), np.ones((584, 876), bool),
+                              size) == ("its 876 x 584 is resized to the networks' 592 x 592, which squeezes "
+                                        "it 1.50x horizontally: the networks learned from undistorted "
+                                        "photographs, so expect poorer maps",)
+    assert inputs.photo_notes(photo, fov, [(880, 592)])[0].startswith(
         "its 565 x 584 is resized to the networks' 880 x 592, which stretches it 1.54x horizontally")
-    assert predict.photo_notes(photo, fov, [(576, 576)]) == ()  # a few percent: no note
+    assert inputs.photo_notes(photo, fov, [(576, 576)]) == ()  # a few percent: no note
     blank = np.zeros_like(photo)
     blank[fov] = (90, 40, 20)
-    notes = predict.photo_notes(blank, fov, size)
+    notes = inputs.photo_notes(blank, fov, size)
     assert len(notes) == 1 and notes[0].startswith("nearly uniform inside its FOV")
 
 
@@ -646,7 +648,7 @@ def test_class_map_rule():
     """The published decoding rule; R and B on without G: the larger wins; G with one of R/B: none."""
     pic = np.array([[[0, 0, 0], [200, 0, 0], [0, 0, 200], [0, 200, 0], [200, 200, 200], [130, 0, 129],
                      [129, 0, 130], [150, 0, 150], [127, 0, 127], [200, 130, 0]]], np.uint8)
-    assert predict.class_map(pic).tolist() == [[0, 1, 2, 3, 3, 1, 2, 1, 0, 0]]
+    assert class_map(pic).tolist() == [[0, 1, 2, 3, 3, 1, 2, 1, 0, 0]]
 
 
 def test_estimate_fov_edge_cases():

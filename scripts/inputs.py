@@ -1,0 +1,284 @@
+"""The photographs predict.py segments: finding them (folders, globs, list files), their FOV
+masks, and reading one with what is worth saying about it (notes in the CSV).
+
+An input search skips the masks of --masks and the outputs of earlier runs (scripts/outputs.py
+names them), so that pointing predict.py at a folder twice never segments its own pictures.
+"""
+import glob
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from scripts.config import ConfigError
+from scripts.data import exif_orientation, open_header, read_image, read_mask
+from scripts.fov import estimate_fov
+from scripts.outputs import OUTPUT_PICTURES, PREDICTIONS_CSV
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+MASK_EXTS = IMAGE_EXTS + (".gif",)
+LIST_EXTS = (".txt", ".lst", ".list")
+MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted
+MAX_ENLARGEMENT = 2.0  # a photograph enlarged more than this to the networks' size gets a note
+MAX_ASPECT_CHANGE = 1.2  # a photograph whose width/height the networks' input changes more than this gets a note
+MIN_FOV_STD = 2.0  # grey levels, per channel: a FOV flatter than this has nothing to segment (a blank frame)
+
+
+@dataclass
+class Item:
+    path: str                  # as found (shown in the CSV)
+    rel: str                   # relative stem under --output, posix ('sub/01_test')
+    missing: Optional[str] = None  # an input argument that matched nothing
+
+
+def _is_image(p: Path):
+    return p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+
+
+def _in_an_output_folder(f: Path, base: Path, output: Optional[Path]) -> bool:
+    """Under --output, or under a folder holding a predictions.csv (up to the searched folder)."""
+    rf, base = f.resolve(), base.resolve()
+    if output is not None and rf.is_relative_to(output):
+        return True
+    for d in rf.parents:
+        if (d / PREDICTIONS_CSV).is_file():
+            return True
+        if d == base:
+            return False
+    return False
+
+
+def _not_a_photograph(f: Path, base: Path, output: Optional[Path], masks: Optional[Path]) -> bool:
+    """Not a photograph to segment: a mask of --masks (unless the masks lie among the
+    photographs themselves), or an output of this program (an output file name in an output
+    folder)."""
+    if masks is not None and masks != base.resolve() and f.resolve().is_relative_to(masks):
+        return True
+    return f.name.endswith(OUTPUT_PICTURES) and _in_an_output_folder(f, base, output)
+
+
+def _rel_stem(p: Path, base: Path) -> str:
+    try:
+        rel = p.resolve().relative_to(base.resolve())
+    except ValueError:
+        rel = Path(p.name)
+    return rel.with_suffix("").as_posix()
+
+
+def any_case_extension(pattern: str) -> str:
+    """A glob whose file extension matches in any case ('*.jpg' -> '*.[jJ][pP][gG]'), as a
+    folder's search does: cameras write .JPG, and a cohort often mixes both."""
+    head, dot, ext = pattern.rpartition(".")
+    if not dot or not ext.isalnum():  # no plain extension at the end ('x/*', 'a.d/*', '*.t?f', 'x[.ab]')
+        return pattern
+    return head + dot + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in ext)
+
+
+def find_inputs(specs, output=None, masks=None):
+    """Items for every input argument (sorted per argument, duplicates dropped) and warnings
+    about arguments that matched nothing. Folders and globs skip ``masks`` and the outputs of
+    earlier runs (see ``_not_a_photograph``); files named explicitly are always taken."""
+    output = Path(output).resolve() if output else None
+    masks = Path(masks).resolve() if masks else None
+    items, seen, warnings = [], set(), []
+
+    def add(p: Path, base: Path):
+        key = str(p.resolve())
+        if key not in seen:
+            seen.add(key)
+            items.append(Item(str(p), _rel_stem(p, base)))
+
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            files = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")]
+            found = sorted(f for f in files if _is_image(f) and not _not_a_photograph(f, p, output, masks))
+            for f in found:
+                add(f, p)
+            if not found:
+                warnings.append(f"{spec}: no images ({' '.join(IMAGE_EXTS)}) in this folder")
+            else:  # e.g. .webp or .dcm photographs, which would otherwise vanish unsaid
+                other = sorted({f.suffix.lower() or f.name for f in files if not _is_image(f)
+                                and not (masks is not None and f.resolve().is_relative_to(masks))
+                                and not _in_an_output_folder(f, p, output)})
+                if other:
+                    warnings.append(f"{spec}: files of other types skipped ({', '.join(other[:8])}"
+                                    f"{', ...' if len(other) > 8 else ''}); images are {' '.join(IMAGE_EXTS)}")
+        elif p.is_file() and p.suffix.lower() in LIST_EXTS:
+            try:
+                lines = p.read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                warnings.append(f"{spec}: cannot read list file ({exc})")
+                continue
+            paths = [Path(s) if Path(s).is_absolute() else p.parent / s
+                     for s in (line.strip() for line in lines) if s and not s.startswith("#")]
+            if not paths:
+                warnings.append(f"{spec}: empty list file")
+                continue
+            base = Path(os.path.commonpath([str(q.resolve().parent) for q in paths]))
+            for q in paths:
+                if q.is_file():
+                    add(q, base)
+                elif str(q.resolve()) not in seen:
+                    why = "a folder; a list names image files" if q.is_dir() else "not found"
+                    items.append(Item(str(q), _rel_stem(q, base), missing=f"listed in {spec}, but {why}"))
+                    seen.add(str(q.resolve()))
+        elif p.is_file() or p.is_symlink():
+            add(p, p.parent)
+        elif glob.has_magic(spec):
+            found = sorted({Path(f) for f in glob.glob(any_case_extension(spec), recursive=True)})
+            base = Path(spec)
+            while glob.has_magic(str(base)):
+                base = base.parent
+            found = [f for f in found if f.is_file() and _is_image(f) and not _not_a_photograph(f, base, output, masks)]
+            for f in found:
+                add(f, base)
+            if not found:
+                warnings.append(f"{spec}: no images match this pattern")
+        else:
+            items.append(Item(str(p), p.with_suffix("").name, missing="file or folder not found"))
+            seen.add(str(p.resolve()))
+    # Two inputs with one output name (a.jpg and a.png, or the same relative path under two
+    # input folders): keep the extension, then number them.
+    counts = {}
+    for it in items:
+        counts[it.rel] = counts.get(it.rel, 0) + 1
+    taken = set()
+    for it in items:
+        if counts[it.rel] > 1:
+            rel = f"{it.rel}_{Path(it.path).suffix.lstrip('.').lower()}"
+            n, candidate = 1, rel
+            while candidate in taken or candidate in counts:
+                n += 1
+                candidate = f"{rel}_{n}"
+            it.rel = candidate
+        taken.add(it.rel)
+    return items, warnings
+
+
+class MaskFinder:
+    """FOV masks in a folder, named like the image: <rel stem>, <stem>, either with _mask."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder) if folder else None
+        self.by_rel, self.by_stem = {}, {}
+        if self.folder is None:
+            return
+        if not self.folder.is_dir():
+            raise ConfigError(f"--masks {folder}: no such folder")
+        for f in sorted(self.folder.rglob("*")):
+            if f.is_file() and f.suffix.lower() in MASK_EXTS:
+                self.by_rel.setdefault(f.relative_to(self.folder).with_suffix("").as_posix(), f)
+                self.by_stem.setdefault(f.stem, f)
+
+    def find(self, item: Item):
+        if self.folder is None:
+            return None
+        stem = Path(item.path).stem
+        for table, key in ((self.by_rel, item.rel), (self.by_rel, item.rel + "_mask"),
+                           (self.by_stem, stem), (self.by_stem, stem + "_mask")):
+            if key in table:
+                return table[key]
+        return None
+
+
+def fingerprint(path) -> str:
+    """SHA-256 of a photograph's file: how --resume recognises it, wherever it has moved."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Prepared:
+    item: Item
+    rgb: np.ndarray              # HxWx3 uint8, original size
+    fov: np.ndarray              # HxW bool
+    fov_source: str
+    resized: dict                # (W, H) -> 3xHxW uint8 tensor
+    sha256: str = ""             # of the photograph's file (written into the class map)
+    notes: tuple = ()            # why its maps may be poor, how it was turned: on stderr and in the CSV
+    orientation: int = 1         # the EXIF orientation applied (1: as stored)
+
+
+def read_fov(item, rgb, masks: MaskFinder, turn=1):
+    mask_path = masks.find(item)
+    if mask_path is None:
+        fov = estimate_fov(rgb)
+        if fov.mean() < MIN_FOV:  # no disc found (not a fundus photograph?): use everything
+            return np.ones_like(fov), "whole image"
+        return fov, "estimated"
+    fov = read_mask(mask_path, upright=True)
+    if fov.shape != rgb.shape[:2]:
+        turned = f" as viewers show it (EXIF orientation {turn})" if turn != 1 else ""
+        raise ValueError(f"its mask {mask_path} is {fov.shape[1]} x {fov.shape[0]}, the image{turned} "
+                         f"{rgb.shape[1]} x {rgb.shape[0]}")
+    return fov, "mask"
+
+
+def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
+    if item.missing:
+        raise FileNotFoundError(item.missing)
+    rgb = read_image(item.path, upright=True)
+    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ValueError(f"unusable image of shape {rgb.shape}")
+    turn = photo_orientation(item.path)
+    fov, source = read_fov(item, rgb, masks, turn)
+    resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)
+               for s in sizes}
+    notes = orientation_note(turn, source) + image_notes(rgb, fov, source, sizes, masks)
+    return Prepared(item, rgb, fov, source, resized, fingerprint(item.path), notes, turn)
+
+
+def photo_orientation(path) -> int:
+    """The EXIF orientation a photograph is read with (1: as stored), from its header."""
+    with open_header(path) as img:
+        return exif_orientation(img)
+
+
+def orientation_note(turn: int, fov_source: str) -> tuple:
+    """Photographs are read as image viewers show them (a phone's or camera's EXIF orientation
+    tag applied), and their outputs are made the same way up; so must their masks be."""
+    if turn == 1:
+        return ()
+    mask = ("; its mask is taken as drawn on the photograph as viewers show it" if fov_source == "mask" else "")
+    return (f"turned as image viewers show it (EXIF orientation {turn}), as are its outputs{mask}",)
+
+
+def image_notes(rgb, fov, fov_source, sizes, masks: MaskFinder) -> tuple:
+    """photo_notes, and a mask of --masks not found for it."""
+    notes = photo_notes(rgb, fov, sizes)
+    if masks.folder is not None and fov_source != "mask":
+        notes += (f"no mask named like it in --masks {masks.folder}; FOV {fov_source}",)
+    return notes
+
+
+def photo_notes(rgb, fov, sizes) -> tuple:
+    """What about a photograph makes poor maps likely; it is segmented all the same."""
+    notes = []
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        notes.append("a greyscale photograph; the networks learned from colour ones "
+                     "(artery and vein differ in colour), so expect poorer maps")
+    h, w = rgb.shape[:2]
+    net_w, net_h = max(sizes, key=lambda s: max(s[0] / w, s[1] / h))  # the largest enlargement
+    if max(net_w / w, net_h / h) > MAX_ENLARGEMENT:
+        notes.append(f"a small photograph ({w} x {h}), enlarged over {MAX_ENLARGEMENT:g}x to the networks' "
+                     f"{net_w} x {net_h}: its vessels are blurred, so expect poorer maps")
+    for net_w, net_h in sizes:
+        change = (net_w / net_h) / (w / h)
+        if max(change, 1 / change) > MAX_ASPECT_CHANGE:
+            notes.append(f"its {w} x {h} is resized to the networks' {net_w} x {net_h}, which "
+                         f"{'stretches' if change > 1 else 'squeezes'} it {max(change, 1 / change):.2f}x "
+                         f"horizontally: the networks learned from undistorted photographs, so expect poorer maps")
+            break
+    every_4th = (slice(None, None, 4), slice(None, None, 4))  # a sample is enough for a spread
+    if fov[every_4th].any() and rgb[every_4th][fov[every_4th]].std(axis=0).max() < MIN_FOV_STD:
+        notes.append("nearly uniform inside its FOV (a blank or failed capture?): nothing to segment")
+    return tuple(notes)

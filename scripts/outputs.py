@@ -1,0 +1,237 @@
+"""predict.py's output folder: the files it writes per image, predictions.csv (a part per
+process under torchrun, merged at the end), predict_run.json, and how a later run reads them
+(--resume adds to an earlier run made the same way, --overwrite deletes exactly its files;
+predict.py's plan() decides per image what --resume keeps).
+"""
+import csv
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from scripts.checkpoint import atomic_write, atomic_write_csv
+from scripts.config import VARIANTS, ConfigError
+from scripts.evaluate import full_size_picture, write_png
+from scripts.metrics import CLASS_COLOURS, class_map
+
+if TYPE_CHECKING:  # the inputs import this module's names; these are for the annotations only
+    from scripts.inputs import Item, Prepared
+
+PREDICTIONS_CSV = "predictions.csv"
+CSV_FIELDS = ["path", "output", "status", "reason", "width", "height", "artery_fraction", "vein_fraction",
+              "uncertain_fraction", "vessel_density", "av_ratio", "fov_source", "notes"]
+OUTPUT_FILES = {"classes": "_classes.png", "colour": "_colour.png", "overlay": "_overlay.png",
+                "uncertainty": "_uncertainty.png", "probs": "_probs.npz"}  # name endings per image
+OPTIONAL_OUTPUTS = ("uncertainty", "probs")  # ensembles only; --save-probs only
+OUTPUT_PICTURES = tuple(v for v in OUTPUT_FILES.values() if v.endswith(".png"))
+PARTIAL = ".predictions.rank{}.csv"
+RUN_RECORD = "predict_run.json"  # the weights and settings behind an output folder
+
+
+def output_paths(out_dir: Path, item: "Item", ensemble: bool, save_probs: bool):
+    base = out_dir / item.rel
+    keys = ["classes", "colour", "overlay"] + ["uncertainty"] * ensemble + ["probs"] * save_probs
+    return {k: base.parent / (base.name + OUTPUT_FILES[k]) for k in keys}
+
+
+def remove_stale_outputs(paths):
+    """The optional outputs this run does not write, left by an earlier run of other settings
+    (removed once this image's new outputs are written, so no file of those settings stays)."""
+    classes = paths["classes"]
+    stem = classes.name[:-len(OUTPUT_FILES["classes"])]
+    for key in OPTIONAL_OUTPUTS:
+        if key not in paths:
+            (classes.parent / (stem + OUTPUT_FILES[key])).unlink(missing_ok=True)
+
+
+def printable_path(path) -> str:
+    """The absolute path as text a PNG can hold (undecodable bytes of a file name replaced)."""
+    return str(Path(path).resolve()).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def write_classes(path, cls, source: str, source_sha256: str, orientation: int = 1):
+    """The class map as an index PNG with a palette. Its text fields name the photograph it
+    was made from ('source', its path; 'source_sha256', its content) and the EXIF orientation
+    it was read with ('orientation'), which --resume checks before it counts an image as done."""
+    def write(tmp):
+        img = Image.fromarray(cls)  # uint8 HxW: mode L
+        img.putpalette(CLASS_COLOURS.ravel().tolist())  # becomes an index ('P') image
+        info = PngInfo()
+        info.add_text("source", source)
+        info.add_text("source_sha256", source_sha256)
+        info.add_text("orientation", str(orientation))
+        img.save(tmp, format="PNG", compress_level=1, pnginfo=info)
+    atomic_write(path, write)
+
+
+def made_from(classes_png: Path) -> dict:
+    """The 'source', 'source_sha256' and 'orientation' of a class map (None in maps of versions
+    that did not record them; those read every photograph as stored, orientation 1). The text
+    precedes the pixels in the file: nothing is decoded."""
+    with Image.open(classes_png) as img:
+        return {k: img.info.get(k) for k in ("source", "source_sha256", "orientation")}
+
+
+def overlay(rgb, cls, alpha):
+    out = rgb.copy()
+    vessel = cls > 0
+    blend = (1 - alpha) * rgb[vessel].astype(np.float32) + alpha * CLASS_COLOURS[cls[vessel]]
+    out[vessel] = blend.round().clip(0, 255).astype(np.uint8)
+    return out
+
+
+def statistics(cls, fov):
+    """Fractions of the FOV pixels; empty strings where undefined."""
+    n_fov = int(fov.sum())
+    counts = np.bincount(cls[fov].ravel(), minlength=4) if n_fov else np.zeros(4, np.int64)
+    a, v, u = int(counts[1]), int(counts[2]), int(counts[3])
+    frac = (lambda k: f"{k / n_fov:.6f}") if n_fov else (lambda k: "")
+    return {"artery_fraction": frac(a), "vein_fraction": frac(v), "uncertain_fraction": frac(u),
+            "vessel_density": frac(a + v + u), "av_ratio": f"{a / v:.6f}" if v else ""}
+
+
+def one_line_reason(exc, path):
+    """An exception as the CSV's reason: its message on one line, without the photograph's path it may begin with."""
+    text = str(exc).strip() or type(exc).__name__
+    prefix = f"{path}: "
+    text = text[len(prefix):] if text.startswith(prefix) else text
+    return " ".join(text.split())  # one line in the CSV
+
+
+def write_outputs(prep: "Prepared", probs, std, paths, activation, alpha):
+    h, w = prep.rgb.shape[:2]
+    pic = full_size_picture(probs, (w, h), prep.fov, activation)
+    cls = class_map(pic)  # the decoding rule of the published metrics
+    write_classes(paths["classes"], cls, printable_path(prep.item.path), prep.sha256, prep.orientation)
+    write_png(paths["colour"], pic)
+    write_png(paths["overlay"], overlay(prep.rgb, cls, alpha))
+    if "uncertainty" in paths:
+        full = F.interpolate(std[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        grey = (full * 510).round().clamp(0, 255).to(torch.uint8).numpy()
+        grey[~prep.fov] = 0
+        write_png(paths["uncertainty"], grey)
+    if "probs" in paths:
+        full = F.interpolate(probs[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        arrays = {"probs": full.half().numpy(), "channels": np.array(VARIANTS[activation].channels), "fov": prep.fov}
+        save_npz(paths["probs"], arrays)
+    remove_stale_outputs(paths)
+    return row(prep.item, "ok", "", w, h, prep.fov_source, statistics(cls, prep.fov), "; ".join(prep.notes))
+
+
+def save_npz(path, arrays):
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    atomic_write(path, write)
+
+
+def row(item, status, reason, w="", h="", fov_source="", stats=None, notes=""):
+    r = {k: "" for k in CSV_FIELDS}
+    r.update(path=item.path, output=item.rel, status=status, reason=reason, width=w, height=h, fov_source=fov_source,
+             notes=notes)
+    r.update(stats or {})
+    return r
+
+
+def read_rows(path):
+    try:
+        with open(path, newline="") as f:
+            return [r for r in csv.DictReader(f) if r.get("path")]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+
+
+def previous_rows_by_path(path):
+    return {r["path"]: r for r in read_rows(path)}
+
+
+def write_csv(path, rows):
+    atomic_write_csv(path, sorted(rows, key=lambda r: r["path"]), CSV_FIELDS)
+
+
+def earlier_run(out_dir: Path) -> str:
+    """What an earlier run left in --output ('' if nothing): a new run must neither drop its CSV
+    rows nor leave its pictures beside the new ones unsaid, so it needs --resume or --overwrite."""
+    rows = read_rows(out_dir / PREDICTIONS_CSV)
+    if rows:
+        return f"predictions.csv of {len(rows)} image(s)"
+    return f"{RUN_RECORD}, no CSV: an interrupted run" if (out_dir / RUN_RECORD).is_file() else ""
+
+
+def remove_earlier_run(out_dir: Path) -> int:
+    """--overwrite: delete the files of the earlier run, nothing else in the folder: the outputs
+    of the images its predictions.csv names and of every class map that names its photograph
+    (so those of an interrupted run, which wrote no CSV, too), the CSV, its per-process parts
+    and predict_run.json. Returns the number of files deleted."""
+    inside = out_dir.resolve()
+    stems = {r.get("output") or "" for r in read_rows(out_dir / PREDICTIONS_CSV)} - {""}
+    for classes in out_dir.rglob("*" + OUTPUT_FILES["classes"]):
+        try:
+            if made_from(classes)["source"] is not None:
+                stems.add(classes.relative_to(out_dir).as_posix()[:-len(OUTPUT_FILES["classes"])])
+        except Exception:  # noqa: BLE001 - not a readable map of this program: not ours to delete
+            pass
+    files = [out_dir / (stem + suffix) for stem in stems for suffix in OUTPUT_FILES.values()]
+    files += [out_dir / PREDICTIONS_CSV, out_dir / RUN_RECORD, *out_dir.glob(PARTIAL.format("*"))]
+    removed, emptied = 0, set()
+    for path in files:
+        if path.resolve().is_relative_to(inside) and path.is_file():
+            path.unlink()
+            removed += 1
+            emptied.update(out_dir / d for d in path.relative_to(out_dir).parents if d != Path("."))
+    for d in sorted(emptied, key=lambda d: len(d.parts), reverse=True):  # sub-folders it leaves empty
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+    return removed
+
+
+def check_resume(out_dir: Path, record: dict):
+    """--resume adds to an output folder only when it was made with the same weights and
+    settings (paths aside: the same values under another name are the same weights)."""
+    path = out_dir / RUN_RECORD
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--resume: cannot read {path} ({exc}); use another --output") from None
+
+    def comparable(rec):
+        return {**rec, "weights": [{k: v for k, v in w.items() if k != "given"} for w in rec.get("weights", [])]}
+    new, old = comparable(record), comparable(old)
+    words = {"tta": "--tta setting", "precision": "precision (--amp)", "masks": "--masks",
+             "overlay_alpha": "--overlay-alpha"}
+    changed = [words.get(k, k) for k in new if new[k] != old.get(k)]
+    if changed:
+        raise ConfigError(f"--resume: {out_dir} was made with other {', '.join(changed)} (see {path}); "
+                          f"use another --output, or --overwrite to replace that run")
+
+
+def rows_kept_by_resume(out_dir, items):
+    """--resume: the earlier CSV rows of images not in this run (their outputs are untouched)."""
+    paths, outputs = {it.path for it in items}, {it.rel for it in items}
+    return [r for r in read_rows(out_dir / PREDICTIONS_CSV) if r["path"] not in paths and r["output"] not in outputs]
+
+
+def write_predictions_csv(out_dir, rows, failed, ctx) -> int:
+    """One predictions.csv for the run: each rank writes its part, rank 0 merges them once all
+    are written. Returns the number of failed images over all ranks."""
+    if not ctx.enabled:
+        write_csv(out_dir / PREDICTIONS_CSV, rows)
+        return failed
+    write_csv(out_dir / PARTIAL.format(ctx.rank), rows)
+    total_failed = ctx.sum(failed)  # also: every rank has written its part
+    if ctx.is_main:
+        merged = []
+        for r in range(ctx.world):
+            merged.extend(read_rows(out_dir / PARTIAL.format(r)))
+        write_csv(out_dir / PREDICTIONS_CSV, merged)
+        for part in out_dir.glob(PARTIAL.format("*")):  # also those of an interrupted earlier run
+            part.unlink(missing_ok=True)
+    ctx.sum(0)  # nobody leaves before the merged CSV is written
+    return total_failed
