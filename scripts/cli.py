@@ -2,6 +2,7 @@
 its progress bar.
 """
 import argparse
+import os
 import sys
 
 # Seconds between progress bar updates: live in a terminal; into a log file (nohup, PARALLEL=1,
@@ -14,11 +15,15 @@ class ArgumentParser(argparse.ArgumentParser):
     programs' own errors are, exit status 2:
     ``error: argument --image-size: expected 2 arguments (see python train.py --help)``.
     argparse's own way prints the whole usage first, up to 20 lines here, and a terminal
-    scrolls the reason away."""
+    scrolls the reason away. Under torchrun every process parses the same command line: the
+    process of rank 0 alone says it (the others exit 2 silently), so the line is not repeated
+    once per process."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(**kwargs)
 
     def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        # The rule of scripts.distributed.launched_as_rank_zero (not imported here: it loads torch).
+        said_by_another_rank = os.environ.get("RANK", "0") != "0"
+        self.exit(2, None if said_by_another_rank else f"error: {message} (see {self.prog} --help)\n")

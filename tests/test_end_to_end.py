@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from scripts import metrics
+from scripts.cli import ArgumentParser
 from tests.conftest import ROOT
 
 
@@ -481,6 +482,7 @@ def test_every_entry_point_answers_help(help_texts, index):
 def test_every_entry_point_says_a_wrong_option_in_one_line(entry, monkeypatch, capsys):
     """A mistyped option is told as the programs' own errors are: one line, exit status 2, not
     argparse's usage block above it (run in this process: no torch import per entry point)."""
+    monkeypatch.delenv("RANK", raising=False)  # as a plain start, not a torchrun rank
     monkeypatch.setattr(sys, "argv", [entry[-1], "--no-such-option"])
     with pytest.raises(SystemExit) as info:
         if entry[0] == "-m":
@@ -489,6 +491,17 @@ def test_every_entry_point_says_a_wrong_option_in_one_line(entry, monkeypatch, c
             runpy.run_path(str(ROOT / entry[0]), run_name="__main__")
     lines = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+
+
+def test_a_wrong_option_under_torchrun_is_said_once(monkeypatch, capsys):
+    """torchrun starts every process with the same command line: rank 0 says what is wrong, the
+    others exit 2 without repeating it."""
+    parser = ArgumentParser(prog="python train.py")
+    for rank, said in (("0", 1), ("1", 0)):
+        monkeypatch.setenv("RANK", rank)
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args(["--no-such-option"])
+        assert info.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == said, rank
 
 
 def load_test_script():
