@@ -528,7 +528,8 @@ def main(argv=None):
             adopt = {"activation", "base_width", "fusion"} - given  # --load: the weights' own, unless named
             _, complete = train(cfg, args.runs_dir, args.output_root, args.load, args.resume, stop_request, adopt)
         except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            if distributed.launched_as_rank_zero():  # under torchrun every process meets it: one line
+                print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         except (KeyboardInterrupt, Terminated) as exc:
             how = said_of(exc)
