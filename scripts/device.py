@@ -12,7 +12,7 @@
 - Networks and inputs are channels_last for evaluation on every device, and for training on
   GPUs, with bf16 on CPUs, and on CPUs with AVX-512 (1.3x on the fp32 training step there).
   On CPUs without AVX-512 (AVX2) fp32 training stays contiguous: oneDNN's channels_last
-  convolution backward made the step 1.2-1.3x slower on such a CPU (README, Performance).
+  convolution backward made the step 1.2-1.3x slower on such a CPU (benchmarks/README.md).
 - train.py, test.py and predict.py keep the large blocks their main thread frees for reuse
   (``keep_freed_memory``) instead of handing them back to the operating system and faulting
   them in again.

@@ -165,7 +165,7 @@ print(kept, faults, in_use - kept_mib, kept_mib - resident())
 def test_freed_memory_is_reused_without_page_faults():
     """keep_freed_memory (train.py, test.py and predict.py call it): a large block freed and
     allocated again comes from the heap, not as fresh pages the kernel must zero on first touch
-    (15 million such page faults in an fp32 training step at 592 x 592; README, Performance);
+    (15 million such page faults in an fp32 training step at 592 x 592; benchmarks/README.md);
     release_freed_memory then gives what was kept back to the system. Each way runs in a process of its own, since the setting is for the whole process."""
     def faults_per_block(how):
         out = subprocess.run([sys.executable, "-c", FREE_AND_ALLOCATE_AGAIN, str(ROOT), how],
