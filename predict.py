@@ -3,7 +3,10 @@
 Inputs (--input, one or more): a folder (searched recursively for .jpg .jpeg .png .tif .tiff
 .bmp), a glob ("photos/**/*.jpg", quoted; its extension matches in any case, .JPG too), a list
 file (.txt/.lst/.list: one path per line, relative paths from the list's folder, '#'
-comments), or single image files. RGB, RGBA, palette, greyscale and 16-bit images are read, as
+comments; output names under their common folder), or single image files. A file named
+<stem>_mask.* beside a photograph <stem>.* is its FOV mask (--masks), not a photograph; folders
+holding predictions.csv or predict_run.json are earlier outputs, skipped. RGB, RGBA, palette,
+greyscale and 16-bit images are read, as
 image viewers show them (an EXIF orientation tag applied; the outputs are made that way up).
 A file that cannot be read (missing, empty, truncated, not an image) is recorded in the CSV
 and on stderr and the run goes on; the exit status is then 1. When no image is found at all (no input path exists, or none holds an
@@ -38,7 +41,8 @@ CSV rows or leaves its pictures beside the new ones.
 
 The FOV is the mask in --masks named like the image (<stem>.*, <stem>_mask.*; any non-zero
 value is inside; fov_source "mask"), else estimated from the photograph (scripts/fov.py;
-"estimated"; "whole image" where no disc is found). Everything outside it is background.
+"estimated"; "whole image" where no disc is found). Everything outside it is background. An
+empty mask fails its image.
 
 Exit status: 0 when every image was segmented, 1 when some failed (see the CSV), 2 for an
 error in the arguments or the weights (one line on stderr), 130 / 143 when Ctrl-C / SIGTERM
@@ -74,7 +78,7 @@ from tqdm import tqdm
 from scripts import distributed, evaluate
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, describe, make_folder
-from scripts.cli import BAR_INTERVAL, ArgumentParser
+from scripts.cli import ArgumentParser, progress_bar
 from scripts.config import DATASETS, VARIANTS, ConfigError, check_image_size
 from scripts.data import read_image
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
@@ -83,8 +87,9 @@ from scripts.evaluate import compile_for_inference, predict_probs
 from scripts.inputs import (Item, MaskFinder, find_inputs, fingerprint, image_notes, orientation_note,
                             photo_orientation, prepare, read_fov)
 from scripts.outputs import (CSV_FIELDS, PREDICTIONS_CSV, RUN_RECORD, check_resume, earlier_run, made_from,
-                             one_line_reason, output_paths, previous_rows_by_path, printable_path, remove_earlier_run,
-                             row, rows_kept_by_resume, statistics, write_outputs, write_predictions_csv)
+                             one_line_reason, output_paths, previous_rows_by_path, printable_path, read_rows,
+                             remove_earlier_run, row, rows_kept_by_resume, statistics, write_outputs,
+                             write_predictions_csv)
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signal_of, signals_handled_by
 
 FALLBACK_SIZE = DATASETS["DRIVE_AV"].size  # for checkpoints that do not save their input size
@@ -192,7 +197,9 @@ def load_members(args, device, amp_dtype, log):
         members.append(Member(nets, size, cfg, w, sha256))
     for i, m in enumerate(members):
         twin = next((o for o in members[:i] if o.sha256 == m.sha256), None)
-        if twin is not None:
+        if twin is not None and twin.weights == m.weights:
+            log(f"note: {m.weights} is given twice: this ensemble counts it twice")
+        elif twin is not None:
             log(f"note: {m.weights} holds the same weights as {twin.weights} (SHA-256 of their values): "
                 f"this ensemble counts them twice")
     if len({m.cfg["activation"] for m in members}) > 1:
@@ -285,7 +292,7 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     out_dir = Path(args.output)
     masks = MaskFinder(args.masks)
     # Inputs first: a wrong path fails in one line, before the networks load.
-    items, warnings = ctx.broadcast(find_inputs(args.input, output=out_dir, masks=args.masks) if main else None)
+    items, warnings = ctx.broadcast(inputs_named(args, out_dir) if main else None)
     if all(it.missing for it in items):  # nothing to segment: what each argument lacked, in one line
         missing = [it.path for it in items]
         raise ConfigError("; ".join(([f"file or folder not found: {' '.join(missing)}"] if missing else [])
@@ -357,6 +364,27 @@ def signal_name(signum) -> str:
 
 # ----------------------------------------------------------------------------- resume
 
+def inputs_named(args, out_dir: Path):
+    """find_inputs; with --resume, an image the earlier run segmented keeps the output name it
+    had there (the name depends on how the image is given: one photograph of a folder run
+    given again alone, or beside a new photograph of the same stem, would get another name
+    and be segmented twice, its old outputs left behind)."""
+    items, warnings = find_inputs(args.input, output=out_dir, masks=args.masks)
+    if args.resume:
+        earlier = {}
+        for r in read_rows(out_dir / PREDICTIONS_CSV):
+            if r.get("output"):
+                earlier.setdefault(os.path.realpath(r["path"]), r["output"])
+        taken = {it.rel for it in items}
+        for it in items:
+            name = earlier.get(os.path.realpath(it.path))
+            if name and name not in taken:
+                taken.discard(it.rel)
+                it.rel = name
+                taken.add(name)
+    return items, warnings
+
+
 def same_photograph(classes_png: Path, item: Item) -> Optional[bool]:
     """--resume: whether an existing class map was made from this photograph (by content, so a
     moved input folder still resumes); None when that cannot be told (a map of an older
@@ -393,8 +421,8 @@ def plan(items, out_dir, is_ensemble, masks, args, sizes):
                 source = made_from(paths["classes"])["source"]
                 if source == printable_path(it.path):
                     conflicts.append(f"--resume: {it.path} has changed since {paths['classes']} was made from it "
-                                     f"(another SHA-256); use another --output, or --overwrite to replace the whole "
-                                     f"earlier run")
+                                     f"(another SHA-256); delete its outputs ({out_dir / it.rel}_*) to segment it "
+                                     f"again, use another --output, or --overwrite to replace the whole earlier run")
                 else:
                     conflicts.append(f"--resume: {paths['classes']} was made from another photograph ({source}) "
                                      f"than {it.path}, which takes the same output name; use another --output")
@@ -489,9 +517,8 @@ def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
     # The threads work with torch on one thread each, as test.py's scoring: the full-size resize
     # rounds a few pixels differently on other thread counts, and the networks keep the cores.
     # The bar is closed on the way out, also when a second Ctrl-C stops at once (before its message).
-    with tqdm(total=len(todo), desc="predict", unit="img", disable=not show_progress, dynamic_ncols=True,
-              mininterval=BAR_INTERVAL) as bar, \
-            thread_count_restored(), ThreadPoolExecutor(max_workers=args.workers,
+    with progress_bar(total=len(todo), desc="predict", unit="img", disable=not show_progress,
+                      dynamic_ncols=True) as bar, thread_count_restored(), ThreadPoolExecutor(max_workers=args.workers,
                                                         initializer=one_torch_thread_here) as pool:
         try:
             run_batches(pool, bar)

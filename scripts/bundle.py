@@ -294,6 +294,10 @@ def load_any(path, expected: dict = None):
         return load_networks(path.parent, expected, epoch_files(int(match.group(1))))
     if path.name in NETWORK_FILES.values():
         return load_networks(path.parent, expected, NETWORK_FILES)
+    shard = re.match(r"^(.+)-\d{5}-of-\d{5}\.pth$", path.name)
+    if shard:  # one piece of a sharded bundle: its index names them all
+        raise CheckpointError(f"{path}: one shard of a sharded bundle; give its index, "
+                              f"{path.parent / (shard.group(1) + INDEX_SUFFIX)}")
     data = read(path)
     if isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT:
         config = _bundle_config(path, data)

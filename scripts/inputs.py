@@ -18,7 +18,7 @@ from PIL import Image
 from scripts.config import ConfigError
 from scripts.data import exif_orientation, open_header, read_image, read_mask
 from scripts.fov import estimate_fov
-from scripts.outputs import OUTPUT_PICTURES, PREDICTIONS_CSV
+from scripts.outputs import OUTPUT_PICTURES, PREDICTIONS_CSV, RUN_RECORD
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_EXTS = IMAGE_EXTS + (".gif",)
@@ -40,13 +40,28 @@ def _is_image(p: Path):
     return p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
 
 
+def _files_under(folder: Path) -> list:
+    """Every file under a folder but hidden ones, symlinked sub-folders followed (each real
+    folder once, so a link back up cannot loop): a cohort assembled from links is searched whole."""
+    files, visited = [], set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
+        files += [Path(root) / n for n in names if not n.startswith(".")]
+    return [f for f in files if f.is_file()]
+
+
 def _in_an_output_folder(f: Path, base: Path, output: Optional[Path]) -> bool:
-    """Under --output, or under a folder holding a predictions.csv (up to the searched folder)."""
+    """Under --output, or under a folder holding a predictions.csv or a predict_run.json (an
+    interrupted run's folder has no CSV), up to the searched folder."""
     rf, base = f.resolve(), base.resolve()
     if output is not None and rf.is_relative_to(output):
         return True
     for d in rf.parents:
-        if (d / PREDICTIONS_CSV).is_file():
+        if (d / PREDICTIONS_CSV).is_file() or (d / RUN_RECORD).is_file():
             return True
         if d == base:
             return False
@@ -62,12 +77,23 @@ def _not_a_photograph(f: Path, base: Path, output: Optional[Path], masks: Option
     return f.name.endswith(OUTPUT_PICTURES) and _in_an_output_folder(f, base, output)
 
 
-def _rel_stem(p: Path, base: Path) -> str:
+def _rel_stem(p: Path, base: Optional[Path]) -> str:
+    """The output name of a photograph: its path under ``base`` without the extension (links
+    not resolved: a linked photograph keeps the name it has in the cohort); its file name when
+    it is not under ``base`` or there is none."""
     try:
-        rel = p.resolve().relative_to(base.resolve())
+        rel = Path(os.path.abspath(p)).relative_to(os.path.abspath(base)) if base is not None else Path(p.name)
     except ValueError:
         rel = Path(p.name)
     return rel.with_suffix("").as_posix()
+
+
+def _masks_beside_photographs(found: list, photographs: list) -> list:
+    """The files of ``found`` named <stem>_mask.* beside one of the ``photographs`` named
+    <stem>.*: FOV masks exported with their photographs, not photographs to segment."""
+    stems = {Path(os.path.abspath(f)).with_suffix("") for f in photographs}
+    return [f for f in found if f.stem.endswith("_mask")
+            and Path(os.path.abspath(f)).with_name(f.stem[:-len("_mask")]) in stems]
 
 
 def any_case_extension(pattern: str) -> str:
@@ -81,26 +107,37 @@ def any_case_extension(pattern: str) -> str:
 
 def find_inputs(specs, output=None, masks=None):
     """Items for every input argument (sorted per argument, duplicates dropped) and warnings
-    about arguments that matched nothing. Folders and globs skip ``masks`` and the outputs of
-    earlier runs (see ``_not_a_photograph``); files named explicitly are always taken."""
+    about arguments that matched nothing. Folders and globs skip ``masks``, masks named
+    <stem>_mask.* beside their photographs and the outputs of earlier runs (see
+    ``_not_a_photograph``); files named explicitly are always taken. Output names: the path
+    under the folder searched, under a glob's fixed part, under a list's common folder (file
+    names alone when that is the root); a single file's name."""
     output = Path(output).resolve() if output else None
+    masks_given = masks
     masks = Path(masks).resolve() if masks else None
     items, seen, warnings = [], set(), []
+    searched = set()  # the items found by a folder's search or a glob (not named one by one)
 
-    def add(p: Path, base: Path):
+    def add(p: Path, base: Optional[Path], search=False):
         key = str(p.resolve())
         if key not in seen:
             seen.add(key)
             items.append(Item(str(p), _rel_stem(p, base)))
+            if search:
+                searched.add(id(items[-1]))
 
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            files = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")]
-            found = sorted(f for f in files if _is_image(f) and not _not_a_photograph(f, p, output, masks))
+            files = _files_under(p)
+            images = [f for f in files if _is_image(f)]
+            found = sorted(f for f in images if not _not_a_photograph(f, p, output, masks))
             for f in found:
-                add(f, p)
-            if not found:
+                add(f, p, search=True)
+            if not found and images:
+                warnings.append(f"{spec}: only the outputs of an earlier predict.py run or masks in this folder, no "
+                                f"photographs")
+            elif not found:
                 warnings.append(f"{spec}: no images ({' '.join(IMAGE_EXTS)}) in this folder")
             else:  # e.g. .webp or .dcm photographs, which would otherwise vanish unsaid
                 other = sorted({f.suffix.lower() or f.name for f in files if not _is_image(f)
@@ -111,7 +148,7 @@ def find_inputs(specs, output=None, masks=None):
                                     f"{', ...' if len(other) > 8 else ''}); images are {' '.join(IMAGE_EXTS)}")
         elif p.is_file() and p.suffix.lower() in LIST_EXTS:
             try:
-                lines = p.read_text().splitlines()
+                lines = p.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark (Notepad, Excel)
             except (OSError, UnicodeDecodeError) as exc:
                 warnings.append(f"{spec}: cannot read list file ({exc})")
                 continue
@@ -120,7 +157,10 @@ def find_inputs(specs, output=None, masks=None):
             if not paths:
                 warnings.append(f"{spec}: empty list file")
                 continue
-            base = Path(os.path.commonpath([str(q.resolve().parent) for q in paths]))
+            # Output names relative to the entries' common folder; file names alone when that is
+            # the file system's root (entries from all over), not every absolute path mirrored.
+            base = Path(os.path.commonpath([os.path.abspath(q.parent) for q in paths]))
+            base = None if base == Path(base.anchor) else base
             for q in paths:
                 if q.is_file():
                     add(q, base)
@@ -129,6 +169,9 @@ def find_inputs(specs, output=None, masks=None):
                     items.append(Item(str(q), _rel_stem(q, base), missing=f"listed in {spec}, but {why}"))
                     seen.add(str(q.resolve()))
         elif p.is_file() or p.is_symlink():
+            if not _is_image(p):
+                warnings.append(f"{spec}: not an image file name ({' '.join(IMAGE_EXTS)}); read as one all the same "
+                                f"(a list of images is a {' '.join(LIST_EXTS)} file)")
             add(p, p.parent)
         elif glob.has_magic(spec):
             found = sorted({Path(f) for f in glob.glob(any_case_extension(spec), recursive=True)})
@@ -137,12 +180,19 @@ def find_inputs(specs, output=None, masks=None):
                 base = base.parent
             found = [f for f in found if f.is_file() and _is_image(f) and not _not_a_photograph(f, base, output, masks)]
             for f in found:
-                add(f, base)
+                add(f, base, search=True)
             if not found:
                 warnings.append(f"{spec}: no images match this pattern")
         else:
             items.append(Item(str(p), p.with_suffix("").name, missing="file or folder not found"))
             seen.add(str(p.resolve()))
+    found = [Path(it.path) for it in items if id(it) in searched]
+    beside = {str(f) for f in _masks_beside_photographs(found, [Path(it.path) for it in items if not it.missing])}
+    if beside:
+        use = "; --masks on their folder uses them as FOV masks" if masks_given is None else ""
+        warnings.append(f"{len(beside)} file(s) named like a photograph's mask (<stem>_mask.*) beside it, not "
+                        f"segmented (e.g. {min(beside)}){use}")
+        items = [it for it in items if it.path not in beside]
     # Two inputs with one output name (a.jpg and a.png, or the same relative path under two
     # input folders): keep the extension, then number them.
     counts = {}
@@ -169,10 +219,12 @@ class MaskFinder:
         self.by_rel, self.by_stem = {}, {}
         if self.folder is None:
             return
+        if self.folder.is_file():
+            raise ConfigError(f"--masks {folder}: a file; --masks is a folder of masks named like the images")
         if not self.folder.is_dir():
             raise ConfigError(f"--masks {folder}: no such folder")
-        for f in sorted(self.folder.rglob("*")):
-            if f.is_file() and f.suffix.lower() in MASK_EXTS:
+        for f in sorted(_files_under(self.folder)):
+            if f.suffix.lower() in MASK_EXTS:
                 self.by_rel.setdefault(f.relative_to(self.folder).with_suffix("").as_posix(), f)
                 self.by_stem.setdefault(f.stem, f)
 
@@ -220,6 +272,8 @@ def read_fov(item, rgb, masks: MaskFinder, turn=1):
         turned = f" as viewers show it (EXIF orientation {turn})" if turn != 1 else ""
         raise ValueError(f"its mask {mask_path} is {fov.shape[1]} x {fov.shape[0]}, the image{turned} "
                          f"{rgb.shape[1]} x {rgb.shape[0]}")
+    if not fov.any():
+        raise ValueError(f"its mask {mask_path} is empty (no non-zero pixel): nothing to segment")
     return fov, "mask"
 
 
@@ -253,8 +307,10 @@ def orientation_note(turn: int, fov_source: str) -> tuple:
 
 
 def image_notes(rgb, fov, fov_source, sizes, masks: MaskFinder) -> tuple:
-    """photo_notes, and a mask of --masks not found for it."""
+    """photo_notes, a mask that covers almost nothing, and a mask of --masks not found for it."""
     notes = photo_notes(rgb, fov, sizes)
+    if fov_source == "mask" and fov.mean() < MIN_FOV:
+        notes += (f"its mask covers only {100 * fov.mean():.1f} % of the photograph: is it the mask of this one?",)
     if masks.folder is not None and fov_source != "mask":
         notes += (f"no mask named like it in --masks {masks.folder}; FOV {fov_source}",)
     return notes

@@ -136,6 +136,9 @@ def test_sharded_fp16_and_cli(run, tmp_path, capsys):
     assert err < 5e-3 * outputs(nets)["G"].abs().max()
     bundle.main(["info", str(tmp_path / "m.index.json")])
     assert "sigmoid variant, base width 4" in capsys.readouterr().out
+    shard = next(tmp_path.glob("m-00001-of-*.pth"))  # one piece given for the whole: the index named
+    with pytest.raises(CheckpointError, match=f"one shard of a sharded bundle; give its index, {tmp_path / 'm.index.json'}$"):
+        load_any(shard)
 
 
 def test_export_to_a_folder_or_below_a_file_is_one_line(run, tmp_path, capsys):

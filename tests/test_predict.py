@@ -21,7 +21,7 @@ from scripts import inputs, outputs
 from scripts.bfnet import Networks
 from scripts.bundle import export_bundle, load_any
 from scripts.checkpoint import save_best
-from scripts.config import DATASETS, RunConfig
+from scripts.config import DATASETS, ConfigError, RunConfig
 from scripts.data import find_samples, read_image, read_mask, to_rgb8
 from scripts.evaluate import full_size_picture, predict_probs
 from scripts.fov import estimate_fov, iou
@@ -271,7 +271,8 @@ def test_resume_never_counts_another_photographs_outputs_as_done(setup, first):
     proc = cli("--weights", setup["run_a"], "--input", moved / "01_test.tif", "--output", changed_out, "--resume")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
         f"error: --resume: {moved / '01_test.tif'} has changed since {changed_out / '01_test_classes.png'} was made "
-        "from it (another SHA-256); use another --output, or --overwrite to replace the whole earlier run")
+        f"from it (another SHA-256); delete its outputs ({changed_out / '01_test'}_*) to segment it again, use "
+        f"another --output, or --overwrite to replace the whole earlier run")
 
 
 def test_resume_reads_class_maps_of_older_versions_by_the_csv(setup, first):
@@ -380,6 +381,9 @@ def test_the_same_weights_twice_are_noted(setup, tmp_path, capsys):
     assert predict.run(args) == 0
     assert (f"note: {bundle} holds the same weights as {setup['run_a']} (SHA-256 of their values): this ensemble "
             "counts them twice") in capsys.readouterr().err
+    args.weights, args.overwrite = [str(bundle), str(bundle)], True  # one path twice: said so
+    assert predict.run(args) == 0
+    assert f"note: {bundle} is given twice: this ensemble counts it twice" in capsys.readouterr().err
 
 
 def test_amp_where_the_machine_has_no_mixed_precision_is_said(setup, tmp_path, capsys, monkeypatch):
@@ -552,6 +556,103 @@ def test_inputs_from_globs_and_list_files(setup, tmp_path):
     shutil.copy(inp / "rgba.png", tmp_path / "d" / "a_overlay.png")  # in --output itself
     items, _ = inputs.find_inputs([str(tmp_path / "d")], output=tmp_path / "d")
     assert sorted(i.rel for i in items) == ["a_jpg", "a_png"]
+
+
+def test_masks_beside_photographs_and_interrupted_runs_are_not_photographs(setup, tmp_path):
+    """Clinical exports keep <stem>_mask.* beside <stem>.*: such a mask is the FOV of its
+    photograph, never a photograph in the CSV; an interrupted run's folder (predict_run.json,
+    no predictions.csv yet) holds outputs, not photographs."""
+    inp = setup["input"]
+    cohort = tmp_path / "c"
+    cohort.mkdir()
+    shutil.copy(inp / "01_test.tif", cohort / "14_test.tif")
+    Image.fromarray(np.full((584, 565), 255, np.uint8)).save(cohort / "14_test_mask.png")
+    shutil.copy(inp / "rgba.png", cohort / "lonely_mask.png")  # no photograph 'lonely': a photograph
+    items, warnings = inputs.find_inputs([str(cohort)])
+    assert sorted(i.rel for i in items) == ["14_test", "lonely_mask"]
+    assert warnings == [f"1 file(s) named like a photograph's mask (<stem>_mask.*) beside it, not segmented "
+                        f"(e.g. {cohort / '14_test_mask.png'}); --masks on their folder uses them as FOV masks"]
+    items, warnings = inputs.find_inputs([str(cohort / "*.png"), str(cohort / "*.tif")], masks=cohort)
+    assert sorted(i.rel for i in items) == ["14_test", "lonely_mask"] and len(warnings) == 1  # over two globs too
+    assert not warnings[0].endswith("FOV masks")  # --masks given: nothing to advise
+    items, _ = inputs.find_inputs([str(cohort / "14_test_mask.png")])  # named explicitly: taken
+    assert [i.rel for i in items] == ["14_test_mask"]
+    # An interrupted run: outputs and predict_run.json, no CSV.
+    (cohort / "run").mkdir()
+    (cohort / "run" / "predict_run.json").write_text("{}")
+    shutil.copy(inp / "rgba.png", cohort / "run" / "14_test_colour.png")
+    items, warnings = inputs.find_inputs([str(cohort)])
+    assert sorted(i.rel for i in items) == ["14_test", "lonely_mask"] and len(warnings) == 1
+    items, warnings = inputs.find_inputs([str(cohort / "run")])
+    assert items == [] and warnings == [f"{cohort / 'run'}: only the outputs of an earlier predict.py run or masks "
+                                        f"in this folder, no photographs"]
+
+
+def test_linked_cohorts_keep_their_names_and_list_files_are_read_as_written(setup, tmp_path):
+    inp = setup["input"]
+    linked = tmp_path / "linked"
+    for patient, photo in (("patient1", "01_test.tif"), ("patient2", "sub/02_test.tif")):
+        (linked / patient).mkdir(parents=True)
+        (linked / patient / "left.tif").symlink_to(inp / photo)
+    (linked / "site").symlink_to(inp / "sub", target_is_directory=True)  # a linked folder is searched
+    (linked / "site" / "deeper" / "loop").symlink_to(linked, target_is_directory=True)  # ... once
+    try:
+        items, _ = inputs.find_inputs([str(linked)])
+    finally:
+        (inp / "sub" / "deeper" / "loop").unlink()
+    # (site/02_test.tif is patient2/left.tif: one photograph, segmented once)
+    assert sorted(i.rel for i in items) == ["patient1/left", "patient2/left", "site/deeper/grey16", "site/grey",
+                                            "site/trunc"]
+    # A list written by Notepad (byte-order mark, CRLF) loses no entry; names under the entries'
+    # common folder as listed (links not resolved).
+    listing = tmp_path / "bom.txt"
+    listing.write_bytes(b"\xef\xbb\xbf" + f"{linked / 'patient1' / 'left.tif'}\r\n{linked / 'site' / 'grey.png'}\r\n".encode())
+    items, _ = inputs.find_inputs([str(listing)])
+    assert [(i.rel, i.missing) for i in items] == [("patient1/left", None), ("site/grey", None)]
+    # A file named explicitly that is not an image by its name is read, with a word on list files.
+    (tmp_path / "list.csv").write_text("a.png\n")
+    items, warnings = inputs.find_inputs([str(tmp_path / "list.csv")])
+    assert [i.rel for i in items] == ["list"] and warnings == [
+        f"{tmp_path / 'list.csv'}: not an image file name (.jpg .jpeg .png .tif .tiff .bmp); read as one all the "
+        f"same (a list of images is a .txt .lst .list file)"]
+
+
+def test_an_empty_mask_fails_its_image_and_a_tiny_one_is_noted(setup, tmp_path):
+    photo = read_image(setup["input"] / "01_test.tif")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    mask = np.zeros((584, 565), np.uint8)
+    Image.fromarray(mask).save(masks / "a.png")
+    mask[:10, :10] = 255
+    Image.fromarray(mask).save(masks / "b.png")
+    finder = inputs.MaskFinder(masks)
+    with pytest.raises(ValueError, match=r"its mask .*a.png is empty \(no non-zero pixel\): nothing to segment"):
+        inputs.read_fov(inputs.Item("a.tif", "a"), photo, finder)
+    fov, source = inputs.read_fov(inputs.Item("b.tif", "b"), photo, finder)
+    notes = inputs.image_notes(photo, fov, source, [(592, 592)], finder)
+    assert "its mask covers only 0.0 % of the photograph: is it the mask of this one?" in notes
+    with pytest.raises(ConfigError, match="a file; --masks is a folder of masks named like the images"):
+        inputs.MaskFinder(masks / "a.png")
+
+
+def test_resume_keeps_an_images_earlier_output_name(setup, tmp_path):
+    """The output name depends on how an image is given; --resume keeps the earlier one, so an
+    image is not segmented twice under two names (its old outputs left behind)."""
+    cohort = tmp_path / "cohort"
+    (cohort / "clinic").mkdir(parents=True)
+    shutil.copy(setup["input"] / "01_test.tif", cohort / "clinic" / "x.tif")
+    out = tmp_path / "out"
+    base = ["--weights", setup["run_a"], "--output", out]
+    assert cli(*base, "--input", cohort).returncode == 0
+    proc = cli(*base, "--input", cohort / "clinic" / "x.tif", "--resume")  # alone: would be 'x'
+    assert proc.returncode == 0 and "--resume: 1 image(s) already done, skipped" in proc.stderr, proc.stderr
+    shutil.copy(setup["input"] / "rgba.png", cohort / "clinic" / "x.png")  # a new photograph of the same stem
+    proc = cli(*base, "--input", cohort, "--resume")
+    assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
+    assert sorted((r["output"], os.path.basename(r["path"])) for r in read_rows(out)) == [
+        ("clinic/x", "x.tif"), ("clinic/x_png", "x.png")]
+    assert sorted(p.name for p in (out / "clinic").iterdir()) == sorted(
+        f"{stem}_{kind}.png" for stem in ("x", "x_png") for kind in ("classes", "colour", "overlay"))
 
 
 def test_two_process_torchrun_processes_every_image_once(setup):
