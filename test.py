@@ -17,12 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
 
 from scripts import metrics
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, make_folder
-from scripts.cli import BAR_INTERVAL, ArgumentParser
+from scripts.cli import ArgumentParser, progress_bar
 from scripts.config import VARIANTS, ConfigError, UNIFORM_SIZE, check_image_size, dataset_names, dataset_spec, str2bool
 from scripts.data import find_samples, load_tensor_set
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
@@ -261,8 +260,8 @@ def predict_and_score(args, spec, runs, samples, out_dir, device, amp_dtype):
         images = inputs[size]
         started = time.time()
         probs.append(predict_probs(nets, images, args.batch_size, device, amp_dtype,
-                                   progress=lambda b: tqdm(b, desc=f"predict {folder.name}", leave=False,
-                                                          mininterval=BAR_INTERVAL)))
+                                   progress=lambda b: progress_bar(b, desc=f"predict {folder.name}",
+                                                                   leave=False)))
         print(f"{folder}: {saved['activation']} variant, width {saved['base_width']}, input "
               f"{size[0]} x {size[1]}, {describe_precision(amp_dtype)} on {device}, {len(samples)} images "
               f"predicted in {time.time() - started:.1f}s", flush=True)
@@ -295,7 +294,7 @@ def score_and_write(args, spec, runs, samples, probs, details, out_dir):
     rows, per_run = [], [[] for _ in runs]
     started = time.time()
     results = evaluate_images(samples, probs, activations, run_outs, args.workers)
-    bar = tqdm(results, total=len(samples), desc="evaluate", mininterval=BAR_INTERVAL)
+    bar = progress_bar(results, total=len(samples), desc="evaluate")
     for image_results, sample in zip(bar, samples):
         for r, result in enumerate(image_results):
             per_run[r].append(result)

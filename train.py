@@ -25,14 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from scripts import distributed, metrics
 from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
 from scripts.checkpoint import (LAST_STATE, NETWORK_FILES, CheckpointError, atomic_torch_save, check_expected,
                                 check_folder, read, save_best)
-from scripts.cli import BAR_INTERVAL, ArgumentParser
+from scripts.cli import ArgumentParser, progress_bar
 from scripts.config import VARIANTS, ConfigError, RunConfig, dataset_names, dataset_spec, str2bool
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.device import (amp_dtype_for, describe_precision, keep_freed_memory, pick_device, set_tf32,
@@ -246,9 +245,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     val_splits = [split_segments(val_set.labels[i].numpy(), val_set.fovs[i].numpy()) for i in range(len(val_set))]
     writer = open_tensorboard(Path(runs_dir) / f"{spec.name}_{cfg.job_name}", cfg, resume, step, log) \
         if ctx.is_main else None  # closed by the finally below
-    bar = tqdm(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
-               disable=not ctx.is_main,  # into a log file (PARALLEL=1, nohup): a line a minute, not every step
-               mininterval=BAR_INTERVAL)
+    bar = progress_bar(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
+                       disable=not ctx.is_main)  # into a log file (PARALLEL=1, nohup): a line a minute, not every step
     losses, weight, complete, last_save = {}, 1.0, True, time.time()
     shown = {}  # the last logged G loss, shown beside the epoch on the progress bar
     stop_request.graceful = True  # from here a first Ctrl-C / SIGTERM ends the epoch and saves

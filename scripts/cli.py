@@ -1,13 +1,52 @@
-"""What every entry point shares: its parser, whose errors are one line, and the interval of
-its progress bar.
+"""What every entry point shares: its parser, whose errors are one line, and its progress bar,
+live in a terminal and a line a minute in a log file.
 """
 import argparse
 import os
 import sys
 
+from tqdm import tqdm
+
 # Seconds between progress bar updates: live in a terminal; into a log file (nohup, PARALLEL=1,
 # a batch scheduler) a line a minute at most, not a line per step.
 BAR_INTERVAL = 0.1 if sys.stderr.isatty() else 60
+
+
+class LogLines(tqdm):
+    """tqdm for a log file: the bar as a line of its own each time it shows (at the start, at
+    most every BAR_INTERVAL, and its final count at the end when kept), never a carriage return;
+    the lines written through tqdm.write (notes, failures) are not framed by redraws of the bar,
+    and under torchrun one process's lines are never glued onto another's bar."""
+
+    def clear(self, nolock=False):
+        self._written_over = True  # tqdm.write is about to write a line: nothing to clear
+
+    def refresh(self, nolock=False, lock_args=None):
+        if getattr(self, "_written_over", False):  # tqdm.write's redraw after its line: not needed
+            self._written_over = False
+            return True
+        return super().refresh(nolock, lock_args)
+
+    def display(self, msg=None, pos=None):
+        self.fp.write((self.__str__() if msg is None else msg) + "\n")
+        self.fp.flush()
+        self._shown_n = self.n
+        return True
+
+    def close(self):
+        if self.disable:
+            return
+        kept = self.pos == 0 if self.leave is None else self.leave
+        if kept and self.n != getattr(self, "_shown_n", None):
+            self._ema_dt = lambda: None  # the overall rate, as tqdm's own close shows it
+            self.display()
+        self.disable = True
+        self._decr_instances(self)
+
+
+def progress_bar(*args, **kwargs):
+    """tqdm in a terminal; LogLines when stderr is a file or a pipe."""
+    return (tqdm if sys.stderr.isatty() else LogLines)(*args, mininterval=BAR_INTERVAL, **kwargs)
 
 
 class ArgumentParser(argparse.ArgumentParser):

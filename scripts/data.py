@@ -16,9 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from tqdm import tqdm
 
-from .cli import BAR_INTERVAL
+from .cli import progress_bar
 from .config import ConfigError, DatasetSpec
 
 # The largest image read (pixels): 200 MP, far above any fundus camera (HRF: 8 MP, ultra-
@@ -238,7 +237,7 @@ class TensorSet:
 
 def load_tensor_set(samples, size, cache_dir=None, desc=None) -> TensorSet:
     """Every sample decoded (or read from the cache) and checked; ``desc`` shows a progress bar."""
-    with tqdm(samples, desc=desc, leave=False, disable=desc is None, mininterval=BAR_INTERVAL) as bar:
+    with progress_bar(samples, desc=desc, leave=False, disable=desc is None) as bar:
         items = [load_resized(s, size, cache_dir) for s in bar]
     return TensorSet([s.name for s in samples],
                      torch.from_numpy(np.stack([i[0] for i in items])).permute(0, 3, 1, 2).contiguous(),

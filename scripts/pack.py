@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from .checkpoint import make_folder
-from .cli import BAR_INTERVAL, ArgumentParser
+from .cli import ArgumentParser, progress_bar
 from .config import ConfigError, check_image_size, dataset_names, dataset_spec
 from .data import DataError, Sample, find_samples, load_resized, load_sample
 
@@ -83,8 +82,7 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True, first=N
 
 def _pack_training(samples, size, target, progress):
     """Each training sample at the network size, read back through the loader and compared."""
-    for sample in tqdm(samples, desc=f"training split at {size[0]} x {size[1]}", disable=not progress,
-                       mininterval=BAR_INTERVAL):
+    for sample in progress_bar(samples, desc=f"training split at {size[0]} x {size[1]}", disable=not progress):
         image, label, fov = load_resized(sample, size)
         copy = Sample(sample.name, *(target / "training" / folder / name for folder, name in (
             ("images", f"{sample.name}.png"),
@@ -104,8 +102,7 @@ def _pack_training(samples, size, target, progress):
 def _copy_test(samples, target, progress):
     """Each test sample as it is, after the checks the test will make (decodes, label values
     0..3, sizes), so that a bad file is found here and not on the other machine."""
-    for sample in tqdm(samples, desc="test split, checked and copied", disable=not progress,
-                       mininterval=BAR_INTERVAL):
+    for sample in progress_bar(samples, desc="test split, checked and copied", disable=not progress):
         load_sample(sample)
         for path in (sample.image, sample.label, sample.mask):
             dest = target / "test" / path.parent.name / path.name

@@ -504,6 +504,29 @@ def test_a_wrong_option_under_torchrun_is_said_once(monkeypatch, capsys):
         assert info.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == said, rank
 
 
+def test_the_progress_bar_in_a_log_file_is_lines(monkeypatch, capsys):
+    """Into a log file (nohup, a scheduler, torchrun's merged output) the bar is whole lines: no
+    carriage return, the notes written beside it on lines of their own, its final count once;
+    a bar that is not kept (a cache's) leaves its lines and nothing more."""
+    from tqdm import tqdm
+
+    from scripts import cli
+    monkeypatch.setattr(cli, "BAR_INTERVAL", 0)
+    with cli.progress_bar(total=4, desc="predict", unit="img") as bar:
+        for i in range(4):
+            bar.update()
+            if i == 1:
+                tqdm.write("note: a.png: a greyscale photograph", file=sys.stderr)
+    with cli.progress_bar(range(2), desc="cache", leave=False) as bar:
+        list(bar)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and "note: a.png: a greyscale photograph" in lines
+    assert [line.split("|")[0].strip() for line in lines if line.startswith("predict")] == [
+        "predict:   0%", "predict:  25%", "predict:  50%", "predict:  75%", "predict: 100%"]
+    assert sum(line.startswith("cache") for line in lines) == 3
+
+
 def load_test_script():
     """test.py as a module (its name would shadow pytest's idea of a test module)."""
     import importlib.util
