@@ -86,7 +86,7 @@ from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, ke
 from scripts.evaluate import compile_for_inference, predict_probs
 from scripts.inputs import (Item, MaskFinder, find_inputs, fingerprint, image_notes, orientation_note,
                             photo_orientation, prepare, read_fov)
-from scripts.outputs import (CSV_FIELDS, PREDICTIONS_CSV, RUN_RECORD, check_resume, earlier_run, made_from,
+from scripts.outputs import (CSV_FIELDS, OUTPUT_FILES, PREDICTIONS_CSV, RUN_RECORD, check_resume, earlier_run, made_from,
                              one_line_reason, output_paths, previous_rows_by_path, printable_path, read_rows,
                              remove_earlier_run, row, rows_kept_by_resume, statistics, write_outputs,
                              write_predictions_csv)
@@ -197,7 +197,7 @@ def load_members(args, device, amp_dtype, log):
         members.append(Member(nets, size, cfg, w, sha256))
     for i, m in enumerate(members):
         twin = next((o for o in members[:i] if o.sha256 == m.sha256), None)
-        if twin is not None and twin.weights == m.weights:
+        if twin is not None and Path(twin.weights).resolve() == Path(m.weights).resolve():
             log(f"note: {m.weights} is given twice: this ensemble counts it twice")
         elif twin is not None:
             log(f"note: {m.weights} holds the same weights as {twin.weights} (SHA-256 of their values): "
@@ -364,6 +364,15 @@ def signal_name(signum) -> str:
 
 # ----------------------------------------------------------------------------- resume
 
+def source_of(out_dir: Path, output: str) -> Optional[str]:
+    """The photograph an earlier output was made from, as its class map names it (an absolute
+    path: the CSV's may be relative to another working folder); None where it cannot say."""
+    try:
+        return made_from(out_dir / (output + OUTPUT_FILES["classes"]))["source"]
+    except Exception:  # noqa: BLE001 - missing or unreadable map: the CSV's path then
+        return None
+
+
 def inputs_named(args, out_dir: Path):
     """find_inputs; with --resume, an image the earlier run segmented keeps the output name it
     had there (the name depends on how the image is given: one photograph of a folder run
@@ -371,10 +380,10 @@ def inputs_named(args, out_dir: Path):
     and be segmented twice, its old outputs left behind)."""
     items, warnings = find_inputs(args.input, output=out_dir, masks=args.masks)
     if args.resume:
-        earlier = {}
+        earlier = {}  # the photograph's real path -> its earlier output name
         for r in read_rows(out_dir / PREDICTIONS_CSV):
             if r.get("output"):
-                earlier.setdefault(os.path.realpath(r["path"]), r["output"])
+                earlier.setdefault(source_of(out_dir, r["output"]) or os.path.realpath(r["path"]), r["output"])
         taken = {it.rel for it in items}
         for it in items:
             name = earlier.get(os.path.realpath(it.path))

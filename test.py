@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from scripts import metrics
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, make_folder

@@ -295,7 +295,7 @@ def load_any(path, expected: dict = None):
     if path.name in NETWORK_FILES.values():
         return load_networks(path.parent, expected, NETWORK_FILES)
     shard = re.match(r"^(.+)-\d{5}-of-\d{5}\.pth$", path.name)
-    if shard:  # one piece of a sharded bundle: its index names them all
+    if shard and (path.parent / (shard.group(1) + INDEX_SUFFIX)).is_file():  # one piece: its index names all
         raise CheckpointError(f"{path}: one shard of a sharded bundle; give its index, "
                               f"{path.parent / (shard.group(1) + INDEX_SUFFIX)}")
     data = read(path)

@@ -16,13 +16,17 @@ class LogLines(tqdm):
     """tqdm for a log file: the bar as a line of its own each time it shows (at the start, at
     most every BAR_INTERVAL, and its final count at the end when kept), never a carriage return;
     the lines written through tqdm.write (notes, failures) are not framed by redraws of the bar,
-    and under torchrun one process's lines are never glued onto another's bar."""
+    and under torchrun one process's lines are never glued onto another's bar.
+
+    tqdm.write (tqdm.external_write_mode) calls clear() on every bar, writes its line, then
+    refresh(nolock=True): that pair is what is skipped here; the bar's own updates refresh with
+    the lock taken (nolock False) and are shown."""
 
     def clear(self, nolock=False):
         self._written_over = True  # tqdm.write is about to write a line: nothing to clear
 
     def refresh(self, nolock=False, lock_args=None):
-        if getattr(self, "_written_over", False):  # tqdm.write's redraw after its line: not needed
+        if nolock and getattr(self, "_written_over", False):  # tqdm.write's redraw after its line
             self._written_over = False
             return True
         return super().refresh(nolock, lock_args)
@@ -34,19 +38,23 @@ class LogLines(tqdm):
         return True
 
     def close(self):
-        if self.disable:
+        if getattr(self, "disable", True):
             return
         kept = self.pos == 0 if self.leave is None else self.leave
-        if kept and self.n != getattr(self, "_shown_n", None):
-            self._ema_dt = lambda: None  # the overall rate, as tqdm's own close shows it
-            self.display()
-        self.disable = True
+        with self._lock:
+            if kept and self.n != getattr(self, "_shown_n", None):
+                self._ema_dt = lambda: None  # the overall rate, as tqdm's own close shows it
+                self.display()
+            self.disable = True
         self._decr_instances(self)
 
 
 def progress_bar(*args, **kwargs):
-    """tqdm in a terminal; LogLines when stderr is a file or a pipe."""
-    return (tqdm if sys.stderr.isatty() else LogLines)(*args, mininterval=BAR_INTERVAL, **kwargs)
+    """tqdm in a terminal; LogLines when stderr is a file or a pipe (without tqdm's monitor
+    thread's extra refresh every 10 s: one line per BAR_INTERVAL at most)."""
+    if sys.stderr.isatty():
+        return tqdm(*args, mininterval=BAR_INTERVAL, **kwargs)
+    return LogLines(*args, mininterval=BAR_INTERVAL, maxinterval=float("inf"), **kwargs)
 
 
 class ArgumentParser(argparse.ArgumentParser):

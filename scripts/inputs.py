@@ -23,7 +23,7 @@ from scripts.outputs import OUTPUT_PICTURES, PREDICTIONS_CSV, RUN_RECORD
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_EXTS = IMAGE_EXTS + (".gif",)
 LIST_EXTS = (".txt", ".lst", ".list")
-MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted
+MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted; a mask below it is noted
 MAX_ENLARGEMENT = 2.0  # a photograph enlarged more than this to the networks' size gets a note
 MAX_ASPECT_CHANGE = 1.2  # a photograph whose width/height the networks' input changes more than this gets a note
 MIN_FOV_STD = 2.0  # grey levels, per channel: a FOV flatter than this has nothing to segment (a blank frame)
@@ -34,6 +34,7 @@ class Item:
     path: str                  # as found (shown in the CSV)
     rel: str                   # relative stem under --output, posix ('sub/01_test')
     missing: Optional[str] = None  # an input argument that matched nothing
+    searched: bool = False     # found by a folder's search or a glob, not named itself
 
 
 def _is_image(p: Path):
@@ -41,15 +42,18 @@ def _is_image(p: Path):
 
 
 def _files_under(folder: Path) -> list:
-    """Every file under a folder but hidden ones, symlinked sub-folders followed (each real
-    folder once, so a link back up cannot loop): a cohort assembled from links is searched whole."""
+    """Every file under a folder but hidden ones (and those of hidden folders), symlinked
+    sub-folders followed, so that a cohort assembled from links is searched whole; each real
+    folder once (in name order), and never one holding the searched folder (a link back up)."""
+    top = Path(os.path.realpath(folder))
     files, visited = [], set()
     for root, dirs, names in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in visited:
+        real = Path(os.path.realpath(root))
+        if real in visited or real in top.parents:
             dirs[:] = []
             continue
         visited.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         files += [Path(root) / n for n in names if not n.startswith(".")]
     return [f for f in files if f.is_file()]
 
@@ -92,7 +96,7 @@ def _masks_beside_photographs(found: list, photographs: list) -> list:
     """The files of ``found`` named <stem>_mask.* beside one of the ``photographs`` named
     <stem>.*: FOV masks exported with their photographs, not photographs to segment."""
     stems = {Path(os.path.abspath(f)).with_suffix("") for f in photographs}
-    return [f for f in found if f.stem.endswith("_mask")
+    return [f for f in found if f.stem.endswith("_mask") and len(f.stem) > len("_mask")
             and Path(os.path.abspath(f)).with_name(f.stem[:-len("_mask")]) in stems]
 
 
@@ -110,21 +114,20 @@ def find_inputs(specs, output=None, masks=None):
     about arguments that matched nothing. Folders and globs skip ``masks``, masks named
     <stem>_mask.* beside their photographs and the outputs of earlier runs (see
     ``_not_a_photograph``); files named explicitly are always taken. Output names: the path
-    under the folder searched, under a glob's fixed part, under a list's common folder (file
-    names alone when that is the root); a single file's name."""
+    under the folder searched, under a glob's fixed part, under the common folder of a list's
+    entries; a single file's name."""
     output = Path(output).resolve() if output else None
     masks_given = masks
     masks = Path(masks).resolve() if masks else None
-    items, seen, warnings = [], set(), []
-    searched = set()  # the items found by a folder's search or a glob (not named one by one)
+    items, seen, warnings = [], {}, []  # seen: resolved path -> its Item
 
     def add(p: Path, base: Optional[Path], search=False):
         key = str(p.resolve())
         if key not in seen:
-            seen.add(key)
-            items.append(Item(str(p), _rel_stem(p, base)))
-            if search:
-                searched.add(id(items[-1]))
+            seen[key] = Item(str(p), _rel_stem(p, base), searched=search)
+            items.append(seen[key])
+        elif not search:  # also named itself: taken whatever its name
+            seen[key].searched = False
 
     for spec in specs:
         p = Path(spec)
@@ -157,19 +160,21 @@ def find_inputs(specs, output=None, masks=None):
             if not paths:
                 warnings.append(f"{spec}: empty list file")
                 continue
-            # Output names relative to the entries' common folder; file names alone when that is
-            # the file system's root (entries from all over), not every absolute path mirrored.
-            base = Path(os.path.commonpath([os.path.abspath(q.parent) for q in paths]))
-            base = None if base == Path(base.anchor) else base
+            # Output names under the common folder of the entries that exist (one mistyped line
+            # does not rename the others); none on two Windows drives: file names alone.
+            try:
+                base = Path(os.path.commonpath([os.path.abspath(q.parent) for q in paths if q.is_file()]))
+            except ValueError:
+                base = None
             for q in paths:
                 if q.is_file():
                     add(q, base)
                 elif str(q.resolve()) not in seen:
                     why = "a folder; a list names image files" if q.is_dir() else "not found"
-                    items.append(Item(str(q), _rel_stem(q, base), missing=f"listed in {spec}, but {why}"))
-                    seen.add(str(q.resolve()))
+                    seen[str(q.resolve())] = Item(str(q), _rel_stem(q, base), missing=f"listed in {spec}, but {why}")
+                    items.append(seen[str(q.resolve())])
         elif p.is_file() or p.is_symlink():
-            if not _is_image(p):
+            if p.suffix.lower() not in IMAGE_EXTS:
                 warnings.append(f"{spec}: not an image file name ({' '.join(IMAGE_EXTS)}); read as one all the same "
                                 f"(a list of images is a {' '.join(LIST_EXTS)} file)")
             add(p, p.parent)
@@ -184,9 +189,9 @@ def find_inputs(specs, output=None, masks=None):
             if not found:
                 warnings.append(f"{spec}: no images match this pattern")
         else:
-            items.append(Item(str(p), p.with_suffix("").name, missing="file or folder not found"))
-            seen.add(str(p.resolve()))
-    found = [Path(it.path) for it in items if id(it) in searched]
+            seen[str(p.resolve())] = Item(str(p), p.with_suffix("").name, missing="file or folder not found")
+            items.append(seen[str(p.resolve())])
+    found = [Path(it.path) for it in items if it.searched]
     beside = {str(f) for f in _masks_beside_photographs(found, [Path(it.path) for it in items if not it.missing])}
     if beside:
         use = "; --masks on their folder uses them as FOV masks" if masks_given is None else ""
@@ -198,14 +203,15 @@ def find_inputs(specs, output=None, masks=None):
     counts = {}
     for it in items:
         counts[it.rel] = counts.get(it.rel, 0) + 1
-    taken = set()
+    taken, last_number = set(), {}  # last_number: where the numbering of a name goes on (no rescan)
     for it in items:
         if counts[it.rel] > 1:
             rel = f"{it.rel}_{Path(it.path).suffix.lstrip('.').lower()}"
-            n, candidate = 1, rel
-            while candidate in taken or candidate in counts:
+            n, candidate = last_number.get(rel, 1), rel if rel not in last_number else None
+            while candidate is None or candidate in taken or candidate in counts:
                 n += 1
                 candidate = f"{rel}_{n}"
+            last_number[rel] = n
             it.rel = candidate
         taken.add(it.rel)
     return items, warnings
@@ -225,17 +231,20 @@ class MaskFinder:
             raise ConfigError(f"--masks {folder}: no such folder")
         for f in sorted(_files_under(self.folder)):
             if f.suffix.lower() in MASK_EXTS:
-                self.by_rel.setdefault(f.relative_to(self.folder).with_suffix("").as_posix(), f)
-                self.by_stem.setdefault(f.stem, f)
+                self.by_rel.setdefault(f.relative_to(self.folder).with_suffix("").as_posix(), []).append(f)
+                self.by_stem.setdefault(f.stem, []).append(f)
 
     def find(self, item: Item):
+        """The mask of a photograph; never the photograph itself (masks and photographs may
+        share a folder: a.png's mask is then a_mask.png)."""
         if self.folder is None:
             return None
-        stem = Path(item.path).stem
+        stem, photograph = Path(item.path).stem, os.path.realpath(item.path)
         for table, key in ((self.by_rel, item.rel), (self.by_rel, item.rel + "_mask"),
                            (self.by_stem, stem), (self.by_stem, stem + "_mask")):
-            if key in table:
-                return table[key]
+            for mask in table.get(key, ()):
+                if os.path.realpath(mask) != photograph:
+                    return mask
         return None
 
 

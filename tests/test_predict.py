@@ -575,8 +575,15 @@ def test_masks_beside_photographs_and_interrupted_runs_are_not_photographs(setup
     items, warnings = inputs.find_inputs([str(cohort / "*.png"), str(cohort / "*.tif")], masks=cohort)
     assert sorted(i.rel for i in items) == ["14_test", "lonely_mask"] and len(warnings) == 1  # over two globs too
     assert not warnings[0].endswith("FOV masks")  # --masks given: nothing to advise
-    items, _ = inputs.find_inputs([str(cohort / "14_test_mask.png")])  # named explicitly: taken
-    assert [i.rel for i in items] == ["14_test_mask"]
+    for order in ([str(cohort / "14_test_mask.png"), str(cohort)], [str(cohort), str(cohort / "14_test_mask.png")]):
+        items, _ = inputs.find_inputs(order)  # named itself: taken, whatever the order
+        assert sorted(i.rel for i in items) == ["14_test", "14_test_mask", "lonely_mask"], order
+    # --masks on that folder: each photograph's FOV is its _mask file, never the photograph itself.
+    (photo_item,) = [i for i in inputs.find_inputs([str(cohort)], masks=cohort)[0] if i.rel == "14_test"]
+    assert inputs.MaskFinder(cohort).find(photo_item) == cohort / "14_test_mask.png"
+    (cohort / "_mask.png").write_bytes((cohort / "lonely_mask.png").read_bytes())  # no stem at all: a photograph
+    assert "_mask" in [i.rel for i in inputs.find_inputs([str(cohort)])[0]]
+    (cohort / "_mask.png").unlink()
     # An interrupted run: outputs and predict_run.json, no CSV.
     (cohort / "run").mkdir()
     (cohort / "run" / "predict_run.json").write_text("{}")
@@ -595,6 +602,11 @@ def test_linked_cohorts_keep_their_names_and_list_files_are_read_as_written(setu
         (linked / patient).mkdir(parents=True)
         (linked / patient / "left.tif").symlink_to(inp / photo)
     (linked / "site").symlink_to(inp / "sub", target_is_directory=True)  # a linked folder is searched
+    (linked / "up").symlink_to(tmp_path, target_is_directory=True)  # a link back up: not searched
+    (tmp_path / "sibling").mkdir()
+    shutil.copy(inp / "rgba.png", tmp_path / "sibling" / "x.png")
+    (linked / ".ipynb_checkpoints").mkdir()  # hidden folders are not searched
+    shutil.copy(inp / "rgba.png", linked / ".ipynb_checkpoints" / "a-checkpoint.png")
     (linked / "site" / "deeper" / "loop").symlink_to(linked, target_is_directory=True)  # ... once
     try:
         items, _ = inputs.find_inputs([str(linked)])
@@ -609,6 +621,16 @@ def test_linked_cohorts_keep_their_names_and_list_files_are_read_as_written(setu
     listing.write_bytes(b"\xef\xbb\xbf" + f"{linked / 'patient1' / 'left.tif'}\r\n{linked / 'site' / 'grey.png'}\r\n".encode())
     items, _ = inputs.find_inputs([str(listing)])
     assert [(i.rel, i.missing) for i in items] == [("patient1/left", None), ("site/grey", None)]
+    with open(listing, "a") as f:  # a mistyped line elsewhere renames nothing
+        f.write("/no/such/folder/a.png\r\n")
+    items, _ = inputs.find_inputs([str(listing)])
+    assert [i.rel for i in items] == ["patient1/left", "site/grey", "a"] and items[2].missing
+    # One name in three input folders: numbered.
+    for k in range(3):
+        (tmp_path / "same" / str(k)).mkdir(parents=True)
+        shutil.copy(inp / "rgba.png", tmp_path / "same" / str(k) / "a.png")
+    items, _ = inputs.find_inputs([str(tmp_path / "same" / str(k)) for k in range(3)])
+    assert [i.rel for i in items] == ["a_png", "a_png_2", "a_png_3"]
     # A file named explicitly that is not an image by its name is read, with a word on list files.
     (tmp_path / "list.csv").write_text("a.png\n")
     items, warnings = inputs.find_inputs([str(tmp_path / "list.csv")])
@@ -635,7 +657,7 @@ def test_an_empty_mask_fails_its_image_and_a_tiny_one_is_noted(setup, tmp_path):
         inputs.MaskFinder(masks / "a.png")
 
 
-def test_resume_keeps_an_images_earlier_output_name(setup, tmp_path):
+def test_resume_keeps_an_images_earlier_output_name(setup, tmp_path, monkeypatch):
     """The output name depends on how an image is given; --resume keeps the earlier one, so an
     image is not segmented twice under two names (its old outputs left behind)."""
     cohort = tmp_path / "cohort"
@@ -643,8 +665,10 @@ def test_resume_keeps_an_images_earlier_output_name(setup, tmp_path):
     shutil.copy(setup["input"] / "01_test.tif", cohort / "clinic" / "x.tif")
     out = tmp_path / "out"
     base = ["--weights", setup["run_a"], "--output", out]
-    assert cli(*base, "--input", cohort).returncode == 0
-    proc = cli(*base, "--input", cohort / "clinic" / "x.tif", "--resume")  # alone: would be 'x'
+    monkeypatch.chdir(tmp_path)
+    assert cli(*base, "--input", "cohort").returncode == 0  # the CSV holds the relative path
+    monkeypatch.chdir(cohort / "clinic")  # from elsewhere, alone: its name would be 'x'
+    proc = cli(*base, "--input", "x.tif", "--resume")
     assert proc.returncode == 0 and "--resume: 1 image(s) already done, skipped" in proc.stderr, proc.stderr
     shutil.copy(setup["input"] / "rgba.png", cohort / "clinic" / "x.png")  # a new photograph of the same stem
     proc = cli(*base, "--input", cohort, "--resume")
