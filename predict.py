@@ -332,7 +332,9 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
         ctx.sum(0)  # no rank writes before they are gone
     if main:
         atomic_write(out_dir / RUN_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
-        log(f"{len(items)} image(s){f' over {ctx.world} processes' if ctx.enabled else ''}; "
+        missing = sum(bool(it.missing) for it in items)  # failed in the CSV, not photographs
+        log(f"{len(items) - missing} image(s){f' and {missing} input(s) not found' if missing else ''}"
+            f"{f' over {ctx.world} processes' if ctx.enabled else ''}; "
             f"{'ensemble of ' + str(len(members)) if len(members) > 1 else 'one network'}"
             f"{', with flip TTA' if args.tta else ''}; device {device}, {describe_precision(amp_dtype)}")
     kept = rows_kept_by_resume(out_dir, items) if args.resume and main else []

@@ -679,6 +679,13 @@ def test_resume_keeps_an_images_earlier_output_name(setup, tmp_path, monkeypatch
         f"{stem}_{kind}.png" for stem in ("x", "x_png") for kind in ("classes", "colour", "overlay"))
 
 
+def test_inputs_not_found_are_not_counted_as_images(setup, tmp_path):
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "rgba.png", tmp_path / "nothere.png",
+               "--output", tmp_path / "out")
+    assert proc.returncode == 1 and "1 image(s) and 1 input(s) not found; one network" in proc.stderr, proc.stderr
+    assert sorted(r["status"] for r in read_rows(tmp_path / "out")) == ["failed", "ok"]
+
+
 def test_two_process_torchrun_processes_every_image_once(setup):
     out = setup["base"] / "torchrun"
     proc = cli("--weights", setup["run_a"], "--input", setup["input"], "--output", out, torchrun=True)
