@@ -299,6 +299,7 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
                                     + warnings) or f"no images found in {' '.join(args.input)}")
     for w in warnings:
         log(f"warning: {w}")
+    masks.note_shared(items)  # over every process's photographs
     if args.resume and args.overwrite:
         raise ConfigError("--resume adds to an earlier run, --overwrite replaces it: give one")
     earlier = ctx.broadcast(earlier_run(out_dir) if main and out_dir.is_dir() else "")  # one view for all ranks
@@ -355,7 +356,8 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
             f"{total_failed} failed; wrote {out_dir}/predictions.csv; the same command with --resume does the rest")
         return EXIT_STATUS[signum]
     if main:
-        log(f"{len(items) - total_failed} of {len(items)} image(s) segmented, {total_failed} failed; "
+        earlier = f" ({skipped} of them by the earlier run)" if skipped else ""
+        log(f"{len(items) - total_failed} of {len(items)} image(s) segmented{earlier}, {total_failed} failed; "
             f"wrote {out_dir}/predictions.csv")
     return 1 if total_failed else 0
 
@@ -461,7 +463,7 @@ def resumed_row(item, paths, previous, masks, sizes):
     turn = photo_orientation(item.path)
     fov, source = read_fov(item, rgb, masks, turn)
     return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov),
-               "; ".join(orientation_note(turn, source) + image_notes(rgb, fov, source, sizes, masks)))
+               "; ".join(orientation_note(turn, source) + image_notes(item, rgb, fov, source, sizes, masks)))
 
 
 # ----------------------------------------------------------------------------- the batch loop

@@ -7,6 +7,7 @@ names them), so that pointing predict.py at a folder twice never segments its ow
 import glob
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -100,6 +101,29 @@ def _masks_beside_photographs(found: list, photographs: list) -> list:
             and Path(os.path.abspath(f)).with_name(f.stem[:-len("_mask")]) in stems]
 
 
+def _recursive_glob(spec: str, base: Path) -> list:
+    """The files a recursive glob ('photos/**/*.jpg') matches, found by the folder search of
+    _files_under below the glob's fixed part ``base``: Python's glob follows links back up
+    without end (a cohort with such a link never finishes). '**/' is any number of folders,
+    '*' and '?' stay within a name, [...] as in glob; hidden files and folders are skipped."""
+    pattern, regex, i = Path(os.path.relpath(spec, base)).as_posix(), "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            regex, i = regex + "(?:[^/]+/)*", i + 3
+        elif pattern.startswith("**", i):
+            regex, i = regex + ".*", i + 2
+        elif pattern[i] in "*?":
+            regex, i = regex + ("[^/]*" if pattern[i] == "*" else "[^/]"), i + 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+            end = pattern.index("]", i + 2)  # as in glob: a ']' right after '[' or '[!' is literal
+            body = pattern[i + 1:end].replace("\\", "\\\\")
+            regex, i = regex + "[" + ("^" + body[1:] if body.startswith("!") else body) + "]", end + 1
+        else:
+            regex, i = regex + re.escape(pattern[i]), i + 1
+    matches = re.compile(regex + r"\Z").match
+    return [f for f in _files_under(base) if matches(f.relative_to(base).as_posix())] if base.is_dir() else []
+
+
 def any_case_extension(pattern: str) -> str:
     """A glob whose file extension matches in any case ('*.jpg' -> '*.[jJ][pP][gG]'), as a
     folder's search does: cameras write .JPG, and a cohort often mixes both."""
@@ -120,14 +144,18 @@ def find_inputs(specs, output=None, masks=None):
     masks_given = masks
     masks = Path(masks).resolve() if masks else None
     items, seen, warnings = [], {}, []  # seen: resolved path -> its Item
+    same_file = []  # (path, the path it was taken as): links to one photograph, segmented once
 
     def add(p: Path, base: Optional[Path], search=False):
         key = str(p.resolve())
         if key not in seen:
             seen[key] = Item(str(p), _rel_stem(p, base), searched=search)
             items.append(seen[key])
-        elif not search:  # also named itself: taken whatever its name
+            return
+        if not search:  # also named itself: taken whatever its name
             seen[key].searched = False
+        if os.path.abspath(p) != os.path.abspath(seen[key].path):
+            same_file.append((str(p), seen[key].path))
 
     for spec in specs:
         p = Path(spec)
@@ -179,10 +207,11 @@ def find_inputs(specs, output=None, masks=None):
                                 f"(a list of images is a {' '.join(LIST_EXTS)} file)")
             add(p, p.parent)
         elif glob.has_magic(spec):
-            found = sorted({Path(f) for f in glob.glob(any_case_extension(spec), recursive=True)})
             base = Path(spec)
             while glob.has_magic(str(base)):
                 base = base.parent
+            found = sorted(set(_recursive_glob(any_case_extension(spec), base) if "**" in spec
+                               else map(Path, glob.glob(any_case_extension(spec)))))
             found = [f for f in found if f.is_file() and _is_image(f) and not _not_a_photograph(f, base, output, masks)]
             for f in found:
                 add(f, base, search=True)
@@ -191,6 +220,9 @@ def find_inputs(specs, output=None, masks=None):
         else:
             seen[str(p.resolve())] = Item(str(p), p.with_suffix("").name, missing="file or folder not found")
             items.append(seen[str(p.resolve())])
+    if same_file:
+        warnings.append(f"{len(same_file)} input(s) the same file as another one (a link), segmented once: "
+                        f"{same_file[0][0]} as {same_file[0][1]}{', ...' if len(same_file) > 1 else ''}")
     found = [Path(it.path) for it in items if it.searched]
     beside = {str(f) for f in _masks_beside_photographs(found, [Path(it.path) for it in items if not it.missing])}
     if beside:
@@ -218,11 +250,15 @@ def find_inputs(specs, output=None, masks=None):
 
 
 class MaskFinder:
-    """FOV masks in a folder, named like the image: <rel stem>, <stem>, either with _mask."""
+    """FOV masks in a folder, named like the image (<stem>.* or <stem>_mask.*). Where several
+    masks have that name (OD.png of every patient), the one whose folders under --masks are the
+    photograph's own nearest folders (masks/patB/OD.png for .../patB/OD.jpg); a mask in the
+    top folder fits any photograph of its name. ``note_shared`` then counts the photographs of
+    a run that take each mask, since one mask for several photographs is most likely a mistake."""
 
     def __init__(self, folder):
         self.folder = Path(folder) if folder else None
-        self.by_rel, self.by_stem = {}, {}
+        self.by_stem, self.uses = {}, {}
         if self.folder is None:
             return
         if self.folder.is_file():
@@ -231,21 +267,31 @@ class MaskFinder:
             raise ConfigError(f"--masks {folder}: no such folder")
         for f in sorted(_files_under(self.folder)):
             if f.suffix.lower() in MASK_EXTS:
-                self.by_rel.setdefault(f.relative_to(self.folder).with_suffix("").as_posix(), []).append(f)
                 self.by_stem.setdefault(f.stem, []).append(f)
 
-    def find(self, item: Item):
-        """The mask of a photograph; never the photograph itself (masks and photographs may
-        share a folder: a.png's mask is then a_mask.png)."""
+    def find(self, item: Item) -> Optional[Path]:
+        """The mask of a photograph, or None; never the photograph itself (masks and
+        photographs may share a folder: a.png's mask is then a_mask.png)."""
         if self.folder is None:
             return None
-        stem, photograph = Path(item.path).stem, os.path.realpath(item.path)
-        for table, key in ((self.by_rel, item.rel), (self.by_rel, item.rel + "_mask"),
-                           (self.by_stem, stem), (self.by_stem, stem + "_mask")):
-            for mask in table.get(key, ()):
-                if os.path.realpath(mask) != photograph:
-                    return mask
-        return None
+        stem, photograph = Path(item.path).stem, Path(os.path.realpath(item.path))
+        own_folders = Path(os.path.abspath(item.path)).parent.parts[::-1]  # nearest first
+        best, best_fit = None, -1
+        for rank, key in enumerate((stem, stem + "_mask")):
+            for mask in self.by_stem.get(key, ()):
+                folders = mask.relative_to(self.folder).parent.parts[::-1]
+                if list(folders) != list(own_folders[:len(folders)]) or Path(os.path.realpath(mask)) == photograph:
+                    continue  # in another patient's (or eye's, visit's) folder
+                if len(folders) > best_fit:
+                    best, best_fit = mask, len(folders)
+        return best
+
+    def note_shared(self, items):
+        """Count, over all the photographs of the run, those that take each mask."""
+        for it in items:
+            if not it.missing:
+                mask = self.find(it)
+                self.uses[mask] = self.uses.get(mask, 0) + 1
 
 
 def fingerprint(path) -> str:
@@ -296,7 +342,7 @@ def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
     fov, source = read_fov(item, rgb, masks, turn)
     resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)
                for s in sizes}
-    notes = orientation_note(turn, source) + image_notes(rgb, fov, source, sizes, masks)
+    notes = orientation_note(turn, source) + image_notes(item, rgb, fov, source, sizes, masks)
     return Prepared(item, rgb, fov, source, resized, fingerprint(item.path), notes, turn)
 
 
@@ -315,9 +361,14 @@ def orientation_note(turn: int, fov_source: str) -> tuple:
     return (f"turned as image viewers show it (EXIF orientation {turn}), as are its outputs{mask}",)
 
 
-def image_notes(rgb, fov, fov_source, sizes, masks: MaskFinder) -> tuple:
-    """photo_notes, a mask that covers almost nothing, and a mask of --masks not found for it."""
+def image_notes(item, rgb, fov, fov_source, sizes, masks: MaskFinder) -> tuple:
+    """photo_notes, a mask that covers almost nothing or serves several photographs, and a mask
+    of --masks not found for it."""
     notes = photo_notes(rgb, fov, sizes)
+    shared = masks.uses.get(masks.find(item), 0) if fov_source == "mask" else 0
+    if shared > 1:
+        notes += (f"its mask {masks.find(item)} is the mask of {shared} photographs of this run (named like each, "
+                  f"in no folder of its own): check it is this one's",)
     if fov_source == "mask" and fov.mean() < MIN_FOV:
         notes += (f"its mask covers only {100 * fov.mean():.1f} % of the photograph: is it the mask of this one?",)
     if masks.folder is not None and fov_source != "mask":

@@ -609,9 +609,14 @@ def test_linked_cohorts_keep_their_names_and_list_files_are_read_as_written(setu
     shutil.copy(inp / "rgba.png", linked / ".ipynb_checkpoints" / "a-checkpoint.png")
     (linked / "site" / "deeper" / "loop").symlink_to(linked, target_is_directory=True)  # ... once
     try:
-        items, _ = inputs.find_inputs([str(linked)])
+        items, warnings = inputs.find_inputs([str(linked)])
+        # A recursive glob walks as the folder search does (Python's glob would follow the links back up).
+        globbed, _ = inputs.find_inputs([str(linked / "**" / "*.*")])
     finally:
         (inp / "sub" / "deeper" / "loop").unlink()
+    assert [i.rel for i in globbed] == [i.rel for i in items]
+    assert warnings == [f"1 input(s) the same file as another one (a link), segmented once: "
+                        f"{linked / 'site' / '02_test.tif'} as {linked / 'patient2' / 'left.tif'}"]
     # (site/02_test.tif is patient2/left.tif: one photograph, segmented once)
     assert sorted(i.rel for i in items) == ["patient1/left", "patient2/left", "site/deeper/grey16", "site/grey",
                                             "site/trunc"]
@@ -651,10 +656,34 @@ def test_an_empty_mask_fails_its_image_and_a_tiny_one_is_noted(setup, tmp_path):
     with pytest.raises(ValueError, match=r"its mask .*a.png is empty \(no non-zero pixel\): nothing to segment"):
         inputs.read_fov(inputs.Item("a.tif", "a"), photo, finder)
     fov, source = inputs.read_fov(inputs.Item("b.tif", "b"), photo, finder)
-    notes = inputs.image_notes(photo, fov, source, [(592, 592)], finder)
+    notes = inputs.image_notes(inputs.Item("b.tif", "b"), photo, fov, source, [(592, 592)], finder)
     assert "its mask covers only 0.0 % of the photograph: is it the mask of this one?" in notes
     with pytest.raises(ConfigError, match="a file; --masks is a folder of masks named like the images"):
         inputs.MaskFinder(masks / "a.png")
+
+
+def test_masks_of_patients_with_photographs_of_one_name(tmp_path):
+    """OD.png of every patient: each photograph takes the mask of its own folder, never another
+    patient's; a mask in the top folder fits any photograph of its name, and one mask taken by
+    several photographs of a run is noted."""
+    masks = tmp_path / "masks"
+    for patient in ("patA", "patB"):
+        (masks / patient).mkdir(parents=True)
+        (masks / patient / "OD.png").write_bytes(b"")
+    finder = inputs.MaskFinder(masks)
+    photos = {p: inputs.Item(str(tmp_path / "cohort" / p / "OD.jpg"), "OD") for p in ("patA", "patB", "patC")}
+    assert finder.find(photos["patB"]) == masks / "patB" / "OD.png"
+    assert finder.find(photos["patA"]) == masks / "patA" / "OD.png"
+    assert finder.find(photos["patC"]) is None  # no mask of its own: estimated, and noted
+    (masks / "OD_mask.png").write_bytes(b"")  # one for all: taken where no nearer one exists
+    finder = inputs.MaskFinder(masks)
+    assert finder.find(photos["patC"]) == masks / "OD_mask.png"
+    assert finder.find(photos["patB"]) == masks / "patB" / "OD.png"
+    finder.note_shared([photos["patC"], inputs.Item(str(tmp_path / "cohort" / "patD" / "OD.jpg"), "OD_2")])
+    rgb, fov = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8), np.ones((64, 64), bool)
+    assert inputs.image_notes(photos["patC"], rgb, fov, "mask", [(64, 64)], finder) == (
+        f"its mask {masks / 'OD_mask.png'} is the mask of 2 photographs of this run (named like each, in no folder "
+        f"of its own): check it is this one's",)
 
 
 def test_resume_keeps_an_images_earlier_output_name(setup, tmp_path, monkeypatch):
