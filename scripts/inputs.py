@@ -36,6 +36,7 @@ class Item:
     rel: str                   # relative stem under --output, posix ('sub/01_test')
     missing: Optional[str] = None  # an input argument that matched nothing
     searched: bool = False     # found by a folder's search or a glob, not named itself
+    origin: str = ""           # the name of the folder ``rel`` is under (an input folder, a single file's folder)
 
 
 def _is_image(p: Path):
@@ -114,10 +115,11 @@ def _recursive_glob(spec: str, base: Path) -> list:
             regex, i = regex + ".*", i + 2
         elif pattern[i] in "*?":
             regex, i = regex + ("[^/]*" if pattern[i] == "*" else "[^/]"), i + 1
-        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
-            end = pattern.index("]", i + 2)  # as in glob: a ']' right after '[' or '[!' is literal
-            body = pattern[i + 1:end].replace("\\", "\\\\")
-            regex, i = regex + "[" + ("^" + body[1:] if body.startswith("!") else body) + "]", end + 1
+        elif pattern[i] == "[" and "]" in pattern[i + (3 if pattern[i + 1:i + 2] == "!" else 2):]:
+            negated = pattern[i + 1] == "!"
+            end = pattern.index("]", i + (3 if negated else 2))  # as in glob: a ']' first in the set is literal
+            body = pattern[i + 1 + negated:end].replace("\\", "\\\\").replace("^", "\\^")
+            regex, i = regex + "[" + "^" * negated + body + "]", end + 1
         else:
             regex, i = regex + re.escape(pattern[i]), i + 1
     matches = re.compile(regex + r"\Z").match
@@ -139,7 +141,7 @@ def find_inputs(specs, output=None, masks=None):
     <stem>_mask.* beside their photographs and the outputs of earlier runs (see
     ``_not_a_photograph``); files named explicitly are always taken. Output names: the path
     under the folder searched, under a glob's fixed part, under the common folder of a list's
-    entries; a single file's name."""
+    entries; a single file's name; where two are the same, see the end."""
     output = Path(output).resolve() if output else None
     masks_given = masks
     masks = Path(masks).resolve() if masks else None
@@ -149,7 +151,7 @@ def find_inputs(specs, output=None, masks=None):
     def add(p: Path, base: Optional[Path], search=False):
         key = str(p.resolve())
         if key not in seen:
-            seen[key] = Item(str(p), _rel_stem(p, base), searched=search)
+            seen[key] = Item(str(p), _rel_stem(p, base), searched=search, origin=base.name if base else "")
             items.append(seen[key])
             return
         if not search:  # also named itself: taken whatever its name
@@ -230,8 +232,18 @@ def find_inputs(specs, output=None, masks=None):
         warnings.append(f"{len(beside)} file(s) named like a photograph's mask (<stem>_mask.*) beside it, not "
                         f"segmented (e.g. {min(beside)}){use}")
         items = [it for it in items if it.path not in beside]
-    # Two inputs with one output name (a.jpg and a.png, or the same relative path under two
-    # input folders): keep the extension, then number them.
+    # Two inputs with one output name: under input folders of different names (patB/OD.jpg and
+    # patC/OD.jpg, given folder by folder), that folder's name before it; else (a.jpg and a.png
+    # of one folder) the extension after it, then a number.
+    groups = {}
+    for it in items:
+        groups.setdefault(it.rel, []).append(it)
+    for rel, group in groups.items():
+        origins = {it.origin for it in group}
+        if len(group) > 1 and "" not in origins and len(origins) == len(group) \
+                and not any(f"{origin}/{rel}" in groups for origin in origins):
+            for it in group:
+                it.rel = f"{it.origin}/{rel}"
     counts = {}
     for it in items:
         counts[it.rel] = counts.get(it.rel, 0) + 1

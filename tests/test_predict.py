@@ -3,12 +3,14 @@ outputs at the original size, failures recorded (not fatal), --resume, ensembles
 --masks, a 2-process torchrun; and the FOV estimate against the data sets' own masks."""
 import contextlib
 import csv
+import glob
 import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -630,12 +632,15 @@ def test_linked_cohorts_keep_their_names_and_list_files_are_read_as_written(setu
         f.write("/no/such/folder/a.png\r\n")
     items, _ = inputs.find_inputs([str(listing)])
     assert [i.rel for i in items] == ["patient1/left", "site/grey", "a"] and items[2].missing
-    # One name in three input folders: numbered.
-    for k in range(3):
-        (tmp_path / "same" / str(k)).mkdir(parents=True)
-        shutil.copy(inp / "rgba.png", tmp_path / "same" / str(k) / "a.png")
-    items, _ = inputs.find_inputs([str(tmp_path / "same" / str(k)) for k in range(3)])
-    assert [i.rel for i in items] == ["a_png", "a_png_2", "a_png_3"]
+    # One name in three input folders (a patient's each): the folder's name before it; where
+    # the folders share a name too, the extension and a number after it.
+    for k in ("patA", "patB", "patC", "x/patC"):
+        (tmp_path / "same" / k).mkdir(parents=True)
+        shutil.copy(inp / "rgba.png", tmp_path / "same" / k / "OD.png")
+    items, _ = inputs.find_inputs([str(tmp_path / "same" / k) for k in ("patA", "patB", "patC")])
+    assert [i.rel for i in items] == ["patA/OD", "patB/OD", "patC/OD"]
+    items, _ = inputs.find_inputs([str(tmp_path / "same" / k) for k in ("patA", "patC", "x/patC")])
+    assert [i.rel for i in items] == ["OD_png", "OD_png_2", "OD_png_3"]
     # A file named explicitly that is not an image by its name is read, with a word on list files.
     (tmp_path / "list.csv").write_text("a.png\n")
     items, warnings = inputs.find_inputs([str(tmp_path / "list.csv")])
@@ -660,6 +665,22 @@ def test_an_empty_mask_fails_its_image_and_a_tiny_one_is_noted(setup, tmp_path):
     assert "its mask covers only 0.0 % of the photograph: is it the mask of this one?" in notes
     with pytest.raises(ConfigError, match="a file; --masks is a folder of masks named like the images"):
         inputs.MaskFinder(masks / "a.png")
+
+
+@pytest.mark.parametrize("pattern", ["**/*.jpg", "**", "a/**/*.jpg", "**/b/*", "a/**/[!]]*.jpg", "**/[]]*.jpg",
+                                     "**/[^]*.jpg", "**/[!y]*.jpg", "a/**/[xy]?.jpg", "*/*.jpg"])
+def test_a_recursive_glob_finds_what_pythons_glob_finds(tmp_path, monkeypatch, pattern):
+    """On a tree without links (where Python's glob cannot loop) the project's walk of a
+    recursive glob finds exactly what glob.glob finds."""
+    for name in ("x.jpg", "a/y.jpg", "a/yz.jpg", "a/b/z.jpg", "a/]x.jpg", "a/^q.jpg", "c/w.png", "a/b/deep/v.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    base = Path(pattern)
+    while glob.has_magic(str(base)):
+        base = base.parent
+    expected = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
+    assert sorted(map(str, inputs._recursive_glob(pattern, base))) == expected
 
 
 def test_masks_of_patients_with_photographs_of_one_name(tmp_path):
