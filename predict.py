@@ -39,8 +39,9 @@ inputs. An output folder that holds an earlier run needs --resume (add to it) or
 (replace it: the earlier run's files are deleted first), so no run silently drops another's
 CSV rows or leaves its pictures beside the new ones.
 
-The FOV is the mask in --masks named like the image (<stem>.*, <stem>_mask.*; any non-zero
-value is inside; fov_source "mask"), else estimated from the photograph (scripts/fov.py;
+The FOV is the mask in --masks named like the image (<stem>.*, <stem>_mask.*; where several
+have that name, the one in the photograph's own nearest folders, masks/patB/OD.png for
+.../patB/OD.jpg, never another patient's; any non-zero value is inside; fov_source "mask"), else estimated from the photograph (scripts/fov.py;
 "estimated"; "whole image" where no disc is found). Everything outside it is background. An
 empty mask fails its image.
 
