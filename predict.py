@@ -41,9 +41,9 @@ CSV rows or leaves its pictures beside the new ones.
 
 The FOV is the mask in --masks named like the image (<stem>.*, <stem>_mask.*; where several
 have that name, the one in the photograph's own nearest folders, masks/patB/OD.png for
-.../patB/OD.jpg, never another patient's; any non-zero value is inside; fov_source "mask"), else estimated from the photograph (scripts/fov.py;
-"estimated"; "whole image" where no disc is found). Everything outside it is background. An
-empty mask fails its image.
+.../patB/OD.jpg, never another patient's; any non-zero value is inside; fov_source "mask"),
+else estimated from the photograph (scripts/fov.py; "estimated"; "whole image" where no disc
+is found). Everything outside it is background. An empty mask fails its image.
 
 Exit status: 0 when every image was segmented, 1 when some failed (see the CSV), 2 for an
 error in the arguments or the weights (one line on stderr), 130 / 143 when Ctrl-C / SIGTERM
