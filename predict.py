@@ -384,13 +384,19 @@ def inputs_named(args, out_dir: Path):
     given again alone, or beside a new photograph of the same stem, would get another name
     and be segmented twice, its old outputs left behind)."""
     items, warnings = find_inputs(args.input, output=out_dir, masks=args.masks)
-    if args.resume:
+    if not args.resume:
+        return items, warnings
+    rows = read_rows(out_dir / PREDICTIONS_CSV)
+    as_before = {(r["path"], r.get("output")) for r in rows}
+    strays = [it for it in items if (it.path, it.rel) not in as_before]  # given otherwise than before
+    if strays:
         earlier = {}  # the photograph's real path -> its earlier output name
-        for r in read_rows(out_dir / PREDICTIONS_CSV):
-            if r.get("output"):
-                earlier.setdefault(source_of(out_dir, r["output"]) or os.path.realpath(r["path"]), r["output"])
+        for r in rows:
+            if r.get("output"):  # a relative path may be from another working folder: its map says
+                path = os.path.realpath(r["path"]) if os.path.isabs(r["path"]) else source_of(out_dir, r["output"])
+                earlier.setdefault(path or os.path.realpath(r["path"]), r["output"])
         taken = {it.rel for it in items}
-        for it in items:
+        for it in strays:
             name = earlier.get(os.path.realpath(it.path))
             if name and name not in taken:
                 taken.discard(it.rel)

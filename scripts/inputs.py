@@ -143,7 +143,6 @@ def find_inputs(specs, output=None, masks=None):
     under the folder searched, under a glob's fixed part, under the common folder of a list's
     entries; a single file's name; where two are the same, see the end."""
     output = Path(output).resolve() if output else None
-    masks_given = masks
     masks = Path(masks).resolve() if masks else None
     items, seen, warnings = [], {}, []  # seen: resolved path -> its Item
     same_file = []  # (path, the path it was taken as): links to one photograph, segmented once
@@ -158,6 +157,11 @@ def find_inputs(specs, output=None, masks=None):
             seen[key].searched = False
         if os.path.abspath(p) != os.path.abspath(seen[key].path):
             same_file.append((str(p), seen[key].path))
+
+    def add_missing(p: Path, rel: str, why: str):
+        if str(p.resolve()) not in seen:
+            seen[str(p.resolve())] = Item(str(p), rel, missing=why)
+            items.append(seen[str(p.resolve())])
 
     for spec in specs:
         p = Path(spec)
@@ -199,10 +203,9 @@ def find_inputs(specs, output=None, masks=None):
             for q in paths:
                 if q.is_file():
                     add(q, base)
-                elif str(q.resolve()) not in seen:
+                else:
                     why = "a folder; a list names image files" if q.is_dir() else "not found"
-                    seen[str(q.resolve())] = Item(str(q), _rel_stem(q, base), missing=f"listed in {spec}, but {why}")
-                    items.append(seen[str(q.resolve())])
+                    add_missing(q, _rel_stem(q, base), f"listed in {spec}, but {why}")
         elif p.is_file() or p.is_symlink():
             if p.suffix.lower() not in IMAGE_EXTS:
                 warnings.append(f"{spec}: not an image file name ({' '.join(IMAGE_EXTS)}); read as one all the same "
@@ -220,15 +223,14 @@ def find_inputs(specs, output=None, masks=None):
             if not found:
                 warnings.append(f"{spec}: no images match this pattern")
         else:
-            seen[str(p.resolve())] = Item(str(p), p.with_suffix("").name, missing="file or folder not found")
-            items.append(seen[str(p.resolve())])
+            add_missing(p, p.with_suffix("").name, "file or folder not found")
     if same_file:
         warnings.append(f"{len(same_file)} input(s) the same file as another one (a link), segmented once: "
                         f"{same_file[0][0]} as {same_file[0][1]}{', ...' if len(same_file) > 1 else ''}")
     found = [Path(it.path) for it in items if it.searched]
     beside = {str(f) for f in _masks_beside_photographs(found, [Path(it.path) for it in items if not it.missing])}
     if beside:
-        use = "; --masks on their folder uses them as FOV masks" if masks_given is None else ""
+        use = "; --masks on their folder uses them as FOV masks" if masks is None else ""
         warnings.append(f"{len(beside)} file(s) named like a photograph's mask (<stem>_mask.*) beside it, not "
                         f"segmented (e.g. {min(beside)}){use}")
         items = [it for it in items if it.path not in beside]
@@ -289,7 +291,7 @@ class MaskFinder:
         stem, photograph = Path(item.path).stem, Path(os.path.realpath(item.path))
         own_folders = Path(os.path.abspath(item.path)).parent.parts[::-1]  # nearest first
         best, best_fit = None, -1
-        for rank, key in enumerate((stem, stem + "_mask")):
+        for key in (stem, stem + "_mask"):
             for mask in self.by_stem.get(key, ()):
                 folders = mask.relative_to(self.folder).parent.parts[::-1]
                 if list(folders) != list(own_folders[:len(folders)]) or Path(os.path.realpath(mask)) == photograph:
@@ -377,9 +379,9 @@ def image_notes(item, rgb, fov, fov_source, sizes, masks: MaskFinder) -> tuple:
     """photo_notes, a mask that covers almost nothing or serves several photographs, and a mask
     of --masks not found for it."""
     notes = photo_notes(rgb, fov, sizes)
-    shared = masks.uses.get(masks.find(item), 0) if fov_source == "mask" else 0
-    if shared > 1:
-        notes += (f"its mask {masks.find(item)} is the mask of {shared} photographs of this run (named like each, "
+    mask = masks.find(item) if fov_source == "mask" else None
+    if mask is not None and masks.uses.get(mask, 0) > 1:
+        notes += (f"its mask {mask} is the mask of {masks.uses[mask]} photographs of this run (named like each, "
                   f"in no folder of its own): check it is this one's",)
     if fov_source == "mask" and fov.mean() < MIN_FOV:
         notes += (f"its mask covers only {100 * fov.mean():.1f} % of the photograph: is it the mask of this one?",)
