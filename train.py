@@ -198,6 +198,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name, desc="decode + cache")
     train_set, val_set = data.subset(train_idx).to(device), data.subset(val_idx)
     amp_dtype = amp_dtype_for(device, cfg.amp)
+    if cfg.amp and amp_dtype is None:  # a CPU without native bf16 trains in fp32: the saved config says so
+        cfg.amp = False
     memory_format = training_memory_format(device, amp_dtype)
     log = print if ctx.is_main else (lambda *a, **k: None)
     log(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
