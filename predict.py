@@ -79,7 +79,7 @@ from tqdm import tqdm
 from scripts import distributed, evaluate
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, describe, make_folder
-from scripts.cli import ArgumentParser, progress_bar
+from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import DATASETS, VARIANTS, ConfigError, check_image_size
 from scripts.data import read_image
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
@@ -563,7 +563,7 @@ def main(argv=None):
         except (KeyboardInterrupt, Terminated) as exc:
             signum = signal_of(exc)
             if distributed.launched_as_rank_zero():
-                print(f"\n{signal_name(signum)}: stopped at once; the outputs written so far are kept (not "
+                print(f"{FRESH_LINE}{signal_name(signum)}: stopped at once; the outputs written so far are kept (not "
                       f"predictions.csv): the same command with --resume does the rest", file=sys.stderr)
             code = EXIT_STATUS[signum]
     sys.exit(code)

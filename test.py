@@ -20,7 +20,7 @@ from pathlib import Path
 from scripts import metrics
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, make_folder
-from scripts.cli import ArgumentParser, progress_bar
+from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import VARIANTS, ConfigError, UNIFORM_SIZE, check_image_size, dataset_names, dataset_spec, str2bool
 from scripts.data import find_samples, load_tensor_set
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
@@ -333,7 +333,7 @@ def main(argv=None):
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         except (KeyboardInterrupt, Terminated) as exc:
-            print(f"\n{said_of(exc)}: test.py stopped{getattr(exc, 'unfinished', '')}", file=sys.stderr)
+            print(f"{FRESH_LINE}{said_of(exc)}: test.py stopped{getattr(exc, 'unfinished', '')}", file=sys.stderr)
             sys.exit(EXIT_STATUS[signal_of(exc)])
 
 

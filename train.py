@@ -31,7 +31,7 @@ from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
 from scripts.checkpoint import (LAST_STATE, NETWORK_FILES, CheckpointError, atomic_torch_save, check_expected,
                                 check_folder, read, save_best)
-from scripts.cli import ArgumentParser, progress_bar
+from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import VARIANTS, ConfigError, RunConfig, dataset_names, dataset_spec, str2bool
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.device import (amp_dtype_for, describe_precision, keep_freed_memory, pick_device, set_tf32,
@@ -534,7 +534,7 @@ def main(argv=None):
         except (KeyboardInterrupt, Terminated) as exc:
             how = said_of(exc)
             if distributed.launched_as_rank_zero():
-                print("\n" + stopped_message(how, cfg, args.output_root), file=sys.stderr)
+                print(FRESH_LINE + stopped_message(how, cfg, args.output_root), file=sys.stderr)
             sys.exit(EXIT_STATUS[signal_of(exc)])
     if not complete:
         sys.exit(TIME_LIMIT_EXIT if stop_request.signum is None else EXIT_STATUS[stop_request.signum])

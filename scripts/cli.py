@@ -10,6 +10,9 @@ from tqdm import tqdm
 # Seconds between progress bar updates: live in a terminal; into a log file (nohup, PARALLEL=1,
 # a batch scheduler) a line a minute at most, not a line per step.
 BAR_INTERVAL = 0.1 if sys.stderr.isatty() else 60
+# What a stop message starts with: in a terminal a line break, so that it does not follow the
+# "^C" the terminal echoed; in a log file nothing (no echo there, and no blank line).
+FRESH_LINE = "\n" if sys.stderr.isatty() else ""
 
 
 class LogLines(tqdm):
