@@ -19,7 +19,7 @@ from pathlib import Path
 
 from scripts import metrics
 from scripts.bundle import load_any, pretrained_bundle
-from scripts.checkpoint import atomic_write, atomic_write_csv, make_folder
+from scripts.checkpoint import atomic_write, atomic_write_csv, check_folder, make_folder
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import VARIANTS, ConfigError, UNIFORM_SIZE, check_image_size, dataset_names, dataset_spec, str2bool
 from scripts.data import find_samples, load_tensor_set
@@ -215,6 +215,7 @@ def evaluate(args):
         print(f"note: --workers {args.workers} is more than the {cores} usable cores: each scores one "
               f"test image at a time and holds its full-size arrays (0.3-0.5 GB each at HRF-AV's size), for "
               f"no gain in speed", file=sys.stderr)
+    check_folder(args.cache_dir, "--cache-dir")
     device = pick_device(args.device)
     keep_freed_memory()
     amp_dtype = amp_dtype_for(device, args.amp)

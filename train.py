@@ -180,6 +180,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     run_dir = Path(output_root) / spec.name / cfg.job_name
     check_folder(run_dir, "--output-root")  # before any data is decoded or epoch trained
     check_folder(runs_dir, "--runs-dir")
+    check_folder(cfg.cache_dir, "--cache-dir")
     if not resume:
         check_nothing_to_overwrite(run_dir)
     # --load's weights are read (and checked) before the data: a wrong file fails at once.

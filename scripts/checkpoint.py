@@ -43,7 +43,8 @@ _UMASK = _umask()  # read once: os.umask is process-wide and not thread-safe to 
 
 def make_folder(path, option: str) -> Path:
     """Create the output folder ``path`` (with parents), or one ConfigError line naming
-    ``option`` when it cannot be: a file of that name, a file on the way, no permission."""
+    ``option`` when it cannot be or cannot be written in: a file of that name, a file on the way,
+    no permission (an existing read-only folder too, before anything is computed for it)."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -51,6 +52,8 @@ def make_folder(path, option: str) -> Path:
         raise ConfigError(f"{option} {path}: a file of that name exists; give a folder") from None
     except OSError as exc:
         raise ConfigError(f"{option} {path}: cannot create this folder ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: cannot write in this folder (no permission)")
     return path
 
 

@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,11 +165,11 @@ def test_bad_options(drive_copy, tmp_path, monkeypatch, capsys, args, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing written
 
 
-def test_an_output_root_or_runs_dir_that_is_a_file_is_one_line_before_any_data(drive_copy, tmp_path, monkeypatch,
+def test_an_output_root_runs_dir_or_cache_dir_that_is_a_file_is_one_line_before_any_data(drive_copy, tmp_path, monkeypatch,
                                                                                  capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("kept")
-    for option in ("--output-root", "--runs-dir"):
+    for option in ("--output-root", "--runs-dir", "--cache-dir"):
         with pytest.raises(SystemExit) as stop:
             train.main(["--data-root", str(drive_copy), "--epochs", "1", "--cache-dir", str(tmp_path / "c"),
                         "--image-size", "64", "64", "--base-width", "4", option, "afile"])
@@ -298,7 +299,7 @@ def test_test_py_refuses_to_average_runs_of_different_variants(tmp_path, capsys)
 
 
 def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tmp_path, capsys, monkeypatch):
-    """No weights named, --batch-size 0, --workers 0, an --output that is a file: one line each,
+    """No weights named, --batch-size 0, --workers 0, an --output or --cache-dir that is a file: one line each,
     exit 2, before any prediction. Four DRIVE_AV test images score, with a note that the published
     test set has 20."""
     import test as test_script
@@ -316,7 +317,8 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
             (["--load", str(run), "--batch-size", "0"], "error: --batch-size 0: must be at least 1"),
             (["--load", str(run), "--workers", "0"], "error: --workers 0: must be at least 1"),
             (["--load", str(run), "--output", str(a_file)],
-             f"error: --output {a_file}: a file of that name exists; give a folder")):
+             f"error: --output {a_file}: a file of that name exists; give a folder"),
+            (["--load", str(run), "--cache-dir", str(a_file)], f"error: --cache-dir: {a_file} is a file; give a folder")):
         with pytest.raises(SystemExit) as info:
             test_script.main([*common, *args])
         assert info.value.code == 2
@@ -327,3 +329,18 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
     assert "note: --workers 999 is more than the " in err  # allowed, but said
     assert (f"note: 4 test images in {drive_copy / 'DRIVE_AV' / 'test'}, where the published DRIVE_AV test set "
             f"has 20: these numbers are not comparable with the published table") in err
+
+
+def test_an_existing_output_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    """test.py, predict.py, pack and bundle make their output folder with make_folder: a
+    read-only one fails there, before anything is computed for it, not later in a traceback.
+    (The permission is simulated: the tests may run as root, who may write anywhere.)"""
+    from scripts import checkpoint
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    real_access = checkpoint.os.access
+    monkeypatch.setattr(checkpoint.os, "access", lambda p, mode: Path(p) != read_only and real_access(p, mode))
+    with pytest.raises(ConfigError, match=re.escape(f"--output {read_only}: cannot write in this folder "
+                                                    f"(no permission)")):
+        checkpoint.make_folder(read_only, "--output")
+    assert checkpoint.make_folder(tmp_path / "new" / "out", "--output").is_dir()
