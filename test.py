@@ -32,22 +32,35 @@ PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")
 RESULT_FILES = ("summary.json", "metrics.csv")
 
 
-def clear_earlier_test(out_dir, names):
+def clear_earlier_test(out_dir, names, runs=()):
     """Delete what an earlier test.py run wrote in this output folder: first its summary.json
     and metrics.csv (so that a test stopped while writing leaves no summary beside pictures it
-    does not describe), then its pictures of these test images (top level and per-run
-    sub-folders). Folders left empty go too (a test of one run after one of several leaves no
-    empty per-run folders, and the other way round); other files are left alone."""
+    does not describe), then its pictures of these test images: at the top level and in the
+    per-run sub-folders of the runs its summary names and of ``runs`` (this test's per-run
+    folder names, for an earlier test stopped before its summary). No other sub-folder is
+    touched: ``--output DRIVE_AV`` leaves DRIVE_AV/Final_pre, another test, alone. Folders left
+    empty go too (a test of one run after one of several leaves no empty per-run folders, and
+    the other way round); other files are left alone."""
+    runs = {*earlier_run_names(out_dir), *runs}
     for name in RESULT_FILES:
         (out_dir / name).unlink(missing_ok=True)
     for folder_name in PICTURE_FOLDERS:
-        for folder in [out_dir / folder_name, *out_dir.glob(f"*/{folder_name}")]:
+        for folder in [out_dir / folder_name, *(out_dir / run / folder_name for run in sorted(runs))]:
             for name in names:
                 (folder / f"{name}.png").unlink(missing_ok=True)
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
                 if folder.parent != out_dir and not any(folder.parent.iterdir()):
                     folder.parent.rmdir()
+
+
+def earlier_run_names(out_dir) -> list:
+    """The per-run folder names of the test whose summary.json is in ``out_dir`` ([] when none)."""
+    try:
+        runs = json.loads((out_dir / "summary.json").read_text())["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return run_names(map(str, runs)) if isinstance(runs, list) else []
 
 
 def earlier_test(out_dir) -> str:
@@ -287,8 +300,8 @@ def score_and_write(args, spec, runs, samples, probs, details, out_dir):
     """Score every run's predictions at full size (in threads), write the pictures, metrics.csv
     and summary.json into ``out_dir`` in place of an earlier test's; returns the summary."""
     multi = len(runs) > 1
-    clear_earlier_test(out_dir, [s.name for s in samples])
     names = run_names(folder for folder, _, _ in runs)
+    clear_earlier_test(out_dir, [s.name for s in samples], names if multi else ())
     run_outs = [out_dir / name if multi else out_dir for name in names]
     activations = [saved["activation"] for _, _, saved in runs]
     rows, per_run = [], [[] for _ in runs]

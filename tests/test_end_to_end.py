@@ -538,7 +538,8 @@ def load_test_script():
 
 def test_a_test_into_a_used_folder_says_what_it_replaces_and_leaves_no_empty_folders(tmp_path):
     """Several runs' test writes pictures per run, one run's at the top: the next test of the
-    other kind clears the first's pictures of these images, and the folders they leave empty."""
+    other kind clears the first's pictures of these images, and the folders they leave empty;
+    a sub-folder that is not one of its runs' (another test's output) is left alone."""
     test_script = load_test_script()
     out = tmp_path / "Final_pre"
     assert test_script.earlier_test(out) == ""
@@ -547,11 +548,14 @@ def test_a_test_into_a_used_folder_says_what_it_replaces_and_leaves_no_empty_fol
             (out / run / folder).mkdir(parents=True)
             (out / run / folder / "01_test.png").write_bytes(b"png")
     (out / "sigmoid_seed40" / "raw_pre" / "mine.txt").write_text("kept")
+    (out / "Final_pre" / "small_pre").mkdir(parents=True)
+    (out / "Final_pre" / "small_pre" / "01_test.png").write_bytes(b"another test's")
     (out / "summary.json").write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid_seed42", "DRIVE_AV/sigmoid_seed40"]}))
     (out / "metrics.csv").write_text("run,image\n")
     assert test_script.earlier_test(out) == f"the test of DRIVE_AV/sigmoid_seed42, DRIVE_AV/sigmoid_seed40 in {out}"
     test_script.clear_earlier_test(out, ["01_test"])
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "Final_pre", "Final_pre/small_pre", "Final_pre/small_pre/01_test.png",
         "sigmoid_seed40", "sigmoid_seed40/raw_pre", "sigmoid_seed40/raw_pre/mine.txt"]
     (out / "summary.json").write_text("{not json")
     assert test_script.earlier_test(out) == f"the summary.json in {out}"
