@@ -167,10 +167,13 @@ def remove_earlier_run(out_dir: Path) -> int:
     """--overwrite: delete the files of the earlier run, nothing else in the folder: the outputs
     of the images its predictions.csv names and of every class map that names its photograph
     (so those of an interrupted run, which wrote no CSV, too), the CSV, its per-process parts
-    and predict_run.json. Returns the number of files deleted."""
+    and predict_run.json. A sub-folder holding a run of its own (its predictions.csv or
+    predict_run.json) is left alone. Returns the number of files deleted."""
     inside = out_dir.resolve()
     stems = {r.get("output") or "" for r in read_rows(out_dir / PREDICTIONS_CSV)} - {""}
     for classes in out_dir.rglob("*" + OUTPUT_FILES["classes"]):
+        if _in_a_run_of_its_own(classes, out_dir):
+            continue
         try:
             if made_from(classes)["source"] is not None:
                 stems.add(classes.relative_to(out_dir).as_posix()[:-len(OUTPUT_FILES["classes"])])
@@ -188,6 +191,14 @@ def remove_earlier_run(out_dir: Path) -> int:
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
     return removed
+
+
+def _in_a_run_of_its_own(path: Path, out_dir: Path) -> bool:
+    """Whether a folder between ``path`` and ``out_dir`` holds another run's CSV or record."""
+    for d in path.relative_to(out_dir).parents:
+        if d != Path(".") and ((out_dir / d / PREDICTIONS_CSV).is_file() or (out_dir / d / RUN_RECORD).is_file()):
+            return True
+    return False
 
 
 def check_resume(out_dir: Path, record: dict):
@@ -215,7 +226,7 @@ def check_resume(out_dir: Path, record: dict):
 def rows_kept_by_resume(out_dir, items):
     """--resume: the earlier CSV rows of images not in this run (their outputs are untouched)."""
     paths, outputs = {it.path for it in items}, {it.rel for it in items}
-    return [r for r in read_rows(out_dir / PREDICTIONS_CSV) if r["path"] not in paths and r["output"] not in outputs]
+    return [r for r in read_rows(out_dir / PREDICTIONS_CSV) if r["path"] not in paths and r.get("output") not in outputs]
 
 
 def write_predictions_csv(out_dir, rows, failed, ctx) -> int:

@@ -337,6 +337,27 @@ def test_an_earlier_run_in_the_output_folder_is_resumed_or_replaced_never_mixed(
                                                      "my_notes.txt", "predict_run.json", "predictions.csv"]
 
 
+def test_overwrite_leaves_a_run_of_its_own_in_a_sub_folder_alone(tmp_path):
+    """--overwrite deletes the earlier run's files, found by its CSV and by the class maps that
+    name their photograph; a sub-folder that holds another run (its predictions.csv) is not
+    part of it, whatever its maps say."""
+    def class_map_of(path, source):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        info = PngInfo()
+        info.add_text("source", source)
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(path, pnginfo=info)
+
+    out = tmp_path / "out"
+    class_map_of(out / "a_classes.png", "/photos/a.jpg")
+    class_map_of(out / "site" / "b_classes.png", "/photos/site/b.jpg")
+    class_map_of(out / "nested" / "c_classes.png", "/photos/c.jpg")
+    (out / "predict_run.json").write_text("{}")
+    (out / "nested" / "predictions.csv").write_text("path,output\n/photos/c.jpg,c\n")
+    assert outputs.remove_earlier_run(out) == 3
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "nested", "nested/c_classes.png", "nested/predictions.csv"]
+
+
 def test_an_output_that_is_a_file_and_a_mask_not_found_are_said(setup, tmp_path, capsys):
     a_file = tmp_path / "taken.png"
     a_file.write_bytes(b"x")
