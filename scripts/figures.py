@@ -5,6 +5,7 @@
     python -m scripts.figures --photo photos/224.png --predictions out --out imgs/own.png
         a photograph, its overlay and its colour map as written by predict.py
 """
+import os
 import sys
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from PIL import Image, ImageDraw
 
 from .cli import ArgumentParser
 from .config import ConfigError, dataset_spec
-from .data import find_samples, load_sample
+from .data import DataError, find_samples, load_sample, read_image
 from .metrics import CLASS_COLOURS
+from .outputs import OUTPUT_FILES, PREDICTIONS_CSV, read_rows
 
 
 def label_picture(label):
@@ -55,6 +57,8 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="the figure to write (.png)")
     args = p.parse_args(argv)
     if args.photo:
+        if not args.predictions:
+            fail("--photo needs --predictions, the output folder predict.py wrote for it")
         return own_photo_figure(args)
     if not args.image:
         fail("give --image (a test image) or --photo with --predictions")
@@ -76,7 +80,8 @@ def main(argv=None):
                 str(p.parent.parent) for p in Path(spec.name).glob(f"Final_pre*/raw_pre/{name}.png"))
             raise ConfigError(f"{pred_path} not found: " + (f"--final-pre {' or '.join(others)}?" if others
                                                               else "run test.py first"))
-        pred = np.asarray(Image.open(pred_path).convert("RGB"))
+        with Image.open(pred_path) as img:
+            pred = np.asarray(img.convert("RGB"))
     except ConfigError as exc:
         fail(exc)
     truth = label_picture(label)
@@ -87,13 +92,32 @@ def main(argv=None):
     print(f"wrote {args.out}")
 
 
+def output_name(photo: Path, predictions: Path) -> str:
+    """The name predict.py gave ``photo``'s outputs in ``predictions`` (``patB/OD`` for
+    .../patB/OD.jpg of a cohort): its predictions.csv row, else the one overlay of its stem."""
+    for row in read_rows(predictions / PREDICTIONS_CSV):
+        if row.get("output") and os.path.realpath(row["path"]) == os.path.realpath(photo):
+            return row["output"]
+    suffix = OUTPUT_FILES["overlay"]
+    found = sorted(p.relative_to(predictions).as_posix()[:-len(suffix)]
+                   for p in predictions.rglob(photo.stem + suffix))
+    if len(found) > 1:
+        fail(f"{predictions} holds several predictions named {photo.stem} ({', '.join(found)}), and its "
+             f"{PREDICTIONS_CSV} names none of them {photo}: give --photo as predict.py was given it")
+    return found[0] if found else photo.stem
+
+
 def own_photo_figure(args):
-    stem = Path(args.photo).stem
-    paths = [Path(args.photo), Path(args.predictions) / f"{stem}_overlay.png", Path(args.predictions) / f"{stem}_colour.png"]
+    photo, predictions = Path(args.photo), Path(args.predictions)
+    name = output_name(photo, predictions)
+    paths = [photo, *(predictions / (name + OUTPUT_FILES[k]) for k in ("overlay", "colour"))]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         fail(f"{', '.join(missing)} not found (run predict.py first)")
-    panels = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    try:  # the photograph as predict.py read it, turned by its EXIF orientation like the outputs
+        panels = [read_image(p, upright=p == photo) for p in paths]
+    except DataError as exc:
+        fail(exc)
     figure = side_by_side(panels, ["photograph", "overlay", args.caption])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     figure.save(args.out)

@@ -456,6 +456,37 @@ def test_readme_figure_of_a_test_image(probe_run, real_data, tmp_path, capsys, m
         "error: DRIVE_AV/Final_pre/raw_pre/01_test.png not found: --final-pre DRIVE_AV/Final_pre_pretrained?")
 
 
+def test_readme_figure_of_an_own_photograph_finds_its_outputs_in_a_cohort(tmp_path, capsys):
+    """--photo with --predictions: the outputs predict.py named for that photograph (patB/OD for
+    cohort/patB/OD.jpg, from predictions.csv; not patA's OD), the photograph the way up they
+    were made (its EXIF orientation); without --predictions, one line."""
+    from scripts import figures
+    cohort, predictions, out = tmp_path / "cohort", tmp_path / "predictions", tmp_path / "fig.png"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side: viewers (and predict.py) turn it to 20 wide x 30 high
+    for patient, value in (("patA", 50), ("patB", 200)):
+        (cohort / patient).mkdir(parents=True)
+        Image.new("RGB", (30, 20), (value, 0, 0)).save(cohort / patient / "OD.jpg", exif=exif)
+        (predictions / patient).mkdir(parents=True)
+        for suffix in ("_overlay.png", "_colour.png"):
+            Image.new("RGB", (20, 30), (0, value, 0)).save(predictions / patient / f"OD{suffix}")
+    (predictions / "predictions.csv").write_text(
+        "path,output\n" + "".join(f"{cohort / p / 'OD.jpg'},{p}/OD\n" for p in ("patA", "patB")))
+    figures.main(["--photo", str(cohort / "patB" / "OD.jpg"), "--predictions", str(predictions), "--out", str(out)])
+    figure = np.asarray(Image.open(out).convert("RGB"))
+    panel = round(20 * 400 / 30)  # each panel upright, scaled to 400 high
+    assert figure.shape == (400 + 24, 3 * panel + 2 * 10, 3)
+    assert figure[200, panel + 10 + panel // 2].tolist() == [0, 200, 0]  # patB's overlay
+    (predictions / "predictions.csv").unlink()  # without the CSV: two overlays of that name, which one?
+    with pytest.raises(SystemExit) as info:
+        figures.main(["--photo", str(cohort / "patB" / "OD.jpg"), "--predictions", str(predictions), "--out", str(out)])
+    assert info.value.code == 2 and "holds several predictions named OD (patA/OD, patB/OD)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        figures.main(["--photo", str(cohort / "patB" / "OD.jpg"), "--out", str(out)])
+    assert info.value.code == 2 and capsys.readouterr().err.strip() == (
+        "error: --photo needs --predictions, the output folder predict.py wrote for it")
+
+
 ENTRY_POINTS = [["train.py"], ["test.py"], ["predict.py"], ["reproduce.py"], ["benchmarks/benchmark.py"],
                 ["benchmarks/allocator.py"],
                 *(["-m", f"scripts.{m}"] for m in ("bundle", "compare", "config", "figures", "pack", "scalars",
