@@ -106,7 +106,8 @@ def build_parser():
     p.add_argument("--time-limit", type=float, default=d.time_limit, dest="time_limit", metavar="MINUTES",
                    help="stop (checkpoints saved, exit status 3) before an epoch that would end more than "
                         "this many minutes after the start (at least one epoch runs: 0 stops after the first); "
-                        "--resume continues. Not saved with the run (default: no limit)")
+                        "--resume continues. A budget of this invocation alone: --resume does not carry it over "
+                        "(default: no limit)")
     p.add_argument("--cache-dir", default=d.cache_dir, dest="cache_dir",
                    help="decoded, resized photographs are kept here (default %(default)s)")
     p.add_argument("--runs-dir", default="./runs", help="TensorBoard log folder (default %(default)s)")
@@ -263,6 +264,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                     continue
                 idx = idx.to(device, non_blocking=True)  # a blocking copy would wait for the GPU's queue
                 images = train_set.images[idx].float() / 255
+                # The turned mask is not needed here: normalize() finds the fundus (non-black) itself.
                 images, labels, _ = augment(images, train_set.labels[idx].long(), train_set.fovs[idx],
                                             generator, cfg.rotation_step)
                 if ctx.enabled:  # every rank augmented the whole batch; each trains on its slice

@@ -128,6 +128,7 @@ class Trainer:
 
     def __init__(self, nets: Networks, cfg: RunConfig, amp_dtype: Optional[torch.dtype] = None,
                  fused: bool = False, ddp: bool = False, device_ids=None):
+        # fused=None, not False, off CUDA: torch then picks its fastest Adam for the device (foreach).
         self.nets, self.cfg, self.amp_dtype, self.fused = nets, cfg, amp_dtype, fused or None
         names = ("D", *nets.generator_names)
         self.optimizers = {n: torch.optim.Adam(getattr(nets, n).parameters(), lr=cfg.learning_rate,

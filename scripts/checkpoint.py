@@ -92,7 +92,8 @@ def atomic_torch_save(obj, path):
 
 def save_best(run_dir, nets: Networks, cfg: RunConfig, epoch: int, val_f1: float):
     """G, G_A, G_V of one epoch as a set: all three are written to temporary files first and
-    only then renamed, so a crash never leaves a new G beside old branches."""
+    only then renamed, so a crash while writing (seconds, at width 32) leaves the earlier set
+    whole; only one between the three renames (microseconds) could mix them."""
     staged = []
     try:
         for name in nets.generator_names:

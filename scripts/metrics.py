@@ -20,7 +20,7 @@ METRIC_KEYS = ("sensitivity", "specificity", "precision", "f1", "iou", "accuracy
 BINARY_AUC_NOTE = ("note: auc_roc and auc_pr are those of the decoded binary maps (the published protocol): a "
                    "class never predicted still scores auc_roc 50 and auc_pr (1 + prevalence) / 2, just over 50, "
                    "so read them beside f1 and sensitivity")
-ON = 128              # a channel is on at >= 128, i.e. probability > 0.5 after x255 quantisation
+ON = 128              # a channel is on at >= 128: round(255 p) >= 128, i.e. probability >= 0.5
 SUMMARY_GROUPS = ("average", "artery", "vein", "uncertain", "extra", "segments")  # what summarize() keeps
 
 # The 8 on/off patterns of (R, G, B), pattern = R_on | G_on << 1 | B_on << 2, as a picture.
