@@ -12,7 +12,8 @@ written every --save-every minutes, at the end and at a stop: --time-limit, or C
 which end the current epoch first (a second one stops at once, losing that epoch). A run folder
 that holds a run already is never overwritten: resume it, or choose another --job_name.
 
-Exit status: 0 when the run is complete, 2 for an error in the options or the data (one line),
+Exit status: 0 when the run is complete, 2 for an error in the options or the data, or a loss
+that is no longer finite (one line: try other options),
 3 when --time-limit stopped it early (--resume continues it), 130 for Ctrl-C, 143 for SIGTERM.
 """
 import argparse
@@ -449,7 +450,8 @@ def batch_losses(losses, weight, ctx):
 
 
 class NonFiniteLoss(ConfigError):
-    pass
+    """A NaN or infinite loss: one line and exit status 2, like an error in the options (a lower
+    --learning-rate, or --no-amp, is what to change)."""
 
 
 def check_finite(values, epoch, run_dir):
