@@ -70,26 +70,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
-from scripts import distributed, evaluate
+from scripts import distributed, evaluate, resume
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, describe, make_folder
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import DATASETS, VARIANTS, ConfigError, check_image_size
-from scripts.data import read_image
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
                             one_torch_thread_here, thread_count_restored)
 from scripts.evaluate import compile_for_inference, predict_probs
-from scripts.inputs import (Item, MaskFinder, find_inputs, fingerprint, image_notes, orientation_note,
-                            photo_orientation, prepare, read_fov)
-from scripts.outputs import (CSV_FIELDS, OUTPUT_FILES, PREDICTIONS_CSV, RUN_RECORD, check_resume, earlier_run, made_from,
-                             one_line_reason, output_paths, previous_rows_by_path, printable_path, read_rows,
-                             remove_earlier_run, row, rows_kept_by_resume, statistics, write_outputs,
+from scripts.inputs import MaskFinder, prepare
+from scripts.outputs import (RUN_RECORD, earlier_run, one_line_reason, remove_earlier_run, row, write_outputs,
                              write_predictions_csv)
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signal_of, signals_handled_by
 
@@ -293,7 +287,8 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     out_dir = Path(args.output)
     masks = MaskFinder(args.masks)
     # Inputs first: a wrong path fails in one line, before the networks load.
-    items, warnings = ctx.broadcast(inputs_named(args, out_dir) if main else None)
+    items, warnings = ctx.broadcast(resume.inputs_named(args.input, out_dir, args.masks, args.resume)
+                                    if main else None)
     if all(it.missing for it in items):  # nothing to segment: what each argument lacked, in one line
         missing = [it.path for it in items]
         raise ConfigError("; ".join(([f"file or folder not found: {' '.join(missing)}"] if missing else [])
@@ -317,9 +312,10 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     ensemble = Ensemble([(m.nets, m.size) for m in members], device, amp_dtype, args.tta, args.batch_size)
     record = run_record(args, members, amp_dtype)
     if args.resume:
-        check_resume(out_dir, record)
+        resume.check_resume(out_dir, record)
     mine = [it for i, it in enumerate(items) if i % ctx.world == ctx.rank]
-    done_rows, todo, conflicts = plan(mine, out_dir, len(members) > 1, masks, args, ensemble.sizes)
+    done_rows, todo, conflicts = resume.plan(mine, out_dir, len(members) > 1, masks, args.save_probs,
+                                             ensemble.sizes, args.resume)
     if ctx.sum(len(conflicts)):
         raise ConfigError(conflicts[0] if conflicts else f"--resume: outputs in {out_dir} were made from other "
                                                          f"photographs (another process says which)")
@@ -339,7 +335,7 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
             f"{f' over {ctx.world} processes' if ctx.enabled else ''}; "
             f"{'ensemble of ' + str(len(members)) if len(members) > 1 else 'one network'}"
             f"{', with flip TTA' if args.tta else ''}; device {device}, {describe_precision(amp_dtype)}")
-    kept = rows_kept_by_resume(out_dir, items) if args.resume and main else []
+    kept = resume.rows_kept_by_resume(out_dir, items) if args.resume and main else []
     skipped = ctx.sum(len(done_rows)) if args.resume else 0
     if skipped:
         log(f"--resume: {skipped} image(s) already done, skipped")
@@ -365,112 +361,6 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
 
 def signal_name(signum) -> str:
     return signal.Signals(signum).name
-
-
-# ----------------------------------------------------------------------------- resume
-
-def source_of(out_dir: Path, output: str) -> Optional[str]:
-    """The photograph an earlier output was made from, as its class map names it (an absolute
-    path: the CSV's may be relative to another working folder); None where it cannot say."""
-    try:
-        return made_from(out_dir / (output + OUTPUT_FILES["classes"]))["source"]
-    except Exception:  # noqa: BLE001 - missing or unreadable map: the CSV's path then
-        return None
-
-
-def inputs_named(args, out_dir: Path):
-    """find_inputs; with --resume, an image the earlier run segmented keeps the output name it
-    had there (the name depends on how the image is given: one photograph of a folder run
-    given again alone, or beside a new photograph of the same stem, would get another name
-    and be segmented twice, its old outputs left behind)."""
-    items, warnings = find_inputs(args.input, output=out_dir, masks=args.masks)
-    if not args.resume:
-        return items, warnings
-    rows = read_rows(out_dir / PREDICTIONS_CSV)
-    as_before = {(r["path"], r.get("output")) for r in rows}
-    strays = [it for it in items if (it.path, it.rel) not in as_before]  # given otherwise than before
-    if strays:
-        earlier = {}  # the photograph's real path -> its earlier output name
-        for r in rows:
-            if r.get("output"):  # a relative path may be from another working folder: its map says
-                path = os.path.realpath(r["path"]) if os.path.isabs(r["path"]) else source_of(out_dir, r["output"])
-                earlier.setdefault(path or os.path.realpath(r["path"]), r["output"])
-        taken = {it.rel for it in items}
-        for it in strays:
-            name = earlier.get(os.path.realpath(it.path))
-            if name and name not in taken:
-                taken.discard(it.rel)
-                it.rel = name
-                taken.add(name)
-    return items, warnings
-
-
-def same_photograph(classes_png: Path, item: Item) -> Optional[bool]:
-    """--resume: whether an existing class map was made from this photograph (by content, so a
-    moved input folder still resumes); None when that cannot be told (a map of an older
-    version, or an unreadable file)."""
-    try:
-        recorded = made_from(classes_png)["source_sha256"]
-        return None if recorded is None else recorded == fingerprint(item.path)
-    except Exception:  # noqa: BLE001 - unreadable map or photograph: predict again (and report)
-        return None
-
-
-def same_way_up(classes_png: Path, item: Item) -> bool:
-    """--resume: whether a class map was made with the photograph turned as it is read now."""
-    try:
-        return int(made_from(classes_png)["orientation"] or 1) == photo_orientation(item.path)
-    except Exception:  # noqa: BLE001 - unreadable map or photograph: predict again (and report)
-        return False
-
-
-def plan(items, out_dir, is_ensemble, masks, args, sizes):
-    """(CSV rows of the images an earlier run finished (--resume), [(item, output paths) to do],
-    conflicts). With --resume an image is done when all its outputs exist and its class map
-    was made from this photograph; a class map of another photograph under the same output
-    name is a conflict, never overwritten. Maps of older versions (no fingerprint) count as
-    done when the earlier CSV row names this photograph, else they are made again; so are maps
-    made the other way up (an EXIF-tagged photograph read as stored by an older version)."""
-    previous = previous_rows_by_path(out_dir / PREDICTIONS_CSV) if args.resume else {}
-    done_rows, todo, conflicts = [], [], []
-    for it in items:
-        paths = output_paths(out_dir, it, is_ensemble, args.save_probs)
-        if args.resume and not it.missing and paths["classes"].is_file():
-            same = same_photograph(paths["classes"], it)
-            if same is False:
-                source = made_from(paths["classes"])["source"]
-                if source == printable_path(it.path):
-                    conflicts.append(f"--resume: {it.path} has changed since {paths['classes']} was made from it "
-                                     f"(another SHA-256); delete its outputs ({out_dir / it.rel}_*) to segment it "
-                                     f"again, use another --output, or --overwrite to replace the whole earlier run")
-                else:
-                    conflicts.append(f"--resume: {paths['classes']} was made from another photograph ({source}) "
-                                     f"than {it.path}, which takes the same output name; use another --output")
-                continue
-            complete = all(p.is_file() for p in paths.values()) and same_way_up(paths["classes"], it)
-            if complete and (same or previous.get(it.path, {}).get("output") == it.rel):
-                try:
-                    done_rows.append(resumed_row(it, paths, previous, masks, sizes))
-                    continue
-                except Exception:  # noqa: BLE001 - an unreadable old output: predict again
-                    pass
-        todo.append((it, paths))
-    return done_rows, todo, conflicts
-
-
-def resumed_row(item, paths, previous, masks, sizes):
-    """The CSV row of an image done by an earlier run: its old row (with a notes column, which
-    CSVs of older versions lack), else recomputed from the written class map."""
-    old = previous.get(item.path)
-    if old and old.get("status") == "ok" and "notes" in old:
-        return {**{k: old.get(k, "") for k in CSV_FIELDS}, "output": item.rel}
-    with Image.open(paths["classes"]) as picture:
-        cls = np.asarray(picture)
-    rgb = read_image(item.path, upright=True)
-    turn = photo_orientation(item.path)
-    fov, source = read_fov(item, rgb, masks, turn)
-    return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov),
-               "; ".join(orientation_note(turn, source) + image_notes(item, rgb, fov, source, sizes, masks)))
 
 
 # ----------------------------------------------------------------------------- the batch loop

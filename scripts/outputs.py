@@ -1,10 +1,9 @@
 """predict.py's output folder: the files it writes per image, predictions.csv (a part per
 process under torchrun, merged at the end), predict_run.json, and how a later run reads them
-(--resume adds to an earlier run made the same way, --overwrite deletes exactly its files;
-predict.py's plan() decides per image what --resume keeps).
+(--overwrite deletes exactly an earlier run's files; scripts/resume.py decides what --resume
+keeps).
 """
 import csv
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +14,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from scripts.checkpoint import atomic_write, atomic_write_csv
-from scripts.config import VARIANTS, ConfigError
+from scripts.config import VARIANTS
 from scripts.evaluate import full_size_picture, write_png
 from scripts.metrics import CLASS_COLOURS, class_map
 
@@ -199,34 +198,6 @@ def _in_a_run_of_its_own(path: Path, out_dir: Path) -> bool:
         if d != Path(".") and ((out_dir / d / PREDICTIONS_CSV).is_file() or (out_dir / d / RUN_RECORD).is_file()):
             return True
     return False
-
-
-def check_resume(out_dir: Path, record: dict):
-    """--resume adds to an output folder only when it was made with the same weights and
-    settings (paths aside: the same values under another name are the same weights)."""
-    path = out_dir / RUN_RECORD
-    if not path.is_file():
-        return
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--resume: cannot read {path} ({exc}); use another --output") from None
-
-    def comparable(rec):
-        return {**rec, "weights": [{k: v for k, v in w.items() if k != "given"} for w in rec.get("weights", [])]}
-    new, old = comparable(record), comparable(old)
-    words = {"tta": "--tta setting", "precision": "precision (--amp)", "masks": "--masks",
-             "overlay_alpha": "--overlay-alpha"}
-    changed = [words.get(k, k) for k in new if new[k] != old.get(k)]
-    if changed:
-        raise ConfigError(f"--resume: {out_dir} was made with other {', '.join(changed)} (see {path}); "
-                          f"use another --output, or --overwrite to replace that run")
-
-
-def rows_kept_by_resume(out_dir, items):
-    """--resume: the earlier CSV rows of images not in this run (their outputs are untouched)."""
-    paths, outputs = {it.path for it in items}, {it.rel for it in items}
-    return [r for r in read_rows(out_dir / PREDICTIONS_CSV) if r["path"] not in paths and r.get("output") not in outputs]
 
 
 def write_predictions_csv(out_dir, rows, failed, ctx) -> int:

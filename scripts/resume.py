@@ -1,0 +1,154 @@
+"""predict.py --resume: which earlier outputs in --output a run keeps and which it makes again.
+
+A run adds to a folder only when it was made with the same weights and settings
+(``check_resume``); an image keeps the output name the earlier run gave it (``inputs_named``);
+an image is done when all its outputs exist and its class map was made from this photograph,
+the same way up (``plan``); the CSV rows of earlier images not in this run stay
+(``rows_kept_by_resume``). A class map of another photograph under the same name is a
+conflict, never overwritten.
+"""
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from scripts.config import ConfigError
+from scripts.data import read_image
+from scripts.inputs import Item, find_inputs, fingerprint, image_notes, orientation_note, photo_orientation, read_fov
+from scripts.outputs import (CSV_FIELDS, OUTPUT_FILES, PREDICTIONS_CSV, RUN_RECORD, made_from, output_paths,
+                             previous_rows_by_path, printable_path, read_rows, row, statistics)
+
+
+def check_resume(out_dir: Path, record: dict):
+    """--resume adds to an output folder only when it was made with the same weights and
+    settings (paths aside: the same values under another name are the same weights)."""
+    path = out_dir / RUN_RECORD
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--resume: cannot read {path} ({exc}); use another --output") from None
+
+    def comparable(rec):
+        return {**rec, "weights": [{k: v for k, v in w.items() if k != "given"} for w in rec.get("weights", [])]}
+    new, old = comparable(record), comparable(old)
+    words = {"tta": "--tta setting", "precision": "precision (--amp)", "masks": "--masks",
+             "overlay_alpha": "--overlay-alpha"}
+    changed = [words.get(k, k) for k in new if new[k] != old.get(k)]
+    if changed:
+        raise ConfigError(f"--resume: {out_dir} was made with other {', '.join(changed)} (see {path}); "
+                          f"use another --output, or --overwrite to replace that run")
+
+
+def rows_kept_by_resume(out_dir, items):
+    """--resume: the earlier CSV rows of images not in this run (their outputs are untouched)."""
+    paths, outputs = {it.path for it in items}, {it.rel for it in items}
+    return [r for r in read_rows(out_dir / PREDICTIONS_CSV) if r["path"] not in paths and r.get("output") not in outputs]
+
+
+def source_of(out_dir: Path, output: str) -> Optional[str]:
+    """The photograph an earlier output was made from, as its class map names it (an absolute
+    path: the CSV's may be relative to another working folder); None where it cannot say."""
+    try:
+        return made_from(out_dir / (output + OUTPUT_FILES["classes"]))["source"]
+    except Exception:  # noqa: BLE001 - missing or unreadable map: the CSV's path then
+        return None
+
+
+def inputs_named(inputs, out_dir: Path, masks: Optional[str], resume: bool):
+    """find_inputs; with ``resume``, an image the earlier run segmented keeps the output name it
+    had there (the name depends on how the image is given: one photograph of a folder run
+    given again alone, or beside a new photograph of the same stem, would get another name
+    and be segmented twice, its old outputs left behind)."""
+    items, warnings = find_inputs(inputs, output=out_dir, masks=masks)
+    if not resume:
+        return items, warnings
+    rows = read_rows(out_dir / PREDICTIONS_CSV)
+    as_before = {(r["path"], r.get("output")) for r in rows}
+    strays = [it for it in items if (it.path, it.rel) not in as_before]  # given otherwise than before
+    if strays:
+        earlier = {}  # the photograph's real path -> its earlier output name
+        for r in rows:
+            if r.get("output"):  # a relative path may be from another working folder: its map says
+                path = os.path.realpath(r["path"]) if os.path.isabs(r["path"]) else source_of(out_dir, r["output"])
+                earlier.setdefault(path or os.path.realpath(r["path"]), r["output"])
+        taken = {it.rel for it in items}
+        for it in strays:
+            name = earlier.get(os.path.realpath(it.path))
+            if name and name not in taken:
+                taken.discard(it.rel)
+                it.rel = name
+                taken.add(name)
+    return items, warnings
+
+
+def same_photograph(classes_png: Path, item: Item) -> Optional[bool]:
+    """--resume: whether an existing class map was made from this photograph (by content, so a
+    moved input folder still resumes); None when that cannot be told (a map of an older
+    version, or an unreadable file)."""
+    try:
+        recorded = made_from(classes_png)["source_sha256"]
+        return None if recorded is None else recorded == fingerprint(item.path)
+    except Exception:  # noqa: BLE001 - unreadable map or photograph: predict again (and report)
+        return None
+
+
+def same_way_up(classes_png: Path, item: Item) -> bool:
+    """--resume: whether a class map was made with the photograph turned as it is read now."""
+    try:
+        return int(made_from(classes_png)["orientation"] or 1) == photo_orientation(item.path)
+    except Exception:  # noqa: BLE001 - unreadable map or photograph: predict again (and report)
+        return False
+
+
+def plan(items, out_dir, is_ensemble, masks, save_probs, sizes, resume):
+    """(CSV rows of the images an earlier run finished (--resume), [(item, output paths) to do],
+    conflicts). With --resume an image is done when all its outputs exist and its class map
+    was made from this photograph; a class map of another photograph under the same output
+    name is a conflict, never overwritten. Maps of older versions (no fingerprint) count as
+    done when the earlier CSV row names this photograph, else they are made again; so are maps
+    made the other way up (an EXIF-tagged photograph read as stored by an older version)."""
+    previous = previous_rows_by_path(out_dir / PREDICTIONS_CSV) if resume else {}
+    done_rows, todo, conflicts = [], [], []
+    for it in items:
+        paths = output_paths(out_dir, it, is_ensemble, save_probs)
+        if resume and not it.missing and paths["classes"].is_file():
+            same = same_photograph(paths["classes"], it)
+            if same is False:
+                source = made_from(paths["classes"])["source"]
+                if source == printable_path(it.path):
+                    conflicts.append(f"--resume: {it.path} has changed since {paths['classes']} was made from it "
+                                     f"(another SHA-256); delete its outputs ({out_dir / it.rel}_*) to segment it "
+                                     f"again, use another --output, or --overwrite to replace the whole earlier run")
+                else:
+                    conflicts.append(f"--resume: {paths['classes']} was made from another photograph ({source}) "
+                                     f"than {it.path}, which takes the same output name; use another --output")
+                continue
+            complete = all(p.is_file() for p in paths.values()) and same_way_up(paths["classes"], it)
+            if complete and (same or previous.get(it.path, {}).get("output") == it.rel):
+                try:
+                    done_rows.append(resumed_row(it, paths, previous, masks, sizes))
+                    continue
+                except Exception:  # noqa: BLE001 - an unreadable old output: predict again
+                    pass
+        todo.append((it, paths))
+    return done_rows, todo, conflicts
+
+
+def resumed_row(item, paths, previous, masks, sizes):
+    """The CSV row of an image done by an earlier run: its old row (with a notes column, which
+    CSVs of older versions lack), else recomputed from the written class map."""
+    old = previous.get(item.path)
+    if old and old.get("status") == "ok" and "notes" in old:
+        return {**{k: old.get(k, "") for k in CSV_FIELDS}, "output": item.rel}
+    with Image.open(paths["classes"]) as picture:
+        cls = np.asarray(picture)
+    rgb = read_image(item.path, upright=True)
+    turn = photo_orientation(item.path)
+    fov, source = read_fov(item, rgb, masks, turn)
+    return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov),
+               "; ".join(orientation_note(turn, source) + image_notes(item, rgb, fov, source, sizes, masks)))
