@@ -23,6 +23,7 @@ Per image, under --output, at the image's own size (the sub-folders of the input
   <stem>_colour.png       artery red, vein blue, uncertain green (test.py's raw_pre picture:
                           sigmoid: channel probabilities x 255; softmax: the likeliest class)
   <stem>_overlay.png      the class colours blended onto the photograph where a vessel is predicted
+                          (not with --no-overlay)
   <stem>_uncertainty.png  ensembles only: grey = 510 x std over members, the largest over the
                           channels (255: members disagree fully)
   <stem>_probs.npz        --save-probs: "probs" (float16, C x H x W), "channels", "fov"
@@ -83,8 +84,8 @@ from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, ke
                             one_torch_thread_here, thread_count_restored)
 from scripts.evaluate import compile_for_inference, predict_probs
 from scripts.inputs import MaskFinder, prepare
-from scripts.outputs import (RUN_RECORD, earlier_run, one_line_reason, remove_earlier_run, row, write_outputs,
-                             write_predictions_csv)
+from scripts.outputs import (RUN_RECORD, earlier_run, one_line_reason, output_kinds, remove_earlier_run, row,
+                             write_outputs, write_predictions_csv)
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signal_of, signals_handled_by
 
 FALLBACK_SIZE = DATASETS["DRIVE_AV"].size  # for checkpoints that do not save their input size
@@ -209,7 +210,7 @@ def run_record(args, members, amp_dtype) -> dict:
                          "input_size": list(m.size), "about": m.cfg.get("about", "")} for m in members],
             "tta": args.tta, "precision": describe_precision(amp_dtype),
             "masks": str(Path(args.masks).resolve()) if args.masks else "estimated from each photograph",
-            "overlay_alpha": args.overlay_alpha}
+            "overlay_alpha": args.overlay_alpha if args.overlay else None}  # None: --no-overlay
 
 
 def default_workers():
@@ -252,6 +253,9 @@ def build_parser():
                         "folder holding an earlier run is refused)")
     p.add_argument("--overlay-alpha", type=float, default=0.6, dest="overlay_alpha",
                    help="opacity of the class colours in _overlay.png (default %(default)s)")
+    p.add_argument("--no-overlay", action="store_false", dest="overlay",
+                   help="do not write _overlay.png (a copy of the photograph: 8.8 MB for one of HRF-AV's size; "
+                        "the class and colour maps are written as always)")
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="threads decoding and writing images, while the networks work (default: the usable "
                         "cores, at most 8, shared among the processes of one node under torchrun: %(default)s)")
@@ -314,8 +318,8 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     if args.resume:
         resume.check_resume(out_dir, record)
     mine = [it for i, it in enumerate(items) if i % ctx.world == ctx.rank]
-    done_rows, todo, conflicts = resume.plan(mine, out_dir, len(members) > 1, masks, args.save_probs,
-                                             ensemble.sizes, args.resume)
+    kinds = output_kinds(len(members) > 1, args.save_probs, args.overlay)
+    done_rows, todo, conflicts = resume.plan(mine, out_dir, kinds, masks, ensemble.sizes, args.resume)
     if ctx.sum(len(conflicts)):
         raise ConfigError(conflicts[0] if conflicts else f"--resume: outputs in {out_dir} were made from other "
                                                          f"photographs (another process says which)")

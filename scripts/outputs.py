@@ -26,16 +26,20 @@ CSV_FIELDS = ["path", "output", "status", "reason", "width", "height", "artery_f
               "uncertain_fraction", "vessel_density", "av_ratio", "fov_source", "notes"]
 OUTPUT_FILES = {"classes": "_classes.png", "colour": "_colour.png", "overlay": "_overlay.png",
                 "uncertainty": "_uncertainty.png", "probs": "_probs.npz"}  # name endings per image
-OPTIONAL_OUTPUTS = ("uncertainty", "probs")  # ensembles only; --save-probs only
+OPTIONAL_OUTPUTS = ("overlay", "uncertainty", "probs")  # not with --no-overlay; ensembles only; --save-probs only
 OUTPUT_PICTURES = tuple(v for v in OUTPUT_FILES.values() if v.endswith(".png"))
 PARTIAL = ".predictions.rank{}.csv"
 RUN_RECORD = "predict_run.json"  # the weights and settings behind an output folder
 
 
-def output_paths(out_dir: Path, item: "Item", ensemble: bool, save_probs: bool):
+def output_kinds(ensemble: bool, save_probs: bool, overlay: bool = True) -> list:
+    """The keys of OUTPUT_FILES a run writes for each image."""
+    return ["classes", "colour"] + ["overlay"] * overlay + ["uncertainty"] * ensemble + ["probs"] * save_probs
+
+
+def output_paths(out_dir: Path, item: "Item", kinds) -> dict:
     base = out_dir / item.rel
-    keys = ["classes", "colour", "overlay"] + ["uncertainty"] * ensemble + ["probs"] * save_probs
-    return {k: base.parent / (base.name + OUTPUT_FILES[k]) for k in keys}
+    return {k: base.parent / (base.name + OUTPUT_FILES[k]) for k in kinds}
 
 
 def remove_stale_outputs(paths):
@@ -108,7 +112,8 @@ def write_outputs(prep: "Prepared", probs, std, paths, activation, alpha):
     cls = class_map(pic)  # the decoding rule of the published metrics
     write_classes(paths["classes"], cls, printable_path(prep.item.path), prep.sha256, prep.orientation)
     write_png(paths["colour"], pic)
-    write_png(paths["overlay"], overlay(prep.rgb, cls, alpha))
+    if "overlay" in paths:
+        write_png(paths["overlay"], overlay(prep.rgb, cls, alpha))
     if "uncertainty" in paths:
         full = F.interpolate(std[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         grey = (full * 510).round().clamp(0, 255).to(torch.uint8).numpy()

@@ -37,7 +37,7 @@ def check_resume(out_dir: Path, record: dict):
         return {**rec, "weights": [{k: v for k, v in w.items() if k != "given"} for w in rec.get("weights", [])]}
     new, old = comparable(record), comparable(old)
     words = {"tta": "--tta setting", "precision": "precision (--amp)", "masks": "--masks",
-             "overlay_alpha": "--overlay-alpha"}
+             "overlay_alpha": "--overlay-alpha (or --no-overlay)"}
     changed = [words.get(k, k) for k in new if new[k] != old.get(k)]
     if changed:
         raise ConfigError(f"--resume: {out_dir} was made with other {', '.join(changed)} (see {path}); "
@@ -105,17 +105,18 @@ def same_way_up(classes_png: Path, item: Item) -> bool:
         return False
 
 
-def plan(items, out_dir, is_ensemble, masks, save_probs, sizes, resume):
+def plan(items, out_dir, kinds, masks, sizes, resume):
     """(CSV rows of the images an earlier run finished (--resume), [(item, output paths) to do],
     conflicts). With --resume an image is done when all its outputs exist and its class map
     was made from this photograph; a class map of another photograph under the same output
     name is a conflict, never overwritten. Maps of older versions (no fingerprint) count as
     done when the earlier CSV row names this photograph, else they are made again; so are maps
-    made the other way up (an EXIF-tagged photograph read as stored by an older version)."""
+    made the other way up (an EXIF-tagged photograph read as stored by an older version).
+    ``kinds``: the outputs written per image (outputs.output_kinds)."""
     previous = previous_rows_by_path(out_dir / PREDICTIONS_CSV) if resume else {}
     done_rows, todo, conflicts = [], [], []
     for it in items:
-        paths = output_paths(out_dir, it, is_ensemble, save_probs)
+        paths = output_paths(out_dir, it, kinds)
         if resume and not it.missing and paths["classes"].is_file():
             same = same_photograph(paths["classes"], it)
             if same is False:

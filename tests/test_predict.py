@@ -230,7 +230,8 @@ def test_resume_refuses_an_output_folder_made_with_other_weights_or_settings(set
     assert member["sha256"] == predict.weights_sha256(load_any(setup["run_a"])[0])
     assert record["tta"] is False and record["precision"] == "fp32"
     stamps = {p: p.stat().st_mtime_ns for p in done.rglob("*")}
-    for extra, what in ((["--weights", setup["run_b"]], "weights"), (["--weights", setup["run_a"], "--tta"], "--tta setting")):
+    for extra, what in ((["--weights", setup["run_b"]], "weights"), (["--weights", setup["run_a"], "--tta"], "--tta setting"),
+                        (["--weights", setup["run_a"], "--no-overlay"], "--overlay-alpha (or --no-overlay)")):
         proc = cli(*extra, "--input", setup["input"], "--output", done, "--resume")
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --resume: {done} was made with other {what}")
@@ -393,6 +394,18 @@ def test_ensemble_writes_an_uncertainty_map_and_probabilities(setup):
         assert probs["probs"].dtype == np.float16 and probs["probs"].shape == (3, DRIVE_SIZE[1], DRIVE_SIZE[0])
         assert list(probs["channels"]) == ["artery", "uncertain", "vein"]
         assert (unc[~probs["fov"]] == 0).all()
+
+
+def test_no_overlay_writes_the_maps_without_a_copy_of_the_photograph(setup, tmp_path):
+    out = tmp_path / "out"
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "rgba.png", "--output", out, "--no-overlay")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["predict_run.json", "predictions.csv", "rgba_classes.png",
+                                                     "rgba_colour.png"]
+    assert json.loads((out / "predict_run.json").read_text())["overlay_alpha"] is None
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "rgba.png", "--output", out, "--no-overlay",
+               "--resume")
+    assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
 
 
 def test_the_same_weights_twice_are_noted(setup, tmp_path, capsys):
