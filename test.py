@@ -3,7 +3,8 @@
 Writes into <output-root>/<Dataset>/Final_pre (--pretrained: Final_pre_pretrained; or --output) the pictures
 {small_pre,raw_pre,mixed_segments}/<image>.png (with several runs, one sub-folder per run),
 metrics.csv (one row per image and run) and summary.json (mean and std over runs, in percent),
-and prints the table.
+and prints the table. A test of the same runs (again, or with more seeds) replaces the earlier one
+in that folder; one that would drop the results of runs it does not test needs --overwrite.
 
 Examples:
     python test.py --dataset DRIVE_AV --job_name probe                 # ./DRIVE_AV/probe
@@ -13,6 +14,7 @@ Examples:
 """
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,6 +63,21 @@ def earlier_run_names(out_dir) -> list:
     except (OSError, ValueError, KeyError, TypeError):
         return []
     return run_names(map(str, runs)) if isinstance(runs, list) else []
+
+
+def check_nothing_lost(out_dir, folders):
+    """One line, before any prediction, where the test in ``out_dir`` is of runs this test does
+    not test: replacing it would lose their results (a sigmoid test after a softmax one in the
+    default Final_pre, say). A test of the same runs, or of more seeds, replaces it."""
+    try:
+        earlier = json.loads((out_dir / "summary.json").read_text())["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    now = {os.path.realpath(folder) for folder in folders}
+    dropped = [str(run) for run in earlier if os.path.realpath(str(run)) not in now] if isinstance(earlier, list) else []
+    if dropped:
+        raise ConfigError(f"--output {out_dir} holds the test of {', '.join(dropped)}, which this test does not "
+                          f"repeat: --overwrite replaces it, or --output DIR keeps both")
 
 
 def earlier_test(out_dir) -> str:
@@ -143,6 +160,9 @@ def build_parser():
                         "depend on the machine (default: fp32)")
     p.add_argument("--output", default=None,
                    help="default <output-root>/<Dataset>/Final_pre (with --pretrained: .../Final_pre_pretrained)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier test in --output even where it is of runs this test does not "
+                        "test (without it that is refused: --output keeps tests apart)")
     p.add_argument("--output-root", default=".", help="run folders are <output-root>/<Dataset>/<job>")
     p.add_argument("--cache-dir", default="./.cache", dest="cache_dir",
                    help="decoded, resized photographs are kept here (default %(default)s)")
@@ -198,7 +218,7 @@ def run_details(folder, saved, size, spec) -> dict:
               f"{size[0]} x {size[1]} (--image-size / --uniform)", file=sys.stderr)
     return {"run": str(folder), "trained_on": trained_on, "trained_size": list(trained_size) if trained_size else None,
             "input_size": list(size), "activation": saved["activation"], "base_width": saved["base_width"],
-            "fusion": fusion_of(saved)}
+            "fusion": fusion_of(saved), "best_epoch": saved.get("best_epoch"), "best_val_f1": saved.get("best_val_f1")}
 
 
 def format_table(summary):
@@ -241,6 +261,8 @@ def evaluate(args):
     samples = find_samples(args.data_root, spec, "test")
     default_out = "Final_pre_pretrained" if args.pretrained else "Final_pre"  # never over a run's own test
     out_dir = Path(args.output) if args.output else Path(args.output_root) / spec.name / default_out
+    if not args.overwrite:
+        check_nothing_lost(out_dir, [folder for folder, _, _ in runs])
     created = not out_dir.exists()
     make_folder(out_dir, "--output")  # a wrong --output fails now, not after the predictions
     try:

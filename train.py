@@ -308,7 +308,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 if final or stop or time.time() - last_save >= 60 * cfg.save_every:
                     save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator)
                     last_save = time.time()
-                bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} (best {100 * best_f1:.2f}), "
+                bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} % (best {100 * best_f1:.2f}), "
                           f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
             if stop and not final:
                 why = (signal.Signals(stop_request.signum).name if asked else
@@ -324,7 +324,10 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         if writer:
             writer.close()
     unfinished = "" if complete else f" (stopped after epoch {epoch + 1} of {cfg.epochs}: --resume continues)"
-    log(f"best validation F1 {100 * best_f1:.2f}; checkpoints in {run_dir}{unfinished}")
+    best_file = run_dir / NETWORK_FILES["G"]
+    best_epoch = read(best_file, mmap=True).get("epoch") if ctx.is_main and best_file.is_file() else None
+    log(f"best validation F1 {100 * best_f1:.2f} %{f' (epoch {best_epoch})' if best_epoch else ''}; "
+        f"checkpoints in {run_dir}{unfinished}")
     ctx.close()
     return best_f1, complete
 

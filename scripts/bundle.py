@@ -347,8 +347,10 @@ def main(argv=None):
             size = cfg.get("image_size")
             print(f"{args.path}: {describe(cfg)}, {count:,} parameters in {', '.join(names)}, "
                   f"input size {'x'.join(map(str, size)) if size else 'not saved'}, "
-                  f"trained on {cfg.get('dataset') or 'an unsaved data set'}, "
-                  f"stored as {cfg.get('stored_dtype', 'float32')}")
+                  f"trained on {cfg.get('dataset') or 'an unsaved data set'}"
+                  + (f", best validation F1 {cfg['best_val_f1']:.2f} % at epoch {cfg['best_epoch']}"
+                     if cfg.get("best_epoch") and cfg.get("best_val_f1") is not None else "")
+                  + f", stored as {cfg.get('stored_dtype', 'float32')}")
             if cfg.get("about"):
                 print(f"about: {cfg['about']}")
     except ConfigError as exc:  # CheckpointError included

@@ -223,6 +223,16 @@ def network_files(run_dir) -> dict:
     return epoch_files(max(epochs)) if epochs else NETWORK_FILES
 
 
+def best_of(contents: dict) -> dict:
+    """The epoch (counted from 1) and validation F1 (percent) a network file of ours was saved
+    at, as "best_epoch" and "best_val_f1" (kept in the config of bundles made from it)."""
+    if not isinstance(contents.get("epoch"), int):
+        return {}
+    f1 = contents.get("val_f1")
+    return {"best_epoch": contents["epoch"],
+            "best_val_f1": round(100 * f1, 4) if isinstance(f1, (int, float)) else None}
+
+
 def load_networks(run_dir, expected: dict = None, filenames: dict = None):
     """Networks (eval mode, CPU) and the saved config dict from a run folder.
 
@@ -236,11 +246,12 @@ def load_networks(run_dir, expected: dict = None, filenames: dict = None):
     files = {n: run_dir / f for n, f in filenames.items() if (run_dir / f).is_file()}
     if "G" not in files:
         raise CheckpointError(f"{run_dir} has no {filenames['G']}")
-    read_files = {n: network_state(p, read(p)) for n, p in files.items()}
+    contents = {n: read(p) for n, p in files.items()}
+    read_files = {n: network_state(files[n], c) for n, c in contents.items()}
     states = {n: state for n, (state, _) in read_files.items()}
     configs = [config for _, config in read_files.values()]
     if all(c is not None for c in configs):
-        saved = dict(read_files["G"][1])
+        saved = {**read_files["G"][1], **best_of(contents["G"])}
     elif any(c is not None for c in configs):
         raise CheckpointError(f"{run_dir}: mixes this project's network files with plain state dicts; "
                               "G, G_A and G_V must come from one run")

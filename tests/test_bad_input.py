@@ -299,7 +299,8 @@ def test_test_py_refuses_to_average_runs_of_different_variants(tmp_path, capsys)
 
 
 def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tmp_path, capsys, monkeypatch):
-    """No weights named, --batch-size 0, --workers 0, an --output or --cache-dir that is a file: one line each,
+    """No weights named, --batch-size 0, --workers 0, an --output or --cache-dir that is a file, an
+    --output holding the test of another run: one line each,
     exit 2, before any prediction. Four DRIVE_AV test images score, with a note that the published
     test set has 20."""
     import test as test_script
@@ -310,6 +311,9 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
     save_best(run, Networks("sigmoid", 4), RunConfig(base_width=4, image_size=(64, 64)), 1, 0.5)
     a_file = tmp_path / "taken"
     a_file.write_text("x")
+    used = tmp_path / "used"  # holds the test of another run, which this test would drop
+    used.mkdir()
+    (used / "summary.json").write_text(json.dumps({"runs": ["elsewhere/other"]}))
     common = ["--data-root", str(drive_copy), "--cache-dir", str(tmp_path / "cache")]
     for args, line in (
             ([], "error: which weights? name a run with --job_name (a folder DRIVE_AV/<job_name>), or give "
@@ -318,13 +322,17 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
             (["--load", str(run), "--workers", "0"], "error: --workers 0: must be at least 1"),
             (["--load", str(run), "--output", str(a_file)],
              f"error: --output {a_file}: a file of that name exists; give a folder"),
-            (["--load", str(run), "--cache-dir", str(a_file)], f"error: --cache-dir: {a_file} is a file; give a folder")):
+            (["--load", str(run), "--cache-dir", str(a_file)], f"error: --cache-dir: {a_file} is a file; give a folder"),
+            (["--load", str(run), "--output", str(used)], f"error: --output {used} holds the test of elsewhere/other, "
+                                                          f"which this test does not repeat: --overwrite replaces it, "
+                                                          f"or --output DIR keeps both")):
         with pytest.raises(SystemExit) as info:
             test_script.main([*common, *args])
         assert info.value.code == 2
         assert capsys.readouterr().err.strip().splitlines() == [line]
     test_script.main([*common, "--load", str(run), "--output", str(tmp_path / "out"), "--workers", "999"])
     err = capsys.readouterr().err
+    assert (used / "summary.json").read_text() == json.dumps({"runs": ["elsewhere/other"]})  # refused: untouched
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["images"] == 4
     assert "note: --workers 999 is more than the " in err  # allowed, but said
     assert (f"note: 4 test images in {drive_copy / 'DRIVE_AV' / 'test'}, where the published DRIVE_AV test set "

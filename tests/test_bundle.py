@@ -96,7 +96,9 @@ def test_re_export_keeps_the_precision_of_its_source(run, tmp_path, capsys):
     assert torch.load(export_bundle(folder, tmp_path / "run.pth"), weights_only=True)["dtype"] == "float32"
     bundle.main(["info", str(again)])
     out = capsys.readouterr().out
-    assert "trained on DRIVE_AV" in out and "stored as float16" in out
+    best = torch.load(folder / "CP_best_F1_all.pth", weights_only=True)  # the epoch is the run's, kept in bundles
+    assert (f"trained on DRIVE_AV, best validation F1 {100 * best['val_f1']:.2f} % at epoch {best['epoch']}, "
+            f"stored as float16") in out
 
 
 def test_sharded_bundle(run, tmp_path):

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from scripts import metrics
@@ -92,9 +93,11 @@ def test_summary_agrees_with_metrics_recomputed_from_the_pngs(probe_run, real_da
     work, _ = probe_run
     final = work / "DRIVE_AV" / "Final_pre"
     summary = json.loads((final / "summary.json").read_text())
+    best = torch.load(work / "DRIVE_AV" / "probe" / "CP_best_F1_all.pth", weights_only=True)
     assert summary["run_details"] == [{"run": str(work / "DRIVE_AV" / "probe"), "trained_on": "DRIVE_AV",
                                        "trained_size": [128, 128], "input_size": [128, 128],
-                                       "activation": "sigmoid", "base_width": 8, "fusion": "concat"}]
+                                       "activation": "sigmoid", "base_width": 8, "fusion": "concat",
+                                       "best_epoch": best["epoch"], "best_val_f1": round(100 * best["val_f1"], 4)}]
     for group in ("average", "artery", "vein", "uncertain"):
         assert set(summary[group]) >= {"sensitivity", "specificity", "precision", "f1", "iou", "accuracy",
                                        "auc_roc", "auc_pr", "mse"}
@@ -592,6 +595,24 @@ def test_a_test_into_a_used_folder_says_what_it_replaces_and_leaves_no_empty_fol
     assert test_script.earlier_test(out) == f"the summary.json in {out}"
 
 
+def test_a_test_replaces_one_of_the_same_runs_never_one_of_runs_it_does_not_test(tmp_path, monkeypatch):
+    """The default Final_pre is shared: a test again, or with another seed, replaces the earlier
+    one; a test that would drop another run's results (softmax after sigmoid) is one line."""
+    test_script = load_test_script()
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "DRIVE_AV" / "Final_pre"
+    out.mkdir(parents=True)
+    (out / "summary.json").write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid_seed42", "DRIVE_AV/sigmoid_seed40"]}))
+    test_script.check_nothing_lost(out, ["DRIVE_AV/sigmoid_seed42", str(tmp_path / "DRIVE_AV" / "sigmoid_seed40"),
+                                         "DRIVE_AV/sigmoid_seed38"])  # the same runs (one by its full path), and one more
+    for runs, dropped in ((["DRIVE_AV/sigmoid_seed42"], "DRIVE_AV/sigmoid_seed40"),
+                          (["DRIVE_AV/softmax_seed42"], "DRIVE_AV/sigmoid_seed42, DRIVE_AV/sigmoid_seed40")):
+        with pytest.raises(test_script.ConfigError) as info:
+            test_script.check_nothing_lost(out, runs)
+        assert str(info.value) == (f"--output {out} holds the test of {dropped}, which this test does not repeat: "
+                                   f"--overwrite replaces it, or --output DIR keeps both")
+
+
 def test_a_test_stopped_while_writing_leaves_no_summary_beside_pictures_it_does_not_describe(real_data, tmp_path):
     """SIGTERM (or Ctrl-C) during the scoring: one line that says what the folder now holds, exit
     143; the earlier test's summary.json and metrics.csv are gone (its pictures are being
@@ -602,8 +623,8 @@ def test_a_test_stopped_while_writing_leaves_no_summary_beside_pictures_it_does_
     (out / "metrics.csv").write_text("run,image\n")
     proc = subprocess.Popen([sys.executable, str(ROOT / "test.py"), "--dataset", "DRIVE_AV", "--pretrained",
                              "--data-root", str(real_data), "--cache-dir", str(tmp_path / "cache"),
-                             "--output", str(out)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "--output", str(out), "--overwrite"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
         while not any(out.glob("raw_pre/*.png")) and time.time() < deadline and proc.poll() is None:
@@ -641,7 +662,8 @@ def test_a_test_unlike_the_training_is_noted_and_recorded(capsys):
     saved = {"dataset": "les-av", "image_size": [800, 720], "activation": "softmax", "base_width": 4}
     details = test_script.run_details("runs/x", saved, (720, 720), DATASETS["HRF-AV"])
     assert details == {"run": "runs/x", "trained_on": "LES-AV", "trained_size": [800, 720], "input_size": [720, 720],
-                       "activation": "softmax", "base_width": 4, "fusion": "mean"}
+                       "activation": "softmax", "base_width": 4, "fusion": "mean", "best_epoch": None,
+                       "best_val_f1": None}
     assert capsys.readouterr().err.splitlines() == [
         "note: runs/x was trained on LES-AV; testing it on HRF-AV (a cross-data-set test, not the published protocol)",
         "note: runs/x was trained at 800 x 720; testing it at 720 x 720 (--image-size / --uniform)"]

@@ -97,8 +97,11 @@ def test_time_limit_stops_between_epochs_and_resume_finishes(real_data, tmp_path
         train.train(cfg, tmp_path / "runs", tmp_path)  # never overwritten without --resume
     resumed = train.resume_config(config(real_data, tmp_path, 3), set(), tmp_path)
     assert resumed.time_limit is None  # the limit is this invocation's, not saved with the run
-    _, complete = train.train(resumed, tmp_path / "runs", tmp_path, resume=True)
+    best_f1, complete = train.train(resumed, tmp_path / "runs", tmp_path, resume=True)
     assert complete and torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 2
+    best_epoch = torch.load(tmp_path / "DRIVE_AV/r/CP_best_F1_all.pth", weights_only=True)["epoch"]
+    assert (f"best validation F1 {100 * best_f1:.2f} % (epoch {best_epoch}); checkpoints in "
+            f"{tmp_path / 'DRIVE_AV' / 'r'}") in capsys.readouterr().out  # the epoch of the weights kept
     from scripts.scalars import read_scalars  # TensorBoard keeps the saved epoch's logs: one per epoch
     assert len(read_scalars(tmp_path / "runs" / "DRIVE_AV_r")["val/average/f1"]) == 3
 
