@@ -87,14 +87,26 @@ def notes(summaries, names):
     return said
 
 
+def column_names(paths) -> list:
+    """Each summary's folder, with as many of its parent folders as tell them apart:
+    LES-AV/Final_pre and HRF-AV/Final_pre, not Final_pre twice (test.py's default folder)."""
+    parts = [p.absolute().parent.parts for p in paths]
+    for k in range(1, max(map(len, parts)) + 1):
+        names = ["/".join(q[-k:]) for q in parts]
+        if len(set(names)) == len(names):
+            return names
+    return names  # the same folder given twice: the same name
+
+
 def main(argv=None):
     p = ArgumentParser(prog="python -m scripts.compare", description=__doc__)
     p.add_argument("summaries", nargs="+", help="summary.json files written by test.py, or the folders that hold them")
     p.add_argument("--names", nargs="+", action="extend", default=None,
-                   help="a column title per summary (default: each summary's folder name)")
+                   help="a column title per summary (default: each summary's folder name, with its parent "
+                        "folders where that alone would not tell them apart: LES-AV/Final_pre)")
     args = p.parse_args(argv)
     paths = [Path(s) / "summary.json" if Path(s).is_dir() else Path(s) for s in args.summaries]  # or test.py's folder
-    names = args.names or [p.absolute().parent.name for p in paths]
+    names = args.names or column_names(paths)
     if len(names) != len(args.summaries):
         print(f"error: {len(names)} --names for {len(args.summaries)} summaries: give one per summary",
               file=sys.stderr)

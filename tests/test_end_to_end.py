@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -374,6 +375,9 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     assert lines[1].split() == ["average/f1", "54.38", "54.38", "±", "1.50"]  # one run: no "± 0.00"
     assert [line.split()[0] for line in lines[1:]] == ["average/f1", "segments/count", "segments/mixed_any"]
     assert err.strip() == "note: these summaries differ in their numbers of runs (seeds): one 1, three 3"
+    assert compare.column_names([Path("LES-AV/Final_pre/summary.json"), Path("HRF-AV/Final_pre/summary.json"),
+                                 Path("x/Final_pre_bfnet/summary.json")]) == [
+        "LES-AV/Final_pre", "HRF-AV/Final_pre", "x/Final_pre_bfnet"]  # test.py's default folder, twice
     long_names = ["a_name_longer_than_a_column", "another_name_longer_than_one"]
     compare.main([str(tmp_path / "one"), str(tmp_path / "one"), "--names", *long_names])
     lines = capsys.readouterr().out.splitlines()
