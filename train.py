@@ -204,11 +204,11 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     if cfg.amp and amp_dtype is None:  # a CPU without native bf16 trains in fp32: the saved config says so
         cfg.amp = False
     memory_format = training_memory_format(device, amp_dtype)
+    precision = describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == "cuda")
     log = print if ctx.is_main else (lambda *a, **k: None)
     log(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
         f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
-        f"{cfg.base_width}, device {device}, "
-        f"{describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == 'cuda')}, "
+        f"{cfg.base_width}, device {device}, {precision}, "
         f"{'channels_last' if memory_format == torch.channels_last else 'contiguous'} memory"
         + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
     if subset:
@@ -231,11 +231,16 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                                                       if not k.startswith("D.")}})
         log(f"initialised generators from {load}")
     if resume:
-        start_epoch, best_f1, step = restore_state(run_dir, cfg, nets, trainer, generator)
-        log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f})")
-        if start_epoch >= cfg.epochs:
+        start_epoch, best_f1, step, trained_in = restore_state(run_dir, cfg, nets, trainer, generator)
+        log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f} %)")
+        if start_epoch >= cfg.epochs:  # nothing written: no TensorBoard file, no last.pth of other --epochs
             log(f"{start_epoch} epochs are done already, --epochs is {cfg.epochs}: nothing to train; --epochs N "
                 f"(more than {start_epoch}) trains longer")
+            ctx.close()
+            return best_f1, True
+        if trained_in and trained_in != precision:  # allowed (a run-time option), but never unsaid
+            log(f"note: this run trained in {trained_in} up to epoch {start_epoch}; it goes on in {precision} "
+                f"(--amp / --no-amp, AMP=1 for train.sh, choose)")
 
     n, bs = len(train_set), cfg.batch_size
     # A distributed run drops a last batch smaller than the number of processes.
@@ -306,7 +311,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 # last.pth (all four networks and Adam's moments: 400 MB at width 32, about 1 s to write on
                 # the development VM) at most every --save-every minutes, not after every short epoch.
                 if final or stop or time.time() - last_save >= 60 * cfg.save_every:
-                    save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator)
+                    save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator, precision)
                     last_save = time.time()
                 bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} % (best {100 * best_f1:.2f}), "
                           f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
@@ -332,9 +337,10 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     return best_f1, complete
 
 
-def save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator):
-    """last.pth: everything --resume needs to continue after ``epoch`` as if never stopped."""
-    atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "step": step, "best_f1": best_f1,
+def save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator, precision=None):
+    """last.pth: everything --resume needs to continue after ``epoch`` as if never stopped
+    (``precision``, as describe_precision says it, so that a resume in another one is noted)."""
+    atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "step": step, "best_f1": best_f1, "precision": precision,
                        "networks": nets.state_dict(), "trainer": trainer.state_dict(),
                        "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
                       run_dir / LAST_STATE)
@@ -354,7 +360,8 @@ def read_last_state(path, mmap=False) -> dict:
 
 def restore_state(run_dir, cfg, nets, trainer, generator):
     """Load last.pth into the networks, optimisers, schedulers and random generators;
-    returns (first epoch to run, best validation F1 so far, step)."""
+    returns (first epoch to run, best validation F1 so far, step, the precision it trained in
+    (None in files of older versions))."""
     state = read_last_state(run_dir / LAST_STATE)
     saved = RunConfig.from_dict(state["config"])
     if (saved.activation, saved.base_width, saved.fusion_mode) != (cfg.activation, cfg.base_width, cfg.fusion_mode):
@@ -371,7 +378,7 @@ def restore_state(run_dir, cfg, nets, trainer, generator):
         saved_best = read(best_file)
         if isinstance(saved_best, dict) and isinstance(saved_best.get("val_f1"), (int, float)):
             best_f1 = max(best_f1, saved_best["val_f1"])
-    return state["epoch"] + 1, best_f1, state["step"]
+    return state["epoch"] + 1, best_f1, state["step"], state.get("precision")
 
 
 def check_nothing_to_overwrite(run_dir: Path):

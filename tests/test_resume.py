@@ -328,3 +328,23 @@ def test_a_signal_during_an_epoch_ends_it_saves_and_resume_loses_nothing(real_da
     a, b = weights(tmp_path / "a/DRIVE_AV/r"), weights(tmp_path / "b/DRIVE_AV/r")
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_a_resume_in_another_precision_is_noted_and_one_with_nothing_to_train_writes_nothing(
+        real_data, tmp_path, capsys, monkeypatch):
+    """Precision is a run-time option, so a resume may change it; that is said, since whether
+    bf16 costs quality is an open question (README, Performance). A resume whose epochs are
+    all done trains nothing and writes nothing (no TensorBoard file, no last.pth)."""
+    from scripts import device as dev
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda flags=None: True)
+    train.train(config(real_data, tmp_path, 1, amp=True), tmp_path / "runs", tmp_path)
+    assert torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["precision"] == "bfloat16 autocast"
+    capsys.readouterr()
+    train.train(config(real_data, tmp_path, 2, amp=False), tmp_path / "runs", tmp_path, resume=True)
+    assert ("note: this run trained in bfloat16 autocast up to epoch 1; it goes on in fp32 (--amp / --no-amp, "
+            "AMP=1 for train.sh, choose)") in capsys.readouterr().out
+    files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    best_f1, complete = train.train(config(real_data, tmp_path, 1, amp=False), tmp_path / "runs", tmp_path,
+                                    resume=True)
+    assert complete and "2 epochs are done already, --epochs is 1: nothing to train" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == files
