@@ -15,6 +15,7 @@ Examples:
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -184,7 +185,12 @@ def run_folders(args, spec):
         return [Path(p) for p in args.load]
     base = Path(args.output_root) / spec.name
     if args.seeds:
-        return [base / f"{args.job_name}_seed{s}" for s in args.seeds]
+        folders = [base / f"{args.job_name}_seed{s}" for s in args.seeds]
+        seeded = re.fullmatch(r"(.+)_seed\d+", args.job_name)
+        if seeded and not any(f.exists() for f in folders):  # --job_name sigmoid_seed42 --seeds 42
+            raise ConfigError(f"no run folder {folders[0]}: --seeds N reads <job_name>_seedN, so --job_name "
+                              f"names the runs without their seed (did you mean --job_name {seeded.group(1)}?)")
+        return folders
     if args.job_name == "default" and not (base / "default").exists():
         raise ConfigError(f"which weights? name a run with --job_name (a folder {base}/<job_name>), or give "
                           f"--load PATH, or --pretrained for the shipped bundle")

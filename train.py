@@ -487,6 +487,7 @@ def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
                           f"--output-root; a run not started yet starts without --resume)")
     saved = RunConfig.from_dict(read_last_state(path, mmap=True)["config"])  # train() reads the 400 MB state
     saved.time_limit = cfg.time_limit  # a budget of this invocation, never carried over
+    changed = []
     for key in sorted(given & set(RunConfig.__dataclass_fields__)):
         ours, theirs = getattr(cfg, key), getattr(saved, key)
         if key in RUNTIME_OPTIONS:
@@ -494,8 +495,10 @@ def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
         elif key == "image_size" and tuple(ours) == tuple(theirs or ()) or key == "dataset":
             continue
         elif ours != theirs:
-            raise ConfigError(f"{path}: the run was started with {key}={theirs}, not {ours}; "
-                              f"--resume continues it as it was (start a new --job_name to change it)")
+            changed.append(f"{key}={theirs}, not {ours}")
+    if changed:  # all of them in the one line, not one per attempt
+        raise ConfigError(f"{path}: the run was started with {'; '.join(changed)}; --resume continues it as it "
+                          f"was (start a new --job_name to change it)")
     return saved
 
 
@@ -523,7 +526,7 @@ def stopped_message(how, cfg, output_root) -> str:
     if run_dir.is_dir():
         return (f"{how} before the first save of {last}: nothing to resume; start afresh under another "
                 f"--job_name or after deleting {run_dir}")
-    return f"{how} before training started: nothing was written"
+    return f"{how} before the first epoch's checkpoints: nothing to resume; the same command starts it again"
 
 
 def main(argv=None):

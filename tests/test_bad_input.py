@@ -319,6 +319,9 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
             ([], "error: which weights? name a run with --job_name (a folder DRIVE_AV/<job_name>), or give "
                  "--load PATH, or --pretrained for the shipped bundle"),
             (["--load", str(run), "--batch-size", "0"], "error: --batch-size 0: must be at least 1"),
+            (["--job_name", "sigmoid_seed42", "--seeds", "42"],
+             "error: no run folder DRIVE_AV/sigmoid_seed42_seed42: --seeds N reads <job_name>_seedN, so --job_name "
+             "names the runs without their seed (did you mean --job_name sigmoid?)"),
             (["--load", str(run), "--workers", "0"], "error: --workers 0: must be at least 1"),
             (["--load", str(run), "--output", str(a_file)],
              f"error: --output {a_file}: a file of that name exists; give a folder"),

@@ -78,10 +78,11 @@ def test_resume_keeps_the_saved_settings_and_refuses_changes(real_data, tmp_path
             "--runs-dir", str(tmp_path / "runs"), "--device", "cpu"]
     first = base + ["--epochs", "1", "--image-size", "64", "64", "--base-width", "4", "--v", "10", "--seed_num", "3"]
     assert subprocess.run(first, capture_output=True, cwd=tmp_path).returncode == 0
-    changed = subprocess.run(base + ["--epochs", "2", "--v", "50", "--resume"], capture_output=True, text=True,
-                             cwd=tmp_path)
-    assert changed.returncode == 2
-    assert "started with validation=10.0, not 50.0" in changed.stderr.strip().splitlines()[-1]
+    changed = subprocess.run(base + ["--epochs", "2", "--v", "50", "--base-width", "8", "--resume"],
+                             capture_output=True, text=True, cwd=tmp_path)
+    assert changed.returncode == 2  # every changed option in the one line
+    assert "started with base_width=4, not 8; validation=10.0, not 50.0; --resume continues it as it was" in \
+        changed.stderr.strip().splitlines()[-1]
     again = subprocess.run(base + ["--epochs", "2", "--resume"], capture_output=True, text=True, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     state = torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)
@@ -254,7 +255,8 @@ def test_sigterm_and_ctrl_c_end_in_one_line(monkeypatch, capsys, tmp_path, how, 
     args = ["--dataset", "DRIVE_AV", "--epochs", "9", "--output-root", str(tmp_path), "--job_name", "r"]
     run_dir = tmp_path / "DRIVE_AV" / "r"
     for stage, line in (
-            ("nothing yet", f"{word} before training started: nothing was written"),
+            ("nothing yet", f"{word} before the first epoch's checkpoints: nothing to resume; the same command "
+                            f"starts it again"),
             ("folder only", f"{word} before the first save of {run_dir / 'last.pth'}: nothing to resume; start "
                             f"afresh under another --job_name or after deleting {run_dir}"),
             ("saved", f"{word}: --resume continues after epoch 4, from {run_dir / 'last.pth'} (saved every "
