@@ -201,6 +201,9 @@ def load_members(args, device, amp_dtype, log):
     if len({m.cfg["activation"] for m in members}) > 1:
         raise ConfigError("the weights of an ensemble must be one variant: " + ", ".join(
             f"{m.weights} is {m.cfg['activation']}" for m in members))
+    if len({m.cfg.get("dataset") for m in members} - {None}) > 1:  # allowed: a deliberate mix, or a slip
+        log("note: the members of this ensemble were trained on different data sets (" + ", ".join(
+            f"{m.weights}: {m.cfg.get('dataset') or 'not saved'}" for m in members) + "); their maps are averaged")
     return members
 
 

@@ -211,6 +211,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         f"{cfg.base_width}, device {device}, {precision}, "
         f"{'channels_last' if memory_format == torch.channels_last else 'contiguous'} memory"
         + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
+    log(f"validation images (--v, drawn with the seed): {', '.join(val_set.names)}", flush=True)
     if subset:
         log(f"note: this pack holds only {subset}, not the whole data set", flush=True)
 
@@ -255,6 +256,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     val_splits = [split_segments(val_set.labels[i].numpy(), val_set.fovs[i].numpy()) for i in range(len(val_set))]
     writer = open_tensorboard(Path(runs_dir) / f"{spec.name}_{cfg.job_name}", cfg, resume, step, log) \
         if ctx.is_main else None  # closed by the finally below
+    if writer:  # val/mixed_segments draws the first of them
+        writer.add_text("validation_images", ", ".join(val_set.names), step)
     bar = progress_bar(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
                        disable=not ctx.is_main)  # into a log file (PARALLEL=1, nohup): a line a minute, not every step
     losses, weight, complete, last_save = {}, 1.0, True, time.time()

@@ -420,6 +420,12 @@ def test_the_same_weights_twice_are_noted(setup, tmp_path, capsys):
     args.weights, args.overwrite = [str(bundle), str(bundle)], True  # one path twice: said so
     assert predict.run(args) == 0
     assert f"note: {bundle} is given twice: this ensemble counts it twice" in capsys.readouterr().err
+    les = tmp_path / "les_run"  # members of other data sets: allowed, and said
+    save_best(les, Networks("sigmoid", 4), RunConfig(dataset="LES-AV", base_width=4, image_size=(64, 64)), 1, 0.5)
+    args.weights = [str(setup["run_a"]), str(les)]
+    assert predict.run(args) == 0
+    assert (f"note: the members of this ensemble were trained on different data sets ({setup['run_a']}: DRIVE_AV, "
+            f"{les}: LES-AV); their maps are averaged") in capsys.readouterr().err
 
 
 def test_amp_where_the_machine_has_no_mixed_precision_is_said(setup, tmp_path, capsys, monkeypatch):

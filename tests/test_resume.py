@@ -341,7 +341,9 @@ def test_a_resume_in_another_precision_is_noted_and_one_with_nothing_to_train_wr
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda flags=None: True)
     train.train(config(real_data, tmp_path, 1, amp=True), tmp_path / "runs", tmp_path)
     assert torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["precision"] == "bfloat16 autocast"
-    capsys.readouterr()
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("validation images")]
+    names = said[0].split(": ")[1].split(", ")  # which images the F1 that picks the checkpoint is of
+    assert len(said) == 1 and len(names) == 2 and all(n.endswith("_training") for n in names), said
     train.train(config(real_data, tmp_path, 2, amp=False), tmp_path / "runs", tmp_path, resume=True)
     assert ("note: this run trained in bfloat16 autocast up to epoch 1; it goes on in fp32 (--amp / --no-amp, "
             "AMP=1 for train.sh, choose)") in capsys.readouterr().out
