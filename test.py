@@ -44,7 +44,7 @@ def clear_earlier_test(out_dir, names, runs=()):
     touched: ``--output DRIVE_AV`` leaves DRIVE_AV/Final_pre, another test, alone. Folders left
     empty go too (a test of one run after one of several leaves no empty per-run folders, and
     the other way round); other files are left alone."""
-    runs = {*earlier_run_names(out_dir), *runs}
+    runs = {*run_names(earlier_runs(out_dir)), *runs}
     for name in RESULT_FILES:
         (out_dir / name).unlink(missing_ok=True)
     for folder_name in PICTURE_FOLDERS:
@@ -57,25 +57,22 @@ def clear_earlier_test(out_dir, names, runs=()):
                     folder.parent.rmdir()
 
 
-def earlier_run_names(out_dir) -> list:
-    """The per-run folder names of the test whose summary.json is in ``out_dir`` ([] when none)."""
+def earlier_runs(out_dir) -> list:
+    """The runs, as given, of the test whose summary.json is in ``out_dir`` ([] when none, or
+    it cannot be read)."""
     try:
         runs = json.loads((out_dir / "summary.json").read_text())["runs"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    return run_names(map(str, runs)) if isinstance(runs, list) else []
+    return [str(run) for run in runs] if isinstance(runs, list) else []
 
 
 def check_nothing_lost(out_dir, folders):
     """One line, before any prediction, where the test in ``out_dir`` is of runs this test does
     not test: replacing it would lose their results (a sigmoid test after a softmax one in the
     default Final_pre, say). A test of the same runs, or of more seeds, replaces it."""
-    try:
-        earlier = json.loads((out_dir / "summary.json").read_text())["runs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
     now = {os.path.realpath(folder) for folder in folders}
-    dropped = [str(run) for run in earlier if os.path.realpath(str(run)) not in now] if isinstance(earlier, list) else []
+    dropped = [run for run in earlier_runs(out_dir) if os.path.realpath(run) not in now]
     if dropped:
         raise ConfigError(f"--output {out_dir} holds the test of {', '.join(dropped)}, which this test does not "
                           f"repeat: --overwrite replaces it, or --output DIR keeps both")

@@ -332,12 +332,19 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         if writer:
             writer.close()
     unfinished = "" if complete else f" (stopped after epoch {epoch + 1} of {cfg.epochs}: --resume continues)"
-    best_file = run_dir / NETWORK_FILES["G"]
-    best_epoch = read(best_file, mmap=True).get("epoch") if ctx.is_main and best_file.is_file() else None
+    best_epoch = saved_best_epoch(run_dir) if ctx.is_main else None
     log(f"best validation F1 {100 * best_f1:.2f} %{f' (epoch {best_epoch})' if best_epoch else ''}; "
         f"checkpoints in {run_dir}{unfinished}")
     ctx.close()
     return best_f1, complete
+
+
+def saved_best_epoch(run_dir):
+    """The epoch of the best networks kept in ``run_dir`` (None where there are none, or unreadable)."""
+    try:
+        return read(run_dir / NETWORK_FILES["G"], mmap=True).get("epoch")
+    except (CheckpointError, AttributeError):
+        return None
 
 
 def save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator, precision=None):

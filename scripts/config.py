@@ -12,7 +12,9 @@ from typing import Optional, Tuple
 
 
 class ConfigError(ValueError):
-    """A user error in the configuration or the data: printed as one line, exit status 2."""
+    """What the user can act on, printed as one line with exit status 2: a wrong option, and (as
+    the base of DataError, CheckpointError and train.py's NonFiniteLoss) a bad data file, a bad
+    checkpoint, a loss gone non-finite. Everything else is a bug and keeps its traceback."""
 
 
 @dataclass(frozen=True)
