@@ -201,8 +201,6 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name, desc="decode + cache")
     train_set, val_set = data.subset(train_idx).to(device), data.subset(val_idx)
     amp_dtype = amp_dtype_for(device, cfg.amp)
-    if cfg.amp and amp_dtype is None:  # a CPU without native bf16 trains in fp32: the saved config says so
-        cfg.amp = False
     memory_format = training_memory_format(device, amp_dtype)
     precision = describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == "cuda")
     log = print if ctx.is_main else (lambda *a, **k: None)
@@ -211,7 +209,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         f"{cfg.base_width}, device {device}, {precision}, "
         f"{'channels_last' if memory_format == torch.channels_last else 'contiguous'} memory"
         + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
-    log(f"validation images (--v, drawn with the seed): {', '.join(val_set.names)}", flush=True)
+    log(f"validation images (--validation, drawn with the seed): {', '.join(val_set.names)}", flush=True)
     if subset:
         log(f"note: this pack holds only {subset}, not the whole data set", flush=True)
 
@@ -240,8 +238,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
             ctx.close()
             return best_f1, True
         if trained_in and trained_in != precision:  # allowed (a run-time option), but never unsaid
-            log(f"note: this run trained in {trained_in} up to epoch {start_epoch}; it goes on in {precision} "
-                f"(--amp / --no-amp, AMP=1 for train.sh, choose)")
+            log(f"note: this run's last session trained in {trained_in} (up to epoch {start_epoch}); it goes on "
+                f"in {precision} (--amp / --no-amp, AMP=1 for train.sh, --no-amp-discriminator and --tf32 choose)")
 
     n, bs = len(train_set), cfg.batch_size
     # A distributed run drops a last batch smaller than the number of processes.
@@ -310,7 +308,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                                time.time() - started)
                 if f1 > best_f1:
                     best_f1 = f1
-                    save_best(run_dir, nets, cfg, epoch + 1, f1)
+                    save_best(run_dir, nets, cfg, epoch + 1, f1, precision)
                 # last.pth (all four networks and Adam's moments: 400 MB at width 32, about 1 s to write on
                 # the development VM) at most every --save-every minutes, not after every short epoch.
                 if final or stop or time.time() - last_save >= 60 * cfg.save_every:

@@ -350,6 +350,7 @@ def main(argv=None):
                   f"trained on {cfg.get('dataset') or 'an unsaved data set'}"
                   + (f", best validation F1 {cfg['best_val_f1']:.2f} % at epoch {cfg['best_epoch']}"
                      if cfg.get("best_epoch") and cfg.get("best_val_f1") is not None else "")
+                  + (f", trained in {cfg['trained_precision']}" if cfg.get("trained_precision") else "")
                   + f", stored as {cfg.get('stored_dtype', 'float32')}")
             if cfg.get("about"):
                 print(f"about: {cfg['about']}")

@@ -90,10 +90,12 @@ def atomic_torch_save(obj, path):
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def save_best(run_dir, nets: Networks, cfg: RunConfig, epoch: int, val_f1: float):
+def save_best(run_dir, nets: Networks, cfg: RunConfig, epoch: int, val_f1: float, precision: str = None):
     """G, G_A, G_V of one epoch as a set: all three are written to temporary files first and
     only then renamed, so a crash while writing (seconds, at width 32) leaves the earlier set
-    whole; only one between the three renames (microseconds) could mix them."""
+    whole; only one between the three renames (microseconds) could mix them. ``precision``: what
+    the session that trained them ran in (describe_precision), beside the config's ``amp``, which
+    is what was asked (a CPU without native bf16 trains in fp32 under the default --amp)."""
     staged = []
     try:
         for name in nets.generator_names:
@@ -102,7 +104,8 @@ def save_best(run_dir, nets: Networks, cfg: RunConfig, epoch: int, val_f1: float
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{filename}.{os.getpid()}.tmp")
             torch.save({"format": FORMAT, "version": VERSION, "network": name, "config": cfg.to_dict(),
-                        "epoch": epoch, "val_f1": val_f1, "state_dict": getattr(nets, name).state_dict()}, tmp)
+                        "epoch": epoch, "val_f1": val_f1, "precision": precision,
+                        "state_dict": getattr(nets, name).state_dict()}, tmp)
             staged.append((tmp, path))
         for tmp, path in staged:
             os.replace(tmp, path)
@@ -225,12 +228,16 @@ def network_files(run_dir) -> dict:
 
 def best_of(contents: dict) -> dict:
     """The epoch (counted from 1) and validation F1 (percent) a network file of ours was saved
-    at, as "best_epoch" and "best_val_f1" (kept in the config of bundles made from it)."""
+    at, and the precision it was trained in, as "best_epoch", "best_val_f1" and
+    "trained_precision" (kept in the config of bundles made from it; files of older versions
+    lack the precision)."""
     if not isinstance(contents.get("epoch"), int):
         return {}
     f1 = contents.get("val_f1")
-    return {"best_epoch": contents["epoch"],
-            "best_val_f1": round(100 * f1, 4) if isinstance(f1, (int, float)) else None}
+    best = {"best_epoch": contents["epoch"], "best_val_f1": round(100 * f1, 4) if isinstance(f1, (int, float)) else None}
+    if isinstance(contents.get("precision"), str):
+        best["trained_precision"] = contents["precision"]
+    return best
 
 
 def load_networks(run_dir, expected: dict = None, filenames: dict = None):

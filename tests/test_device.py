@@ -11,6 +11,7 @@ import train
 from scripts import device as dev
 from scripts import evaluate
 from scripts.bfnet import Networks
+from scripts.bundle import export_bundle, load_any
 from scripts.config import RunConfig
 from scripts.model import ChannelPairSum
 from tests.conftest import ROOT
@@ -113,23 +114,21 @@ def test_validation_runs_in_fp32_while_training_uses_mixed_precision(real_data, 
                     device="cpu")
     train.train(cfg, tmp_path / "runs", tmp_path)
     assert set(seen["train"]) == {torch.bfloat16} and seen["validate"] == [None]
-    assert saved_config(tmp_path / "DRIVE_AV" / "p")["amp"] is True
+    assert load_any(tmp_path / "DRIVE_AV" / "p")[1]["trained_precision"] == "bfloat16 autocast"
 
 
-def saved_config(run_dir):
-    return torch.load(run_dir / "last.pth", weights_only=True)["config"]
-
-
-def test_a_cpu_without_bf16_trains_in_fp32_and_the_saved_config_says_so(real_data, tmp_path, monkeypatch):
-    """--amp is the default, but such a CPU has no mixed precision: the checkpoints (and the
-    bundles made from them) must not claim one."""
+def test_a_cpu_without_bf16_trains_in_fp32_and_its_checkpoints_say_so(real_data, tmp_path, monkeypatch):
+    """--amp is the default, but such a CPU has no mixed precision: the config keeps what was
+    asked (amp), the best networks and the bundles made from them say what was done."""
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda flags=None: False)
     cfg = RunConfig(dataset="DRIVE_AV", data_root=str(real_data), job_name="p", epochs=1, batch_size=4,
                     image_size=(64, 64), base_width=4, validation=10, cache_dir=str(tmp_path / "cache"),
                     device="cpu")
-    assert cfg.amp is True
     train.train(cfg, tmp_path / "runs", tmp_path)
-    assert saved_config(tmp_path / "DRIVE_AV" / "p")["amp"] is False
+    saved = load_any(tmp_path / "DRIVE_AV" / "p")[1]
+    assert saved["amp"] is True and saved["trained_precision"] == "fp32"
+    bundle = export_bundle(tmp_path / "DRIVE_AV" / "p", tmp_path / "p.pth")
+    assert load_any(bundle)[1]["trained_precision"] == "fp32"
 
 
 def test_unavailable_cuda_is_a_clear_error(monkeypatch):

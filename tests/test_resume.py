@@ -345,8 +345,8 @@ def test_a_resume_in_another_precision_is_noted_and_one_with_nothing_to_train_wr
     names = said[0].split(": ")[1].split(", ")  # which images the F1 that picks the checkpoint is of
     assert len(said) == 1 and len(names) == 2 and all(n.endswith("_training") for n in names), said
     train.train(config(real_data, tmp_path, 2, amp=False), tmp_path / "runs", tmp_path, resume=True)
-    assert ("note: this run trained in bfloat16 autocast up to epoch 1; it goes on in fp32 (--amp / --no-amp, "
-            "AMP=1 for train.sh, choose)") in capsys.readouterr().out
+    assert ("note: this run's last session trained in bfloat16 autocast (up to epoch 1); it goes on in fp32 (--amp "
+            "/ --no-amp, AMP=1 for train.sh, --no-amp-discriminator and --tf32 choose)") in capsys.readouterr().out
     files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     best_f1, complete = train.train(config(real_data, tmp_path, 1, amp=False), tmp_path / "runs", tmp_path,
                                     resume=True)
