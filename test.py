@@ -39,12 +39,13 @@ def clear_earlier_test(out_dir, names, runs=()):
     """Delete what an earlier test.py run wrote in this output folder: first its summary.json
     and metrics.csv (so that a test stopped while writing leaves no summary beside pictures it
     does not describe), then its pictures of these test images: at the top level and in the
-    per-run sub-folders of the runs its summary names and of ``runs`` (this test's per-run
-    folder names, for an earlier test stopped before its summary). No other sub-folder is
-    touched: ``--output DRIVE_AV`` leaves DRIVE_AV/Final_pre, another test, alone. Folders left
-    empty go too (a test of one run after one of several leaves no empty per-run folders, and
-    the other way round); other files are left alone."""
-    runs = {*run_names(earlier_runs(out_dir)), *runs}
+    per-run sub-folders of the runs its summary names, when it was a test of several, and of
+    ``runs`` (this test's per-run folder names, for an earlier test stopped before its summary).
+    No other sub-folder is touched: ``--output DRIVE_AV`` leaves DRIVE_AV/Final_pre and
+    DRIVE_AV/<run>, other tests, alone. Folders left empty go too (a test of one run after one of
+    several leaves no empty per-run folders, and the other way round); other files are left alone."""
+    earlier = earlier_runs(out_dir)
+    runs = {*(run_names(earlier) if len(earlier) > 1 else ()), *runs}  # one run's pictures are at the top
     for name in RESULT_FILES:
         (out_dir / name).unlink(missing_ok=True)
     for folder_name in PICTURE_FOLDERS:
@@ -57,11 +58,13 @@ def clear_earlier_test(out_dir, names, runs=()):
                     folder.parent.rmdir()
 
 
-def earlier_runs(out_dir) -> list:
-    """The runs, as given, of the test whose summary.json is in ``out_dir`` ([] when none, or
-    it cannot be read)."""
+def earlier_runs(out_dir, real_paths=False) -> list:
+    """The runs of the test whose summary.json is in ``out_dir`` ([] when none, or it cannot be
+    read): as given on its command line, or (``real_paths``) as the real paths it recorded
+    (summaries of older versions have only the former)."""
     try:
-        runs = json.loads((out_dir / "summary.json").read_text())["runs"]
+        summary = json.loads((out_dir / "summary.json").read_text())
+        runs = summary["run_paths"] if real_paths and "run_paths" in summary else summary["runs"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
     return [str(run) for run in runs] if isinstance(runs, list) else []
@@ -72,7 +75,7 @@ def check_nothing_lost(out_dir, folders):
     not test: replacing it would lose their results (a sigmoid test after a softmax one in the
     default Final_pre, say). A test of the same runs, or of more seeds, replaces it."""
     now = {os.path.realpath(folder) for folder in folders}
-    dropped = [run for run in earlier_runs(out_dir) if os.path.realpath(run) not in now]
+    dropped = [run for run in earlier_runs(out_dir, real_paths=True) if os.path.realpath(run) not in now]
     if dropped:
         raise ConfigError(f"--output {out_dir} holds the test of {', '.join(dropped)}, which this test does not "
                           f"repeat: --overwrite replaces it, or --output DIR keeps both")
@@ -96,6 +99,8 @@ def run_names(folders):
     names = []
     for folder in folders:
         base = Path(folder).name
+        if base in ("", ".", ".."):  # a run given as '..' or '/': its real folder's name, never a path
+            base = Path(folder).resolve().name or "run"
         for suffix in (".index.json", ".pth"):
             base = base[: -len(suffix)] if base.endswith(suffix) else base
         name, k = base, 1
@@ -345,6 +350,7 @@ def score_and_write(args, spec, runs, samples, probs, details, out_dir):
     run_summaries = [metrics.summarize(r) for r in per_run]
     summary = percent_summary(metrics.mean_std_over_runs(run_summaries))
     summary["runs"] = [str(f) for f, _, _ in runs]
+    summary["run_paths"] = [os.path.realpath(f) for f, _, _ in runs]  # the same runs from any working folder
     summary["per_run"] = {names[r]: {m: 100.0 * s["average"][m] for m in metrics.TABLE_METRICS}
                           for r, s in enumerate(run_summaries)}  # each run's row of the table (average)
     summary["run_details"] = details

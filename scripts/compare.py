@@ -88,22 +88,23 @@ def notes(summaries, names):
 
 
 def column_names(paths) -> list:
-    """Each summary's folder, with as many of its parent folders as tell them apart:
-    LES-AV/Final_pre and HRF-AV/Final_pre, not Final_pre twice (test.py's default folder)."""
-    parts = [p.absolute().parent.parts for p in paths]
+    """Each summary's folder; where two would share a title, every title takes as many parent
+    folders as tell them apart: LES-AV/Final_pre and HRF-AV/Final_pre, not Final_pre twice
+    (test.py's default folder). One folder given twice keeps its own name twice."""
+    parts = [p.absolute().parent.parts[1:] for p in paths]  # without the root ('/')
     for k in range(1, max(map(len, parts)) + 1):
         names = ["/".join(q[-k:]) for q in parts]
         if len(set(names)) == len(names):
             return names
-    return names  # the same folder given twice: the same name
+    return [q[-1] if q else "/" for q in parts]
 
 
 def main(argv=None):
     p = ArgumentParser(prog="python -m scripts.compare", description=__doc__)
     p.add_argument("summaries", nargs="+", help="summary.json files written by test.py, or the folders that hold them")
     p.add_argument("--names", nargs="+", action="extend", default=None,
-                   help="a column title per summary (default: each summary's folder name, with its parent "
-                        "folders where that alone would not tell them apart: LES-AV/Final_pre)")
+                   help="a column title per summary (default: each summary's folder name; where two would "
+                        "be the same, every title takes parent folders until they differ: LES-AV/Final_pre)")
     args = p.parse_args(argv)
     paths = [Path(s) / "summary.json" if Path(s).is_dir() else Path(s) for s in args.summaries]  # or test.py's folder
     names = args.names or column_names(paths)

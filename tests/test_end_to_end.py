@@ -378,6 +378,8 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     assert compare.column_names([Path("LES-AV/Final_pre/summary.json"), Path("HRF-AV/Final_pre/summary.json"),
                                  Path("x/Final_pre_bfnet/summary.json")]) == [
         "LES-AV/Final_pre", "HRF-AV/Final_pre", "x/Final_pre_bfnet"]  # test.py's default folder, twice
+    assert compare.column_names([tmp_path / "one" / "summary.json"] * 2) == ["one", "one"]
+    assert compare.column_names([Path("/a/x/summary.json"), Path("/b/a/x/summary.json")]) == ["a/x", "b/a/x"]
     long_names = ["a_name_longer_than_a_column", "another_name_longer_than_one"]
     compare.main([str(tmp_path / "one"), str(tmp_path / "one"), "--names", *long_names])
     lines = capsys.readouterr().out.splitlines()
@@ -600,8 +602,10 @@ def test_a_test_into_a_used_folder_says_what_it_replaces_and_leaves_no_empty_fol
 
 
 def test_a_test_replaces_one_of_the_same_runs_never_one_of_runs_it_does_not_test(tmp_path, monkeypatch):
-    """The default Final_pre is shared: a test again, or with another seed, replaces the earlier
-    one; a test that would drop another run's results (softmax after sigmoid) is one line."""
+    """The default Final_pre is shared: a test again, or with more seeds, replaces the earlier
+    one; a test that would drop another run's results (softmax after sigmoid, or fewer seeds) is
+    one line. Runs are compared by the real paths the summary records, so the same runs given
+    from another working folder are the same."""
     test_script = load_test_script()
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "DRIVE_AV" / "Final_pre"
@@ -615,6 +619,25 @@ def test_a_test_replaces_one_of_the_same_runs_never_one_of_runs_it_does_not_test
             test_script.check_nothing_lost(out, runs)
         assert str(info.value) == (f"--output {out} holds the test of {dropped}, which this test does not repeat: "
                                    f"--overwrite replaces it, or --output DIR keeps both")
+    seed42 = tmp_path / "DRIVE_AV" / "sigmoid_seed42"
+    (out / "summary.json").write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid_seed42"], "run_paths": [str(seed42)]}))
+    monkeypatch.chdir(out)  # elsewhere, where DRIVE_AV/sigmoid_seed42 names nothing
+    test_script.check_nothing_lost(out, [seed42])
+
+
+def test_clearing_an_earlier_test_of_one_run_leaves_sub_folders_alone(tmp_path):
+    """A test of one run writes its pictures at the top: its clearing touches no sub-folder,
+    not even one named like that run (--output DRIVE_AV after a test into DRIVE_AV/sigmoid)."""
+    test_script = load_test_script()
+    out = tmp_path / "DRIVE_AV"
+    for folder in (out / "raw_pre", out / "sigmoid" / "raw_pre"):
+        folder.mkdir(parents=True)
+        (folder / "01_test.png").write_bytes(b"png")
+    (out / "summary.json").write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid"]}))
+    test_script.clear_earlier_test(out, ["01_test"])
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "sigmoid", "sigmoid/raw_pre", "sigmoid/raw_pre/01_test.png"]
+    assert test_script.run_names(["..", "a/run", "b/run"]) == [Path("..").resolve().name, "run", "run_2"]  # no path
 
 
 def test_a_test_stopped_while_writing_leaves_no_summary_beside_pictures_it_does_not_describe(real_data, tmp_path):
