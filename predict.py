@@ -79,7 +79,7 @@ from scripts import distributed, evaluate, resume
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, describe, make_folder
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
-from scripts.config import DATASETS, VARIANTS, ConfigError, check_image_size
+from scripts.config import DATASETS, VARIANTS, ConfigError, check_image_size, dataset_spec
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
                             one_torch_thread_here, thread_count_restored)
 from scripts.evaluate import compile_for_inference, predict_probs
@@ -201,10 +201,19 @@ def load_members(args, device, amp_dtype, log):
     if len({m.cfg["activation"] for m in members}) > 1:
         raise ConfigError("the weights of an ensemble must be one variant: " + ", ".join(
             f"{m.weights} is {m.cfg['activation']}" for m in members))
-    if len({m.cfg.get("dataset") for m in members} - {None}) > 1:  # allowed: a deliberate mix, or a slip
+    trained_on = [trained_data_set(m.cfg) for m in members]
+    if len(set(trained_on) - {None}) > 1:  # allowed: a deliberate mix, or a slip
         log("note: the members of this ensemble were trained on different data sets (" + ", ".join(
-            f"{m.weights}: {m.cfg.get('dataset') or 'not saved'}" for m in members) + "); their maps are averaged")
+            f"{m.weights}: {d or 'not saved'}" for m, d in zip(members, trained_on)) + "); their maps are averaged")
     return members
+
+
+def trained_data_set(cfg: dict) -> Optional[str]:
+    """The data set weights were trained on, by its canonical name (an alias, drive-av, is DRIVE_AV)."""
+    try:
+        return dataset_spec(cfg["dataset"]).name if cfg.get("dataset") else None
+    except ConfigError:  # a name this version does not know: as saved
+        return cfg["dataset"]
 
 
 def run_record(args, members, amp_dtype) -> dict:

@@ -16,7 +16,8 @@ from .cli import ArgumentParser
 from .config import ConfigError, dataset_spec
 from .data import DataError, find_samples, load_sample, read_image
 from .metrics import CLASS_COLOURS
-from .outputs import OUTPUT_FILES, PREDICTIONS_CSV, read_rows
+from .inputs import fingerprint
+from .outputs import OUTPUT_FILES, PREDICTIONS_CSV, made_from, read_rows
 
 
 def label_picture(label):
@@ -94,26 +95,36 @@ def main(argv=None):
 
 def output_name(photo: Path, predictions: Path) -> str:
     """The name predict.py gave ``photo``'s outputs in ``predictions`` (``patB/OD`` for
-    .../patB/OD.jpg of a cohort): its predictions.csv row, else the one overlay of its stem."""
+    .../patB/OD.jpg of a cohort): its predictions.csv row, else the class map of its stem that
+    names this photograph's content (its SHA-256), never another patient's OD."""
     for row in read_rows(predictions / PREDICTIONS_CSV):
         if row.get("output") and os.path.realpath(row["path"]) == os.path.realpath(photo):
             return row["output"]
-    suffix = OUTPUT_FILES["overlay"]
-    found = sorted(p.relative_to(predictions).as_posix()[:-len(suffix)]
-                   for p in predictions.rglob(photo.stem + suffix))
-    if len(found) > 1:
-        fail(f"{predictions} holds several predictions named {photo.stem} ({', '.join(found)}), and its "
-             f"{PREDICTIONS_CSV} names none of them {photo}: give --photo as predict.py was given it")
-    return found[0] if found else photo.stem
+    suffix = OUTPUT_FILES["classes"]
+    maps = sorted(predictions.rglob(photo.stem + suffix))
+    if not maps:
+        fail(f"no outputs named {photo.stem} in {predictions} (run predict.py on {photo} first)")
+    sha256 = fingerprint(photo)
+    for classes in maps:
+        try:
+            made = made_from(classes)["source_sha256"]
+        except Exception:  # noqa: BLE001 - an unreadable map is not this photograph's
+            continue
+        if made == sha256:
+            return classes.relative_to(predictions).as_posix()[:-len(suffix)]
+    fail(f"{predictions} holds outputs named {photo.stem} ({', '.join(str(m) for m in maps)}), but none made "
+         f"from {photo} (their class maps name another photograph's content)")
 
 
 def own_photo_figure(args):
     photo, predictions = Path(args.photo), Path(args.predictions)
+    if not photo.is_file():
+        fail(f"--photo {photo}: no such file")
     name = output_name(photo, predictions)
     paths = [photo, *(predictions / (name + OUTPUT_FILES[k]) for k in ("overlay", "colour"))]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        fail(f"{', '.join(missing)} not found (run predict.py first)")
+        fail(f"{', '.join(missing)} not found (the figure needs the overlay: predict.py without --no-overlay)")
     try:  # the photograph as predict.py read it, turned by its EXIF orientation like the outputs
         panels = [read_image(p, upright=p == photo) for p in paths]
     except DataError as exc:

@@ -343,9 +343,9 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
 
 
 def test_an_existing_output_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
-    """test.py, predict.py, pack and bundle make their output folder with make_folder: a
-    read-only one fails there, before anything is computed for it, not later in a traceback.
-    (The permission is simulated: the tests may run as root, who may write anywhere.)"""
+    """make_folder, which test.py, predict.py, pack and bundle call before their work: a
+    read-only folder is one line there, not a traceback later. (The permission is simulated:
+    the tests may run as root, who may write anywhere.)"""
     from scripts import checkpoint
     read_only = tmp_path / "read_only"
     read_only.mkdir()

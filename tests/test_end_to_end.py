@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -467,9 +468,12 @@ def test_readme_figure_of_a_test_image(probe_run, real_data, tmp_path, capsys, m
 
 def test_readme_figure_of_an_own_photograph_finds_its_outputs_in_a_cohort(tmp_path, capsys):
     """--photo with --predictions: the outputs predict.py named for that photograph (patB/OD for
-    cohort/patB/OD.jpg, from predictions.csv; not patA's OD), the photograph the way up they
-    were made (its EXIF orientation); without --predictions, one line."""
+    cohort/patB/OD.jpg: its predictions.csv row, else the class map that names its content; never
+    patA's OD), the photograph the way up they were made (its EXIF orientation); without
+    --predictions, one line."""
+    from PIL.PngImagePlugin import PngInfo
     from scripts import figures
+    from scripts.inputs import fingerprint
     cohort, predictions, out = tmp_path / "cohort", tmp_path / "predictions", tmp_path / "fig.png"
     exif = Image.Exif()
     exif[0x0112] = 6  # stored on its side: viewers (and predict.py) turn it to 20 wide x 30 high
@@ -479,17 +483,28 @@ def test_readme_figure_of_an_own_photograph_finds_its_outputs_in_a_cohort(tmp_pa
         (predictions / patient).mkdir(parents=True)
         for suffix in ("_overlay.png", "_colour.png"):
             Image.new("RGB", (20, 30), (0, value, 0)).save(predictions / patient / f"OD{suffix}")
+        made_from = PngInfo()  # as predict.py names a class map's photograph
+        made_from.add_text("source_sha256", fingerprint(cohort / patient / "OD.jpg"))
+        Image.new("P", (20, 30)).save(predictions / patient / "OD_classes.png", pnginfo=made_from)
+
+    def figure_of(photo):
+        figures.main(["--photo", str(photo), "--predictions", str(predictions), "--out", str(out)])
+        return np.asarray(Image.open(out).convert("RGB"))
+
+    panel = round(20 * 400 / 30)  # each panel upright, scaled to 400 high
     (predictions / "predictions.csv").write_text(
         "path,output\n" + "".join(f"{cohort / p / 'OD.jpg'},{p}/OD\n" for p in ("patA", "patB")))
-    figures.main(["--photo", str(cohort / "patB" / "OD.jpg"), "--predictions", str(predictions), "--out", str(out)])
-    figure = np.asarray(Image.open(out).convert("RGB"))
-    panel = round(20 * 400 / 30)  # each panel upright, scaled to 400 high
+    figure = figure_of(cohort / "patB" / "OD.jpg")
     assert figure.shape == (400 + 24, 3 * panel + 2 * 10, 3)
     assert figure[200, panel + 10 + panel // 2].tolist() == [0, 200, 0]  # patB's overlay
-    (predictions / "predictions.csv").unlink()  # without the CSV: two overlays of that name, which one?
+    (predictions / "predictions.csv").unlink()  # without the CSV: the class map that names its content
+    assert figure_of(cohort / "patB" / "OD.jpg")[200, panel + 10 + panel // 2].tolist() == [0, 200, 0]
+    (predictions / "predictions.csv").write_text(f"path,output\n{cohort / 'patA' / 'OD.jpg'},patA/OD\n")
+    shutil.rmtree(predictions / "patB")  # patB never predicted: patA's OD is not its figure
     with pytest.raises(SystemExit) as info:
-        figures.main(["--photo", str(cohort / "patB" / "OD.jpg"), "--predictions", str(predictions), "--out", str(out)])
-    assert info.value.code == 2 and "holds several predictions named OD (patA/OD, patB/OD)" in capsys.readouterr().err
+        figure_of(cohort / "patB" / "OD.jpg")
+    assert info.value.code == 2 and (f"holds outputs named OD ({predictions / 'patA' / 'OD_classes.png'}), but none "
+                                     f"made from {cohort / 'patB' / 'OD.jpg'}") in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         figures.main(["--photo", str(cohort / "patB" / "OD.jpg"), "--out", str(out)])
     assert info.value.code == 2 and capsys.readouterr().err.strip() == (
