@@ -84,8 +84,8 @@ from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, ke
                             one_torch_thread_here, thread_count_restored)
 from scripts.evaluate import compile_for_inference, predict_probs
 from scripts.inputs import MaskFinder, prepare
-from scripts.outputs import (RUN_RECORD, earlier_run, one_line_reason, output_kinds, remove_earlier_run, row,
-                             write_outputs, write_predictions_csv)
+from scripts.outputs import (RUN_RECORD, check_no_other_run_in_the_way, earlier_run, one_line_reason, output_kinds,
+                             remove_earlier_run, row, write_outputs, write_predictions_csv)
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signal_of, signals_handled_by
 
 FALLBACK_SIZE = DATASETS["DRIVE_AV"].size  # for checkpoints that do not save their input size
@@ -319,6 +319,15 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
         raise ConfigError(f"--output {out_dir} holds an earlier run ({earlier}): --resume adds to it (same weights "
                           f"and settings), --overwrite replaces it (its files are deleted first), or choose another "
                           f"--output")
+    in_the_way = None
+    if main:
+        try:
+            check_no_other_run_in_the_way(out_dir, items)
+        except ConfigError as exc:
+            in_the_way = str(exc)
+    in_the_way = ctx.broadcast(in_the_way)  # every rank stops alike
+    if in_the_way:
+        raise ConfigError(in_the_way)
     device = pick_device(args.device, ctx.local_rank)
     keep_freed_memory()
     amp_dtype = amp_dtype_for(device, args.amp)

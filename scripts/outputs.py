@@ -14,7 +14,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from scripts.checkpoint import atomic_write, atomic_write_csv
-from scripts.config import VARIANTS
+from scripts.config import VARIANTS, ConfigError
 from scripts.evaluate import full_size_picture, write_png
 from scripts.metrics import CLASS_COLOURS, class_map
 
@@ -195,6 +195,23 @@ def remove_earlier_run(out_dir: Path) -> int:
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
     return removed
+
+
+def check_no_other_run_in_the_way(out_dir: Path, items) -> None:
+    """One ConfigError line where this run's files would mix with another run's: --output inside
+    another run's output folder (that run's CSV may name the same files), or an image whose
+    outputs would go into a sub-folder of --output that holds a run of its own."""
+    for d in out_dir.resolve().parents:
+        if (d / PREDICTIONS_CSV).is_file() or (d / RUN_RECORD).is_file():
+            raise ConfigError(f"--output {out_dir} lies inside {d}, the output folder of another run: their files "
+                              f"would mix; choose an --output outside it")
+    if not out_dir.is_dir():
+        return
+    for it in items:
+        classes = out_dir / (it.rel + OUTPUT_FILES["classes"])
+        if _in_a_run_of_its_own(classes, out_dir):
+            raise ConfigError(f"--output {out_dir}: the outputs of {it.path} would go to {classes.parent}, which holds "
+                              f"another run (its {PREDICTIONS_CSV} or {RUN_RECORD}); choose another --output")
 
 
 def _in_a_run_of_its_own(path: Path, out_dir: Path) -> bool:

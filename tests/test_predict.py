@@ -359,6 +359,27 @@ def test_overwrite_leaves_a_run_of_its_own_in_a_sub_folder_alone(tmp_path):
         "nested", "nested/c_classes.png", "nested/predictions.csv"]
 
 
+def test_output_folders_inside_each_other_are_refused_before_any_file_is_written(setup, tmp_path):
+    """A run into a sub-folder of another run's output, or one whose outputs would land in a
+    sub-folder holding a run of its own, would overwrite files the other run's CSV names."""
+    sub = setup["input"] / "sub"
+    outer, inner = tmp_path / "outer", tmp_path / "other" / "deeper"
+    assert cli("--weights", setup["run_a"], "--input", sub, "--output", outer).returncode == 1  # one bad image
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    proc = cli("--weights", setup["run_b"], "--input", sub / "deeper", "--output", outer / "deeper")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: --output {outer / 'deeper'} lies inside {outer}, the output folder of another run: their files "
+        f"would mix; choose an --output outside it"]
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == stamps  # nothing written
+    assert cli("--weights", setup["run_b"], "--input", sub / "deeper", "--output", inner).returncode == 0
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    proc = cli("--weights", setup["run_a"], "--input", sub, "--output", tmp_path / "other")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: --output {tmp_path / 'other'}: the outputs of {sub / 'deeper' / 'grey16.tif'} would go to {inner}, "
+        f"which holds another run (its predictions.csv or predict_run.json); choose another --output"]
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == stamps  # nothing written
+
+
 def test_an_output_that_is_a_file_and_a_mask_not_found_are_said(setup, tmp_path, capsys):
     a_file = tmp_path / "taken.png"
     a_file.write_bytes(b"x")
