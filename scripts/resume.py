@@ -37,8 +37,14 @@ def check_resume(out_dir: Path, record: dict):
         return {**rec, "weights": [{k: v for k, v in w.items() if k != "given"} for w in rec.get("weights", [])]}
     new, old = comparable(record), comparable(old)
     words = {"tta": "--tta setting", "precision": "precision (--amp)", "masks": "--masks",
-             "overlay_alpha": "--overlay-alpha (or --no-overlay)"}
-    changed = [words.get(k, k) for k in new if new[k] != old.get(k)]
+             "overlay_alpha": "overlay setting"}
+
+    def shown(key, value):  # a setting as the options that give it
+        if key == "overlay_alpha":
+            return "--no-overlay" if value is None else f"--overlay-alpha {value:g}"
+        return ("--tta" if value else "no --tta") if key == "tta" else str(value)
+    changed = [words.get(k, k) + ("" if k == "weights" else f" ({shown(k, old.get(k))} there, {shown(k, new[k])} now)")
+               for k in new if new[k] != old.get(k)]
     if changed:
         raise ConfigError(f"--resume: {out_dir} was made with other {', '.join(changed)} (see {path}); "
                           f"use another --output, or --overwrite to replace that run")

@@ -230,8 +230,9 @@ def test_resume_refuses_an_output_folder_made_with_other_weights_or_settings(set
     assert member["sha256"] == predict.weights_sha256(load_any(setup["run_a"])[0])
     assert record["tta"] is False and record["precision"] == "fp32"
     stamps = {p: p.stat().st_mtime_ns for p in done.rglob("*")}
-    for extra, what in ((["--weights", setup["run_b"]], "weights"), (["--weights", setup["run_a"], "--tta"], "--tta setting"),
-                        (["--weights", setup["run_a"], "--no-overlay"], "--overlay-alpha (or --no-overlay)")):
+    for extra, what in ((["--weights", setup["run_b"]], "weights"), (["--weights", setup["run_a"], "--tta"], "--tta setting (no --tta there, --tta now)"),
+                        (["--weights", setup["run_a"], "--no-overlay"],
+                         "overlay setting (--overlay-alpha 0.6 there, --no-overlay now)")):
         proc = cli(*extra, "--input", setup["input"], "--output", done, "--resume")
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --resume: {done} was made with other {what}")
