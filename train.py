@@ -231,7 +231,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         log(f"initialised generators from {load}")
     if resume:
         start_epoch, best_f1, step, trained_in = restore_state(run_dir, cfg, nets, trainer, generator)
-        log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f} %)")
+        best_epoch = saved_best_epoch(run_dir) if ctx.is_main else None
+        log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f} %"
+            f"{f' at epoch {best_epoch}' if best_epoch else ''})")
         if start_epoch >= cfg.epochs:  # nothing written: no TensorBoard file, no last.pth of other --epochs
             log(f"{start_epoch} epochs are done already, --epochs is {cfg.epochs}: nothing to train; --epochs N "
                 f"(more than {start_epoch}) trains longer")

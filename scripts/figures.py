@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .checkpoint import make_folder
 from .cli import ArgumentParser
 from .config import ConfigError, dataset_spec
 from .data import DataError, find_samples, load_sample, read_image
@@ -37,6 +38,19 @@ def side_by_side(panels, titles, height=400):
         draw.text((x + 4, 6), title, fill="black")
         x += img.width + 10
     return canvas
+
+
+def save_figure(figure, out):
+    """Write the figure, or one error line (a folder that cannot be made or written in, a file
+    type PIL does not know)."""
+    try:
+        make_folder(Path(out).parent, "--out's folder")
+        figure.save(out)
+    except ConfigError as exc:
+        fail(exc)
+    except (OSError, ValueError) as exc:
+        fail(f"--out {out}: cannot write the figure ({getattr(exc, 'strerror', None) or exc})")
+    print(f"wrote {out}")
 
 
 def fail(message):
@@ -88,9 +102,7 @@ def main(argv=None):
     truth = label_picture(label)
     truth[~fov] = 0
     figure = side_by_side([image, truth, pred], ["photograph", "truth (A red, V blue, U green)", args.caption])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    figure.save(args.out)
-    print(f"wrote {args.out}")
+    save_figure(figure, args.out)
 
 
 def output_name(photo: Path, predictions: Path) -> str:
@@ -130,9 +142,7 @@ def own_photo_figure(args):
     except DataError as exc:
         fail(exc)
     figure = side_by_side(panels, ["photograph", "overlay", args.caption])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    figure.save(args.out)
-    print(f"wrote {args.out}")
+    save_figure(figure, args.out)
 
 
 if __name__ == "__main__":

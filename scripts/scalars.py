@@ -10,8 +10,9 @@ import io
 import sys
 from pathlib import Path
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, make_folder
 from .cli import ArgumentParser
+from .config import ConfigError
 
 
 def read_scalars(run_log_dir):
@@ -36,7 +37,7 @@ def write_scalars_csv(scalars, path):
             out.writerow([tag, step, f"{wall_time:.3f}", f"{value:.7g}"])
     data = text.getvalue().encode()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "the CSV's folder")
     if path.name.endswith(".gz"):
         data = gzip.compress(data, mtime=0)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
@@ -50,10 +51,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         scalars = read_scalars(args.run_log_dir)
-    except FileNotFoundError as exc:
+        path = write_scalars_csv(scalars, args.out)
+    except (FileNotFoundError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    path = write_scalars_csv(scalars, args.out)
+    except OSError as exc:  # e.g. a read-only file system
+        print(f"error: {args.out}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+        return 2
     print(f"{path}: {sum(map(len, scalars.values()))} values of {len(scalars)} tags")
     return 0
 

@@ -359,6 +359,10 @@ def test_scalars_of_a_run_export_to_a_small_csv(probe_run, tmp_path, capsys):
     assert len(f1) == 1 and 0 <= f1[0] <= 1  # one epoch, one validation
     assert scalars.main([str(tmp_path / "nothing_here"), str(tmp_path / "x.csv")]) == 2
     assert "no TensorBoard event files" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("kept")  # a CSV to be written under a file: one line
+    assert scalars.main([str(work / "runs" / "DRIVE_AV_probe"), str(tmp_path / "a_file" / "x.csv")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: the CSV's folder {tmp_path / 'a_file'}: a file of that name exists; give a folder"]
 
 
 def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
@@ -509,6 +513,11 @@ def test_readme_figure_of_an_own_photograph_finds_its_outputs_in_a_cohort(tmp_pa
         figures.main(["--photo", str(cohort / "patB" / "OD.jpg"), "--out", str(out)])
     assert info.value.code == 2 and capsys.readouterr().err.strip() == (
         "error: --photo needs --predictions, the output folder predict.py wrote for it")
+    with pytest.raises(SystemExit) as info:  # a figure to be written under a file
+        figures.main(["--photo", str(cohort / "patA" / "OD.jpg"), "--predictions", str(predictions),
+                      "--out", str(out / "fig.png")])
+    assert info.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
+        f"error: --out's folder {out}: a file of that name exists; give a folder"]
 
 
 ENTRY_POINTS = [["train.py"], ["test.py"], ["predict.py"], ["reproduce.py"], ["benchmarks/benchmark.py"],
