@@ -5,7 +5,7 @@ Inputs (--input, one or more): a folder (searched recursively for .jpg .jpeg .pn
 file (.txt/.lst/.list: one path per line, relative paths from the list's folder, '#'
 comments; output names under their common folder), or single image files. A file named
 <stem>_mask.* beside a photograph <stem>.* is its FOV mask (--masks), not a photograph; folders
-holding predictions.csv or predict_run.json are earlier outputs, skipped. RGB, RGBA, palette,
+holding predict.py's predictions.csv or predict_run.json are earlier outputs, skipped. RGB, RGBA, palette,
 greyscale and 16-bit images are read, as
 image viewers show them (an EXIF orientation tag applied; the outputs are made that way up).
 A file that cannot be read (missing, empty, truncated, not an image) is recorded in the CSV

@@ -19,7 +19,7 @@ from PIL import Image
 from scripts.config import ConfigError
 from scripts.data import exif_orientation, open_header, read_image, read_mask
 from scripts.fov import estimate_fov
-from scripts.outputs import OUTPUT_PICTURES, PREDICTIONS_CSV, RUN_RECORD
+from scripts.outputs import OUTPUT_PICTURES, holds_a_run
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_EXTS = IMAGE_EXTS + (".gif",)
@@ -67,7 +67,7 @@ def _in_an_output_folder(f: Path, base: Path, output: Optional[Path]) -> bool:
     if output is not None and rf.is_relative_to(output):
         return True
     for d in rf.parents:
-        if (d / PREDICTIONS_CSV).is_file() or (d / RUN_RECORD).is_file():
+        if holds_a_run(d):
             return True
         if d == base:
             return False

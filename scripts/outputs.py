@@ -202,7 +202,7 @@ def check_no_other_run_in_the_way(out_dir: Path, items) -> None:
     another run's output folder (that run's CSV may name the same files), or an image whose
     outputs would go into a sub-folder of --output that holds a run of its own."""
     for d in out_dir.resolve().parents:
-        if (d / PREDICTIONS_CSV).is_file() or (d / RUN_RECORD).is_file():
+        if holds_a_run(d):
             raise ConfigError(f"--output {out_dir} lies inside {d}, the output folder of another run: their files "
                               f"would mix; choose an --output outside it")
     if not out_dir.is_dir():
@@ -214,12 +214,21 @@ def check_no_other_run_in_the_way(out_dir: Path, items) -> None:
                               f"another run (its {PREDICTIONS_CSV} or {RUN_RECORD}); choose another --output")
 
 
+def holds_a_run(folder: Path) -> bool:
+    """Whether ``folder`` is a predict.py output folder: its predict_run.json, or a
+    predictions.csv of this program's columns (not any file of that common name)."""
+    if (folder / RUN_RECORD).is_file():
+        return True
+    try:
+        with open(folder / PREDICTIONS_CSV, newline="") as f:
+            return next(csv.reader(f), [])[:2] == CSV_FIELDS[:2]  # path, output
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+
+
 def _in_a_run_of_its_own(path: Path, out_dir: Path) -> bool:
-    """Whether a folder between ``path`` and ``out_dir`` holds another run's CSV or record."""
-    for d in path.relative_to(out_dir).parents:
-        if d != Path(".") and ((out_dir / d / PREDICTIONS_CSV).is_file() or (out_dir / d / RUN_RECORD).is_file()):
-            return True
-    return False
+    """Whether a folder between ``path`` and ``out_dir`` holds another run (``holds_a_run``)."""
+    return any(d != Path(".") and holds_a_run(out_dir / d) for d in path.relative_to(out_dir).parents)
 
 
 def write_predictions_csv(out_dir, rows, failed, ctx) -> int:

@@ -379,6 +379,10 @@ def test_output_folders_inside_each_other_are_refused_before_any_file_is_written
         f"error: --output {tmp_path / 'other'}: the outputs of {sub / 'deeper' / 'grey16.tif'} would go to {inner}, "
         f"which holds another run (its predictions.csv or predict_run.json); choose another --output"]
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == stamps  # nothing written
+    (tmp_path / "project").mkdir()  # a predictions.csv of another program is no run of this one
+    (tmp_path / "project" / "predictions.csv").write_text("id,label\n1,0\n")
+    assert cli("--weights", setup["run_a"], "--input", sub / "deeper", "--output",
+               tmp_path / "project" / "av").returncode == 0
 
 
 def test_an_output_that_is_a_file_and_a_mask_not_found_are_said(setup, tmp_path, capsys):
