@@ -220,7 +220,7 @@ def holds_a_run(folder: Path) -> bool:
     if (folder / RUN_RECORD).is_file():
         return True
     try:
-        with open(folder / PREDICTIONS_CSV, newline="") as f:
+        with open(folder / PREDICTIONS_CSV, newline="", encoding="utf-8-sig") as f:  # a BOM, if re-saved
             return next(csv.reader(f), [])[:2] == CSV_FIELDS[:2]  # path, output
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
