@@ -4,8 +4,9 @@ Inputs (--input, one or more): a folder (searched recursively for .jpg .jpeg .pn
 .bmp), a glob ("photos/**/*.jpg", quoted; its extension matches in any case, .JPG too), a list
 file (.txt/.lst/.list: one path per line, relative paths from the list's folder, '#'
 comments; output names under their common folder), or single image files. A file named
-<stem>_mask.* beside a photograph <stem>.* is its FOV mask (--masks), not a photograph; folders
-holding predict.py's predictions.csv or predict_run.json are earlier outputs, skipped. RGB, RGBA, palette,
+<stem>_mask.* beside a photograph <stem>.* is its FOV mask (--masks), not a photograph; files named
+like the outputs in a folder holding predict.py's predictions.csv or predict_run.json are earlier
+outputs, skipped. RGB, RGBA, palette,
 greyscale and 16-bit images are read, as
 image viewers show them (an EXIF orientation tag applied; the outputs are made that way up).
 A file that cannot be read (missing, empty, truncated, not an image) is recorded in the CSV
@@ -297,14 +298,28 @@ def run(args, stop_request: Optional[StopRequest] = None) -> int:
         ctx.close(wait=finished)
 
 
+def on_rank_zero(ctx: distributed.Context, work):
+    """``work()`` done by rank 0 alone (a look at the file system), its result on every rank;
+    a ConfigError it raises is raised on every rank alike, so none waits for the others."""
+    outcome = None
+    if ctx.rank == 0:
+        try:
+            outcome = (True, work())
+        except ConfigError as exc:
+            outcome = (False, str(exc))
+    done, value = ctx.broadcast(outcome)
+    if not done:
+        raise ConfigError(value)
+    return value
+
+
 def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     main = ctx.rank == 0
     log = (lambda m: tqdm.write(m, file=sys.stderr)) if main else (lambda m: None)
     out_dir = Path(args.output)
     masks = MaskFinder(args.masks)
     # Inputs first: a wrong path fails in one line, before the networks load.
-    items, warnings = ctx.broadcast(resume.inputs_named(args.input, out_dir, args.masks, args.resume)
-                                    if main else None)
+    items, warnings = on_rank_zero(ctx, lambda: resume.inputs_named(args.input, out_dir, args.masks, args.resume))
     if all(it.missing for it in items):  # nothing to segment: what each argument lacked, in one line
         missing = [it.path for it in items]
         raise ConfigError("; ".join(([f"file or folder not found: {' '.join(missing)}"] if missing else [])
@@ -314,20 +329,12 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     masks.note_shared(items)  # over every process's photographs
     if args.resume and args.overwrite:
         raise ConfigError("--resume adds to an earlier run, --overwrite replaces it: give one")
-    earlier = ctx.broadcast(earlier_run(out_dir) if main and out_dir.is_dir() else "")  # one view for all ranks
+    earlier = on_rank_zero(ctx, lambda: earlier_run(out_dir) if out_dir.is_dir() else "")
     if earlier and not (args.resume or args.overwrite):
         raise ConfigError(f"--output {out_dir} holds an earlier run ({earlier}): --resume adds to it (same weights "
                           f"and settings), --overwrite replaces it (its files are deleted first), or choose another "
                           f"--output")
-    in_the_way = None
-    if main:
-        try:
-            check_no_other_run_in_the_way(out_dir, items)
-        except ConfigError as exc:
-            in_the_way = str(exc)
-    in_the_way = ctx.broadcast(in_the_way)  # every rank stops alike
-    if in_the_way:
-        raise ConfigError(in_the_way)
+    on_rank_zero(ctx, lambda: check_no_other_run_in_the_way(out_dir, items))
     device = pick_device(args.device, ctx.local_rank)
     keep_freed_memory()
     amp_dtype = amp_dtype_for(device, args.amp)

@@ -44,7 +44,9 @@ def clear_earlier_test(out_dir, names, runs=()):
     No other sub-folder is touched: ``--output DRIVE_AV`` leaves DRIVE_AV/Final_pre and
     DRIVE_AV/<run>, other tests, alone. Folders left empty go too (a test of one run after one of
     several leaves no empty per-run folders, and the other way round); other files are left alone."""
-    earlier = earlier_runs(out_dir)
+    earlier, real = earlier_runs(out_dir), earlier_runs(out_dir, real_paths=True)
+    if len(real) == len(earlier):  # '..' as its test named it (its real folder), not from this working folder
+        earlier = [r if Path(r).name not in ("", ".", "..") else path for r, path in zip(earlier, real)]
     runs = {*(run_names(earlier) if len(earlier) > 1 else ()), *runs}  # one run's pictures are at the top
     for name in RESULT_FILES:
         (out_dir / name).unlink(missing_ok=True)

@@ -10,6 +10,7 @@ another number of runs (seeds), base width, training data set or number of test 
 variant and the fusion are what one compares, so they are not noted).
 """
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -91,12 +92,12 @@ def column_names(paths) -> list:
     """Each summary's folder; where two would share a title, every title takes as many parent
     folders as tell them apart: LES-AV/Final_pre and HRF-AV/Final_pre, not Final_pre twice
     (test.py's default folder). One folder given twice keeps its own name twice."""
-    parts = [p.absolute().parent.parts[1:] for p in paths]  # without the root ('/')
+    parts = [Path(os.path.abspath(p)).parent.parts[1:] or ("/",) for p in paths]  # '..' resolved, no root
     for k in range(1, max(map(len, parts)) + 1):
         names = ["/".join(q[-k:]) for q in parts]
-        if len(set(names)) == len(names):
+        if len(set(names)) == len(set(parts)):  # as many titles as folders
             return names
-    return [q[-1] if q else "/" for q in parts]
+    return names
 
 
 def main(argv=None):

@@ -5,6 +5,7 @@
     python -m scripts.figures --photo photos/224.png --predictions out --out imgs/own.png
         a photograph, its overlay and its colour map as written by predict.py
 """
+import glob
 import os
 import sys
 from pathlib import Path
@@ -113,19 +114,23 @@ def output_name(photo: Path, predictions: Path) -> str:
         if row.get("output") and os.path.realpath(row["path"]) == os.path.realpath(photo):
             return row["output"]
     suffix = OUTPUT_FILES["classes"]
-    maps = sorted(predictions.rglob(photo.stem + suffix))
+    maps = sorted(predictions.rglob(glob.escape(photo.stem) + suffix))
     if not maps:
         fail(f"no outputs named {photo.stem} in {predictions} (run predict.py on {photo} first)")
-    sha256 = fingerprint(photo)
+    sha256, made = fingerprint(photo), {}
     for classes in maps:
         try:
-            made = made_from(classes)["source_sha256"]
+            made[classes] = made_from(classes)["source_sha256"]
         except Exception:  # noqa: BLE001 - an unreadable map is not this photograph's
-            continue
-        if made == sha256:
+            made[classes] = ""
+        if made[classes] == sha256:
             return classes.relative_to(predictions).as_posix()[:-len(suffix)]
+    unnamed = [m for m in maps if made[m] is None]  # an older version's maps name no photograph
+    if len(unnamed) == 1:  # the others are known to be other photographs': the one left
+        return unnamed[0].relative_to(predictions).as_posix()[:-len(suffix)]
     fail(f"{predictions} holds outputs named {photo.stem} ({', '.join(str(m) for m in maps)}), but none made "
-         f"from {photo} (their class maps name another photograph's content)")
+         f"from {photo} (their class maps name another photograph's content, or none: then give --photo as "
+         f"predict.py was given it, its predictions.csv path)")
 
 
 def own_photo_figure(args):

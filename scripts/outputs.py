@@ -4,6 +4,7 @@ process under torchrun, merged at the end), predict_run.json, and how a later ru
 keeps).
 """
 import csv
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -144,7 +145,7 @@ def row(item, status, reason, w="", h="", fov_source="", stats=None, notes=""):
 
 def read_rows(path):
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM, if re-saved by a spreadsheet
             return [r for r in csv.DictReader(f) if r.get("path")]
     except (OSError, csv.Error, UnicodeDecodeError):
         return []
@@ -160,7 +161,11 @@ def write_csv(path, rows):
 
 def earlier_run(out_dir: Path) -> str:
     """What an earlier run left in --output ('' if nothing): a new run must neither drop its CSV
-    rows nor leave its pictures beside the new ones unsaid, so it needs --resume or --overwrite."""
+    rows nor leave its pictures beside the new ones unsaid, so it needs --resume or --overwrite.
+    A predictions.csv of another program is one line: neither is for it."""
+    if (out_dir / PREDICTIONS_CSV).is_file() and not holds_a_run(out_dir):
+        raise ConfigError(f"--output {out_dir} holds a {PREDICTIONS_CSV} that predict.py did not write (its columns "
+                          f"are not {', '.join(CSV_FIELDS[:2])}, ...): choose another --output")
     rows = read_rows(out_dir / PREDICTIONS_CSV)
     if rows:
         return f"predictions.csv of {len(rows)} image(s)"
@@ -199,12 +204,15 @@ def remove_earlier_run(out_dir: Path) -> int:
 
 def check_no_other_run_in_the_way(out_dir: Path, items) -> None:
     """One ConfigError line where this run's files would mix with another run's: --output inside
-    another run's output folder (that run's CSV may name the same files), or an image whose
-    outputs would go into a sub-folder of --output that holds a run of its own."""
-    for d in out_dir.resolve().parents:
-        if holds_a_run(d):
-            raise ConfigError(f"--output {out_dir} lies inside {d}, the output folder of another run: their files "
-                              f"would mix; choose an --output outside it")
+    the output folder of another run that has files there (its CSV names outputs under --output;
+    an interrupted one, without a CSV: any class map there), or an image whose outputs would go
+    into a sub-folder of --output that holds a run of its own."""
+    real = out_dir.resolve()
+    for d in real.parents:
+        if holds_a_run(d) and _has_files_under(d, real):
+            shown = f"{out_dir} ({real})" if Path(os.path.abspath(out_dir)) != real else str(out_dir)
+            raise ConfigError(f"--output {shown} lies inside {d}, the output folder of another run with files there: "
+                              f"they would mix; choose an --output outside it")
     if not out_dir.is_dir():
         return
     for it in items:
@@ -214,10 +222,19 @@ def check_no_other_run_in_the_way(out_dir: Path, items) -> None:
                               f"another run (its {PREDICTIONS_CSV} or {RUN_RECORD}); choose another --output")
 
 
+def _has_files_under(run_dir: Path, folder: Path) -> bool:
+    """Whether the run in ``run_dir`` has outputs in ``folder``, a folder below it."""
+    prefix = folder.relative_to(run_dir).as_posix() + "/"
+    rows = read_rows(run_dir / PREDICTIONS_CSV)
+    if rows:
+        return any((r.get("output") or "").startswith(prefix) for r in rows)
+    return folder.is_dir() and any(folder.rglob("*" + OUTPUT_FILES["classes"]))  # an interrupted run: no CSV
+
+
 def holds_a_run(folder: Path) -> bool:
     """Whether ``folder`` is a predict.py output folder: its predict_run.json, or a
     predictions.csv of this program's columns (not any file of that common name)."""
-    if (folder / RUN_RECORD).is_file():
+    if os.path.isfile(folder / RUN_RECORD):  # no PermissionError from a folder it may not enter
         return True
     try:
         with open(folder / PREDICTIONS_CSV, newline="", encoding="utf-8-sig") as f:  # a BOM, if re-saved

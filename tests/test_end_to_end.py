@@ -384,6 +384,9 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
                                  Path("x/Final_pre_bfnet/summary.json")]) == [
         "LES-AV/Final_pre", "HRF-AV/Final_pre", "x/Final_pre_bfnet"]  # test.py's default folder, twice
     assert compare.column_names([tmp_path / "one" / "summary.json"] * 2) == ["one", "one"]
+    a, b = Path("/r/A/Final_pre/summary.json"), Path("/r/B/Final_pre/summary.json")
+    assert compare.column_names([a, a, b]) == ["A/Final_pre", "A/Final_pre", "B/Final_pre"]
+    assert compare.column_names([Path("../summary.json")]) == [Path("..").resolve().name]
     assert compare.column_names([Path("/a/x/summary.json"), Path("/b/a/x/summary.json")]) == ["a/x", "b/a/x"]
     long_names = ["a_name_longer_than_a_column", "another_name_longer_than_one"]
     compare.main([str(tmp_path / "one"), str(tmp_path / "one"), "--names", *long_names])
@@ -503,6 +506,8 @@ def test_readme_figure_of_an_own_photograph_finds_its_outputs_in_a_cohort(tmp_pa
     assert figure[200, panel + 10 + panel // 2].tolist() == [0, 200, 0]  # patB's overlay
     (predictions / "predictions.csv").unlink()  # without the CSV: the class map that names its content
     assert figure_of(cohort / "patB" / "OD.jpg")[200, panel + 10 + panel // 2].tolist() == [0, 200, 0]
+    Image.new("P", (20, 30)).save(predictions / "patB" / "OD_classes.png")  # of an older version: no fingerprint
+    assert figure_of(cohort / "patB" / "OD.jpg")[200, panel + 10 + panel // 2].tolist() == [0, 200, 0]  # no other
     (predictions / "predictions.csv").write_text(f"path,output\n{cohort / 'patA' / 'OD.jpg'},patA/OD\n")
     shutil.rmtree(predictions / "patB")  # patB never predicted: patA's OD is not its figure
     with pytest.raises(SystemExit) as info:
@@ -662,6 +667,21 @@ def test_clearing_an_earlier_test_of_one_run_leaves_sub_folders_alone(tmp_path):
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "sigmoid", "sigmoid/raw_pre", "sigmoid/raw_pre/01_test.png"]
     assert test_script.run_names(["..", "a/run", "b/run"]) == [Path("..").resolve().name, "run", "run_2"]  # no path
+
+
+def test_clearing_names_a_run_given_as_dot_dot_as_its_test_did(tmp_path, monkeypatch):
+    """An earlier test of several runs, one given as '..' from another working folder: its
+    per-run folder is named after that run's real folder (summary.json's run_paths)."""
+    test_script = load_test_script()
+    out = tmp_path / "out"
+    for run in ("seed42", "seed40"):
+        (out / run / "raw_pre").mkdir(parents=True)
+        (out / run / "raw_pre" / "01_test.png").write_bytes(b"png")
+    (out / "summary.json").write_text(json.dumps({"runs": ["..", "runs/seed40"],
+                                                  "run_paths": ["/somewhere/seed42", "/somewhere/runs/seed40"]}))
+    monkeypatch.chdir(out)  # where '..' is tmp_path, not seed42
+    test_script.clear_earlier_test(out, ["01_test"])
+    assert not any(out.rglob("*.png")) and not (out / "seed42").exists()
 
 
 def test_a_test_stopped_while_writing_leaves_no_summary_beside_pictures_it_does_not_describe(real_data, tmp_path):

@@ -361,16 +361,17 @@ def test_overwrite_leaves_a_run_of_its_own_in_a_sub_folder_alone(tmp_path):
 
 
 def test_output_folders_inside_each_other_are_refused_before_any_file_is_written(setup, tmp_path):
-    """A run into a sub-folder of another run's output, or one whose outputs would land in a
-    sub-folder holding a run of its own, would overwrite files the other run's CSV names."""
+    """A run into a sub-folder of another run's output where that run has files, or one whose
+    outputs would land in a sub-folder holding a run of its own, would overwrite files the other
+    run's CSV names: one line, nothing written. Runs whose files do not meet are allowed."""
     sub = setup["input"] / "sub"
     outer, inner = tmp_path / "outer", tmp_path / "other" / "deeper"
     assert cli("--weights", setup["run_a"], "--input", sub, "--output", outer).returncode == 1  # one bad image
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     proc = cli("--weights", setup["run_b"], "--input", sub / "deeper", "--output", outer / "deeper")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        f"error: --output {outer / 'deeper'} lies inside {outer}, the output folder of another run: their files "
-        f"would mix; choose an --output outside it"]
+        f"error: --output {outer / 'deeper'} lies inside {outer}, the output folder of another run with files "
+        f"there: they would mix; choose an --output outside it"]
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == stamps  # nothing written
     assert cli("--weights", setup["run_b"], "--input", sub / "deeper", "--output", inner).returncode == 0
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
@@ -379,10 +380,23 @@ def test_output_folders_inside_each_other_are_refused_before_any_file_is_written
         f"error: --output {tmp_path / 'other'}: the outputs of {sub / 'deeper' / 'grey16.tif'} would go to {inner}, "
         f"which holds another run (its predictions.csv or predict_run.json); choose another --output"]
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == stamps  # nothing written
+    # Around a run of its own, with no file there: allowed, and that run resumes as before.
+    assert cli("--weights", setup["run_a"], "--input", sub / "grey.png", "--output", tmp_path / "other").returncode == 0
+    proc = cli("--weights", setup["run_b"], "--input", sub / "deeper", "--output", inner, "--resume")
+    assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
     (tmp_path / "project").mkdir()  # a predictions.csv of another program is no run of this one
     (tmp_path / "project" / "predictions.csv").write_text("id,label\n1,0\n")
     assert cli("--weights", setup["run_a"], "--input", sub / "deeper", "--output",
                tmp_path / "project" / "av").returncode == 0
+    proc = cli("--weights", setup["run_a"], "--input", sub / "deeper", "--output", tmp_path / "project")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [  # neither --resume nor --overwrite is for it
+        f"error: --output {tmp_path / 'project'} holds a predictions.csv that predict.py did not write (its columns "
+        f"are not path, output, ...): choose another --output"]
+    assert (tmp_path / "project" / "predictions.csv").read_text() == "id,label\n1,0\n"
+    bom = tmp_path / "resaved"  # predict.py's CSV re-saved by a spreadsheet, with a byte-order mark
+    bom.mkdir()
+    (bom / "predictions.csv").write_bytes(b"\xef\xbb\xbf" + b"path,output,status\n/photos/a.jpg,a,ok\n")
+    assert outputs.earlier_run(bom) == "predictions.csv of 1 image(s)"
 
 
 def test_an_output_that_is_a_file_and_a_mask_not_found_are_said(setup, tmp_path, capsys):
