@@ -33,22 +33,28 @@ from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, said_of, sign
 
 PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")
 RESULT_FILES = ("summary.json", "metrics.csv")
+# A test of several runs names them here while it writes their per-run pictures, and deletes it
+# once its summary.json is written: a test stopped before that still has its pictures cleared by
+# the next test in the folder.
+RUNS_BEING_TESTED = ".runs_being_tested.json"
 
 
 def clear_earlier_test(out_dir, names, runs=()):
     """Delete what an earlier test.py run wrote in this output folder: first its summary.json
     and metrics.csv (so that a test stopped while writing leaves no summary beside pictures it
     does not describe), then its pictures of these test images: at the top level and in the
-    per-run sub-folders of the runs its summary names, when it was a test of several, and of
-    ``runs`` (this test's per-run folder names, for an earlier test stopped before its summary).
+    per-run sub-folders of the runs its summary (or, stopped before it, its RUNS_BEING_TESTED)
+    names, when it was a test of several, and of ``runs`` (this test's per-run folder names).
     No other sub-folder is touched: ``--output DRIVE_AV`` leaves DRIVE_AV/Final_pre and
     DRIVE_AV/<run>, other tests, alone. Folders left empty go too (a test of one run after one of
     several leaves no empty per-run folders, and the other way round); other files are left alone."""
-    earlier, real = earlier_runs(out_dir), earlier_runs(out_dir, real_paths=True)
-    if len(real) == len(earlier):  # '..' as its test named it (its real folder), not from this working folder
-        earlier = [r if Path(r).name not in ("", ".", "..") else path for r, path in zip(earlier, real)]
-    runs = {*(run_names(earlier) if len(earlier) > 1 else ()), *runs}  # one run's pictures are at the top
-    for name in RESULT_FILES:
+    def per_run_folders(record):
+        earlier, real = earlier_runs(out_dir, record=record), earlier_runs(out_dir, True, record)
+        if len(real) == len(earlier):  # '..' as its test named it (its real folder), not from here
+            earlier = [r if Path(r).name not in ("", ".", "..") else path for r, path in zip(earlier, real)]
+        return run_names(earlier) if len(earlier) > 1 else []  # one run's pictures are at the top
+    runs = {*per_run_folders("summary.json"), *per_run_folders(RUNS_BEING_TESTED), *runs}
+    for name in (*RESULT_FILES, RUNS_BEING_TESTED):
         (out_dir / name).unlink(missing_ok=True)
     for folder_name in PICTURE_FOLDERS:
         for folder in [out_dir / folder_name, *(out_dir / run / folder_name for run in sorted(runs))]:
@@ -60,12 +66,12 @@ def clear_earlier_test(out_dir, names, runs=()):
                     folder.parent.rmdir()
 
 
-def earlier_runs(out_dir, real_paths=False) -> list:
-    """The runs of the test whose summary.json is in ``out_dir`` ([] when none, or it cannot be
-    read): as given on its command line, or (``real_paths``) as the real paths it recorded
-    (summaries of older versions have only the former)."""
+def earlier_runs(out_dir, real_paths=False, record="summary.json") -> list:
+    """The runs of the test whose summary.json (or other ``record``) is in ``out_dir`` ([] when
+    none, or it cannot be read): as given on its command line, or (``real_paths``) as the real
+    paths it recorded (summaries of older versions have only the former)."""
     try:
-        summary = json.loads((out_dir / "summary.json").read_text())
+        summary = json.loads((out_dir / record).read_text())
         runs = summary["run_paths"] if real_paths and "run_paths" in summary else summary["runs"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
@@ -334,6 +340,9 @@ def score_and_write(args, spec, runs, samples, probs, details, out_dir):
     multi = len(runs) > 1
     names = run_names(folder for folder, _, _ in runs)
     clear_earlier_test(out_dir, [s.name for s in samples], names if multi else ())
+    tested = {"runs": [str(f) for f, _, _ in runs], "run_paths": [os.path.realpath(f) for f, _, _ in runs]}
+    if multi:
+        atomic_write(out_dir / RUNS_BEING_TESTED, lambda tmp: Path(tmp).write_text(json.dumps(tested)))
     run_outs = [out_dir / name if multi else out_dir for name in names]
     activations = [saved["activation"] for _, _, saved in runs]
     rows, per_run = [], [[] for _ in runs]
@@ -351,8 +360,7 @@ def score_and_write(args, spec, runs, samples, probs, details, out_dir):
 
     run_summaries = [metrics.summarize(r) for r in per_run]
     summary = percent_summary(metrics.mean_std_over_runs(run_summaries))
-    summary["runs"] = [str(f) for f, _, _ in runs]
-    summary["run_paths"] = [os.path.realpath(f) for f, _, _ in runs]  # the same runs from any working folder
+    summary.update(tested)  # run_paths: the same runs from any working folder
     summary["per_run"] = {names[r]: {m: 100.0 * s["average"][m] for m in metrics.TABLE_METRICS}
                           for r, s in enumerate(run_summaries)}  # each run's row of the table (average)
     summary["run_details"] = details
@@ -362,6 +370,7 @@ def score_and_write(args, spec, runs, samples, probs, details, out_dir):
                         "per-run mean over test images")
     atomic_write_csv(out_dir / "metrics.csv", rows, rows[0])
     atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    (out_dir / RUNS_BEING_TESTED).unlink(missing_ok=True)  # the summary names them now
     return summary
 
 

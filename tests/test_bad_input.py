@@ -333,6 +333,11 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
             test_script.main([*common, *args])
         assert info.value.code == 2
         assert capsys.readouterr().err.strip().splitlines() == [line]
+    other = tmp_path / "other"  # a test of two runs: its per-run record is gone once its summary is written
+    save_best(other, Networks("sigmoid", 4), RunConfig(base_width=4, image_size=(64, 64)), 1, 0.5)
+    test_script.main([*common, "--load", str(run), str(other), "--output", str(tmp_path / "two")])
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["metrics.csv", "other", "run", "summary.json"]
+    capsys.readouterr()
     test_script.main([*common, "--load", str(run), "--output", str(tmp_path / "out"), "--workers", "999"])
     err = capsys.readouterr().err
     assert (used / "summary.json").read_text() == json.dumps({"runs": ["elsewhere/other"]})  # refused: untouched

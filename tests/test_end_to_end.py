@@ -669,6 +669,20 @@ def test_clearing_an_earlier_test_of_one_run_leaves_sub_folders_alone(tmp_path):
     assert test_script.run_names(["..", "a/run", "b/run"]) == [Path("..").resolve().name, "run", "run_2"]  # no path
 
 
+def test_the_pictures_of_a_test_of_several_runs_stopped_before_its_summary_are_cleared(tmp_path):
+    """Stopped while writing, a test of several runs leaves per-run pictures and no summary; its
+    RUNS_BEING_TESTED names them, so the next test (of other runs) clears them too."""
+    test_script = load_test_script()
+    out = tmp_path / "Final_pre"
+    for run in ("sigmoid_seed42", "sigmoid_seed40"):
+        (out / run / "raw_pre").mkdir(parents=True)
+        (out / run / "raw_pre" / "01_test.png").write_bytes(b"png")
+    (out / test_script.RUNS_BEING_TESTED).write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid_seed42",
+                                                                          "DRIVE_AV/sigmoid_seed40"]}))
+    test_script.clear_earlier_test(out, ["01_test"], ["softmax_seed42", "softmax_seed40"])
+    assert not any(out.iterdir())
+
+
 def test_clearing_names_a_run_given_as_dot_dot_as_its_test_did(tmp_path, monkeypatch):
     """An earlier test of several runs, one given as '..' from another working folder: its
     per-run folder is named after that run's real folder (summary.json's run_paths)."""
