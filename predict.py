@@ -267,7 +267,7 @@ def build_parser():
     p.add_argument("--overlay-alpha", type=float, default=0.6, dest="overlay_alpha",
                    help="opacity of the class colours in _overlay.png (default %(default)s)")
     p.add_argument("--no-overlay", action="store_false", dest="overlay",
-                   help="do not write _overlay.png (a copy of the photograph: 8.8 MB for one of HRF-AV's size; "
+                   help="do not write _overlay.png (a copy of the photograph: about 9 MB for one of HRF-AV's size; "
                         "the class and colour maps are written as always)")
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="threads decoding and writing images, while the networks work (default: the usable "

@@ -49,9 +49,9 @@ def clear_earlier_test(out_dir, names, runs=()):
     DRIVE_AV/<run>, other tests, alone. Folders left empty go too (a test of one run after one of
     several leaves no empty per-run folders, and the other way round); other files are left alone."""
     def per_run_folders(record):
-        earlier, real = earlier_runs(out_dir, record=record), earlier_runs(out_dir, True, record)
-        if len(real) == len(earlier):  # '..' as its test named it (its real folder), not from here
-            earlier = [r if Path(r).name not in ("", ".", "..") else path for r, path in zip(earlier, real)]
+        given, real = recorded_runs(out_dir, record)
+        # '..' as its test named it (its real folder), not from this working folder
+        earlier = [r if Path(r).name not in ("", ".", "..") else path for r, path in zip(given, real)]
         return run_names(earlier) if len(earlier) > 1 else []  # one run's pictures are at the top
     runs = {*per_run_folders("summary.json"), *per_run_folders(RUNS_BEING_TESTED), *runs}
     for name in (*RESULT_FILES, RUNS_BEING_TESTED):
@@ -66,16 +66,18 @@ def clear_earlier_test(out_dir, names, runs=()):
                     folder.parent.rmdir()
 
 
-def earlier_runs(out_dir, real_paths=False, record="summary.json") -> list:
-    """The runs of the test whose summary.json (or other ``record``) is in ``out_dir`` ([] when
-    none, or it cannot be read): as given on its command line, or (``real_paths``) as the real
-    paths it recorded (summaries of older versions have only the former)."""
+def recorded_runs(out_dir, record="summary.json") -> tuple:
+    """(runs as given on its command line, their real paths) of the test whose summary.json (or
+    other ``record``) is in ``out_dir``; ([], []) when there is none or it cannot be read.
+    Summaries of older versions record no real paths: the runs as given stand for them."""
     try:
         summary = json.loads((out_dir / record).read_text())
-        runs = summary["run_paths"] if real_paths and "run_paths" in summary else summary["runs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return [str(run) for run in runs] if isinstance(runs, list) else []
+        given, real = summary["runs"], summary.get("run_paths", summary["runs"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return [], []
+    if not (isinstance(given, list) and isinstance(real, list) and len(given) == len(real)):
+        return [], []
+    return [str(run) for run in given], [str(run) for run in real]
 
 
 def check_nothing_lost(out_dir, folders):
@@ -83,7 +85,7 @@ def check_nothing_lost(out_dir, folders):
     not test: replacing it would lose their results (a sigmoid test after a softmax one in the
     default Final_pre, say). A test of the same runs, or of more seeds, replaces it."""
     now = {os.path.realpath(folder) for folder in folders}
-    dropped = [run for run in earlier_runs(out_dir, real_paths=True) if os.path.realpath(run) not in now]
+    dropped = [run for run in recorded_runs(out_dir)[1] if os.path.realpath(run) not in now]
     if dropped:
         raise ConfigError(f"--output {out_dir} holds the test of {', '.join(dropped)}, which this test does not "
                           f"repeat: --overwrite replaces it, or --output DIR keeps both")
@@ -91,13 +93,10 @@ def check_nothing_lost(out_dir, folders):
 
 def earlier_test(out_dir) -> str:
     """What an earlier test left in ``out_dir`` that this one replaces ('' when none), for a note."""
-    try:
-        runs = json.loads((out_dir / "summary.json").read_text())["runs"]
-    except FileNotFoundError:
+    if not (out_dir / "summary.json").exists():
         return ""
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"the summary.json in {out_dir}"
-    return f"the test of {', '.join(map(str, runs))} in {out_dir}"
+    runs, _ = recorded_runs(out_dir)
+    return f"the test of {', '.join(runs)} in {out_dir}" if runs else f"the summary.json in {out_dir}"
 
 
 def run_names(folders):

@@ -223,15 +223,14 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     trainer = Trainer(nets, cfg, amp_dtype, fused=device.type == "cuda", ddp=ctx.enabled,
                       device_ids=[device.index] if device.type == "cuda" and ctx.enabled else None)
     generator = torch.Generator().manual_seed(cfg.seed)
-    start_epoch, best_f1, step = 0, -1.0, 0
+    start_epoch, best_f1, best_epoch, step = 0, -1.0, None, 0
 
     if initial is not None:
         nets.load_state_dict({**nets.state_dict(), **{k: v for k, v in initial.state_dict().items()
                                                       if not k.startswith("D.")}})
         log(f"initialised generators from {load}")
     if resume:
-        start_epoch, best_f1, step, trained_in = restore_state(run_dir, cfg, nets, trainer, generator)
-        best_epoch = saved_best_epoch(run_dir) if ctx.is_main else None
+        start_epoch, best_f1, best_epoch, step, trained_in = restore_state(run_dir, cfg, nets, trainer, generator)
         log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f} %"
             f"{f' at epoch {best_epoch}' if best_epoch else ''})")
         if start_epoch >= cfg.epochs:  # nothing written: no TensorBoard file, no last.pth of other --epochs
@@ -309,8 +308,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 log_validation(writer, summary, drawing if show_image else None, trainer, step,
                                time.time() - started)
                 if f1 > best_f1:
-                    best_f1 = f1
-                    save_best(run_dir, nets, cfg, epoch + 1, f1, precision)
+                    best_f1, best_epoch = f1, epoch + 1
+                    save_best(run_dir, nets, cfg, best_epoch, f1, precision)
                 # last.pth (all four networks and Adam's moments: 400 MB at width 32, about 1 s to write on
                 # the development VM) at most every --save-every minutes, not after every short epoch.
                 if final or stop or time.time() - last_save >= 60 * cfg.save_every:
@@ -332,19 +331,10 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         if writer:
             writer.close()
     unfinished = "" if complete else f" (stopped after epoch {epoch + 1} of {cfg.epochs}: --resume continues)"
-    best_epoch = saved_best_epoch(run_dir) if ctx.is_main else None
     log(f"best validation F1 {100 * best_f1:.2f} %{f' (epoch {best_epoch})' if best_epoch else ''}; "
         f"checkpoints in {run_dir}{unfinished}")
     ctx.close()
     return best_f1, complete
-
-
-def saved_best_epoch(run_dir):
-    """The epoch of the best networks kept in ``run_dir`` (None where there are none, or unreadable)."""
-    try:
-        return read(run_dir / NETWORK_FILES["G"], mmap=True).get("epoch")
-    except (CheckpointError, AttributeError):
-        return None
 
 
 def save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator, precision=None):
@@ -370,8 +360,8 @@ def read_last_state(path, mmap=False) -> dict:
 
 def restore_state(run_dir, cfg, nets, trainer, generator):
     """Load last.pth into the networks, optimisers, schedulers and random generators;
-    returns (first epoch to run, best validation F1 so far, step, the precision it trained in
-    (None in files of older versions))."""
+    returns (first epoch to run, best validation F1 so far, the epoch of the best networks kept,
+    step, the precision its last session trained in (None in files of older versions))."""
     state = read_last_state(run_dir / LAST_STATE)
     saved = RunConfig.from_dict(state["config"])
     if (saved.activation, saved.base_width, saved.fusion_mode) != (cfg.activation, cfg.base_width, cfg.fusion_mode):
@@ -382,13 +372,13 @@ def restore_state(run_dir, cfg, nets, trainer, generator):
     trainer.load_state_dict(state["trainer"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
-    best_f1 = state["best_f1"]
+    best_f1, best_epoch = state["best_f1"], None
     best_file = run_dir / NETWORK_FILES["G"]
     if best_file.is_file():  # saved after last.pth when a crash fell between the two
-        saved_best = read(best_file)
+        saved_best = read(best_file, mmap=True)  # its epoch and F1, not its weights
         if isinstance(saved_best, dict) and isinstance(saved_best.get("val_f1"), (int, float)):
-            best_f1 = max(best_f1, saved_best["val_f1"])
-    return state["epoch"] + 1, best_f1, state["step"], state.get("precision")
+            best_f1, best_epoch = max(best_f1, saved_best["val_f1"]), saved_best.get("epoch")
+    return state["epoch"] + 1, best_f1, best_epoch, state["step"], state.get("precision")
 
 
 def check_nothing_to_overwrite(run_dir: Path):

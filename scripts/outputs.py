@@ -215,10 +215,12 @@ def check_no_other_run_in_the_way(out_dir: Path, items) -> None:
                               f"they would mix; choose an --output outside it")
     if not out_dir.is_dir():
         return
+    first_of_folder = {}  # each output folder looked at once, however many images go there
     for it in items:
-        classes = out_dir / (it.rel + OUTPUT_FILES["classes"])
-        if _in_a_run_of_its_own(classes, out_dir):
-            raise ConfigError(f"--output {out_dir}: the outputs of {it.path} would go to {classes.parent}, which holds "
+        first_of_folder.setdefault((out_dir / it.rel).parent, it)
+    for folder, it in first_of_folder.items():
+        if _in_a_run_of_its_own(folder / OUTPUT_FILES["classes"], out_dir):
+            raise ConfigError(f"--output {out_dir}: the outputs of {it.path} would go to {folder}, which holds "
                               f"another run (its {PREDICTIONS_CSV} or {RUN_RECORD}); choose another --output")
 
 
