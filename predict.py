@@ -188,7 +188,7 @@ def load_members(args, device, amp_dtype, log):
         else:
             size = FALLBACK_SIZE
             log(f"note: {w} saves no input size; using {size[0]} x {size[1]} (DRIVE_AV's): set --image-size")
-        nets = nets.to(device, memory_format=MEMORY_FORMAT)
+        nets = nets.fold_for_inference().to(device, memory_format=MEMORY_FORMAT)
         if args.compile:
             nets = compiled(nets, size, args.batch_size, device, amp_dtype, log)
         members.append(Member(nets, size, cfg, w, sha256))

@@ -271,7 +271,7 @@ def evaluate(args):
     runs = []
     for folder in run_folders(args, spec):
         nets, saved = load_any(folder, expected)
-        runs.append((folder, nets.to(device, memory_format=MEMORY_FORMAT), saved))
+        runs.append((folder, nets.fold_for_inference().to(device, memory_format=MEMORY_FORMAT), saved))
     check_one_configuration(runs)
     samples = find_samples(args.data_root, spec, "test")
     default_out = "Final_pre_pretrained" if args.pretrained else "Final_pre"  # never over a run's own test

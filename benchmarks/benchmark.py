@@ -155,7 +155,10 @@ def worker(args):
         if device.type == "cuda":  # the training steps' own peak (the later rows' autotuning adds to the overall one)
             result["cuda_train_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
 
-    # Inference at the network size, one image (tuned: fp32 as test.py runs it, and with --amp).
+    # Inference at the network size, one image (tuned: fp32 as test.py runs it, BatchNorm folded
+    # as test.py and predict.py do, and with --amp).
+    if tuned:
+        nets.fold_for_inference()
     nets.to(memory_format=MEMORY_FORMAT if tuned else torch.contiguous_format)
     images = load_tensor_set(samples[:1], size, cache).images
     for key, dtype in (("inference_s_per_image", None), ("inference_amp_s_per_image", amp)):

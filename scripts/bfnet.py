@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .config import VARIANTS, ConfigError, RunConfig
 from .metrics import CLASS_COLOURS
-from .model import BranchGenerator, Discriminator, MainGenerator
+from .model import BranchGenerator, Discriminator, MainGenerator, fold_batchnorm
 
 SIDE_WEIGHTS = (0.5, 0.25, 0.125)  # S1 (deepest), S2, S3
 
@@ -96,6 +96,15 @@ class Networks(nn.Module):
                 branch_a, branch_v = feat_a.detach(), feat_v.detach()
         out["G"], out["sides"] = m["G"](images, branch_a, branch_v, with_sides=with_sides)
         return out
+
+    def fold_for_inference(self):
+        """Eval mode, with BatchNorm folded into the convolutions of the generators
+        (``fold_batchnorm``): the same predictions to float rounding, faster. For test.py and
+        predict.py, after loading: the networks can then only predict (no training, no saving)."""
+        self.eval()
+        for name in self.generator_names:
+            fold_batchnorm(getattr(self, name))
+        return self
 
     @torch.no_grad()
     def predict(self, images):

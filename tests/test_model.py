@@ -8,7 +8,7 @@ import torch
 
 from scripts.bfnet import Networks
 from scripts.model import (BranchGenerator, ChannelPairSum, Discriminator, DualPathUp,
-                           MainGenerator, count_parameters)
+                           MainGenerator, count_parameters, fold_batchnorm)
 from tests.conftest import SHARED
 
 CHECKPOINTS = SHARED / "original_checkpoints"
@@ -149,3 +149,24 @@ def test_prediction_skips_the_side_heads_and_gives_the_same_output():
         full = nets.generate(x)
     assert len(full["sides"]) == 3 and nets.generate(x, with_sides=False)["sides"] == []
     assert torch.equal(nets.predict(x), full["G"].sigmoid())
+
+
+@pytest.mark.parametrize("variant", ["sigmoid", "softmax"])
+def test_folding_batchnorm_for_inference_keeps_the_predictions(variant):
+    """test.py and predict.py fold BatchNorm into the convolutions; with the original's golden
+    weights (running statistics far from 0 and 1) the predictions agree to float rounding."""
+    listing, golden = read_listing(variant), np.load(CHECKPOINTS / f"golden_{variant}.npz")
+    nets = Networks(variant, 32)
+    for key in ("G", "G_A", "G_V"):
+        getattr(nets, key).load_state_dict(golden_state_dict(listing[key], OFFSET[key]))
+    x = torch.from_numpy(golden["input"])
+    expected = nets.eval().predict(x)
+    folded = nets.fold_for_inference().predict(x)
+    assert (folded - expected).abs().max() < 1e-5
+    left = [name for name, m in nets.G.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert left and all(".add." in name for name in left)  # only the channel-pair sums' BatchNorms stay
+
+
+def test_folding_needs_running_statistics():
+    with pytest.raises(ValueError, match="eval-mode"):
+        fold_batchnorm(MainGenerator(3, 4).train())
