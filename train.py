@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scripts import distributed, metrics
+from scripts import distributed, last_state, metrics
 from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
-from scripts.checkpoint import (LAST_STATE, NETWORK_FILES, CheckpointError, atomic_torch_save, check_expected,
-                                check_folder, read, save_best)
+from scripts.checkpoint import LAST_STATE, check_expected, check_folder, save_best
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
-from scripts.config import VARIANTS, ConfigError, RunConfig, dataset_names, dataset_spec, str2bool
+from scripts.config import (VARIANTS, ConfigError, RunConfig, check_image_size, dataset_names, dataset_spec,
+                            str2bool)
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.device import (amp_dtype_for, describe_precision, keep_freed_memory, pick_device, set_tf32,
                             training_memory_format)
@@ -139,7 +139,8 @@ def config_from_args(args) -> RunConfig:
     if cfg.job_name in ("", ".", "..") or Path(cfg.job_name).name != cfg.job_name:
         raise ConfigError(f"--job_name {cfg.job_name!r}: must be a plain folder name (no '/'), the run "
                           f"goes to <output-root>/<Dataset>/<job_name>")
-    cfg.input_size  # validates the size
+    if cfg.image_size:
+        check_image_size(cfg.image_size)
     if cfg.uniform and cfg.image_size:
         print(f"note: --image-size {cfg.image_size[0]} {cfg.image_size[1]} overrides --uniform True", file=sys.stderr)
     return cfg
@@ -179,12 +180,12 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     if device.type == "cuda":
         cuda_settings(cfg)
     spec, size = cfg.spec, cfg.input_size
-    run_dir = Path(output_root) / spec.name / cfg.job_name
+    run_dir = cfg.run_dir(output_root)
     check_folder(run_dir, "--output-root")  # before any data is decoded or epoch trained
     check_folder(runs_dir, "--runs-dir")
     check_folder(cfg.cache_dir, "--cache-dir")
     if not resume:
-        check_nothing_to_overwrite(run_dir)
+        last_state.check_nothing_to_overwrite(run_dir)
     # --load's weights are read (and checked) before the data: a wrong file fails at once.
     initial = None
     if load:
@@ -222,7 +223,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
             module.compile()
     trainer = Trainer(nets, cfg, amp_dtype, fused=device.type == "cuda", ddp=ctx.enabled,
                       device_ids=[device.index] if device.type == "cuda" and ctx.enabled else None)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    rng = torch.Generator().manual_seed(cfg.seed)
     start_epoch, best_f1, best_epoch, step = 0, -1.0, None, 0
 
     if initial is not None:
@@ -230,7 +231,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                                                       if not k.startswith("D.")}})
         log(f"initialised generators from {load}")
     if resume:
-        start_epoch, best_f1, best_epoch, step, trained_in = restore_state(run_dir, cfg, nets, trainer, generator)
+        start_epoch, best_f1, best_epoch, step, trained_in = last_state.restore(run_dir, cfg, nets, trainer, rng)
         log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f} %"
             f"{f' at epoch {best_epoch}' if best_epoch else ''})")
         if start_epoch >= cfg.epochs:  # nothing written: no TensorBoard file, no last.pth of other --epochs
@@ -267,14 +268,14 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
             nets.train()
             started = time.time()
             bar.set_postfix(epoch=epoch + 1, **shown, refresh=False)
-            for idx in torch.randperm(n, generator=generator).split(bs):
+            for idx in torch.randperm(n, generator=rng).split(bs):
                 if len(idx) < ctx.world:
                     continue
                 idx = idx.to(device, non_blocking=True)  # a blocking copy would wait for the GPU's queue
                 images = train_set.images[idx].float() / 255
                 # The turned mask is not needed here: normalize() finds the fundus (non-black) itself.
                 images, labels, _ = augment(images, train_set.labels[idx].long(), train_set.fovs[idx],
-                                            generator, cfg.rotation_step)
+                                            rng, cfg.rotation_step)
                 if ctx.enabled:  # every rank augmented the whole batch; each trains on its slice
                     mine = torch.arange(len(idx), device=device).tensor_split(ctx.world)[ctx.rank]
                     weight = ctx.world * len(mine) / len(idx)
@@ -313,7 +314,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 # last.pth (all four networks and Adam's moments: 400 MB at width 32, about 1 s to write on
                 # the development VM) at most every --save-every minutes, not after every short epoch.
                 if final or stop or time.time() - last_save >= 60 * cfg.save_every:
-                    save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator, precision)
+                    last_state.save(run_dir, cfg, epoch, step, best_f1, nets, trainer, rng, precision)
                     last_save = time.time()
                 bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} % (best {100 * best_f1:.2f}), "
                           f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
@@ -335,64 +336,6 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         f"checkpoints in {run_dir}{unfinished}")
     ctx.close()
     return best_f1, complete
-
-
-def save_state(run_dir, cfg, epoch, step, best_f1, nets, trainer, generator, precision=None):
-    """last.pth: everything --resume needs to continue after ``epoch`` as if never stopped
-    (``precision``, as describe_precision says it, so that a resume in another one is noted)."""
-    atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "step": step, "best_f1": best_f1, "precision": precision,
-                       "networks": nets.state_dict(), "trainer": trainer.state_dict(),
-                       "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
-                      run_dir / LAST_STATE)
-
-
-def read_last_state(path, mmap=False) -> dict:
-    """last.pth's contents, or one line when the file is not a last.pth of this project."""
-    state = read(path, mmap=mmap)
-    keys = {"config", "epoch", "step", "best_f1", "networks", "trainer", "generator", "torch_rng"}
-    if not (isinstance(state, dict) and keys <= set(state)):
-        raise CheckpointError(f"{path}: not a training state of this project (missing "
-                              f"{', '.join(sorted(keys - set(state))) if isinstance(state, dict) else 'everything'})")
-    if not (isinstance(state["config"], dict) and "epochs" in state["config"]):
-        raise CheckpointError(f"{path}: its saved configuration is damaged (no planned epochs)")
-    return state
-
-
-def restore_state(run_dir, cfg, nets, trainer, generator):
-    """Load last.pth into the networks, optimisers, schedulers and random generators;
-    returns (first epoch to run, best validation F1 so far, the epoch of the best networks kept,
-    step, the precision its last session trained in (None in files of older versions))."""
-    state = read_last_state(run_dir / LAST_STATE)
-    saved = RunConfig.from_dict(state["config"])
-    if (saved.activation, saved.base_width, saved.fusion_mode) != (cfg.activation, cfg.base_width, cfg.fusion_mode):
-        raise ConfigError(f"{run_dir / LAST_STATE}: saved run is {saved.activation}/width "
-                          f"{saved.base_width}/fusion {saved.fusion_mode}, asked for "
-                          f"{cfg.activation}/width {cfg.base_width}/fusion {cfg.fusion_mode}")
-    nets.load_state_dict(state["networks"])
-    trainer.load_state_dict(state["trainer"])
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    best_f1, best_epoch = state["best_f1"], None
-    best_file = run_dir / NETWORK_FILES["G"]
-    if best_file.is_file():  # saved after last.pth when a crash fell between the two
-        saved_best = read(best_file, mmap=True)  # its epoch and F1, not its weights
-        if isinstance(saved_best, dict) and isinstance(saved_best.get("val_f1"), (int, float)):
-            best_f1, best_epoch = max(best_f1, saved_best["val_f1"]), saved_best.get("epoch")
-    return state["epoch"] + 1, best_f1, best_epoch, state["step"], state.get("precision")
-
-
-def check_nothing_to_overwrite(run_dir: Path):
-    """A new run (no --resume) refuses a folder that holds another run's last.pth or best networks."""
-    if (run_dir / LAST_STATE).is_file():
-        saved = read_last_state(run_dir / LAST_STATE, mmap=True)
-        done, planned = saved["epoch"] + 1, saved["config"]["epochs"]
-        how = ("--resume continues it" if done < planned else
-               f"it is finished; --resume --epochs N (more than {done}) trains it longer")
-        raise ConfigError(f"{run_dir} already holds a run ({done}/{planned} epochs done): {how}; another "
-                          f"--job_name (or deleting the folder) starts afresh")
-    if (run_dir / NETWORK_FILES["G"]).is_file():
-        raise ConfigError(f"{run_dir} holds the best networks of a run that stopped before its first last.pth "
-                          f"(--save-every): another --job_name (or deleting the folder) starts afresh")
 
 
 def open_tensorboard(log_dir: Path, cfg: RunConfig, resume: bool, step: int, log):
@@ -471,62 +414,12 @@ def check_finite(values, epoch, run_dir):
                             f"checkpoints in {run_dir} are kept (try a lower --learning-rate or --no-amp)")
 
 
-RUNTIME_OPTIONS = {"epochs", "device", "amp", "amp_discriminator", "tf32", "compile", "log_every", "image_every",
-                   "save_every", "data_root", "cache_dir", "time_limit"}
-
-
-def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
-    """The configuration saved in last.pth, with the run-time options the user gave; any other
-    option given with a different value is an error (it would change the run being continued)."""
-    path = Path(output_root) / cfg.spec.name / cfg.job_name / LAST_STATE
-    if not path.is_file() and (path.parent / NETWORK_FILES["G"]).is_file():
-        raise ConfigError(f"{path} is missing: the run stopped before its first save (every --save-every "
-                          f"minutes); train it again under another --job_name")
-    if not path.is_file():
-        raise ConfigError(f"--resume: no saved run to continue, {path} not found (check --job_name, --dataset and "
-                          f"--output-root; a run not started yet starts without --resume)")
-    saved = RunConfig.from_dict(read_last_state(path, mmap=True)["config"])  # train() reads the 400 MB state
-    saved.time_limit = cfg.time_limit  # a budget of this invocation, never carried over
-    changed = []
-    for key in sorted(given & set(RunConfig.__dataclass_fields__)):
-        ours, theirs = getattr(cfg, key), getattr(saved, key)
-        if key in RUNTIME_OPTIONS:
-            setattr(saved, key, ours)
-        elif key == "image_size" and tuple(ours) == tuple(theirs or ()) or key == "dataset":
-            continue
-        elif ours != theirs:
-            changed.append(f"{key}={theirs}, not {ours}")
-    if changed:  # all of them in the one line, not one per attempt
-        raise ConfigError(f"{path}: the run was started with {'; '.join(changed)}; --resume continues it as it "
-                          f"was (start a new --job_name to change it)")
-    return saved
-
-
 def given_options(argv):
     """Names of the options written on the command line (not left at their defaults)."""
     parser = build_parser()
     for action in parser._actions:
         action.default = argparse.SUPPRESS
     return set(vars(parser.parse_args(argv)))
-
-
-def stopped_message(how, cfg, output_root) -> str:
-    """The one line for a run stopped by Ctrl-C or SIGTERM: what --resume would continue from."""
-    if cfg is None:
-        return f"{how}"
-    run_dir = Path(output_root) / cfg.spec.name / cfg.job_name
-    last = run_dir / LAST_STATE
-    if last.is_file():
-        try:
-            epoch = read_last_state(last, mmap=True)["epoch"] + 1
-        except CheckpointError as exc:
-            return f"{how}; {exc}"
-        return (f"{how}: --resume continues after epoch {epoch}, from {last} (saved every --save-every "
-                f"minutes and at the end)")
-    if run_dir.is_dir():
-        return (f"{how} before the first save of {last}: nothing to resume; start afresh under another "
-                f"--job_name or after deleting {run_dir}")
-    return f"{how} before the first epoch's checkpoints: nothing to resume; the same command starts it again"
 
 
 def main(argv=None):
@@ -542,7 +435,7 @@ def main(argv=None):
             if args.load and args.resume:
                 raise ConfigError("--load starts a new run from other weights, --resume continues this one: give one")
             if args.resume:
-                cfg = resume_config(cfg, given, args.output_root)
+                cfg = last_state.resume_config(cfg, given, args.output_root)
             adopt = {"activation", "base_width", "fusion"} - given  # --load: the weights' own, unless named
             _, complete = train(cfg, args.runs_dir, args.output_root, args.load, args.resume, stop_request, adopt)
         except ConfigError as exc:
@@ -552,7 +445,7 @@ def main(argv=None):
         except (KeyboardInterrupt, Terminated) as exc:
             how = said_of(exc)
             if distributed.launched_as_rank_zero():
-                print(FRESH_LINE + stopped_message(how, cfg, args.output_root), file=sys.stderr)
+                print(FRESH_LINE + last_state.stopped_message(how, cfg, args.output_root), file=sys.stderr)
             sys.exit(EXIT_STATUS[signal_of(exc)])
     if not complete:
         sys.exit(TIME_LIMIT_EXIT if stop_request.signum is None else EXIT_STATUS[stop_request.signum])

@@ -8,7 +8,8 @@ after warm-up:
   tuned  the project's defaults: decoded-once cache held on the device, channels_last (in
          training where it is faster: not for fp32 on CPUs without AVX-512), mixed
          precision for training where the hardware has it (CUDA; CPUs with AVX512-BF16/AMX),
-         fused Adam on CUDA, fp32 evaluation as test.py runs it (test.py's own per-image code,
+         fused Adam on CUDA, fp32 evaluation as test.py runs it (BatchNorm folded into the
+         convolutions; test.py's own per-image code,
          segment metric included), vectorised metrics, fast PNG compression, freed memory kept
          for reuse (scripts/device.py, keep_freed_memory), test images evaluated at full size
          in threads (test.py's --workers; the row over --test-images); inference and

@@ -112,13 +112,16 @@ class Networks(nn.Module):
         return probabilities(self.generate(images, with_sides=False)["G"], self.activation)
 
 
-def segmentation_loss(logits, target, targets: Targets, cfg: RunConfig):
-    """beta * (BCE-with-logits | cross-entropy) + alpha * MSE(probabilities, target)."""
+def segmentation_loss(logits, target_map, label, cfg: RunConfig):
+    """beta * (BCE-with-logits | cross-entropy) + alpha * MSE(probabilities, target_map).
+
+    ``target_map``: this network's target (Targets.main, .artery or .vein); ``label``: the
+    class-index map, which cross-entropy (softmax variant) reads instead."""
     if cfg.activation == "sigmoid":
-        seg = F.binary_cross_entropy_with_logits(logits, target)
+        seg = F.binary_cross_entropy_with_logits(logits, target_map)
     else:
-        seg = F.cross_entropy(logits, targets.label)
-    mse = F.mse_loss(probabilities(logits, cfg.activation), target)
+        seg = F.cross_entropy(logits, label)
+    mse = F.mse_loss(probabilities(logits, cfg.activation), target_map)
     return cfg.beta * seg + cfg.alpha * mse
 
 
@@ -204,10 +207,10 @@ class Trainer:
             with self._autocast(dev, "D"):
                 d_fake = nets.D(images, probs[key])
             loss = cfg.gamma * adversarial_loss(d_fake.float(), True) + \
-                segmentation_loss(out[key].float(), target, targets, cfg)
+                segmentation_loss(out[key].float(), target, targets.label, cfg)
             if key == "G":
                 for side_weight, side in zip(SIDE_WEIGHTS, out["sides"]):
-                    loss = loss + side_weight * segmentation_loss(side.float(), target, targets, cfg)
+                    loss = loss + side_weight * segmentation_loss(side.float(), target, targets.label, cfg)
             name = "G" if key == "G" else f"G_{key}"
             self._backward(name, loss, weight)
             self._update(name)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import train
+from scripts import last_state
 from scripts.checkpoint import CheckpointError, atomic_torch_save, load_networks
 from scripts.config import RunConfig
 
@@ -96,7 +97,7 @@ def test_time_limit_stops_between_epochs_and_resume_finishes(real_data, tmp_path
     assert torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 0
     with pytest.raises(train.ConfigError, match=r"already holds a run \(1/3 epochs done\): --resume continues it"):
         train.train(cfg, tmp_path / "runs", tmp_path)  # never overwritten without --resume
-    resumed = train.resume_config(config(real_data, tmp_path, 3), set(), tmp_path)
+    resumed = last_state.resume_config(config(real_data, tmp_path, 3), set(), tmp_path)
     assert resumed.time_limit is None  # the limit is this invocation's, not saved with the run
     best_f1, complete = train.train(resumed, tmp_path / "runs", tmp_path, resume=True)
     assert complete and torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 2
@@ -194,8 +195,8 @@ def test_last_state_is_saved_every_few_minutes_and_at_the_end(real_data, tmp_pat
     always after the last epoch; TensorBoard pictures every --image-every epochs, first and last
     (0: none)."""
     saved = []
-    real_save = train.atomic_torch_save
-    monkeypatch.setattr(train, "atomic_torch_save",
+    real_save = last_state.atomic_torch_save
+    monkeypatch.setattr(last_state, "atomic_torch_save",
                         lambda obj, path: (saved.append(obj["epoch"]), real_save(obj, path)))
     train.train(config(real_data, tmp_path, 4, save_every=60, image_every=3), tmp_path / "runs", tmp_path / "a")
     assert saved == [3]
@@ -224,7 +225,7 @@ def test_a_run_stopped_before_its_first_save_is_not_overwritten(real_data, tmp_p
     with pytest.raises(train.ConfigError, match="stopped before its first last.pth"):
         train.train(config(real_data, tmp_path, 1), tmp_path / "runs", tmp_path)
     with pytest.raises(train.ConfigError, match="last.pth is missing: the run stopped before its first save"):
-        train.resume_config(config(real_data, tmp_path, 1), set(), tmp_path)
+        last_state.resume_config(config(real_data, tmp_path, 1), set(), tmp_path)
 
 
 def test_a_last_pth_of_something_else_is_one_line(capsys, tmp_path):

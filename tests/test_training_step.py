@@ -38,13 +38,13 @@ def test_segmentation_losses():
     labels = torch.randint(0, 4, (2, 4, 4))
     t = make_targets(labels, "sigmoid")
     expected = 1.1 * F.binary_cross_entropy_with_logits(logits, t.main) + 0.5 * ((logits.sigmoid() - t.main) ** 2).mean()
-    assert torch.allclose(segmentation_loss(logits, t.main, t, cfg), expected)
+    assert torch.allclose(segmentation_loss(logits, t.main, t.label, cfg), expected)
 
     cfg = RunConfig(activation="softmax", alpha=0.5, beta=1.1)
     logits = torch.randn(2, 4, 4, 4)
     t = make_targets(labels, "softmax")
     expected = 1.1 * F.cross_entropy(logits, labels) + 0.5 * ((logits.softmax(1) - t.main) ** 2).mean()
-    assert torch.allclose(segmentation_loss(logits, t.main, t, cfg), expected)
+    assert torch.allclose(segmentation_loss(logits, t.main, t.label, cfg), expected)
 
 
 def test_adversarial_loss_is_bce_against_all_ones_or_zeros():
