@@ -186,21 +186,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     check_folder(cfg.cache_dir, "--cache-dir")
     if not resume:
         last_state.check_nothing_to_overwrite(run_dir)
-    # --load's weights are read (and checked) before the data: a wrong file fails at once.
-    initial = None
-    if load:
-        initial, saved = load_any(load)
-        for key in adopt:
-            if saved.get(key) is not None:
-                setattr(cfg, key, saved[key])
-        check_expected(load, saved, {"activation": cfg.activation, "base_width": cfg.base_width,
-                                     "fusion": cfg.fusion_mode})
+    initial = read_initial_weights(load, cfg, adopt) if load else None  # before the data: a wrong file fails at once
 
-    samples = find_samples(cfg.data_root, spec, "training")
-    subset = pack_subset(check_pack_size(cfg.data_root, spec, size))
-    train_idx, val_idx = split_train_val(len(samples), cfg.validation, cfg.seed)
-    data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name, desc="decode + cache")
-    train_set, val_set = data.subset(train_idx).to(device), data.subset(val_idx)
+    train_set, val_set, subset = load_training_data(cfg, device)
     amp_dtype = amp_dtype_for(device, cfg.amp)
     memory_format = training_memory_format(device, amp_dtype)
     precision = describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == "cuda")
@@ -214,15 +202,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     if subset:
         log(f"note: this pack holds only {subset}, not the whole data set", flush=True)
 
-    nets = Networks(cfg.activation, cfg.base_width, cfg.fusion)
-    if ctx.enabled:
-        distributed.sync_batchnorm(nets, device.type)
-    nets = nets.to(device, memory_format=memory_format)
-    if cfg.compile:  # in place: parameter names (and so checkpoints) stay the same
-        for module in (nets.G, nets.G_A, nets.G_V, nets.D):
-            module.compile()
-    trainer = Trainer(nets, cfg, amp_dtype, fused=device.type == "cuda", ddp=ctx.enabled,
-                      device_ids=[device.index] if device.type == "cuda" and ctx.enabled else None)
+    nets, trainer = build_networks(cfg, ctx, device, memory_format, amp_dtype)
     rng = torch.Generator().manual_seed(cfg.seed)
     start_epoch, best_f1, best_epoch, step = 0, -1.0, None, 0
 
@@ -260,7 +240,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         writer.add_text("validation_images", ", ".join(val_set.names), step)
     bar = progress_bar(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
                        disable=not ctx.is_main)  # into a log file (PARALLEL=1, nohup): a line a minute, not every step
-    losses, weight, complete, last_save = {}, 1.0, True, time.time()
+    complete, last_save = True, time.time()
     shown = {}  # the last logged G loss, shown beside the epoch on the progress bar
     stop_request.graceful = True  # from here a first Ctrl-C / SIGTERM ends the epoch and saves
     try:
@@ -268,34 +248,17 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
             nets.train()
             started = time.time()
             bar.set_postfix(epoch=epoch + 1, **shown, refresh=False)
-            for idx in torch.randperm(n, generator=rng).split(bs):
-                if len(idx) < ctx.world:
-                    continue
-                idx = idx.to(device, non_blocking=True)  # a blocking copy would wait for the GPU's queue
-                images = train_set.images[idx].float() / 255
-                # The turned mask is not needed here: normalize() finds the fundus (non-black) itself.
-                images, labels, _ = augment(images, train_set.labels[idx].long(), train_set.fovs[idx],
-                                            rng, cfg.rotation_step)
-                if ctx.enabled:  # every rank augmented the whole batch; each trains on its slice
-                    mine = torch.arange(len(idx), device=device).tensor_split(ctx.world)[ctx.rank]
-                    weight = ctx.world * len(mine) / len(idx)
-                    images, labels = images[mine], labels[mine]
-                images = normalize(images).contiguous(memory_format=memory_format)
+            for images, labels, weight in training_batches(train_set, cfg, ctx, rng, memory_format):
                 losses = trainer.step(images, labels, weight)
                 step += 1
                 bar.update()
-                if step % cfg.log_every == 0:
-                    values = batch_losses(losses, weight, ctx)  # the only host sync per N steps
-                    check_finite(values, epoch, run_dir)
-                    if writer:
-                        log_losses(writer, values, step)
+                if step % cfg.log_every == 0:  # the only host sync per --log-every steps
+                    values = report_losses(losses, weight, ctx, writer, step, epoch, run_dir)
                     shown = {"G": f"{values['G']:.3f}"}
                     bar.set_postfix(epoch=epoch + 1, **shown, refresh=False)
-
-            values = batch_losses(losses, weight, ctx)
-            check_finite(values, epoch, run_dir)
-            if writer and step % cfg.log_every:  # the epoch's last losses too: a short run gets its curves
-                log_losses(writer, values, step)
+            # The epoch's last losses too (a short run gets its curves), for the plateau schedulers.
+            values = report_losses(losses, weight, ctx, writer if step % cfg.log_every else None, step, epoch,
+                                   run_dir)
             trainer.plateau_step(values)
             if ctx.is_main:  # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
                 summary, drawing = validate(nets, val_set, cfg.activation, bs, device, splits=val_splits)
@@ -336,6 +299,76 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         f"checkpoints in {run_dir}{unfinished}")
     ctx.close()
     return best_f1, complete
+
+
+def load_training_data(cfg: RunConfig, device):
+    """The training set (on ``device``) and the validation set (on the CPU, where validation
+    scores it) at the network size, decoded once and cached; and which part of the data set a
+    pack holds (None: all of it)."""
+    spec, size = cfg.spec, cfg.input_size
+    samples = find_samples(cfg.data_root, spec, "training")
+    subset = pack_subset(check_pack_size(cfg.data_root, spec, size))
+    train_idx, val_idx = split_train_val(len(samples), cfg.validation, cfg.seed)
+    data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name, desc="decode + cache")
+    return data.subset(train_idx).to(device), data.subset(val_idx), subset
+
+
+def read_initial_weights(load, cfg: RunConfig, adopt):
+    """--load: the networks to start G, G_A, G_V from. The fields named in ``adopt`` (of
+    activation, base_width, fusion) are taken from them into ``cfg``; the others must match."""
+    initial, saved = load_any(load)
+    for key in adopt:
+        if saved.get(key) is not None:
+            setattr(cfg, key, saved[key])
+    check_expected(load, saved, {"activation": cfg.activation, "base_width": cfg.base_width,
+                                 "fusion": cfg.fusion_mode})
+    return initial
+
+
+def build_networks(cfg: RunConfig, ctx, device, memory_format, amp_dtype):
+    """The four networks on the device, and their Trainer (optimisers, schedulers, the step)."""
+    nets = Networks(cfg.activation, cfg.base_width, cfg.fusion)
+    if ctx.enabled:
+        distributed.sync_batchnorm(nets, device.type)
+    nets = nets.to(device, memory_format=memory_format)
+    if cfg.compile:  # in place: parameter names (and so checkpoints) stay the same
+        for module in (nets.G, nets.G_A, nets.G_V, nets.D):
+            module.compile()
+    trainer = Trainer(nets, cfg, amp_dtype, fused=device.type == "cuda", ddp=ctx.enabled,
+                      device_ids=[device.index] if device.type == "cuda" and ctx.enabled else None)
+    return nets, trainer
+
+
+def training_batches(train_set, cfg: RunConfig, ctx, rng, memory_format):
+    """One epoch's batches, in a new random order: (images, labels, weight), augmented and
+    normalised on the training set's device. Under torchrun every rank augments the whole
+    batch alike (same ``rng``) and keeps its slice; ``weight`` is that slice's share times the
+    number of processes, so that the summed gradients are the whole batch's mean."""
+    device = train_set.images.device
+    for idx in torch.randperm(len(train_set), generator=rng).split(cfg.batch_size):
+        if len(idx) < ctx.world:  # a last batch smaller than the number of processes is dropped
+            continue
+        idx = idx.to(device, non_blocking=True)  # a blocking copy would wait for the GPU's queue
+        images = train_set.images[idx].float() / 255
+        # The turned mask is not needed here: normalize() finds the fundus (non-black) itself.
+        images, labels, _ = augment(images, train_set.labels[idx].long(), train_set.fovs[idx], rng,
+                                    cfg.rotation_step)
+        weight = 1.0
+        if ctx.enabled:
+            mine = torch.arange(len(idx), device=device).tensor_split(ctx.world)[ctx.rank]
+            weight = ctx.world * len(mine) / len(idx)
+            images, labels = images[mine], labels[mine]
+        yield normalize(images).contiguous(memory_format=memory_format), labels, weight
+
+
+def report_losses(losses, weight, ctx, writer, step, epoch, run_dir):
+    """The last batch's losses as floats (a host sync), checked finite, and logged to TensorBoard
+    when ``writer`` is given."""
+    values = batch_losses(losses, weight, ctx)
+    check_finite(values, epoch, run_dir)
+    if writer:
+        log_losses(writer, values, step)
+    return values
 
 
 def open_tensorboard(log_dir: Path, cfg: RunConfig, resume: bool, step: int, log):
