@@ -76,16 +76,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from scripts import distributed, evaluate, resume
+from scripts import distributed, evaluate, predict_resume as resume
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, describe, make_folder
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
-from scripts.config import DATASETS, VARIANTS, ConfigError, check_image_size, dataset_spec
-from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
-                            one_torch_thread_here, thread_count_restored)
+from scripts.config import DATASETS, VARIANTS, ConfigError, network_input_size, saved_dataset_name
+from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason,
+                            one_torch_thread_here, pick_device, thread_count_restored)
 from scripts.evaluate import compile_for_inference, predict_probs
-from scripts.inputs import MaskFinder, prepare
-from scripts.outputs import (RUN_RECORD, check_no_other_run_in_the_way, earlier_run, one_line_reason, output_kinds,
+from scripts.predict_inputs import MaskFinder, prepare
+from scripts.predict_outputs import (RUN_RECORD, check_no_other_run_in_the_way, earlier_run, one_line_reason, output_kinds,
                              remove_earlier_run, row, write_outputs, write_predictions_csv)
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signal_of, signals_handled_by
 
@@ -181,12 +181,8 @@ def load_members(args, device, amp_dtype, log):
     for w in args.weights or default_weights(args.activation):
         nets, cfg = load_any(w, expected)
         sha256 = weights_sha256(nets)
-        if args.image_size:
-            size = check_image_size(args.image_size)
-        elif cfg.get("image_size"):
-            size = check_image_size(cfg["image_size"])
-        else:
-            size = FALLBACK_SIZE
+        size = network_input_size(args.image_size, cfg, FALLBACK_SIZE)
+        if not (args.image_size or cfg.get("image_size")):
             log(f"note: {w} saves no input size; using {size[0]} x {size[1]} (DRIVE_AV's): set --image-size")
         nets = nets.fold_for_inference().to(device, memory_format=MEMORY_FORMAT)
         if args.compile:
@@ -202,19 +198,11 @@ def load_members(args, device, amp_dtype, log):
     if len({m.cfg["activation"] for m in members}) > 1:
         raise ConfigError("the weights of an ensemble must be one variant: " + ", ".join(
             f"{m.weights} is {m.cfg['activation']}" for m in members))
-    trained_on = [trained_data_set(m.cfg) for m in members]
+    trained_on = [saved_dataset_name(m.cfg.get("dataset")) for m in members]
     if len(set(trained_on) - {None}) > 1:  # allowed: a deliberate mix, or a slip
         log("note: the members of this ensemble were trained on different data sets (" + ", ".join(
             f"{m.weights}: {d or 'not saved'}" for m, d in zip(members, trained_on)) + "); their maps are averaged")
     return members
-
-
-def trained_data_set(cfg: dict) -> Optional[str]:
-    """The data set weights were trained on, by its canonical name (an alias, drive-av, is DRIVE_AV)."""
-    try:
-        return dataset_spec(cfg["dataset"]).name if cfg.get("dataset") else None
-    except ConfigError:  # a name this version does not know: as saved
-        return cfg["dataset"]
 
 
 def run_record(args, members, amp_dtype) -> dict:
@@ -337,9 +325,9 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     on_rank_zero(ctx, lambda: check_no_other_run_in_the_way(out_dir, items))
     device = pick_device(args.device, ctx.local_rank)
     keep_freed_memory()
-    amp_dtype = amp_dtype_for(device, args.amp)
+    amp_dtype = ctx.broadcast(amp_dtype_for(device, args.amp))  # rank 0's: a CPU's bf16 choice is measured
     if args.amp and amp_dtype is None:
-        log(f"note: --amp: {device.type} has no native bf16/fp16 here, so this runs in fp32")
+        log(f"note: --amp: {no_amp_reason(device)}, so this runs in fp32")
     members = load_members(args, device, amp_dtype, log)
     ensemble = Ensemble([(m.nets, m.size) for m in members], device, amp_dtype, args.tta, args.batch_size)
     record = run_record(args, members, amp_dtype)

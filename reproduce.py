@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 from scripts.cli import ArgumentParser
-from scripts.config import VARIANTS
+from scripts.config import VARIANTS, seed_run_name, tensorboard_dir
 
 ROOT = Path(__file__).resolve().parent
 # train.py options that reproduce.py sets itself (so --train-args may not)
@@ -240,21 +240,22 @@ def benchmark_options(parsed) -> list:
     return options
 
 
-def seed_record(run_root: Path, runs_dir: Path, folder: str, job: str, seed: int, scalars_out: Path):
+def seed_record(run_root: Path, runs_dir: Path, dataset: str, job: str, seed: int, scalars_out: Path):
     """What run.json says of one seed: epochs, best epoch, validation F1, time per epoch; and
     its TensorBoard scalars written as CSV."""
     from scripts.checkpoint import LAST_STATE, NETWORK_FILES, read
     from scripts.scalars import read_scalars, write_scalars_csv
-    run_dir = run_root / f"{job}_seed{seed}"
-    record = {"seed": seed, "run": f"{folder}/{job}_seed{seed}", "epochs_done": 0}
+    run_name = seed_run_name(job, seed)
+    run_dir = run_root / run_name
+    record = {"seed": seed, "run": f"{dataset}/{run_name}", "epochs_done": 0}
     if (run_dir / LAST_STATE).is_file():  # saved every --save-every minutes and at a stop
         record["epochs_done"] = read(run_dir / LAST_STATE, mmap=True)["epoch"] + 1
     if (run_dir / NETWORK_FILES["G"]).is_file():
         best = read(run_dir / NETWORK_FILES["G"], mmap=True)
         record["best_epoch"], record["best_val_f1"] = best["epoch"], round(100 * best["val_f1"], 4)
-    if not (runs_dir / f"{folder}_{job}_seed{seed}").is_dir():
+    if not tensorboard_dir(runs_dir, dataset, run_name).is_dir():
         return record
-    scalars = read_scalars(runs_dir / f"{folder}_{job}_seed{seed}")
+    scalars = read_scalars(tensorboard_dir(runs_dir, dataset, run_name))
     scalars_out.parent.mkdir(parents=True, exist_ok=True)
     write_scalars_csv(scalars, scalars_out)
     epoch_seconds = [v for _, _, v in scalars.get("time/epoch_seconds", [])]  # one per validated epoch
@@ -268,36 +269,36 @@ def seed_record(run_root: Path, runs_dir: Path, folder: str, job: str, seed: int
 class Job:
     """One reproduce.py job: its options, folders, budget, and the run.json it fills in."""
 
-    def __init__(self, args, budget: Budget, folder: str, train_options, data_root: Path, out: Path):
+    def __init__(self, args, budget: Budget, dataset: str, train_options, data_root: Path, out: Path):
         import torch
         from scripts.device import amp_dtype_for, describe_precision
         from scripts.provenance import code_fingerprint, commit, machine
-        self.args, self.budget, self.folder, self.out, self.data_root = args, budget, folder, out, data_root
+        self.args, self.budget, self.dataset, self.out, self.data_root = args, budget, dataset, out, data_root
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         amp = amp_dtype_for(torch.device(self.device), args.amp)
         short = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[amp]
         self.precision = describe_precision(amp, train_options.amp_discriminator,
                                             train_options.tf32 and self.device == "cuda")
         from scripts.config import dataset_spec
-        self.departures = departures(train_options, dataset_spec(folder))  # '' at the paper's network
+        self.departures = departures(train_options, dataset_spec(dataset))  # '' at the paper's network
         self.tag = args.tag or f"{self.device}_{short}_{time.strftime('%Y%m%d-%H%M%S')}"
         self.work = Path(args.work or f"./reproduce_work/{self.tag}").absolute()
         if self.work.exists():
             raise FileExistsError(f"--work {self.work}: exists; runs are never trained over (another --work or --tag)")
         self.job = args.activation                        # train.sh's JOB: runs <job>_seed<N>
-        self.run_root = self.work / folder                # train.py's <output-root>/<Dataset>
+        self.run_root = self.work / dataset                # train.py's <output-root>/<Dataset>
         # With --archive the results are gathered in the work folder and only the archive goes to --out.
         self.results_top = (self.work / "results") if args.archive else (out / "results")
-        self.results = self.results_top / args.activation / folder / self.tag
+        self.results = self.results_top / args.activation / dataset / self.tag
         self.logs = self.results / "logs"
         for path in (self.work, self.logs, out):
             path.mkdir(parents=True, exist_ok=True)
         self.train_options, self.failed, self.running = train_options, [], None
         # Every variable train.sh and test.sh read, so that none comes from the caller's environment.
-        self.env = {"PYTHON": sys.executable, "DATASET": folder, "ACTIVATION": args.activation, "JOB": self.job,
+        self.env = {"PYTHON": sys.executable, "DATASET": dataset, "ACTIVATION": args.activation, "JOB": self.job,
                     "DATA_ROOT": str(data_root), "FUSION": "", "EXTRA_ARGS": ""}
         self.record = {
-            "what": f"reproduce.py: {folder}, {args.activation}, seeds {args.seeds}, epochs planned {args.epochs}, "
+            "what": f"reproduce.py: {dataset}, {args.activation}, seeds {args.seeds}, epochs planned {args.epochs}, "
                     + (f"budget {args.budget_minutes:g} minutes" if args.budget_minutes else "no budget")
                     + f", {self.precision} training"
                     + (f"; not the paper's network: {self.departures}" if self.departures else ""),
@@ -340,10 +341,10 @@ class Job:
     def benchmark(self):
         """Plain vs tuned at the data set's size (and --train-args' width and size), time-boxed."""
         args = self.args
-        cmd = [sys.executable, ROOT / "benchmarks" / "benchmark.py", "--dataset", self.folder, "--activation",
+        cmd = [sys.executable, ROOT / "benchmarks" / "benchmark.py", "--dataset", self.dataset, "--activation",
                args.activation, "--data-root", self.data_root, "--steps", args.benchmark_steps,
                "--warmup", min(3, args.benchmark_steps),
-               "--out", self.results / f"benchmark_{self.folder}_{self.device}.json",
+               "--out", self.results / f"benchmark_{self.dataset}_{self.device}.json",
                *benchmark_options(self.train_options)]
         limit = 60 * args.benchmark_minutes
         left = self.budget.left(args.reserve_minutes + 0.5)  # half a minute of training at least
@@ -377,7 +378,7 @@ class Job:
         self.record["seeds"] = []
         for s in self.args.seeds:
             try:
-                self.record["seeds"].append(seed_record(self.run_root, self.work / "runs", self.folder, self.job, s,
+                self.record["seeds"].append(seed_record(self.run_root, self.work / "runs", self.dataset, self.job, s,
                                                         self.results / f"seed{s}" / "scalars.csv.gz"))
             except Exception as exc:  # one unreadable run does not lose the others
                 self.record["seeds"].append({"seed": s, "error": f"{type(exc).__name__}: {exc}"})
@@ -413,20 +414,20 @@ class Job:
         if not scored:
             return
         best = max(scored, key=lambda r: r["best_val_f1"])
-        run = f"{self.job}_seed{best['seed']}"
+        run = seed_run_name(self.job, best["seed"])
         test_f1 = record.get("test", {}).get("per_run", {}).get(run, {}).get("f1")
         hardware = record["machine"].get("gpu", record["machine"]["cpu_model"])
         done = best["epochs_done"]
         schedule = ("the whole schedule" if done >= args.epochs else
                     f"a shortened schedule, not the paper's protocol ({done} of {args.epochs} epochs)")
-        about = (f"{self.folder} {args.activation}, reproduce.py on {hardware}, {self.precision} training"
+        about = (f"{self.dataset} {args.activation}, reproduce.py on {hardware}, {self.precision} training"
                  + (f" ({self.departures}: not the paper's network)" if self.departures else "") + ": seed "
                  f"{best['seed']}, the best validation F1 ({best['best_val_f1']:.2f}) of seeds "
                  f"{[r['seed'] for r in scored]}; weights of epoch {best['best_epoch']}, {schedule}; "
-                 + (f"{self.folder} test F1 {test_f1:.2f}; " if test_f1 is not None else "")
+                 + (f"{self.dataset} test F1 {test_f1:.2f}; " if test_f1 is not None else "")
                  + f"commit {record['commit']}")
         bundle_dir = self.out / "bundle"
-        path = export_bundle(self.run_root / run, bundle_dir / f"{self.folder}_{args.activation}.pth", fp16=True,
+        path = export_bundle(self.run_root / run, bundle_dir / f"{self.dataset}_{args.activation}.pth", fp16=True,
                              shard_mib=args.shard_mib, about=about)
         record["bundle"] = {"seed": best["seed"], "index": path.name, "about": about,
                             "files": sorted(p.name for p in bundle_dir.iterdir())}
@@ -457,7 +458,7 @@ def parse_and_check(argv):
     args = build_parser().parse_args(train_args_joined(sys.argv[1:] if argv is None else argv))
     args.argv = list(sys.argv[1:] if argv is None else argv)
     spec = dataset_spec(args.dataset)
-    folder = spec.name
+    dataset = spec.name
     if args.epochs < 1 or not args.seeds or args.benchmark_steps < 1:
         raise ConfigError("--epochs, --seeds and --benchmark-steps need at least one")
     if min(args.benchmark_minutes, args.reserve_minutes) < 0 or args.shard_mib < 1:
@@ -474,18 +475,18 @@ def parse_and_check(argv):
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {args.out}: exists and is not an empty folder (nothing is overwritten)")
     data_root = Path(args.data_root).absolute()
-    if not (data_root / folder).is_dir():
-        raise ConfigError(f"--data-root {args.data_root}: no {folder} folder in it")
-    return args, folder, check_train_args(args.train_args, spec, data_root), data_root, out
+    if not (data_root / dataset).is_dir():
+        raise ConfigError(f"--data-root {args.data_root}: no {dataset} folder in it")
+    return args, dataset, check_train_args(args.train_args, spec, data_root), data_root, out
 
 
 def main(argv=None):
     budget = Budget(None)  # the clock starts now; the budget is set once the options are read
     from scripts.config import ConfigError
     try:
-        args, folder, train_options, data_root, out = parse_and_check(argv)
+        args, dataset, train_options, data_root, out = parse_and_check(argv)
         budget.end = None if args.budget_minutes is None else budget.start + 60 * args.budget_minutes
-        job = Job(args, budget, folder, train_options, data_root, out)
+        job = Job(args, budget, dataset, train_options, data_root, out)
     except (ConfigError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

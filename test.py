@@ -24,10 +24,11 @@ from scripts import metrics
 from scripts.bundle import load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, check_folder, make_folder
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
-from scripts.config import VARIANTS, ConfigError, UNIFORM_SIZE, check_image_size, dataset_names, dataset_spec, str2bool
+from scripts.config import (VARIANTS, ConfigError, dataset_names, dataset_spec, fusion_or_default,
+                            network_input_size, saved_dataset_name, seed_run_name, str2bool)
 from scripts.data import find_samples, load_tensor_set
-from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, pick_device,
-                           release_freed_memory)
+from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason,
+                            pick_device, release_freed_memory)
 from scripts.evaluate import default_workers, evaluate_images, predict_probs, usable_cores
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
 
@@ -120,7 +121,7 @@ def run_names(folders):
 
 def fusion_of(saved: dict) -> str:
     """The fusion of a saved configuration; its variant's default where it names none."""
-    return saved.get("fusion") or VARIANTS[saved["activation"]].fusion
+    return fusion_or_default(saved["activation"], saved.get("fusion"))
 
 
 def check_one_configuration(runs):
@@ -194,7 +195,7 @@ def run_folders(args, spec):
         return [Path(p) for p in args.load]
     base = Path(args.output_root) / spec.name
     if args.seeds:
-        folders = [base / f"{args.job_name}_seed{s}" for s in args.seeds]
+        folders = [base / seed_run_name(args.job_name, s) for s in args.seeds]
         seeded = re.fullmatch(r"(.+)_seed\d+", args.job_name)
         if seeded and not any(f.exists() for f in folders):  # --job_name sigmoid_seed42 --seeds 42
             raise ConfigError(f"no run folder {folders[0]}: --seeds N reads <job_name>_seedN, so --job_name "
@@ -206,25 +207,10 @@ def run_folders(args, spec):
     return [base / args.job_name]
 
 
-def network_size(args, saved, spec):
-    if args.image_size:
-        return check_image_size(args.image_size)
-    if args.uniform:
-        return UNIFORM_SIZE
-    if saved.get("image_size"):
-        return tuple(saved["image_size"])
-    return spec.size
-
-
 def run_details(folder, saved, size, spec) -> dict:
     """What summary.json records of a run beside its numbers; a note on stderr where the test
     differs from the run's training (another data set, another input size)."""
-    trained_on, trained_size = saved.get("dataset"), saved.get("image_size")
-    if trained_on:
-        try:
-            trained_on = dataset_spec(trained_on).name
-        except ConfigError:  # a data set this version does not know: report the name as saved
-            pass
+    trained_on, trained_size = saved_dataset_name(saved.get("dataset")), saved.get("image_size")
     if trained_on and trained_on != spec.name:
         print(f"note: {folder} was trained on {trained_on}; testing it on {spec.name} (a cross-data-set "
               f"test, not the published protocol)", file=sys.stderr)
@@ -253,7 +239,8 @@ def format_table(summary):
     return "\n".join(line.rstrip() for line in lines)
 
 
-def evaluate(args):
+def run_test(args):
+    """The whole test: the runs (or weights) read and checked, then predict_and_score."""
     spec = dataset_spec(args.dataset)
     for option, value in (("--batch-size", args.batch_size), ("--workers", args.workers)):
         if value < 1:
@@ -267,6 +254,8 @@ def evaluate(args):
     device = pick_device(args.device)
     keep_freed_memory()
     amp_dtype = amp_dtype_for(device, args.amp)
+    if args.amp and amp_dtype is None:
+        print(f"note: --amp: {no_amp_reason(device)}, so this test runs in fp32", file=sys.stderr)
     expected = {"activation": args.activation, "base_width": args.base_width}
     runs = []
     for folder in run_folders(args, spec):
@@ -303,7 +292,7 @@ def predict_and_score(args, spec, runs, samples, out_dir, device, amp_dtype):
     # Network-size probabilities of every run (images decoded once, cached).
     probs, inputs, details = [], {}, []  # network inputs by size: read once for all runs of that size
     for folder, nets, saved in runs:
-        size = network_size(args, saved, spec)
+        size = network_input_size(args.image_size, saved, spec.size, args.uniform)
         details.append(run_details(folder, saved, size, spec))
         if size not in inputs:
             inputs[size] = load_tensor_set(samples, size, Path(args.cache_dir) / spec.name).images
@@ -320,7 +309,7 @@ def predict_and_score(args, spec, runs, samples, out_dir, device, amp_dtype):
 
     release_freed_memory()  # what the networks freed: the scoring threads allocate elsewhere
     try:
-        summary = score_and_write(args, spec, runs, samples, probs, details, out_dir)
+        summary = score_and_write(spec, runs, samples, probs, details, out_dir, args.workers)
     except (KeyboardInterrupt, Terminated) as exc:  # main() prints the line; this says what the folder holds
         exc.unfinished = (f" while writing {out_dir}, which now holds only part of this test's pictures and no "
                           f"summary.json: run the test again")
@@ -333,7 +322,7 @@ def predict_and_score(args, spec, runs, samples, out_dir, device, amp_dtype):
     return summary
 
 
-def score_and_write(args, spec, runs, samples, probs, details, out_dir):
+def score_and_write(spec, runs, samples, probs, details, out_dir, workers):
     """Score every run's predictions at full size (in threads), write the pictures, metrics.csv
     and summary.json into ``out_dir`` in place of an earlier test's; returns the summary."""
     multi = len(runs) > 1
@@ -346,7 +335,7 @@ def score_and_write(args, spec, runs, samples, probs, details, out_dir):
     activations = [saved["activation"] for _, _, saved in runs]
     rows, per_run = [], [[] for _ in runs]
     started = time.time()
-    results = evaluate_images(samples, probs, activations, run_outs, args.workers)
+    results = evaluate_images(samples, probs, activations, run_outs, workers)
     bar = progress_bar(results, total=len(samples), desc="evaluate")
     for image_results, sample in zip(bar, samples):
         for r, result in enumerate(image_results):
@@ -355,7 +344,7 @@ def score_and_write(args, spec, runs, samples, probs, details, out_dir):
                 k: (v if k.endswith("/count") else round(100 * v, 6)) for k, v in metrics.flatten(
                     {c: result[c] for c in metrics.SUMMARY_GROUPS}).items()}})
     print(f"{len(samples)} images x {len(runs)} run{'s' if multi else ''} evaluated at full size in "
-          f"{time.time() - started:.1f}s, {min(args.workers, len(samples))} at a time", flush=True)
+          f"{time.time() - started:.1f}s, {min(workers, len(samples))} at a time", flush=True)
 
     run_summaries = [metrics.summarize(r) for r in per_run]
     summary = percent_summary(metrics.mean_std_over_runs(run_summaries))
@@ -383,7 +372,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     with signals_handled_by(StopRequest()):  # Ctrl-C, SIGTERM: one line, at once (nothing to resume)
         try:
-            evaluate(args)
+            run_test(args)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)

@@ -33,7 +33,7 @@ from scripts.bundle import load_any
 from scripts.checkpoint import LAST_STATE, check_expected, check_folder, save_best
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import (VARIANTS, ConfigError, RunConfig, check_image_size, dataset_names, dataset_spec,
-                            str2bool)
+                            str2bool, tensorboard_dir)
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
 from scripts.device import (amp_dtype_for, describe_precision, keep_freed_memory, pick_device, set_tf32,
                             training_memory_format)
@@ -189,7 +189,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     initial = read_initial_weights(load, cfg, adopt) if load else None  # before the data: a wrong file fails at once
 
     train_set, val_set, subset = load_training_data(cfg, device)
-    amp_dtype = amp_dtype_for(device, cfg.amp)
+    amp_dtype = ctx.broadcast(amp_dtype_for(device, cfg.amp))  # rank 0's: a CPU's bf16 choice is measured
     memory_format = training_memory_format(device, amp_dtype)
     precision = describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == "cuda")
     log = print if ctx.is_main else (lambda *a, **k: None)
@@ -234,7 +234,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
 
     # The validation labels never change: split their vessel trees into segments once.
     val_splits = [split_segments(val_set.labels[i].numpy(), val_set.fovs[i].numpy()) for i in range(len(val_set))]
-    writer = open_tensorboard(Path(runs_dir) / f"{spec.name}_{cfg.job_name}", cfg, resume, step, log) \
+    writer = open_tensorboard(tensorboard_dir(runs_dir, spec.name, cfg.job_name), cfg, resume, step, log) \
         if ctx.is_main else None  # closed by the finally below
     if writer:  # val/mixed_segments draws the first of them
         writer.add_text("validation_images", ", ".join(val_set.names), step)

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import VARIANTS, ConfigError, RunConfig
+from .config import VARIANTS, ConfigError, RunConfig, fusion_or_default
 from .metrics import CLASS_COLOURS
 from .model import BranchGenerator, Discriminator, MainGenerator, fold_batchnorm
 
@@ -62,7 +62,7 @@ class Networks(nn.Module):
         super().__init__()
         c = out_channels(activation)
         self.activation = activation
-        self.fusion = fusion or VARIANTS[activation].fusion
+        self.fusion = fusion_or_default(activation, fusion)
         self.G = MainGenerator(c, base_width, self.fusion)
         self.G_A = BranchGenerator(c, base_width)
         self.G_V = BranchGenerator(c, base_width)

@@ -62,6 +62,29 @@ def dataset_spec(name: str) -> DatasetSpec:
     raise ConfigError(f"unknown data set {name!r}{hint}; known, in any case: {', '.join(names)}")
 
 
+def saved_dataset_name(name: Optional[str]) -> Optional[str]:
+    """The canonical name of the data set a saved configuration names (DRIVE-AV -> DRIVE_AV);
+    a name this version does not know as saved; None when none is saved."""
+    if not name:
+        return None
+    try:
+        return dataset_spec(name).name
+    except ConfigError:
+        return name
+
+
+def network_input_size(image_size, saved: dict, fallback: Tuple[int, int], uniform=False) -> Tuple[int, int]:
+    """The size saved networks predict at: --image-size when given, else --uniform's size, else the
+    size they were trained at (their saved configuration), else ``fallback``."""
+    if image_size:
+        return check_image_size(image_size)
+    if uniform:
+        return UNIFORM_SIZE
+    if saved.get("image_size"):
+        return check_image_size(saved["image_size"])
+    return fallback
+
+
 def check_image_size(size) -> Tuple[int, int]:
     w, h = (int(v) for v in size)
     if w <= 0 or h <= 0 or w % 16 or h % 16:
@@ -80,6 +103,12 @@ VARIANTS = {"sigmoid": Variant(("artery", "uncertain", "vein"), "concat"),
             "softmax": Variant(("background", "artery", "vein", "uncertain"), "mean")}
 
 
+def fusion_or_default(activation: str, fusion: Optional[str]) -> str:
+    """The fusion asked for, or the variant's own when none is (``--fusion`` not given, or a
+    configuration saved without one)."""
+    return fusion or VARIANTS[activation].fusion
+
+
 def str2bool(text):
     """argparse type for True/False options (the original's --uniform True)."""
     if str(text).lower() in ("true", "1", "yes", "y"):
@@ -87,6 +116,16 @@ def str2bool(text):
     if str(text).lower() in ("false", "0", "no", "n"):
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+def seed_run_name(job_name: str, seed: int) -> str:
+    """The run of one seed of a job: <job_name>_seed<seed> (train.sh names its runs alike)."""
+    return f"{job_name}_seed{seed}"
+
+
+def tensorboard_dir(runs_dir, dataset: str, job_name: str) -> Path:
+    """A run's TensorBoard folder: <runs-dir>/<Dataset>_<job_name>."""
+    return Path(runs_dir) / f"{dataset}_{job_name}"
 
 
 @dataclass
@@ -140,9 +179,7 @@ class RunConfig:
 
     @property
     def fusion_mode(self) -> str:
-        if self.fusion:
-            return self.fusion
-        return VARIANTS[self.activation].fusion
+        return fusion_or_default(self.activation, self.fusion)
 
     def to_dict(self) -> dict:
         d = asdict(self)

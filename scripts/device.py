@@ -1,11 +1,13 @@
 """Which device, which arithmetic and which memory layout a run gets, decided in one place.
 
-- Training runs under mixed precision where the hardware does it natively: on CUDA bf16
-  (fp16 with grad scalers on GPUs without bf16), on CPUs with bf16 instructions (AVX512-BF16
-  or AMX) bf16 autocast. On this project's 2-core AVX512-BF16 machine bf16 alone makes the
-  full training step 2.2x faster than fp32, 2.4-3.2x with channels_last (README,
-  Performance). Other CPUs train in fp32, where emulated bf16 would be slower. ``--no-amp``
-  forces fp32.
+- Training runs under mixed precision where the hardware makes it pay: on CUDA bf16 (fp16
+  with grad scalers on GPUs without bf16); on a CPU bf16 autocast where it has bf16
+  instructions (AVX512-BF16 or AMX) *and* a convolution measured on it runs at least 1.2x
+  faster in bf16 than in fp32 (``cpu_bf16_speedup``, a quarter of a second, once per
+  process). The flags alone do not tell: on a 2-core AMD EPYC with AVX512-BF16 bf16 made the
+  training step 2.2x faster, on a 2-core Intel Xeon with AVX512-BF16 but no AMX 1.36x slower
+  (README, Performance). Other CPUs train in fp32, where emulated bf16 would be slower.
+  ``--no-amp`` forces fp32.
 - Evaluation (test.py, predict.py) runs in fp32 (TF32 off on GPUs) unless ``--amp`` is
   given, so the published-protocol numbers do not depend on which machine computed them.
   Validation during training is always fp32 (its F1 picks the checkpoint).
@@ -19,8 +21,10 @@
 """
 import contextlib
 import ctypes
+import functools
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -156,15 +160,55 @@ def cuda_has_native_bf16() -> bool:
         return torch.cuda.is_bf16_supported()
 
 
+BF16_MIN_SPEEDUP = 1.2  # below it a CPU keeps fp32: a margin over the noise of a shared machine
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_speedup() -> float:
+    """How many times faster a 3x3 convolution (64 channels, batch 2 at 64 x 64, channels_last,
+    forward and backward, as in training) runs under bf16 autocast than in fp32 on this CPU;
+    best of five each after a warm-up, about a quarter of a second. Measured once per process."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=MEMORY_FORMAT)
+    x = torch.randn(2, 64, 64, 64).contiguous(memory_format=MEMORY_FORMAT).requires_grad_()
+
+    def best_seconds(dtype):
+        times = []
+        for i in range(6):
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                y = conv(x)
+            y.float().sum().backward()
+            if i:  # the first call builds oneDNN's kernels
+                times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best_seconds(None) / best_seconds(torch.bfloat16)
+
+
+def cpu_bf16_pays_off() -> bool:
+    """bf16 autocast for this CPU: native bf16 (cpu_has_native_bf16), and measured at least
+    BF16_MIN_SPEEDUP times faster than fp32 (cpu_bf16_speedup)."""
+    return cpu_has_native_bf16() and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
+
+
 def amp_dtype_for(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
-    """The autocast dtype for ``device``, or None for fp32 (disabled, or no native support)."""
+    """The autocast dtype for ``device``, or None for fp32 (disabled, or no mixed precision that
+    pays on it: cpu_bf16_pays_off)."""
     if not enabled:
         return None
     if device.type == "cuda":
         return torch.bfloat16 if cuda_has_native_bf16() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
+    if device.type == "cpu" and cpu_bf16_pays_off():
         return torch.bfloat16
     return None
+
+
+def no_amp_reason(device: torch.device) -> str:
+    """Why ``--amp`` gives fp32 on ``device`` (amp_dtype_for returned None), for a note."""
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return (f"bf16 runs at {cpu_bf16_speedup():.2f}x the speed of fp32 on this CPU (measured; mixed precision "
+                f"needs {BF16_MIN_SPEEDUP}x)")
+    return f"{device.type} has no native bf16/fp16 here"
 
 
 def describe_precision(amp_dtype: Optional[torch.dtype], amp_discriminator: bool = True, tf32: bool = False) -> str:

@@ -18,8 +18,8 @@ from .cli import ArgumentParser
 from .config import ConfigError, dataset_spec
 from .data import DataError, find_samples, load_sample, read_image
 from .metrics import CLASS_COLOURS
-from .inputs import fingerprint
-from .outputs import OUTPUT_FILES, PREDICTIONS_CSV, made_from, read_rows
+from .predict_inputs import fingerprint
+from .predict_outputs import OUTPUT_FILES, PREDICTIONS_CSV, made_from, read_rows
 
 
 def label_picture(label):

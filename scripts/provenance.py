@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .device import cpu_has_native_bf16
+from .device import cpu_bf16_speedup, cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,9 @@ def cpu_model() -> str:
 def machine(device: str = "cpu") -> dict:
     """The machine and software; ``gpu`` (with CUDA's version) when ``device`` is a CUDA device."""
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_model": cpu_model(), "cpu_native_bf16": cpu_has_native_bf16(), "cpu_cores": os.cpu_count(),
+            "cpu_model": cpu_model(), "cpu_native_bf16": cpu_has_native_bf16(),
+            "cpu_bf16_speedup": round(cpu_bf16_speedup(), 3) if cpu_has_native_bf16() else None,
+            "cpu_cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
     if str(device).startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))

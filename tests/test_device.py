@@ -2,6 +2,7 @@
 import importlib.util
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -37,13 +38,25 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert dev.cpu_flags(tmp_path / "missing") == set()
 
 
-def test_cpu_trains_in_bf16_only_where_the_hardware_has_it(monkeypatch):
+def test_cpu_trains_in_bf16_only_where_the_hardware_has_it_and_it_is_faster(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda flags=None: True)
+    monkeypatch.setattr(dev, "cpu_bf16_speedup", lambda: 2.2)  # as on an AMD EPYC with AVX512-BF16
     assert dev.amp_dtype_for(cpu, True) == torch.bfloat16
     assert dev.amp_dtype_for(cpu, False) is None
-    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda flags=None: False)
+    monkeypatch.setattr(dev, "cpu_bf16_speedup", lambda: 0.6)  # as on an Intel Xeon with AVX512-BF16, no AMX
     assert dev.amp_dtype_for(cpu, True) is None
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda flags=None: False)
+    monkeypatch.setattr(dev, "cpu_bf16_speedup", lambda: pytest.fail("no bf16 instructions: nothing to measure"))
+    assert dev.amp_dtype_for(cpu, True) is None
+
+
+def test_the_bf16_speed_of_a_cpu_is_measured_once():
+    dev.cpu_bf16_speedup.cache_clear()
+    started = time.perf_counter()
+    speedup = dev.cpu_bf16_speedup()
+    assert speedup > 0 and time.perf_counter() - started < 5  # a quarter of a second on a 2-core VM
+    assert dev.cpu_bf16_speedup() == speedup and dev.cpu_bf16_speedup.cache_info().hits == 1
 
 
 @pytest.mark.parametrize("capability, device, amp, expected", [
@@ -106,7 +119,7 @@ def test_validation_runs_in_fp32_while_training_uses_mixed_precision(real_data, 
         seen["validate"].append(a[4] if len(a) > 4 else k.get("amp_dtype"))
         return real_predict(*a, **k)
 
-    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda flags=None: True)
+    monkeypatch.setattr(dev, "cpu_bf16_pays_off", lambda: True)
     monkeypatch.setattr(train.Trainer, "step", step)
     monkeypatch.setattr(evaluate, "predict_probs", predict_probs)
     cfg = RunConfig(dataset="DRIVE_AV", data_root=str(real_data), job_name="p", epochs=1, batch_size=4,
@@ -120,7 +133,7 @@ def test_validation_runs_in_fp32_while_training_uses_mixed_precision(real_data, 
 def test_a_cpu_without_bf16_trains_in_fp32_and_its_checkpoints_say_so(real_data, tmp_path, monkeypatch):
     """--amp is the default, but such a CPU has no mixed precision: the config keeps what was
     asked (amp), the best networks and the bundles made from them say what was done."""
-    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda flags=None: False)
+    monkeypatch.setattr(dev, "cpu_bf16_pays_off", lambda: False)
     cfg = RunConfig(dataset="DRIVE_AV", data_root=str(real_data), job_name="p", epochs=1, batch_size=4,
                     image_size=(64, 64), base_width=4, validation=10, cache_dir=str(tmp_path / "cache"),
                     device="cpu")

@@ -480,7 +480,7 @@ def test_readme_figure_of_an_own_photograph_finds_its_outputs_in_a_cohort(tmp_pa
     --predictions, one line."""
     from PIL.PngImagePlugin import PngInfo
     from scripts import figures
-    from scripts.inputs import fingerprint
+    from scripts.predict_inputs import fingerprint
     cohort, predictions, out = tmp_path / "cohort", tmp_path / "predictions", tmp_path / "fig.png"
     exif = Image.Exif()
     exif[0x0112] = 6  # stored on its side: viewers (and predict.py) turn it to 20 wide x 30 high
@@ -735,7 +735,7 @@ def test_a_test_stopped_before_its_first_picture_leaves_no_folder(real_data, tmp
     args = test_script.build_parser().parse_args(["--dataset", "DRIVE_AV", "--pretrained", "--data-root",
                                                   str(real_data), "--output", str(tmp_path / "new")])
     with pytest.raises(KeyboardInterrupt):
-        test_script.evaluate(args)
+        test_script.run_test(args)
     assert not (tmp_path / "new").exists()
 
 

@@ -339,7 +339,7 @@ def test_a_resume_in_another_precision_is_noted_and_one_with_nothing_to_train_wr
     bf16 costs quality is an open question (README, Performance). A resume whose epochs are
     all done trains nothing and writes nothing (no TensorBoard file, no last.pth)."""
     from scripts import device as dev
-    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda flags=None: True)
+    monkeypatch.setattr(dev, "cpu_bf16_pays_off", lambda: True)
     train.train(config(real_data, tmp_path, 1, amp=True), tmp_path / "runs", tmp_path)
     assert torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["precision"] == "bfloat16 autocast"
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("validation images")]

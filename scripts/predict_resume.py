@@ -17,8 +17,8 @@ from PIL import Image
 
 from scripts.config import ConfigError
 from scripts.data import read_image
-from scripts.inputs import Item, find_inputs, fingerprint, image_notes, orientation_note, photo_orientation, read_fov
-from scripts.outputs import (CSV_FIELDS, OUTPUT_FILES, PREDICTIONS_CSV, RUN_RECORD, made_from, output_paths,
+from scripts.predict_inputs import Item, find_inputs, fingerprint, image_notes, orientation_note, photo_orientation, read_fov
+from scripts.predict_outputs import (CSV_FIELDS, OUTPUT_FILES, PREDICTIONS_CSV, RUN_RECORD, made_from, output_paths,
                              previous_rows_by_path, printable_path, read_rows, row, statistics)
 
 

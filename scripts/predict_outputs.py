@@ -1,6 +1,6 @@
 """predict.py's output folder: the files it writes per image, predictions.csv (a part per
 process under torchrun, merged at the end), predict_run.json, and how a later run reads them
-(--overwrite deletes exactly an earlier run's files; scripts/resume.py decides what --resume
+(--overwrite deletes exactly an earlier run's files; scripts/predict_resume.py decides what --resume
 keeps).
 """
 import csv
@@ -20,7 +20,7 @@ from scripts.evaluate import full_size_picture, write_png
 from scripts.metrics import CLASS_COLOURS, class_map
 
 if TYPE_CHECKING:  # the inputs import this module's names; these are for the annotations only
-    from scripts.inputs import Item, Prepared
+    from scripts.predict_inputs import Item, Prepared
 
 PREDICTIONS_CSV = "predictions.csv"
 CSV_FIELDS = ["path", "output", "status", "reason", "width", "height", "artery_fraction", "vein_fraction",

@@ -1,7 +1,7 @@
 """The photographs predict.py segments: finding them (folders, globs, list files), their FOV
 masks, and reading one with what is worth saying about it (notes in the CSV).
 
-An input search skips the masks of --masks and the outputs of earlier runs (scripts/outputs.py
+An input search skips the masks of --masks and the outputs of earlier runs (scripts/predict_outputs.py
 names them), so that pointing predict.py at a folder twice never segments its own pictures.
 """
 import glob
@@ -19,7 +19,7 @@ from PIL import Image
 from scripts.config import ConfigError
 from scripts.data import exif_orientation, open_header, read_image, read_mask
 from scripts.fov import estimate_fov
-from scripts.outputs import OUTPUT_PICTURES, holds_a_run
+from scripts.predict_outputs import OUTPUT_PICTURES, holds_a_run
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_EXTS = IMAGE_EXTS + (".gif",)
