@@ -325,7 +325,8 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     on_rank_zero(ctx, lambda: check_no_other_run_in_the_way(out_dir, items))
     device = pick_device(args.device, ctx.local_rank)
     keep_freed_memory()
-    amp_dtype = ctx.broadcast(amp_dtype_for(device, args.amp))  # rank 0's: a CPU's bf16 choice is measured
+    # Rank 0's choice on every rank: a CPU's bf16 is timed (cpu_bf16_speedup), once, not by every rank at once.
+    amp_dtype = ctx.broadcast(amp_dtype_for(device, args.amp) if ctx.is_main else None)
     if args.amp and amp_dtype is None:
         log(f"note: --amp: {no_amp_reason(device)}, so this runs in fp32")
     members = load_members(args, device, amp_dtype, log)
@@ -385,65 +386,80 @@ def signal_name(signum) -> str:
 
 # ----------------------------------------------------------------------------- the batch loop
 
-def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
-    """Segment and write every (item, paths): (CSV rows, number failed). Decoding the next
-    batch and writing the last one's files run in threads while the networks work; a file
-    that fails is recorded and the rest go on. A stop request (Ctrl-C, SIGTERM) ends the loop
-    after the current batch, once its files are written."""
-    rows, failed = [], []
+class Segmenter:
+    """predict.py's loop over batches: decoding the next batch and writing the last one's files
+    run in threads while the networks work on this one; a file that fails is recorded as a
+    failed row and the rest go on. A stop request (Ctrl-C, SIGTERM) ends the loop after the
+    current batch, once its files are written."""
 
-    def fail(item, exc):
+    def __init__(self, ensemble, masks, batch_size, workers, overlay_alpha, stop_request=None):
+        self.ensemble, self.masks, self.stop_request = ensemble, masks, stop_request
+        self.batch_size, self.workers, self.overlay_alpha = batch_size, workers, overlay_alpha
+        self.rows, self.failed = [], []  # CSV rows; the items that failed
+        self.writes = deque()  # (item, future) of the files being written
+
+    def fail(self, item, exc):
         reason = one_line_reason(exc, item.path)
-        rows.append(row(item, "failed", reason))
-        failed.append(item)
+        self.rows.append(row(item, "failed", reason))
+        self.failed.append(item)
         tqdm.write(f"failed: {item.path}: {reason}", file=sys.stderr)
 
-    def collect(entry):
-        item, fut = entry
+    def collect(self):
+        """Wait for the oldest write; its row, or its failure."""
+        item, fut = self.writes.popleft()
         try:
-            rows.append(fut.result())
+            self.rows.append(fut.result())
         except Exception as exc:  # noqa: BLE001
-            fail(item, exc)
+            self.fail(item, exc)
 
-    batches = [todo[i:i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
+    def decode(self, pool, batch):
+        return [pool.submit(prepare, it, self.ensemble.sizes, self.masks) for it, _ in batch]
 
-    def run_batches(pool, bar):
-        def submit(k):
-            return [pool.submit(prepare, it, ensemble.sizes, masks) for it, _ in batches[k]] if k < len(batches) else []
+    def predict_and_write(self, pool, batch, decoding):
+        """This batch's photographs (decoded in ``decoding``) through the networks; their files
+        queued for writing."""
+        ready = []
+        for (it, paths), fut in zip(batch, decoding):
+            try:
+                ready.append((fut.result(), paths))
+            except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
+                self.fail(it, exc)
+                continue
+            for note in ready[-1][0].notes:
+                tqdm.write(f"note: {it.path}: {note}", file=sys.stderr)
+        if not ready:
+            return
+        try:
+            probs, std = self.ensemble([p for p, _ in ready])
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory: these images fail
+            for p, _ in ready:
+                self.fail(p.item, RuntimeError(f"prediction failed: {one_line_reason(exc, '')}"))
+            return
+        for j, (p, paths) in enumerate(ready):
+            self.writes.append((p.item, pool.submit(write_outputs, p, probs[j], None if std is None else std[j],
+                                                    paths, self.ensemble.activation, self.overlay_alpha)))
 
-        ahead = submit(0)
-        writes = deque()
+    def run(self, todo, pool, bar):
+        batches = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+        ahead = self.decode(pool, batches[0]) if batches else []
         for k, batch in enumerate(batches):
-            futures, ahead = ahead, submit(k + 1)  # decode the next batch while this one runs
-            ready = []
-            for (it, paths), fut in zip(batch, futures):
-                try:
-                    ready.append((fut.result(), paths))
-                except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
-                    fail(it, exc)
-                    continue
-                for note in ready[-1][0].notes:
-                    tqdm.write(f"note: {it.path}: {note}", file=sys.stderr)
-            if ready:
-                try:
-                    probs, std = ensemble([p for p, _ in ready])
-                except Exception as exc:  # noqa: BLE001 - e.g. out of memory: these images fail
-                    for p, _ in ready:
-                        fail(p.item, RuntimeError(f"prediction failed: {one_line_reason(exc, '')}"))
-                    ready = []
-                for j, (p, paths) in enumerate(ready):
-                    writes.append((p.item, pool.submit(write_outputs, p, probs[j], None if std is None else std[j],
-                                                       paths, ensemble.activation, args.overlay_alpha)))
-            while len(writes) > max(2 * args.batch_size, args.workers):  # bounds the memory held
-                collect(writes.popleft())
+            decoding = ahead
+            ahead = self.decode(pool, batches[k + 1]) if k + 1 < len(batches) else []  # while this one runs
+            self.predict_and_write(pool, batch, decoding)
+            while len(self.writes) > max(2 * self.batch_size, self.workers):  # bounds the memory held
+                self.collect()
             bar.update(len(batch))
-            if stop_request is not None and stop_request.signum is not None:
+            if self.stop_request is not None and self.stop_request.signum is not None:
                 for fut in ahead:  # the next batch's decoding: not needed now
                     fut.cancel()
                 break
-        while writes:
-            collect(writes.popleft())
+        while self.writes:
+            self.collect()
 
+
+def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
+    """Segment and write every (item, paths): (CSV rows, number failed); see Segmenter."""
+    segmenter = Segmenter(ensemble, masks, args.batch_size, args.workers, args.overlay_alpha, stop_request)
     # The threads work with torch on one thread each, as test.py's scoring: the full-size resize
     # rounds a few pixels differently on other thread counts, and the networks keep the cores.
     # The bar is closed on the way out, also when a second Ctrl-C stops at once (before its message).
@@ -451,11 +467,11 @@ def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
                       dynamic_ncols=True) as bar, thread_count_restored(), ThreadPoolExecutor(max_workers=args.workers,
                                                         initializer=one_torch_thread_here) as pool:
         try:
-            run_batches(pool, bar)
+            segmenter.run(todo, pool, bar)
         except BaseException:  # a second Ctrl-C: what is queued is dropped; only what runs is awaited
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    return rows, len(failed)
+    return segmenter.rows, len(segmenter.failed)
 
 
 def main(argv=None):

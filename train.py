@@ -189,7 +189,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     initial = read_initial_weights(load, cfg, adopt) if load else None  # before the data: a wrong file fails at once
 
     train_set, val_set, subset = load_training_data(cfg, device)
-    amp_dtype = ctx.broadcast(amp_dtype_for(device, cfg.amp))  # rank 0's: a CPU's bf16 choice is measured
+    # Rank 0's choice on every rank: a CPU's bf16 is timed (cpu_bf16_speedup), once, not by every rank at once.
+    amp_dtype = ctx.broadcast(amp_dtype_for(device, cfg.amp) if ctx.is_main else None)
     memory_format = training_memory_format(device, amp_dtype)
     precision = describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == "cuda")
     log = print if ctx.is_main else (lambda *a, **k: None)

@@ -43,7 +43,7 @@ from scripts.cli import ArgumentParser  # noqa: E402
 from scripts.config import VARIANTS, ConfigError, RunConfig, dataset_spec  # noqa: E402
 from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set,  # noqa: E402
                           normalize)
-from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory,  # noqa: E402
+from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason,  # noqa: E402
                             pick_device, release_freed_memory, set_tf32, training_memory_format)
 from scripts.evaluate import (compile_for_inference, default_workers, evaluate_images,  # noqa: E402
                              full_size_picture, predict_probs)
@@ -357,7 +357,7 @@ def print_table(args, report, pack=None):
     if ratios:
         print("tuned gain: how many times faster, or smaller in memory, tuned is than plain (above 1: tuned is better)")
     if "inference_s_per_image" in results.get("tuned", {}) and "inference_amp_s_per_image" not in results["tuned"]:
-        print("no --amp rows: no mixed precision on this device (on a CPU, bf16 needs AVX512-BF16 or AMX)")
+        print(f"no --amp rows: no mixed precision that pays on this device ({no_amp_reason(torch.device(args.device))})")
     if pack_subset(pack):
         print(f"note: --data-root holds only {pack_subset(pack)}")
 

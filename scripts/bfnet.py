@@ -104,7 +104,14 @@ class Networks(nn.Module):
         self.eval()
         for name in self.generator_names:
             fold_batchnorm(getattr(self, name))
+        self.folded = True  # check_not_folded: never saved
         return self
+
+    def check_not_folded(self):
+        """Saving (checkpoints, last.pth, bundles) refuses networks folded for inference: their
+        state dicts no longer have the layout any loader expects."""
+        if getattr(self, "folded", False):
+            raise ValueError("these networks were folded for inference (fold_for_inference) and cannot be saved")
 
     @torch.no_grad()
     def predict(self, images):

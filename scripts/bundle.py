@@ -108,6 +108,16 @@ def _plan(tensors: dict, budget: int, per_tensor: int):
     return shards
 
 
+def by_network(tensors: dict) -> dict:
+    """Flat tensor names (``G.inc.double_conv.0.weight``) as one state dict per network
+    ({'G': {'inc.double_conv.0.weight': ...}, ...})."""
+    networks = {}
+    for name, t in tensors.items():
+        net, key = name.split(".", 1)
+        networks.setdefault(net, {})[key] = t
+    return networks
+
+
 def export_bundle(run_dir_or_nets, out_path, fp16=None, shard_mib=None, config=None, about=None) -> Path:
     """Write G, G_A, G_V and the config as one bundle file, or (``shard_mib``) as shards of at
     most ``shard_mib`` MiB plus ``<stem>.index.json``. ``run_dir_or_nets``: anything
@@ -116,6 +126,7 @@ def export_bundle(run_dir_or_nets, out_path, fp16=None, shard_mib=None, config=N
     source's precision (float32 for a run folder). ``about``: how the weights were made and what they score, one
     text kept in the bundle (``info`` and predict.py print it). Returns the path to load."""
     nets, cfg = _networks_and_config(run_dir_or_nets, config)
+    nets.check_not_folded()
     about = about or cfg.pop("about", None)  # re-exporting a bundle keeps its text unless given a new one
     cfg.pop("about", None)
     source_dtype = cfg.pop("stored_dtype", "float32")
@@ -129,12 +140,8 @@ def export_bundle(run_dir_or_nets, out_path, fp16=None, shard_mib=None, config=N
         raise CheckpointError(f"{out_path} is a folder; name the bundle file (e.g. {out_path / 'bfnet.pth'})")
     make_folder(out_path.parent, "the bundle's folder")
     if shard_mib is None:
-        networks = {}
-        for name, t in tensors.items():
-            net, key = name.split(".", 1)
-            networks.setdefault(net, {})[key] = t
         atomic_torch_save({"format": BUNDLE_FORMAT, "version": VERSION, "dtype": dtype, "config": cfg,
-                           "networks": networks, **extra}, out_path)
+                           "networks": by_network(tensors), **extra}, out_path)
         return out_path
 
     limit = int(float(shard_mib) * 2**20)
@@ -206,11 +213,7 @@ def _read_index(path: Path):
         if missing:
             raise CheckpointError(f"{shard_path}: lacks {len(missing)} tensor(s) of the index, e.g. {missing[0]}")
         flat.update({n: data[n] for n in names})
-    networks = {}
-    for name, t in flat.items():
-        net, key = name.split(".", 1)
-        networks.setdefault(net, {})[key] = t
-    return _bundle_config(path, index), networks
+    return _bundle_config(path, index), by_network(flat)
 
 
 def _bundle_config(source, bundle: dict) -> dict:

@@ -96,6 +96,7 @@ def save_best(run_dir, nets: Networks, cfg: RunConfig, epoch: int, val_f1: float
     whole; only one between the three renames (microseconds) could mix them. ``precision``: what
     the session that trained them ran in (describe_precision), beside the config's ``amp``, which
     is what was asked (a CPU without native bf16 trains in fp32 under the default --amp)."""
+    nets.check_not_folded()
     staged = []
     try:
         for name in nets.generator_names:

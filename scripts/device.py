@@ -3,10 +3,10 @@
 - Training runs under mixed precision where the hardware makes it pay: on CUDA bf16 (fp16
   with grad scalers on GPUs without bf16); on a CPU bf16 autocast where it has bf16
   instructions (AVX512-BF16 or AMX) *and* a convolution measured on it runs at least 1.2x
-  faster in bf16 than in fp32 (``cpu_bf16_speedup``, a quarter of a second, once per
-  process). The flags alone do not tell: on a 2-core AMD EPYC with AVX512-BF16 bf16 made the
-  training step 2.2x faster, on a 2-core Intel Xeon with AVX512-BF16 but no AMX 1.36x slower
-  (README, Performance). Other CPUs train in fp32, where emulated bf16 would be slower.
+  faster in bf16 than in fp32 (``cpu_bf16_speedup``, about 0.15 s, once per process; under
+  torchrun rank 0 measures and the others take its choice). The flags alone do not tell: on a
+  2-core AMD EPYC with AVX512-BF16 bf16 made the training step 2.2x faster, on a 2-core Intel
+  Xeon with AVX512-BF16 but no AMX 1.4x slower (README, Performance). Other CPUs train in fp32, where emulated bf16 would be slower.
   ``--no-amp`` forces fp32.
 - Evaluation (test.py, predict.py) runs in fp32 (TF32 off on GPUs) unless ``--amp`` is
   given, so the published-protocol numbers do not depend on which machine computed them.
@@ -166,23 +166,28 @@ BF16_MIN_SPEEDUP = 1.2  # below it a CPU keeps fp32: a margin over the noise of 
 @functools.lru_cache(maxsize=None)
 def cpu_bf16_speedup() -> float:
     """How many times faster a 3x3 convolution (64 channels, batch 2 at 64 x 64, channels_last,
-    forward and backward, as in training) runs under bf16 autocast than in fp32 on this CPU;
-    best of five each after a warm-up, about a quarter of a second. Measured once per process."""
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=MEMORY_FORMAT)
-    x = torch.randn(2, 64, 64, 64).contiguous(memory_format=MEMORY_FORMAT).requires_grad_()
+    forward and backward, as in training) runs under bf16 autocast than in fp32 on this CPU:
+    the best of five turns each, fp32 and bf16 in turns after a warm-up, about 0.15 s on a
+    2-core VM. Measured once per process. It leaves torch's random generator as it found it, so
+    a seed gives the same networks whether or not the probe ran."""
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+        conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=MEMORY_FORMAT)
+        x = torch.randn(2, 64, 64, 64).contiguous(memory_format=MEMORY_FORMAT).requires_grad_()
 
-    def best_seconds(dtype):
-        times = []
-        for i in range(6):
+        def seconds(dtype):
             start = time.perf_counter()
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 y = conv(x)
             y.float().sum().backward()
-            if i:  # the first call builds oneDNN's kernels
-                times.append(time.perf_counter() - start)
-        return min(times)
+            return time.perf_counter() - start
 
-    return best_seconds(None) / best_seconds(torch.bfloat16)
+        times = {None: [], torch.bfloat16: []}
+        for turn in range(6):
+            for dtype in times:
+                s = seconds(dtype)
+                if turn:  # the first turn builds oneDNN's kernels
+                    times[dtype].append(s)
+    return min(times[None]) / min(times[torch.bfloat16])
 
 
 def cpu_bf16_pays_off() -> bool:

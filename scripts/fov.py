@@ -90,6 +90,8 @@ def _disc(radius):
 
 
 def iou(a, b) -> float:
+    """Intersection over union of two masks (1.0 when both are empty): how well an estimated FOV
+    matches a drawn one (the tests' check of estimate_fov)."""
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0

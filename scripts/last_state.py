@@ -16,6 +16,7 @@ from .config import ConfigError, RunConfig
 def save(run_dir, cfg, epoch, step, best_f1, nets, trainer, rng, precision=None):
     """last.pth: everything --resume needs to continue after ``epoch`` as if never stopped
     (``precision``, as describe_precision says it, so that a resume in another one is noted)."""
+    nets.check_not_folded()
     atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "step": step, "best_f1": best_f1, "precision": precision,
                        "networks": nets.state_dict(), "trainer": trainer.state_dict(),
                        "generator": rng.get_state(), "torch_rng": torch.get_rng_state()},

@@ -161,7 +161,8 @@ def _counts_from_joint(joint):
 
 def confusion_counts(label, rgb, fov):
     """{class: {"tp", "fp", "fn", "tn"}} (ints) of (truth == class) against the decoded map,
-    over the FOV pixels."""
+    over the FOV pixels: the counts evaluate_image's table metrics come from, for checking one
+    by hand (evaluate_image computes them itself, in the same pass as the rest)."""
     label, rgb, fov = _check_inputs(label, rgb, fov)
     return _counts_from_joint(_histograms(label, rgb, fov)[0])
 

@@ -59,6 +59,17 @@ def test_the_bf16_speed_of_a_cpu_is_measured_once():
     assert dev.cpu_bf16_speedup() == speedup and dev.cpu_bf16_speedup.cache_info().hits == 1
 
 
+def test_the_bf16_probe_leaves_the_random_generator_alone():
+    """A seed gives the same networks whether or not this process has timed bf16 yet."""
+    dev.cpu_bf16_speedup.cache_clear()
+    torch.manual_seed(42)
+    with torch.no_grad():  # also where gradients are off
+        dev.cpu_bf16_speedup()
+    after_probe = torch.rand(3)
+    torch.manual_seed(42)
+    assert torch.equal(torch.rand(3), after_probe)
+
+
 @pytest.mark.parametrize("capability, device, amp, expected", [
     ("AVX2", "cpu", None, torch.contiguous_format),       # measured: channels_last backward 1.2-1.3x slower
     ("AVX2", "cpu", torch.bfloat16, torch.channels_last),

@@ -167,6 +167,22 @@ def test_folding_batchnorm_for_inference_keeps_the_predictions(variant):
     assert left and all(".add." in name for name in left)  # only the channel-pair sums' BatchNorms stay
 
 
-def test_folding_needs_running_statistics():
+def test_folding_needs_running_statistics_and_changes_nothing_when_refused():
+    g = MainGenerator(3, 4).train()
+    before = {k: v.clone() for k, v in g.state_dict().items()}
     with pytest.raises(ValueError, match="eval-mode"):
-        fold_batchnorm(MainGenerator(3, 4).train())
+        fold_batchnorm(g)
+    after = g.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_folded_networks_are_never_saved(tmp_path):
+    from scripts.bundle import export_bundle
+    from scripts.checkpoint import save_best
+    from scripts.config import RunConfig
+    nets = Networks("sigmoid", 4).fold_for_inference()
+    with pytest.raises(ValueError, match="folded for inference"):
+        save_best(tmp_path, nets, RunConfig(base_width=4), 1, 0.5)
+    with pytest.raises(ValueError, match="folded for inference"):
+        export_bundle(nets, tmp_path / "b.pth")
+    assert not list(tmp_path.iterdir())
