@@ -214,7 +214,7 @@ def run_record(args, members, amp_dtype) -> dict:
             "overlay_alpha": args.overlay_alpha if args.overlay else None}  # None: --no-overlay
 
 
-def default_workers():
+def workers_per_process():
     """The usable cores, at most 8, shared among torchrun's processes on this node."""
     return max(1, evaluate.default_workers() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
@@ -257,7 +257,7 @@ def build_parser():
     p.add_argument("--no-overlay", action="store_false", dest="overlay",
                    help="do not write _overlay.png (a copy of the photograph: about 9 MB for one of HRF-AV's size; "
                         "the class and colour maps are written as always)")
-    p.add_argument("--workers", type=int, default=default_workers(),
+    p.add_argument("--workers", type=int, default=workers_per_process(),
                    help="threads decoding and writing images, while the networks work (default: the usable "
                         "cores, at most 8, shared among the processes of one node under torchrun: %(default)s)")
     p.add_argument("--activation", choices=list(VARIANTS), default=None,

@@ -35,7 +35,7 @@ from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import (VARIANTS, ConfigError, RunConfig, check_image_size, dataset_names, dataset_spec,
                             str2bool, tensorboard_dir)
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
-from scripts.device import (amp_dtype_for, describe_precision, keep_freed_memory, pick_device, set_tf32,
+from scripts.device import (amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason, pick_device, set_tf32,
                             training_memory_format)
 from scripts.evaluate import validate
 from scripts.pack import check_pack_size, pack_subset
@@ -200,6 +200,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         f"{'channels_last' if memory_format == torch.channels_last else 'contiguous'} memory"
         + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
     log(f"validation images (--validation, drawn with the seed): {', '.join(val_set.names)}", flush=True)
+    if ctx.is_main and cfg.amp and amp_dtype is None:  # --amp is the default: say why it is fp32 here
+        log(f"note: --amp: {no_amp_reason(device)}, so this run trains in fp32", flush=True)
     if subset:
         log(f"note: this pack holds only {subset}, not the whole data set", flush=True)
 

@@ -7,14 +7,15 @@ after warm-up:
          compression, no segment metric, the C library's default memory allocation
   tuned  the project's defaults: decoded-once cache held on the device, channels_last (in
          training where it is faster: not for fp32 on CPUs without AVX-512), mixed
-         precision for training where the hardware has it (CUDA; CPUs with AVX512-BF16/AMX),
-         fused Adam on CUDA, fp32 evaluation as test.py runs it (BatchNorm folded into the
-         convolutions; test.py's own per-image code,
-         segment metric included), vectorised metrics, fast PNG compression, freed memory kept
-         for reuse (scripts/device.py, keep_freed_memory), test images evaluated at full size
-         in threads (test.py's --workers; the row over --test-images); inference and
-         test.py are also timed with --amp; --compile adds torch.compile to training and times
-         predict.py --compile (inductor, weights frozen) and its compile time
+         precision for training where the hardware has it and it pays (CUDA; CPUs with
+         AVX512-BF16/AMX where bf16 is measured faster: scripts/device.py), fused Adam on
+         CUDA, fp32 evaluation as test.py runs it (BatchNorm folded into the convolutions;
+         test.py's own per-image code, segment metric included), vectorised metrics, fast
+         PNG compression, freed memory kept for reuse (scripts/device.py,
+         keep_freed_memory), test images evaluated at full size in threads (test.py's
+         --workers; the row over --test-images); inference and test.py are also timed with
+         --amp; --compile adds torch.compile to training and times predict.py --compile
+         (inductor, weights frozen) and its compile time
 It prints a table and writes JSON (machine, torch version, commit, settings, results, ratios).
 
 Example:  python benchmarks/benchmark.py --dataset DRIVE_AV --device cpu --steps 2

@@ -994,7 +994,7 @@ def test_default_workers_share_the_cores_among_the_processes_of_a_node(monkeypat
     torchrun's processes on the node, at least one each."""
     monkeypatch.setattr(predict.evaluate, "usable_cores", lambda: 16)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert predict.default_workers() == 8
+    assert predict.workers_per_process() == 8
     for ranks, workers in (("4", 2), ("16", 1)):
         monkeypatch.setenv("LOCAL_WORLD_SIZE", ranks)
-        assert predict.default_workers() == workers
+        assert predict.workers_per_process() == workers
