@@ -30,94 +30,9 @@ from scripts.data import find_samples, load_tensor_set
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason,
                             pick_device, release_freed_memory)
 from scripts.evaluate import default_workers, evaluate_images, predict_probs, usable_cores
+from scripts.evaluation_outputs import (PICTURE_FOLDERS, RUNS_BEING_TESTED, check_nothing_lost, clear_earlier_test,
+                                       earlier_test, run_names)
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
-
-PICTURE_FOLDERS = ("small_pre", "raw_pre", "mixed_segments")
-RESULT_FILES = ("summary.json", "metrics.csv")
-# A test of several runs names them here while it writes their per-run pictures, and deletes it
-# once its summary.json is written: a test stopped before that still has its pictures cleared by
-# the next test in the folder.
-RUNS_BEING_TESTED = ".runs_being_tested.json"
-
-
-def clear_earlier_test(out_dir, names, runs=()):
-    """Delete what an earlier test.py run wrote in this output folder: first its summary.json
-    and metrics.csv (so that a test stopped while writing leaves no summary beside pictures it
-    does not describe), then its pictures of these test images: at the top level and in the
-    per-run sub-folders of the runs its summary (or, stopped before it, its RUNS_BEING_TESTED)
-    names, when it was a test of several, and of ``runs`` (this test's per-run folder names).
-    No other sub-folder is touched: ``--output DRIVE_AV`` leaves DRIVE_AV/Final_pre and
-    DRIVE_AV/<run>, other tests, alone. Folders left empty go too (a test of one run after one of
-    several leaves no empty per-run folders, and the other way round); other files are left alone."""
-    def per_run_folders(record):
-        given, real = recorded_runs(out_dir, record)
-        # '..' as its test named it (its real folder), not from this working folder
-        earlier = [r if Path(r).name not in ("", ".", "..") else path for r, path in zip(given, real)]
-        return run_names(earlier) if len(earlier) > 1 else []  # one run's pictures are at the top
-    runs = {*per_run_folders("summary.json"), *per_run_folders(RUNS_BEING_TESTED), *runs}
-    for name in (*RESULT_FILES, RUNS_BEING_TESTED):
-        (out_dir / name).unlink(missing_ok=True)
-    for folder_name in PICTURE_FOLDERS:
-        for folder in [out_dir / folder_name, *(out_dir / run / folder_name for run in sorted(runs))]:
-            for name in names:
-                (folder / f"{name}.png").unlink(missing_ok=True)
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-                if folder.parent != out_dir and not any(folder.parent.iterdir()):
-                    folder.parent.rmdir()
-
-
-def recorded_runs(out_dir, record="summary.json") -> tuple:
-    """(runs as given on its command line, their real paths) of the test whose summary.json (or
-    other ``record``) is in ``out_dir``; ([], []) when there is none or it cannot be read.
-    Summaries of older versions record no real paths: the runs as given stand for them."""
-    try:
-        summary = json.loads((out_dir / record).read_text())
-        given, real = summary["runs"], summary.get("run_paths", summary["runs"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return [], []
-    if not (isinstance(given, list) and isinstance(real, list) and len(given) == len(real)):
-        return [], []
-    return [str(run) for run in given], [str(run) for run in real]
-
-
-def check_nothing_lost(out_dir, folders):
-    """One line, before any prediction, where the test in ``out_dir`` is of runs this test does
-    not test: replacing it would lose their results (a sigmoid test after a softmax one in the
-    default Final_pre, say). A test of the same runs, or of more seeds, replaces it."""
-    now = {os.path.realpath(folder) for folder in folders}
-    dropped = [run for run in recorded_runs(out_dir)[1] if os.path.realpath(run) not in now]
-    if dropped:
-        raise ConfigError(f"--output {out_dir} holds the test of {', '.join(dropped)}, which this test does not "
-                          f"repeat: --overwrite replaces it, or --output DIR keeps both")
-
-
-def earlier_test(out_dir) -> str:
-    """What an earlier test left in ``out_dir`` that this one replaces ('' when none), for a note."""
-    if not (out_dir / "summary.json").exists():
-        return ""
-    runs, _ = recorded_runs(out_dir)
-    return f"the test of {', '.join(runs)} in {out_dir}" if runs else f"the summary.json in {out_dir}"
-
-
-def run_names(folders):
-    """A distinct short name per run (its folder or file name without .pth / .index.json, with
-    _2, _3, ... where two would be the same): the per-run picture folders and metrics.csv's
-    run column."""
-    names = []
-    for folder in folders:
-        base = Path(folder).name
-        if base in ("", ".", ".."):  # a run given as '..' or '/': its real folder's name, never a path
-            base = Path(folder).resolve().name or "run"
-        for suffix in (".index.json", ".pth"):
-            base = base[: -len(suffix)] if base.endswith(suffix) else base
-        name, k = base, 1
-        while name in names:
-            k += 1
-            name = f"{base}_{k}"
-        names.append(name)
-    return names
-
 
 def fusion_of(saved: dict) -> str:
     """The fusion of a saved configuration; its variant's default where it names none."""

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scripts import metrics
+from scripts import evaluation_outputs, metrics
 from scripts.cli import ArgumentParser
 from tests.conftest import ROOT
 
@@ -188,8 +188,7 @@ def test_scoring_gives_the_same_numbers_for_any_thread_count(real_data, tmp_path
 
 
 def test_runs_get_distinct_names():
-    import test as test_script
-    assert test_script.run_names(["a/sigmoid_seed42", "b/sigmoid_seed42", "c/run.v2", "x/CP_best_F1_all.pth",
+    assert evaluation_outputs.run_names(["a/sigmoid_seed42", "b/sigmoid_seed42", "c/run.v2", "x/CP_best_F1_all.pth",
                                   "y/CP_best_F1_all.pth", "m.index.json", "sigmoid_seed42_2"]) == [
         "sigmoid_seed42", "sigmoid_seed42_2", "run.v2", "CP_best_F1_all", "CP_best_F1_all_2", "m",
         "sigmoid_seed42_2_2"]
@@ -609,11 +608,10 @@ def test_a_test_into_a_used_folder_says_what_it_replaces_and_leaves_no_empty_fol
     """Several runs' test writes pictures per run, one run's at the top: the next test of the
     other kind clears the first's pictures of these images, and the folders they leave empty;
     a sub-folder that is not one of its runs' (another test's output) is left alone."""
-    test_script = load_test_script()
     out = tmp_path / "Final_pre"
-    assert test_script.earlier_test(out) == ""
+    assert evaluation_outputs.earlier_test(out) == ""
     for run in ("sigmoid_seed42", "sigmoid_seed40"):
-        for folder in test_script.PICTURE_FOLDERS:
+        for folder in evaluation_outputs.PICTURE_FOLDERS:
             (out / run / folder).mkdir(parents=True)
             (out / run / folder / "01_test.png").write_bytes(b"png")
     (out / "sigmoid_seed40" / "raw_pre" / "mine.txt").write_text("kept")
@@ -621,13 +619,13 @@ def test_a_test_into_a_used_folder_says_what_it_replaces_and_leaves_no_empty_fol
     (out / "Final_pre" / "small_pre" / "01_test.png").write_bytes(b"another test's")
     (out / "summary.json").write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid_seed42", "DRIVE_AV/sigmoid_seed40"]}))
     (out / "metrics.csv").write_text("run,image\n")
-    assert test_script.earlier_test(out) == f"the test of DRIVE_AV/sigmoid_seed42, DRIVE_AV/sigmoid_seed40 in {out}"
-    test_script.clear_earlier_test(out, ["01_test"])
+    assert evaluation_outputs.earlier_test(out) == f"the test of DRIVE_AV/sigmoid_seed42, DRIVE_AV/sigmoid_seed40 in {out}"
+    evaluation_outputs.clear_earlier_test(out, ["01_test"])
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "Final_pre", "Final_pre/small_pre", "Final_pre/small_pre/01_test.png",
         "sigmoid_seed40", "sigmoid_seed40/raw_pre", "sigmoid_seed40/raw_pre/mine.txt"]
     (out / "summary.json").write_text("{not json")
-    assert test_script.earlier_test(out) == f"the summary.json in {out}"
+    assert evaluation_outputs.earlier_test(out) == f"the summary.json in {out}"
 
 
 def test_a_test_replaces_one_of_the_same_runs_never_one_of_runs_it_does_not_test(tmp_path, monkeypatch):
@@ -640,53 +638,50 @@ def test_a_test_replaces_one_of_the_same_runs_never_one_of_runs_it_does_not_test
     out = tmp_path / "DRIVE_AV" / "Final_pre"
     out.mkdir(parents=True)
     (out / "summary.json").write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid_seed42", "DRIVE_AV/sigmoid_seed40"]}))
-    test_script.check_nothing_lost(out, ["DRIVE_AV/sigmoid_seed42", str(tmp_path / "DRIVE_AV" / "sigmoid_seed40"),
+    evaluation_outputs.check_nothing_lost(out, ["DRIVE_AV/sigmoid_seed42", str(tmp_path / "DRIVE_AV" / "sigmoid_seed40"),
                                          "DRIVE_AV/sigmoid_seed38"])  # the same runs (one by its full path), and one more
     for runs, dropped in ((["DRIVE_AV/sigmoid_seed42"], "DRIVE_AV/sigmoid_seed40"),
                           (["DRIVE_AV/softmax_seed42"], "DRIVE_AV/sigmoid_seed42, DRIVE_AV/sigmoid_seed40")):
         with pytest.raises(test_script.ConfigError) as info:
-            test_script.check_nothing_lost(out, runs)
+            evaluation_outputs.check_nothing_lost(out, runs)
         assert str(info.value) == (f"--output {out} holds the test of {dropped}, which this test does not repeat: "
                                    f"--overwrite replaces it, or --output DIR keeps both")
     seed42 = tmp_path / "DRIVE_AV" / "sigmoid_seed42"
     (out / "summary.json").write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid_seed42"], "run_paths": [str(seed42)]}))
     monkeypatch.chdir(out)  # elsewhere, where DRIVE_AV/sigmoid_seed42 names nothing
-    test_script.check_nothing_lost(out, [seed42])
+    evaluation_outputs.check_nothing_lost(out, [seed42])
 
 
 def test_clearing_an_earlier_test_of_one_run_leaves_sub_folders_alone(tmp_path):
     """A test of one run writes its pictures at the top: its clearing touches no sub-folder,
     not even one named like that run (--output DRIVE_AV after a test into DRIVE_AV/sigmoid)."""
-    test_script = load_test_script()
     out = tmp_path / "DRIVE_AV"
     for folder in (out / "raw_pre", out / "sigmoid" / "raw_pre"):
         folder.mkdir(parents=True)
         (folder / "01_test.png").write_bytes(b"png")
     (out / "summary.json").write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid"]}))
-    test_script.clear_earlier_test(out, ["01_test"])
+    evaluation_outputs.clear_earlier_test(out, ["01_test"])
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "sigmoid", "sigmoid/raw_pre", "sigmoid/raw_pre/01_test.png"]
-    assert test_script.run_names(["..", "a/run", "b/run"]) == [Path("..").resolve().name, "run", "run_2"]  # no path
+    assert evaluation_outputs.run_names(["..", "a/run", "b/run"]) == [Path("..").resolve().name, "run", "run_2"]  # no path
 
 
 def test_the_pictures_of_a_test_of_several_runs_stopped_before_its_summary_are_cleared(tmp_path):
     """Stopped while writing, a test of several runs leaves per-run pictures and no summary; its
     RUNS_BEING_TESTED names them, so the next test (of other runs) clears them too."""
-    test_script = load_test_script()
     out = tmp_path / "Final_pre"
     for run in ("sigmoid_seed42", "sigmoid_seed40"):
         (out / run / "raw_pre").mkdir(parents=True)
         (out / run / "raw_pre" / "01_test.png").write_bytes(b"png")
-    (out / test_script.RUNS_BEING_TESTED).write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid_seed42",
+    (out / evaluation_outputs.RUNS_BEING_TESTED).write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid_seed42",
                                                                           "DRIVE_AV/sigmoid_seed40"]}))
-    test_script.clear_earlier_test(out, ["01_test"], ["softmax_seed42", "softmax_seed40"])
+    evaluation_outputs.clear_earlier_test(out, ["01_test"], ["softmax_seed42", "softmax_seed40"])
     assert not any(out.iterdir())
 
 
 def test_clearing_names_a_run_given_as_dot_dot_as_its_test_did(tmp_path, monkeypatch):
     """An earlier test of several runs, one given as '..' from another working folder: its
     per-run folder is named after that run's real folder (summary.json's run_paths)."""
-    test_script = load_test_script()
     out = tmp_path / "out"
     for run in ("seed42", "seed40"):
         (out / run / "raw_pre").mkdir(parents=True)
@@ -694,7 +689,7 @@ def test_clearing_names_a_run_given_as_dot_dot_as_its_test_did(tmp_path, monkeyp
     (out / "summary.json").write_text(json.dumps({"runs": ["..", "runs/seed40"],
                                                   "run_paths": ["/somewhere/seed42", "/somewhere/runs/seed40"]}))
     monkeypatch.chdir(out)  # where '..' is tmp_path, not seed42
-    test_script.clear_earlier_test(out, ["01_test"])
+    evaluation_outputs.clear_earlier_test(out, ["01_test"])
     assert not any(out.rglob("*.png")) and not (out / "seed42").exists()
 
 
