@@ -87,7 +87,7 @@ from scripts.evaluate import compile_for_inference, predict_probs
 from scripts.predict_inputs import MaskFinder, prepare
 from scripts.predict_outputs import (RUN_RECORD, check_no_other_run_in_the_way, earlier_run, one_line_reason, output_kinds,
                              remove_earlier_run, row, write_outputs, write_predictions_csv)
-from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, signal_of, signals_handled_by
+from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, run_main, signal_of, signals_handled_by
 
 FALLBACK_SIZE = DATASETS["DRIVE_AV"].size  # for checkpoints that do not save their input size
 
@@ -235,8 +235,8 @@ def build_parser():
                    help="images per forward pass (default %(default)s)")
     p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
-                   help="mixed precision (CUDA, CPUs with AVX512-BF16/AMX): about 2x faster inference on "
-                        "such a CPU, outputs then differ slightly between machines (default: fp32)")
+                   help="mixed precision where it pays (CUDA; CPUs with AVX512-BF16/AMX where bf16 is measured "
+                        "faster, about 2x on some): outputs then differ slightly between machines (default: fp32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the networks with their weights frozen, for large cohorts: a compile of "
                         "tens of seconds per member; on a 2-core CPU it gained only 1.03-1.3x (README: Performance)")
@@ -333,7 +333,7 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     ensemble = Ensemble([(m.nets, m.size) for m in members], device, amp_dtype, args.tta, args.batch_size)
     record = run_record(args, members, amp_dtype)
     if args.resume:
-        resume.check_resume(out_dir, record)
+        resume.check_resume(out_dir, record, no_amp_reason(device) if args.amp and amp_dtype is None else "")
     mine = [it for i, it in enumerate(items) if i % ctx.world == ctx.rank]
     kinds = output_kinds(len(members) > 1, args.save_probs, args.overlay)
     done_rows, todo, conflicts = resume.plan(mine, out_dir, kinds, masks, ensemble.sizes, args.resume)
@@ -496,4 +496,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -82,8 +82,8 @@ def build_parser():
                    help="test images evaluated at a time (full-size resize, metrics, pictures), in threads; "
                         "0.3-0.5 GB each at HRF-AV's size (default: the usable cores, at most 8: %(default)s)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
-                   help="mixed precision (CUDA, CPUs with AVX512-BF16/AMX): faster, but the metrics then "
-                        "depend on the machine (default: fp32)")
+                   help="mixed precision where it pays (CUDA; CPUs with AVX512-BF16/AMX where bf16 is measured "
+                        "faster): faster, but the metrics then depend on the machine (default: fp32)")
     p.add_argument("--output", default=None,
                    help="default <output-root>/<Dataset>/Final_pre (with --pretrained: .../Final_pre_pretrained)")
     p.add_argument("--overwrite", action="store_true",
@@ -224,7 +224,8 @@ def predict_and_score(args, spec, runs, samples, out_dir, device, amp_dtype):
 
     release_freed_memory()  # what the networks freed: the scoring threads allocate elsewhere
     try:
-        summary = score_and_write(spec, runs, samples, probs, details, out_dir, args.workers)
+        summary = score_and_write(spec, runs, samples, probs, details, out_dir, args.workers,
+                                  describe_precision(amp_dtype))
     except (KeyboardInterrupt, Terminated) as exc:  # main() prints the line; this says what the folder holds
         exc.unfinished = (f" while writing {out_dir}, which now holds only part of this test's pictures and no "
                           f"summary.json: run the test again")
@@ -237,7 +238,7 @@ def predict_and_score(args, spec, runs, samples, out_dir, device, amp_dtype):
     return summary
 
 
-def score_and_write(spec, runs, samples, probs, details, out_dir, workers):
+def score_and_write(spec, runs, samples, probs, details, out_dir, workers, precision):
     """Score every run's predictions at full size (in threads), write the pictures, metrics.csv
     and summary.json into ``out_dir`` in place of an earlier test's; returns the summary."""
     multi = len(runs) > 1
@@ -269,6 +270,7 @@ def score_and_write(spec, runs, samples, probs, details, out_dir, workers):
     summary["run_details"] = details
     summary["images"] = len(samples)
     summary["dataset"] = spec.name
+    summary["precision"] = precision  # of the networks' predictions: fp32 unless --amp (and it paid)
     summary["units"] = ("percent (segments/count: a number); mean and std (ddof=0) over runs of the "
                         "per-run mean over test images")
     atomic_write_csv(out_dir / "metrics.csv", rows, rows[0])

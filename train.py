@@ -35,12 +35,13 @@ from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import (VARIANTS, ConfigError, RunConfig, check_image_size, dataset_names, dataset_spec,
                             str2bool, tensorboard_dir)
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
-from scripts.device import (amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason, pick_device, set_tf32,
-                            training_memory_format)
-from scripts.evaluate import validate
+from scripts.device import (amp_dtype_for, busy_cpu_note, describe_precision, keep_freed_memory, no_amp_reason,
+                            pick_device, set_tf32, training_memory_format)
+from scripts.evaluate import usable_cores, validate
 from scripts.pack import check_pack_size, pack_subset
 from scripts.segments import split_segments
-from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
+from scripts.stopping import (EXIT_STATUS, StopRequest, Terminated, run_main, said_of, signal_of,
+                             signals_handled_by)
 
 
 def build_parser():
@@ -86,8 +87,8 @@ def build_parser():
                         "default %(default)s)")
     p.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: cuda when present)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
-                   help="mixed precision where the hardware has it: CUDA, CPUs with AVX512-BF16/AMX "
-                        "(default; --no-amp: fp32)")
+                   help="mixed precision where it pays: CUDA, CPUs with AVX512-BF16/AMX where bf16 is measured "
+                        "faster than fp32 (default; --no-amp: fp32)")
     p.add_argument("--amp-discriminator", action=argparse.BooleanOptionalAction, default=True,
                    dest="amp_discriminator",
                    help="with --amp, run D in mixed precision too (default); --no-amp-discriminator keeps D "
@@ -200,8 +201,12 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         f"{'channels_last' if memory_format == torch.channels_last else 'contiguous'} memory"
         + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
     log(f"validation images (--validation, drawn with the seed): {', '.join(val_set.names)}", flush=True)
+    busy = busy_cpu_note(torch.get_num_threads(), usable_cores()) if device.type == "cpu" and ctx.is_main else None
+    if busy:
+        log(f"note: {busy}", flush=True)
     if ctx.is_main and cfg.amp and amp_dtype is None:  # --amp is the default: say why it is fp32 here
-        log(f"note: --amp: {no_amp_reason(device)}, so this run trains in fp32", flush=True)
+        log(f"note: mixed precision (--amp, the default): {no_amp_reason(device)}, so this run trains in fp32",
+            flush=True)
     if subset:
         log(f"note: this pack holds only {subset}, not the whole data set", flush=True)
 
@@ -222,9 +227,11 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 f"(more than {start_epoch}) trains longer")
             ctx.close()
             return best_f1, True
-        if trained_in and trained_in != precision:  # allowed (a run-time option), but never unsaid
+        if ctx.is_main and trained_in and trained_in != precision:  # allowed (a run-time option), but never unsaid
+            why = (f"--amp is given but {no_amp_reason(device)}" if cfg.amp and amp_dtype is None else
+                   "--amp / --no-amp, AMP=1 for train.sh, --no-amp-discriminator and --tf32 choose")
             log(f"note: this run's last session trained in {trained_in} (up to epoch {start_epoch}); it goes on "
-                f"in {precision} (--amp / --no-amp, AMP=1 for train.sh, --no-amp-discriminator and --tf32 choose)")
+                f"in {precision} ({why})")
 
     n, bs = len(train_set), cfg.batch_size
     # A distributed run drops a last batch smaller than the number of processes.
@@ -488,4 +495,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

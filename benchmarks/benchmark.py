@@ -358,7 +358,7 @@ def print_table(args, report, pack=None):
     if ratios:
         print("tuned gain: how many times faster, or smaller in memory, tuned is than plain (above 1: tuned is better)")
     if "inference_s_per_image" in results.get("tuned", {}) and "inference_amp_s_per_image" not in results["tuned"]:
-        print(f"no --amp rows: no mixed precision that pays on this device ({no_amp_reason(torch.device(args.device))})")
+        print(f"no --amp rows: no mixed precision that pays on this device: {no_amp_reason(torch.device(args.device))}")
     if pack_subset(pack):
         print(f"note: --data-root holds only {pack_subset(pack)}")
 

@@ -79,7 +79,7 @@ def main(argv=None):
     difference = (outputs["folded"] - outputs["not_folded"]).abs().max().item()
 
     print(f"{w} x {h}, width {args.base_width}, {args.activation}, fp32 inference of one image on {device}, "
-          f"{args.repeats} turns each")
+          f"{args.repeats} turn{'s' if args.repeats > 1 else ''} each")
     for name, values in seconds.items():
         print(f"{name:<12} median {medians[name]:.3f} s   turns {', '.join(f'{v:.3f}' for v in values)}")
     gain = medians["not_folded"] / medians["folded"]

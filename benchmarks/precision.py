@@ -78,7 +78,7 @@ def main(argv=None):
     probe = cpu_bf16_speedup()
 
     print(f"{w} x {h}, width {args.base_width}, sigmoid, cpu ({torch.get_num_threads()} threads), "
-          f"{args.repeats} turns each; seconds")
+          f"{args.repeats} turn{'s' if args.repeats > 1 else ''} each; seconds")
     for name, values in seconds.items():
         print(f"{name:<18} median {medians[name]:8.3f}   turns {', '.join(f'{v:.3f}' for v in values)}")
     for part, gain in gains.items():

@@ -208,6 +208,25 @@ def amp_dtype_for(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
     return None
 
 
+def busy_cpu_note(threads: int, cores: int) -> Optional[str]:
+    """A note when other jobs already keep this machine's cores busy (the load average over the
+    last minute at least ``cores`` - ``threads`` / 2) and the thread count is torch's own choice.
+    torch's threads then wait on each other: on a 2-core VM with two busy processes beside it, a
+    small training epoch took 177 s instead of 5.5 s with OMP_NUM_THREADS=1 (8-9 s with
+    OMP_WAIT_POLICY=PASSIVE, which costs 1.7x when the machine is idle: README, Train)."""
+    if os.environ.get("OMP_NUM_THREADS") or not hasattr(os, "getloadavg"):
+        return None
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    if threads < 2 or load < cores - threads / 2:
+        return None
+    return (f"the load average is {load:.1f} on {cores} cores: other jobs share this CPU, and torch's {threads} "
+            f"threads may then wait on each other for minutes; OMP_NUM_THREADS=1 (or fewer threads than the idle "
+            f"cores) keeps it steady")
+
+
 def no_amp_reason(device: torch.device) -> str:
     """Why ``--amp`` gives fp32 on ``device`` (amp_dtype_for returned None), for a note."""
     if device.type == "cpu" and cpu_has_native_bf16():

@@ -72,7 +72,12 @@ def earlier_test(out_dir) -> str:
     if not (out_dir / "summary.json").exists():
         return ""
     runs, _ = recorded_runs(out_dir)
-    return f"the test of {', '.join(runs)} in {out_dir}" if runs else f"the summary.json in {out_dir}"
+    try:
+        precision = json.loads((out_dir / "summary.json").read_text()).get("precision")
+    except (OSError, ValueError, AttributeError):
+        precision = None
+    what = f"the test of {', '.join(runs)}" + (f" ({precision})" if isinstance(precision, str) else "")
+    return f"{what} in {out_dir}" if runs else f"the summary.json in {out_dir}"
 
 
 def run_names(folders):

@@ -22,9 +22,10 @@ from scripts.predict_outputs import (CSV_FIELDS, OUTPUT_FILES, PREDICTIONS_CSV, 
                              previous_rows_by_path, printable_path, read_rows, row, statistics)
 
 
-def check_resume(out_dir: Path, record: dict):
+def check_resume(out_dir: Path, record: dict, precision_note: str = ""):
     """--resume adds to an output folder only when it was made with the same weights and
-    settings (paths aside: the same values under another name are the same weights)."""
+    settings (paths aside: the same values under another name are the same weights).
+    ``precision_note``: why --amp gives fp32 on this machine, said when the precision differs."""
     path = out_dir / RUN_RECORD
     if not path.is_file():
         return
@@ -37,7 +38,7 @@ def check_resume(out_dir: Path, record: dict):
         return {**rec, "weights": [{k: v for k, v in w.items() if k != "given"} for w in rec.get("weights", [])]}
     new, old = comparable(record), comparable(old)
     words = {"tta": "--tta setting", "precision": "precision (--amp)", "masks": "--masks",
-             "overlay_alpha": "overlay setting"}
+             "overlay_alpha": "overlay"}
 
     def shown(key, value):  # a setting as the options that give it
         if key == "overlay_alpha":
@@ -46,7 +47,9 @@ def check_resume(out_dir: Path, record: dict):
     changed = [words.get(k, k) + ("" if k == "weights" else f" ({shown(k, old.get(k))} there, {shown(k, new[k])} now)")
                for k in new if new[k] != old.get(k)]
     if changed:
-        raise ConfigError(f"--resume: {out_dir} was made with other {', '.join(changed)} (see {path}); "
+        why = f" ({precision_note}: resume it on a machine where it pays)" if (
+            precision_note and new.get("precision") != old.get("precision")) else ""
+        raise ConfigError(f"--resume: {out_dir} was made with other {', '.join(changed)}{why} (see {path}); "
                           f"use another --output, or --overwrite to replace that run")
 
 

@@ -65,3 +65,13 @@ def signals_handled_by(stop_request: StopRequest):
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def run_main(main):
+    """Run a script's ``main()``; once it has ended (its exit status set), a late Ctrl-C, the second
+    of a quick double press, is ignored, so that it cannot break into the interpreter's clean-up
+    with a traceback after the program's last line."""
+    try:
+        main()
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

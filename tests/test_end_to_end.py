@@ -95,6 +95,7 @@ def test_summary_agrees_with_metrics_recomputed_from_the_pngs(probe_run, real_da
     work, _ = probe_run
     final = work / "DRIVE_AV" / "Final_pre"
     summary = json.loads((final / "summary.json").read_text())
+    assert summary["precision"] == "fp32"  # the published protocol's numbers, whatever the machine
     best = torch.load(work / "DRIVE_AV" / "probe" / "CP_best_F1_all.pth", weights_only=True)
     assert summary["run_details"] == [{"run": str(work / "DRIVE_AV" / "probe"), "trained_on": "DRIVE_AV",
                                        "trained_size": [128, 128], "input_size": [128, 128],
@@ -624,6 +625,8 @@ def test_a_test_into_a_used_folder_says_what_it_replaces_and_leaves_no_empty_fol
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "Final_pre", "Final_pre/small_pre", "Final_pre/small_pre/01_test.png",
         "sigmoid_seed40", "sigmoid_seed40/raw_pre", "sigmoid_seed40/raw_pre/mine.txt"]
+    (out / "summary.json").write_text(json.dumps({"runs": ["DRIVE_AV/sigmoid_seed42"], "precision": "fp32"}))
+    assert evaluation_outputs.earlier_test(out) == f"the test of DRIVE_AV/sigmoid_seed42 (fp32) in {out}"
     (out / "summary.json").write_text("{not json")
     assert evaluation_outputs.earlier_test(out) == f"the summary.json in {out}"
 

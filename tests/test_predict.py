@@ -232,7 +232,7 @@ def test_resume_refuses_an_output_folder_made_with_other_weights_or_settings(set
     stamps = {p: p.stat().st_mtime_ns for p in done.rglob("*")}
     for extra, what in ((["--weights", setup["run_b"]], "weights"), (["--weights", setup["run_a"], "--tta"], "--tta setting (no --tta there, --tta now)"),
                         (["--weights", setup["run_a"], "--no-overlay"],
-                         "overlay setting (--overlay-alpha 0.6 there, --no-overlay now)")):
+                         "overlay (--overlay-alpha 0.6 there, --no-overlay now)")):
         proc = cli(*extra, "--input", setup["input"], "--output", done, "--resume")
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --resume: {done} was made with other {what}")
@@ -998,3 +998,14 @@ def test_default_workers_share_the_cores_among_the_processes_of_a_node(monkeypat
     for ranks, workers in (("4", 2), ("16", 1)):
         monkeypatch.setenv("LOCAL_WORLD_SIZE", ranks)
         assert predict.workers_per_process() == workers
+
+
+def test_resume_in_another_precision_says_why_this_machine_gives_fp32(tmp_path):
+    """A folder made where bf16 paid, resumed on a CPU where it does not: the refusal says why."""
+    from scripts import predict_resume
+    from scripts.config import ConfigError
+    (tmp_path / "predict_run.json").write_text(json.dumps({"weights": [], "precision": "bfloat16 autocast"}))
+    note = "bf16 runs at 0.60x the speed of fp32 on this CPU (measured; mixed precision needs 1.2x)"
+    with pytest.raises(ConfigError, match=r"precision \(--amp\) \(bfloat16 autocast there, fp32 now\) \(bf16 runs at "
+                                          r"0\.60x .* resume it on a machine where it pays\)"):
+        predict_resume.check_resume(tmp_path, {"weights": [], "precision": "fp32"}, note)
