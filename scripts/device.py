@@ -6,8 +6,8 @@
   faster in bf16 than in fp32 (``cpu_bf16_speedup``, about 0.15 s, once per process; under
   torchrun rank 0 measures and the others take its choice). The flags alone do not tell: on a
   2-core AMD EPYC with AVX512-BF16 bf16 made the training step 2.2x faster, on a 2-core Intel
-  Xeon with AVX512-BF16 but no AMX 1.4x slower (README, Performance). Other CPUs train in fp32, where emulated bf16 would be slower.
-  ``--no-amp`` forces fp32.
+  Xeon with AVX512-BF16 but no AMX 1.4x slower (README, Performance). Other CPUs train in
+  fp32, where emulated bf16 would be slower. ``--no-amp`` forces fp32.
 - Evaluation (test.py, predict.py) runs in fp32 (TF32 off on GPUs) unless ``--amp`` is
   given, so the published-protocol numbers do not depend on which machine computed them.
   Validation during training is always fp32 (its F1 picks the checkpoint).
