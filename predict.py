@@ -301,6 +301,21 @@ def on_rank_zero(ctx: distributed.Context, work):
     return value
 
 
+def check_output_folder(out_dir: Path, items, resume_asked: bool, overwrite: bool, ctx: distributed.Context) -> str:
+    """What --output holds, checked on rank 0 before any network loads: an earlier run there
+    needs --resume or --overwrite (not both), and no other run's folder may be in the way.
+    Returns the earlier run's description ('' when none)."""
+    if resume_asked and overwrite:
+        raise ConfigError("--resume adds to an earlier run, --overwrite replaces it: give one")
+    earlier = on_rank_zero(ctx, lambda: earlier_run(out_dir) if out_dir.is_dir() else "")
+    if earlier and not (resume_asked or overwrite):
+        raise ConfigError(f"--output {out_dir} holds an earlier run ({earlier}): --resume adds to it (same weights "
+                          f"and settings), --overwrite replaces it (its files are deleted first), or choose another "
+                          f"--output")
+    on_rank_zero(ctx, lambda: check_no_other_run_in_the_way(out_dir, items))
+    return earlier
+
+
 def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     main = ctx.rank == 0
     log = (lambda m: tqdm.write(m, file=sys.stderr)) if main else (lambda m: None)
@@ -315,25 +330,19 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     for w in warnings:
         log(f"warning: {w}")
     masks.note_shared(items)  # over every process's photographs
-    if args.resume and args.overwrite:
-        raise ConfigError("--resume adds to an earlier run, --overwrite replaces it: give one")
-    earlier = on_rank_zero(ctx, lambda: earlier_run(out_dir) if out_dir.is_dir() else "")
-    if earlier and not (args.resume or args.overwrite):
-        raise ConfigError(f"--output {out_dir} holds an earlier run ({earlier}): --resume adds to it (same weights "
-                          f"and settings), --overwrite replaces it (its files are deleted first), or choose another "
-                          f"--output")
-    on_rank_zero(ctx, lambda: check_no_other_run_in_the_way(out_dir, items))
+    earlier = check_output_folder(out_dir, items, args.resume, args.overwrite, ctx)
     device = pick_device(args.device, ctx.local_rank)
     keep_freed_memory()
     # Rank 0's choice on every rank: a CPU's bf16 is timed (cpu_bf16_speedup), once, not by every rank at once.
-    amp_dtype = ctx.broadcast(amp_dtype_for(device, args.amp) if ctx.is_main else None)
-    if args.amp and amp_dtype is None:
-        log(f"note: --amp: {no_amp_reason(device)}, so this runs in fp32")
+    amp_dtype = ctx.broadcast(amp_dtype_for(device, args.amp) if main else None)
+    why_fp32 = no_amp_reason(device) if main and args.amp and amp_dtype is None else ""
+    if why_fp32:
+        log(f"note: --amp: {why_fp32}, so this runs in fp32")
     members = load_members(args, device, amp_dtype, log)
     ensemble = Ensemble([(m.nets, m.size) for m in members], device, amp_dtype, args.tta, args.batch_size)
     record = run_record(args, members, amp_dtype)
     if args.resume:
-        resume.check_resume(out_dir, record, no_amp_reason(device) if args.amp and amp_dtype is None else "")
+        resume.check_resume(out_dir, record, why_fp32)
     mine = [it for i, it in enumerate(items) if i % ctx.world == ctx.rank]
     kinds = output_kinds(len(members) > 1, args.save_probs, args.overlay)
     done_rows, todo, conflicts = resume.plan(mine, out_dir, kinds, masks, ensemble.sizes, args.resume)
