@@ -204,9 +204,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     busy = busy_cpu_note(torch.get_num_threads(), usable_cores()) if device.type == "cpu" and ctx.is_main else None
     if busy:
         log(f"note: {busy}", flush=True)
-    if ctx.is_main and cfg.amp and amp_dtype is None:  # --amp is the default: say why it is fp32 here
-        log(f"note: mixed precision (--amp, the default): {no_amp_reason(device)}, so this run trains in fp32",
-            flush=True)
+    why_fp32 = no_amp_reason(device) if ctx.is_main and cfg.amp and amp_dtype is None else ""  # rank 0 timed bf16
+    if why_fp32:  # --amp is the default: say why it is fp32 here
+        log(f"note: mixed precision (--amp, the default): {why_fp32}, so this run trains in fp32", flush=True)
     if subset:
         log(f"note: this pack holds only {subset}, not the whole data set", flush=True)
 
@@ -227,8 +227,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 f"(more than {start_epoch}) trains longer")
             ctx.close()
             return best_f1, True
-        if ctx.is_main and trained_in and trained_in != precision:  # allowed (a run-time option), but never unsaid
-            why = (f"--amp is given but {no_amp_reason(device)}" if cfg.amp and amp_dtype is None else
+        if trained_in and trained_in != precision:  # allowed (a run-time option), but never unsaid
+            why = (f"--amp is given but {why_fp32}" if why_fp32 else
                    "--amp / --no-amp, AMP=1 for train.sh, --no-amp-discriminator and --tf32 choose")
             log(f"note: this run's last session trained in {trained_in} (up to epoch {start_epoch}); it goes on "
                 f"in {precision} ({why})")

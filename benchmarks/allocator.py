@@ -21,9 +21,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks.common import add_network_options, network_size  # noqa: E402
 from scripts.bfnet import Networks, Trainer  # noqa: E402
 from scripts.cli import ArgumentParser  # noqa: E402
-from scripts.config import ConfigError, RunConfig, check_image_size  # noqa: E402
+from scripts.config import RunConfig  # noqa: E402
 from scripts.device import MEMORY_FORMAT, keep_freed_memory, training_memory_format  # noqa: E402
 from scripts.provenance import commit, machine  # noqa: E402
 
@@ -64,9 +65,7 @@ def worker(args):
 
 def main(argv=None):
     p = ArgumentParser(prog="python benchmarks/allocator.py", description=__doc__)
-    p.add_argument("--image-size", type=int, nargs=2, default=[592, 592], metavar=("W", "H"),
-                   help="network input (default 592 592, DRIVE_AV's)")
-    p.add_argument("--base-width", type=int, default=32, help="network width (default %(default)s, the paper's)")
+    add_network_options(p)
     p.add_argument("--batch-size", type=int, default=2, help="training batch (default %(default)s, the paper's)")
     p.add_argument("--steps", type=int, default=1, help="timed repetitions (default %(default)s)")
     p.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (default %(default)s)")
@@ -74,10 +73,7 @@ def main(argv=None):
     p.add_argument("--allocation", choices=["default", "kept"], help=argparse.SUPPRESS)  # the children's
     p.add_argument("--part", choices=["train", "inference"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    try:
-        check_image_size(args.image_size)
-    except ConfigError as exc:
-        p.error(str(exc))
+    network_size(p, args)
     if min(args.steps, args.batch_size) < 1:
         p.error("--steps and --batch-size must be at least 1")
     if args.allocation:

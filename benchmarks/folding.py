@@ -10,9 +10,7 @@ Example:  python benchmarks/folding.py --image-size 592 592 --base-width 32 --re
 """
 import copy
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,37 +18,26 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks.common import add_network_options, network_size, print_turns, timed_in_turns  # noqa: E402
 from scripts.bfnet import Networks  # noqa: E402
 from scripts.cli import ArgumentParser  # noqa: E402
-from scripts.config import ConfigError, check_image_size  # noqa: E402
+from scripts.config import ConfigError  # noqa: E402
 from scripts.device import MEMORY_FORMAT, keep_freed_memory, pick_device  # noqa: E402
 from scripts.evaluate import predict_probs  # noqa: E402
 from scripts.provenance import commit, machine  # noqa: E402
 
 
-def timed(fn, device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start, out
-
-
 def main(argv=None):
     p = ArgumentParser(prog="python benchmarks/folding.py", description=__doc__)
-    p.add_argument("--image-size", type=int, nargs=2, default=[592, 592], metavar=("W", "H"),
-                   help="network input (default 592 592, DRIVE_AV's)")
-    p.add_argument("--base-width", type=int, default=32, help="network width (default %(default)s, the paper's)")
+    add_network_options(p)
     p.add_argument("--activation", choices=["sigmoid", "softmax"], default="sigmoid",
                    help="the variant (default %(default)s)")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--repeats", type=int, default=7, help="timed turns of each (default %(default)s)")
     p.add_argument("--out", default=None, help="JSON file (default: print only)")
     args = p.parse_args(argv)
+    w, h = network_size(p, args)
     try:
-        w, h = check_image_size(args.image_size)
         device = pick_device(args.device)
     except ConfigError as exc:
         p.error(str(exc))
@@ -69,19 +56,12 @@ def main(argv=None):
     image = torch.randint(0, 256, (1, 3, h, w), dtype=torch.uint8)
     runs = {"not_folded": lambda: predict_probs(trained, image, 1, device),
             "folded": lambda: predict_probs(folded, image, 1, device)}
-    outputs = {name: fn() for name, fn in runs.items()}  # warm-up
-    seconds = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            s, _ = timed(fn, device)
-            seconds[name].append(s)
-    medians = {name: statistics.median(v) for name, v in seconds.items()}
+    outputs, seconds, medians = timed_in_turns(runs, args.repeats, device)
     difference = (outputs["folded"] - outputs["not_folded"]).abs().max().item()
 
     print(f"{w} x {h}, width {args.base_width}, {args.activation}, fp32 inference of one image on {device}, "
           f"{args.repeats} turn{'s' if args.repeats > 1 else ''} each")
-    for name, values in seconds.items():
-        print(f"{name:<12} median {medians[name]:.3f} s   turns {', '.join(f'{v:.3f}' for v in values)}")
+    print_turns(seconds, medians)
     gain = medians["not_folded"] / medians["folded"]
     print(f"folding: {gain:.2f}x; largest difference between the two predictions {difference:.2e}")
     if args.out:

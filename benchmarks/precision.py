@@ -11,9 +11,7 @@ each turn, their medians, and what cpu_bf16_speedup measured.
 Example:  python benchmarks/precision.py --image-size 592 592 --base-width 32 --repeats 2
 """
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,9 +19,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks.common import add_network_options, network_size, print_turns, timed_in_turns  # noqa: E402
 from scripts.bfnet import Networks, Trainer  # noqa: E402
 from scripts.cli import ArgumentParser  # noqa: E402
-from scripts.config import ConfigError, RunConfig, check_image_size  # noqa: E402
+from scripts.config import RunConfig  # noqa: E402
 from scripts.device import (BF16_MIN_SPEEDUP, MEMORY_FORMAT, cpu_bf16_speedup, cpu_has_native_bf16,  # noqa: E402
                             keep_freed_memory)
 from scripts.evaluate import predict_probs  # noqa: E402
@@ -34,17 +33,12 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 def main(argv=None):
     p = ArgumentParser(prog="python benchmarks/precision.py", description=__doc__)
-    p.add_argument("--image-size", type=int, nargs=2, default=[592, 592], metavar=("W", "H"),
-                   help="network input (default 592 592, DRIVE_AV's)")
-    p.add_argument("--base-width", type=int, default=32, help="network width (default %(default)s, the paper's)")
+    add_network_options(p)
     p.add_argument("--repeats", type=int, default=2, help="timed turns of each (default %(default)s)")
     p.add_argument("--skip-train", action="store_true", help="inference only")
     p.add_argument("--out", default=None, help="JSON file (default: print only)")
     args = p.parse_args(argv)
-    try:
-        w, h = check_image_size(args.image_size)
-    except ConfigError as exc:
-        p.error(str(exc))
+    w, h = network_size(p, args)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
     if not cpu_has_native_bf16():
@@ -64,23 +58,14 @@ def main(argv=None):
             runs[f"train_step_{name}"] = lambda t=trainer: t.step(images, labels)
         nets = Networks("sigmoid", args.base_width).eval().to(memory_format=MEMORY_FORMAT)
         runs[f"inference_{name}"] = lambda n=nets, d=dtype: predict_probs(n, image, 1, "cpu", d)
-    for fn in runs.values():  # warm-up
-        fn()
-    seconds = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            seconds[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(v) for name, v in seconds.items()}
+    _, seconds, medians = timed_in_turns(runs, args.repeats)
     parts = ["inference"] + ([] if args.skip_train else ["train_step"])
     gains = {part: medians[f"{part}_fp32"] / medians[f"{part}_bf16"] for part in parts}
     probe = cpu_bf16_speedup()
 
     print(f"{w} x {h}, width {args.base_width}, sigmoid, cpu ({torch.get_num_threads()} threads), "
-          f"{args.repeats} turn{'s' if args.repeats > 1 else ''} each; seconds")
-    for name, values in seconds.items():
-        print(f"{name:<18} median {medians[name]:8.3f}   turns {', '.join(f'{v:.3f}' for v in values)}")
+          f"{args.repeats} turn{'s' if args.repeats > 1 else ''} each")
+    print_turns(seconds, medians)
     for part, gain in gains.items():
         print(f"{part}: bf16 is {gain:.2f}x as fast as fp32")
     print(f"scripts/device.py's probe (cpu_bf16_speedup): {probe:.2f}x, so train.py's default here is "

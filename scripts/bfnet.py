@@ -67,6 +67,7 @@ class Networks(nn.Module):
         self.G_A = BranchGenerator(c, base_width)
         self.G_V = BranchGenerator(c, base_width)
         self.D = Discriminator(c, base_width)
+        self.folded = False  # fold_for_inference: BatchNorm folded, never saved
 
     @property
     def uses_branches(self):
@@ -104,13 +105,13 @@ class Networks(nn.Module):
         self.eval()
         for name in self.generator_names:
             fold_batchnorm(getattr(self, name))
-        self.folded = True  # check_not_folded: never saved
+        self.folded = True
         return self
 
     def check_not_folded(self):
         """Saving (checkpoints, last.pth, bundles) refuses networks folded for inference: their
         state dicts no longer have the layout any loader expects."""
-        if getattr(self, "folded", False):
+        if self.folded:
             raise ValueError("these networks were folded for inference (fold_for_inference) and cannot be saved")
 
     @torch.no_grad()

@@ -169,9 +169,7 @@ class RunConfig:
 
     @property
     def input_size(self) -> Tuple[int, int]:
-        if self.image_size:
-            return check_image_size(self.image_size)
-        return UNIFORM_SIZE if self.uniform else self.spec.size
+        return network_input_size(self.image_size, {}, self.spec.size, self.uniform)
 
     def run_dir(self, output_root) -> Path:
         """The run folder: <output-root>/<Dataset>/<job_name> (checkpoints and last.pth)."""

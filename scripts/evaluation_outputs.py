@@ -42,15 +42,23 @@ def clear_earlier_test(out_dir, names, runs=()):
                     folder.parent.rmdir()
 
 
-def recorded_runs(out_dir, record="summary.json") -> tuple:
-    """(runs as given on its command line, their real paths) of the test whose summary.json (or
-    other ``record``) is in ``out_dir``; ([], []) when there is none or it cannot be read.
-    Summaries of older versions record no real paths: the runs as given stand for them."""
+def read_record(out_dir, record="summary.json") -> dict:
+    """An earlier test's summary.json (or other ``record``) in ``out_dir``; {} when there is none
+    or it cannot be read."""
     try:
-        summary = json.loads((out_dir / record).read_text())
-        given, real = summary["runs"], summary.get("run_paths", summary["runs"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return [], []
+        data = json.loads((out_dir / record).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def recorded_runs(out_dir, record="summary.json", summary=None) -> tuple:
+    """(runs as given on its command line, their real paths) of the test whose summary.json (or
+    other ``record``; or ``summary``, already read) is in ``out_dir``; ([], []) when there is
+    none or it cannot be read. Summaries of older versions record no real paths: the runs as
+    given stand for them."""
+    summary = read_record(out_dir, record) if summary is None else summary
+    given, real = summary.get("runs"), summary.get("run_paths", summary.get("runs"))
     if not (isinstance(given, list) and isinstance(real, list) and len(given) == len(real)):
         return [], []
     return [str(run) for run in given], [str(run) for run in real]
@@ -71,11 +79,9 @@ def earlier_test(out_dir) -> str:
     """What an earlier test left in ``out_dir`` that this one replaces ('' when none), for a note."""
     if not (out_dir / "summary.json").exists():
         return ""
-    runs, _ = recorded_runs(out_dir)
-    try:
-        precision = json.loads((out_dir / "summary.json").read_text()).get("precision")
-    except (OSError, ValueError, AttributeError):
-        precision = None
+    summary = read_record(out_dir)
+    runs, _ = recorded_runs(out_dir, summary=summary)
+    precision = summary.get("precision")
     what = f"the test of {', '.join(runs)}" + (f" ({precision})" if isinstance(precision, str) else "")
     return f"{what} in {out_dir}" if runs else f"the summary.json in {out_dir}"
 
