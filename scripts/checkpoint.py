@@ -12,6 +12,7 @@ import csv
 import io
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -223,8 +224,15 @@ def network_files(run_dir) -> dict:
     run_dir = Path(run_dir)
     if (run_dir / NETWORK_FILES["G"]).is_file() or not run_dir.is_dir():
         return NETWORK_FILES
-    epochs = [int(m.group(1)) for p in run_dir.iterdir() if (m := EPOCH_FILE.match(p.name))]
-    return epoch_files(max(epochs)) if epochs else NETWORK_FILES
+    epochs = sorted({int(m.group(1)) for p in run_dir.iterdir() if (m := EPOCH_FILE.match(p.name))})
+    if not epochs:
+        return NETWORK_FILES
+    if len(epochs) > 1:  # the 2021 test.sh chose with --checkstart; say which one this is
+        listed = ", ".join(map(str, epochs)) if len(epochs) <= 8 else f"{epochs[0]} to {epochs[-1]}"
+        print(f"note: {run_dir} holds the files of {len(epochs)} epochs ({listed}); loading epoch {epochs[-1]}, "
+              f"the highest (for another, name one of its files: {run_dir / epoch_files(epochs[0])['G']})",
+              file=sys.stderr)
+    return epoch_files(epochs[-1])
 
 
 def best_of(contents: dict) -> dict:

@@ -210,8 +210,9 @@ def test_state_dicts_saved_from_a_dataparallel_wrapper_load(tmp_path):
     assert torch.equal(outputs(loaded)["G"], outputs(nets)["G"])
 
 
-def test_original_2021_epoch_names_pick_the_highest_epoch(tmp_path):
-    """CP_epoch<N>_{all,A,V}.pth: the highest N (numerically: 12 beats 9)."""
+def test_original_2021_epoch_names_pick_the_highest_epoch(tmp_path, capsys):
+    """CP_epoch<N>_{all,A,V}.pth: the highest N (numerically: 12 beats 9), and a note says which
+    (the 2021 test.sh chose with --checkstart) and how to load another."""
     for epoch, seed in ((9, 1), (12, 2), (3, 3)):
         nets = randomised(seed=seed)
         for net, suffix in (("G", "all"), ("G_A", "A"), ("G_V", "V")):
@@ -219,8 +220,11 @@ def test_original_2021_epoch_names_pick_the_highest_epoch(tmp_path):
     loaded, cfg = load_any(tmp_path)
     assert cfg == {"activation": "sigmoid", "base_width": 4, "fusion": "concat"}
     assert torch.equal(outputs(loaded)["G"], outputs(randomised(seed=2))["G"])
-    # Naming one file of an epoch loads that epoch.
+    note = capsys.readouterr().err
+    assert "3 epochs (3, 9, 12); loading epoch 12, the highest" in note and "CP_epoch3_all.pth" in note
+    # Naming one file of an epoch loads that epoch, without the note.
     loaded9, _ = load_any(tmp_path / "CP_epoch9_A.pth")
+    assert "note" not in capsys.readouterr().err
     assert torch.equal(outputs(loaded9)["G"], outputs(randomised(seed=1))["G"])
 
 
