@@ -22,18 +22,19 @@ set -e
 # Run folders live under the data set's own name (an alias such as DRIVE-AV names DRIVE_AV).
 # An unknown name is reported here, in one line (exit status 2), before anything else happens.
 FOLDER=$(PYTHONSAFEPATH=1 "$PYTHON" -m scripts.config "$DATASET") || exit $?
-if [ -z "${JOB_SET:-}" ] && [ -z "$(for s in $SEEDS; do ls -d "./$FOLDER/${JOB}_seed$s" 2>/dev/null; done)" ]; then
+# The seeds that were trained, and the ones that were not (e.g. after SEEDS=42 sh train.sh).
+FOUND=""; MISSING=""
+for s in $SEEDS; do
+    if [ -e "./$FOLDER/${JOB}_seed$s" ]; then FOUND="$FOUND $s"; else MISSING="$MISSING $s"; fi
+done
+if [ -z "$FOUND" ] && [ -z "${JOB_SET:-}" ]; then
     # No run of train.sh's default job here: test the shipped bundle (pretrained/) instead, into
     # its own folder so that no earlier test output is replaced.
     echo "no runs ./$FOLDER/${JOB}_seed*: testing the shipped bundle (test.py --pretrained)" >&2
     exec "$PYTHON" "$HERE/test.py" --dataset=$DATASET --pretrained --activation=$ACTIVATION --batch-size=2 \
         --data-root="$DATA_ROOT" $EXTRA_ARGS
 fi
-# Test the seeds that were trained; name the ones that were not (e.g. after SEEDS=42 sh train.sh).
-FOUND=""; MISSING=""
-for s in $SEEDS; do
-    if [ -e "./$FOLDER/${JOB}_seed$s" ]; then FOUND="$FOUND $s"; else MISSING="$MISSING $s"; fi
-done
+# Test the seeds that were trained; name the ones that were not.
 if [ -n "$MISSING" ] && [ -n "$FOUND" ]; then
     echo "note: no run ./$FOLDER/${JOB}_seed<N> for seed(s)$MISSING: testing seed(s)$FOUND (SEEDS=... chooses)" >&2
     SEEDS=$FOUND

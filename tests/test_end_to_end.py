@@ -241,18 +241,19 @@ def test_test_sh_falls_back_to_the_shipped_bundle(probe_run, real_data, tmp_path
 
 
 def test_test_sh_names_and_skips_seeds_that_were_not_trained(probe_run, real_data, tmp_path):
-    """After SEEDS=42 sh train.sh, a plain sh test.sh tests seed 42 and says 40 and 38 are missing."""
+    """After SEEDS=40 sh train.sh, a plain sh test.sh tests seed 40 and says 42 and 38 are missing
+    (the first seed missing: under dash, sh here, an earlier version then tested the shipped bundle)."""
     work, _ = probe_run
     for name in ("test.sh", "test.py", "scripts"):  # a checkout whose ./DRIVE_AV holds one seed
         (tmp_path / name).symlink_to(ROOT / name)
     (tmp_path / "DRIVE_AV").mkdir()
-    (tmp_path / "DRIVE_AV" / "sigmoid_seed42").symlink_to(work / "DRIVE_AV" / "probe")
+    (tmp_path / "DRIVE_AV" / "sigmoid_seed40").symlink_to(work / "DRIVE_AV" / "probe")
     env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "DATA_ROOT": str(real_data),
            "EXTRA_ARGS": f"--cache-dir {work / 'cache'} --output {tmp_path / 'out'}"}
     proc = subprocess.run(["sh", "test.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "note: no run ./DRIVE_AV/sigmoid_seed<N> for seed(s) 40 38: testing seed(s) 42" in proc.stderr
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["runs"] == ["DRIVE_AV/sigmoid_seed42"]
+    assert "note: no run ./DRIVE_AV/sigmoid_seed<N> for seed(s) 42 38: testing seed(s) 40" in proc.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["runs"] == ["DRIVE_AV/sigmoid_seed40"]
 
 
 def test_train_sh_time_limit_then_resume_continues_every_seed(real_data, tmp_path):
