@@ -104,14 +104,34 @@ def open_header(path):
     return img
 
 
-def _open(path):
-    img = open_header(path)
+def _open(path, img=None):
+    """The image file decoded (``img``: its header, opened already)."""
+    img = img or open_header(path)
     try:
         img.load()
         return img
     except Exception as exc:  # PIL raises several types for corrupt or truncated files
         img.close()
         raise DataError(f"{path}: cannot decode image ({exc})") from None
+
+
+# Pillow reads a colour image of 16 bits per channel (PNG, TIFF) as its high 8 bits. Those are
+# the image where its values span the 16-bit range; a camera's 12-bit data kept in 16 bits
+# (values below 4096) leaves 16 levels, too few to segment, and is refused rather than guessed at.
+MIN_LEVELS = 64
+
+
+def _sixteen_bit_colour(img: Image.Image) -> bool:
+    """Colour stored at 16 bits per channel (known from the header: its decoder's raw mode)."""
+    return img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in img.tile)
+
+
+def _check_levels(path, rgb: np.ndarray):
+    levels = int(rgb.max()) + 1
+    if levels < MIN_LEVELS:
+        raise DataError(f"{path}: a 16-bit colour image whose values stay below {256 * levels} (of up to 65535; a "
+                        f"camera's 12-bit data?): its high 8 bits, which Pillow reads, hold {levels} levels, too "
+                        f"few to segment; save it with its values scaled to the full 16-bit range, or as 8 bits")
 
 
 def to_rgb8(img: Image.Image) -> np.ndarray:
@@ -143,8 +163,13 @@ def exif_orientation(img: Image.Image) -> int:
 def read_image(path, upright=False) -> np.ndarray:
     """HxWx3 uint8. ``upright``: as image viewers show it (predict.py's own photographs); the
     data sets' files carry no orientation tag, and their labels are drawn on the stored pixels."""
-    with _open(path) as img:
-        return to_rgb8(_upright(img) if upright else img)
+    header = open_header(path)
+    sixteen_bits = _sixteen_bit_colour(header)
+    with _open(path, header) as img:
+        rgb = to_rgb8(_upright(img) if upright else img)
+    if sixteen_bits:
+        _check_levels(path, rgb)
+    return rgb
 
 
 def read_label(path) -> np.ndarray:

@@ -68,6 +68,40 @@ def test_an_image_claiming_more_pixels_than_any_photograph_is_refused_before_dec
                                    "(no fundus photograph is that large)")
 
 
+def png_16bit_rgb(path, rgb16):
+    """A 16-bit RGB PNG, written by hand (Pillow writes none)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    h, w, _ = rgb16.shape
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in rgb16)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_a_16_bit_colour_photograph_is_read_and_one_of_12_bit_data_refused(drive_copy, tmp_path):
+    """Pillow keeps the high 8 bits of 16-bit colour: the photograph itself where its values span
+    the range; 16 levels where a camera's 12-bit data sits in 16 bits, refused in one line."""
+    import tifffile
+    path = first(drive_copy).image
+    photo = read_image(path)
+    full = photo.astype(np.uint16) * 257
+    tifffile.imwrite(tmp_path / "full.tif", full, photometric="rgb")
+    png_16bit_rgb(tmp_path / "full.png", full)
+    for name in ("full.tif", "full.png"):
+        assert np.array_equal(read_image(tmp_path / name), photo)
+    twelve_bits = full >> 4
+    tifffile.imwrite(tmp_path / "twelve.tif", twelve_bits, photometric="rgb")
+    png_16bit_rgb(tmp_path / "twelve.png", twelve_bits)
+    for name in ("twelve.tif", "twelve.png"):
+        with pytest.raises(DataError) as info:
+            read_image(tmp_path / name)
+        assert str(info.value).startswith(f"{tmp_path / name}: a 16-bit colour image whose values stay below 4096")
+        assert "16 levels, too few to segment" in str(info.value)
+
+
 def test_not_an_image(drive_copy):
     path = first(drive_copy).mask
     path.write_text("hello")
