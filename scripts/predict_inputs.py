@@ -83,6 +83,21 @@ def _not_a_photograph(f: Path, base: Path, output: Optional[Path], masks: Option
     return f.name.endswith(OUTPUT_PICTURES) and _in_an_output_folder(f, base, output)
 
 
+def _of_a_data_set(f: Path, base: Path) -> bool:
+    """A label or FOV mask of a data set's layout, <split>/{images,1st_manual,mask} (README: Data),
+    found by searching a folder above it: not a photograph."""
+    folder = f.parent
+    return (folder.name in ("1st_manual", "mask") and (folder.parent / "images").is_dir()
+            and os.path.abspath(folder) != os.path.abspath(base))
+
+
+def _data_set_note(spec: str, skipped: list) -> str:
+    splits = sorted({str(f.parent.parent) for f in skipped})
+    masks = f"--masks {Path(splits[0]) / 'mask'}" if len(splits) == 1 else "--masks on a split's mask/ folder"
+    return (f"{spec}: the labels and masks of a data set's layout ({splits[0]}{', ...' if len(splits) > 1 else ''}: "
+            f"1st_manual/, mask/) are not segmented, only its images/ ({masks} uses its FOV masks)")
+
+
 def _rel_stem(p: Path, base: Optional[Path]) -> str:
     """The output name of a photograph: its path under ``base`` without the extension (links
     not resolved: a linked photograph keeps the name it has in the cohort); its file name when
@@ -169,6 +184,10 @@ def find_inputs(specs, output=None, masks=None):
             files = _files_under(p)
             images = [f for f in files if _is_image(f)]
             found = sorted(f for f in images if not _not_a_photograph(f, p, output, masks))
+            of_a_data_set = [f for f in found if _of_a_data_set(f, p)]
+            if of_a_data_set:
+                warnings.append(_data_set_note(spec, of_a_data_set))
+                found = [f for f in found if f not in of_a_data_set]
             for f in found:
                 add(f, p, search=True)
             if not found and images:
@@ -179,6 +198,7 @@ def find_inputs(specs, output=None, masks=None):
             else:  # e.g. .webp or .dcm photographs, which would otherwise vanish unsaid
                 other = sorted({f.suffix.lower() or f.name for f in files if not _is_image(f)
                                 and not (masks is not None and f.resolve().is_relative_to(masks))
+                                and not _of_a_data_set(f, p)
                                 and not _in_an_output_folder(f, p, output)})
                 if other:
                     warnings.append(f"{spec}: files of other types skipped ({', '.join(other[:8])}"
@@ -218,6 +238,10 @@ def find_inputs(specs, output=None, masks=None):
             found = sorted(set(_recursive_glob(any_case_extension(spec), base) if "**" in spec
                                else map(Path, glob.glob(any_case_extension(spec)))))
             found = [f for f in found if f.is_file() and _is_image(f) and not _not_a_photograph(f, base, output, masks)]
+            of_a_data_set = [f for f in found if _of_a_data_set(f, base)]
+            if of_a_data_set:
+                warnings.append(_data_set_note(spec, of_a_data_set))
+                found = [f for f in found if f not in of_a_data_set]
             for f in found:
                 add(f, base, search=True)
             if not found:
@@ -352,6 +376,9 @@ def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
     rgb = read_image(item.path, upright=True)
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ValueError(f"unusable image of shape {rgb.shape}")
+    if rgb.max() <= 3:
+        raise ValueError("every pixel is 0..3: an A/V label image (0 background, 1 artery, 2 vein, 3 uncertain) "
+                         "or a black one, not a photograph")
     turn = photo_orientation(item.path)
     fov, source = read_fov(item, rgb, masks, turn)
     resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)

@@ -32,7 +32,8 @@ from tests.conftest import ROOT
 
 DRIVE_SIZE = (565, 584)
 GOOD = ["01_test.tif", "sub/02_test.tif", "sub/grey.png", "rgba.png", "sub/deeper/grey16.tif"]
-BAD = {"sub/trunc.jpg": "cannot decode image", "empty.png": "empty file"}
+BAD = {"sub/trunc.jpg": "cannot decode image", "empty.png": "empty file",
+       "label.png": "every pixel is 0..3: an A/V label image"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny networks: one thread is fastest on a shared CPU
 
 
@@ -65,6 +66,7 @@ def setup(real_data, tmp_path_factory):
     data = (base / "full.jpg").read_bytes()
     (inp / "sub" / "trunc.jpg").write_bytes(data[: len(data) // 3])
     (inp / "empty.png").write_bytes(b"")
+    shutil.copy(real_data / "DRIVE_AV" / "test" / "1st_manual" / "01_test.png", inp / "label.png")
     return {"base": base, "input": inp, "run_a": make_run(base / "run_a", 0),
             "run_b": make_run(base / "run_b", 1), "real_data": real_data}
 
@@ -686,6 +688,21 @@ def test_masks_beside_photographs_and_interrupted_runs_are_not_photographs(setup
                                         f"in this folder, no photographs"]
 
 
+def test_a_data_sets_folder_gives_its_photographs_not_its_labels_and_masks(setup):
+    """--input data/LES-AV/test (or data/LES-AV): images/ only, and a line saying so; the labels
+    folder named itself is searched, and each label then fails as one (the previous test)."""
+    real = setup["real_data"]
+    items, warnings = inputs.find_inputs([str(real / "LES-AV" / "test")])
+    assert len(items) == 11 and all(Path(i.path).parent.name == "images" for i in items)
+    assert warnings == [f"{real / 'LES-AV' / 'test'}: the labels and masks of a data set's layout "
+                        f"({real / 'LES-AV' / 'test'}: 1st_manual/, mask/) are not segmented, only its images/ "
+                        f"(--masks {real / 'LES-AV' / 'test' / 'mask'} uses its FOV masks)"]
+    items, warnings = inputs.find_inputs([str(real / "LES-AV")])
+    assert len(items) == 22 and "--masks on a split's mask/ folder" in warnings[0]
+    items, warnings = inputs.find_inputs([str(real / "LES-AV" / "test" / "1st_manual")])
+    assert len(items) == 11 and warnings == []
+
+
 def test_linked_cohorts_keep_their_names_and_list_files_are_read_as_written(setup, tmp_path):
     inp = setup["input"]
     linked = tmp_path / "linked"
@@ -840,7 +857,7 @@ def test_two_process_torchrun_processes_every_image_once(setup):
         assert all(p.is_file() for p in outputs_of(out, rel).values()), rel
     # Again into that folder: every process refuses it alike, or replaces it with --overwrite.
     proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "sub", "--output", out, torchrun=True)
-    assert proc.returncode != 0 and proc.stderr.count("holds an earlier run (predictions.csv of 7 image(s))") == 1
+    assert proc.returncode != 0 and proc.stderr.count("holds an earlier run (predictions.csv of 8 image(s))") == 1
     proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "sub", "--output", out, "--overwrite",
                torchrun=True)
     assert proc.returncode == 1 and "--overwrite: deleted the earlier run's 17 file(s)" in proc.stderr, proc.stderr
