@@ -43,12 +43,13 @@ def _is_image(p: Path):
     return p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
 
 
-def _files_under(folder: Path) -> list:
-    """Every file under a folder but hidden ones (and those of hidden folders), symlinked
-    sub-folders followed, so that a cohort assembled from links is searched whole; each real
-    folder once (in name order), and never one holding the searched folder (a link back up)."""
+def _walk(folder: Path):
+    """(folder, its file names) under a folder, hidden ones (and hidden folders) left out,
+    symlinked sub-folders followed, so that a cohort assembled from links is searched whole;
+    each real folder once (in name order), and never one holding the searched folder (a link
+    back up)."""
     top = Path(os.path.realpath(folder))
-    files, visited = [], set()
+    visited = set()
     for root, dirs, names in os.walk(folder, followlinks=True):
         real = Path(os.path.realpath(root))
         if real in visited or real in top.parents:
@@ -56,8 +57,18 @@ def _files_under(folder: Path) -> list:
             continue
         visited.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        files += [Path(root) / n for n in names if not n.startswith(".")]
-    return [f for f in files if f.is_file()]
+        yield Path(root), [n for n in names if not n.startswith(".")]
+
+
+def _files_under(folder: Path) -> list:
+    """Every file under a folder, as _walk finds them."""
+    return [root / n for root, names in _walk(folder) for n in names if (root / n).is_file()]
+
+
+def _broken_links(folder: Path) -> list:
+    """Image names under a folder, as _walk finds them, that are links to nothing."""
+    return [root / n for root, names in _walk(folder) for n in names
+            if _is_image(Path(n)) and not (root / n).exists() and (root / n).is_symlink()]
 
 
 def _in_an_output_folder(f: Path, base: Path, output: Optional[Path]) -> bool:
@@ -190,6 +201,8 @@ def find_inputs(specs, output=None, masks=None):
                 found = [f for f in found if f not in of_a_data_set]
             for f in found:
                 add(f, p, search=True)
+            for f in _broken_links(p):  # said and counted, as a missing file named in a list is
+                add_missing(f, _rel_stem(f, p), f"a link to {os.readlink(f)}, which does not exist")
             if not found and images:
                 warnings.append(f"{spec}: only the outputs of an earlier predict.py run or masks in this folder, no "
                                 f"photographs")

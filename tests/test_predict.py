@@ -840,6 +840,17 @@ def test_inputs_not_found_are_not_counted_as_images(setup, tmp_path):
                "--output", tmp_path / "out")
     assert proc.returncode == 1 and "1 image(s) and 1 input(s) not found; one network" in proc.stderr, proc.stderr
     assert sorted(r["status"] for r in read_rows(tmp_path / "out")) == ["failed", "ok"]
+    # A link to nothing in a searched folder is such an input too, not skipped unsaid.
+    cohort = tmp_path / "cohort"
+    (cohort / "sub").mkdir(parents=True)
+    shutil.copy(setup["input"] / "rgba.png", cohort / "a.png")
+    (cohort / "sub" / "b.png").symlink_to(tmp_path / "moved.png")
+    (cohort / "sub" / "up").symlink_to(cohort)  # a link back up: searched once
+    proc = cli("--weights", setup["run_a"], "--input", cohort, "--output", tmp_path / "out2")
+    assert proc.returncode == 1 and "1 image(s) and 1 input(s) not found; one network" in proc.stderr, proc.stderr
+    rows = {r["output"]: r for r in read_rows(tmp_path / "out2")}
+    assert rows["sub/b"]["status"] == "failed" and rows["sub/b"]["reason"] == (
+        f"a link to {tmp_path / 'moved.png'}, which does not exist")
 
 
 def test_two_process_torchrun_processes_every_image_once(setup):
