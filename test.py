@@ -177,6 +177,7 @@ def run_test(args):
         nets, saved = load_any(folder, expected)
         runs.append((folder, nets.fold_for_inference().to(device, memory_format=MEMORY_FORMAT), saved))
     check_one_configuration(runs)
+    sizes = [network_input_size(args.image_size, saved, spec.size, args.uniform) for _, _, saved in runs]
     samples = find_samples(args.data_root, spec, "test")
     default_out = "Final_pre_pretrained" if args.pretrained else "Final_pre"  # never over a run's own test
     out_dir = Path(args.output) if args.output else Path(args.output_root) / spec.name / default_out
@@ -185,16 +186,16 @@ def run_test(args):
     created = not out_dir.exists()
     make_folder(out_dir, "--output")  # a wrong --output fails now, not after the predictions
     try:
-        return predict_and_score(args, spec, runs, samples, out_dir, device, amp_dtype)
+        return predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dtype)
     except (KeyboardInterrupt, Terminated):
         if created and not any(out_dir.iterdir()):  # stopped before its first picture: no folder left
             out_dir.rmdir()
         raise
 
 
-def predict_and_score(args, spec, runs, samples, out_dir, device, amp_dtype):
-    """The test proper: every run's predictions, then the scoring at full size, the pictures,
-    metrics.csv and summary.json in ``out_dir``."""
+def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dtype):
+    """The test proper: every run's predictions (at ``sizes``, one per run), then the scoring at
+    full size, the pictures, metrics.csv and summary.json in ``out_dir``."""
     replaced = earlier_test(out_dir)
     if replaced:
         print(f"note: this test replaces {replaced} (its summary.json, metrics.csv and pictures; --output "
@@ -206,8 +207,7 @@ def predict_and_score(args, spec, runs, samples, out_dir, device, amp_dtype):
 
     # Network-size probabilities of every run (images decoded once, cached).
     probs, inputs, details = [], {}, []  # network inputs by size: read once for all runs of that size
-    for folder, nets, saved in runs:
-        size = network_input_size(args.image_size, saved, spec.size, args.uniform)
+    for (folder, nets, saved), size in zip(runs, sizes):
         details.append(run_details(folder, saved, size, spec))
         if size not in inputs:
             inputs[size] = load_tensor_set(samples, size, Path(args.cache_dir) / spec.name).images

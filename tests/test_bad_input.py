@@ -372,6 +372,11 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
     test_script.main([*common, "--load", str(run), str(other), "--output", str(tmp_path / "two")])
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["metrics.csv", "other", "run", "summary.json"]
     capsys.readouterr()
+    with pytest.raises(SystemExit) as info:  # the size is checked before the note that the earlier test goes
+        test_script.main([*common, "--load", str(run), str(other), "--output", str(tmp_path / "two"),
+                          "--image-size", "100", "100"])
+    assert info.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
+        "error: image size 100 x 100 must be positive multiples of 16 (the encoder halves it four times)"]
     test_script.main([*common, "--load", str(run), "--output", str(tmp_path / "out"), "--workers", "999"])
     err = capsys.readouterr().err
     assert (used / "summary.json").read_text() == json.dumps({"runs": ["elsewhere/other"]})  # refused: untouched
