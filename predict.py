@@ -77,7 +77,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from scripts import distributed, evaluate, predict_resume as resume
-from scripts.bundle import load_any, pretrained_bundle
+from scripts.bundle import about_line, load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, describe, make_folder
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import DATASETS, VARIANTS, ConfigError, network_input_size, saved_dataset_name
@@ -90,6 +90,7 @@ from scripts.predict_outputs import (RUN_RECORD, check_no_other_run_in_the_way, 
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, run_main, signal_of, signals_handled_by
 
 FALLBACK_SIZE = DATASETS["DRIVE_AV"].size  # for checkpoints that do not save their input size
+NOTES_SHOWN = 3  # images a note is printed for; the CSV has every image's
 
 
 # ----------------------------------------------------------------------------- the networks
@@ -353,7 +354,7 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     for m in members:
         log(f"{m.weights}: {describe(m.cfg)}, input {m.size[0]} x {m.size[1]}")
         if m.cfg.get("about"):
-            log(f"  about these weights: {m.cfg['about']}")
+            log(f"  about these weights: {about_line(m.cfg['about'], m.weights)}")
     if args.overwrite and earlier:
         if main:
             log(f"--overwrite: deleted the earlier run's {remove_earlier_run(out_dir)} file(s) in {out_dir}")
@@ -406,6 +407,16 @@ class Segmenter:
         self.batch_size, self.workers, self.overlay_alpha = batch_size, workers, overlay_alpha
         self.rows, self.failed = [], []  # CSV rows; the items that failed
         self.writes = deque()  # (item, future) of the files being written
+        self.notes_shown, self.notes_unsaid = {}, 0  # a cohort of one camera shares its notes
+
+    def note(self, item, note):
+        """A note on stderr for the first NOTES_SHOWN images it concerns; the rest are counted
+        (every image's notes are in the CSV)."""
+        shown = self.notes_shown[note] = self.notes_shown.get(note, 0) + 1
+        if shown <= NOTES_SHOWN:
+            tqdm.write(f"note: {item.path}: {note}", file=sys.stderr)
+        else:
+            self.notes_unsaid += 1
 
     def fail(self, item, exc):
         reason = one_line_reason(exc, item.path)
@@ -435,7 +446,7 @@ class Segmenter:
                 self.fail(it, exc)
                 continue
             for note in ready[-1][0].notes:
-                tqdm.write(f"note: {it.path}: {note}", file=sys.stderr)
+                self.note(it, note)
         if not ready:
             return
         try:
@@ -464,6 +475,9 @@ class Segmenter:
                 break
         while self.writes:
             self.collect()
+        if self.notes_unsaid:
+            tqdm.write(f"note: {self.notes_unsaid} more of the notes above, on later images, not repeated here "
+                       f"(each image's notes are in predictions.csv's notes column)", file=sys.stderr)
 
 
 def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from scripts import metrics
-from scripts.bundle import load_any, pretrained_bundle
+from scripts.bundle import about_line, load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, atomic_write_csv, check_folder, make_folder
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import (VARIANTS, ConfigError, dataset_names, dataset_spec, fusion_or_default,
@@ -220,7 +220,7 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
               f"{size[0]} x {size[1]}, {describe_precision(amp_dtype)} on {device}, {len(samples)} images "
               f"predicted in {time.time() - started:.1f}s", flush=True)
         if saved.get("about"):
-            print(f"  about these weights: {saved['about']}", flush=True)
+            print(f"  about these weights: {about_line(saved['about'], folder)}", flush=True)
 
     release_freed_memory()  # what the networks freed: the scoring threads allocate elsewhere
     try:

@@ -49,6 +49,19 @@ TENSOR_OVERHEAD = 1024       # per tensor: zip entry, 64-byte alignment, pickle 
 PRETRAINED_DIR = Path(os.environ.get("AVSEG_PRETRAINED", Path(__file__).resolve().parents[1] / "pretrained"))
 
 
+ABOUT_SHOWN = 200  # characters of a bundle's --about text that test.py and predict.py print each run
+
+
+def about_line(about: str, source) -> str:
+    """A bundle's --about text as test.py and predict.py print it: whole when short, else its
+    beginning and where the whole text is (scripts.bundle info prints it)."""
+    if len(about) <= ABOUT_SHOWN:
+        return about
+    cut = about.rfind(" ", 0, ABOUT_SHOWN)
+    return (f"{about[:cut if cut > 0 else ABOUT_SHOWN].rstrip(' ,;:')} ... (all of it: python -m scripts.bundle "
+            f"info {source})")
+
+
 def pretrained_bundle(dataset="DRIVE_AV", activation="sigmoid") -> Path:
     """Where the project's shipped bundle of a data set and variant lives (it may not exist)."""
     return PRETRAINED_DIR / f"{dataset}_{activation}{INDEX_SUFFIX}"

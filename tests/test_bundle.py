@@ -317,3 +317,9 @@ def test_about_text_travels_with_the_bundle(run, tmp_path, capsys):
         assert load_any(export_bundle(path, tmp_path / f"new-{out.name}", about="new"))[1]["about"] == "new"
     bundle.main(["info", str(tmp_path / "many.index.json")])
     assert "about: seed 42, 1500 epochs; test F1 71.0" in capsys.readouterr().out
+    # test.py and predict.py print a short text whole, a long one's beginning and where the rest is.
+    assert bundle.about_line("seed 42", "b.pth") == "seed 42"
+    long = "REDUCED run: " + "word " * 100
+    shown = bundle.about_line(long, "b.pth")
+    assert shown.startswith("REDUCED run: word") and len(shown) < bundle.ABOUT_SHOWN + 60
+    assert shown.endswith("word ... (all of it: python -m scripts.bundle info b.pth)")

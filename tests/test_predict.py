@@ -487,6 +487,21 @@ def test_amp_where_the_machine_has_no_mixed_precision_that_pays_is_said(setup, t
     assert json.loads((tmp_path / "predict_run.json").read_text())["precision"] == "fp32"
 
 
+def test_a_note_shared_by_a_cohort_is_printed_for_its_first_images_and_then_counted(capsys):
+    """A cohort of one camera (HRF-AV's 3504 x 2336, squeezed to 592 x 592) shares its notes:
+    printed for the first NOTES_SHOWN images, counted after; the CSV keeps every image's."""
+    segmenter = predict.Segmenter(None, None, 1, 1, 0.5)
+    items = [inputs.Item(f"{k}.jpg", str(k)) for k in range(5)]
+    for item in items:
+        segmenter.note(item, "squeezed")
+    segmenter.note(items[4], "greyscale")
+    segmenter.run([], None, None)  # nothing to segment: only the count of the notes not repeated
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"note: {k}.jpg: squeezed" for k in range(predict.NOTES_SHOWN)] + ["note: 4.jpg: greyscale", (
+        "note: 2 more of the notes above, on later images, not repeated here (each image's notes are in "
+        "predictions.csv's notes column)")]
+
+
 def test_tta_is_flip_equivariant(setup):
     """With --tta the prediction of the mirrored photograph is the mirrored prediction."""
     inp = setup["base"] / "tta_in"
