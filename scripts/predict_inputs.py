@@ -433,7 +433,9 @@ def image_notes(item, rgb, fov, fov_source, sizes, masks: MaskFinder) -> tuple:
 def photo_notes(rgb, fov, sizes) -> tuple:
     """What about a photograph makes poor maps likely; it is segmented all the same."""
     notes = []
-    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+    every_4th = (slice(None, None, 4), slice(None, None, 4))  # a sample is enough for a spread
+    uniform = fov[every_4th].any() and rgb[every_4th][fov[every_4th]].std(axis=0).max() < MIN_FOV_STD
+    if not uniform and (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
         notes.append("a greyscale photograph; the networks learned from colour ones "
                      "(artery and vein differ in colour), so expect poorer maps")
     h, w = rgb.shape[:2]
@@ -448,7 +450,6 @@ def photo_notes(rgb, fov, sizes) -> tuple:
                          f"{'stretches' if change > 1 else 'squeezes'} it {max(change, 1 / change):.2f}x "
                          f"horizontally: the networks learned from undistorted photographs, so expect poorer maps")
             break
-    every_4th = (slice(None, None, 4), slice(None, None, 4))  # a sample is enough for a spread
-    if fov[every_4th].any() and rgb[every_4th][fov[every_4th]].std(axis=0).max() < MIN_FOV_STD:
+    if uniform:  # a blank grey one is not also called greyscale
         notes.append("nearly uniform inside its FOV (a blank or failed capture?): nothing to segment")
     return tuple(notes)

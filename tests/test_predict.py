@@ -937,6 +937,8 @@ def test_photographs_that_make_poor_maps_are_noted(real_data):
     blank[fov] = (90, 40, 20)
     notes = inputs.photo_notes(blank, fov, size)
     assert len(notes) == 1 and notes[0].startswith("nearly uniform inside its FOV")
+    blank[fov] = 128  # a blank grey capture: not also called a greyscale photograph
+    assert inputs.photo_notes(blank, fov, size) == notes
 
 
 def test_the_weights_fingerprint_covers_the_networks_prediction_uses():
