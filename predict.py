@@ -66,7 +66,7 @@ import json
 import os
 import signal
 import sys
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -373,8 +373,10 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     # From here to the end a first Ctrl-C / SIGTERM ends the batch and the CSV is still written:
     # a rank never leaves the others waiting in the collectives below.
     stop_request.graceful = True
-    rows, failed = segment(todo, ensemble, masks, args, show_progress=main, stop_request=stop_request)
+    rows, failed, hidden = segment(todo, ensemble, masks, args, show_progress=main, stop_request=stop_request)
     total_failed = write_predictions_csv(out_dir, done_rows + rows + kept, failed, ctx)
+    for line in notes_hidden_lines(sum(ctx.gather(hidden), Counter())):  # every rank's (the first few: each its own)
+        log(line)
     handled = ctx.sum(len(done_rows) + len(rows))  # every rank takes part in both sums
     stopped = ctx.sum(stop_request.signum is not None)  # one rank may have been signalled alone
     stop_request.graceful = False
@@ -407,16 +409,19 @@ class Segmenter:
         self.batch_size, self.workers, self.overlay_alpha = batch_size, workers, overlay_alpha
         self.rows, self.failed = [], []  # CSV rows; the items that failed
         self.writes = deque()  # (item, future) of the files being written
-        self.notes_shown, self.notes_unsaid = {}, 0  # a cohort of one camera shares its notes
+        self.notes_seen = Counter()  # note -> images it concerns (a cohort of one camera shares its notes)
 
     def note(self, item, note):
         """A note on stderr for the first NOTES_SHOWN images it concerns; the rest are counted
         (every image's notes are in the CSV)."""
-        shown = self.notes_shown[note] = self.notes_shown.get(note, 0) + 1
-        if shown <= NOTES_SHOWN:
+        self.notes_seen[note] += 1
+        if self.notes_seen[note] <= NOTES_SHOWN:
             tqdm.write(f"note: {item.path}: {note}", file=sys.stderr)
-        else:
-            self.notes_unsaid += 1
+
+    @property
+    def notes_hidden(self) -> Counter:
+        """note -> images it concerns beyond the first NOTES_SHOWN, which were not told it."""
+        return Counter({note: n - NOTES_SHOWN for note, n in self.notes_seen.items() if n > NOTES_SHOWN})
 
     def fail(self, item, exc):
         reason = one_line_reason(exc, item.path)
@@ -475,13 +480,11 @@ class Segmenter:
                 break
         while self.writes:
             self.collect()
-        if self.notes_unsaid:
-            tqdm.write(f"note: {self.notes_unsaid} more of the notes above, on later images, not repeated here "
-                       f"(each image's notes are in predictions.csv's notes column)", file=sys.stderr)
 
 
 def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
-    """Segment and write every (item, paths): (CSV rows, number failed); see Segmenter."""
+    """Segment and write every (item, paths): (CSV rows, number failed, the notes not repeated
+    on stderr with the images they concern); see Segmenter."""
     segmenter = Segmenter(ensemble, masks, args.batch_size, args.workers, args.overlay_alpha, stop_request)
     # The threads work with torch on one thread each, as test.py's scoring: the full-size resize
     # rounds a few pixels differently on other thread counts, and the networks keep the cores.
@@ -494,7 +497,13 @@ def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
         except BaseException:  # a second Ctrl-C: what is queued is dropped; only what runs is awaited
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    return segmenter.rows, len(segmenter.failed)
+    return segmenter.rows, len(segmenter.failed), segmenter.notes_hidden
+
+
+def notes_hidden_lines(hidden: Counter) -> list:
+    """One line per note told for the first NOTES_SHOWN images only: on how many more it is."""
+    return [f"note: and {n} more image(s): {note} (each image's notes: predictions.csv, column notes)"
+            for note, n in hidden.items()]
 
 
 def main(argv=None):

@@ -2,13 +2,15 @@
 # Test the runs of train.sh that exist (seeds $SEEDS) and report the table, mean ± std over
 # several runs (README: Metrics).
 # Runs are ./$DATASET/${JOB}_seed<N> for N in $SEEDS (default "42 40 38", train.sh's; seeds not
-# trained are named and left out). A single run folder: python test.py --job_name NAME.
+# trained are named and left out; with none trained, the shipped bundle unless JOB or SEEDS is
+# set). A single run folder: python test.py --job_name NAME.
 # EXTRA_ARGS: more test.py options, e.g. EXTRA_ARGS="--amp --output elsewhere" (train.sh's own
 # EXTRA_ARGS, such as --resume, are not test.py options: set it per command, not exported).
 DATASET=${DATASET:-DRIVE_AV}
 ACTIVATION=${ACTIVATION:-sigmoid}
+SEEDS_SET=${SEEDS:-}                  # a JOB or SEEDS named by the user are never replaced by the shipped bundle
 SEEDS=${SEEDS:-"42 40 38"}
-JOB_SET=${JOB:-}                      # a JOB named by the user is never replaced by the shipped bundle
+JOB_SET=${JOB:-}
 JOB=${JOB:-$ACTIVATION}
 DATA_ROOT=${DATA_ROOT:-./data}
 # The checkout (this script's folder, through a link too): its .py files and .venv. Data, runs
@@ -27,12 +29,16 @@ FOUND=""; MISSING=""
 for s in $SEEDS; do
     if [ -e "./$FOLDER/${JOB}_seed$s" ]; then FOUND="$FOUND $s"; else MISSING="$MISSING $s"; fi
 done
-if [ -z "$FOUND" ] && [ -z "${JOB_SET:-}" ]; then
-    # No run of train.sh's default job here: test the shipped bundle (pretrained/) instead, into
-    # its own folder so that no earlier test output is replaced.
-    echo "no runs ./$FOLDER/${JOB}_seed*: testing the shipped bundle (test.py --pretrained)" >&2
-    exec "$PYTHON" "$HERE/test.py" --dataset=$DATASET --pretrained --activation=$ACTIVATION --batch-size=2 \
-        --data-root="$DATA_ROOT" $EXTRA_ARGS
+if [ -z "$FOUND" ]; then
+    if [ -z "$JOB_SET" ] && [ -z "$SEEDS_SET" ]; then
+        # No run of train.sh's default job here: test the shipped bundle (pretrained/) instead, into
+        # its own folder so that no earlier test output is replaced.
+        echo "no runs ./$FOLDER/${JOB}_seed*: testing the shipped bundle (test.py --pretrained)" >&2
+        exec "$PYTHON" "$HERE/test.py" --dataset=$DATASET --pretrained --activation=$ACTIVATION --batch-size=2 \
+            --data-root="$DATA_ROOT" $EXTRA_ARGS
+    fi
+    echo "error: no run ./$FOLDER/${JOB}_seed<N> for seed(s)$MISSING (sh train.sh trains them; JOB and SEEDS name the runs)" >&2
+    exit 2
 fi
 # Test the seeds that were trained; name the ones that were not.
 if [ -n "$MISSING" ] && [ -n "$FOUND" ]; then

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def about_line(about: str, source) -> str:
         return about
     cut = about.rfind(" ", 0, ABOUT_SHOWN)
     return (f"{about[:cut if cut > 0 else ABOUT_SHOWN].rstrip(' ,;:')} ... (all of it: python -m scripts.bundle "
-            f"info {source})")
+            f"info {shlex.quote(str(source))})")
 
 
 def pretrained_bundle(dataset="DRIVE_AV", activation="sigmoid") -> Path:

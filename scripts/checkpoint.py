@@ -20,6 +20,7 @@ import torch
 
 from .bfnet import Networks
 from .config import VARIANTS, ConfigError, RunConfig
+from .distributed import launched_as_rank_zero
 
 FORMAT = "avseg-checkpoint"
 VERSION = 1
@@ -227,7 +228,7 @@ def network_files(run_dir) -> dict:
     epochs = sorted({int(m.group(1)) for p in run_dir.iterdir() if (m := EPOCH_FILE.match(p.name))})
     if not epochs:
         return NETWORK_FILES
-    if len(epochs) > 1:  # the 2021 test.sh chose with --checkstart; say which one this is
+    if len(epochs) > 1 and launched_as_rank_zero():  # the 2021 test.sh chose with --checkstart: say which
         listed = ", ".join(map(str, epochs)) if len(epochs) <= 8 else f"{epochs[0]} to {epochs[-1]}"
         print(f"note: {run_dir} holds the files of {len(epochs)} epochs ({listed}); loading epoch {epochs[-1]}, "
               f"the highest (for another, name one of its files: {run_dir / epoch_files(epochs[0])['G']})",

@@ -6,8 +6,9 @@ decodes a photograph. A whole split then lives in one uint8 tensor (on the GPU w
 there), and augmentation and normalisation run on batches on that device.
 """
 import hashlib
-import os
 import math
+import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,11 +123,19 @@ MIN_LEVELS = 64
 
 
 def _sixteen_bit_colour(img: Image.Image) -> bool:
-    """Colour stored at 16 bits per channel (known from the header: its decoder's raw mode)."""
-    return img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in img.tile)
+    """Colour stored at 16 bits per channel, known from the header: its decoder's raw mode, such
+    as PNG's "RGB;16B" or TIFF's "RGBA;16L" (not a 16-bit BMP's "BGR;16": 5-6-5 bits a pixel)."""
+    if img.mode not in ("RGB", "RGBA"):
+        return False
+    for tile in img.tile:  # (decoder, box, offset, args): a plain tuple before Pillow 11
+        args = tile[3]
+        raw_mode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else ""
+        if isinstance(raw_mode, str) and re.fullmatch(r"RGBA?;16[BLN]?", raw_mode):
+            return True
+    return False
 
 
-def _check_levels(path, rgb: np.ndarray):
+def _check_16_bit_levels(path, rgb: np.ndarray):
     levels = int(rgb.max()) + 1
     if levels < MIN_LEVELS:
         raise DataError(f"{path}: a 16-bit colour image whose values stay below {256 * levels} (of up to 65535; a "
@@ -168,7 +177,7 @@ def read_image(path, upright=False) -> np.ndarray:
     with _open(path, header) as img:
         rgb = to_rgb8(_upright(img) if upright else img)
     if sixteen_bits:
-        _check_levels(path, rgb)
+        _check_16_bit_levels(path, rgb)
     return rgb
 
 

@@ -41,6 +41,14 @@ class Context:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, obj) -> list:
+        """Every rank's ``obj`` (any picklable value), in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        box = [None] * self.world
+        dist.all_gather_object(box, obj)
+        return box
+
     def sum(self, value: int) -> int:
         """The sum of ``value`` over the ranks; also a barrier."""
         if not self.enabled:

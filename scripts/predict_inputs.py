@@ -4,6 +4,7 @@ masks, and reading one with what is worth saying about it (notes in the CSV).
 An input search skips the masks of --masks and the outputs of earlier runs (scripts/predict_outputs.py
 names them), so that pointing predict.py at a folder twice never segments its own pictures.
 """
+import errno
 import glob
 import hashlib
 import os
@@ -60,15 +61,31 @@ def _walk(folder: Path):
         yield Path(root), [n for n in names if not n.startswith(".")]
 
 
+def _search(folder: Path) -> tuple:
+    """(files, dead links) under a folder, as _walk finds them: the links of image names that
+    lead nowhere (or loop) are said, not dropped."""
+    files, dead = [], []
+    for root, names in _walk(folder):
+        for n in names:
+            f = root / n
+            if f.is_file():
+                files.append(f)
+            elif f.is_symlink() and _is_image(f):
+                dead.append(f)
+    return files, dead
+
+
 def _files_under(folder: Path) -> list:
-    """Every file under a folder, as _walk finds them."""
-    return [root / n for root, names in _walk(folder) for n in names if (root / n).is_file()]
+    return _search(folder)[0]
 
 
-def _broken_links(folder: Path) -> list:
-    """Image names under a folder, as _walk finds them, that are links to nothing."""
-    return [root / n for root, names in _walk(folder) for n in names
-            if _is_image(Path(n)) and not (root / n).exists() and (root / n).is_symlink()]
+def _dead_link_reason(f: Path) -> str:
+    try:
+        os.stat(f)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"a link that loops ({f} -> {os.readlink(f)})"
+    return f"a link to {os.readlink(f)}, which does not exist"
 
 
 def _in_an_output_folder(f: Path, base: Path, output: Optional[Path]) -> bool:
@@ -102,11 +119,15 @@ def _of_a_data_set(f: Path, base: Path) -> bool:
             and os.path.abspath(folder) != os.path.abspath(base))
 
 
-def _data_set_note(spec: str, skipped: list) -> str:
-    splits = sorted({str(f.parent.parent) for f in skipped})
-    masks = f"--masks {Path(splits[0]) / 'mask'}" if len(splits) == 1 else "--masks on a split's mask/ folder"
-    return (f"{spec}: the labels and masks of a data set's layout ({splits[0]}{', ...' if len(splits) > 1 else ''}: "
-            f"1st_manual/, mask/) are not segmented, only its images/ ({masks} uses its FOV masks)")
+def _data_set_note(spec: str, skipped: list, masks_given: bool) -> str:
+    splits = sorted({f.parent.parent for f in skipped})
+    folders = ", ".join(f"{name}/" for name in sorted({f.parent.name for f in skipped}))
+    hint = ""
+    if not masks_given and (splits[0] / "mask").is_dir():
+        hint = (f"; --masks {splits[0] / 'mask'} uses its FOV masks" if len(splits) == 1
+                else "; --masks on a split's mask/ folder uses its FOV masks")
+    return (f"{spec}: a data set's layout ({splits[0]}{', ...' if len(splits) > 1 else ''}): its images/ are "
+            f"segmented, not the files of its {folders}{hint}")
 
 
 def _rel_stem(p: Path, base: Optional[Path]) -> str:
@@ -129,8 +150,8 @@ def _masks_beside_photographs(found: list, photographs: list) -> list:
 
 
 def _recursive_glob(spec: str, base: Path) -> list:
-    """The files a recursive glob ('photos/**/*.jpg') matches, found by the folder search of
-    _files_under below the glob's fixed part ``base``: Python's glob follows links back up
+    """The files (and dead links) a recursive glob ('photos/**/*.jpg') matches, found by the folder
+    search of _search below the glob's fixed part ``base``: Python's glob follows links back up
     without end (a cohort with such a link never finishes). '**/' is any number of folders,
     '*' and '?' stay within a name, [...] as in glob; hidden files and folders are skipped."""
     pattern, regex, i = Path(os.path.relpath(spec, base)).as_posix(), "", 0
@@ -149,7 +170,10 @@ def _recursive_glob(spec: str, base: Path) -> list:
         else:
             regex, i = regex + re.escape(pattern[i]), i + 1
     matches = re.compile(regex + r"\Z").match
-    return [f for f in _files_under(base) if matches(f.relative_to(base).as_posix())] if base.is_dir() else []
+    if not base.is_dir():
+        return []
+    files, dead = _search(base)
+    return [f for f in files + dead if matches(f.relative_to(base).as_posix())]
 
 
 def any_case_extension(pattern: str) -> str:
@@ -185,28 +209,29 @@ def find_inputs(specs, output=None, masks=None):
             same_file.append((str(p), seen[key].path))
 
     def add_missing(p: Path, rel: str, why: str):
-        if str(p.resolve()) not in seen:
-            seen[str(p.resolve())] = Item(str(p), rel, missing=why)
-            items.append(seen[str(p.resolve())])
+        key = os.path.realpath(p)  # never raises, as Path.resolve does on a link that loops
+        if key not in seen:
+            seen[key] = Item(str(p), rel, missing=why)
+            items.append(seen[key])
 
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            files = _files_under(p)
+            files, dead = _search(p)
             images = [f for f in files if _is_image(f)]
             found = sorted(f for f in images if not _not_a_photograph(f, p, output, masks))
-            of_a_data_set = [f for f in found if _of_a_data_set(f, p)]
+            of_a_data_set = {f for f in found if _of_a_data_set(f, p)}
             if of_a_data_set:
-                warnings.append(_data_set_note(spec, of_a_data_set))
+                warnings.append(_data_set_note(spec, of_a_data_set, masks is not None))
                 found = [f for f in found if f not in of_a_data_set]
             for f in found:
                 add(f, p, search=True)
-            for f in _broken_links(p):  # said and counted, as a missing file named in a list is
-                add_missing(f, _rel_stem(f, p), f"a link to {os.readlink(f)}, which does not exist")
+            for f in dead:  # said and counted, as a missing file named in a list is
+                add_missing(f, _rel_stem(f, p), _dead_link_reason(f))
             if not found and images:
                 warnings.append(f"{spec}: only the outputs of an earlier predict.py run or masks in this folder, no "
                                 f"photographs")
-            elif not found:
+            elif not found and not dead:
                 warnings.append(f"{spec}: no images ({' '.join(IMAGE_EXTS)}) in this folder")
             else:  # e.g. .webp or .dcm photographs, which would otherwise vanish unsaid
                 other = sorted({f.suffix.lower() or f.name for f in files if not _is_image(f)
@@ -250,14 +275,17 @@ def find_inputs(specs, output=None, masks=None):
                 base = base.parent
             found = sorted(set(_recursive_glob(any_case_extension(spec), base) if "**" in spec
                                else map(Path, glob.glob(any_case_extension(spec)))))
+            dead = [f for f in found if not f.is_file() and f.is_symlink() and _is_image(f)]
             found = [f for f in found if f.is_file() and _is_image(f) and not _not_a_photograph(f, base, output, masks)]
-            of_a_data_set = [f for f in found if _of_a_data_set(f, base)]
+            of_a_data_set = {f for f in found if _of_a_data_set(f, base)}
             if of_a_data_set:
-                warnings.append(_data_set_note(spec, of_a_data_set))
+                warnings.append(_data_set_note(spec, of_a_data_set, masks is not None))
                 found = [f for f in found if f not in of_a_data_set]
             for f in found:
                 add(f, base, search=True)
-            if not found:
+            for f in dead:
+                add_missing(f, _rel_stem(f, base), _dead_link_reason(f))
+            if not found and not dead:
                 warnings.append(f"{spec}: no images match this pattern")
         else:
             add_missing(p, p.with_suffix("").name, "file or folder not found")

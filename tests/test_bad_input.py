@@ -102,6 +102,22 @@ def test_a_16_bit_colour_photograph_is_read_and_one_of_12_bit_data_refused(drive
         assert "16 levels, too few to segment" in str(info.value)
 
 
+def test_16_bit_colour_is_told_by_the_raw_mode_alone():
+    """Pillow's tiles are plain tuples before version 11; a 16-bit BMP (5-6-5 bits a pixel) is not
+    16 bits a channel."""
+    from scripts.data import _sixteen_bit_colour
+
+    class Header:
+        def __init__(self, mode, args):
+            self.mode, self.tile = mode, [("raw", (0, 0, 5, 4), 0, args)]  # a tuple, as Pillow 10 has it
+    assert _sixteen_bit_colour(Header("RGB", "RGB;16B"))                 # PNG
+    assert _sixteen_bit_colour(Header("RGBA", ("RGBA;16L", 0, 1)))       # TIFF
+    assert _sixteen_bit_colour(Header("RGB", ("RGB;16N", False, 8)))     # compressed TIFF
+    assert not _sixteen_bit_colour(Header("RGB", ("BGR;16", 0, -1)))     # BMP 5-6-5
+    assert not _sixteen_bit_colour(Header("RGB", ("RGB", "")))           # JPEG
+    assert not _sixteen_bit_colour(Header("I;16", "I;16B"))              # greyscale: scaled by its maximum
+
+
 def test_not_an_image(drive_copy):
     path = first(drive_copy).mask
     path.write_text("hello")

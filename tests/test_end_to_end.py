@@ -209,17 +209,23 @@ def test_softmax_variant_end_to_end(real_data, tmp_path):
 
 
 def test_test_sh_falls_back_to_the_shipped_bundle(probe_run, real_data, tmp_path):
-    """With no run folders of train.sh's job, test.sh tests the shipped bundle and says so;
-    a JOB named by the user is never replaced by it."""
+    """With no run folders of train.sh's job, test.sh tests the shipped bundle and says so; a JOB
+    or SEEDS named by the user is never replaced by it (one line naming the runs not found)."""
     work, _ = probe_run
     index = tmp_path / "pretrained" / "DRIVE_AV_sigmoid.index.json"
     index.parent.mkdir()
     run(["-m", "scripts.bundle", "export", str(work / "DRIVE_AV" / "probe"), str(index), "--fp16",
          "--shard-mib", "1", "--about", "probe run: 1 epoch at 128 x 128"], cwd=ROOT)
     env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "AVSEG_PRETRAINED": str(index.parent),
-           "DATASET": "DRIVE-AV", "SEEDS": " 999 998", "DATA_ROOT": str(real_data),
+           "DATASET": "DRIVE-AV", "DATA_ROOT": str(real_data),
            "EXTRA_ARGS": f"--cache-dir {work / 'cache'} --output {tmp_path / 'out'}"}
-    proc = subprocess.run(["sh", "test.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    here = tmp_path / "work"  # a folder without runs: ./DRIVE_AV/sigmoid_seed<N> are not there
+    here.mkdir()
+
+    def test_sh(**more):
+        return subprocess.run(["sh", str(ROOT / "test.sh")], cwd=here, env={**env, **more}, capture_output=True,
+                              text=True, timeout=600)
+    proc = test_sh()
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no runs ./DRIVE_AV/sigmoid_seed*: testing the shipped bundle" in proc.stderr
     assert "about these weights: probe run: 1 epoch at 128 x 128" in proc.stdout
@@ -228,13 +234,13 @@ def test_test_sh_falls_back_to_the_shipped_bundle(probe_run, real_data, tmp_path
     for key in ("f1", "sensitivity", "auc_roc"):  # fp16 weights: the same numbers to rounding
         assert abs(ours["average"][key]["mean"] - original["average"][key]["mean"]) < 0.5
 
-    named = subprocess.run(["sh", "test.sh"], cwd=ROOT, env={**env, "JOB": "my_job"}, capture_output=True,
-                           text=True, timeout=600)
-    assert named.returncode == 2 and "shipped bundle" not in named.stderr
-    assert "my_job_seed999" in named.stderr
+    for named, line in (({"JOB": "my_job"}, "./DRIVE_AV/my_job_seed<N> for seed(s) 42 40 38"),
+                        ({"SEEDS": "999 998"}, "./DRIVE_AV/sigmoid_seed<N> for seed(s) 999 998")):
+        proc = test_sh(**named)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+            f"error: no run {line} (sh train.sh trains them; JOB and SEEDS name the runs)"], proc.stderr
 
-    unknown = subprocess.run(["sh", "test.sh"], cwd=ROOT, env={**env, "DATASET": "HRF"}, capture_output=True,
-                             text=True, timeout=600)
+    unknown = test_sh(DATASET="HRF")
     assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [
         "error: unknown data set 'HRF' (did you mean HRF-AV?); known, in any case: DRIVE_AV, DRIVE-AV, LES-AV, "
         "LES_AV, HRF-AV, HRF_AV, SYNTHETIC"]

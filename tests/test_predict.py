@@ -487,19 +487,25 @@ def test_amp_where_the_machine_has_no_mixed_precision_that_pays_is_said(setup, t
     assert json.loads((tmp_path / "predict_run.json").read_text())["precision"] == "fp32"
 
 
-def test_a_note_shared_by_a_cohort_is_printed_for_its_first_images_and_then_counted(capsys):
-    """A cohort of one camera (HRF-AV's 3504 x 2336, squeezed to 592 x 592) shares its notes:
-    printed for the first NOTES_SHOWN images, counted after; the CSV keeps every image's."""
-    segmenter = predict.Segmenter(None, None, 1, 1, 0.5)
-    items = [inputs.Item(f"{k}.jpg", str(k)) for k in range(5)]
-    for item in items:
-        segmenter.note(item, "squeezed")
-    segmenter.note(items[4], "greyscale")
-    segmenter.run([], None, None)  # nothing to segment: only the count of the notes not repeated
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"note: {k}.jpg: squeezed" for k in range(predict.NOTES_SHOWN)] + ["note: 4.jpg: greyscale", (
-        "note: 2 more of the notes above, on later images, not repeated here (each image's notes are in "
-        "predictions.csv's notes column)")]
+def test_a_note_shared_by_a_cohort_is_printed_for_its_first_images_and_then_counted(setup, tmp_path):
+    """A cohort of one camera (here 5 photographs of HRF-AV's 3:2 shape, squeezed to the networks'
+    64 x 64) shares its notes: printed for the first NOTES_SHOWN images, then one line saying on
+    how many more; the CSV keeps every image's notes."""
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    photo = Image.open(setup["input"] / "01_test.tif").resize((876, 584))
+    for k in range(5):
+        photo.save(cohort / f"{k}.png")
+    photo.convert("L").convert("RGB").save(cohort / "grey.png")
+    proc = cli("--weights", setup["run_a"], "--input", cohort, "--output", tmp_path / "out")
+    squeezed = ("its 876 x 584 is resized to the networks' 64 x 64, which squeezes it 1.50x horizontally: the "
+                "networks learned from undistorted photographs, so expect poorer maps")
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {cohort / f'{k}.png'}: {squeezed}" for k in range(predict.NOTES_SHOWN)] + [
+        f"note: {cohort / 'grey.png'}: a greyscale photograph; the networks learned from colour ones (artery and "
+        f"vein differ in colour), so expect poorer maps",
+        f"note: and 3 more image(s): {squeezed} (each image's notes: predictions.csv, column notes)"], proc.stderr
+    assert all(squeezed in r["notes"] for r in read_rows(tmp_path / "out"))
 
 
 def test_tta_is_flip_equivariant(setup):
@@ -709,9 +715,11 @@ def test_a_data_sets_folder_gives_its_photographs_not_its_labels_and_masks(setup
     real = setup["real_data"]
     items, warnings = inputs.find_inputs([str(real / "LES-AV" / "test")])
     assert len(items) == 11 and all(Path(i.path).parent.name == "images" for i in items)
-    assert warnings == [f"{real / 'LES-AV' / 'test'}: the labels and masks of a data set's layout "
-                        f"({real / 'LES-AV' / 'test'}: 1st_manual/, mask/) are not segmented, only its images/ "
-                        f"(--masks {real / 'LES-AV' / 'test' / 'mask'} uses its FOV masks)"]
+    assert warnings == [f"{real / 'LES-AV' / 'test'}: a data set's layout ({real / 'LES-AV' / 'test'}): its images/ "
+                        f"are segmented, not the files of its 1st_manual/; --masks {real / 'LES-AV' / 'test' / 'mask'} "
+                        f"uses its FOV masks"]
+    items, warnings = inputs.find_inputs([str(real / "LES-AV" / "test")], masks=real / "LES-AV" / "test" / "mask")
+    assert len(items) == 11 and warnings[0].endswith("not the files of its 1st_manual/")  # --masks given: no hint
     items, warnings = inputs.find_inputs([str(real / "LES-AV")])
     assert len(items) == 22 and "--masks on a split's mask/ folder" in warnings[0]
     items, warnings = inputs.find_inputs([str(real / "LES-AV" / "test" / "1st_manual")])
@@ -860,12 +868,19 @@ def test_inputs_not_found_are_not_counted_as_images(setup, tmp_path):
     (cohort / "sub").mkdir(parents=True)
     shutil.copy(setup["input"] / "rgba.png", cohort / "a.png")
     (cohort / "sub" / "b.png").symlink_to(tmp_path / "moved.png")
+    (cohort / "sub" / "loop.png").symlink_to(cohort / "sub" / "loop.png")  # a link to itself
     (cohort / "sub" / "up").symlink_to(cohort)  # a link back up: searched once
-    proc = cli("--weights", setup["run_a"], "--input", cohort, "--output", tmp_path / "out2")
-    assert proc.returncode == 1 and "1 image(s) and 1 input(s) not found; one network" in proc.stderr, proc.stderr
-    rows = {r["output"]: r for r in read_rows(tmp_path / "out2")}
-    assert rows["sub/b"]["status"] == "failed" and rows["sub/b"]["reason"] == (
-        f"a link to {tmp_path / 'moved.png'}, which does not exist")
+    for given in (cohort, f"{cohort}/**/*.png"):  # a folder, and a recursive glob searched as one
+        out = tmp_path / f"out{len(str(given))}"
+        proc = cli("--weights", setup["run_a"], "--input", given, "--output", out)
+        assert proc.returncode == 1 and "1 image(s) and 2 input(s) not found; one network" in proc.stderr, proc.stderr
+        rows = {r["output"]: r for r in read_rows(out)}
+        assert rows["sub/b"]["status"] == "failed" and rows["sub/b"]["reason"] == (
+            f"a link to {tmp_path / 'moved.png'}, which does not exist")
+        assert rows["sub/loop"]["reason"] == f"a link that loops ({cohort / 'sub' / 'loop.png'} -> " \
+                                             f"{cohort / 'sub' / 'loop.png'})"
+    items, _ = inputs.find_inputs([str(cohort / "sub" / "*.png")])  # a plain glob too
+    assert sorted(i.rel for i in items if i.missing) == ["b", "loop"]
 
 
 def test_two_process_torchrun_processes_every_image_once(setup):
