@@ -4,6 +4,7 @@
 DATASET=${DATASET:-DRIVE_AV}          # DRIVE_AV, LES-AV or HRF-AV
 ACTIVATION=${ACTIVATION:-sigmoid}     # sigmoid (paper default) or softmax
 SEEDS=${SEEDS:-"42 40 38"}
+EPOCHS_SET=${EPOCHS:-}                # a resumed seed keeps its own planned epochs unless EPOCHS is set
 EPOCHS=${EPOCHS:-1500}
 FUSION=${FUSION:-}                    # 'none': the ablation without binary branches (ablation.sh)
 if [ "$FUSION" = "none" ]; then FUSION_ARG="--fusion=none"; DEFAULT_JOB=${ACTIVATION}_nofusion
@@ -24,7 +25,8 @@ PARALLEL=${PARALLEL:-0}               # 1: train all seeds at once, each logging
                                       # for a GPU (room for several runs at batch 2), not a CPU (shared cores)
 # EXTRA_ARGS go to every seed's train.py: --time-limit is a budget per seed (exit status 3 when it
 # stopped one; the remaining seeds are not started). EXTRA_ARGS=--resume continues: each seed
-# with a last.pth is resumed (a finished one returns at once), a seed never started is started.
+# with a last.pth is resumed to its own planned epochs (EPOCHS set: to those; a finished one
+# returns at once), a seed never started is started.
 EXTRA_ARGS=${EXTRA_ARGS:-}
 RESUME=0
 case " $EXTRA_ARGS " in *" --resume "*)
@@ -33,12 +35,14 @@ esac
 set -e
 FOLDER=$(PYTHONSAFEPATH=1 "$PYTHON" -m scripts.config "$DATASET")  # runs live under the data set's own name
 train_seed() {
-    resume_arg=""
+    resume_arg=""; epochs_arg="--e=$EPOCHS"
     if [ "$RESUME" = 1 ]; then
-        if [ -e "./$FOLDER/${JOB}_seed$1/last.pth" ]; then resume_arg="--resume"
+        if [ -e "./$FOLDER/${JOB}_seed$1/last.pth" ]; then
+            resume_arg="--resume"
+            if [ -z "$EPOCHS_SET" ]; then epochs_arg=""; fi
         elif [ ! -e "./$FOLDER/${JOB}_seed$1" ]; then echo "seed $1: not started yet, starting it" >&2; fi
     fi
-    "$PYTHON" "$HERE/train.py" --e=$EPOCHS --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
+    "$PYTHON" "$HERE/train.py" $epochs_arg --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
         --beta=1.1 --gama=0.08 --dataset=$DATASET --discriminator=unet --uniform=False \
         --job_name=${JOB}_seed$1 --seed_num=$1 --activation=$ACTIVATION \
         --data-root="$DATA_ROOT" $PRECISION_ARG $FUSION_ARG $resume_arg $EXTRA_ARGS
@@ -52,7 +56,7 @@ for seed in $SEEDS; do
     if [ "$PARALLEL" = 1 ]; then
         mkdir -p logs
         log=logs/${DATASET}_${JOB}_seed$seed.log
-        train_seed $seed > $log 2>&1 &
+        train_seed $seed >> $log 2>&1 &     # appended: a resumed seed's log keeps its earlier sessions
         jobs="$jobs $seed:$!"
         echo "seed $seed: training in the background, log $log"
     else

@@ -5,12 +5,14 @@ minutes, at the end and at a stop; and the checks of ``--resume``, which continu
 The best networks (CP_best_F1_*.pth) are checkpoint.py's: the weights a test reads. last.pth
 is only for continuing a run (400 MB at width 32, with Adam's moments).
 """
+import sys
 from pathlib import Path
 
 import torch
 
 from .checkpoint import LAST_STATE, NETWORK_FILES, CheckpointError, atomic_torch_save, read
 from .config import ConfigError, RunConfig
+from .distributed import launched_as_rank_zero
 
 
 def save(run_dir, cfg, epoch, step, best_f1, nets, trainer, rng, precision=None):
@@ -92,6 +94,9 @@ def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
     for key in sorted(given & set(RunConfig.__dataclass_fields__)):
         ours, theirs = getattr(cfg, key), getattr(saved, key)
         if key in RUNTIME_OPTIONS:
+            if key == "epochs" and ours != theirs and launched_as_rank_zero():
+                print(f"note: --epochs {ours}: the run planned {theirs} epochs; it now trains to {ours}",
+                      file=sys.stderr)
             setattr(saved, key, ours)
         elif key == "image_size" and tuple(ours) == tuple(theirs or ()) or key == "dataset":
             continue

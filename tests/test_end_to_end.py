@@ -307,6 +307,34 @@ def test_train_sh_trains_in_fp32_unless_amp_is_asked_for(tmp_path):
         assert args[0] == str(ROOT / "train.py") and expected in args and not_expected not in args
 
 
+def test_train_sh_resumes_a_seed_to_its_own_planned_epochs_unless_epochs_is_set(tmp_path):
+    """EPOCHS=2 sh train.sh, then EXTRA_ARGS=--resume sh train.sh: the resumed seed keeps its 2
+    epochs (train.sh's 1500 are not passed); EPOCHS=5 with --resume trains it to 5. A seed never
+    started gets train.sh's epochs. PARALLEL=1 appends to a seed's log."""
+    (tmp_path / "train.sh").symlink_to(ROOT / "train.sh")
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\nif [ "$1" = -m ]; then echo DRIVE_AV; exit 0; fi\necho "$@" >> "$ARGS_LOG"\n'
+                    'echo "train.py ran"\n')
+    fake.chmod(0o755)
+    (tmp_path / "DRIVE_AV" / "sigmoid_seed42").mkdir(parents=True)
+    (tmp_path / "DRIVE_AV" / "sigmoid_seed42" / "last.pth").write_bytes(b"")  # train.sh looks for it only
+    for epochs, expected in (("", {42: None, 40: "--e=1500"}), ("5", {42: "--e=5", 40: "--e=5"})):
+        log = tmp_path / f"args{epochs}.txt"
+        env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "SEEDS": "42 40", "ARGS_LOG": str(log),
+               "EXTRA_ARGS": "--resume", **({"EPOCHS": epochs} if epochs else {})}
+        proc = subprocess.run(["sh", "train.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        for line, seed in zip(log.read_text().splitlines(), (42, 40)):
+            given = [a for a in line.split() if a.startswith("--e=")]
+            assert given == ([expected[seed]] if expected[seed] else []), (epochs, seed, line)
+            assert ("--resume" in line.split()) == (seed == 42)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "SEEDS": "42", "ARGS_LOG": str(tmp_path / "p.txt"),
+           "PARALLEL": "1"}
+    for _ in range(2):
+        assert subprocess.run(["sh", "train.sh"], cwd=tmp_path, env=env, capture_output=True).returncode == 0
+    assert (tmp_path / "logs" / "DRIVE_AV_sigmoid_seed42.log").read_text() == "train.py ran\n" * 2
+
+
 def test_ablation_sh_compares_the_seeds_trained_both_ways(probe_run, real_data, tmp_path):
     work, _ = probe_run
     for name in ("ablation.sh", "test.py", "scripts"):

@@ -86,6 +86,7 @@ def test_resume_keeps_the_saved_settings_and_refuses_changes(real_data, tmp_path
         changed.stderr.strip().splitlines()[-1]
     again = subprocess.run(base + ["--epochs", "2", "--resume"], capture_output=True, text=True, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
+    assert "note: --epochs 2: the run planned 1 epochs; it now trains to 2" in again.stderr  # a changed length is said
     state = torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)
     assert state["epoch"] == 1 and state["config"]["base_width"] == 4 and state["config"]["validation"] == 10.0
 
