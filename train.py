@@ -18,6 +18,7 @@ that is no longer finite (one line: try other options),
 """
 import argparse
 import math
+import os
 import random
 import signal
 import sys
@@ -35,8 +36,8 @@ from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import (VARIANTS, ConfigError, RunConfig, check_image_size, dataset_names, dataset_spec,
                             str2bool, tensorboard_dir)
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
-from scripts.device import (amp_dtype_for, busy_cpu_note, describe_precision, keep_freed_memory, no_amp_reason,
-                            pick_device, set_tf32, training_memory_format)
+from scripts.device import (amp_dtype_for, busy_cpu_note, cpu_memory_note, describe_precision, keep_freed_memory,
+                            no_amp_reason, pick_device, set_tf32, training_memory_format)
 from scripts.evaluate import usable_cores, validate
 from scripts.pack import check_pack_size, pack_subset
 from scripts.segments import split_segments
@@ -204,6 +205,10 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     busy = busy_cpu_note(torch.get_num_threads(), usable_cores()) if device.type == "cpu" and ctx.is_main else None
     if busy:
         log(f"note: {busy}", flush=True)
+    short = cpu_memory_note(size, cfg.base_width, cfg.batch_size, amp_dtype is not None,
+                            int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) if device.type == "cpu" else None
+    if short:
+        log(f"note: {short}", flush=True)
     why_fp32 = no_amp_reason(device) if ctx.is_main and cfg.amp and amp_dtype is None else ""  # rank 0 timed bf16
     if why_fp32:  # --amp is the default: say why it is fp32 here
         log(f"note: mixed precision (--amp, the default): {why_fp32}, so this run trains in fp32", flush=True)

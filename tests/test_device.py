@@ -242,3 +242,24 @@ def test_a_busy_cpu_is_noted_unless_the_thread_count_is_chosen(monkeypatch):
     monkeypatch.setattr(dev.os, "getloadavg", lambda: (2.1, 1.0, 0.5))
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert dev.busy_cpu_note(threads=2, cores=2) is None  # the user chose
+
+
+def test_the_cpu_memory_rule_fits_the_measured_runs_and_says_when_a_run_will_not_fit(monkeypatch, tmp_path):
+    """Peak RSS of CPU training steps measured by the benchmarks (MiB, batch 2), against the rule;
+    a run that needs more than the free memory is said at its start (the kernel kills it unsaid)."""
+    measured = {((592, 592), 32, False): 11701, ((800, 720), 32, False): 18631, ((880, 592), 32, False): 17191,
+                ((592, 592), 8, False): 3451, ((592, 592), 32, True): 6575}
+    for (size, width, bf16), mib in measured.items():
+        assert abs(dev.cpu_training_memory_mib(size, width, 2, bf16) / mib - 1) < 0.1, (size, width, bf16)
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   23000000 kB\n")
+    assert round(dev.available_memory_mib(meminfo)) == 22461
+    monkeypatch.setattr(dev, "available_memory_mib", lambda: 22461.0)
+    assert dev.cpu_memory_note((592, 592), 32, 2, False) is None
+    assert dev.cpu_memory_note((592, 592), 32, 6, False) == (
+        "a training step at 592 x 592, width 32, batch 6 in fp32 needs about 32 GB of memory on a CPU, and 22 GB "
+        "are free: the system will likely kill it; a smaller --batch-size, --base-width (8) or --image-size needs "
+        "less (linear in each)")
+    assert dev.cpu_memory_note((592, 592), 32, 2, False, processes=2).startswith("2 processes at 592 x 592")
+    monkeypatch.setattr(dev, "available_memory_mib", lambda: None)  # not Linux: no note
+    assert dev.cpu_memory_note((592, 592), 32, 6, False) is None
