@@ -188,7 +188,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     check_folder(cfg.cache_dir, "--cache-dir")
     if not resume:
         last_state.check_nothing_to_overwrite(run_dir)
-    initial = read_initial_weights(load, cfg, adopt) if load else None  # before the data: a wrong file fails at once
+    initial = read_initial_weights(load, cfg, adopt, size, ctx.is_main) if load else None  # a wrong file fails now
 
     train_set, val_set, subset = load_training_data(cfg, device)
     # Rank 0's choice on every rank: a CPU's bf16 is timed (cpu_bf16_speedup), once, not by every rank at once.
@@ -214,6 +214,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         log(f"note: mixed precision (--amp, the default): {why_fp32}, so this run trains in fp32", flush=True)
     if subset:
         log(f"note: this pack holds only {subset}, not the whole data set", flush=True)
+    if cfg.compile and device.type == "cpu":
+        log("note: --compile on a CPU builds C++ kernels for minutes before the first step (the compiler may "
+            "print warnings): it pays only over a long run", flush=True)
 
     nets, trainer = build_networks(cfg, ctx, device, memory_format, amp_dtype)
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -328,15 +331,20 @@ def load_training_data(cfg: RunConfig, device):
     return data.subset(train_idx).to(device), data.subset(val_idx), subset
 
 
-def read_initial_weights(load, cfg: RunConfig, adopt):
+def read_initial_weights(load, cfg: RunConfig, adopt, size, say_notes=True):
     """--load: the networks to start G, G_A, G_V from. The fields named in ``adopt`` (of
-    activation, base_width, fusion) are taken from them into ``cfg``; the others must match."""
+    activation, base_width, fusion) are taken from them into ``cfg``; the others must match.
+    The input size is this run's (``size``): a note says where the weights learned at another."""
     initial, saved = load_any(load)
     for key in adopt:
         if saved.get(key) is not None:
             setattr(cfg, key, saved[key])
     check_expected(load, saved, {"activation": cfg.activation, "base_width": cfg.base_width,
                                  "fusion": cfg.fusion_mode})
+    trained_at = saved.get("image_size")
+    if say_notes and trained_at and tuple(trained_at) != tuple(size):
+        print(f"note: --load {load} was trained at {trained_at[0]} x {trained_at[1]}; this run trains at "
+              f"{size[0]} x {size[1]} (the data set's, or --image-size / --uniform)", file=sys.stderr)
     return initial
 
 

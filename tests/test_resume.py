@@ -164,7 +164,12 @@ def test_load_initialises_the_generators_from_a_bundle(real_data, tmp_path, caps
     cfg = config(real_data, tmp_path, 1)
     cfg.job_name = "from_bundle"
     train.train(cfg, tmp_path / "runs", tmp_path, load=str(bundle))
-    assert f"initialised generators from {bundle}" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert f"initialised generators from {bundle}" in said.out and "was trained at" not in said.err
+    cfg.job_name, cfg.image_size = "larger", (96, 96)  # weights of 64 x 64 go on at 96 x 96: said
+    train.train(cfg, tmp_path / "runs", tmp_path, load=str(bundle))
+    assert (f"note: --load {bundle} was trained at 64 x 64; this run trains at 96 x 96 (the data set's, or "
+            f"--image-size / --uniform)") in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="activation=softmax"):
         cfg.activation, cfg.job_name = "softmax", "softmax_from_bundle"
         train.train(cfg, tmp_path / "runs", tmp_path, load=str(bundle))
