@@ -22,7 +22,7 @@ from pathlib import Path
 
 from scripts import metrics
 from scripts.bundle import about_line, load_any, pretrained_bundle
-from scripts.checkpoint import atomic_write, atomic_write_csv, check_folder, make_folder
+from scripts.checkpoint import LAST_STATE, CheckpointError, atomic_write, atomic_write_csv, check_folder, make_folder
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import (VARIANTS, ConfigError, dataset_names, dataset_spec, fusion_or_default,
                             network_input_size, saved_dataset_name, seed_run_name, str2bool)
@@ -32,7 +32,9 @@ from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, ke
 from scripts.evaluate import default_workers, evaluate_images, predict_probs, usable_cores
 from scripts.evaluation_outputs import (PICTURE_FOLDERS, RUNS_BEING_TESTED, check_nothing_lost, clear_earlier_test,
                                        earlier_test, run_names)
+from scripts.last_state import read_state
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
+
 
 def fusion_of(saved: dict) -> str:
     """The fusion of a saved configuration; its variant's default where it names none."""
@@ -41,7 +43,8 @@ def fusion_of(saved: dict) -> str:
 
 def check_one_configuration(runs):
     """A mean ± std over runs means seeds of one configuration: runs of different variants,
-    widths or fusions are refused (test them apart with --output and set them side by side
+    widths or fusions, or trained on different data sets or at different input sizes (where
+    their files say), are refused (test them apart with --output and set them side by side
     with scripts.compare)."""
     def key(saved):
         return saved["activation"], saved["base_width"], fusion_of(saved)
@@ -49,6 +52,12 @@ def check_one_configuration(runs):
         raise ConfigError("the runs of one test must share variant, width and fusion, to be averaged: " + "; ".join(
             f"{folder} is {saved['activation']}, width {saved['base_width']}, fusion {fusion_of(saved)}"
             for folder, _, saved in runs) + " (test them one by one with --output, then python -m scripts.compare)")
+    for what, of in (("data set", lambda saved: saved_dataset_name(saved.get("dataset"))),
+                     ("input size", lambda saved: tuple(saved["image_size"]) if saved.get("image_size") else None)):
+        if len({of(saved) for _, _, saved in runs} - {None}) > 1:
+            raise ConfigError(f"the runs of one test must be trained on one {what}, to be averaged: " + "; ".join(
+                f"{folder}: {of(saved) or 'not saved'}" for folder, _, saved in runs)
+                + " (test them one by one with --output, then python -m scripts.compare)")
 
 
 def build_parser():
@@ -132,9 +141,25 @@ def run_details(folder, saved, size, spec) -> dict:
     if trained_size and tuple(trained_size) != tuple(size):
         print(f"note: {folder} was trained at {trained_size[0]} x {trained_size[1]}; testing it at "
               f"{size[0]} x {size[1]} (--image-size / --uniform)", file=sys.stderr)
+    done, planned = epochs_done(folder), saved.get("epochs")
+    if done is not None and planned and done < planned:
+        print(f"note: {folder} stopped after {done} of its {planned} planned epochs (its last.pth): these numbers "
+              f"are of an unfinished run", file=sys.stderr)
     return {"run": str(folder), "trained_on": trained_on, "trained_size": list(trained_size) if trained_size else None,
             "input_size": list(size), "activation": saved["activation"], "base_width": saved["base_width"],
-            "fusion": fusion_of(saved), "best_epoch": saved.get("best_epoch"), "best_val_f1": saved.get("best_val_f1")}
+            "fusion": fusion_of(saved), "best_epoch": saved.get("best_epoch"), "best_val_f1": saved.get("best_val_f1"),
+            "epochs_done": done, "epochs_planned": planned}
+
+
+def epochs_done(folder):
+    """The epochs a run folder's last.pth says were trained; None for weights without one."""
+    last = Path(folder) / LAST_STATE
+    if not last.is_file():
+        return None
+    try:
+        return read_state(last, mmap=True)["epoch"] + 1
+    except CheckpointError:  # a damaged last.pth does not stop a test of the networks
+        return None
 
 
 def format_table(summary):

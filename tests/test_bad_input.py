@@ -346,6 +346,21 @@ def test_test_py_refuses_to_average_runs_of_different_variants(tmp_path, capsys)
     assert len(err) == 1 and err[0].startswith("error: the runs of one test must share variant, width and fusion")
     assert f"{folders[1]} is softmax, width 4, fusion mean" in err[0]
     assert not (tmp_path / "out").exists()
+    # Nor runs trained on different data sets or at different input sizes (where their files say).
+    for what, configs, said in (
+            ("data set", [{"dataset": "DRIVE_AV"}, {"dataset": "LES-AV"}], "DRIVE_AV; "),
+            ("input size", [{"image_size": (64, 64)}, {"image_size": (96, 96)}], "(64, 64); ")):
+        folders = []
+        for k, config in enumerate(configs):
+            folder = tmp_path / f"{what}{k}"
+            save_best(folder, Networks("sigmoid", 4), RunConfig(base_width=4, **{"image_size": (64, 64), **config}),
+                      1, 0.5)
+            folders.append(str(folder))
+        with pytest.raises(SystemExit):
+            test_script.main(["--load", *folders, "--output", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: the runs of one test must be trained on one {what}, "
+                                                   f"to be averaged: {folders[0]}: {said}"), err
 
 
 def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tmp_path, capsys, monkeypatch):

@@ -100,7 +100,8 @@ def test_summary_agrees_with_metrics_recomputed_from_the_pngs(probe_run, real_da
     assert summary["run_details"] == [{"run": str(work / "DRIVE_AV" / "probe"), "trained_on": "DRIVE_AV",
                                        "trained_size": [128, 128], "input_size": [128, 128],
                                        "activation": "sigmoid", "base_width": 8, "fusion": "concat",
-                                       "best_epoch": best["epoch"], "best_val_f1": round(100 * best["val_f1"], 4)}]
+                                       "best_epoch": best["epoch"], "best_val_f1": round(100 * best["val_f1"], 4),
+                                       "epochs_done": 1, "epochs_planned": 1}]
     for group in ("average", "artery", "vein", "uncertain"):
         assert set(summary[group]) >= {"sensitivity", "specificity", "precision", "f1", "iou", "accuracy",
                                        "auc_roc", "auc_pr", "mse"}

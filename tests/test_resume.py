@@ -98,6 +98,13 @@ def test_time_limit_stops_between_epochs_and_resume_finishes(real_data, tmp_path
     assert torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 0
     with pytest.raises(train.ConfigError, match=r"already holds a run \(1/3 epochs done\): --resume continues it"):
         train.train(cfg, tmp_path / "runs", tmp_path)  # never overwritten without --resume
+    import test as test_script  # a test of the unfinished run says so, and summary.json records it
+    from scripts.bundle import load_any
+    run = tmp_path / "DRIVE_AV" / "r"
+    details = test_script.run_details(run, load_any(run)[1], (64, 64), cfg.spec)
+    assert details["epochs_done"] == 1 and details["epochs_planned"] == 3
+    assert (f"note: {run} stopped after 1 of its 3 planned epochs (its last.pth): these numbers are of an "
+            f"unfinished run") in capsys.readouterr().err
     resumed = last_state.resume_config(config(real_data, tmp_path, 3), set(), tmp_path)
     assert resumed.time_limit is None  # the limit is this invocation's, not saved with the run
     best_f1, complete = train.train(resumed, tmp_path / "runs", tmp_path, resume=True)
