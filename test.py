@@ -13,6 +13,7 @@ Examples:
     python test.py --dataset DRIVE_AV --pretrained     # the shipped bundle in pretrained/
 """
 import argparse
+import glob
 import json
 import os
 import re
@@ -128,6 +129,11 @@ def run_folders(args, spec):
     if args.job_name == "default" and not (base / "default").exists():
         raise ConfigError(f"which weights? name a run with --job_name (a folder {base}/<job_name>), or give "
                           f"--load PATH, or --pretrained for the shipped bundle")
+    seeded = sorted(base.glob(f"{glob.escape(args.job_name)}_seed*")) if not (base / args.job_name).exists() else []
+    if seeded:  # --job_name sigmoid for train.sh's sigmoid_seed42, ...
+        seeds = [f.name[len(args.job_name) + len("_seed"):] for f in seeded]
+        raise ConfigError(f"no run folder {base / args.job_name}, but {', '.join(f.name for f in seeded[:3])}"
+                          f"{', ...' if len(seeded) > 3 else ''}: --seeds {' '.join(seeds[:3])} tests those")
     return [base / args.job_name]
 
 

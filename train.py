@@ -138,6 +138,9 @@ def config_from_args(args) -> RunConfig:
                           f"the later version's)")
     if not cfg.learning_rate > 0:
         raise ConfigError(f"--learning-rate {cfg.learning_rate:g}: must be above 0")
+    for option, value in (("--alpha", cfg.alpha), ("--beta", cfg.beta), ("--gama", cfg.gamma)):
+        if not 0 <= value < math.inf:
+            raise ConfigError(f"{option} {value:g}: a loss weight must be 0 or more (0 leaves its term out)")
     if cfg.job_name in ("", ".", "..") or Path(cfg.job_name).name != cfg.job_name:
         raise ConfigError(f"--job_name {cfg.job_name!r}: must be a plain folder name (no '/'), the run "
                           f"goes to <output-root>/<Dataset>/<job_name>")

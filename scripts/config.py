@@ -199,8 +199,12 @@ if __name__ == "__main__":
         print("usage: python -m scripts.config NAME\n\nPrints the folder name of data set NAME (any case, or an "
               "alias: DRIVE-AV -> DRIVE_AV), or one error line and exit status 2. Used by the shell scripts.")
         sys.exit(0)
+    if len(sys.argv) != 2:
+        print("error: give one data set name: python -m scripts.config NAME (" + dataset_names() + ")",
+              file=sys.stderr)
+        sys.exit(2)
     try:
-        print(dataset_spec(sys.argv[1] if len(sys.argv) > 1 else "").name)
+        print(dataset_spec(sys.argv[1]).name)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -200,6 +200,8 @@ def test_every_file_is_checked_before_training_starts(drive_copy, tmp_path):
     (["--base-width", "3"], "--base-width 3: must be an even number of at least 2"),
     (["--rotation-step", "0"], "--rotation-step 0: must be 1..360 degrees"),
     (["--learning-rate", "-1"], "--learning-rate -1: must be above 0"),
+    (["--alpha", "-1"], "--alpha -1: a loss weight must be 0 or more (0 leaves its term out)"),
+    (["--gama", "nan"], "--gama nan: a loss weight must be 0 or more (0 leaves its term out)"),
     (["--job_name", "../escape"], "--job_name '../escape': must be a plain folder name"),
     (["--device", "gpu"], "--device gpu: not a device; use cpu, cuda or cuda:N"),
     (["--resume"], "--resume: no saved run to continue, DRIVE_AV/default/last.pth not found"),
@@ -376,6 +378,7 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
     save_best(run, Networks("sigmoid", 4), RunConfig(base_width=4, image_size=(64, 64)), 1, 0.5)
     a_file = tmp_path / "taken"
     a_file.write_text("x")
+    (tmp_path / "DRIVE_AV" / "sm_seed7").mkdir(parents=True)  # train.sh's name for a seed of job sm
     used = tmp_path / "used"  # holds the test of another run, which this test would drop
     used.mkdir()
     (used / "summary.json").write_text(json.dumps({"runs": ["elsewhere/other"]}))
@@ -387,6 +390,7 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
             (["--job_name", "sigmoid_seed42", "--seeds", "42"],
              "error: no run folder DRIVE_AV/sigmoid_seed42_seed42: --seeds N reads <job_name>_seedN, so --job_name "
              "names the runs without their seed (did you mean --job_name sigmoid?)"),
+            (["--job_name", "sm"], "error: no run folder DRIVE_AV/sm, but sm_seed7: --seeds 7 tests those"),
             (["--load", str(run), "--workers", "0"], "error: --workers 0: must be at least 1"),
             (["--load", str(run), "--output", str(a_file)],
              f"error: --output {a_file}: a file of that name exists; give a folder"),
