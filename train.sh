@@ -70,6 +70,7 @@ for job in $jobs; do
     seed=${job%%:*}; status=0
     wait ${job#*:} || status=$?
     report $seed $status logs/${DATASET}_${JOB}_seed$seed.log
+    if [ $status = 0 ]; then echo "seed $seed: done, log logs/${DATASET}_${JOB}_seed$seed.log"; fi
     if [ $status != 0 ] && { [ $worst = 0 ] || [ $worst = 3 ]; }; then worst=$status; fi  # failures first
 done
 exit $worst
