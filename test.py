@@ -13,7 +13,6 @@ Examples:
     python test.py --dataset DRIVE_AV --pretrained     # the shipped bundle in pretrained/
 """
 import argparse
-import glob
 import json
 import os
 import re
@@ -54,7 +53,8 @@ def check_one_configuration(runs):
             f"{folder} is {saved['activation']}, width {saved['base_width']}, fusion {fusion_of(saved)}"
             for folder, _, saved in runs) + " (test them one by one with --output, then python -m scripts.compare)")
     for what, of in (("data set", lambda saved: saved_dataset_name(saved.get("dataset"))),
-                     ("input size", lambda saved: tuple(saved["image_size"]) if saved.get("image_size") else None)):
+                     ("input size", lambda saved: "{} x {}".format(*saved["image_size"]) if saved.get("image_size")
+                      else None)):
         if len({of(saved) for _, _, saved in runs} - {None}) > 1:
             raise ConfigError(f"the runs of one test must be trained on one {what}, to be averaged: " + "; ".join(
                 f"{folder}: {of(saved) or 'not saved'}" for folder, _, saved in runs)
@@ -129,11 +129,13 @@ def run_folders(args, spec):
     if args.job_name == "default" and not (base / "default").exists():
         raise ConfigError(f"which weights? name a run with --job_name (a folder {base}/<job_name>), or give "
                           f"--load PATH, or --pretrained for the shipped bundle")
-    seeded = sorted(base.glob(f"{glob.escape(args.job_name)}_seed*")) if not (base / args.job_name).exists() else []
-    if seeded:  # --job_name sigmoid for train.sh's sigmoid_seed42, ...
-        seeds = [f.name[len(args.job_name) + len("_seed"):] for f in seeded]
-        raise ConfigError(f"no run folder {base / args.job_name}, but {', '.join(f.name for f in seeded[:3])}"
-                          f"{', ...' if len(seeded) > 3 else ''}: --seeds {' '.join(seeds[:3])} tests those")
+    if not (base / args.job_name).exists():  # --job_name sigmoid for train.sh's sigmoid_seed42, ...
+        seed_of = re.compile(re.escape(args.job_name) + r"_seed(\d+)").fullmatch
+        seeds = sorted(int(m.group(1)) for f in (base.iterdir() if base.is_dir() else ())
+                       if f.is_dir() and (m := seed_of(f.name)))
+        if seeds:
+            raise ConfigError(f"no run folder {base / args.job_name}, but runs of its seeds: --seeds "
+                              f"{' '.join(map(str, seeds))} tests them")
     return [base / args.job_name]
 
 
@@ -147,7 +149,8 @@ def run_details(folder, saved, size, spec) -> dict:
     if trained_size and tuple(trained_size) != tuple(size):
         print(f"note: {folder} was trained at {trained_size[0]} x {trained_size[1]}; testing it at "
               f"{size[0]} x {size[1]} (--image-size / --uniform)", file=sys.stderr)
-    done, planned = epochs_done(folder), saved.get("epochs")
+    done, planned = epochs_done(folder)
+    planned = planned or saved.get("epochs")
     if done is not None and planned and done < planned:
         print(f"note: {folder} stopped after {done} of its {planned} planned epochs (its last.pth): these numbers "
               f"are of an unfinished run", file=sys.stderr)
@@ -158,14 +161,17 @@ def run_details(folder, saved, size, spec) -> dict:
 
 
 def epochs_done(folder):
-    """The epochs a run folder's last.pth says were trained; None for weights without one."""
+    """(epochs trained, epochs planned) by a run folder's last.pth (whose plan a resume with
+    --epochs may have changed since the best networks were saved); (None, None) without one."""
     last = Path(folder) / LAST_STATE
     if not last.is_file():
-        return None
+        return None, None
     try:
-        return read_state(last, mmap=True)["epoch"] + 1
-    except CheckpointError:  # a damaged last.pth does not stop a test of the networks
-        return None
+        state = read_state(last, mmap=True)
+    except CheckpointError as exc:  # a damaged last.pth does not stop a test of the networks
+        print(f"note: {exc}: how many epochs the run trained is unknown", file=sys.stderr)
+        return None, None
+    return state["epoch"] + 1, state["config"]["epochs"]
 
 
 def format_table(summary):

@@ -138,15 +138,16 @@ def config_from_args(args) -> RunConfig:
                           f"the later version's)")
     if not cfg.learning_rate > 0:
         raise ConfigError(f"--learning-rate {cfg.learning_rate:g}: must be above 0")
-    for option, value in (("--alpha", cfg.alpha), ("--beta", cfg.beta), ("--gama", cfg.gamma)):
+    for option, value in (("--alpha", cfg.alpha), ("--beta", cfg.beta), ("--gama (--gamma)", cfg.gamma)):
         if not 0 <= value < math.inf:
-            raise ConfigError(f"{option} {value:g}: a loss weight must be 0 or more (0 leaves its term out)")
+            raise ConfigError(f"{option} {value:g}: a loss weight must be a finite number, 0 or more (0 leaves "
+                              f"its term out)")
     if cfg.job_name in ("", ".", "..") or Path(cfg.job_name).name != cfg.job_name:
         raise ConfigError(f"--job_name {cfg.job_name!r}: must be a plain folder name (no '/'), the run "
                           f"goes to <output-root>/<Dataset>/<job_name>")
     if cfg.image_size:
         check_image_size(cfg.image_size)
-    if cfg.uniform and cfg.image_size:
+    if cfg.uniform and cfg.image_size and distributed.launched_as_rank_zero():
         print(f"note: --image-size {cfg.image_size[0]} {cfg.image_size[1]} overrides --uniform True", file=sys.stderr)
     return cfg
 
@@ -208,8 +209,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     busy = busy_cpu_note(torch.get_num_threads(), usable_cores()) if device.type == "cpu" and ctx.is_main else None
     if busy:
         log(f"note: {busy}", flush=True)
-    short = cpu_memory_note(size, cfg.base_width, cfg.batch_size, amp_dtype is not None,
-                            int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) if device.type == "cpu" else None
+    per_process = math.ceil(min(cfg.batch_size, len(train_set)) / ctx.world)  # each rank's share of a batch
+    short = cpu_memory_note(size, cfg.base_width, per_process, amp_dtype is not None,
+                            int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) if device.type == "cpu" and ctx.is_main else None
     if short:
         log(f"note: {short}", flush=True)
     why_fp32 = no_amp_reason(device) if ctx.is_main and cfg.amp and amp_dtype is None else ""  # rank 0 timed bf16

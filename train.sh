@@ -56,6 +56,7 @@ for seed in $SEEDS; do
     if [ "$PARALLEL" = 1 ]; then
         mkdir -p logs
         log=logs/${DATASET}_${JOB}_seed$seed.log
+        echo "== $(date '+%Y-%m-%d %H:%M:%S') train.sh, seed $seed ==" >> $log
         train_seed $seed >> $log 2>&1 &     # appended: a resumed seed's log keeps its earlier sessions
         jobs="$jobs $seed:$!"
         echo "seed $seed: training in the background, log $log"

@@ -200,8 +200,7 @@ if __name__ == "__main__":
               "alias: DRIVE-AV -> DRIVE_AV), or one error line and exit status 2. Used by the shell scripts.")
         sys.exit(0)
     if len(sys.argv) != 2:
-        print("error: give one data set name: python -m scripts.config NAME (" + dataset_names() + ")",
-              file=sys.stderr)
+        print("error: give one data set name: python -m scripts.config NAME; " + dataset_names(), file=sys.stderr)
         sys.exit(2)
     try:
         print(dataset_spec(sys.argv[1]).name)

@@ -228,12 +228,13 @@ def busy_cpu_note(threads: int, cores: int) -> Optional[str]:
 
 
 # Peak memory (RSS) of a training step on a CPU, from measured runs (benchmarks/results/*.json):
-# fp32, batch 2, width 32: 11.7 GB at 592 x 592, 18.6 at LES-AV's 800 x 720, 17.2 at HRF-AV's
-# 880 x 592; 3.5 GB at width 8; bf16 6.6 GB. About 1 GB of the process, then linear in the
-# pixels, the width and the batch (within 10 % of those runs); bf16 about half.
+# fp32, batch 2, width 32: 11,701 MiB at 592 x 592, 18,631 at LES-AV's 800 x 720, 17,191 at
+# HRF-AV's 880 x 592; 3,451 at width 8; bf16 6,575-7,347 (592 x 592), 10,249-11,170 (LES-AV). About
+# 1,000 MiB of the process, then linear in the pixels, the width and the batch (within 10 % of
+# those runs); bf16 a little over half.
 CPU_STEP_BASE_MIB = 1000
 CPU_STEP_MIB_PER_IMAGE = 5350   # fp32, width 32, 592 x 592
-CPU_BF16_MEMORY = 0.52
+CPU_BF16_MEMORY = 0.58
 
 
 def cpu_training_memory_mib(size, base_width: int, batch_size: int, bf16: bool) -> float:
@@ -255,14 +256,14 @@ def available_memory_mib(meminfo: Path = Path("/proc/meminfo")) -> Optional[floa
 
 def cpu_memory_note(size, base_width: int, batch_size: int, bf16: bool, processes: int = 1) -> Optional[str]:
     """A note when a CPU training run will likely need more memory than this machine has free
-    (the kernel then kills it, without a word from Python)."""
+    (the kernel then kills it, without a word from Python). ``batch_size``: each process's share."""
     need, free = processes * cpu_training_memory_mib(size, base_width, batch_size, bf16), available_memory_mib()
     if free is None or need <= free:
         return None
     who = f"{processes} processes" if processes > 1 else "a training step"
     return (f"{who} at {size[0]} x {size[1]}, width {base_width}, batch {batch_size} in {'bf16' if bf16 else 'fp32'} "
-            f"needs about {need / 1024:.0f} GB of memory on a CPU, and {free / 1024:.0f} GB are free: the system will "
-            f"likely kill it; a smaller --batch-size, --base-width (8) or --image-size needs less (linear in each)")
+            f"needs about {need / 1024:.0f} GiB of memory on a CPU, and {free / 1024:.0f} GiB are free: the system "
+            f"will likely kill it; a smaller --batch-size, --base-width (8) or --image-size needs less (linear in each)")
 
 
 def no_amp_reason(device: torch.device) -> str:

@@ -95,7 +95,7 @@ def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
         ours, theirs = getattr(cfg, key), getattr(saved, key)
         if key in RUNTIME_OPTIONS:
             if key == "epochs" and ours != theirs and launched_as_rank_zero():
-                print(f"note: --epochs {ours}: the run planned {theirs} epochs; it now trains to {ours}",
+                print(f"note: --epochs {ours}: the run was planned for {theirs}; it now trains to epoch {ours}",
                       file=sys.stderr)
             setattr(saved, key, ours)
         elif key == "image_size" and tuple(ours) == tuple(theirs or ()) or key == "dataset":

@@ -200,8 +200,10 @@ def test_every_file_is_checked_before_training_starts(drive_copy, tmp_path):
     (["--base-width", "3"], "--base-width 3: must be an even number of at least 2"),
     (["--rotation-step", "0"], "--rotation-step 0: must be 1..360 degrees"),
     (["--learning-rate", "-1"], "--learning-rate -1: must be above 0"),
-    (["--alpha", "-1"], "--alpha -1: a loss weight must be 0 or more (0 leaves its term out)"),
-    (["--gama", "nan"], "--gama nan: a loss weight must be 0 or more (0 leaves its term out)"),
+    (["--alpha", "-1"], "--alpha -1: a loss weight must be a finite number, 0 or more (0 leaves its term out)"),
+    (["--gama", "nan"], "--gama (--gamma) nan: a loss weight must be a finite number, 0 or more (0 leaves its "
+                        "term out)"),
+    (["--beta", "inf"], "--beta inf: a loss weight must be a finite number, 0 or more (0 leaves its term out)"),
     (["--job_name", "../escape"], "--job_name '../escape': must be a plain folder name"),
     (["--device", "gpu"], "--device gpu: not a device; use cpu, cuda or cuda:N"),
     (["--resume"], "--resume: no saved run to continue, DRIVE_AV/default/last.pth not found"),
@@ -351,7 +353,7 @@ def test_test_py_refuses_to_average_runs_of_different_variants(tmp_path, capsys)
     # Nor runs trained on different data sets or at different input sizes (where their files say).
     for what, configs, said in (
             ("data set", [{"dataset": "DRIVE_AV"}, {"dataset": "LES-AV"}], "DRIVE_AV; "),
-            ("input size", [{"image_size": (64, 64)}, {"image_size": (96, 96)}], "(64, 64); ")):
+            ("input size", [{"image_size": (64, 64)}, {"image_size": (96, 96)}], "64 x 64; ")):
         folders = []
         for k, config in enumerate(configs):
             folder = tmp_path / f"{what}{k}"
@@ -378,7 +380,8 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
     save_best(run, Networks("sigmoid", 4), RunConfig(base_width=4, image_size=(64, 64)), 1, 0.5)
     a_file = tmp_path / "taken"
     a_file.write_text("x")
-    (tmp_path / "DRIVE_AV" / "sm_seed7").mkdir(parents=True)  # train.sh's name for a seed of job sm
+    for name in ("sm_seed38", "sm_seed7", "sm_seed7_old", "sm_seedling"):  # train.sh's names for seeds of job sm
+        (tmp_path / "DRIVE_AV" / name).mkdir(parents=True)                 # (and two that are not)
     used = tmp_path / "used"  # holds the test of another run, which this test would drop
     used.mkdir()
     (used / "summary.json").write_text(json.dumps({"runs": ["elsewhere/other"]}))
@@ -390,7 +393,7 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
             (["--job_name", "sigmoid_seed42", "--seeds", "42"],
              "error: no run folder DRIVE_AV/sigmoid_seed42_seed42: --seeds N reads <job_name>_seedN, so --job_name "
              "names the runs without their seed (did you mean --job_name sigmoid?)"),
-            (["--job_name", "sm"], "error: no run folder DRIVE_AV/sm, but sm_seed7: --seeds 7 tests those"),
+            (["--job_name", "sm"], "error: no run folder DRIVE_AV/sm, but runs of its seeds: --seeds 7 38 tests them"),
             (["--load", str(run), "--workers", "0"], "error: --workers 0: must be at least 1"),
             (["--load", str(run), "--output", str(a_file)],
              f"error: --output {a_file}: a file of that name exists; give a folder"),

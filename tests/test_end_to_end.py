@@ -333,7 +333,9 @@ def test_train_sh_resumes_a_seed_to_its_own_planned_epochs_unless_epochs_is_set(
            "PARALLEL": "1"}
     for _ in range(2):
         assert subprocess.run(["sh", "train.sh"], cwd=tmp_path, env=env, capture_output=True).returncode == 0
-    assert (tmp_path / "logs" / "DRIVE_AV_sigmoid_seed42.log").read_text() == "train.py ran\n" * 2
+    sessions = (tmp_path / "logs" / "DRIVE_AV_sigmoid_seed42.log").read_text().splitlines()
+    assert [line for line in sessions if not line.startswith("== ")] == ["train.py ran"] * 2
+    assert len(sessions) == 4 and sessions[0].endswith(" train.sh, seed 42 ==")  # each session headed
 
 
 def test_ablation_sh_compares_the_seeds_trained_both_ways(probe_run, real_data, tmp_path):
@@ -782,7 +784,7 @@ def test_a_test_unlike_the_training_is_noted_and_recorded(capsys):
     details = test_script.run_details("runs/x", saved, (720, 720), DATASETS["HRF-AV"])
     assert details == {"run": "runs/x", "trained_on": "LES-AV", "trained_size": [800, 720], "input_size": [720, 720],
                        "activation": "softmax", "base_width": 4, "fusion": "mean", "best_epoch": None,
-                       "best_val_f1": None}
+                       "best_val_f1": None, "epochs_done": None, "epochs_planned": None}
     assert capsys.readouterr().err.splitlines() == [
         "note: runs/x was trained on LES-AV; testing it on HRF-AV (a cross-data-set test, not the published protocol)",
         "note: runs/x was trained at 800 x 720; testing it at 720 x 720 (--image-size / --uniform)"]

@@ -86,9 +86,14 @@ def test_resume_keeps_the_saved_settings_and_refuses_changes(real_data, tmp_path
         changed.stderr.strip().splitlines()[-1]
     again = subprocess.run(base + ["--epochs", "2", "--resume"], capture_output=True, text=True, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "note: --epochs 2: the run planned 1 epochs; it now trains to 2" in again.stderr  # a changed length is said
+    assert "note: --epochs 2: the run was planned for 1; it now trains to epoch 2" in again.stderr  # a changed length is said
     state = torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)
     assert state["epoch"] == 1 and state["config"]["base_width"] == 4 and state["config"]["validation"] == 10.0
+    import test as test_script  # its test reads the plan of last.pth (2 epochs), not the one of its best files
+    assert test_script.epochs_done(tmp_path / "DRIVE_AV" / "r") == (2, 2)
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "last.pth").write_bytes(b"not a checkpoint")
+    assert test_script.epochs_done(tmp_path / "damaged") == (None, None)  # said, and the test goes on
 
 
 def test_time_limit_stops_between_epochs_and_resume_finishes(real_data, tmp_path, capsys):
