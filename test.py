@@ -149,15 +149,14 @@ def run_details(folder, saved, size, spec) -> dict:
     if trained_size and tuple(trained_size) != tuple(size):
         print(f"note: {folder} was trained at {trained_size[0]} x {trained_size[1]}; testing it at "
               f"{size[0]} x {size[1]} (--image-size / --uniform)", file=sys.stderr)
-    done, planned = epochs_done(folder)
-    planned = planned or saved.get("epochs")
+    done, planned = epochs_done(folder)  # bundles have no last.pth: their --about text tells
     if done is not None and planned and done < planned:
         print(f"note: {folder} stopped after {done} of its {planned} planned epochs (its last.pth): these numbers "
               f"are of an unfinished run", file=sys.stderr)
     return {"run": str(folder), "trained_on": trained_on, "trained_size": list(trained_size) if trained_size else None,
             "input_size": list(size), "activation": saved["activation"], "base_width": saved["base_width"],
             "fusion": fusion_of(saved), "best_epoch": saved.get("best_epoch"), "best_val_f1": saved.get("best_val_f1"),
-            "epochs_done": done, "epochs_planned": planned}
+            "epochs_done": done, "epochs_planned": planned, "about": saved.get("about")}
 
 
 def epochs_done(folder):

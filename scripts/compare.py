@@ -7,7 +7,8 @@ A summary.json or the folder that holds it. Values are percent (segments/count: 
 image), mean ± std over the runs of each summary; a summary of one run shows its plain values.
 A note on stderr says where the columns are not like for like: other data sets or input sizes,
 another number of runs (seeds), base width, training data set or number of test images (the
-variant and the fusion are what one compares, so they are not noted).
+variant and the fusion are what one compares, so they are not noted), or where a summary does not
+record them. --all adds the per-class rows and the extras.
 """
 import json
 import os
@@ -18,10 +19,11 @@ from .cli import ArgumentParser
 from .metrics import BINARY_AUC_NOTE
 
 GROUPS = ("average", "segments")  # pixel metrics (weighted average) and segment metrics
+ALL_GROUPS = ("average", "artery", "vein", "uncertain", "extra", "segments")  # --all
 
 
-def rows(summary):
-    for group in GROUPS:
+def rows(summary, groups=GROUPS):
+    for group in groups:
         values = summary.get(group)
         for key, value in (values.items() if isinstance(values, dict) else ()):
             if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
@@ -34,10 +36,10 @@ def cell(value, one_run, width=22):
     return f"{value['mean']:>{width - 8}.2f} ± {value['std']:<5.2f}"
 
 
-def table(summaries, names):
+def table(summaries, names, groups=GROUPS):
     """The side-by-side table as text, for the metrics every summary has; a column is as wide as
     its name needs (at least 22 characters), with a space before it."""
-    tables = [dict(rows(s)) for s in summaries]
+    tables = [dict(rows(s, groups)) for s in summaries]
     one_run = [len(s.get("runs", [])) == 1 for s in summaries]
     keys = [k for k in tables[0] if all(k in t for t in tables)]
     widths = [max(22, len(n) + 1) for n in names]
@@ -73,6 +75,12 @@ def notes(summaries, names):
     numbers of runs, widths, training data sets, numbers of test images (allowed, e.g. one
     model on two data sets, but rarely what was meant)."""
     said = []
+    unknown = [n for n, s in zip(names, summaries) if not s.get("run_details")]
+    if unknown:
+        one = len(unknown) == 1
+        said.append(f"note: {', '.join(unknown)} record{'s' if one else ''} no run details (a test.py before they "
+                    f"were recorded): {'its' if one else 'their'} input size, width and training data set cannot "
+                    f"be compared")
     if len({s.get("dataset") for s in summaries}) > 1:
         said.append("note: these summaries are of different data sets: " + ", ".join(
             f"{n} {s.get('dataset', 'unknown')}" for n, s in zip(names, summaries)))
@@ -96,8 +104,11 @@ def column_names(paths) -> list:
     for k in range(1, max(map(len, parts)) + 1):
         names = ["/".join(q[-k:]) for q in parts]
         if len(set(names)) == len(set(parts)):  # as many titles as folders
-            return names
-    return names
+            break
+    # Two files of one folder (summary.json and bundle_summary.json): the file's name after it.
+    files = [os.path.abspath(p) for p in paths]
+    return [f"{n}/{Path(f).stem}" if any(n == m and f != g for m, g in zip(names, files)) else n
+            for n, f in zip(names, files)]
 
 
 def main(argv=None):
@@ -106,6 +117,9 @@ def main(argv=None):
     p.add_argument("--names", nargs="+", action="extend", default=None,
                    help="a column title per summary (default: each summary's folder name; where two would "
                         "be the same, every title takes parent folders until they differ: LES-AV/Final_pre)")
+    p.add_argument("--all", action="store_true",
+                   help="every row of the summaries: artery, vein and uncertain, and the extras, besides the "
+                        "weighted average and the segment metric")
     args = p.parse_args(argv)
     paths = [Path(s) / "summary.json" if Path(s).is_dir() else Path(s) for s in args.summaries]  # or test.py's folder
     names = args.names or column_names(paths)
@@ -128,7 +142,7 @@ def main(argv=None):
         summaries.append(summary)
     for line in notes(summaries, names):
         print(line, file=sys.stderr)
-    text = table(summaries, names)
+    text = table(summaries, names, ALL_GROUPS if args.all else GROUPS)
     print(text)
     if "/auc_roc " in text or "/auc_pr " in text:  # the binary-map AUCs of the published table
         print(BINARY_AUC_NOTE)

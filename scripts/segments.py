@@ -24,7 +24,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
-from .metrics import class_map
+from .metrics import CLASS_COLOURS, class_map
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 _DIM_40 = np.round(np.arange(256, dtype=np.float32) * 0.4).astype(np.uint8)  # x -> round(0.4 x), as a table
@@ -237,9 +237,10 @@ def draw_mixed_segments(rgb, segment_map, mixed_ids) -> np.ndarray:
 
     A copy of the prediction picture `rgb` (HxWx3 uint8) dimmed to 40 %, except the pixels of
     the segments in `mixed_ids` (ids of `segment_map`, e.g. `segment_scores(...)["mixed_ids"]`),
-    which keep the prediction's own colours (so the flip shows: red then blue along one
-    segment), outlined in yellow (255, 255, 0; the border that ``outline_width`` 3x3 dilations
-    add). Returns HxWx3 uint8.
+    which show the class the metric decided for each (class_map: red artery, blue vein, green
+    uncertain, black where no vessel is predicted; so the flip shows as red then blue along one
+    segment, not as the soft picture's purple), outlined in yellow (255, 255, 0; the border that
+    ``outline_width`` 3x3 dilations add). Returns HxWx3 uint8.
     """
     rgb = np.asarray(rgb)[..., :3]
     segment_map = np.asarray(segment_map)
@@ -262,5 +263,5 @@ def draw_mixed_segments(rgb, segment_map, mixed_ids) -> np.ndarray:
     border = ndimage.binary_dilation(sub, structure=_EIGHT, iterations=width) & ~sub
     view = out[box]
     view[border] = (255, 255, 0)
-    view[sub] = rgb[box][sub]
+    view[sub] = CLASS_COLOURS[class_map(rgb[box])][sub]
     return out

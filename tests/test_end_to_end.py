@@ -101,7 +101,7 @@ def test_summary_agrees_with_metrics_recomputed_from_the_pngs(probe_run, real_da
                                        "trained_size": [128, 128], "input_size": [128, 128],
                                        "activation": "sigmoid", "base_width": 8, "fusion": "concat",
                                        "best_epoch": best["epoch"], "best_val_f1": round(100 * best["val_f1"], 4),
-                                       "epochs_done": 1, "epochs_planned": 1}]
+                                       "epochs_done": 1, "epochs_planned": 1, "about": None}]
     for group in ("average", "artery", "vein", "uncertain"):
         assert set(summary[group]) >= {"sensitivity", "specificity", "precision", "f1", "iou", "accuracy",
                                        "auc_roc", "auc_pr", "mse"}
@@ -406,7 +406,8 @@ def test_scalars_of_a_run_export_to_a_small_csv(probe_run, tmp_path, capsys):
 def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     from scripts import compare
     value = {"mean": 54.375, "std": 1.5}
-    one = {"runs": ["a"], "average": {"f1": value}, "segments": {"count": value, "mixed_any": value}}
+    one = {"runs": ["a"], "average": {"f1": value}, "segments": {"count": value, "mixed_any": value},
+           "run_details": [{}], "artery": {"f1": value}, "extra": {"av_accuracy": value}}
     three = {**one, "runs": ["a", "b", "c"]}
     for name, summary in (("one", one), ("three", three)):
         (tmp_path / name).mkdir()
@@ -426,6 +427,17 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     assert compare.column_names([a, a, b]) == ["A/Final_pre", "A/Final_pre", "B/Final_pre"]
     assert compare.column_names([Path("../summary.json")]) == [Path("..").resolve().name]
     assert compare.column_names([Path("/a/x/summary.json"), Path("/b/a/x/summary.json")]) == ["a/x", "b/a/x"]
+    assert compare.column_names([Path("/r/x/summary.json"), Path("/r/x/bundle_summary.json")]) == [
+        "x/summary", "x/bundle_summary"]  # two files of one folder
+    compare.main([str(tmp_path / "one"), "--all"])  # the per-class rows and the extras too
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == [
+        "average/f1", "artery/f1", "extra/av_accuracy", "segments/count", "segments/mixed_any"]
+    (tmp_path / "old").mkdir()  # a summary of a test.py before run_details: said, not taken as alike unsaid
+    (tmp_path / "old" / "summary.json").write_text(json.dumps({k: v for k, v in one.items() if k != "run_details"}))
+    compare.main([str(tmp_path / "one"), str(tmp_path / "old")])
+    assert capsys.readouterr().err.strip() == ("note: old records no run details (a test.py before they were "
+                                               "recorded): its input size, width and training data set cannot be "
+                                               "compared")
     long_names = ["a_name_longer_than_a_column", "another_name_longer_than_one"]
     compare.main([str(tmp_path / "one"), str(tmp_path / "one"), "--names", *long_names])
     lines = capsys.readouterr().out.splitlines()
@@ -451,7 +463,7 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     sized = [{"input_size": [592, 592]}, {"input_size": [1024, 1024]}]
     (tmp_path / "other" / "summary.json").write_text(json.dumps({**one, "run_details": sized}))
     compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "other" / "summary.json")])
-    assert capsys.readouterr().err == ""  # one of unknown sizes (an older test.py's): taken as alike
+    assert capsys.readouterr().err == ""  # one of unknown sizes (details without them): taken as alike
     (tmp_path / "one" / "summary.json").write_text(json.dumps({**one, "run_details": sized[:1]}))
     compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "other" / "summary.json")])
     assert capsys.readouterr().err.strip() == (
@@ -784,7 +796,7 @@ def test_a_test_unlike_the_training_is_noted_and_recorded(capsys):
     details = test_script.run_details("runs/x", saved, (720, 720), DATASETS["HRF-AV"])
     assert details == {"run": "runs/x", "trained_on": "LES-AV", "trained_size": [800, 720], "input_size": [720, 720],
                        "activation": "softmax", "base_width": 4, "fusion": "mean", "best_epoch": None,
-                       "best_val_f1": None, "epochs_done": None, "epochs_planned": None}
+                       "best_val_f1": None, "epochs_done": None, "epochs_planned": None, "about": None}
     assert capsys.readouterr().err.splitlines() == [
         "note: runs/x was trained on LES-AV; testing it on HRF-AV (a cross-data-set test, not the published protocol)",
         "note: runs/x was trained at 800 x 720; testing it at 720 x 720 (--image-size / --uniform)"]

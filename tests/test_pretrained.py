@@ -40,6 +40,8 @@ def test_the_shipped_bundle_scores_what_its_results_file_says(real_data, tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "about these weights: REDUCED CPU run" in proc.stdout
     ours = json.loads((out / "summary.json").read_text())
+    (details,) = ours["run_details"]  # a reduced run says so in the summary too, with its best epoch
+    assert details["about"].startswith("REDUCED CPU run") and details["best_epoch"] == 149
     recorded = json.loads((RESULTS / "bundle_summary.json").read_text())
     assert ours["images"] == recorded["images"] == 20
     for key in TABLE:

@@ -369,6 +369,15 @@ def test_draw_mixed_segments_colours_exactly_the_mixed_segment():
 
     assert np.array_equal(draw_mixed_segments(picture, seg, []), np.round(picture * 0.4).astype(np.uint8))
 
+    # A soft picture (the sigmoid variant's probabilities): the segment shows the decided classes.
+    soft = picture.copy()
+    soft[:, 35:55][mixed[:, 35:55]] = (110, 20, 200)  # vein decided (B on), with some red: purple
+    soft[:, 5:10][mixed[:, 5:10]] = (90, 10, 60)      # nothing on: no vessel predicted there
+    out = draw_mixed_segments(soft, seg, s["mixed_ids"])
+    assert (out[:, 35:55][mixed[:, 35:55]] == (0, 0, 255)).all()
+    assert (out[:, 5:10][mixed[:, 5:10]] == (0, 0, 0)).all()
+    assert (out[:, 10:35][mixed[:, 10:35]] == (255, 0, 0)).all()
+
 
 def test_the_outline_of_a_mixed_segment_widens_with_the_photograph():
     """1 pixel on DRIVE's 565 x 584, 2 on LES-AV's 1620 x 1444, 4 on HRF-AV's 3504 x 2336: still
