@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from .cli import ArgumentParser
-from .metrics import BINARY_AUC_NOTE
+from .metrics import BINARY_AUC_NOTE, SUMMARY_GROUPS
 
 GROUPS = ("average", "segments")  # pixel metrics (weighted average) and segment metrics
-ALL_GROUPS = ("average", "artery", "vein", "uncertain", "extra", "segments")  # --all
+ALL_GROUPS = SUMMARY_GROUPS  # --all: every group test.py's summary has
 
 
 def rows(summary, groups=GROUPS):
@@ -76,7 +76,7 @@ def notes(summaries, names):
     model on two data sets, but rarely what was meant)."""
     said = []
     unknown = [n for n, s in zip(names, summaries) if not s.get("run_details")]
-    if unknown:
+    if unknown and len(summaries) > 1:
         one = len(unknown) == 1
         said.append(f"note: {', '.join(unknown)} record{'s' if one else ''} no run details (a test.py before they "
                     f"were recorded): {'its' if one else 'their'} input size, width and training data set cannot "

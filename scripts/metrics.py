@@ -44,7 +44,7 @@ def class_map(rgb):
     for pictures and the segment metric. Where the rule gives two classes (R and B on, G off)
     the larger of R and B wins (a tie is artery); where it gives none, background."""
     maps = decode_prediction(rgb)
-    out = np.zeros(rgb.shape[:2], dtype=np.uint8)
+    out = np.zeros(rgb.shape[:-1], dtype=np.uint8)  # any ...x3 picture: HxWx3, or Nx3 pixels
     out[maps["artery"]] = 1
     out[maps["vein"] & (~maps["artery"] | (rgb[..., 2] > rgb[..., 0]))] = 2
     out[maps["uncertain"]] = 3

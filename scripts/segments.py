@@ -238,7 +238,7 @@ def draw_mixed_segments(rgb, segment_map, mixed_ids) -> np.ndarray:
     A copy of the prediction picture `rgb` (HxWx3 uint8) dimmed to 40 %, except the pixels of
     the segments in `mixed_ids` (ids of `segment_map`, e.g. `segment_scores(...)["mixed_ids"]`),
     which show the class the metric decided for each (class_map: red artery, blue vein, green
-    uncertain, black where no vessel is predicted; so the flip shows as red then blue along one
+    uncertain, black where no class is decided; so the flip shows as red then blue along one
     segment, not as the soft picture's purple), outlined in yellow (255, 255, 0; the border that
     ``outline_width`` 3x3 dilations add). Returns HxWx3 uint8.
     """
@@ -263,5 +263,5 @@ def draw_mixed_segments(rgb, segment_map, mixed_ids) -> np.ndarray:
     border = ndimage.binary_dilation(sub, structure=_EIGHT, iterations=width) & ~sub
     view = out[box]
     view[border] = (255, 255, 0)
-    view[sub] = CLASS_COLOURS[class_map(rgb[box])][sub]
+    view[sub] = CLASS_COLOURS[class_map(rgb[box][sub])]  # the segments' pixels only (HRF-AV's box is most of it)
     return out

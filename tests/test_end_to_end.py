@@ -792,7 +792,8 @@ def test_a_test_unlike_the_training_is_noted_and_recorded(capsys):
     note on stderr and the training's data set and size in summary.json's run_details."""
     test_script = load_test_script()
     from scripts.config import DATASETS
-    saved = {"dataset": "les-av", "image_size": [800, 720], "activation": "softmax", "base_width": 4}
+    saved = {"dataset": "les-av", "image_size": [800, 720], "activation": "softmax", "base_width": 4,
+             "epochs": 1500}  # a plan, not what was trained: no last.pth, so no epochs planned recorded
     details = test_script.run_details("runs/x", saved, (720, 720), DATASETS["HRF-AV"])
     assert details == {"run": "runs/x", "trained_on": "LES-AV", "trained_size": [800, 720], "input_size": [720, 720],
                        "activation": "softmax", "base_width": 4, "fusion": "mean", "best_epoch": None,

@@ -377,6 +377,11 @@ def test_draw_mixed_segments_colours_exactly_the_mixed_segment():
     assert (out[:, 35:55][mixed[:, 35:55]] == (0, 0, 255)).all()
     assert (out[:, 5:10][mixed[:, 5:10]] == (0, 0, 0)).all()
     assert (out[:, 10:35][mixed[:, 10:35]] == (255, 0, 0)).all()
+    soft[:, 10:20][mixed[:, 10:20]] = (200, 0, 150)   # R and B on: the larger wins, as in the metric
+    soft[:, 20:25][mixed[:, 20:25]] = (30, 200, 40)   # G alone: uncertain
+    out = draw_mixed_segments(soft, seg, s["mixed_ids"])
+    assert (out[:, 10:20][mixed[:, 10:20]] == (255, 0, 0)).all()
+    assert (out[:, 20:25][mixed[:, 20:25]] == (0, 255, 0)).all()
 
 
 def test_the_outline_of_a_mixed_segment_widens_with_the_photograph():
