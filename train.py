@@ -209,9 +209,11 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     busy = busy_cpu_note(torch.get_num_threads(), usable_cores()) if device.type == "cpu" and ctx.is_main else None
     if busy:
         log(f"note: {busy}", flush=True)
-    per_process = math.ceil(min(cfg.batch_size, len(train_set)) / ctx.world)  # each rank's share of a batch
-    short = cpu_memory_note(size, cfg.base_width, per_process, amp_dtype is not None,
-                            int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) if device.type == "cpu" and ctx.is_main else None
+    short = None
+    if device.type == "cpu" and ctx.is_main:
+        per_process = math.ceil(min(cfg.batch_size, len(train_set)) / ctx.world)  # each rank's share of a batch
+        short = cpu_memory_note(size, cfg.base_width, per_process, amp_dtype is not None,
+                                int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if short:
         log(f"note: {short}", flush=True)
     why_fp32 = no_amp_reason(device) if ctx.is_main and cfg.amp and amp_dtype is None else ""  # rank 0 timed bf16

@@ -18,8 +18,7 @@ from pathlib import Path
 from .cli import ArgumentParser
 from .metrics import BINARY_AUC_NOTE, SUMMARY_GROUPS
 
-GROUPS = ("average", "segments")  # pixel metrics (weighted average) and segment metrics
-ALL_GROUPS = SUMMARY_GROUPS  # --all: every group test.py's summary has
+GROUPS = ("average", "segments")  # pixel metrics (weighted average) and segment metrics; --all: SUMMARY_GROUPS
 
 
 def rows(summary, groups=GROUPS):
@@ -142,7 +141,7 @@ def main(argv=None):
         summaries.append(summary)
     for line in notes(summaries, names):
         print(line, file=sys.stderr)
-    text = table(summaries, names, ALL_GROUPS if args.all else GROUPS)
+    text = table(summaries, names, SUMMARY_GROUPS if args.all else GROUPS)
     print(text)
     if "/auc_roc " in text or "/auc_pr " in text:  # the binary-map AUCs of the published table
         print(BINARY_AUC_NOTE)

@@ -75,10 +75,6 @@ def _search(folder: Path) -> tuple:
     return files, dead
 
 
-def _files_under(folder: Path) -> list:
-    return _search(folder)[0]
-
-
 def _dead_link_reason(f: Path) -> str:
     try:
         os.stat(f)
@@ -214,20 +210,27 @@ def find_inputs(specs, output=None, masks=None):
             seen[key] = Item(str(p), rel, missing=why)
             items.append(seen[key])
 
+    def add_searched(spec, base: Path, found: list, dead: list) -> list:
+        """The photographs a folder or glob found (a data set's labels and masks left out, said),
+        and its dead links, said and counted as a missing file named in a list is; returns the
+        photographs."""
+        of_a_data_set = {f for f in found if _of_a_data_set(f, base)}
+        if of_a_data_set:
+            warnings.append(_data_set_note(spec, of_a_data_set, masks is not None))
+            found = [f for f in found if f not in of_a_data_set]
+        for f in found:
+            add(f, base, search=True)
+        for f in dead:
+            add_missing(f, _rel_stem(f, base), _dead_link_reason(f))
+        return found
+
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
             files, dead = _search(p)
             images = [f for f in files if _is_image(f)]
-            found = sorted(f for f in images if not _not_a_photograph(f, p, output, masks))
-            of_a_data_set = {f for f in found if _of_a_data_set(f, p)}
-            if of_a_data_set:
-                warnings.append(_data_set_note(spec, of_a_data_set, masks is not None))
-                found = [f for f in found if f not in of_a_data_set]
-            for f in found:
-                add(f, p, search=True)
-            for f in dead:  # said and counted, as a missing file named in a list is
-                add_missing(f, _rel_stem(f, p), _dead_link_reason(f))
+            found = add_searched(spec, p, sorted(f for f in images if not _not_a_photograph(f, p, output, masks)),
+                                 dead)
             if not found and images:
                 warnings.append(f"{spec}: only the outputs of an earlier predict.py run or masks in this folder, no "
                                 f"photographs")
@@ -276,15 +279,8 @@ def find_inputs(specs, output=None, masks=None):
             found = sorted(set(_recursive_glob(any_case_extension(spec), base) if "**" in spec
                                else map(Path, glob.glob(any_case_extension(spec)))))
             dead = [f for f in found if not f.is_file() and f.is_symlink() and _is_image(f)]
-            found = [f for f in found if f.is_file() and _is_image(f) and not _not_a_photograph(f, base, output, masks)]
-            of_a_data_set = {f for f in found if _of_a_data_set(f, base)}
-            if of_a_data_set:
-                warnings.append(_data_set_note(spec, of_a_data_set, masks is not None))
-                found = [f for f in found if f not in of_a_data_set]
-            for f in found:
-                add(f, base, search=True)
-            for f in dead:
-                add_missing(f, _rel_stem(f, base), _dead_link_reason(f))
+            found = add_searched(spec, base, [f for f in found if f.is_file() and _is_image(f)
+                                              and not _not_a_photograph(f, base, output, masks)], dead)
             if not found and not dead:
                 warnings.append(f"{spec}: no images match this pattern")
         else:
@@ -344,7 +340,7 @@ class MaskFinder:
             raise ConfigError(f"--masks {folder}: a file; --masks is a folder of masks named like the images")
         if not self.folder.is_dir():
             raise ConfigError(f"--masks {folder}: no such folder")
-        for f in sorted(_files_under(self.folder)):
+        for f in sorted(_search(self.folder)[0]):
             if f.suffix.lower() in MASK_EXTS:
                 self.by_stem.setdefault(f.stem, []).append(f)
 
