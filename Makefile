@@ -1,4 +1,4 @@
-# make install | make test | make demo | make train DATASET=DRIVE_AV | make test-run DATASET=DRIVE_AV
+# make install | make test | make lint | make demo | make train DATASET=DRIVE_AV | make test-run DATASET=DRIVE_AV
 PY ?= python3
 VENV ?= .venv
 # The torch to install: TORCH=... on the command line; else the one the last `make install
@@ -9,7 +9,7 @@ export TORCH
 DATASET ?= DRIVE_AV
 BIN = $(VENV)/bin
 
-.PHONY: install test demo train test-run data FORCE
+.PHONY: install test lint demo train test-run data FORCE
 
 install: $(VENV)/.installed
 # The torch spec is kept in a file rewritten only when TORCH changes, so that
@@ -30,6 +30,10 @@ data:
 
 test: install data
 	$(BIN)/python -m pytest -q tests
+
+lint: install  # ruff.toml's checks; ruff is a development tool, installed here on first use
+	@$(BIN)/python -m ruff --version >/dev/null 2>&1 || $(BIN)/python -m pip install -q ruff
+	$(BIN)/python -m ruff check .
 
 demo: install  # starts afresh each time: its own earlier run is removed first
 	rm -rf SYNTHETIC/demo runs/SYNTHETIC_demo

@@ -79,7 +79,7 @@ from tqdm import tqdm
 from scripts import distributed, evaluate, predict_resume as resume
 from scripts.bundle import about_line, load_any, pretrained_bundle
 from scripts.checkpoint import atomic_write, describe, make_folder
-from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
+from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar, signal_name
 from scripts.config import DATASETS, VARIANTS, ConfigError, network_input_size, saved_dataset_name
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason,
                             one_torch_thread_here, pick_device, thread_count_restored)
@@ -202,7 +202,7 @@ def load_members(args, device, amp_dtype, log):
     trained_on = [saved_dataset_name(m.cfg.get("dataset")) for m in members]
     if len(set(trained_on) - {None}) > 1:  # allowed: a deliberate mix, or a slip
         log("note: the members of this ensemble were trained on different data sets (" + ", ".join(
-            f"{m.weights}: {d or 'not saved'}" for m, d in zip(members, trained_on)) + "); their maps are averaged")
+            f"{m.weights}: {d or 'not saved'}" for m, d in zip(members, trained_on, strict=True)) + "); their maps are averaged")
     return members
 
 
@@ -280,7 +280,7 @@ def run(args, stop_request: Optional[StopRequest] = None) -> int:
     ctx = distributed.init(pick_device(args.device).type, timeout=datetime.timedelta(hours=12))
     finished = False
     try:
-        code = _run(args, ctx, stop_request or StopRequest())
+        code = run_process(args, ctx, stop_request or StopRequest())
         finished = True
         return code
     finally:
@@ -317,7 +317,10 @@ def check_output_folder(out_dir: Path, items, resume_asked: bool, overwrite: boo
     return earlier
 
 
-def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
+def run_process(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
+    """The work of one process (one of torchrun's, or the only one): the inputs found, the
+    networks loaded, this process's share of the images segmented, predictions.csv written
+    together; the exit status."""
     main = ctx.rank == 0
     log = (lambda m: tqdm.write(m, file=sys.stderr)) if main else (lambda m: None)
     out_dir = Path(args.output)
@@ -392,10 +395,6 @@ def _run(args, ctx: distributed.Context, stop_request: StopRequest) -> int:
     return 1 if total_failed else 0
 
 
-def signal_name(signum) -> str:
-    return signal.Signals(signum).name
-
-
 # ----------------------------------------------------------------------------- the batch loop
 
 class Segmenter:
@@ -444,7 +443,7 @@ class Segmenter:
         """This batch's photographs (decoded in ``decoding``) through the networks; their files
         queued for writing."""
         ready = []
-        for (it, paths), fut in zip(batch, decoding):
+        for (it, paths), fut in zip(batch, decoding, strict=True):
             try:
                 ready.append((fut.result(), paths))
             except Exception as exc:  # noqa: BLE001 - one bad file never stops the run

@@ -38,8 +38,10 @@ import tarfile
 import time
 from pathlib import Path
 
-from scripts.cli import ArgumentParser
-from scripts.config import VARIANTS, seed_run_name, tensorboard_dir
+# Only modules without torch here, so that --help and a wrong option answer at once; the
+# functions below import torch and what needs it where they start.
+from scripts.cli import TIME_LIMIT_EXIT, ArgumentParser, signal_name
+from scripts.config import VARIANTS, ConfigError, RunConfig, dataset_names, dataset_spec, seed_run_name, tensorboard_dir
 
 ROOT = Path(__file__).resolve().parent
 # train.py options that reproduce.py sets itself (so --train-args may not)
@@ -53,7 +55,7 @@ PROTOCOL_OPTIONS = {"batch_size", "learning_rate", "validation", "alpha", "beta"
 
 def build_parser():
     p = ArgumentParser(prog="python reproduce.py", description=__doc__)
-    p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV, LES-AV or HRF-AV (default %(default)s)")
+    p.add_argument("--dataset", default="DRIVE_AV", help=dataset_names() + " (default %(default)s)")
     p.add_argument("--activation", choices=list(VARIANTS), default="sigmoid",
                    help="variant (default %(default)s, the paper's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 40, 38],
@@ -151,7 +153,7 @@ class Phase:
 
     def _signal(self, sig):
         with open(self.log, "a") as log:
-            log.write(f"\n[reproduce.py: {signal.Signals(sig).name} to the phase's processes]\n")
+            log.write(f"\n[reproduce.py: {signal_name(sig)} to the phase's processes]\n")
         try:
             os.killpg(self.proc.pid, sig)
         except ProcessLookupError:
@@ -183,7 +185,6 @@ def check_train_args(text: str, spec, data_root: Path):
     """--train-args parsed by train.py's own parser and checked as train.py would check them
     before training, a pack's size included (one line on error); returns the parsed options."""
     import train
-    from scripts.config import ConfigError
     from scripts.pack import check_pack_size, pack_subset, read_pack_info
 
     def refuse(message):
@@ -217,7 +218,6 @@ def check_train_args(text: str, spec, data_root: Path):
 def departures(parsed, spec) -> str:
     """The network settings of --train-args that differ from the paper's, in words ('' if none)."""
     import train
-    from scripts.config import RunConfig
     parts = []
     paper_width = RunConfig().base_width
     if parsed.base_width != paper_width:
@@ -279,7 +279,6 @@ class Job:
         short = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[amp]
         self.precision = describe_precision(amp, train_options.amp_discriminator,
                                             train_options.tf32 and self.device == "cuda")
-        from scripts.config import dataset_spec
         self.departures = departures(train_options, dataset_spec(dataset))  # '' at the paper's network
         self.tag = args.tag or f"{self.device}_{short}_{time.strftime('%Y%m%d-%H%M%S')}"
         self.work = Path(args.work or f"./reproduce_work/{self.tag}").absolute()
@@ -331,9 +330,9 @@ class Job:
         self.running = None
         self.record["phases"][phase.name] = {"exit_status": status, "minutes": round(phase.seconds / 60, 2),
                                              "command": phase.command}
-        how = why or {0: "done", 3: "stopped by --time-limit, as planned"}.get(status, f"exit status {status}")
+        how = why or {0: "done", TIME_LIMIT_EXIT: "stopped by --time-limit, as planned"}.get(status, f"exit status {status}")
         if why is None and status is not None and status < 0:
-            how = f"stopped by {signal.Signals(-status).name} at its time limit"
+            how = f"stopped by {signal_name(-status)} at its time limit"
         log_line(f"{phase.name}: {how} after {phase.seconds / 60:.1f} min (log {phase.log})")
         if status not in ok:
             self.failed.append(phase.name)
@@ -369,7 +368,7 @@ class Job:
                "AMP": "1" if args.amp else "0", "PARALLEL": "1", "EXTRA_ARGS": extra.strip(),
                "OMP_NUM_THREADS": threads}  # the CPU's cores shared between the seeds
         self.run("train", ["sh", ROOT / "train.sh"], None if limit is None else limit + STARTUP_S + 20,
-                 grace=GRACE_S, env=env, ok=(0, 3))  # 3: stopped by --time-limit
+                 grace=GRACE_S, env=env, ok=(0, TIME_LIMIT_EXIT))
 
     def collect_training(self):
         """Each seed's record and scalars, and the seeds' logs, into the results."""
@@ -454,7 +453,6 @@ def train_args_joined(argv):
 
 def parse_and_check(argv):
     """The options, checked before anything runs: (args, dataset folder, train.py options, data root, out)."""
-    from scripts.config import ConfigError, dataset_spec
     args = build_parser().parse_args(train_args_joined(sys.argv[1:] if argv is None else argv))
     args.argv = list(sys.argv[1:] if argv is None else argv)
     spec = dataset_spec(args.dataset)
@@ -482,7 +480,6 @@ def parse_and_check(argv):
 
 def main(argv=None):
     budget = Budget(None)  # the clock starts now; the budget is set once the options are read
-    from scripts.config import ConfigError
     try:
         args, dataset, train_options, data_root, out = parse_and_check(argv)
         budget.end = None if args.budget_minutes is None else budget.start + 60 * args.budget_minutes
@@ -492,7 +489,7 @@ def main(argv=None):
         sys.exit(2)
 
     def interrupted(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
+        raise Interrupted(signal_name(signum))
 
     previous = {s: signal.signal(s, interrupted) for s in HANDLED_SIGNALS}
     phases = ([job.benchmark] if args.benchmark_minutes > 0 else []) + [job.train, job.collect_training,

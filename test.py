@@ -15,7 +15,6 @@ Examples:
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,8 @@ from scripts.bundle import about_line, load_any, pretrained_bundle
 from scripts.checkpoint import LAST_STATE, CheckpointError, atomic_write, atomic_write_csv, check_folder, make_folder
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import (VARIANTS, ConfigError, dataset_names, dataset_spec, fusion_or_default,
-                            network_input_size, saved_dataset_name, seed_run_name, str2bool)
+                            network_input_size, saved_dataset_name, seed_run_name, split_seed_run_name,
+                            str2bool)
 from scripts.data import find_samples, load_tensor_set
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason,
                             pick_device, release_freed_memory)
@@ -121,18 +121,17 @@ def run_folders(args, spec):
     base = Path(args.output_root) / spec.name
     if args.seeds:
         folders = [base / seed_run_name(args.job_name, s) for s in args.seeds]
-        seeded = re.fullmatch(r"(.+)_seed\d+", args.job_name)
+        seeded = split_seed_run_name(args.job_name)
         if seeded and not any(f.exists() for f in folders):  # --job_name sigmoid_seed42 --seeds 42
             raise ConfigError(f"no run folder {folders[0]}: --seeds N reads <job_name>_seedN, so --job_name "
-                              f"names the runs without their seed (did you mean --job_name {seeded.group(1)}?)")
+                              f"names the runs without their seed (did you mean --job_name {seeded[0]}?)")
         return folders
     if args.job_name == "default" and not (base / "default").exists():
         raise ConfigError(f"which weights? name a run with --job_name (a folder {base}/<job_name>), or give "
                           f"--load PATH, or --pretrained for the shipped bundle")
     if not (base / args.job_name).exists():  # --job_name sigmoid for train.sh's sigmoid_seed42, ...
-        seed_of = re.compile(re.escape(args.job_name) + r"_seed(\d+)").fullmatch
-        seeds = sorted(int(m.group(1)) for f in (base.iterdir() if base.is_dir() else ())
-                       if f.is_dir() and (m := seed_of(f.name)))
+        runs = [split_seed_run_name(f.name) for f in (base.iterdir() if base.is_dir() else ()) if f.is_dir()]
+        seeds = sorted(seed for job, seed in filter(None, runs) if job == args.job_name)
         if seeds:
             raise ConfigError(f"no run folder {base / args.job_name}, but runs of its seeds: --seeds "
                               f"{' '.join(map(str, seeds))} tests them")
@@ -243,15 +242,15 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
 
     # Network-size probabilities of every run (images decoded once, cached).
     probs, inputs, details = [], {}, []  # network inputs by size: read once for all runs of that size
-    for (folder, nets, saved), size in zip(runs, sizes):
+    for (folder, nets, saved), size in zip(runs, sizes, strict=True):
         details.append(run_details(folder, saved, size, spec))
         if size not in inputs:
             inputs[size] = load_tensor_set(samples, size, Path(args.cache_dir) / spec.name).images
         images = inputs[size]
         started = time.time()
+        desc = f"predict {folder.name}"
         probs.append(predict_probs(nets, images, args.batch_size, device, amp_dtype,
-                                   progress=lambda b: progress_bar(b, desc=f"predict {folder.name}",
-                                                                   leave=False)))
+                                   progress=lambda b, desc=desc: progress_bar(b, desc=desc, leave=False)))
         print(f"{folder}: {saved['activation']} variant, width {saved['base_width']}, input "
               f"{size[0]} x {size[1]}, {describe_precision(amp_dtype)} on {device}, {len(samples)} images "
               f"predicted in {time.time() - started:.1f}s", flush=True)
@@ -289,7 +288,7 @@ def score_and_write(spec, runs, samples, probs, details, out_dir, workers, preci
     started = time.time()
     results = evaluate_images(samples, probs, activations, run_outs, workers)
     bar = progress_bar(results, total=len(samples), desc="evaluate")
-    for image_results, sample in zip(bar, samples):
+    for image_results, sample in zip(bar, samples, strict=True):
         for r, result in enumerate(image_results):
             per_run[r].append(result)
             rows.append({"run": names[r], "image": sample.name, **{

@@ -20,7 +20,6 @@ import argparse
 import math
 import os
 import random
-import signal
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from scripts import distributed, last_state, metrics
 from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
 from scripts.checkpoint import LAST_STATE, check_expected, check_folder, save_best
-from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
+from scripts.cli import FRESH_LINE, TIME_LIMIT_EXIT, ArgumentParser, progress_bar, signal_name
 from scripts.config import (VARIANTS, ConfigError, RunConfig, check_image_size, dataset_names, dataset_spec,
                             str2bool, tensorboard_dir)
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
@@ -67,7 +66,8 @@ def build_parser():
     p.add_argument("--seed_num", "--seed", type=int, default=d.seed, dest="seed",
                    help="seeds the weights, the validation split and the augmentation (default %(default)s)")
     p.add_argument("--uniform", type=str2bool, default=False, help="True: 720 x 720 input for every data set")
-    p.add_argument("--discriminator", default="unet", choices=["unet"], help="only 'unet' (as published)")
+    p.add_argument("--discriminator", default="unet", choices=["unet"],
+                   help="accepted for the original's command line: D is always its U-Net discriminator")
     p.add_argument("--load", default=None,
                    help="initialise G, G_A, G_V from a run folder, a bundle or the original CP_*.pth folder "
                         "(variant, width and fusion: the weights' own, unless named)")
@@ -157,8 +157,6 @@ def seed_everything(seed):
     np.random.seed(seed)
     torch.manual_seed(seed)
 
-
-TIME_LIMIT_EXIT = 3
 
 
 def cuda_settings(cfg: RunConfig):
@@ -307,7 +305,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} % (best {100 * best_f1:.2f}), "
                           f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
             if stop and not final:
-                why = (signal.Signals(stop_request.signum).name if asked else
+                why = (signal_name(stop_request.signum) if asked else
                        f"--time-limit {cfg.time_limit:g} min (another epoch would not end in time)")
                 if ctx.is_main:  # on a line of its own, not after the progress bar's
                     bar.write(f"{why}: stopped after epoch {epoch + 1}/{cfg.epochs}; --resume continues from "
@@ -462,7 +460,7 @@ def batch_losses(losses, weight, ctx):
     names = sorted(losses)
     stacked = torch.stack([losses[k].float() for k in names]) * (weight / ctx.world)
     values = distributed.all_reduce_sum(stacked).tolist()
-    return dict(zip(names, values))
+    return dict(zip(names, values, strict=True))
 
 
 class NonFiniteLoss(ConfigError):

@@ -21,7 +21,7 @@ export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"   # python -m scripts.* fro
 AMP=${AMP:-0}                         # 0: fp32 training, as the paper (bf16 against fp32: two reduced
                                       # checks disagree, README, Performance); 1: mixed precision, faster
 if [ "$AMP" = 1 ]; then PRECISION_ARG="--amp"; else PRECISION_ARG="--no-amp"; fi
-PARALLEL=${PARALLEL:-0}               # 1: train all seeds at once, each logging to ./logs/<DATASET>_<job>.log;
+PARALLEL=${PARALLEL:-0}               # 1: train all seeds at once, each logging to ./logs/<DATASET>_<job>_seed<N>.log;
                                       # for a GPU (room for several runs at batch 2), not a CPU (shared cores)
 # EXTRA_ARGS go to every seed's train.py: --time-limit is a budget per seed (exit status 3 when it
 # stopped one; the remaining seeds are not started). EXTRA_ARGS=--resume continues: each seed

@@ -24,6 +24,7 @@ Single runs on a shared machine vary by 10-30 %; at tiny sizes (--image-size 64 
 measure overheads, not the networks, and their ratios mean little.
 """
 import argparse
+import functools
 import json
 import resource
 import subprocess
@@ -41,7 +42,7 @@ from PIL import Image  # noqa: E402
 from scripts import metrics  # noqa: E402
 from scripts.bfnet import Networks, Trainer  # noqa: E402
 from scripts.cli import ArgumentParser  # noqa: E402
-from scripts.config import VARIANTS, ConfigError, RunConfig, dataset_spec  # noqa: E402
+from scripts.config import VARIANTS, ConfigError, RunConfig, dataset_names, dataset_spec  # noqa: E402
 from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set,  # noqa: E402
                           normalize)
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason,  # noqa: E402
@@ -166,7 +167,7 @@ def worker(args):
     for key, dtype in (("inference_s_per_image", None), ("inference_amp_s_per_image", amp)):
         if key.startswith("inference_amp") and not (tuned and amp):
             continue
-        infer = lambda: predict_probs(nets, images, 1, device, dtype, channels_last)  # noqa: E731
+        infer = functools.partial(predict_probs, nets, images, 1, device, dtype, channels_last)
         for _ in range(args.warmup):
             infer()
         result[key] = timed(infer, device, args.steps)
@@ -261,8 +262,8 @@ ROWS = [("train_s_per_step", "training step (s)", False),
 
 def main(argv=None):
     p = ArgumentParser(prog="python benchmarks/benchmark.py", description=__doc__)
-    p.add_argument("--dataset", default="DRIVE_AV", help="DRIVE_AV, LES-AV, HRF-AV (sets the input size and "
-                                                          "the test image; default %(default)s)")
+    p.add_argument("--dataset", default="DRIVE_AV", help=dataset_names() + " (sets the input size and the "
+                                                          "test image; default %(default)s)")
     p.add_argument("--activation", choices=list(VARIANTS), default="sigmoid", help="variant (default %(default)s)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu, cuda, cuda:1 (default: %(default)s)")
@@ -293,8 +294,8 @@ def main(argv=None):
 
     try:  # what the children would fail on, in one line before they start
         spec = dataset_spec(args.dataset)
-        RunConfig(dataset=spec.name, base_width=args.base_width, batch_size=args.batch_size,
-                  image_size=tuple(args.image_size) if args.image_size else None).input_size
+        _ = RunConfig(dataset=spec.name, base_width=args.base_width, batch_size=args.batch_size,
+                      image_size=tuple(args.image_size) if args.image_size else None).input_size  # checks it
         if min(args.steps, args.batch_size, args.test_images) < 1 or args.warmup < 0:
             raise ConfigError("--steps, --batch-size and --test-images must be at least 1, --warmup 0 or more")
         pick_device(args.device)

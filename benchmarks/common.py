@@ -24,7 +24,7 @@ def network_size(p, args):
         p.error(str(exc))
 
 
-def timed_in_turns(runs: dict, repeats: int, device=torch.device("cpu")):
+def timed_in_turns(runs: dict, repeats: int, device="cpu"):
     """Each of ``runs`` (name: function) once untimed (the warm-up, whose results are returned),
     then ``repeats`` timed turns of them all in turn. Returns (warm-up results, seconds of each
     turn by name, their medians)."""

@@ -62,12 +62,14 @@ class Networks(nn.Module):
         super().__init__()
         c = out_channels(activation)
         self.activation = activation
+        self.base_width = base_width
         self.fusion = fusion_or_default(activation, fusion)
         self.G = MainGenerator(c, base_width, self.fusion)
         self.G_A = BranchGenerator(c, base_width)
         self.G_V = BranchGenerator(c, base_width)
         self.D = Discriminator(c, base_width)
         self.folded = False  # fold_for_inference: BatchNorm folded, never saved
+        self.compiled_for_inference = False  # evaluate.compile_for_inference: predict is compiled
 
     @property
     def uses_branches(self):
@@ -217,7 +219,7 @@ class Trainer:
             loss = cfg.gamma * adversarial_loss(d_fake.float(), True) + \
                 segmentation_loss(out[key].float(), target, targets.label, cfg)
             if key == "G":
-                for side_weight, side in zip(SIDE_WEIGHTS, out["sides"]):
+                for side_weight, side in zip(SIDE_WEIGHTS, out["sides"], strict=True):
                     loss = loss + side_weight * segmentation_loss(side.float(), target, targets.label, cfg)
             name = "G" if key == "G" else f"G_{key}"
             self._backward(name, loss, weight)

@@ -35,7 +35,7 @@ import torch
 from .bfnet import Networks
 from .checkpoint import (EPOCH_FILE, FORMAT, NETWORK_FILES, CheckpointError, atomic_torch_save, atomic_write,
                          build_networks, check_expected, describe, epoch_files, is_state_dict, load_networks,
-                         make_folder, read)
+                         load_state, make_folder, read)
 from .cli import ArgumentParser
 from .config import ConfigError
 from .model import count_parameters
@@ -76,7 +76,7 @@ def _networks_and_config(source, config=None):
     if isinstance(source, Networks):
         if config is None:
             config = {"activation": source.activation, "fusion": source.fusion,
-                      "base_width": source.G.inc.double_conv[0].out_channels}
+                      "base_width": source.base_width}
         return source, dict(config)
     nets, saved = load_any(source)
     return nets, dict(config or saved)
@@ -168,7 +168,7 @@ def export_bundle(run_dir_or_nets, out_path, fp16=None, shard_mib=None, config=N
         n = len(plan)
         names = [f"{stem}-{i + 1:05d}-of-{n:05d}.pth" for i in range(n)]
         too_big = False
-        for shard_name, members in zip(names, plan):
+        for shard_name, members in zip(names, plan, strict=True):
             atomic_torch_save({k: tensors[k] for k in members}, folder / shard_name)
             too_big |= (folder / shard_name).stat().st_size > limit
         if not too_big:
@@ -181,7 +181,7 @@ def export_bundle(run_dir_or_nets, out_path, fp16=None, shard_mib=None, config=N
     index = {"format": INDEX_FORMAT, "version": VERSION, "dtype": dtype, "config": cfg, **extra,
              "metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values()),
                           "shards": n},
-             "weight_map": {k: shard_name for shard_name, members in zip(names, plan) for k in members}}
+             "weight_map": {k: shard_name for shard_name, members in zip(names, plan, strict=True) for k in members}}
     index_path = folder / f"{stem}{INDEX_SUFFIX}"
     atomic_write(index_path, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=1)))
     # Shards of an earlier export to the same stem with another shard count are stale now.
@@ -257,12 +257,7 @@ def _build(source, config, networks, expected=None):
         raise CheckpointError(f"{source}: holds {', '.join(sorted(networks))}, needs {', '.join(sorted(needed))}")
     for name in sorted(needed):
         state = {k: (t.float() if t.is_floating_point() else t) for k, t in networks[name].items()}
-        try:
-            getattr(nets, name).load_state_dict(state)
-        except RuntimeError as exc:
-            lines = str(exc).splitlines()
-            raise CheckpointError(f"{source}: {name} does not fit a {describe(config)} "
-                                  f"({lines[1].strip() if len(lines) > 1 else lines[0]})") from None
+        load_state(getattr(nets, name), state, f"{source}: {name}", config)
     return nets.eval()
 
 

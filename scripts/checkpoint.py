@@ -198,6 +198,17 @@ def describe(cfg: dict) -> str:
     return f"{cfg.get('activation')} variant, base width {cfg.get('base_width')}, fusion {cfg.get('fusion')}"
 
 
+def load_state(module, state, where, cfg: dict):
+    """``module.load_state_dict(state)``; a mismatch is one CheckpointError line: ``where``, the
+    configuration the weights were taken for, and the first line of torch's own message."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        raise CheckpointError(f"{where} does not fit a {describe(cfg)} "
+                              f"({lines[1].strip() if len(lines) > 1 else lines[0]})") from None
+
+
 def atomic_write_csv(path, rows, fields):
     """rows (dicts) as a CSV with these columns, written atomically (``atomic_write``)."""
     buf = io.StringIO()
@@ -277,11 +288,7 @@ def load_networks(run_dir, expected: dict = None, filenames: dict = None):
     check_expected(run_dir, saved, expected)
     nets = build_networks(run_dir, saved)
     for name, state in states.items():
-        try:
-            getattr(nets, name).load_state_dict(state)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{files[name]}: does not fit a {describe(saved)} "
-                                  f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") from None
+        load_state(getattr(nets, name), state, f"{files[name]}:", saved)
     if not set(nets.generator_names) <= set(states):
         raise CheckpointError(f"{run_dir}: needs {', '.join(filenames.values())}")
     return nets.eval(), saved

@@ -1,8 +1,9 @@
-"""What every entry point shares: its parser, whose errors are one line, and its progress bar,
-live in a terminal and a line a minute in a log file.
+"""What every entry point shares: its parser, whose errors are one line, its progress bar,
+live in a terminal and a line a minute in a log file, and the names of its stops.
 """
 import argparse
 import os
+import signal
 import sys
 
 from tqdm import tqdm
@@ -13,6 +14,12 @@ BAR_INTERVAL = 0.1 if sys.stderr.isatty() else 60
 # What a stop message starts with: in a terminal a line break, so that it does not follow the
 # "^C" the terminal echoed; in a log file nothing (no echo there, and no blank line).
 FRESH_LINE = "\n" if sys.stderr.isatty() else ""
+TIME_LIMIT_EXIT = 3  # train.py's exit status when --time-limit stopped it, last.pth saved
+
+
+def signal_name(signum) -> str:
+    """'SIGINT', 'SIGTERM', ... of a signal number."""
+    return signal.Signals(signum).name
 
 
 class LogLines(tqdm):

@@ -42,9 +42,9 @@ def table(summaries, names, groups=GROUPS):
     one_run = [len(s.get("runs", [])) == 1 for s in summaries]
     keys = [k for k in tables[0] if all(k in t for t in tables)]
     widths = [max(22, len(n) + 1) for n in names]
-    lines = [f"{'metric':<36}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths))]
+    lines = [f"{'metric':<36}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True))]
     for key in keys:
-        lines.append(f"{key:<36}" + "".join(cell(t[key], one, w) for t, one, w in zip(tables, one_run, widths)))
+        lines.append(f"{key:<36}" + "".join(cell(t[key], one, w) for t, one, w in zip(tables, one_run, widths, strict=True)))
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -74,7 +74,7 @@ def notes(summaries, names):
     numbers of runs, widths, training data sets, numbers of test images (allowed, e.g. one
     model on two data sets, but rarely what was meant)."""
     said = []
-    unknown = [n for n, s in zip(names, summaries) if not s.get("run_details")]
+    unknown = [n for n, s in zip(names, summaries, strict=True) if not s.get("run_details")]
     if unknown and len(summaries) > 1:
         one = len(unknown) == 1
         said.append(f"note: {', '.join(unknown)} record{'s' if one else ''} no run details (a test.py before they "
@@ -82,16 +82,16 @@ def notes(summaries, names):
                     f"be compared")
     if len({s.get("dataset") for s in summaries}) > 1:
         said.append("note: these summaries are of different data sets: " + ", ".join(
-            f"{n} {s.get('dataset', 'unknown')}" for n, s in zip(names, summaries)))
+            f"{n} {s.get('dataset', 'unknown')}" for n, s in zip(names, summaries, strict=True)))
     sizes = [tested_sizes(s) for s in summaries]
     if len({tuple(z) for z in sizes if z}) > 1:  # a summary of unknown sizes is taken as alike
         said.append("note: these summaries were tested at different input sizes: " + ", ".join(
-            f"{n} {' and '.join(z) or 'unknown'}" for n, z in zip(names, sizes)))
+            f"{n} {' and '.join(z) or 'unknown'}" for n, z in zip(names, sizes, strict=True)))
     facts = [alike_or_not(s) for s in summaries]
     for what in dict.fromkeys(k for f in facts for k in f):  # known values compared, unknown ones said
         if len({f[what] for f in facts if what in f}) > 1:
             said.append(f"note: these summaries differ in their {what}: " + ", ".join(
-                f"{n} {f.get(what, 'unknown')}" for n, f in zip(names, facts)))
+                f"{n} {f.get(what, 'unknown')}" for n, f in zip(names, facts, strict=True)))
     return said
 
 
@@ -106,8 +106,8 @@ def column_names(paths) -> list:
             break
     # Two files of one folder (summary.json and bundle_summary.json): the file's name after it.
     files = [os.path.abspath(p) for p in paths]
-    return [f"{n}/{Path(f).stem}" if any(n == m and f != g for m, g in zip(names, files)) else n
-            for n, f in zip(names, files)]
+    return [f"{n}/{Path(f).stem}" if any(n == m and f != g for m, g in zip(names, files, strict=True)) else n
+            for n, f in zip(names, files, strict=True)]
 
 
 def main(argv=None):

@@ -7,6 +7,7 @@ output channels, their default fusion) lives in ``VARIANTS``.
 """
 import argparse
 import difflib
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional, Tuple
@@ -121,6 +122,12 @@ def str2bool(text):
 def seed_run_name(job_name: str, seed: int) -> str:
     """The run of one seed of a job: <job_name>_seed<seed> (train.sh names its runs alike)."""
     return f"{job_name}_seed{seed}"
+
+
+def split_seed_run_name(name: str) -> Optional[Tuple[str, int]]:
+    """(job_name, seed) of a run named by ``seed_run_name``; None for another name."""
+    match = re.fullmatch(r"(.+)_seed(\d+)", name)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 def tensorboard_dir(runs_dir, dataset: str, job_name: str) -> Path:

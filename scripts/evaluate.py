@@ -31,7 +31,7 @@ def predict_probs(nets: Networks, images_u8, batch_size=4, device="cpu", amp_dty
     out = []
     for idx in (progress(batches) if progress else batches):
         n = len(idx)
-        if getattr(nets, "compiled_for_inference", False) and n < batch_size:
+        if nets.compiled_for_inference and n < batch_size:
             idx = torch.cat([idx, idx[-1:].expand(batch_size - n)])  # one shape: no second compile
         x = normalize(images_u8[idx].to(device, non_blocking=True).float() / 255)
         if channels_last:
@@ -152,7 +152,7 @@ def evaluate_images(samples, probs, activations, run_outs, workers=1):
         label, fov = load_truth(samples[i])  # full size (the photograph is not decoded: it is cached)
         split = segments.split_segments(label, fov, threads=split_threads)  # same ids on any thread count
         return [evaluate_test_image(samples[i].name, label, fov, probs[r][i], activation, run_out, split)
-                for r, (activation, run_out) in enumerate(zip(activations, run_outs))]
+                for r, (activation, run_out) in enumerate(zip(activations, run_outs, strict=True))]
 
     split_threads = max(1, torch.get_num_threads() // max(workers, 1))
     with thread_count_restored():

@@ -27,7 +27,7 @@ def clear_earlier_test(out_dir, names, runs=()):
     def per_run_folders(record):
         given, real = recorded_runs(out_dir, record)
         # '..' as its test named it (its real folder), not from this working folder
-        earlier = [r if Path(r).name not in ("", ".", "..") else path for r, path in zip(given, real)]
+        earlier = [r if Path(r).name not in ("", ".", "..") else path for r, path in zip(given, real, strict=True)]
         return run_names(earlier) if len(earlier) > 1 else []  # one run's pictures are at the top
     runs = {*per_run_folders("summary.json"), *per_run_folders(RUNS_BEING_TESTED), *runs}
     for name in (*RESULT_FILES, RUNS_BEING_TESTED):

@@ -34,7 +34,7 @@ def side_by_side(panels, titles, height=400):
     width = sum(s.width for s in scaled) + 10 * (len(scaled) - 1)
     canvas = Image.new("RGB", (width, height + 24), "white")
     draw, x = ImageDraw.Draw(canvas), 0
-    for img, title in zip(scaled, titles):
+    for img, title in zip(scaled, titles, strict=True):
         canvas.paste(img, (x, 24))
         draw.text((x + 4, 6), title, fill="black")
         x += img.width + 10

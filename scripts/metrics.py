@@ -16,6 +16,7 @@ CHANNEL = {"artery": 0, "uncertain": 1, "vein": 2}     # picture channel (R, G, 
 CLASS_COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255], [0, 255, 0]], np.uint8)  # bg, A, V, U
 METRIC_KEYS = ("sensitivity", "specificity", "precision", "f1", "iou", "accuracy", "g_mean",
                "auc_roc", "auc_pr", "mse")
+TABLE_METRICS = ("sensitivity", "auc_roc", "f1", "auc_pr", "mse")  # the published table's columns
 # Printed under every table of these metrics: the binary-map AUCs have a floor well above 0.
 BINARY_AUC_NOTE = ("note: auc_roc and auc_pr are those of the decoded binary maps (the published protocol): a "
                    "class never predicted still scores auc_roc 50 and auc_pr (1 + prevalence) / 2, just over 50, "
@@ -252,14 +253,11 @@ def evaluate_image(label, rgb, fov, scores=None):
     return result
 
 
-def _mean_tree(trees, reduce):
+def _reduce_leaves(trees, reduce):
     """Apply reduce(list of leaf values) leafwise over dicts of the same nested shape."""
-    return {k: (_mean_tree([t[k] for t in trees], reduce) if isinstance(v, dict)
+    return {k: (_reduce_leaves([t[k] for t in trees], reduce) if isinstance(v, dict)
                 else reduce([float(t[k]) for t in trees]))
             for k, v in trees[0].items()}
-
-
-TABLE_METRICS = ("sensitivity", "auc_roc", "f1", "auc_pr", "mse")  # the published table's columns
 
 
 def summarize(per_image):
@@ -268,7 +266,7 @@ def summarize(per_image):
     shape; "counts" is left out."""
     if not per_image:
         raise ValueError("summarize() needs at least one image result")
-    return {g: _mean_tree([r[g] for r in per_image], lambda xs: float(np.mean(xs)))
+    return {g: _reduce_leaves([r[g] for r in per_image], lambda xs: float(np.mean(xs)))
             for g in SUMMARY_GROUPS if g in per_image[0]}
 
 
@@ -278,7 +276,7 @@ def mean_std_over_runs(run_summaries):
     s is the population standard deviation (ddof=0, numpy's default), so one run gives 0."""
     if not run_summaries:
         raise ValueError("mean_std_over_runs() needs at least one run summary")
-    return _mean_tree(run_summaries, lambda xs: {"mean": float(np.mean(xs)),
+    return _reduce_leaves(run_summaries, lambda xs: {"mean": float(np.mean(xs)),
                                                  "std": float(np.std(xs, ddof=0))})
 
 

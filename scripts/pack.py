@@ -94,7 +94,7 @@ def _pack_training(samples, size, target, progress):
         Image.fromarray(label).save(copy.label)
         Image.fromarray(fov).save(copy.mask)  # bilevel (mode 1): small in any format
         again = load_resized(copy, size)
-        if not all(np.array_equal(a, b) for a, b in zip((image, label, fov), again)):
+        if not all(np.array_equal(a, b) for a, b in zip((image, label, fov), again, strict=True)):
             raise DataError(f"{copy.image}: the written copy does not read back identically")
     return len(samples)
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from tqdm import tqdm
 
 from . import distributed
-from .cli import FRESH_LINE
+from .cli import FRESH_LINE, signal_name
 
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # the shell's 128 + signal number
 
@@ -36,7 +36,7 @@ class StopRequest:
         if self.graceful and self.signum is None:
             self.signum = signum
             if distributed.launched_as_rank_zero():  # under torchrun every rank gets the signal; one says so
-                tqdm.write(f"{FRESH_LINE}{signal.Signals(signum).name}: stopping {self.when} (again to stop at once)",
+                tqdm.write(f"{FRESH_LINE}{signal_name(signum)}: stopping {self.when} (again to stop at once)",
                            file=sys.stderr)
             return
         raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()

@@ -45,7 +45,7 @@ def test_resized_cache_matches_direct_decoding(real_data, tmp_path):
     first = load_resized(sample, (592, 592), tmp_path)
     cached = load_resized(sample, (592, 592), tmp_path)
     assert len(list(tmp_path.glob("*.npy"))) == 1
-    for a, b, c in zip(direct, first, cached):
+    for a, b, c in zip(direct, first, cached, strict=True):
         assert a.shape[:2] == (592, 592) and np.array_equal(a, b) and np.array_equal(a, c)
 
 

@@ -14,7 +14,6 @@ from scripts import evaluate
 from scripts.bfnet import Networks
 from scripts.bundle import export_bundle, load_any
 from scripts.config import RunConfig
-from scripts.model import ChannelPairSum
 from tests.conftest import ROOT
 
 # test.py by path: the name "test" is also a package of the standard library.
@@ -167,16 +166,6 @@ def test_unavailable_cuda_is_a_clear_error(monkeypatch):
     with pytest.raises(dev.ConfigError, match="CUDA is not available"):
         dev.pick_device("cuda")
     assert dev.pick_device("") == torch.device("cpu")
-
-
-@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
-def test_channel_pair_sum_keeps_the_memory_format_and_the_numbers(fmt):
-    x = torch.randn(2, 8, 5, 6).contiguous(memory_format=fmt)
-    block = ChannelPairSum(8).eval()
-    expected = block.activation(x.contiguous().view(2, 4, 2, 5, 6).sum(2))
-    out = block(x)
-    assert torch.equal(out, expected)
-    assert out.is_contiguous(memory_format=fmt)
 
 
 def test_channels_last_prediction_equals_contiguous(one_thread):

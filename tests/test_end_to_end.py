@@ -325,7 +325,7 @@ def test_train_sh_resumes_a_seed_to_its_own_planned_epochs_unless_epochs_is_set(
                "EXTRA_ARGS": "--resume", **({"EPOCHS": epochs} if epochs else {})}
         proc = subprocess.run(["sh", "train.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
-        for line, seed in zip(log.read_text().splitlines(), (42, 40)):
+        for line, seed in zip(log.read_text().splitlines(), (42, 40), strict=True):
             given = [a for a in line.split() if a.startswith("--e=")]
             assert given == ([expected[seed]] if expected[seed] else []), (epochs, seed, line)
             assert ("--resume" in line.split()) == (seed == 42)
@@ -587,7 +587,7 @@ def help_texts():
     procs = [subprocess.Popen([sys.executable, *entry, "--help"], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for entry in ENTRY_POINTS]
     texts = [proc.communicate(timeout=180) for proc in procs]
-    return [(proc.returncode, out, err) for proc, (out, err) in zip(procs, texts)]
+    return [(proc.returncode, out, err) for proc, (out, err) in zip(procs, texts, strict=True)]
 
 
 @pytest.mark.parametrize("index", range(len(ENTRY_POINTS)), ids=[" ".join(e) for e in ENTRY_POINTS])

@@ -313,13 +313,13 @@ def loop_evaluate(label, rgb, fov):
         out["extra"][f"auc_roc_prob_{name}"], out["extra"][f"auc_pr_prob_{name}"] = \
             reference_auc(score[name], t)
     total = sum(weights)
-    out["average"] = {k: sum(out[c][k] * w for c, w in zip(CLASS_NAMES, weights)) / total
+    out["average"] = {k: sum(out[c][k] * w for c, w in zip(CLASS_NAMES, weights, strict=True)) / total
                       for k in METRIC_KEYS}
     for kind in ("roc", "pr"):
         out["extra"][f"auc_{kind}_prob_average"] = sum(
-            out["extra"][f"auc_{kind}_prob_{c}"] * w for c, w in zip(CLASS_NAMES, weights)) / total
+            out["extra"][f"auc_{kind}_prob_{c}"] * w for c, w in zip(CLASS_NAMES, weights, strict=True)) / total
     vessel = (truth_all == 1) | (truth_all == 2)
-    right = [(rv > bv) if tv == 1 else (bv > rv) for rv, bv, tv in zip(r[vessel], b[vessel], truth_all[vessel])]
+    right = [(rv > bv) if tv == 1 else (bv > rv) for rv, bv, tv in zip(r[vessel], b[vessel], truth_all[vessel], strict=True)]
     out["extra"]["av_accuracy"] = sum(right) / len(right)
     return out
 

@@ -186,3 +186,13 @@ def test_folded_networks_are_never_saved(tmp_path):
     with pytest.raises(ValueError, match="folded for inference"):
         export_bundle(nets, tmp_path / "b.pth")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_channel_pair_sum_keeps_the_memory_format_and_the_numbers(fmt):
+    x = torch.randn(2, 8, 5, 6).contiguous(memory_format=fmt)
+    block = ChannelPairSum(8).eval()
+    expected = block.activation(x.contiguous().view(2, 4, 2, 5, 6).sum(2))
+    out = block(x)
+    assert torch.equal(out, expected)
+    assert out.is_contiguous(memory_format=fmt)

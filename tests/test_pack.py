@@ -25,11 +25,11 @@ def test_drive_pack_trains_like_the_original_and_keeps_the_test_split(real_data,
     originals = find_samples(real_data, spec, "training")
     copies = find_samples(tmp_path / "packs", spec, "training")
     assert [s.name for s in copies] == [s.name for s in originals]  # same order: same validation split
-    for original, copy in zip(originals, copies):
+    for original, copy in zip(originals, copies, strict=True):
         assert copy.image.suffix == ".png"
-        for a, b in zip(load_resized(original, spec.size), load_resized(copy, spec.size)):
+        for a, b in zip(load_resized(original, spec.size), load_resized(copy, spec.size), strict=True):
             assert a.dtype == b.dtype and np.array_equal(a, b)
-    for original, copy in zip(find_samples(real_data, spec, "test"), find_samples(tmp_path / "packs", spec, "test")):
+    for original, copy in zip(find_samples(real_data, spec, "test"), find_samples(tmp_path / "packs", spec, "test"), strict=True):
         for a, b in ((original.image, copy.image), (original.label, copy.label), (original.mask, copy.mask)):
             assert a.name == b.name and filecmp.cmp(a, b, shallow=False)
     info = json.loads((target / PACK_FILE).read_text())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import train
-from scripts import last_state
+from scripts import cli, last_state
 from scripts.checkpoint import CheckpointError, atomic_torch_save, load_networks
 from scripts.config import RunConfig
 
@@ -163,7 +163,7 @@ def test_time_limit_exit_status_is_3(real_data, tmp_path):
             "--runs-dir", str(tmp_path / "runs"), "--device", "cpu", "--epochs", "2", "--image-size", "64", "64",
             "--base-width", "4", "--v", "10", "--time-limit", "1e-6"]
     proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == train.TIME_LIMIT_EXIT, proc.stderr[-2000:]
+    assert proc.returncode == cli.TIME_LIMIT_EXIT, proc.stderr[-2000:]
     assert "--resume continues" in proc.stdout
     last = proc.stdout.strip().splitlines()[-1]  # the run's last line says it is unfinished, too
     assert last.endswith(f"checkpoints in {tmp_path / 'DRIVE_AV' / 't'} (stopped after epoch 1 of 2: --resume continues)")

@@ -82,7 +82,7 @@ def test_deterministic_for_a_seed_and_different_across_seeds(tmp_path):
         assert (a / rel).read_bytes() != (c / rel).read_bytes(), rel
     x = synthetic_sample(SIZE, np.random.default_rng(11))
     y = synthetic_sample(SIZE, np.random.default_rng(11))
-    assert all(np.array_equal(p, q) for p, q in zip(x, y))
+    assert all(np.array_equal(p, q) for p, q in zip(x, y, strict=True))
 
 
 def test_rerun_overwrites_and_removes_stale_ids(tmp_path):

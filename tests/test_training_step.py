@@ -116,7 +116,7 @@ def test_mixed_precision_losses_follow_fp32_over_the_first_steps(activation, dev
                           fused=tuned and device == "cuda")
         images, labels = (t.to(device) for t in batch(size=(64, 64)))
         results[tuned] = [trainer.step(images.contiguous(memory_format=fmt), labels) for _ in range(3)]
-    for plain, tuned in zip(results[False], results[True]):
+    for plain, tuned in zip(results[False], results[True], strict=True):
         for key in plain:
             assert torch.isclose(plain[key], tuned[key], rtol=0.05), (key, plain[key], tuned[key])
 
