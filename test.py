@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from scripts import metrics
+from scripts import metrics, segments
 from scripts.bundle import about_line, load_any, pretrained_bundle
 from scripts.checkpoint import LAST_STATE, CheckpointError, atomic_write, atomic_write_csv, check_folder, make_folder
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
@@ -297,6 +297,9 @@ def score_and_write(spec, runs, samples, probs, details, out_dir, workers, preci
     print(f"{len(samples)} images x {len(runs)} run{'s' if multi else ''} evaluated at full size in "
           f"{time.time() - started:.1f}s, {min(workers, len(samples))} at a time", flush=True)
 
+    for name, results in zip(names, per_run, strict=True):
+        for note in segments.caveats(results):
+            print(f"note: {name + ': ' if multi else ''}segment metric: {note}", file=sys.stderr)
     run_summaries = [metrics.summarize(r) for r in per_run]
     summary = percent_summary(metrics.mean_std_over_runs(run_summaries))
     summary.update(tested)  # run_paths: the same runs from any working folder

@@ -6,9 +6,9 @@
 A summary.json or the folder that holds it. Values are percent (segments/count: segments per
 image), mean ± std over the runs of each summary; a summary of one run shows its plain values.
 A note on stderr says where the columns are not like for like: other data sets or input sizes,
-another number of runs (seeds), base width, training data set or number of test images (the
-variant and the fusion are what one compares, so they are not noted), or where a summary does not
-record them. --all adds the per-class rows and the extras.
+another number of runs or other seeds, base width, training data set, number of test images or
+test precision (the variant and the fusion are what one compares, so they are not noted), runs
+stopped before their planned epochs, or where a summary does not record these. --all adds the per-class rows and the extras.
 """
 import json
 import os
@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .cli import ArgumentParser
+from .config import split_seed_run_name
 from .metrics import BINARY_AUC_NOTE, SUMMARY_GROUPS
 
 GROUPS = ("average", "segments")  # pixel metrics (weighted average) and segment metrics; --all: SUMMARY_GROUPS
@@ -64,15 +65,29 @@ def alike_or_not(summary):
     def of_runs(key):
         return " and ".join(sorted({str(d[key]) for d in details if d.get(key) is not None}))
 
-    facts = {"numbers of runs (seeds)": str(len(summary["runs"])), "base widths": of_runs("base_width"),
-             "training data sets": of_runs("trained_on"), "numbers of test images": str(summary.get("images", ""))}
+    seeds = [split_seed_run_name(Path(str(run)).name) for run in summary["runs"]]
+    facts = {"numbers of runs (seeds)": str(len(summary["runs"])),
+             "seeds": " ".join(str(seed) for seed in sorted(s[1] for s in seeds)) if all(seeds) else "",
+             "base widths": of_runs("base_width"), "training data sets": of_runs("trained_on"),
+             "numbers of test images": str(summary.get("images", "")),
+             "test precisions": str(summary.get("precision") or "")}
     return {k: v for k, v in facts.items() if v}
+
+
+def unfinished_runs(summary) -> list:
+    """'<run> <done> of <planned> epochs' for each run of a summary stopped before its planned
+    epochs (--time-limit, a stop, or a test while it trains)."""
+    return [f"{Path(str(d.get('run'))).name} {d['epochs_done']} of {d['epochs_planned']} epochs"
+            for d in summary.get("run_details") or () if isinstance(d, dict)
+            and isinstance(d.get("epochs_done"), int) and isinstance(d.get("epochs_planned"), int)
+            and d["epochs_done"] < d["epochs_planned"]]
 
 
 def notes(summaries, names):
     """Lines for stderr where the columns are not like for like: other data sets, input sizes,
-    numbers of runs, widths, training data sets, numbers of test images (allowed, e.g. one
-    model on two data sets, but rarely what was meant)."""
+    numbers of runs or seeds, widths, training data sets, numbers of test images, test
+    precisions (allowed, e.g. one model on two data sets, but rarely what was meant), and runs
+    stopped before their planned epochs."""
     said = []
     unknown = [n for n, s in zip(names, summaries, strict=True) if not s.get("run_details")]
     if unknown and len(summaries) > 1:
@@ -92,6 +107,10 @@ def notes(summaries, names):
         if len({f[what] for f in facts if what in f}) > 1:
             said.append(f"note: these summaries differ in their {what}: " + ", ".join(
                 f"{n} {f.get(what, 'unknown')}" for n, f in zip(names, facts, strict=True)))
+    for n, s in zip(names, summaries, strict=True):
+        stopped = unfinished_runs(s)
+        if stopped and len(summaries) > 1:
+            said.append(f"note: {n} holds runs stopped before their planned epochs: {', '.join(stopped)}")
     return said
 
 
@@ -112,7 +131,7 @@ def column_names(paths) -> list:
 
 def main(argv=None):
     p = ArgumentParser(prog="python -m scripts.compare", description=__doc__)
-    p.add_argument("summaries", nargs="+", help="summary.json files written by test.py, or the folders that hold them")
+    p.add_argument("summaries", nargs="*", help="summary.json files written by test.py, or the folders that hold them")
     p.add_argument("--names", nargs="+", action="extend", default=None,
                    help="a column title per summary (default: each summary's folder name; where two would "
                         "be the same, every title takes parent folders until they differ: LES-AV/Final_pre)")
@@ -120,6 +139,9 @@ def main(argv=None):
                    help="every row of the summaries: artery, vein and uncertain, and the extras, besides the "
                         "weighted average and the segment metric")
     args = p.parse_args(argv)
+    if not args.summaries:  # --names takes every word after it, the summaries too when they follow it
+        p.error("--names takes every word after it: give the summaries first (python -m scripts.compare A B "
+                "--names X Y)" if args.names else "give at least one summary.json, or the folder that holds it")
     paths = [Path(s) / "summary.json" if Path(s).is_dir() else Path(s) for s in args.summaries]  # or test.py's folder
     names = args.names or column_names(paths)
     if len(names) != len(args.summaries):

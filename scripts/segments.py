@@ -216,6 +216,23 @@ def segment_scores(label, pred_classes, fov, min_length: int = 10, minority: flo
     }
 
 
+def caveats(results) -> list:
+    """Where one run's segment shares read better than they are, from its per-image results
+    (``evaluate.score_image``'s): images on which it predicted no artery or vein in any segment
+    (their mixed shares are 0, undefined rather than 'never mixed'), and a class, artery or vein,
+    it never predicts (then no segment can be mixed at all)."""
+    notes = []
+    blank = sum(1 for r in results if r["segments"]["count"] and r["segments"]["missed"] == 1.0)
+    if blank:
+        notes.append(f"no artery or vein predicted in any segment of {blank} of {len(results)} image(s): "
+                     f"their mixed_any and mixed_10 count as 0 in the means, not as 'never mixed'")
+    never = [c for c in ("artery", "vein") if not any(r["counts"][c]["tp"] + r["counts"][c]["fp"] for r in results)]
+    if never:
+        notes.append(f"{' and '.join(never)} never predicted on any image: no segment can be mixed, so "
+                     f"mixed_any and mixed_10 say nothing of A/V flips here")
+    return notes
+
+
 def pred_classes_from_picture(rgb) -> np.ndarray:
     """Class map 0..3 of a prediction picture (HxWx3, or HxWx4 with alpha ignored), by the
     decoding rule of the published metrics: ``metrics.class_map``."""

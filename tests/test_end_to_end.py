@@ -354,13 +354,36 @@ def test_ablation_sh_compares_the_seeds_trained_both_ways(probe_run, real_data, 
            "SEEDS": "42 40", "EXTRA_ARGS": f"--cache-dir {work / 'cache'}"}
     proc = subprocess.run(["sh", "ablation.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "note: seed(s) 40 lack one of the two runs: comparing seed(s) 42" in proc.stderr
+    assert ("note: left out: seed(s) none without BF-Net's run ./DRIVE_AV/sigmoid_seed<N>, seed(s) 40 without "
+            "the ablation's ./DRIVE_AV/sigmoid_nofusion_seed<N>; comparing seed(s) 42") in proc.stderr
     table = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(table) if line.startswith("metric"))
     assert "BF-Net" in table[header] and "no fusion (ablation)" in table[header]
     assert any(line.startswith("segments/mixed_any") for line in table[header:])
     for name in ("bfnet", "nofusion"):  # under DRIVE_AV, the data set's folder, not DRIVE-AV
         assert json.loads((runs / f"Final_pre_{name}" / "summary.json").read_text())["images"] == 20
+    assert not (runs / ".ablation_in_progress").exists()
+
+    # Two seeds, then fewer: the earlier ablation's tests are replaced, not refused. A test that
+    # fails (a run folder without networks) leaves both as they were.
+    (runs / "sigmoid_nofusion_seed40").symlink_to(runs / "sigmoid_nofusion_seed42")
+    for seeds in ("42 40", "42"):
+        proc = subprocess.run(["sh", "ablation.sh"], cwd=tmp_path, env={**env, "SEEDS": seeds}, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0 and "note: left out" not in proc.stderr, proc.stderr[-3000:]
+        for name in ("bfnet", "nofusion"):
+            summary = json.loads((runs / f"Final_pre_{name}" / "summary.json").read_text())
+            assert len(summary["runs"]) == len(seeds.split())
+    (runs / "sigmoid_nofusion_seed40").unlink()
+    (runs / "sigmoid_nofusion_seed40").mkdir()
+    before = {p: p.read_bytes() for p in runs.glob("Final_pre_*/summary.json")}
+    proc = subprocess.run(["sh", "ablation.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and {p: p.read_bytes() for p in runs.glob("Final_pre_*/summary.json")} == before
+    for extra, says in ((" --output x", "no --output"), ("", "separate the seeds with spaces")):
+        proc = subprocess.run(["sh", "ablation.sh"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                              env={**env, "EXTRA_ARGS": env["EXTRA_ARGS"] + extra,
+                                   "SEEDS": "42,40" if not extra else "42"})
+        assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def torch_load(path):
@@ -483,6 +506,23 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
         "note: these summaries differ in their base widths: one 32, other 8",
         "note: these summaries differ in their training data sets: one DRIVE_AV, other LES-AV",
         "note: these summaries differ in their numbers of test images: one 20, other 19"]  # not the fusion
+    # Other seeds, another test precision, a run stopped early (the seeds of train.sh's run names).
+    details = {"epochs_done": 1500, "epochs_planned": 1500}
+    ours = {**one, "runs": ["D/sigmoid_seed40", "D/sigmoid_seed42"], "precision": "fp32",
+            "run_details": [{**details, "run": "D/sigmoid_seed40"}, {**details, "run": "D/sigmoid_seed42"}]}
+    theirs = {**ours, "runs": ["D/sigmoid_nofusion_seed42", "D/sigmoid_nofusion_seed7"], "precision": "bf16 autocast",
+              "run_details": [{**details, "run": "D/sigmoid_nofusion_seed42"},
+                              {"epochs_done": 3, "epochs_planned": 1500, "run": "D/sigmoid_nofusion_seed7"}]}
+    (tmp_path / "one" / "summary.json").write_text(json.dumps(ours))
+    (tmp_path / "other" / "summary.json").write_text(json.dumps(theirs))
+    compare.main([str(tmp_path / "one"), str(tmp_path / "other")])
+    assert capsys.readouterr().err.splitlines() == [
+        "note: these summaries differ in their seeds: one 40 42, other 7 42",
+        "note: these summaries differ in their test precisions: one fp32, other bf16 autocast",
+        "note: other holds runs stopped before their planned epochs: sigmoid_nofusion_seed7 3 of 1500 epochs"]
+    with pytest.raises(SystemExit) as info:  # --names takes the summaries after it: said, not "required"
+        compare.main(["--names", "X", "Y", str(tmp_path / "one"), str(tmp_path / "other")])
+    assert info.value.code == 2 and "give the summaries first" in capsys.readouterr().err
     (tmp_path / "one" / "summary.json").write_text(json.dumps({**one, "average": {"auc_pr": value}}))
     compare.main([str(tmp_path / "one" / "summary.json")])
     assert capsys.readouterr().out.splitlines()[-1].startswith("note: auc_roc and auc_pr are those of the decoded binary")

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 from skimage.draw import line
 
+from scripts import segments
 from scripts.segments import (draw_mixed_segments, outline_width, pred_classes_from_picture, segment_scores,
                               split_segments)
 
@@ -424,3 +425,18 @@ def test_real_truth_splits_into_its_segments(real_data, dataset, name, expected)
     assert n == expected
     assert np.array_equal(np.unique(seg), np.arange(n + 1))
     assert (seg[~vessel] == 0).all() and (seg[vessel] > 0).mean() > 0.999
+
+
+def result(count, missed, artery_predicted, vein_predicted):
+    """The parts of one image's result that segments.caveats reads."""
+    return {"segments": {"count": count, "missed": missed},
+            "counts": {"artery": {"tp": artery_predicted, "fp": 0}, "vein": {"tp": 0, "fp": vein_predicted}}}
+
+
+def test_caveats_name_images_with_no_segment_predicted_and_a_class_never_predicted():
+    assert segments.caveats([result(200, 0.1, 5, 5), result(180, 0.3, 1, 0)]) == []
+    blank, = segments.caveats([result(200, 1.0, 0, 5), result(180, 0.2, 3, 5), result(0, 0.0, 0, 0)])
+    assert blank.startswith("no artery or vein predicted in any segment of 1 of 3 image(s)")
+    never, = segments.caveats([result(200, 0.5, 0, 5), result(180, 0.2, 0, 7)])
+    assert never.startswith("artery never predicted on any image: no segment can be mixed")
+    assert len(segments.caveats([result(200, 1.0, 0, 0)])) == 2
