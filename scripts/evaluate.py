@@ -122,7 +122,7 @@ def evaluate_test_image(name, label, fov, probs, activation, out_dir, segment_sp
     write_png(out_dir / "small_pre" / f"{name}.png", picture_u8(probs, activation))
     write_png(out_dir / "raw_pre" / f"{name}.png", raw)
     result, mixed = score_image(label, raw, fov, split, scores)
-    write_png(out_dir / "mixed_segments" / f"{name}.png", segments.draw_mixed_segments(raw, split[0], mixed))
+    write_png(out_dir / "mixed_segments" / f"{name}.png", segments.draw_mixed_segments(raw, split[0], mixed, label))
     return result
 
 
@@ -181,5 +181,5 @@ def validate(nets: Networks, val_set, activation, batch_size, device, splits=Non
         per_image.append(result)
         if i == 0:
             split = splits[0] if splits else segments.split_segments(label, fov)
-            drawing = segments.draw_mixed_segments(pic, split[0], mixed)
+            drawing = segments.draw_mixed_segments(pic, split[0], mixed, label)
     return metrics.summarize(per_image), drawing

@@ -8,7 +8,7 @@ per segment, whether the network's artery/vein prediction along it is one class 
     seg, n = split_segments(label, fov)                 # truth segments, ids 1..n
     scores = segment_scores(label, pred_classes, fov)   # shares over the A/V segments
     pred = pred_classes_from_picture(rgb)               # R artery, G uncertain, B vein -> 0..3
-    pic = draw_mixed_segments(rgb, seg, scores["mixed_ids"])
+    pic = draw_mixed_segments(rgb, seg, scores["mixed_ids"], label)
 
 Everything is numpy/scipy/scikit-image and works on a crop around the vessels: `segment_scores` takes
 about 0.02-0.03 s on a DRIVE image (565 x 584) and 0.5-0.7 s on an HRF image (3504 x 2336), nearly all of it
@@ -130,6 +130,13 @@ def split_segments(label: np.ndarray, fov: np.ndarray, min_length: int = 10,
     return out, n_kept
 
 
+def _majority_classes(ids, truth, n):
+    """Each segment's truth class (ids 0..n): the majority of its pixels' labels 1..3, ties to
+    the lower class; and whether it has any such pixel."""
+    truth_counts = np.bincount(ids * 4 + truth, minlength=(n + 1) * 4).reshape(n + 1, 4)
+    return truth_counts[:, 1:].argmax(axis=1) + 1, truth_counts[:, 1:].sum(axis=1) > 0
+
+
 def segment_scores(label, pred_classes, fov, min_length: int = 10, minority: float = 0.10,
                    segments: tuple[np.ndarray, int] | None = None) -> dict:
     """Segment-level intra-segment misclassification scores of one image.
@@ -177,10 +184,8 @@ def segment_scores(label, pred_classes, fov, min_length: int = 10, minority: flo
     truth = label[inside].astype(np.int64)
     guess = np.where(pred[inside] <= 3, pred[inside], 0).astype(np.int64)
 
-    # Majority truth per segment over classes 1..3 (ties go to the lower class).
-    truth_counts = np.bincount(ids * 4 + truth, minlength=(n + 1) * 4).reshape(n + 1, 4)
-    seg_class = truth_counts[:, 1:].argmax(axis=1) + 1
-    av = (seg_class <= 2) & (truth_counts[:, 1:].sum(axis=1) > 0)
+    seg_class, has_truth = _majority_classes(ids, truth, n)
+    av = (seg_class <= 2) & has_truth
     av[0] = False
 
     judged = truth == seg_class[ids]
@@ -249,7 +254,7 @@ def outline_width(shape) -> int:
     return max(1, round(max(shape[:2]) / 800))
 
 
-def draw_mixed_segments(rgb, segment_map, mixed_ids) -> np.ndarray:
+def draw_mixed_segments(rgb, segment_map, mixed_ids, label=None) -> np.ndarray:
     """Picture of where the network flipped class along a segment.
 
     A copy of the prediction picture `rgb` (HxWx3 uint8) dimmed to 40 %, except the pixels of
@@ -257,7 +262,9 @@ def draw_mixed_segments(rgb, segment_map, mixed_ids) -> np.ndarray:
     which show the class the metric decided for each (class_map: red artery, blue vein, green
     uncertain, black where no class is decided; so the flip shows as red then blue along one
     segment, not as the soft picture's purple), outlined in yellow (255, 255, 0; the border that
-    ``outline_width`` 3x3 dilations add). Returns HxWx3 uint8.
+    ``outline_width`` 3x3 dilations add). With the truth `label`, only the pixels the metric
+    judges are coloured (those of the segment's own truth class): a crossing vessel's pixels
+    inside the outline stay dimmed, as they are not counted. Returns HxWx3 uint8.
     """
     rgb = np.asarray(rgb)[..., :3]
     segment_map = np.asarray(segment_map)
@@ -280,5 +287,10 @@ def draw_mixed_segments(rgb, segment_map, mixed_ids) -> np.ndarray:
     border = ndimage.binary_dilation(sub, structure=_EIGHT, iterations=width) & ~sub
     view = out[box]
     view[border] = (255, 255, 0)
+    if label is not None:  # the judged pixels: truth == the segment's majority class
+        inside = segment_map > 0
+        seg_class, _ = _majority_classes(segment_map[inside].astype(np.int64),
+                                         np.asarray(label)[inside].astype(np.int64), top)
+        sub = sub & (np.asarray(label)[box] == seg_class[segment_map[box]])
     view[sub] = CLASS_COLOURS[class_map(rgb[box][sub])]  # the segments' pixels only (HRF-AV's box is most of it)
     return out

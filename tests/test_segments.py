@@ -384,6 +384,17 @@ def test_draw_mixed_segments_colours_exactly_the_mixed_segment():
     assert (out[:, 10:20][mixed[:, 10:20]] == (255, 0, 0)).all()
     assert (out[:, 20:25][mixed[:, 20:25]] == (0, 255, 0)).all()
 
+    # With the truth, the pixels the metric leaves out (here a few labelled vein inside the
+    # artery's segment, as where another vessel crosses) stay dimmed inside the outline.
+    crossed = label.copy()
+    crossed[19:22, 30:33] = 2
+    out = draw_mixed_segments(picture, seg, s["mixed_ids"], crossed)
+    left_out = mixed & (crossed == 2)
+    assert left_out.sum() == 9
+    assert np.array_equal(out[left_out], np.round(picture[left_out] * 0.4).astype(np.uint8))
+    assert np.array_equal(out[mixed & ~left_out], picture[mixed & ~left_out])
+    assert np.array_equal((out == (255, 255, 0)).all(axis=2), yellow)  # the outline is the segment's
+
 
 def test_the_outline_of_a_mixed_segment_widens_with_the_photograph():
     """1 pixel on DRIVE's 565 x 584, 2 on LES-AV's 1620 x 1444, 4 on HRF-AV's 3504 x 2336: still
