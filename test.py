@@ -172,23 +172,6 @@ def epochs_done(folder):
     return state["epoch"] + 1, state["config"]["epochs"]
 
 
-def format_table(summary):
-    """The table as text: mean ± std over runs, or the plain value when there is one run."""
-    one_run = len(summary.get("runs", [])) == 1
-
-    def cell(v, width):
-        return f"{v['mean']:>{width}.2f}" if one_run else f"{v['mean']:>{max(width - 8, 0)}.2f} ± {v['std']:<5.2f}"
-
-    head = f"{'class':<10}" + "".join(f"{m:>20}" for m in metrics.TABLE_METRICS)
-    lines = [head if one_run else head + "    (mean ± std over runs)"]
-    for cls in ("artery", "vein", "uncertain", "average"):
-        lines.append(f"{cls:<10}" + "".join(cell(summary[cls][m], 20) for m in metrics.TABLE_METRICS))
-    for group, title in (("extra", "extra (not in the published table)"),
-                         ("segments", "segments (intra-segment misclassification)")):
-        lines.append(f"{title}: " + ", ".join(f"{k} {cell(v, 0).strip()}" for k, v in summary[group].items()))
-    return "\n".join(line.rstrip() for line in lines)
-
-
 def run_test(args):
     """The whole test: the runs (or weights) read and checked, then predict_and_score."""
     spec = dataset_spec(args.dataset)
@@ -265,7 +248,7 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
         exc.unfinished = (f" while writing {out_dir}, which now holds only part of this test's pictures and no "
                           f"summary.json: run the test again")
         raise
-    print(format_table(summary))
+    print(metrics.summary_table(summary))
     print(metrics.BINARY_AUC_NOTE)
     pictures = f"{out_dir}/<run>/" if len(runs) > 1 else f"{out_dir}/"
     print(f"wrote {out_dir}/metrics.csv, {out_dir}/summary.json and the pictures in "
@@ -291,9 +274,7 @@ def score_and_write(spec, runs, samples, probs, details, out_dir, workers, preci
     for image_results, sample in zip(bar, samples, strict=True):
         for r, result in enumerate(image_results):
             per_run[r].append(result)
-            rows.append({"run": names[r], "image": sample.name, **{
-                k: (v if k.endswith("/count") else round(100 * v, 6)) for k, v in metrics.flatten(
-                    {c: result[c] for c in metrics.SUMMARY_GROUPS}).items()}})
+            rows.append({"run": names[r], "image": sample.name, **metrics.percent_row(result)})
     print(f"{len(samples)} images x {len(runs)} run{'s' if multi else ''} evaluated at full size in "
           f"{time.time() - started:.1f}s, {min(workers, len(samples))} at a time", flush=True)
 
@@ -301,7 +282,7 @@ def score_and_write(spec, runs, samples, probs, details, out_dir, workers, preci
         for note in segments.caveats(results):
             print(f"note: {name + ': ' if multi else ''}segment metric: {note}", file=sys.stderr)
     run_summaries = [metrics.summarize(r) for r in per_run]
-    summary = percent_summary(metrics.mean_std_over_runs(run_summaries))
+    summary = metrics.in_percent(metrics.mean_std_over_runs(run_summaries))
     summary.update(tested)  # run_paths: the same runs from any working folder
     summary["per_run"] = {names[r]: {m: 100.0 * s["average"][m] for m in metrics.TABLE_METRICS}
                           for r, s in enumerate(run_summaries)}  # each run's row of the table (average)
@@ -315,12 +296,6 @@ def score_and_write(spec, runs, samples, probs, details, out_dir, workers, preci
     atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     (out_dir / RUNS_BEING_TESTED).unlink(missing_ok=True)  # the summary names them now
     return summary
-
-
-def percent_summary(tree):
-    """mean_std_over_runs output with every mean and std in percent (counts stay counts)."""
-    return {k: (v if k == "count" else {"mean": 100.0 * v["mean"], "std": 100.0 * v["std"]})
-            if set(v) == {"mean", "std"} else percent_summary(v) for k, v in tree.items()}
 
 
 def main(argv=None):

@@ -89,7 +89,11 @@ def notes(summaries, names):
     precisions (allowed, e.g. one model on two data sets, but rarely what was meant), and runs
     stopped before their planned epochs."""
     said = []
-    unknown = [n for n, s in zip(names, summaries, strict=True) if not s.get("run_details")]
+    scored = [n for n, s in zip(names, summaries, strict=True) if s.get("scored")]
+    if scored and len(scored) < len(summaries):
+        said.append(f"note: {', '.join(scored)} scored pictures (python -m scripts.score): the probability extras "
+                    f"come from their 8-bit values, not a network's probabilities")
+    unknown = [n for n, s in zip(names, summaries, strict=True) if not s.get("run_details") and not s.get("scored")]
     if unknown and len(summaries) > 1:
         one = len(unknown) == 1
         said.append(f"note: {', '.join(unknown)} record{'s' if one else ''} no run details (a test.py before they "

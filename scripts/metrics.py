@@ -280,6 +280,35 @@ def mean_std_over_runs(run_summaries):
                                                  "std": float(np.std(xs, ddof=0))})
 
 
+def in_percent(tree):
+    """mean_std_over_runs output with every mean and std in percent (counts stay counts)."""
+    return {k: (v if k == "count" else {"mean": 100.0 * v["mean"], "std": 100.0 * v["std"]})
+            if set(v) == {"mean", "std"} else in_percent(v) for k, v in tree.items()}
+
+
+def percent_row(result) -> dict:
+    """One image's result as a metrics.csv row: {"average/f1": percent, ..., "segments/count": n}."""
+    return {k: (v if k.endswith("/count") else round(100 * v, 6))
+            for k, v in flatten({g: result[g] for g in SUMMARY_GROUPS if g in result}).items()}
+
+
+def summary_table(summary) -> str:
+    """The table as text: mean ± std over runs, or the plain value when there is one run."""
+    one_run = len(summary.get("runs", [])) == 1
+
+    def cell(v, width):
+        return f"{v['mean']:>{width}.2f}" if one_run else f"{v['mean']:>{max(width - 8, 0)}.2f} ± {v['std']:<5.2f}"
+
+    head = f"{'class':<10}" + "".join(f"{m:>20}" for m in TABLE_METRICS)
+    lines = [head if one_run else head + "    (mean ± std over runs)"]
+    for cls in ("artery", "vein", "uncertain", "average"):
+        lines.append(f"{cls:<10}" + "".join(cell(summary[cls][m], 20) for m in TABLE_METRICS))
+    for group, title in (("extra", "extra (not in the published table)"),
+                         ("segments", "segments (intra-segment misclassification)")):
+        lines.append(f"{title}: " + ", ".join(f"{k} {cell(v, 0).strip()}" for k, v in summary[group].items()))
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def flatten(tree, prefix=""):
     """Nested dict -> flat {"average/f1": value}, for CSV columns and TensorBoard tags."""
     flat = {}

@@ -62,12 +62,11 @@ def test_test_script_writes_pictures_at_the_original_size(probe_run):
 
 
 def test_the_table_shows_mean_and_std_only_over_several_runs():
-    import test as test_script
     cell = {"mean": 54.375, "std": 1.5}
     summary = {c: {m: cell for m in metrics.TABLE_METRICS} for c in ("artery", "vein", "uncertain", "average")}
     summary.update(extra={"av_accuracy": cell}, segments={"mixed_any": cell})
-    one = test_script.format_table({**summary, "runs": ["a"]})
-    three = test_script.format_table({**summary, "runs": ["a", "b", "c"]})
+    one = metrics.summary_table({**summary, "runs": ["a"]})
+    three = metrics.summary_table({**summary, "runs": ["a", "b", "c"]})
     assert "±" not in one and "54.38" in one and "av_accuracy 54.38" in one
     assert three.count("54.38 ± 1.50") == 4 * 5 + 2 and "mean ± std over runs" in three
 

@@ -10,7 +10,8 @@ import pytest
 
 from scripts.bundle import INDEX_SUFFIX, load_any
 from scripts.config import DATASETS
-from scripts.metrics import TABLE_METRICS
+from scripts import score
+from scripts.metrics import TABLE_METRICS, flatten
 from tests.conftest import ROOT
 
 SHIPPED = ROOT / "pretrained" / f"DRIVE_AV_sigmoid{INDEX_SUFFIX}"
@@ -46,3 +47,11 @@ def test_the_shipped_bundle_scores_what_its_results_file_says(real_data, tmp_pat
     assert ours["images"] == recorded["images"] == 20
     for key in TABLE_METRICS:
         assert ours["average"][key]["mean"] == pytest.approx(recorded["average"][key]["mean"], abs=0.02), key
+
+    # python -m scripts.score on test.py's own pictures: the same table and segment metric (the
+    # probability extras differ: 8-bit pictures against 16-bit probabilities).
+    scored = flatten(score.score_folder("DRIVE_AV", out / "raw_pre", "", real_data, tmp_path / "scores"))
+    tested = flatten(ours)
+    for group in ("average", "artery", "vein", "uncertain", "segments"):
+        keys = [k for k in tested if k.startswith(group + "/")]
+        assert keys and all(scored[k] == pytest.approx(tested[k], abs=1e-9) for k in keys), group

@@ -1,0 +1,79 @@
+"""python -m scripts.score: prediction pictures made elsewhere, scored on the real test sets
+with the published protocol and the segment metric."""
+import json
+
+import pytest
+from PIL import Image
+
+from scripts import metrics, score
+from scripts.config import dataset_spec
+from scripts.data import find_samples, load_truth
+
+
+@pytest.fixture(scope="module")
+def drive_truth(real_data):
+    return [(s, *load_truth(s)) for s in find_samples(real_data, dataset_spec("DRIVE_AV"), "test")]
+
+
+def write_pictures(folder, drive_truth, picture_of, suffix=""):
+    folder.mkdir()
+    for sample, label, _fov in drive_truth:
+        Image.fromarray(picture_of(label)).save(folder / f"{sample.name}{suffix}.png")
+
+
+def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, tmp_path, capsys):
+    write_pictures(tmp_path / "truth", drive_truth, lambda label: metrics.CLASS_COLOURS[label], "_colour")
+    summary = score.score_folder("DRIVE_AV", tmp_path / "truth", "_colour", real_data)
+    for key in ("sensitivity", "f1", "auc_roc", "auc_pr"):
+        assert summary["average"][key]["mean"] == pytest.approx(100), key
+    assert summary["average"]["mse"]["mean"] == 0
+    segments = summary["segments"]
+    assert segments["mixed_any"]["mean"] == segments["missed"]["mean"] == 0
+    assert segments["segment_accuracy"]["mean"] == 100 and segments["count"]["mean"] == pytest.approx(207.25)
+    out = tmp_path / "truth_scores"  # the default: beside the predictions
+    assert json.loads((out / "summary.json").read_text()) == summary and summary["images"] == 20
+    assert len((out / "metrics.csv").read_text().splitlines()) == 21
+    assert len(list((out / "mixed_segments").glob("*.png"))) == 20
+
+    # A class map 0..3 (one channel, as the labels) scores alike; flipping the vein of one
+    # image's left half to artery mixes segments there.
+    def flipped(label):
+        label = label.copy()
+        half = label[:, :label.shape[1] // 2]
+        half[half == 2] = 1
+        return label
+    write_pictures(tmp_path / "maps", drive_truth[:1] + [(s, flipped(l), f) for s, l, f in drive_truth[1:]],
+                   lambda label: label)
+    maps = score.score_folder("DRIVE_AV", tmp_path / "maps", "", real_data)
+    assert maps["average"]["f1"]["mean"] < 100 and maps["segments"]["mixed_any"]["mean"] > 0
+    capsys.readouterr()
+
+
+def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, tmp_path, capsys):
+    write_pictures(tmp_path / "p", drive_truth, lambda label: metrics.CLASS_COLOURS[label])
+    first = tmp_path / "p" / f"{drive_truth[0][0].name}.png"
+    predictions = ["--predictions", str(tmp_path / "p")]
+
+    def refused(says, args=predictions):
+        with pytest.raises(SystemExit) as info:
+            score.main(["--dataset", "DRIVE_AV", "--data-root", str(real_data), *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and err[-1].startswith("error: ") and says in err[-1], (says, err)
+        assert sum(line.startswith("error") for line in err) == 1
+
+    first.unlink()
+    refused("no 01_test.png for 1 of the 20 test images")
+    Image.new("RGB", (584, 565)).save(first)  # width and height swapped
+    refused("584 x 565, but the test image 01_test is 565 x 584")
+    Image.new("I;16", (565, 584)).save(first)
+    refused("a I;16 picture: give 8-bit colour")
+    first.write_bytes(b"not a png")
+    refused("cannot decode image")
+    Image.new("L", (565, 584), 200).save(first)  # grey levels, not a class map
+    refused("a single-channel picture with values up to 200")
+    Image.fromarray(metrics.CLASS_COLOURS[drive_truth[0][1]]).save(first)
+    (tmp_path / "test").mkdir()  # a folder holding test.py's summary is never overwritten
+    (tmp_path / "test" / "summary.json").write_text(json.dumps({"average": {}, "runs": ["r"]}))
+    refused("holds a summary.json that this did not write", [*predictions, "--output", str(tmp_path / "test")])
+    assert json.loads((tmp_path / "test" / "summary.json").read_text()) == {"average": {}, "runs": ["r"]}
+    refused("unknown data set", [*predictions, "--dataset", "DRIVE"])
