@@ -32,7 +32,7 @@ test: install data
 	$(BIN)/python -m pytest -q tests
 
 lint: install  # ruff.toml's checks; ruff is a development tool, installed here on first use
-	@$(BIN)/python -m ruff --version >/dev/null 2>&1 || $(BIN)/python -m pip install -q ruff
+	@$(BIN)/python -m ruff --version >/dev/null 2>&1 || $(BIN)/python -m pip install -q ruff==0.17.6
 	$(BIN)/python -m ruff check .
 
 demo: install  # starts afresh each time: its own earlier run is removed first

@@ -4,8 +4,9 @@
 #   sh train.sh                  # ./$DATASET/${ACTIVATION}_seed<N>
 #   FUSION=none sh train.sh      # ./$DATASET/${ACTIVATION}_nofusion_seed<N>
 # Only the seeds trained for both are compared (the others are named). Writes both tests to
-# ./<Dataset>/Final_pre_bfnet and ./<Dataset>/Final_pre_nofusion, replacing an earlier ablation's
-# once both succeeded, then prints the comparison (python -m scripts.compare).
+# ./<Dataset>/Final_pre_<variant>_bfnet and ./<Dataset>/Final_pre_<variant>_nofusion, its own
+# folders, replacing an earlier ablation's once both succeeded; prints the comparison
+# (python -m scripts.compare).
 # Variables: DATASET, ACTIVATION (sigmoid, softmax), SEEDS (spaces between), DATA_ROOT, PYTHON;
 # EXTRA_ARGS: more test.py options for both tests (e.g. --amp; not --output).
 DATASET=${DATASET:-DRIVE_AV}
@@ -24,9 +25,13 @@ FOLDER=$(PYTHONSAFEPATH=1 "$PYTHON" -m scripts.config "$DATASET")  # runs live u
 case "$ACTIVATION" in sigmoid|softmax) ;;
     *) echo "error: ACTIVATION=$ACTIVATION: the variants are sigmoid and softmax" >&2; exit 2 ;; esac
 case "$SEEDS" in *,*) echo "error: SEEDS=\"$SEEDS\": separate the seeds with spaces (SEEDS=\"42 40 38\")" >&2; exit 2 ;; esac
-case " $EXTRA_ARGS " in *" --output"*)
-    echo "error: EXTRA_ARGS: no --output: ablation.sh writes its two tests to ./$FOLDER/Final_pre_bfnet and" \
-         "./$FOLDER/Final_pre_nofusion itself" >&2; exit 2 ;; esac
+OUT_BF=./$FOLDER/Final_pre_${ACTIVATION}_bfnet; OUT_NF=./$FOLDER/Final_pre_${ACTIVATION}_nofusion  # this script's own
+case " $EXTRA_ARGS " in *" --output "*|*" --output="*)
+    echo "error: EXTRA_ARGS: no --output: ablation.sh writes its two tests to $OUT_BF and $OUT_NF itself" >&2
+    exit 2 ;; esac
+case " $EXTRA_ARGS " in *" --output-root"*)
+    echo "error: EXTRA_ARGS: no --output-root: ablation.sh reads the runs in ./$FOLDER: run it from the folder" \
+         "that holds $FOLDER/" >&2; exit 2 ;; esac
 BF=./$FOLDER/${ACTIVATION}_seed; NF=./$FOLDER/${ACTIVATION}_nofusion_seed   # + <N>: the runs of train.sh
 BOTH=""; NO_BF=""; NO_NF=""
 for s in $SEEDS; do
@@ -35,24 +40,27 @@ for s in $SEEDS; do
     if [ -e "$BF$s" ] && [ -e "$NF$s" ]; then BOTH="$BOTH $s"; fi
 done
 if [ -z "$BOTH" ]; then
+    TRAIN="DATASET=$DATASET ACTIVATION=$ACTIVATION SEEDS=\"$SEEDS\""
     echo "error: no seed of $SEEDS has both runs under $(pwd)/$FOLDER: BF-Net's ${BF}<N> lacks seed(s)${NO_BF:- none}," \
          "the ablation's ${NF}<N> lacks seed(s)${NO_NF:- none}; train them first from this folder" \
-         "(DATASET=$DATASET SEEDS=\"$SEEDS\" sh train.sh; DATASET=$DATASET SEEDS=\"$SEEDS\" FUSION=none sh train.sh)" >&2
+         "($TRAIN sh $HERE/train.sh; $TRAIN FUSION=none sh $HERE/train.sh)" >&2
     exit 2
 fi
 [ -z "$NO_BF$NO_NF" ] || echo "note: left out: seed(s)${NO_BF:- none} without BF-Net's run ${BF}<N>, seed(s)${NO_NF:- none}" \
     "without the ablation's ${NF}<N>; comparing seed(s)$BOTH" >&2
-# Both tests are written to a fresh folder first and replace the earlier ablation's only when both
-# succeeded: the two folders always hold the same seeds.
-NEW=./$FOLDER/.ablation_in_progress
-rm -rf "$NEW"
+# Both tests go to a fresh folder first and replace the earlier ablation's (of this variant) only
+# when both succeeded: the two folders always hold the same seeds. A failed test leaves the
+# earlier ones as they were, and its partial output is removed.
+NEW=$(mktemp -d "./$FOLDER/.ablation.XXXXXX")
+trap 'rm -rf "$NEW"' EXIT
 "$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=$ACTIVATION --seeds $BOTH --data-root="$DATA_ROOT" \
-    --output "$NEW/Final_pre_bfnet" $EXTRA_ARGS
+    --output "$NEW/bfnet" $EXTRA_ARGS
 "$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=${ACTIVATION}_nofusion --seeds $BOTH --data-root="$DATA_ROOT" \
-    --output "$NEW/Final_pre_nofusion" $EXTRA_ARGS
-rm -rf ./$FOLDER/Final_pre_bfnet ./$FOLDER/Final_pre_nofusion
-mv "$NEW/Final_pre_bfnet" "$NEW/Final_pre_nofusion" ./$FOLDER/
-rmdir "$NEW"
-echo "seed(s)$BOTH: the tests are in ./$FOLDER/Final_pre_bfnet and ./$FOLDER/Final_pre_nofusion (an earlier ablation's replaced)" >&2
-PYTHONSAFEPATH=1 "$PYTHON" -m scripts.compare ./$FOLDER/Final_pre_bfnet/summary.json ./$FOLDER/Final_pre_nofusion/summary.json \
+    --output "$NEW/nofusion" $EXTRA_ARGS
+REPLACED=""; if [ -e "$OUT_BF" ] || [ -e "$OUT_NF" ]; then REPLACED=" (the earlier ablation's replaced)"; fi
+rm -rf "$OUT_BF" "$OUT_NF"
+mv "$NEW/bfnet" "$OUT_BF"
+mv "$NEW/nofusion" "$OUT_NF"
+echo "seed(s)$BOTH: the tests are in $OUT_BF and $OUT_NF$REPLACED" >&2
+PYTHONSAFEPATH=1 "$PYTHON" -m scripts.compare "$OUT_BF/summary.json" "$OUT_NF/summary.json" \
     --names BF-Net "no fusion (ablation)"

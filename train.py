@@ -158,7 +158,6 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-
 def cuda_settings(cfg: RunConfig):
     """cuDNN autotune (fixed input sizes), and TF32 only when --tf32 asks: without --amp the
     convolutions then run in true fp32, as on the paper's T4 (cuDNN's own default is TF32)."""

@@ -1,7 +1,7 @@
 """Print test summaries side by side, e.g. BF-Net against its ablation without branches.
 
-    python -m scripts.compare DRIVE_AV/Final_pre_bfnet/summary.json \\
-        DRIVE_AV/Final_pre_nofusion/summary.json --names BF-Net "no fusion"
+    python -m scripts.compare DRIVE_AV/Final_pre_sigmoid_bfnet/summary.json \\
+        DRIVE_AV/Final_pre_sigmoid_nofusion/summary.json --names BF-Net "no fusion"
 
 A summary.json or the folder that holds it. Values are percent (segments/count: segments per
 image), mean ± std over the runs of each summary; a summary of one run shows its plain values.

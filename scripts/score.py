@@ -8,7 +8,8 @@ Each test image <name> needs <predictions>/<name><suffix>.png at the photograph'
 a colour picture, R artery, G uncertain, B vein (test.py's raw_pre, predict.py's _colour.png
 and _classes.png, the original project's pictures), decoded as test.py decodes its own (a
 channel is on above 127; README, Metrics), or a single-channel class map 0..3 (0 background,
-1 artery, 2 vein, 3 uncertain, as the labels). Only the FOV counts. The probability extras
+1 artery, 2 vein, 3 uncertain, as the labels). Every file is read and checked before any is
+scored. Only the FOV counts. The probability extras
 come from the picture's 8-bit values (a class map's are 0 or 255): they are not those test.py
 computes from a network's probabilities.
 
@@ -28,34 +29,44 @@ from .cli import ArgumentParser, progress_bar
 from .config import ConfigError, dataset_names, dataset_spec
 from .data import DataError, find_samples, load_truth, open_header
 from .evaluate import score_image, write_png
+from .evaluation_outputs import RUNS_BEING_TESTED
 
-SCORED = "summary.json"
-
-
-PICTURE_MODES = ("RGB", "RGBA", "P", "PA")   # colour, as it shows
+SUMMARY = "summary.json"
+PICTURE_MODES = ("RGB", "RGBA", "P", "PA")   # colour (alpha dropped)
 CLASS_MAP_MODES = ("L", "LA")                # one channel: classes 0..3
+NOT_A_TEST = ("raw_pre", "small_pre", RUNS_BEING_TESTED)  # what test.py writes into its folders
 
 
-def check_prediction(path, size):
-    """One line for a file that cannot be a prediction of a photograph of ``size`` (W, H):
-    unreadable, of another size, or neither 8-bit colour nor one channel (header only)."""
-    with open_header(path) as header:
-        if header.mode not in PICTURE_MODES + CLASS_MAP_MODES:
-            raise DataError(f"{path}: a {header.mode} picture: give 8-bit colour (R artery, G uncertain, B vein) "
-                            f"or a class map 0..3")
-        if header.size != tuple(size):
-            raise DataError(f"{path}: {header.size[0]} x {header.size[1]}, but the test image {Path(path).stem} is "
-                            f"{size[0]} x {size[1]}: predictions are scored at the photograph's own size")
+def _palette_picture(img, path) -> np.ndarray:
+    """A palette picture as it shows; refused where its indices look like classes 0..3 but its
+    colours are not the class colours (a label map saved with some other palette)."""
+    indices = np.asarray(img)[..., 0] if img.mode == "PA" else np.asarray(img)
+    used = np.flatnonzero(np.bincount(indices.ravel(), minlength=256))
+    palette = np.asarray(img.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+    if used.max(initial=0) <= 3 and not (len(palette) > used.max(initial=0)
+                                         and (palette[used] == metrics.CLASS_COLOURS[used]).all()):
+        raise DataError(f"{path}: a palette picture of indices {used.tolist()} whose colours are not the class "
+                        f"colours: save the classes as a one-channel map 0..3 (mode L) or the colours as RGB")
+    return np.asarray(img.convert("RGB"))
 
 
-def read_prediction(path) -> np.ndarray:
-    """HxWx3 uint8 picture of a prediction file (``check_prediction`` passed): a colour picture as
-    it shows, or a class map 0..3 in the class colours."""
-    header = open_header(path)
+def read_prediction(path, size) -> np.ndarray:
+    """HxWx3 uint8 picture of a prediction file for a photograph of ``size`` (W, H): a colour
+    picture as it shows, or a class map 0..3 in the class colours; one line for anything else."""
+    img = open_header(path)
     try:
-        if header.mode in PICTURE_MODES:
-            return np.asarray(header.convert("RGB"))
-        classes = np.asarray(header.convert("L"))
+        if img.mode not in PICTURE_MODES + CLASS_MAP_MODES:
+            raise DataError(f"{path}: mode {img.mode}: give an 8-bit colour picture (R artery, G uncertain, B vein) "
+                            f"or an 8-bit class map 0..3")
+        if img.size != tuple(size):
+            turned = " (turned by an EXIF orientation?)" if img.size == tuple(size)[::-1] else ""
+            raise DataError(f"{path}: {img.size[0]} x {img.size[1]}, but the test image {Path(path).stem} is "
+                            f"{size[0]} x {size[1]}{turned}: predictions are scored at the photograph's own size")
+        if img.mode in ("RGB", "RGBA"):
+            return np.asarray(img.convert("RGB"))
+        if img.mode in ("P", "PA"):
+            return _palette_picture(img, path)
+        classes = np.asarray(img.convert("L"))
         if classes.max(initial=0) > 3:
             raise DataError(f"{path}: a single-channel picture with values up to {classes.max()}: give a class "
                             f"map 0..3 (0 background, 1 artery, 2 vein, 3 uncertain) or a colour picture (R "
@@ -64,12 +75,12 @@ def read_prediction(path) -> np.ndarray:
     except OSError as exc:  # truncated or corrupt pixel data
         raise DataError(f"{path}: cannot decode image ({exc})") from None
     finally:
-        header.close()
+        img.close()
 
 
 def prediction_files(samples, folder: Path, suffix: str) -> list:
-    """The prediction file of each test image, every one checked (``check_prediction``) before
-    any is scored; those missing named together."""
+    """The prediction file of each test image, every one read and checked (``read_prediction``)
+    before any is scored; those missing named together."""
     paths = [folder / f"{s.name}{suffix}.png" for s in samples]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
@@ -78,31 +89,34 @@ def prediction_files(samples, folder: Path, suffix: str) -> list:
         raise ConfigError(f"{folder}: no {', '.join(missing[:3])}{more} for {len(missing)} of the {len(samples)} "
                           f"test images (<name>{suffix}.png)"
                           + (f"; the folder holds e.g. {', '.join(found)}: --suffix?" if found else ""))
-    for sample, path in zip(samples, paths, strict=True):
+    for sample, path in zip(progress_bar(samples, desc="check", leave=False), paths, strict=True):
         with open_header(sample.image) as photograph:
-            check_prediction(path, photograph.size)
+            read_prediction(path, photograph.size)
     return paths
 
 
-def check_output(out_dir: Path):
-    """An earlier scoring in ``out_dir`` is replaced (said); a test.py test there is refused."""
-    earlier = out_dir / SCORED
-    if not earlier.is_file():
-        return
+def check_output(out_dir: Path, predictions: Path):
+    """Refuses a test.py folder (its summary, pictures or a test in progress) and one whose
+    mixed_segments/ would be the predictions; says when an earlier scoring is replaced."""
+    if (out_dir / "mixed_segments").resolve() == predictions.resolve():
+        raise ConfigError(f"--output {out_dir}: its mixed_segments/ is the predictions folder; choose another")
+    test_files = [name for name in NOT_A_TEST if (out_dir / name).exists()]
+    earlier = out_dir / SUMMARY
     try:
-        scored = "scored" in json.loads(earlier.read_text())
+        scored = earlier.is_file() and "scored" in json.loads(earlier.read_text())
     except (OSError, ValueError):
         scored = False
-    if not scored:
-        raise ConfigError(f"--output {out_dir} holds a {SCORED} that this did not write (a test.py test?): "
-                          f"choose another --output")
-    print(f"note: replacing the earlier scores in {out_dir}", file=sys.stderr)
+    if test_files or (earlier.is_file() and not scored):
+        raise ConfigError(f"--output {out_dir} holds {', '.join(test_files) or 'a ' + SUMMARY} that this did not "
+                          f"write (a test.py test?): choose another --output")
+    if scored:
+        print(f"note: replacing the earlier scores in {out_dir}", file=sys.stderr)
 
 
 def score_one(sample, path):
     """(metrics result, picture of the mixed segments) of one test image's prediction file."""
     label, fov = load_truth(sample)
-    picture = read_prediction(path).copy()
+    picture = read_prediction(path, (label.shape[1], label.shape[0])).copy()
     picture[~fov] = 0  # as test.py's raw_pre: only the FOV counts
     split = segments.split_segments(label, fov)
     result, mixed = score_image(label, picture, fov, split)
@@ -115,12 +129,18 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
     spec = dataset_spec(dataset)
     folder = Path(predictions)
     if not folder.is_dir():
-        raise ConfigError(f"--predictions {folder}: no such folder")
+        raise ConfigError(f"--predictions {folder}: not a folder")
     samples = find_samples(data_root, spec, "test")
     paths = prediction_files(samples, folder, suffix)
-    out_dir = Path(output) if output else folder.parent / f"{folder.resolve().name}_scores"
-    check_output(out_dir)
+    if output:
+        out_dir = Path(output)
+    else:  # beside the predictions folder, whatever the path given ('.', a link)
+        real = folder.resolve()
+        out_dir = real.parent / f"{real.name or 'predictions'}_scores"
+    check_output(out_dir, folder)
     make_folder(out_dir, "--output")
+    for name in (SUMMARY, "metrics.csv"):  # an earlier scoring's: never left beside new pictures
+        (out_dir / name).unlink(missing_ok=True)
     rows, results, started = [], [], time.time()
     for sample, path in zip(progress_bar(samples, desc="score"), paths, strict=True):
         result, drawing = score_one(sample, path)
@@ -135,9 +155,9 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
                               f"extras from their 8-bit values",
                     "units": "percent (segments/count: a number); means over test images"})
     atomic_write_csv(out_dir / "metrics.csv", rows, rows[0])
-    atomic_write(out_dir / SCORED, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    atomic_write(out_dir / SUMMARY, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     print(f"{len(samples)} test images scored in {time.time() - started:.1f}s; wrote {out_dir}/metrics.csv, "
-          f"{out_dir}/{SCORED} and {out_dir}/mixed_segments/", file=sys.stderr)
+          f"{out_dir}/{SUMMARY} and {out_dir}/mixed_segments/", file=sys.stderr)
     return summary
 
 

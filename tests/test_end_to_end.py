@@ -360,8 +360,8 @@ def test_ablation_sh_compares_the_seeds_trained_both_ways(probe_run, real_data, 
     assert "BF-Net" in table[header] and "no fusion (ablation)" in table[header]
     assert any(line.startswith("segments/mixed_any") for line in table[header:])
     for name in ("bfnet", "nofusion"):  # under DRIVE_AV, the data set's folder, not DRIVE-AV
-        assert json.loads((runs / f"Final_pre_{name}" / "summary.json").read_text())["images"] == 20
-    assert not (runs / ".ablation_in_progress").exists()
+        assert json.loads((runs / f"Final_pre_sigmoid_{name}" / "summary.json").read_text())["images"] == 20
+    assert not list(runs.glob(".ablation*"))  # its temporary folder
 
     # Two seeds, then fewer: the earlier ablation's tests are replaced, not refused. A test that
     # fails (a run folder without networks) leaves both as they were.
@@ -371,14 +371,16 @@ def test_ablation_sh_compares_the_seeds_trained_both_ways(probe_run, real_data, 
                               text=True, timeout=600)
         assert proc.returncode == 0 and "note: left out" not in proc.stderr, proc.stderr[-3000:]
         for name in ("bfnet", "nofusion"):
-            summary = json.loads((runs / f"Final_pre_{name}" / "summary.json").read_text())
+            summary = json.loads((runs / f"Final_pre_sigmoid_{name}" / "summary.json").read_text())
             assert len(summary["runs"]) == len(seeds.split())
     (runs / "sigmoid_nofusion_seed40").unlink()
     (runs / "sigmoid_nofusion_seed40").mkdir()
     before = {p: p.read_bytes() for p in runs.glob("Final_pre_*/summary.json")}
     proc = subprocess.run(["sh", "ablation.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and {p: p.read_bytes() for p in runs.glob("Final_pre_*/summary.json")} == before
-    for extra, says in ((" --output x", "no --output"), ("", "separate the seeds with spaces")):
+    assert len(before) == 2 and not list(runs.glob(".ablation*"))  # the failed test's output removed
+    for extra, says in ((" --output x", "no --output:"), (" --output-root .", "no --output-root"),
+                        ("", "separate the seeds with spaces")):
         proc = subprocess.run(["sh", "ablation.sh"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                               env={**env, "EXTRA_ARGS": env["EXTRA_ARGS"] + extra,
                                    "SEEDS": "42,40" if not extra else "42"})

@@ -24,16 +24,19 @@ def table_row(label):
 
 
 def summary_numbers(path, run=None):
-    """[mean, std] of each table metric of a summary.json (percent); [value] of one run's."""
+    """[mean, std] of each table metric of a summary.json of several runs (percent), [mean] of
+    a summary of one run, [value] of one run of a summary (``run``)."""
     summary = json.loads(path.read_text())
     if run is not None:
         return [[summary["per_run"][run][m]] for m in TABLE_METRICS]
-    return [[summary["average"][m]["mean"], summary["average"][m]["std"]] for m in TABLE_METRICS]
+    several = len(summary["runs"]) > 1
+    return [[summary["average"][m]["mean"]] + [summary["average"][m]["std"]] * several for m in TABLE_METRICS]
 
 
 def assert_same(readme, recorded):
+    """Each cell's numbers are the file's: [mean, std] for a row over seeds, [value] for one run."""
     for metric, shown, exact in zip(TABLE_METRICS, readme, recorded, strict=True):
-        exact = exact[:len(shown)]  # a row of one run shows no std
+        assert len(shown) == len(exact), (metric, shown)
         assert shown == pytest.approx(exact, abs=0.005 + 1e-9), metric
 
 

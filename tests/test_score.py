@@ -21,7 +21,7 @@ def write_pictures(folder, drive_truth, picture_of, suffix=""):
         Image.fromarray(picture_of(label)).save(folder / f"{sample.name}{suffix}.png")
 
 
-def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, tmp_path, capsys):
+def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, tmp_path, capsys, monkeypatch):
     write_pictures(tmp_path / "truth", drive_truth, lambda label: metrics.CLASS_COLOURS[label], "_colour")
     summary = score.score_folder("DRIVE_AV", tmp_path / "truth", "_colour", real_data)
     for key in ("sensitivity", "f1", "auc_roc", "auc_pr"):
@@ -30,8 +30,12 @@ def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, t
     segments = summary["segments"]
     assert segments["mixed_any"]["mean"] == segments["missed"]["mean"] == 0
     assert segments["segment_accuracy"]["mean"] == 100 and segments["count"]["mean"] == pytest.approx(207.25)
-    out = tmp_path / "truth_scores"  # the default: beside the predictions
-    assert json.loads((out / "summary.json").read_text()) == summary and summary["images"] == 20
+    out = tmp_path / "truth_scores"  # the default: beside the predictions, from a relative '.' too
+    monkeypatch.chdir(tmp_path / "truth")
+    again = score.score_folder("DRIVE_AV", ".", "_colour", real_data)
+    assert again["runs"] == ["."] and again["average"] == summary["average"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == again and summary["images"] == 20
     assert len((out / "metrics.csv").read_text().splitlines()) == 21
     assert len(list((out / "mixed_segments").glob("*.png"))) == 20
 
@@ -66,7 +70,13 @@ def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, 
     Image.new("RGB", (584, 565)).save(first)  # width and height swapped
     refused("584 x 565, but the test image 01_test is 565 x 584")
     Image.new("I;16", (565, 584)).save(first)
-    refused("a I;16 picture: give 8-bit colour")
+    refused("mode I;16: give an 8-bit colour picture")
+    labels = Image.fromarray(drive_truth[0][1]).convert("P")  # class indices, Pillow's default grey palette
+    labels.save(first)
+    refused("a palette picture of indices [0, 1, 2, 3] whose colours are not the class colours")
+    labels.putpalette(metrics.CLASS_COLOURS.ravel().tolist())  # predict.py's _classes.png: the class colours
+    labels.save(first)
+    assert (score.read_prediction(first, (565, 584)) == metrics.CLASS_COLOURS[drive_truth[0][1]]).all()
     first.write_bytes(b"not a png")
     refused("cannot decode image")
     Image.new("L", (565, 584), 200).save(first)  # grey levels, not a class map
@@ -76,4 +86,9 @@ def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, 
     (tmp_path / "test" / "summary.json").write_text(json.dumps({"average": {}, "runs": ["r"]}))
     refused("holds a summary.json that this did not write", [*predictions, "--output", str(tmp_path / "test")])
     assert json.loads((tmp_path / "test" / "summary.json").read_text()) == {"average": {}, "runs": ["r"]}
+    (tmp_path / "test" / "seed42" / "raw_pre").mkdir(parents=True)  # a run's pictures in a test of several
+    refused("holds raw_pre that this did not write", [*predictions, "--output", str(tmp_path / "test" / "seed42")])
     refused("unknown data set", [*predictions, "--dataset", "DRIVE"])
+    (tmp_path / "p").rename(tmp_path / "mixed_segments")  # pictures would be written over the predictions
+    refused("its mixed_segments/ is the predictions folder",
+            ["--predictions", str(tmp_path / "mixed_segments"), "--output", str(tmp_path)])
