@@ -197,30 +197,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     memory_format = training_memory_format(device, amp_dtype)
     precision = describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == "cuda")
     log = print if ctx.is_main else (lambda *a, **k: None)
-    log(f"{spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
-        f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
-        f"{cfg.base_width}, device {device}, {precision}, "
-        f"{'channels_last' if memory_format == torch.channels_last else 'contiguous'} memory"
-        + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
-    log(f"validation images (--validation, drawn with the seed): {', '.join(val_set.names)}", flush=True)
-    busy = busy_cpu_note(torch.get_num_threads(), usable_cores()) if device.type == "cpu" and ctx.is_main else None
-    if busy:
-        log(f"note: {busy}", flush=True)
-    short = None
-    if device.type == "cpu" and ctx.is_main:
-        per_process = math.ceil(min(cfg.batch_size, len(train_set)) / ctx.world)  # each rank's share of a batch
-        short = cpu_memory_note(size, cfg.base_width, per_process, amp_dtype is not None,
-                                int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if short:
-        log(f"note: {short}", flush=True)
     why_fp32 = no_amp_reason(device) if ctx.is_main and cfg.amp and amp_dtype is None else ""  # rank 0 timed bf16
-    if why_fp32:  # --amp is the default: say why it is fp32 here
-        log(f"note: mixed precision (--amp, the default): {why_fp32}, so this run trains in fp32", flush=True)
-    if subset:
-        log(f"note: this pack holds only {subset}, not the whole data set", flush=True)
-    if cfg.compile and device.type == "cpu":
-        log("note: --compile on a CPU builds C++ kernels for minutes before the first step (the compiler may "
-            "print warnings): it pays only over a long run", flush=True)
+    if ctx.is_main:
+        log_run_start(cfg, ctx, device, (train_set, val_set, subset), memory_format, amp_dtype, precision, why_fp32)
 
     nets, trainer = build_networks(cfg, ctx, device, memory_format, amp_dtype)
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -321,6 +300,34 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         f"checkpoints in {run_dir}{unfinished}")
     ctx.close()
     return best_f1, complete
+
+
+def log_run_start(cfg: RunConfig, ctx, device, data, memory_format, amp_dtype, precision, why_fp32):
+    """What rank 0 says before the first step: the run in one line, its validation images, and
+    the notes on this machine and these options. ``data``: load_training_data's three results."""
+    train_set, val_set, subset = data
+    size = cfg.input_size
+    print(f"{cfg.spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
+          f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
+          f"{cfg.base_width}, device {device}, {precision}, "
+          f"{'channels_last' if memory_format == torch.channels_last else 'contiguous'} memory"
+          + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
+    print(f"validation images (--validation, drawn with the seed): {', '.join(val_set.names)}", flush=True)
+    notes = []
+    if device.type == "cpu":
+        notes.append(busy_cpu_note(torch.get_num_threads(), usable_cores()))
+        per_process = math.ceil(min(cfg.batch_size, len(train_set)) / ctx.world)  # each rank's share of a batch
+        notes.append(cpu_memory_note(size, cfg.base_width, per_process, amp_dtype is not None,
+                                     int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    if why_fp32:  # --amp is the default: say why it is fp32 here
+        notes.append(f"mixed precision (--amp, the default): {why_fp32}, so this run trains in fp32")
+    if subset:
+        notes.append(f"this pack holds only {subset}, not the whole data set")
+    if cfg.compile and device.type == "cpu":
+        notes.append("--compile on a CPU builds C++ kernels for minutes before the first step (the compiler may "
+                     "print warnings): it pays only over a long run")
+    for note in filter(None, notes):
+        print(f"note: {note}", flush=True)
 
 
 def load_training_data(cfg: RunConfig, device):

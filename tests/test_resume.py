@@ -1,5 +1,6 @@
 """Interrupted training resumes exactly; atomic writes; checkpoints that know what they are."""
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -371,3 +372,12 @@ def test_a_resume_in_another_precision_is_noted_and_one_with_nothing_to_train_wr
                                     resume=True)
     assert complete and "2 epochs are done already, --epochs is 1: nothing to train" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == files
+
+
+def test_train_py_names_every_run_time_option_resume_allows():
+    """train.py's help lists the options --resume lets change: those of last_state.RUNTIME_OPTIONS
+    and the folders (--runs-dir, --output-root), no more, no fewer."""
+    sentence = " ".join(train.__doc__.split()).split("only --epochs")[1].split(" may change")[0]
+    named = set(re.findall(r"--(?:no-)?([a-z][a-z0-9-]*)", "--epochs" + sentence))
+    allowed = {k.replace("_", "-") for k in last_state.RUNTIME_OPTIONS} | {"runs-dir", "output-root"}
+    assert named == allowed
