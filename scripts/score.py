@@ -19,6 +19,7 @@ scripts.compare` reads it) and mixed_segments/<name>.png to --output, and prints
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from .checkpoint import atomic_write, atomic_write_csv, make_folder
 from .cli import ArgumentParser, progress_bar
 from .config import ConfigError, dataset_names, dataset_spec
 from .data import DataError, find_samples, load_truth, open_header
-from .evaluate import score_image, write_png
+from .evaluate import default_workers, score_image, usable_cores, write_png
 from .evaluation_outputs import RUNS_BEING_TESTED
 
 SUMMARY = "summary.json"
@@ -78,7 +79,7 @@ def read_prediction(path, size) -> np.ndarray:
         img.close()
 
 
-def prediction_files(samples, folder: Path, suffix: str) -> list:
+def prediction_files(samples, folder: Path, suffix: str, workers: int = 1) -> list:
     """The prediction file of each test image, every one read and checked (``read_prediction``)
     before any is scored; those missing named together."""
     paths = [folder / f"{s.name}{suffix}.png" for s in samples]
@@ -89,10 +90,26 @@ def prediction_files(samples, folder: Path, suffix: str) -> list:
         raise ConfigError(f"{folder}: no {', '.join(missing[:3])}{more} for {len(missing)} of the {len(samples)} "
                           f"test images (<name>{suffix}.png)"
                           + (f"; the folder holds e.g. {', '.join(found)}: --suffix?" if found else ""))
-    for sample, path in zip(progress_bar(samples, desc="check", leave=False), paths, strict=True):
-        with open_header(sample.image) as photograph:
-            read_prediction(path, photograph.size)
+    def check(i):
+        with open_header(samples[i].image) as photograph:
+            read_prediction(paths[i], photograph.size)
+
+    for _ in progress_bar(in_threads(check, len(samples), workers), total=len(samples), desc="check", leave=False):
+        pass
     return paths
+
+
+def in_threads(work, n, workers):
+    """work(0), ..., work(n - 1) in order, ``workers`` at a time in threads (numpy, scipy and PIL
+    release the GIL); an error stops the rest."""
+    if workers <= 1:
+        yield from map(work, range(n))
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="score")
+    try:
+        yield from pool.map(work, range(n))
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def check_output(out_dir: Path, predictions: Path):
@@ -113,17 +130,20 @@ def check_output(out_dir: Path, predictions: Path):
         print(f"note: replacing the earlier scores in {out_dir}", file=sys.stderr)
 
 
-def score_one(sample, path):
-    """(metrics result, picture of the mixed segments) of one test image's prediction file."""
+def score_one(sample, path, out_dir, split_threads=None):
+    """The metrics of one test image's prediction file; its picture of the mixed segments
+    written to ``out_dir``/mixed_segments."""
     label, fov = load_truth(sample)
     picture = read_prediction(path, (label.shape[1], label.shape[0])).copy()
     picture[~fov] = 0  # as test.py's raw_pre: only the FOV counts
-    split = segments.split_segments(label, fov)
+    split = segments.split_segments(label, fov, threads=split_threads)
     result, mixed = score_image(label, picture, fov, split)
-    return result, segments.draw_mixed_segments(picture, split[0], mixed, label)
+    write_png(out_dir / "mixed_segments" / f"{sample.name}.png",
+              segments.draw_mixed_segments(picture, split[0], mixed, label))
+    return result
 
 
-def score_folder(dataset, predictions, suffix="", data_root="./data", output=None):
+def score_folder(dataset, predictions, suffix="", data_root="./data", output=None, workers=1):
     """Score every test image's prediction; write metrics.csv, summary.json and the pictures
     of the mixed segments to ``output``; return the summary (percent, as test.py's)."""
     spec = dataset_spec(dataset)
@@ -131,7 +151,7 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
     if not folder.is_dir():
         raise ConfigError(f"--predictions {folder}: not a folder")
     samples = find_samples(data_root, spec, "test")
-    paths = prediction_files(samples, folder, suffix)
+    paths = prediction_files(samples, folder, suffix, workers)
     if output:
         out_dir = Path(output)
     else:  # beside the predictions folder, whatever the path given ('.', a link)
@@ -141,12 +161,11 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
     make_folder(out_dir, "--output")
     for name in (SUMMARY, "metrics.csv"):  # an earlier scoring's: never left beside new pictures
         (out_dir / name).unlink(missing_ok=True)
-    rows, results, started = [], [], time.time()
-    for sample, path in zip(progress_bar(samples, desc="score"), paths, strict=True):
-        result, drawing = score_one(sample, path)
-        results.append(result)
-        rows.append({"image": sample.name, **metrics.percent_row(result)})
-        write_png(out_dir / "mixed_segments" / f"{sample.name}.png", drawing)
+    started = time.time()
+    split_threads = max(1, usable_cores() // workers)  # the k-d tree's share of the cores
+    results = list(progress_bar(in_threads(lambda i: score_one(samples[i], paths[i], out_dir, split_threads),
+                                           len(samples), workers), total=len(samples), desc="score"))
+    rows = [{"image": s.name, **metrics.percent_row(r)} for s, r in zip(samples, results, strict=True)]
     for note in segments.caveats(results):
         print(f"note: segment metric: {note}", file=sys.stderr)
     summary = metrics.in_percent(metrics.mean_std_over_runs([metrics.summarize(results)]))
@@ -156,7 +175,7 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
                     "units": "percent (segments/count: a number); means over test images"})
     atomic_write_csv(out_dir / "metrics.csv", rows, rows[0])
     atomic_write(out_dir / SUMMARY, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
-    print(f"{len(samples)} test images scored in {time.time() - started:.1f}s; wrote {out_dir}/metrics.csv, "
+    print(f"{len(samples)} test images scored in {time.time() - started:.1f}s, {workers} at a time; wrote {out_dir}/metrics.csv, "
           f"{out_dir}/{SUMMARY} and {out_dir}/mixed_segments/", file=sys.stderr)
     return summary
 
@@ -169,9 +188,14 @@ def main(argv=None):
                                                 "or _classes; default none, as test.py's raw_pre)")
     p.add_argument("--data-root", default="./data", help="folder holding <Dataset>/test (default ./data)")
     p.add_argument("--output", help="default: <predictions>_scores beside the predictions folder")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="images scored at a time, in threads; 0.3-0.5 GB each at HRF-AV's size (default: the "
+                        "usable cores, at most 8: %(default)s)")
     args = p.parse_args(argv)
     try:
-        summary = score_folder(args.dataset, args.predictions, args.suffix, args.data_root, args.output)
+        if args.workers < 1:
+            raise ConfigError(f"--workers {args.workers}: must be at least 1")
+        summary = score_folder(args.dataset, args.predictions, args.suffix, args.data_root, args.output, args.workers)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -31,9 +31,11 @@ def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, t
     assert segments["mixed_any"]["mean"] == segments["missed"]["mean"] == 0
     assert segments["segment_accuracy"]["mean"] == 100 and segments["count"]["mean"] == pytest.approx(207.25)
     out = tmp_path / "truth_scores"  # the default: beside the predictions, from a relative '.' too
+    rows = (out / "metrics.csv").read_text()
     monkeypatch.chdir(tmp_path / "truth")
-    again = score.score_folder("DRIVE_AV", ".", "_colour", real_data)
+    again = score.score_folder("DRIVE_AV", ".", "_colour", real_data, workers=2)  # in threads: the same numbers
     assert again["runs"] == ["."] and again["average"] == summary["average"]
+    assert (out / "metrics.csv").read_text() == rows
     summary = json.loads((out / "summary.json").read_text())
     assert summary == again and summary["images"] == 20
     assert len((out / "metrics.csv").read_text().splitlines()) == 21
