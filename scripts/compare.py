@@ -49,6 +49,19 @@ def table(summaries, names, groups=GROUPS):
     return "\n".join(line.rstrip() for line in lines)
 
 
+def markdown_table(summaries, names, groups=GROUPS):
+    """The same table in Markdown (for a paper's draft or an issue): "mean ± std", or the plain
+    value for a summary of one run, two decimals."""
+    tables = [dict(rows(s, groups)) for s in summaries]
+    one_run = [len(s.get("runs", [])) == 1 for s in summaries]
+    keys = [k for k in tables[0] if all(k in t for t in tables)]
+    lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key in keys:
+        lines.append(f"| {key} | " + " | ".join(cell(t[key], one, 0).strip()
+                                               for t, one in zip(tables, one_run, strict=True)) + " |")
+    return "\n".join(lines)
+
+
 def tested_sizes(summary):
     """The network input sizes a summary's runs were tested at, as text ('592 x 592'); none for a
     summary of an older test.py, which did not record them."""
@@ -142,6 +155,7 @@ def main(argv=None):
     p.add_argument("--all", action="store_true",
                    help="every row of the summaries: artery, vein and uncertain, and the extras, besides the "
                         "weighted average and the segment metric")
+    p.add_argument("--markdown", action="store_true", help="print the table in Markdown")
     args = p.parse_args(argv)
     if not args.summaries:  # --names takes every word after it, the summaries too when they follow it
         p.error("--names takes every word after it: give the summaries first (python -m scripts.compare A B "
@@ -167,9 +181,9 @@ def main(argv=None):
         summaries.append(summary)
     for line in notes(summaries, names):
         print(line, file=sys.stderr)
-    text = table(summaries, names, SUMMARY_GROUPS if args.all else GROUPS)
+    text = (markdown_table if args.markdown else table)(summaries, names, SUMMARY_GROUPS if args.all else GROUPS)
     print(text)
-    if "/auc_roc " in text or "/auc_pr " in text:  # the binary-map AUCs of the published table
+    if "/auc_roc " in text or "/auc_pr " in text:  # the binary-map AUCs of the published table (a note, not a row)
         print(BINARY_AUC_NOTE)
 
 

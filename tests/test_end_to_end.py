@@ -453,6 +453,9 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     assert compare.column_names([Path("/a/x/summary.json"), Path("/b/a/x/summary.json")]) == ["a/x", "b/a/x"]
     assert compare.column_names([Path("/r/x/summary.json"), Path("/r/x/bundle_summary.json")]) == [
         "x/summary", "x/bundle_summary"]  # two files of one folder
+    compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "three"), "--markdown"])
+    assert capsys.readouterr().out.splitlines()[:3] == [
+        "| metric | one | three |", "|---|---|---|", "| average/f1 | 54.38 | 54.38 ± 1.50 |"]
     compare.main([str(tmp_path / "one"), "--all"])  # the per-class rows and the extras too
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == [
         "average/f1", "artery/f1", "extra/av_accuracy", "segments/count", "segments/mixed_any"]
