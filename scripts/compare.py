@@ -8,7 +8,9 @@ image), mean ± std over the runs of each summary; a summary of one run shows it
 A note on stderr says where the columns are not like for like: other data sets or input sizes,
 another number of runs or other seeds, base width, training data set, number of test images or
 test precision (the variant and the fusion are what one compares, so they are not noted), runs
-stopped before their planned epochs, or where a summary does not record these. --all adds the per-class rows and the extras.
+stopped before their planned epochs, columns scored from pictures (python -m scripts.score), or
+where a summary does not record these; and of one column, networks trained on another data set
+and the weights' own --about text. --markdown prints the table in Markdown. --all adds the per-class rows and the extras.
 """
 import json
 import os
@@ -106,6 +108,18 @@ def notes(summaries, names):
     if scored and len(scored) < len(summaries):
         said.append(f"note: {', '.join(scored)} scored pictures (python -m scripts.score): the probability extras "
                     f"come from their 8-bit values, not a network's probabilities")
+    one_class = [n for n, s in zip(names, summaries, strict=True) if "one class per pixel" in (s.get("prediction_kinds") or {})]
+    if one_class and len(one_class) < len(summaries):
+        said.append(f"note: {', '.join(one_class)} scored pictures of one class per pixel: where a probability "
+                    f"picture has R and B on, the protocol counts artery and vein both, so the same predictions "
+                    f"score a higher sensitivity as probability colours")
+    for n, s in zip(names, summaries, strict=True):
+        details = [d for d in s.get("run_details") or () if isinstance(d, dict)]
+        elsewhere = sorted({str(d["trained_on"]) for d in details if d.get("trained_on") not in (None, s.get("dataset"))})
+        if elsewhere and s.get("dataset"):
+            said.append(f"note: {n}: networks trained on {' and '.join(elsewhere)}, tested on {s['dataset']}")
+        for about in dict.fromkeys(str(d["about"]) for d in details if d.get("about")):
+            said.append(f"note: {n}: about its weights: {about if len(about) <= 160 else about[:157] + '...'}")
     unknown = [n for n, s in zip(names, summaries, strict=True) if not s.get("run_details") and not s.get("scored")]
     if unknown and len(summaries) > 1:
         one = len(unknown) == 1
@@ -183,8 +197,8 @@ def main(argv=None):
         print(line, file=sys.stderr)
     text = (markdown_table if args.markdown else table)(summaries, names, SUMMARY_GROUPS if args.all else GROUPS)
     print(text)
-    if "/auc_roc " in text or "/auc_pr " in text:  # the binary-map AUCs of the published table (a note, not a row)
-        print(BINARY_AUC_NOTE)
+    if "/auc_roc " in text or "/auc_pr " in text:  # the binary-map AUCs of the published table
+        print(BINARY_AUC_NOTE, file=sys.stderr if args.markdown else sys.stdout)  # Markdown: the table alone
 
 
 if __name__ == "__main__":

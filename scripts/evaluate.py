@@ -104,6 +104,7 @@ def score_image(label, picture, fov, segment_split=None, scores=None):
     split = segment_split if segment_split is not None else segments.split_segments(label, fov)
     scores = segments.segment_scores(label, segments.pred_classes_from_picture(picture), fov, segments=split)
     mixed = scores.pop("mixed_ids")
+    result["segment_classes"] = scores.pop("class_pixels")  # for segments.caveats, not a summary's
     scores["count"] = scores.pop("segments")
     result["segments"] = scores
     return result, mixed

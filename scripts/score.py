@@ -17,8 +17,11 @@ Writes metrics.csv, summary.json (as test.py's, one run: the predictions folder;
 scripts.compare` reads it) and mixed_segments/<name>.png to --output, and prints the table.
 """
 import json
+import os
+import shutil
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -56,6 +59,8 @@ def read_prediction(path, size) -> np.ndarray:
     picture as it shows, or a class map 0..3 in the class colours; one line for anything else."""
     img = open_header(path)
     try:
+        if img.format != "PNG":  # lossy JPEG data changes the colours at every vessel edge
+            raise DataError(f"{path}: {img.format} data in a .png file: save the prediction as a real PNG")
         if img.mode not in PICTURE_MODES + CLASS_MAP_MODES:
             raise DataError(f"{path}: mode {img.mode}: give an 8-bit colour picture (R artery, G uncertain, B vein) "
                             f"or an 8-bit class map 0..3")
@@ -82,14 +87,20 @@ def read_prediction(path, size) -> np.ndarray:
 def prediction_files(samples, folder: Path, suffix: str, workers: int = 1) -> list:
     """The prediction file of each test image, every one read and checked (``read_prediction``)
     before any is scored; those missing named together."""
+    if suffix.lower().endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")):
+        raise ConfigError(f"--suffix {suffix}: the part between the image's name and .png (e.g. _colour); only "
+                          f"PNG files are read")
     paths = [folder / f"{s.name}{suffix}.png" for s in samples]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
-        found = sorted(p.name for p in folder.glob("*.png"))[:3]
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        hint = ""
+        if len(missing) == len(paths):  # none found: what the folder holds instead
+            held = sorted(e.name + ("/" if e.is_dir() else "") for e in folder.iterdir())[:3]
+            hint = (f"; it holds e.g. {', '.join(held)}: only <name>{suffix}.png at its top level is read "
+                    f"(--suffix?)" if held else "; it is empty")
         raise ConfigError(f"{folder}: no {', '.join(missing[:3])}{more} for {len(missing)} of the {len(samples)} "
-                          f"test images (<name>{suffix}.png)"
-                          + (f"; the folder holds e.g. {', '.join(found)}: --suffix?" if found else ""))
+                          f"test images (<name>{suffix}.png){hint}")
     def check(i):
         with open_header(samples[i].image) as photograph:
             read_prediction(paths[i], photograph.size)
@@ -112,22 +123,22 @@ def in_threads(work, n, workers):
         pool.shutdown(cancel_futures=True)
 
 
-def check_output(out_dir: Path, predictions: Path):
-    """Refuses a test.py folder (its summary, pictures or a test in progress) and one whose
-    mixed_segments/ would be the predictions; says when an earlier scoring is replaced."""
-    if (out_dir / "mixed_segments").resolve() == predictions.resolve():
-        raise ConfigError(f"--output {out_dir}: its mixed_segments/ is the predictions folder; choose another")
-    test_files = [name for name in NOT_A_TEST if (out_dir / name).exists()]
+def check_output(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds an earlier scoring (this tool's summary.json), which is then
+    replaced whole. Refused: a folder of test.py's (its summary, pictures or a test in
+    progress), and one holding a metrics.csv or mixed_segments/ this did not write."""
     earlier = out_dir / SUMMARY
     try:
         scored = earlier.is_file() and "scored" in json.loads(earlier.read_text())
     except (OSError, ValueError):
         scored = False
-    if test_files or (earlier.is_file() and not scored):
-        raise ConfigError(f"--output {out_dir} holds {', '.join(test_files) or 'a ' + SUMMARY} that this did not "
-                          f"write (a test.py test?): choose another --output")
-    if scored:
-        print(f"note: replacing the earlier scores in {out_dir}", file=sys.stderr)
+    foreign = [name for name in NOT_A_TEST if (out_dir / name).exists()]
+    if not scored:
+        foreign += [name for name in (SUMMARY, "metrics.csv", "mixed_segments") if (out_dir / name).exists()]
+    if foreign:
+        raise ConfigError(f"--output {out_dir} holds {', '.join(foreign)}, which this did not write (a test.py "
+                          f"test, or files of your own): choose another --output")
+    return scored
 
 
 def score_one(sample, path, out_dir, split_threads=None):
@@ -138,9 +149,32 @@ def score_one(sample, path, out_dir, split_threads=None):
     picture[~fov] = 0  # as test.py's raw_pre: only the FOV counts
     split = segments.split_segments(label, fov, threads=split_threads)
     result, mixed = score_image(label, picture, fov, split)
+    inside = picture[fov]                                       # the FOV's pixels, N x 3
+    on = inside >= 128                                          # R, G, B on
+    vessel, undecided = on.any(axis=1), on[:, 0] & on[:, 2] & ~on[:, 1]
+    one_class = bool(np.isin(inside, (0, 255)).all() and ((inside == 255).sum(axis=1) <= 1).all())
+    result["picture"] = {"kind": "one class per pixel" if one_class else "probability colours",
+                         "vessel_share": float(vessel.mean()) if vessel.size else 0.0,
+                         "undecided_share": float(undecided.sum() / max(vessel.sum(), 1))}  # for picture_notes
     write_png(out_dir / "mixed_segments" / f"{sample.name}.png",
               segments.draw_mixed_segments(picture, split[0], mixed, label))
     return result
+
+
+def picture_notes(results) -> list:
+    """What makes pictures score other than they look: vessel over most of the FOV (a light
+    background), and pixels with both R and B on, which the protocol counts as artery and vein."""
+    notes = []
+    light = sum(r["picture"]["vessel_share"] > 0.5 for r in results)
+    if light:
+        notes.append(f"vessel predicted over more than half the FOV in {light} of {len(results)} image(s): is the "
+                     f"background light? It must be black (0, 0, 0)")
+    undecided = float(np.mean([r["picture"]["undecided_share"] for r in results]))
+    if undecided > 0.05:
+        notes.append(f"{100 * undecided:.1f} % of the predicted vessel pixels have R and B on, G off (no A/V decision): "
+                     f"the published protocol counts them as artery and as vein, which raises sensitivity; the "
+                     f"segment metric gives each the larger of R and B")
+    return notes
 
 
 def score_folder(dataset, predictions, suffix="", data_root="./data", output=None, workers=1):
@@ -150,26 +184,34 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
     folder = Path(predictions)
     if not folder.is_dir():
         raise ConfigError(f"--predictions {folder}: not a folder")
+    if folder.name == "mixed_segments":
+        raise ConfigError(f"--predictions {folder}: pictures of the mixed segments, not predictions (test.py's are "
+                          f"in raw_pre/)")
     samples = find_samples(data_root, spec, "test")
     paths = prediction_files(samples, folder, suffix, workers)
     if output:
         out_dir = Path(output)
-    else:  # beside the predictions folder, whatever the path given ('.', a link)
-        real = folder.resolve()
-        out_dir = real.parent / f"{real.name or 'predictions'}_scores"
-    check_output(out_dir, folder)
+    else:  # beside the predictions folder as given ('.' too; a link's name, not its target's)
+        given = Path(os.path.abspath(folder))
+        out_dir = given.parent / f"{given.name or 'predictions'}_scores"
+    if check_output(out_dir):  # an earlier scoring's files: never left beside new ones
+        print(f"note: replacing the earlier scores in {out_dir}", file=sys.stderr)
+        for name in (SUMMARY, "metrics.csv"):
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "mixed_segments", ignore_errors=True)
     make_folder(out_dir, "--output")
-    for name in (SUMMARY, "metrics.csv"):  # an earlier scoring's: never left beside new pictures
-        (out_dir / name).unlink(missing_ok=True)
     started = time.time()
     split_threads = max(1, usable_cores() // workers)  # the k-d tree's share of the cores
     results = list(progress_bar(in_threads(lambda i: score_one(samples[i], paths[i], out_dir, split_threads),
                                            len(samples), workers), total=len(samples), desc="score"))
     rows = [{"image": s.name, **metrics.percent_row(r)} for s, r in zip(samples, results, strict=True)]
+    for note in picture_notes(results):
+        print(f"note: {note}", file=sys.stderr)
     for note in segments.caveats(results):
         print(f"note: segment metric: {note}", file=sys.stderr)
     summary = metrics.in_percent(metrics.mean_std_over_runs([metrics.summarize(results)]))
     summary.update({"runs": [str(folder)], "images": len(samples), "dataset": spec.name,
+                    "prediction_kinds": dict(Counter(r["picture"]["kind"] for r in results)),
                     "scored": f"pictures <name>{suffix}.png of {folder} (python -m scripts.score); probability "
                               f"extras from their 8-bit values",
                     "units": "percent (segments/count: a number); means over test images"})

@@ -162,7 +162,8 @@ def segment_scores(label, pred_classes, fov, min_length: int = 10, minority: flo
       "fully_correct":    share of all segments whose every judged pixel is predicted as the truth class;
       "missed":           share of all segments with no A/V-predicted pixel;
       "mixed_ids":        sorted list of the segment ids that are mixed_10 (ids of the map of
-                          `split_segments`, for drawing).
+                          `split_segments`, for drawing);
+      "class_pixels":     {"artery": n, "vein": n}, the judged pixels predicted each (``caveats``).
     With no segment (or, for the two mixed shares, no segment with an A/V-predicted pixel) a share is 0.0.
     """
     label, fov = _check(label, fov)
@@ -175,7 +176,7 @@ def segment_scores(label, pred_classes, fov, min_length: int = 10, minority: flo
         raise ValueError(f"segment map {seg.shape} must have the shape of label {label.shape}")
     n = max(int(n), int(seg.max(initial=0)))  # a map whose n was not passed right still sizes the counts
     empty = {"segments": 0, "mixed_any": 0.0, "mixed_10": 0.0, "segment_accuracy": 0.0,
-             "fully_correct": 0.0, "missed": 0.0, "mixed_ids": []}
+             "fully_correct": 0.0, "missed": 0.0, "mixed_ids": [], "class_pixels": {"artery": 0, "vein": 0}}
     if n == 0:
         return empty
 
@@ -218,6 +219,7 @@ def segment_scores(label, pred_classes, fov, min_length: int = 10, minority: flo
         "fully_correct": share(fully, n_seg),
         "missed": share(av & ~predicted, n_seg),
         "mixed_ids": np.flatnonzero(mixed).tolist(),
+        "class_pixels": {"artery": int(n_art[av].sum()), "vein": int(n_vein[av].sum())},
     }
 
 
@@ -225,15 +227,16 @@ def caveats(results) -> list:
     """Where one run's segment shares read better than they are, from its per-image results
     (``evaluate.score_image``'s): images on which it predicted no artery or vein in any segment
     (their mixed shares are 0, undefined rather than 'never mixed'), and a class, artery or vein,
-    it never predicts (then no segment can be mixed at all)."""
+    it never predicts in the segments (then no segment can be mixed at all; a pixel with both R
+    and B on is the larger's there, so a picture that never decides shows artery alone)."""
     notes = []
     blank = sum(1 for r in results if r["segments"]["count"] and r["segments"]["missed"] == 1.0)
     if blank:
         notes.append(f"no artery or vein predicted in any segment of {blank} of {len(results)} image(s): "
                      f"their mixed_any and mixed_10 count as 0 in the means, not as 'never mixed'")
-    never = [c for c in ("artery", "vein") if not any(r["counts"][c]["tp"] + r["counts"][c]["fp"] for r in results)]
+    never = [c for c in ("artery", "vein") if not any(r["segment_classes"][c] for r in results)]
     if never:
-        notes.append(f"{' and '.join(never)} never predicted on any image: no segment can be mixed, so "
+        notes.append(f"{' and '.join(never)} never predicted in any segment: no segment can be mixed, so "
                      f"mixed_any and mixed_10 say nothing of A/V flips here")
     return notes
 

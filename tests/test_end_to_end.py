@@ -524,6 +524,15 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
         "note: these summaries differ in their seeds: one 40 42, other 7 42",
         "note: these summaries differ in their test precisions: one fp32, other bf16 autocast",
         "note: other holds runs stopped before their planned epochs: sigmoid_nofusion_seed7 3 of 1500 epochs"]
+    # Said of one column alone: networks trained on another data set, the weights' own words.
+    elsewhere = {**one, "dataset": "LES-AV", "run_details": [{"trained_on": "DRIVE_AV", "about": "REDUCED run " * 20}]}
+    (tmp_path / "other" / "summary.json").write_text(json.dumps(elsewhere))
+    (tmp_path / "one" / "summary.json").write_text(json.dumps({**one, "dataset": "LES-AV"}))
+    compare.main([str(tmp_path / "one"), str(tmp_path / "other"), "--markdown"])
+    out, err = capsys.readouterr()
+    assert err.splitlines()[:2] == ["note: other: networks trained on DRIVE_AV, tested on LES-AV",
+                                    "note: other: about its weights: " + ("REDUCED run " * 20)[:157] + "..."]
+    assert out.splitlines()[-1].startswith("| ")  # Markdown: the table alone on stdout
     with pytest.raises(SystemExit) as info:  # --names takes the summaries after it: said, not "required"
         compare.main(["--names", "X", "Y", str(tmp_path / "one"), str(tmp_path / "other")])
     assert info.value.code == 2 and "give the summaries first" in capsys.readouterr().err

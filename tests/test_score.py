@@ -2,6 +2,7 @@
 with the published protocol and the segment metric."""
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -50,9 +51,33 @@ def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, t
         return label
     write_pictures(tmp_path / "maps", drive_truth[:1] + [(s, flipped(l), f) for s, l, f in drive_truth[1:]],
                    lambda label: label)
+    capsys.readouterr()
     maps = score.score_folder("DRIVE_AV", tmp_path / "maps", "", real_data)
     assert maps["average"]["f1"]["mean"] < 100 and maps["segments"]["mixed_any"]["mean"] > 0
-    capsys.readouterr()
+    assert maps["prediction_kinds"] == {"one class per pixel": 20}
+    assert "note:" not in capsys.readouterr().err
+
+    # Scored again into the same folder: the earlier scores are replaced whole, pictures too.
+    (tmp_path / "maps_scores" / "mixed_segments" / "stale.png").write_bytes(b"")
+    score.score_folder("DRIVE_AV", tmp_path / "maps", "", real_data)
+    assert "replacing the earlier scores" in capsys.readouterr().err
+    assert len(list((tmp_path / "maps_scores" / "mixed_segments").iterdir())) == 20
+
+    # Pictures that score other than they look are named: a light background; vessels drawn
+    # R and B both on (no A/V decision), which the segment metric sees as artery alone.
+    def white_background(label):
+        picture = metrics.CLASS_COLOURS[label]
+        picture[label == 0] = 255
+        return picture
+    write_pictures(tmp_path / "white", drive_truth, white_background)
+    score.score_folder("DRIVE_AV", tmp_path / "white", "", real_data)
+    assert "vessel predicted over more than half the FOV in 20 of 20 image(s)" in capsys.readouterr().err
+    write_pictures(tmp_path / "purple", drive_truth, lambda label: np.where((label > 0)[..., None], np.uint8(255),
+                                                                            np.uint8(0)) * np.array([1, 0, 1], np.uint8))
+    purple = score.score_folder("DRIVE_AV", tmp_path / "purple", "", real_data)
+    err = capsys.readouterr().err
+    assert "100.0 % of the predicted vessel pixels have R and B on, G off" in err
+    assert "vein never predicted in any segment" in err and purple["segments"]["mixed_any"]["mean"] == 0
 
 
 def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, tmp_path, capsys):
@@ -86,11 +111,25 @@ def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, 
     Image.fromarray(metrics.CLASS_COLOURS[drive_truth[0][1]]).save(first)
     (tmp_path / "test").mkdir()  # a folder holding test.py's summary is never overwritten
     (tmp_path / "test" / "summary.json").write_text(json.dumps({"average": {}, "runs": ["r"]}))
-    refused("holds a summary.json that this did not write", [*predictions, "--output", str(tmp_path / "test")])
+    refused("holds summary.json, which this did not write", [*predictions, "--output", str(tmp_path / "test")])
     assert json.loads((tmp_path / "test" / "summary.json").read_text()) == {"average": {}, "runs": ["r"]}
     (tmp_path / "test" / "seed42" / "raw_pre").mkdir(parents=True)  # a run's pictures in a test of several
-    refused("holds raw_pre that this did not write", [*predictions, "--output", str(tmp_path / "test" / "seed42")])
+    refused("holds raw_pre, which this did not write", [*predictions, "--output", str(tmp_path / "test" / "seed42")])
     refused("unknown data set", [*predictions, "--dataset", "DRIVE"])
-    (tmp_path / "p").rename(tmp_path / "mixed_segments")  # pictures would be written over the predictions
-    refused("its mixed_segments/ is the predictions folder",
-            ["--predictions", str(tmp_path / "mixed_segments"), "--output", str(tmp_path)])
+    (tmp_path / "mine").mkdir()  # files of one's own are never overwritten
+    (tmp_path / "mine" / "metrics.csv").write_text("my,own,table\n")
+    refused("holds metrics.csv, which this did not write", [*predictions, "--output", str(tmp_path / "mine")])
+    assert (tmp_path / "mine" / "metrics.csv").read_text() == "my,own,table\n"
+    refused("--suffix .png: the part between the image's name and .png", [*predictions, "--suffix", ".png"])
+    Image.fromarray(metrics.CLASS_COLOURS[drive_truth[0][1]]).save(first, format="JPEG")
+    refused("JPEG data in a .png file")
+    Image.fromarray(metrics.CLASS_COLOURS[drive_truth[0][1]]).save(first)
+    for p in (tmp_path / "p").glob("*.png"):  # none of the names asked for: what the folder holds
+        p.rename(p.with_suffix(".PNG"))
+    refused("no 01_test.png, 02_test.png, 03_test.png (and 17 more) for 20 of the 20 test images (<name>.png); it "
+            "holds e.g. 01_test.PNG, 02_test.PNG, 03_test.PNG: only <name>.png at its top level is read")
+    for p in (tmp_path / "p").glob("*.PNG"):
+        p.rename(p.with_suffix(".png"))
+    (tmp_path / "p").rename(tmp_path / "mixed_segments")  # test.py's pictures of the mixed segments
+    refused("pictures of the mixed segments, not predictions (test.py's are in raw_pre/)",
+            ["--predictions", str(tmp_path / "mixed_segments")])

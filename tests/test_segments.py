@@ -91,7 +91,8 @@ def test_all_artery_is_clean():
     label = straight_artery()
     s = scores(label, label.copy())
     assert s == {"segments": 1, "mixed_any": 0.0, "mixed_10": 0.0, "segment_accuracy": 1.0,
-                 "fully_correct": 1.0, "missed": 0.0, "mixed_ids": []}
+                 "fully_correct": 1.0, "missed": 0.0, "mixed_ids": [],
+                 "class_pixels": {"artery": int((label == 1).sum()), "vein": 0}}
 
 
 def test_a_few_flipped_pixels_are_mixed_but_below_the_minority_threshold():
@@ -284,7 +285,7 @@ def test_fov_excluding_a_segment_removes_it():
 
 def test_no_segment_gives_zero_shares():
     empty = {"segments": 0, "mixed_any": 0.0, "mixed_10": 0.0, "segment_accuracy": 0.0,
-             "fully_correct": 0.0, "missed": 0.0, "mixed_ids": []}
+             "fully_correct": 0.0, "missed": 0.0, "mixed_ids": [], "class_pixels": {"artery": 0, "vein": 0}}
     seg, n = split_segments(canvas(), full_fov())
     assert n == 0 and seg.shape == (H, W) and not seg.any()
     assert scores(canvas(), canvas()) == empty
@@ -441,7 +442,7 @@ def test_real_truth_splits_into_its_segments(real_data, dataset, name, expected)
 def result(count, missed, artery_predicted, vein_predicted):
     """The parts of one image's result that segments.caveats reads."""
     return {"segments": {"count": count, "missed": missed},
-            "counts": {"artery": {"tp": artery_predicted, "fp": 0}, "vein": {"tp": 0, "fp": vein_predicted}}}
+            "segment_classes": {"artery": artery_predicted, "vein": vein_predicted}}
 
 
 def test_caveats_name_images_with_no_segment_predicted_and_a_class_never_predicted():
@@ -449,5 +450,5 @@ def test_caveats_name_images_with_no_segment_predicted_and_a_class_never_predict
     blank, = segments.caveats([result(200, 1.0, 0, 5), result(180, 0.2, 3, 5), result(0, 0.0, 0, 0)])
     assert blank.startswith("no artery or vein predicted in any segment of 1 of 3 image(s)")
     never, = segments.caveats([result(200, 0.5, 0, 5), result(180, 0.2, 0, 7)])
-    assert never.startswith("artery never predicted on any image: no segment can be mixed")
+    assert never.startswith("artery never predicted in any segment: no segment can be mixed")
     assert len(segments.caveats([result(200, 1.0, 0, 0)])) == 2
