@@ -9,12 +9,15 @@ a colour picture, R artery, G uncertain, B vein (test.py's raw_pre, predict.py's
 and _classes.png, the original project's pictures), decoded as test.py decodes its own (a
 channel is on above 127; README, Metrics), or a single-channel class map 0..3 (0 background,
 1 artery, 2 vein, 3 uncertain, as the labels). Every file is read and checked before any is
-scored. Only the FOV counts. The probability extras
-come from the picture's 8-bit values (a class map's are 0 or 255): they are not those test.py
-computes from a network's probabilities.
+scored. Only the FOV counts. The probability extras come from the picture's 8-bit values (a
+class map's are 0 or 255): they are not those test.py computes from a network's probabilities.
 
-Writes metrics.csv, summary.json (as test.py's, one run: the predictions folder; `python -m
-scripts.compare` reads it) and mixed_segments/<name>.png to --output, and prints the table.
+Several folders (a method's seeds, say) are scored as runs: the summary holds the mean ± std over
+them, as test.py's over seeds.
+
+Writes metrics.csv, summary.json (as test.py's, a run per predictions folder; `python -m
+scripts.compare` reads it) and mixed_segments/<name>.png (per folder when several) to --output,
+and prints the table.
 """
 import json
 import os
@@ -33,7 +36,7 @@ from .cli import ArgumentParser, progress_bar
 from .config import ConfigError, dataset_names, dataset_spec
 from .data import DataError, find_samples, load_truth, open_header
 from .evaluate import default_workers, score_image, usable_cores, write_png
-from .evaluation_outputs import RUNS_BEING_TESTED
+from .evaluation_outputs import RUNS_BEING_TESTED, run_names
 
 SUMMARY = "summary.json"
 PICTURE_MODES = ("RGB", "RGBA", "P", "PA")   # colour (alpha dropped)
@@ -123,17 +126,18 @@ def in_threads(work, n, workers):
         pool.shutdown(cancel_futures=True)
 
 
-def check_output(out_dir: Path) -> bool:
-    """Whether ``out_dir`` holds an earlier scoring (this tool's summary.json), which is then
-    replaced whole. Refused: a folder of test.py's (its summary, pictures or a test in
-    progress), and one holding a metrics.csv or mixed_segments/ this did not write."""
+def check_output(out_dir: Path):
+    """The earlier scoring's summary in ``out_dir`` (this tool's summary.json), which is then
+    replaced whole; None for none. Refused: a folder of test.py's (its summary, pictures or a
+    test in progress), and one holding a metrics.csv or mixed_segments/ this did not write."""
     earlier = out_dir / SUMMARY
     try:
-        scored = earlier.is_file() and "scored" in json.loads(earlier.read_text())
+        scored = json.loads(earlier.read_text()) if earlier.is_file() else None
     except (OSError, ValueError):
-        scored = False
+        scored = None
+    scored = scored if isinstance(scored, dict) and "scored" in scored else None
     foreign = [name for name in NOT_A_TEST if (out_dir / name).exists()]
-    if not scored:
+    if scored is None:
         foreign += [name for name in (SUMMARY, "metrics.csv", "mixed_segments") if (out_dir / name).exists()]
     if foreign:
         raise ConfigError(f"--output {out_dir} holds {', '.join(foreign)}, which this did not write (a test.py "
@@ -178,54 +182,80 @@ def picture_notes(results) -> list:
 
 
 def score_folder(dataset, predictions, suffix="", data_root="./data", output=None, workers=1):
-    """Score every test image's prediction; write metrics.csv, summary.json and the pictures
-    of the mixed segments to ``output``; return the summary (percent, as test.py's)."""
+    """Score every test image's prediction in ``predictions`` (a folder, or several: one run
+    each, e.g. a method's seeds); write metrics.csv, summary.json (mean ± std over the folders)
+    and the pictures of the mixed segments (per folder when several) to ``output``; return the
+    summary (percent, as test.py's)."""
     spec = dataset_spec(dataset)
-    folder = Path(predictions)
-    if not folder.is_dir():
-        raise ConfigError(f"--predictions {folder}: not a folder")
-    if folder.name == "mixed_segments":
-        raise ConfigError(f"--predictions {folder}: pictures of the mixed segments, not predictions (test.py's are "
-                          f"in raw_pre/)")
+    folders = [Path(p) for p in ([predictions] if isinstance(predictions, (str, os.PathLike)) else predictions)]
+    for folder in folders:
+        if not folder.is_dir():
+            raise ConfigError(f"--predictions {folder}: not a folder")
+        if folder.name == "mixed_segments":
+            raise ConfigError(f"--predictions {folder}: pictures of the mixed segments, not predictions (test.py's "
+                              f"are in raw_pre/)")
+    several = len(folders) > 1
+    if several and not output:
+        raise ConfigError(f"{len(folders)} prediction folders: name the folder of their scores with --output")
     samples = find_samples(data_root, spec, "test")
-    paths = prediction_files(samples, folder, suffix, workers)
+    paths = [prediction_files(samples, folder, suffix, workers) for folder in folders]  # all checked first
     if output:
         out_dir = Path(output)
     else:  # beside the predictions folder as given ('.' too; a link's name, not its target's)
-        given = Path(os.path.abspath(folder))
+        given = Path(os.path.abspath(folders[0]))
         out_dir = given.parent / f"{given.name or 'predictions'}_scores"
-    if check_output(out_dir):  # an earlier scoring's files: never left beside new ones
+    earlier = check_output(out_dir)
+    if earlier is not None:  # an earlier scoring's files: never left beside new ones
         print(f"note: replacing the earlier scores in {out_dir}", file=sys.stderr)
         for name in (SUMMARY, "metrics.csv"):
             (out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / "mixed_segments", ignore_errors=True)
+        for name in ["mixed_segments", *earlier.get("run_folders", [])]:
+            shutil.rmtree(out_dir / name, ignore_errors=True)
     make_folder(out_dir, "--output")
+    names = run_names(folders)
     started = time.time()
     split_threads = max(1, usable_cores() // workers)  # the k-d tree's share of the cores
-    results = list(progress_bar(in_threads(lambda i: score_one(samples[i], paths[i], out_dir, split_threads),
-                                           len(samples), workers), total=len(samples), desc="score"))
-    rows = [{"image": s.name, **metrics.percent_row(r)} for s, r in zip(samples, results, strict=True)]
-    for note in picture_notes(results):
-        print(f"note: {note}", file=sys.stderr)
-    for note in segments.caveats(results):
-        print(f"note: segment metric: {note}", file=sys.stderr)
-    summary = metrics.in_percent(metrics.mean_std_over_runs([metrics.summarize(results)]))
-    summary.update({"runs": [str(folder)], "images": len(samples), "dataset": spec.name,
-                    "prediction_kinds": dict(Counter(r["picture"]["kind"] for r in results)),
-                    "scored": f"pictures <name>{suffix}.png of {folder} (python -m scripts.score); probability "
-                              f"extras from their 8-bit values",
-                    "units": "percent (segments/count: a number); means over test images"})
+    rows, run_summaries = [], []
+    for name, files in zip(names, paths, strict=True):
+        pictures = out_dir / name if several else out_dir
+
+        def one(i, files=files, pictures=pictures):
+            return score_one(samples[i], files[i], pictures, split_threads)
+
+        results = list(progress_bar(in_threads(one, len(samples), workers), total=len(samples),
+                                    desc=f"score {name}" if several else "score"))
+        rows += [{**({"run": name} if several else {}), "image": s.name, **metrics.percent_row(r)}
+                 for s, r in zip(samples, results, strict=True)]
+        for note in picture_notes(results):
+            print(f"note: {name + ': ' if several else ''}{note}", file=sys.stderr)
+        for note in segments.caveats(results):
+            print(f"note: {name + ': ' if several else ''}segment metric: {note}", file=sys.stderr)
+        run_summaries.append((metrics.summarize(results), Counter(r["picture"]["kind"] for r in results)))
+    summary = metrics.in_percent(metrics.mean_std_over_runs([r for r, _ in run_summaries]))
+    summary.update({"runs": [str(f) for f in folders], "images": len(samples), "dataset": spec.name,
+                    "per_run": {n: {m: 100.0 * r["average"][m] for m in metrics.TABLE_METRICS}
+                                for n, (r, _) in zip(names, run_summaries, strict=True)},
+                    "prediction_kinds": dict(sum((k for _, k in run_summaries), Counter())),
+                    "scored": f"pictures <name>{suffix}.png of {', '.join(map(str, folders))} (python -m "
+                              f"scripts.score); probability extras from their 8-bit values",
+                    "units": "percent (segments/count: a number); mean and std (ddof=0) over the prediction "
+                             "folders of the per-folder mean over test images"})
+    if several:
+        summary["run_folders"] = names  # their pictures, replaced with the summary
     atomic_write_csv(out_dir / "metrics.csv", rows, rows[0])
     atomic_write(out_dir / SUMMARY, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
-    print(f"{len(samples)} test images scored in {time.time() - started:.1f}s, {workers} at a time; wrote {out_dir}/metrics.csv, "
-          f"{out_dir}/{SUMMARY} and {out_dir}/mixed_segments/", file=sys.stderr)
+    pictures = f"{out_dir}/<folder>/mixed_segments/" if several else f"{out_dir}/mixed_segments/"
+    print(f"{len(samples)} test images x {len(folders)} folder(s) scored in {time.time() - started:.1f}s, {workers} "
+          f"at a time; wrote {out_dir}/metrics.csv, {out_dir}/{SUMMARY} and {pictures}", file=sys.stderr)
     return summary
 
 
 def main(argv=None):
     p = ArgumentParser(prog="python -m scripts.score", description=__doc__)
     p.add_argument("--dataset", required=True, help=dataset_names())
-    p.add_argument("--predictions", required=True, help="folder of <name><suffix>.png, one per test image")
+    p.add_argument("--predictions", required=True, nargs="+",
+                   help="folder of <name><suffix>.png, one per test image; several folders (a method's seeds) "
+                        "are scored as runs, mean ± std over them (then --output is needed)")
     p.add_argument("--suffix", default="", help="after the image's name in the file names (predict.py: _colour "
                                                 "or _classes; default none, as test.py's raw_pre)")
     p.add_argument("--data-root", default="./data", help="folder holding <Dataset>/test (default ./data)")

@@ -57,6 +57,20 @@ def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, t
     assert maps["prediction_kinds"] == {"one class per pixel": 20}
     assert "note:" not in capsys.readouterr().err
 
+    # Several folders (a method's seeds) are runs: mean ± std over them, pictures per folder.
+    write_pictures(tmp_path / "seed2", drive_truth, lambda label: label)
+    both = score.score_folder("DRIVE_AV", [tmp_path / "maps", tmp_path / "seed2"], "", real_data, tmp_path / "seeds")
+    f1 = both["average"]["f1"]
+    assert f1["mean"] == pytest.approx((maps["average"]["f1"]["mean"] + 100) / 2)
+    assert f1["std"] == pytest.approx((100 - maps["average"]["f1"]["mean"]) / 2)
+    assert list(both["per_run"]) == ["maps", "seed2"] and both["per_run"]["seed2"]["f1"] == pytest.approx(100)
+    assert (tmp_path / "seeds" / "metrics.csv").read_text().startswith("run,image,")
+    assert len(list((tmp_path / "seeds" / "seed2" / "mixed_segments").glob("*.png"))) == 20
+    score.score_folder("DRIVE_AV", tmp_path / "maps", "", real_data, tmp_path / "seeds")  # one folder now
+    assert not (tmp_path / "seeds" / "seed2").exists()
+    with pytest.raises(score.ConfigError, match="2 prediction folders: name the folder of their scores"):
+        score.score_folder("DRIVE_AV", [tmp_path / "maps", tmp_path / "seed2"], "", real_data)
+
     # Scored again into the same folder: the earlier scores are replaced whole, pictures too.
     (tmp_path / "maps_scores" / "mixed_segments" / "stale.png").write_bytes(b"")
     score.score_folder("DRIVE_AV", tmp_path / "maps", "", real_data)
