@@ -19,6 +19,7 @@ Writes metrics.csv, summary.json (as test.py's, a run per predictions folder; `p
 scripts.compare` reads it) and mixed_segments/<name>.png (per folder when several) to --output,
 and prints the table.
 """
+import functools
 import json
 import os
 import shutil
@@ -39,6 +40,7 @@ from .evaluate import default_workers, score_image, usable_cores, write_png
 from .evaluation_outputs import RUNS_BEING_TESTED, run_names
 
 SUMMARY = "summary.json"
+IN_PROGRESS = ".scoring_in_progress"  # written first, removed with the summary: a stopped scoring is ours too
 PICTURE_MODES = ("RGB", "RGBA", "P", "PA")   # colour (alpha dropped)
 CLASS_MAP_MODES = ("L", "LA")                # one channel: classes 0..3
 NOT_A_TEST = ("raw_pre", "small_pre", RUNS_BEING_TESTED)  # what test.py writes into its folders
@@ -99,11 +101,12 @@ def prediction_files(samples, folder: Path, suffix: str, workers: int = 1) -> li
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
         hint = ""
         if len(missing) == len(paths):  # none found: what the folder holds instead
-            held = sorted(e.name + ("/" if e.is_dir() else "") for e in folder.iterdir())[:3]
+            held = sorted(e.name + ("/" if e.is_dir() else "") for e in folder.iterdir() if not e.name.startswith("."))[:3]
             hint = (f"; it holds e.g. {', '.join(held)}: only <name>{suffix}.png at its top level is read "
                     f"(--suffix?)" if held else "; it is empty")
         raise ConfigError(f"{folder}: no {', '.join(missing[:3])}{more} for {len(missing)} of the {len(samples)} "
                           f"test images (<name>{suffix}.png){hint}")
+
     def check(i):
         with open_header(samples[i].image) as photograph:
             read_prediction(paths[i], photograph.size)
@@ -126,42 +129,48 @@ def in_threads(work, n, workers):
         pool.shutdown(cancel_futures=True)
 
 
-def check_output(out_dir: Path):
-    """The earlier scoring's summary in ``out_dir`` (this tool's summary.json), which is then
-    replaced whole; None for none. Refused: a folder of test.py's (its summary, pictures or a
-    test in progress), and one holding a metrics.csv or mixed_segments/ this did not write."""
-    earlier = out_dir / SUMMARY
+def check_output(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds an earlier scoring of this tool's (its summary.json, or the mark
+    of one that was stopped), which is then replaced. Refused: a folder of test.py's (its
+    summary, pictures or a test in progress), and one holding a summary.json, metrics.csv or
+    mixed_segments/ this did not write."""
     try:
-        scored = json.loads(earlier.read_text()) if earlier.is_file() else None
+        earlier = json.loads((out_dir / SUMMARY).read_text()) if (out_dir / SUMMARY).is_file() else None
     except (OSError, ValueError):
-        scored = None
-    scored = scored if isinstance(scored, dict) and "scored" in scored else None
+        earlier = None
+    ours = (isinstance(earlier, dict) and "scored" in earlier) or (out_dir / IN_PROGRESS).is_file()
     foreign = [name for name in NOT_A_TEST if (out_dir / name).exists()]
-    if scored is None:
+    if not ours:
         foreign += [name for name in (SUMMARY, "metrics.csv", "mixed_segments") if (out_dir / name).exists()]
     if foreign:
         raise ConfigError(f"--output {out_dir} holds {', '.join(foreign)}, which this did not write (a test.py "
                           f"test, or files of your own): choose another --output")
-    return scored
+    return ours
 
 
-def score_one(sample, path, out_dir, split_threads=None):
-    """The metrics of one test image's prediction file; its picture of the mixed segments
-    written to ``out_dir``/mixed_segments."""
+def picture_facts(picture, fov) -> dict:
+    """What picture_notes and prediction_kinds read of one picture: whether it holds one class
+    per pixel (class colours only), the share of the FOV predicted vessel, and the share of the
+    vessel pixels with R and B on and G off (no A/V decision)."""
+    inside = picture[fov]                                       # the FOV's pixels, N x 3
+    on = inside >= 128                                          # R, G, B on
+    vessel, undecided = on.any(axis=1), on[:, 0] & on[:, 2] & ~on[:, 1]
+    one_class = bool(np.isin(inside, (0, 255)).all() and ((inside == 255).sum(axis=1) <= 1).all())
+    return {"kind": "one class per pixel" if one_class else "probability colours",
+            "vessel_share": float(vessel.mean()) if vessel.size else 0.0,
+            "undecided_share": float(undecided.sum() / max(vessel.sum(), 1))}
+
+
+def score_one(sample, path, pictures: Path, split_threads=None):
+    """The metrics of one test image's prediction file (with its ``picture_facts``); its
+    picture of the mixed segments written to ``pictures``/<name>.png."""
     label, fov = load_truth(sample)
     picture = read_prediction(path, (label.shape[1], label.shape[0])).copy()
     picture[~fov] = 0  # as test.py's raw_pre: only the FOV counts
     split = segments.split_segments(label, fov, threads=split_threads)
     result, mixed = score_image(label, picture, fov, split)
-    inside = picture[fov]                                       # the FOV's pixels, N x 3
-    on = inside >= 128                                          # R, G, B on
-    vessel, undecided = on.any(axis=1), on[:, 0] & on[:, 2] & ~on[:, 1]
-    one_class = bool(np.isin(inside, (0, 255)).all() and ((inside == 255).sum(axis=1) <= 1).all())
-    result["picture"] = {"kind": "one class per pixel" if one_class else "probability colours",
-                         "vessel_share": float(vessel.mean()) if vessel.size else 0.0,
-                         "undecided_share": float(undecided.sum() / max(vessel.sum(), 1))}  # for picture_notes
-    write_png(out_dir / "mixed_segments" / f"{sample.name}.png",
-              segments.draw_mixed_segments(picture, split[0], mixed, label))
+    result["picture"] = picture_facts(picture, fov)
+    write_png(pictures / f"{sample.name}.png", segments.draw_mixed_segments(picture, split[0], mixed, label))
     return result
 
 
@@ -181,6 +190,16 @@ def picture_notes(results) -> list:
     return notes
 
 
+def _run_name(folder) -> str:
+    """A run's name: its folder's, or the folder above for test.py's raw_pre (runA/raw_pre: runA)."""
+    path = Path(os.path.abspath(folder))
+    return path.parent.name if path.name in ("raw_pre", "small_pre") else path.name
+
+
+def _score_nth(samples, files, pictures, split_threads, i):
+    return score_one(samples[i], files[i], pictures, split_threads)
+
+
 def score_folder(dataset, predictions, suffix="", data_root="./data", output=None, workers=1):
     """Score every test image's prediction in ``predictions`` (a folder, or several: one run
     each, e.g. a method's seeds); write metrics.csv, summary.json (mean ± std over the folders)
@@ -188,12 +207,16 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
     summary (percent, as test.py's)."""
     spec = dataset_spec(dataset)
     folders = [Path(p) for p in ([predictions] if isinstance(predictions, (str, os.PathLike)) else predictions)]
+    seen = {}
     for folder in folders:
         if not folder.is_dir():
             raise ConfigError(f"--predictions {folder}: not a folder")
         if folder.name == "mixed_segments":
             raise ConfigError(f"--predictions {folder}: pictures of the mixed segments, not predictions (test.py's "
                               f"are in raw_pre/)")
+        twin = seen.setdefault(os.path.realpath(folder), folder)
+        if twin is not folder:
+            raise ConfigError(f"--predictions: {twin} and {folder} are the same folder: each run once")
     several = len(folders) > 1
     if several and not output:
         raise ConfigError(f"{len(folders)} prediction folders: name the folder of their scores with --output")
@@ -204,24 +227,25 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
     else:  # beside the predictions folder as given ('.' too; a link's name, not its target's)
         given = Path(os.path.abspath(folders[0]))
         out_dir = given.parent / f"{given.name or 'predictions'}_scores"
-    earlier = check_output(out_dir)
-    if earlier is not None:  # an earlier scoring's files: never left beside new ones
+    pictures_root = Path(os.path.realpath(out_dir / "mixed_segments"))
+    inside = [f for f in folders if Path(os.path.realpath(f)).is_relative_to(pictures_root)]
+    if inside:
+        raise ConfigError(f"--output {out_dir}: its mixed_segments/, which this replaces, holds the predictions "
+                          f"{inside[0]}: choose another --output")
+    if check_output(out_dir):  # an earlier scoring's files (all its own): never left beside new ones
         print(f"note: replacing the earlier scores in {out_dir}", file=sys.stderr)
         for name in (SUMMARY, "metrics.csv"):
             (out_dir / name).unlink(missing_ok=True)
-        for name in ["mixed_segments", *earlier.get("run_folders", [])]:
-            shutil.rmtree(out_dir / name, ignore_errors=True)
+        shutil.rmtree(out_dir / "mixed_segments", ignore_errors=True)
     make_folder(out_dir, "--output")
-    names = run_names(folders)
+    atomic_write(out_dir / IN_PROGRESS, lambda tmp: Path(tmp).write_text(json.dumps({"scored": "in progress"})))
+    names = run_names(_run_name(f) for f in folders)
     started = time.time()
     split_threads = max(1, usable_cores() // workers)  # the k-d tree's share of the cores
     rows, run_summaries = [], []
     for name, files in zip(names, paths, strict=True):
-        pictures = out_dir / name if several else out_dir
-
-        def one(i, files=files, pictures=pictures):
-            return score_one(samples[i], files[i], pictures, split_threads)
-
+        pictures = out_dir / "mixed_segments" / (name if several else "")
+        one = functools.partial(_score_nth, samples, files, pictures, split_threads)
         results = list(progress_bar(in_threads(one, len(samples), workers), total=len(samples),
                                     desc=f"score {name}" if several else "score"))
         rows += [{**({"run": name} if several else {}), "image": s.name, **metrics.percent_row(r)}
@@ -240,11 +264,10 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
                               f"scripts.score); probability extras from their 8-bit values",
                     "units": "percent (segments/count: a number); mean and std (ddof=0) over the prediction "
                              "folders of the per-folder mean over test images"})
-    if several:
-        summary["run_folders"] = names  # their pictures, replaced with the summary
     atomic_write_csv(out_dir / "metrics.csv", rows, rows[0])
     atomic_write(out_dir / SUMMARY, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
-    pictures = f"{out_dir}/<folder>/mixed_segments/" if several else f"{out_dir}/mixed_segments/"
+    (out_dir / IN_PROGRESS).unlink()
+    pictures = f"{out_dir}/mixed_segments/<run>/" if several else f"{out_dir}/mixed_segments/"
     print(f"{len(samples)} test images x {len(folders)} folder(s) scored in {time.time() - started:.1f}s, {workers} "
           f"at a time; wrote {out_dir}/metrics.csv, {out_dir}/{SUMMARY} and {pictures}", file=sys.stderr)
     return summary

@@ -65,11 +65,36 @@ def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, t
     assert f1["std"] == pytest.approx((100 - maps["average"]["f1"]["mean"]) / 2)
     assert list(both["per_run"]) == ["maps", "seed2"] and both["per_run"]["seed2"]["f1"] == pytest.approx(100)
     assert (tmp_path / "seeds" / "metrics.csv").read_text().startswith("run,image,")
-    assert len(list((tmp_path / "seeds" / "seed2" / "mixed_segments").glob("*.png"))) == 20
+    assert len(list((tmp_path / "seeds" / "mixed_segments" / "seed2").glob("*.png"))) == 20
     score.score_folder("DRIVE_AV", tmp_path / "maps", "", real_data, tmp_path / "seeds")  # one folder now
-    assert not (tmp_path / "seeds" / "seed2").exists()
+    assert not (tmp_path / "seeds" / "mixed_segments" / "seed2").exists()
     with pytest.raises(score.ConfigError, match="2 prediction folders: name the folder of their scores"):
         score.score_folder("DRIVE_AV", [tmp_path / "maps", tmp_path / "seed2"], "", real_data)
+    with pytest.raises(score.ConfigError, match="are the same folder: each run once"):
+        score.score_folder("DRIVE_AV", [tmp_path / "maps", tmp_path / "seed2" / ".." / "maps"], "", real_data, tmp_path / "x")
+
+    # Seeds beside their scores (exp/seed1, exp/seed2, --output exp), scored twice: the
+    # predictions are never touched; test.py's raw_pre folders are named after their runs.
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for seed in ("seed1", "seed2"):
+        write_pictures(exp / seed, drive_truth, lambda label: label)
+    for _ in range(2):
+        score.score_folder("DRIVE_AV", [exp / "seed1", exp / "seed2"], "", real_data, exp)
+    assert all(len(list((exp / seed).glob("*.png"))) == 20 for seed in ("seed1", "seed2"))
+    runs = tmp_path / "runs"
+    for run in ("runA", "runB"):
+        (runs / run).mkdir(parents=True)
+        write_pictures(runs / run / "raw_pre", drive_truth, lambda label: label)
+    named = score.score_folder("DRIVE_AV", [runs / "runA" / "raw_pre", runs / "runB" / "raw_pre"], "", real_data,
+                               tmp_path / "cmp")
+    assert list(named["per_run"]) == ["runA", "runB"]
+    with pytest.raises(score.ConfigError, match="its mixed_segments/, which this replaces, holds the predictions"):
+        score.score_folder("DRIVE_AV", tmp_path / "cmp" / "mixed_segments" / "runA", "", real_data, tmp_path / "cmp")
+    (tmp_path / "cmp" / "summary.json").unlink()  # as a scoring stopped mid-way leaves it: taken up again
+    (tmp_path / "cmp" / score.IN_PROGRESS).write_text("{}")
+    score.score_folder("DRIVE_AV", runs / "runA" / "raw_pre", "", real_data, tmp_path / "cmp")
+    assert not (tmp_path / "cmp" / score.IN_PROGRESS).exists()
 
     # Scored again into the same folder: the earlier scores are replaced whole, pictures too.
     (tmp_path / "maps_scores" / "mixed_segments" / "stale.png").write_bytes(b"")
