@@ -199,7 +199,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     log = print if ctx.is_main else (lambda *a, **k: None)
     why_fp32 = no_amp_reason(device) if ctx.is_main and cfg.amp and amp_dtype is None else ""  # rank 0 timed bf16
     if ctx.is_main:
-        log_run_start(cfg, ctx, device, (train_set, val_set, subset), memory_format, amp_dtype, precision, why_fp32)
+        log_run_start(cfg, ctx, device, train_set, val_set, subset, memory_format=memory_format, amp_dtype=amp_dtype,
+                      precision=precision, why_fp32=why_fp32)
 
     nets, trainer = build_networks(cfg, ctx, device, memory_format, amp_dtype)
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -302,10 +303,10 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     return best_f1, complete
 
 
-def log_run_start(cfg: RunConfig, ctx, device, data, memory_format, amp_dtype, precision, why_fp32):
+def log_run_start(cfg: RunConfig, ctx, device, train_set, val_set, subset, *, memory_format, amp_dtype, precision,
+                  why_fp32):
     """What rank 0 says before the first step: the run in one line, its validation images, and
-    the notes on this machine and these options. ``data``: load_training_data's three results."""
-    train_set, val_set, subset = data
+    the notes on this machine and these options (``subset``: what a pack holds, or None)."""
     size = cfg.input_size
     print(f"{cfg.spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
           f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
