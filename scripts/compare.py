@@ -10,12 +10,17 @@ another number of runs or other seeds, base width, training data set, number of 
 test precision (the variant and the fusion are what one compares, so they are not noted), runs
 stopped before their planned epochs, columns scored from pictures (python -m scripts.score), or
 where a summary does not record these; and of one column, networks trained on another data set
-and the weights' own --about text. --markdown prints the table in Markdown. --all adds the per-class rows and the extras.
+and the weights' own --about text. --markdown prints the table in Markdown; --paired tests two
+summaries image by image (their metrics.csv). --all adds the per-class rows and the extras.
 """
+import csv
 import json
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
+from scipy import stats
 
 from .cli import ArgumentParser
 from .config import split_seed_run_name
@@ -62,6 +67,30 @@ def markdown_table(summaries, names, groups=GROUPS):
         lines.append(f"| {key} | " + " | ".join(cell(t[key], one, 0).strip()
                                                for t, one in zip(tables, one_run, strict=True)) + " |")
     return "\n".join(lines)
+
+
+def per_image(csv_path: Path, column: str) -> dict:
+    """{image: its value of ``column`` in a metrics.csv, the mean over the runs when several}."""
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and column not in rows[0]:
+        raise ValueError(f"{csv_path}: no column {column!r} (e.g. average/f1, segments/mixed_any)")
+    values = {}
+    for row in rows:
+        values.setdefault(row["image"], []).append(float(row[column]))
+    return {image: sum(v) / len(v) for image, v in values.items()}
+
+
+def paired_test(a: dict, b: dict) -> dict:
+    """Per-image differences b - a over the images both hold (the same set is required), and a
+    two-sided Wilcoxon signed-rank test of them: {images, mean, median, p} (p None when every
+    difference is 0)."""
+    if set(a) != set(b):
+        raise ValueError(f"the two tests scored different images ({len(a)} and {len(b)}; "
+                         f"e.g. {sorted(set(a) ^ set(b))[0]} in one only): a paired test needs the same ones")
+    diffs = np.array([b[k] - a[k] for k in sorted(a)])
+    p = None if not diffs.any() else float(stats.wilcoxon(diffs).pvalue)
+    return {"images": len(diffs), "mean": float(diffs.mean()), "median": float(np.median(diffs)), "p": p}
 
 
 def tested_sizes(summary):
@@ -170,6 +199,10 @@ def main(argv=None):
                    help="every row of the summaries: artery, vein and uncertain, and the extras, besides the "
                         "weighted average and the segment metric")
     p.add_argument("--markdown", action="store_true", help="print the table in Markdown")
+    p.add_argument("--paired", nargs="?", const="average/f1", metavar="COLUMN",
+                   help="two summaries: per-image differences (second - first) of a metrics.csv column "
+                        "(default average/f1; each image's mean over the runs) and a two-sided Wilcoxon "
+                        "signed-rank test over the test images")
     args = p.parse_args(argv)
     if not args.summaries:  # --names takes every word after it, the summaries too when they follow it
         p.error("--names takes every word after it: give the summaries first (python -m scripts.compare A B "
@@ -195,10 +228,24 @@ def main(argv=None):
         summaries.append(summary)
     for line in notes(summaries, names):
         print(line, file=sys.stderr)
+    if args.paired and len(summaries) != 2:
+        print(f"error: --paired compares two summaries, not {len(summaries)}", file=sys.stderr)
+        sys.exit(2)
+    if args.paired:
+        try:
+            test = paired_test(*(per_image(path.parent / "metrics.csv", args.paired) for path in paths))
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: --paired: {exc}", file=sys.stderr)
+            sys.exit(2)
     text = (markdown_table if args.markdown else table)(summaries, names, SUMMARY_GROUPS if args.all else GROUPS)
     print(text)
     if "/auc_roc " in text or "/auc_pr " in text:  # the binary-map AUCs of the published table
         print(BINARY_AUC_NOTE, file=sys.stderr if args.markdown else sys.stdout)  # Markdown: the table alone
+    if args.paired:
+        p_value = "no test: every difference is 0" if test["p"] is None else f"Wilcoxon signed-rank p = {test['p']:.3g}"
+        print(f"paired over {test['images']} test images, {args.paired}, {names[1]} - {names[0]}: mean "
+              f"{test['mean']:+.2f}, median {test['median']:+.2f}; {p_value} (two-sided; each image's value is its "
+              f"mean over the runs)", file=sys.stderr if args.markdown else sys.stdout)
 
 
 if __name__ == "__main__":

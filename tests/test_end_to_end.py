@@ -541,6 +541,35 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1].startswith("note: auc_roc and auc_pr are those of the decoded binary")
 
 
+def test_compare_paired_tests_the_per_image_differences(tmp_path, capsys):
+    """--paired: each image's value (its mean over the runs in metrics.csv), second minus first,
+    and a two-sided Wilcoxon signed-rank test over the images (scipy's)."""
+    from scipy.stats import wilcoxon
+
+    from scripts import compare
+    value = {"mean": 50.0, "std": 0.0}
+    ours = [60, 62, 58, 65, 61, 59, 63, 64]
+    theirs = [55, 60, 50, 61, 56, 60, 58, 57]
+    for name, runs, rows in (("a", ["r"], [f"{i:02d},{v}" for i, v in enumerate(ours)]),
+                             ("b", ["s1", "s2"], [f"{run},{i:02d},{v + d}" for i, v in enumerate(theirs)
+                                                  for run, d in (("s1", -1), ("s2", 1))])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"runs": runs, "average": {"f1": value}}))
+        header = "image,average/f1" if name == "a" else "run,image,average/f1"
+        (tmp_path / name / "metrics.csv").write_text("\n".join([header, *rows]) + "\n")
+    compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--paired"])
+    diffs = [t - o for o, t in zip(ours, theirs, strict=True)]
+    p = wilcoxon(diffs).pvalue
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"paired over 8 test images, average/f1, b - a: mean {sum(diffs) / 8:+.2f}, median -5.00; Wilcoxon "
+        f"signed-rank p = {p:.3g} (two-sided; each image's value is its mean over the runs)")
+    for args, says in ((["--paired", "average/nope"], "no column 'average/nope'"),
+                       ([str(tmp_path / "a"), "--paired"], "--paired compares two summaries, not 3")):
+        with pytest.raises(SystemExit) as info:
+            compare.main([str(tmp_path / "a"), str(tmp_path / "b"), *args])
+        assert info.value.code == 2 and says in capsys.readouterr().err
+
+
 def test_readme_figure_of_a_test_image(probe_run, real_data, tmp_path, capsys, monkeypatch):
     from scripts import figures
     work, _ = probe_run
