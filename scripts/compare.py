@@ -81,6 +81,15 @@ def per_image(csv_path: Path, column: str) -> dict:
     return {image: sum(v) / len(v) for image, v in values.items()}
 
 
+def metrics_csv(summary_path: Path) -> Path:
+    """The per-image CSV written with a summary: metrics.csv beside summary.json (test.py,
+    scripts.score), bundle_metrics_cpu.csv beside bundle_summary_cpu.json (reproduce.py)."""
+    name = Path(summary_path).name
+    if "summary" not in name:
+        raise ValueError(f"{summary_path}: which metrics.csv belongs to it? (name a summary.json)")
+    return Path(summary_path).with_name(name.replace("summary", "metrics").removesuffix(".json") + ".csv")
+
+
 def paired_test(a: dict, b: dict) -> dict:
     """Per-image differences b - a over the images both hold (the same set is required), and a
     two-sided Wilcoxon signed-rank test of them: {images, mean, median, p} (p None when every
@@ -233,7 +242,7 @@ def main(argv=None):
         sys.exit(2)
     if args.paired:
         try:
-            test = paired_test(*(per_image(path.parent / "metrics.csv", args.paired) for path in paths))
+            test = paired_test(*(per_image(metrics_csv(path), args.paired) for path in paths))
         except (OSError, ValueError, KeyError) as exc:
             print(f"error: --paired: {exc}", file=sys.stderr)
             sys.exit(2)

@@ -563,6 +563,7 @@ def test_compare_paired_tests_the_per_image_differences(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"paired over 8 test images, average/f1, b - a: mean {sum(diffs) / 8:+.2f}, median -5.00; Wilcoxon "
         f"signed-rank p = {p:.3g} (two-sided; each image's value is its mean over the runs)")
+    assert compare.metrics_csv(Path("r/bundle_summary_cpu.json")) == Path("r/bundle_metrics_cpu.csv")  # reproduce.py's
     for args, says in ((["--paired", "average/nope"], "no column 'average/nope'"),
                        ([str(tmp_path / "a"), "--paired"], "--paired compares two summaries, not 3")):
         with pytest.raises(SystemExit) as info:
