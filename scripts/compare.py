@@ -69,21 +69,46 @@ def markdown_table(summaries, names, groups=GROUPS):
     return "\n".join(lines)
 
 
-def per_image(csv_path: Path, column: str) -> dict:
-    """{image: its value of ``column`` in a metrics.csv, the mean over the runs when several}."""
+MIN_DIFFERING = 6  # fewer differing images and no two-sided signed-rank test can reach p < 0.05
+
+
+def per_image(summary_path: Path, summary: dict, column: str) -> dict:
+    """{image: its value of ``column`` in the CSV written with the summary (``metrics_csv``),
+    the mean over the runs when several}; checked to be that summary's: as many runs and
+    images, and the column's mean the summary's where it records it."""
+    csv_path = metrics_csv(summary_path)
+    if not csv_path.is_file():
+        raise ValueError(f"{summary_path}: no {csv_path.name} beside it, the per-image CSV written with it")
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
-    if rows and column not in rows[0]:
-        raise ValueError(f"{csv_path}: no column {column!r} (e.g. average/f1, segments/mixed_any)")
+    if not rows or "image" not in rows[0] or column not in rows[0]:
+        raise ValueError(f"{csv_path}: no column {'image' if rows and 'image' not in rows[0] else repr(column)} "
+                         f"(columns as average/f1, segments/mixed_any)")
     values = {}
     for row in rows:
-        values.setdefault(row["image"], []).append(float(row[column]))
-    return {image: sum(v) / len(v) for image, v in values.items()}
+        try:
+            value = float(row[column])
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not np.isfinite(value):
+            raise ValueError(f"{csv_path}: {column} of {row['image']} is {row[column]!r}, not a number")
+        values.setdefault(row["image"], []).append(value)
+    means = {image: float(np.mean(v)) for image, v in values.items()}
+    runs = len({row.get("run") for row in rows})
+    group, _, key = column.partition("/")
+    recorded = (summary.get(group) or {}).get(key)
+    if (runs != len(summary["runs"]) or len(means) != summary.get("images", len(means))
+            or (isinstance(recorded, dict) and isinstance(recorded.get("mean"), (int, float))
+                and abs(np.mean(list(means.values())) - recorded["mean"]) > 1e-3)):
+        raise ValueError(f"{csv_path} does not hold the test of {summary_path.name} beside it ({runs} run(s), "
+                         f"{len(means)} images; the summary: {len(summary['runs'])}, {summary.get('images')})")
+    return means
 
 
 def metrics_csv(summary_path: Path) -> Path:
     """The per-image CSV written with a summary: metrics.csv beside summary.json (test.py,
-    scripts.score), bundle_metrics_cpu.csv beside bundle_summary_cpu.json (reproduce.py)."""
+    scripts.score); for other names the same change (results/'s bundle_summary_cpu.json:
+    bundle_metrics_cpu.csv)."""
     name = Path(summary_path).name
     if "summary" not in name:
         raise ValueError(f"{summary_path}: which metrics.csv belongs to it? (name a summary.json)")
@@ -91,15 +116,18 @@ def metrics_csv(summary_path: Path) -> Path:
 
 
 def paired_test(a: dict, b: dict) -> dict:
-    """Per-image differences b - a over the images both hold (the same set is required), and a
-    two-sided Wilcoxon signed-rank test of them: {images, mean, median, p} (p None when every
-    difference is 0)."""
+    """Per-image differences b - a over the images both hold (the same set is required),
+    rounded to the CSVs' 6 decimals, and a two-sided Wilcoxon signed-rank test of them (images
+    with no difference left out, as scipy does): {images, differing, mean, median, p}; p is
+    None with fewer than MIN_DIFFERING differing images."""
     if set(a) != set(b):
         raise ValueError(f"the two tests scored different images ({len(a)} and {len(b)}; "
                          f"e.g. {sorted(set(a) ^ set(b))[0]} in one only): a paired test needs the same ones")
-    diffs = np.array([b[k] - a[k] for k in sorted(a)])
-    p = None if not diffs.any() else float(stats.wilcoxon(diffs).pvalue)
-    return {"images": len(diffs), "mean": float(diffs.mean()), "median": float(np.median(diffs)), "p": p}
+    diffs = np.round(np.array([b[k] - a[k] for k in sorted(a)]), 6)
+    differing = int(np.count_nonzero(diffs))
+    p = float(stats.wilcoxon(diffs).pvalue) if differing >= MIN_DIFFERING else None
+    return {"images": len(diffs), "differing": differing, "mean": float(diffs.mean()),
+            "median": float(np.median(diffs)), "p": p}
 
 
 def tested_sizes(summary):
@@ -213,6 +241,10 @@ def main(argv=None):
                         "(default average/f1; each image's mean over the runs) and a two-sided Wilcoxon "
                         "signed-rank test over the test images")
     args = p.parse_args(argv)
+    if args.paired and (args.paired.endswith(".json") or Path(args.paired).exists()):
+        p.error(f"--paired takes an optional column, not {args.paired}: put the summaries first (A B --paired)")
+    if args.paired and len(args.summaries) != 2:
+        p.error(f"--paired compares two summaries, not {len(args.summaries)}")
     if not args.summaries:  # --names takes every word after it, the summaries too when they follow it
         p.error("--names takes every word after it: give the summaries first (python -m scripts.compare A B "
                 "--names X Y)" if args.names else "give at least one summary.json, or the folder that holds it")
@@ -235,26 +267,24 @@ def main(argv=None):
                   file=sys.stderr)
             sys.exit(2)
         summaries.append(summary)
-    for line in notes(summaries, names):
-        print(line, file=sys.stderr)
-    if args.paired and len(summaries) != 2:
-        print(f"error: --paired compares two summaries, not {len(summaries)}", file=sys.stderr)
-        sys.exit(2)
     if args.paired:
         try:
-            test = paired_test(*(per_image(metrics_csv(path), args.paired) for path in paths))
-        except (OSError, ValueError, KeyError) as exc:
+            test = paired_test(*(per_image(path, s, args.paired) for path, s in zip(paths, summaries, strict=True)))
+        except (OSError, ValueError) as exc:
             print(f"error: --paired: {exc}", file=sys.stderr)
             sys.exit(2)
+    for line in notes(summaries, names):
+        print(line, file=sys.stderr)
     text = (markdown_table if args.markdown else table)(summaries, names, SUMMARY_GROUPS if args.all else GROUPS)
     print(text)
     if "/auc_roc " in text or "/auc_pr " in text:  # the binary-map AUCs of the published table
         print(BINARY_AUC_NOTE, file=sys.stderr if args.markdown else sys.stdout)  # Markdown: the table alone
     if args.paired:
-        p_value = "no test: every difference is 0" if test["p"] is None else f"Wilcoxon signed-rank p = {test['p']:.3g}"
-        print(f"paired over {test['images']} test images, {args.paired}, {names[1]} - {names[0]}: mean "
-              f"{test['mean']:+.2f}, median {test['median']:+.2f}; {p_value} (two-sided; each image's value is its "
-              f"mean over the runs)", file=sys.stderr if args.markdown else sys.stdout)
+        p_value = (f"Wilcoxon signed-rank p = {test['p']:.3g} (two-sided, over the differing images)"
+                   if test["p"] is not None else f"no test: fewer than {MIN_DIFFERING} images differ")
+        print(f"paired over {test['images']} test images ({test['differing']} differing), {args.paired}, {names[1]} - "
+              f"{names[0]}: mean {test['mean']:+.2f}, median {test['median']:+.2f}; {p_value}; each image's value is "
+              f"its mean over the runs", file=sys.stderr if args.markdown else sys.stdout)
 
 
 if __name__ == "__main__":

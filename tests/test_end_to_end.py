@@ -547,28 +547,39 @@ def test_compare_paired_tests_the_per_image_differences(tmp_path, capsys):
     from scipy.stats import wilcoxon
 
     from scripts import compare
-    value = {"mean": 50.0, "std": 0.0}
     ours = [60, 62, 58, 65, 61, 59, 63, 64]
     theirs = [55, 60, 50, 61, 56, 60, 58, 57]
-    for name, runs, rows in (("a", ["r"], [f"{i:02d},{v}" for i, v in enumerate(ours)]),
-                             ("b", ["s1", "s2"], [f"{run},{i:02d},{v + d}" for i, v in enumerate(theirs)
-                                                  for run, d in (("s1", -1), ("s2", 1))])):
+
+    def write(name, runs, rows):
+        values = [float(r.rsplit(",", 1)[1]) for r in rows]
         (tmp_path / name).mkdir()
-        (tmp_path / name / "summary.json").write_text(json.dumps({"runs": runs, "average": {"f1": value}}))
-        header = "image,average/f1" if name == "a" else "run,image,average/f1"
+        (tmp_path / name / "summary.json").write_text(json.dumps({
+            "runs": runs, "images": 8, "average": {"f1": {"mean": sum(values) / len(values), "std": 0.0}}}))
+        header = "run,image,average/f1" if len(runs) > 1 else "image,average/f1"
         (tmp_path / name / "metrics.csv").write_text("\n".join([header, *rows]) + "\n")
+
+    write("a", ["r"], [f"{i:02d},{v}" for i, v in enumerate(ours)])
+    write("b", ["s1", "s2"], [f"{run},{i:02d},{v + d}" for i, v in enumerate(theirs) for run, d in (("s1", -1), ("s2", 1))])
     compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--paired"])
     diffs = [t - o for o, t in zip(ours, theirs, strict=True)]
-    p = wilcoxon(diffs).pvalue
     assert capsys.readouterr().out.splitlines()[-1] == (
-        f"paired over 8 test images, average/f1, b - a: mean {sum(diffs) / 8:+.2f}, median -5.00; Wilcoxon "
-        f"signed-rank p = {p:.3g} (two-sided; each image's value is its mean over the runs)")
-    assert compare.metrics_csv(Path("r/bundle_summary_cpu.json")) == Path("r/bundle_metrics_cpu.csv")  # reproduce.py's
-    for args, says in ((["--paired", "average/nope"], "no column 'average/nope'"),
-                       ([str(tmp_path / "a"), "--paired"], "--paired compares two summaries, not 3")):
+        f"paired over 8 test images (8 differing), average/f1, b - a: mean {sum(diffs) / 8:+.2f}, median -5.00; "
+        f"Wilcoxon signed-rank p = {wilcoxon(diffs).pvalue:.3g} (two-sided, over the differing images); each "
+        f"image's value is its mean over the runs")
+    compare.main([str(tmp_path / "a"), str(tmp_path / "a"), "--paired"])  # the same test: no test at all
+    assert "(0 differing)" in capsys.readouterr().out
+    assert compare.metrics_csv(Path("r/bundle_summary_cpu.json")) == Path("r/bundle_metrics_cpu.csv")
+    write("c", ["r"], [f"{i:02d},{v}" for i, v in enumerate(ours)])
+    (tmp_path / "c" / "metrics.csv").write_text("image,average/f1\n00,1\n")  # another test's CSV
+    a, b, c = (str(tmp_path / name) for name in "abc")
+    for argv, says in (([a, b, "--paired", "average/nope"], "no column 'average/nope'"),
+                       ([a, b, a, "--paired"], "--paired compares two summaries, not 3"),
+                       (["--paired", a, b], "--paired takes an optional column"),
+                       ([a, c, "--paired"], "does not hold the test of summary.json beside it")):
         with pytest.raises(SystemExit) as info:
-            compare.main([str(tmp_path / "a"), str(tmp_path / "b"), *args])
-        assert info.value.code == 2 and says in capsys.readouterr().err
+            compare.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and len(err) == 1 and says in err[0], err
 
 
 def test_readme_figure_of_a_test_image(probe_run, real_data, tmp_path, capsys, monkeypatch):
