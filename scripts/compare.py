@@ -43,12 +43,17 @@ def cell(value, one_run, width=22):
     return f"{value['mean']:>{width - 8}.2f} ± {value['std']:<5.2f}"
 
 
+def _columns(summaries, groups):
+    """Each summary's {metric: value}, whether it is of one run, and the metrics all of them have."""
+    tables = [dict(rows(s, groups)) for s in summaries]
+    one_run = [len(s.get("runs", [])) == 1 for s in summaries]
+    return tables, one_run, [k for k in tables[0] if all(k in t for t in tables)]
+
+
 def table(summaries, names, groups=GROUPS):
     """The side-by-side table as text, for the metrics every summary has; a column is as wide as
     its name needs (at least 22 characters), with a space before it."""
-    tables = [dict(rows(s, groups)) for s in summaries]
-    one_run = [len(s.get("runs", [])) == 1 for s in summaries]
-    keys = [k for k in tables[0] if all(k in t for t in tables)]
+    tables, one_run, keys = _columns(summaries, groups)
     widths = [max(22, len(n) + 1) for n in names]
     lines = [f"{'metric':<36}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True))]
     for key in keys:
@@ -59,9 +64,7 @@ def table(summaries, names, groups=GROUPS):
 def markdown_table(summaries, names, groups=GROUPS):
     """The same table in Markdown (for a paper's draft or an issue): "mean ± std", or the plain
     value for a summary of one run, two decimals."""
-    tables = [dict(rows(s, groups)) for s in summaries]
-    one_run = [len(s.get("runs", [])) == 1 for s in summaries]
-    keys = [k for k in tables[0] if all(k in t for t in tables)]
+    tables, one_run, keys = _columns(summaries, groups)
     lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for key in keys:
         lines.append(f"| {key} | " + " | ".join(cell(t[key], one, 0).strip()

@@ -138,6 +138,19 @@ def default_workers():
     return min(8, usable_cores())
 
 
+def in_threads(work, n, workers):
+    """work(0), ..., work(n - 1) in order, ``workers`` at a time in threads (numpy, scipy, PIL and
+    torch release the GIL); on an error, the items not yet started are dropped."""
+    if workers <= 1:
+        yield from map(work, range(n))
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="evaluate")
+    try:
+        yield from pool.map(work, range(n))
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
 def evaluate_images(samples, probs, activations, run_outs, workers=1):
     """evaluate_test_image for every test image (in order) and run: yields, per image, the list
     of the runs' results. The truth is read and split into segments once per image for all runs.
@@ -158,12 +171,7 @@ def evaluate_images(samples, probs, activations, run_outs, workers=1):
     split_threads = max(1, torch.get_num_threads() // max(workers, 1))
     with thread_count_restored():
         torch.set_num_threads(1)  # this thread's, and the count the workers' threads start with
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="evaluate") if workers > 1 else None
-        try:
-            yield from (pool.map if pool else map)(one, range(len(samples)))
-        finally:  # on an error, the images not yet started are dropped
-            if pool:
-                pool.shutdown(cancel_futures=True)
+        yield from in_threads(one, len(samples), workers)
 
 
 def validate(nets: Networks, val_set, activation, batch_size, device, splits=None):

@@ -26,7 +26,6 @@ import shutil
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ from .checkpoint import atomic_write, atomic_write_csv, make_folder
 from .cli import ArgumentParser, progress_bar
 from .config import ConfigError, dataset_names, dataset_spec
 from .data import DataError, find_samples, load_truth, open_header
-from .evaluate import default_workers, score_image, usable_cores, write_png
+from .evaluate import default_workers, in_threads, score_image, usable_cores, write_png
 from .evaluation_outputs import RUNS_BEING_TESTED, run_names
 
 SUMMARY = "summary.json"
@@ -114,19 +113,6 @@ def prediction_files(samples, folder: Path, suffix: str, workers: int = 1) -> li
     for _ in progress_bar(in_threads(check, len(samples), workers), total=len(samples), desc="check", leave=False):
         pass
     return paths
-
-
-def in_threads(work, n, workers):
-    """work(0), ..., work(n - 1) in order, ``workers`` at a time in threads (numpy, scipy and PIL
-    release the GIL); an error stops the rest."""
-    if workers <= 1:
-        yield from map(work, range(n))
-        return
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="score")
-    try:
-        yield from pool.map(work, range(n))
-    finally:
-        pool.shutdown(cancel_futures=True)
 
 
 def check_output(out_dir: Path) -> bool:

@@ -484,6 +484,14 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
         assert info.value.code == 2 and capsys.readouterr().err.strip() == (
             f"error: {tmp_path / name}: not a test summary (test.py's summary.json has 'average' and 'runs')")
     (tmp_path / "other").mkdir()
+
+    def compared(ours, theirs, *options):
+        """compare's output (out, err) on two summaries written as one/ and other/."""
+        (tmp_path / "one" / "summary.json").write_text(json.dumps(ours))
+        (tmp_path / "other" / "summary.json").write_text(json.dumps(theirs))
+        compare.main([str(tmp_path / "one"), str(tmp_path / "other"), *options])
+        return capsys.readouterr()
+
     (tmp_path / "other" / "summary.json").write_text(json.dumps({**one, "dataset": "HRF-AV"}))
     compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "other" / "summary.json")])
     assert capsys.readouterr().err.strip() == "note: these summaries are of different data sets: one unknown, other HRF-AV"
@@ -496,17 +504,11 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         "note: these summaries were tested at different input sizes: one 592 x 592, other 592 x 592 and 1024 x 1024")
     for mine, theirs in ((sized[:1] * 3, sized[:1]), (sized, sized[::-1])):  # the same size, the same mix
-        (tmp_path / "one" / "summary.json").write_text(json.dumps({**one, "run_details": mine}))
-        (tmp_path / "other" / "summary.json").write_text(json.dumps({**one, "run_details": theirs}))
-        compare.main([str(tmp_path / "one" / "summary.json"), str(tmp_path / "other" / "summary.json")])
-        assert capsys.readouterr().err == ""  # nothing to note
+        assert compared({**one, "run_details": mine}, {**one, "run_details": theirs}).err == ""  # nothing to note
     # An ablation's confounders: another width, training data set, number of test images.
     ours = {**one, "images": 20, "run_details": [{"base_width": 32, "trained_on": "DRIVE_AV", "fusion": "concat"}]}
     theirs = {**one, "images": 19, "run_details": [{"base_width": 8, "trained_on": "LES-AV", "fusion": "none"}]}
-    (tmp_path / "one" / "summary.json").write_text(json.dumps(ours))
-    (tmp_path / "other" / "summary.json").write_text(json.dumps(theirs))
-    compare.main([str(tmp_path / "one"), str(tmp_path / "other")])
-    assert capsys.readouterr().err.splitlines() == [
+    assert compared(ours, theirs).err.splitlines() == [
         "note: these summaries differ in their base widths: one 32, other 8",
         "note: these summaries differ in their training data sets: one DRIVE_AV, other LES-AV",
         "note: these summaries differ in their numbers of test images: one 20, other 19"]  # not the fusion
@@ -517,19 +519,13 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     theirs = {**ours, "runs": ["D/sigmoid_nofusion_seed42", "D/sigmoid_nofusion_seed7"], "precision": "bf16 autocast",
               "run_details": [{**details, "run": "D/sigmoid_nofusion_seed42"},
                               {"epochs_done": 3, "epochs_planned": 1500, "run": "D/sigmoid_nofusion_seed7"}]}
-    (tmp_path / "one" / "summary.json").write_text(json.dumps(ours))
-    (tmp_path / "other" / "summary.json").write_text(json.dumps(theirs))
-    compare.main([str(tmp_path / "one"), str(tmp_path / "other")])
-    assert capsys.readouterr().err.splitlines() == [
+    assert compared(ours, theirs).err.splitlines() == [
         "note: these summaries differ in their seeds: one 40 42, other 7 42",
         "note: these summaries differ in their test precisions: one fp32, other bf16 autocast",
         "note: other holds runs stopped before their planned epochs: sigmoid_nofusion_seed7 3 of 1500 epochs"]
     # Said of one column alone: networks trained on another data set, the weights' own words.
     elsewhere = {**one, "dataset": "LES-AV", "run_details": [{"trained_on": "DRIVE_AV", "about": "REDUCED run " * 20}]}
-    (tmp_path / "other" / "summary.json").write_text(json.dumps(elsewhere))
-    (tmp_path / "one" / "summary.json").write_text(json.dumps({**one, "dataset": "LES-AV"}))
-    compare.main([str(tmp_path / "one"), str(tmp_path / "other"), "--markdown"])
-    out, err = capsys.readouterr()
+    out, err = compared({**one, "dataset": "LES-AV"}, elsewhere, "--markdown")
     assert err.splitlines()[:2] == ["note: other: networks trained on DRIVE_AV, tested on LES-AV",
                                     "note: other: about its weights: " + ("REDUCED run " * 20)[:157] + "..."]
     assert out.splitlines()[-1].startswith("| ")  # Markdown: the table alone on stdout
