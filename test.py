@@ -102,6 +102,7 @@ def build_parser():
     p.add_argument("--output-root", default=".", help="run folders are <output-root>/<Dataset>/<job>")
     p.add_argument("--cache-dir", default="./.cache", dest="cache_dir",
                    help="decoded, resized photographs are kept here (default %(default)s)")
+    segments.add_options(p)
     return p
 
 
@@ -178,6 +179,10 @@ def run_test(args):
     for option, value in (("--batch-size", args.batch_size), ("--workers", args.workers)):
         if value < 1:
             raise ConfigError(f"{option} {value}: must be at least 1")
+    try:
+        segment_settings = segments.settings_from(args)
+    except ValueError as exc:
+        raise ConfigError(exc) from None
     cores = usable_cores()
     if args.workers > cores:
         print(f"note: --workers {args.workers} is more than the {cores} usable cores: each scores one "
@@ -204,14 +209,15 @@ def run_test(args):
     created = not out_dir.exists()
     make_folder(out_dir, "--output")  # a wrong --output fails now, not after the predictions
     try:
-        return predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dtype)
+        return predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dtype, segment_settings)
     except (KeyboardInterrupt, Terminated):
         if created and not any(out_dir.iterdir()):  # stopped before its first picture: no folder left
             out_dir.rmdir()
         raise
 
 
-def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dtype):
+def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dtype,
+                      segment_settings=segments.DEFAULT_SETTINGS):
     """The test proper: every run's predictions (at ``sizes``, one per run), then the scoring at
     full size, the pictures, metrics.csv and summary.json in ``out_dir``."""
     replaced = earlier_test(out_dir)
@@ -243,7 +249,7 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
     release_freed_memory()  # what the networks freed: the scoring threads allocate elsewhere
     try:
         summary = score_and_write(spec, runs, samples, probs, details, out_dir, args.workers,
-                                  describe_precision(amp_dtype))
+                                  describe_precision(amp_dtype), segment_settings)
     except (KeyboardInterrupt, Terminated) as exc:  # main() prints the line; this says what the folder holds
         exc.unfinished = (f" while writing {out_dir}, which now holds only part of this test's pictures and no "
                           f"summary.json: run the test again")
@@ -256,7 +262,8 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
     return summary
 
 
-def score_and_write(spec, runs, samples, probs, details, out_dir, workers, precision):
+def score_and_write(spec, runs, samples, probs, details, out_dir, workers, precision,
+                    segment_settings=segments.DEFAULT_SETTINGS):
     """Score every run's predictions at full size (in threads), write the pictures, metrics.csv
     and summary.json into ``out_dir`` in place of an earlier test's; returns the summary."""
     multi = len(runs) > 1
@@ -269,7 +276,7 @@ def score_and_write(spec, runs, samples, probs, details, out_dir, workers, preci
     activations = [saved["activation"] for _, _, saved in runs]
     rows, per_run = [], [[] for _ in runs]
     started = time.time()
-    results = evaluate_images(samples, probs, activations, run_outs, workers)
+    results = evaluate_images(samples, probs, activations, run_outs, workers, segment_settings)
     bar = progress_bar(results, total=len(samples), desc="evaluate")
     for image_results, sample in zip(bar, samples, strict=True):
         for r, result in enumerate(image_results):
@@ -290,6 +297,7 @@ def score_and_write(spec, runs, samples, probs, details, out_dir, workers, preci
     summary["images"] = len(samples)
     summary["dataset"] = spec.name
     summary["precision"] = precision  # of the networks' predictions: fp32 unless --amp (and it paid)
+    summary["segment_settings"] = segment_settings.as_dict()
     summary["units"] = ("percent (segments/count: a number); mean and std (ddof=0) over runs of the "
                         "per-run mean over test images")
     atomic_write_csv(out_dir / "metrics.csv", rows, rows[0])

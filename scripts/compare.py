@@ -8,8 +8,8 @@ image), mean ± std over the runs of each summary; a summary of one run shows it
 A note on stderr says where the columns are not like for like: other data sets or input sizes,
 another number of runs or other seeds, base width, training data set, number of test images or
 test precision (the variant and the fusion are what one compares, so they are not noted), runs
-stopped before their planned epochs, columns scored from pictures (python -m scripts.score), or
-where a summary does not record these; and of one column, networks trained on another data set
+stopped before their planned epochs, columns scored from pictures (python -m scripts.score), the
+segment metric's settings where not the defaults, or where a summary does not record these; and of one column, networks trained on another data set
 and the weights' own --about text. --markdown prints the table in Markdown; --paired tests two
 summaries image by image (their metrics.csv). --all adds the per-class rows and the extras.
 """
@@ -25,6 +25,7 @@ from scipy import stats
 from .cli import ArgumentParser
 from .config import split_seed_run_name
 from .metrics import BINARY_AUC_NOTE, SUMMARY_GROUPS
+from .segments import DEFAULT_SETTINGS
 
 GROUPS = ("average", "segments")  # pixel metrics (weighted average) and segment metrics; --all: SUMMARY_GROUPS
 
@@ -154,8 +155,16 @@ def alike_or_not(summary):
              "seeds": " ".join(str(seed) for seed in sorted(s[1] for s in seeds)) if all(seeds) else "",
              "base widths": of_runs("base_width"), "training data sets": of_runs("trained_on"),
              "numbers of test images": str(summary.get("images", "")),
-             "test precisions": str(summary.get("precision") or "")}
+             "test precisions": str(summary.get("precision") or ""),
+             "segment metric settings": segment_settings(summary)}
     return {k: v for k, v in facts.items() if v}
+
+
+def segment_settings(summary) -> str:
+    """The segment metric's settings a summary was scored with, as text; a summary older than
+    their options (test.py, scripts.score: --segment-*) had the defaults."""
+    rule = summary.get("segment_settings") or DEFAULT_SETTINGS.as_dict()
+    return f"segments >= {rule.get('min_length')} px, mixed_10 at minority >= {rule.get('minority')}"
 
 
 def unfinished_runs(summary) -> list:
@@ -207,6 +216,10 @@ def notes(summaries, names):
         if len({f[what] for f in facts if what in f}) > 1:
             said.append(f"note: these summaries differ in their {what}: " + ", ".join(
                 f"{n} {f.get(what, 'unknown')}" for n, f in zip(names, facts, strict=True)))
+    rules = {segment_settings(s) for s in summaries}  # where they differ, the note above said so
+    if len(rules) == 1 and rules != {segment_settings({})}:
+        said.append(f"note: segment metric not at its defaults ({segment_settings({})}) but at "
+                    f"{rules.pop()}: mixed_10 keeps its name at any minority")
     for n, s in zip(names, summaries, strict=True):
         stopped = unfinished_runs(s)
         if stopped and len(summaries) > 1:

@@ -95,14 +95,15 @@ def score_picture(probs, activation):
     return (chw * 65535).round_().clamp_(0, 65535).to(torch.uint16).permute(1, 2, 0).numpy()
 
 
-def score_image(label, picture, fov, segment_split=None, scores=None):
+def score_image(label, picture, fov, segment_split=None, scores=None, settings=segments.DEFAULT_SETTINGS):
     """Pixel metrics (metrics.evaluate_image) plus the segment metrics under "segments".
 
-    ``segment_split``: ``segments.split_segments(label, fov)``, reusable across runs.
-    Returns (result, mixed segment ids)."""
+    ``segment_split``: ``segments.split_segments(label, fov, settings.min_length)``, reusable
+    across runs. Returns (result, mixed segment ids)."""
     result = metrics.evaluate_image(label, picture, fov, scores)
-    split = segment_split if segment_split is not None else segments.split_segments(label, fov)
-    scores = segments.segment_scores(label, segments.pred_classes_from_picture(picture), fov, segments=split)
+    split = segment_split if segment_split is not None else segments.split_segments(label, fov, settings.min_length)
+    scores = segments.segment_scores(label, segments.pred_classes_from_picture(picture), fov,
+                                     minority=settings.minority, segments=split)
     mixed = scores.pop("mixed_ids")
     result["segment_classes"] = scores.pop("class_pixels")  # for segments.caveats, not a summary's
     scores["count"] = scores.pop("segments")
@@ -114,15 +115,16 @@ def write_png(path, array):
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", compress_level=1))
 
 
-def evaluate_test_image(name, label, fov, probs, activation, out_dir, segment_split=None):
+def evaluate_test_image(name, label, fov, probs, activation, out_dir, segment_split=None,
+                        settings=segments.DEFAULT_SETTINGS):
     """One test image of one run, as test.py does it: the pictures at the network and the
     original size, every metric, and the picture of the mixed segments, written under
     ``out_dir/{small_pre,raw_pre,mixed_segments}/<name>.png``. Returns the metrics."""
-    split = segment_split if segment_split is not None else segments.split_segments(label, fov)
+    split = segment_split if segment_split is not None else segments.split_segments(label, fov, settings.min_length)
     raw, scores = full_size_picture(probs, (label.shape[1], label.shape[0]), fov, activation, with_scores=True)
     write_png(out_dir / "small_pre" / f"{name}.png", picture_u8(probs, activation))
     write_png(out_dir / "raw_pre" / f"{name}.png", raw)
-    result, mixed = score_image(label, raw, fov, split, scores)
+    result, mixed = score_image(label, raw, fov, split, scores, settings)
     write_png(out_dir / "mixed_segments" / f"{name}.png", segments.draw_mixed_segments(raw, split[0], mixed, label))
     return result
 
@@ -151,9 +153,10 @@ def in_threads(work, n, workers):
         pool.shutdown(cancel_futures=True)
 
 
-def evaluate_images(samples, probs, activations, run_outs, workers=1):
+def evaluate_images(samples, probs, activations, run_outs, workers=1, settings=segments.DEFAULT_SETTINGS):
     """evaluate_test_image for every test image (in order) and run: yields, per image, the list
-    of the runs' results. The truth is read and split into segments once per image for all runs.
+    of the runs' results. The truth is read and split into segments once per image for all runs;
+    ``settings``: the segment metric's.
 
     ``workers`` > 1 evaluates that many images at a time in threads: the work is in numpy, scipy,
     PIL and torch, which release the GIL, and it would otherwise run on one core (on a GPU
@@ -164,8 +167,8 @@ def evaluate_images(samples, probs, activations, run_outs, workers=1):
     not depend on it, shares the cores out among the workers.)"""
     def one(i):
         label, fov = load_truth(samples[i])  # full size (the photograph is not decoded: it is cached)
-        split = segments.split_segments(label, fov, threads=split_threads)  # same ids on any thread count
-        return [evaluate_test_image(samples[i].name, label, fov, probs[r][i], activation, run_out, split)
+        split = segments.split_segments(label, fov, settings.min_length, threads=split_threads)  # same on any count
+        return [evaluate_test_image(samples[i].name, label, fov, probs[r][i], activation, run_out, split, settings)
                 for r, (activation, run_out) in enumerate(zip(activations, run_outs, strict=True))]
 
     split_threads = max(1, torch.get_num_threads() // max(workers, 1))

@@ -303,8 +303,10 @@ def summary_table(summary) -> str:
     lines = [head if one_run else head + "    (mean ± std over runs)"]
     for cls in ("artery", "vein", "uncertain", "average"):
         lines.append(f"{cls:<10}" + "".join(cell(summary[cls][m], 20) for m in TABLE_METRICS))
+    rule = summary.get("segment_settings")  # what mixed_10 means there (scripts.segments.SegmentSettings)
+    rule = f"; segments >= {rule['min_length']} px, mixed_10 at minority >= {rule['minority']:g}" if rule else ""
     for group, title in (("extra", "extra (not in the published table)"),
-                         ("segments", "segments (intra-segment misclassification)")):
+                         ("segments", f"segments (intra-segment misclassification{rule})")):
         lines.append(f"{title}: " + ", ".join(f"{k} {cell(v, 0).strip()}" for k, v in summary[group].items()))
     return "\n".join(line.rstrip() for line in lines)
 

@@ -147,14 +147,14 @@ def picture_facts(picture, fov) -> dict:
             "undecided_share": float(undecided.sum() / max(vessel.sum(), 1))}
 
 
-def score_one(sample, path, pictures: Path, split_threads=None):
+def score_one(sample, path, pictures: Path, split_threads=None, settings=segments.DEFAULT_SETTINGS):
     """The metrics of one test image's prediction file (with its ``picture_facts``); its
     picture of the mixed segments written to ``pictures``/<name>.png."""
     label, fov = load_truth(sample)
     picture = read_prediction(path, (label.shape[1], label.shape[0])).copy()
     picture[~fov] = 0  # as test.py's raw_pre: only the FOV counts
-    split = segments.split_segments(label, fov, threads=split_threads)
-    result, mixed = score_image(label, picture, fov, split)
+    split = segments.split_segments(label, fov, settings.min_length, threads=split_threads)
+    result, mixed = score_image(label, picture, fov, split, settings=settings)
     result["picture"] = picture_facts(picture, fov)
     write_png(pictures / f"{sample.name}.png", segments.draw_mixed_segments(picture, split[0], mixed, label))
     return result
@@ -182,15 +182,16 @@ def _run_name(folder) -> str:
     return path.parent.name if path.name in ("raw_pre", "small_pre") else path.name
 
 
-def _score_nth(samples, files, pictures, split_threads, i):
-    return score_one(samples[i], files[i], pictures, split_threads)
+def _score_nth(samples, files, pictures, split_threads, settings, i):
+    return score_one(samples[i], files[i], pictures, split_threads, settings)
 
 
-def score_folder(dataset, predictions, suffix="", data_root="./data", output=None, workers=1):
+def score_folder(dataset, predictions, suffix="", data_root="./data", output=None, workers=1,
+                 settings=segments.DEFAULT_SETTINGS):
     """Score every test image's prediction in ``predictions`` (a folder, or several: one run
     each, e.g. a method's seeds); write metrics.csv, summary.json (mean ± std over the folders)
     and the pictures of the mixed segments (per folder when several) to ``output``; return the
-    summary (percent, as test.py's)."""
+    summary (percent, as test.py's). ``settings``: the segment metric's."""
     spec = dataset_spec(dataset)
     folders = [Path(p) for p in ([predictions] if isinstance(predictions, (str, os.PathLike)) else predictions)]
     seen = {}
@@ -231,7 +232,7 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
     rows, run_summaries = [], []
     for name, files in zip(names, paths, strict=True):
         pictures = out_dir / "mixed_segments" / (name if several else "")
-        one = functools.partial(_score_nth, samples, files, pictures, split_threads)
+        one = functools.partial(_score_nth, samples, files, pictures, split_threads, settings)
         results = list(progress_bar(in_threads(one, len(samples), workers), total=len(samples),
                                     desc=f"score {name}" if several else "score"))
         rows += [{**({"run": name} if several else {}), "image": s.name, **metrics.percent_row(r)}
@@ -246,6 +247,7 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
                     "per_run": {n: {m: 100.0 * r["average"][m] for m in metrics.TABLE_METRICS}
                                 for n, (r, _) in zip(names, run_summaries, strict=True)},
                     "prediction_kinds": dict(sum((k for _, k in run_summaries), Counter())),
+                    "segment_settings": settings.as_dict(),
                     "scored": f"pictures <name>{suffix}.png of {', '.join(map(str, folders))} (python -m "
                               f"scripts.score); probability extras from their 8-bit values",
                     "units": "percent (segments/count: a number); mean and std (ddof=0) over the prediction "
@@ -272,11 +274,17 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="images scored at a time, in threads; 0.3-0.5 GB each at HRF-AV's size (default: the "
                         "usable cores, at most 8: %(default)s)")
+    segments.add_options(p)
     args = p.parse_args(argv)
     try:
         if args.workers < 1:
             raise ConfigError(f"--workers {args.workers}: must be at least 1")
-        summary = score_folder(args.dataset, args.predictions, args.suffix, args.data_root, args.output, args.workers)
+        try:
+            settings = segments.settings_from(args)
+        except ValueError as exc:
+            raise ConfigError(exc) from None
+        summary = score_folder(args.dataset, args.predictions, args.suffix, args.data_root, args.output, args.workers,
+                               settings)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

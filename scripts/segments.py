@@ -18,8 +18,9 @@ Classes: 0 background, 1 artery, 2 vein, 3 uncertain.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
-import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
@@ -28,6 +29,50 @@ from .metrics import CLASS_COLOURS, class_map
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 _DIM_40 = np.round(np.arange(256, dtype=np.float32) * 0.4).astype(np.uint8)  # x -> round(0.4 x), as a table
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """The segment metric's two settings (test.py and scripts.score: ``add_options``).
+    ``mixed_10`` keeps its name for any ``minority``: a summary records the settings it was
+    computed with (``as_dict``), and scripts.compare notes summaries whose settings differ."""
+    min_length: int = 10     # skeleton pieces shorter than this (pixels) are no segment
+    minority: float = 0.10   # mixed_10: the smaller class is at least this share of the A/V-predicted pixels
+
+    def __post_init__(self):
+        if isinstance(self.min_length, bool) or not isinstance(self.min_length, (int, np.integer)) \
+                or self.min_length < 1:
+            raise ValueError(f"min_length {self.min_length!r}: must be a whole number of pixels, at least 1")
+        if not 0 < self.minority <= 0.5:
+            raise ValueError(f"minority {self.minority!r}: must be a share in (0, 0.5] (0.10 is 10 %; the "
+                             f"smaller of two classes is never more than half)")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_SETTINGS = SegmentSettings()
+_OPTIONS = {"min_length": "--segment-min-length", "minority": "--segment-minority"}
+
+
+def add_options(parser):
+    """The settings as options of an entry point (test.py, scripts.score); ``settings_from``
+    reads them back."""
+    parser.add_argument(_OPTIONS["min_length"], type=int, default=DEFAULT_SETTINGS.min_length, metavar="PIXELS",
+                        help="segment metric: skeleton pieces shorter than this are no segment (default %(default)s)")
+    parser.add_argument(_OPTIONS["minority"], type=float, default=DEFAULT_SETTINGS.minority, metavar="SHARE",
+                        help="segment metric: segments/mixed_10 counts the segments whose smaller A/V class is at "
+                             "least this share of their A/V-predicted pixels; the column keeps its name, the "
+                             "summary records the setting (default %(default)s)")
+
+
+def settings_from(args) -> SegmentSettings:
+    """The SegmentSettings of parsed ``add_options`` options; a ValueError names the option."""
+    try:
+        return SegmentSettings(args.segment_min_length, args.segment_minority)
+    except ValueError as exc:
+        field, problem = str(exc).split(" ", 1)  # the field's name first
+        raise ValueError(f"{_OPTIONS[field]} {problem}") from None
 
 
 def _crop(mask: np.ndarray, margin=1):
@@ -111,8 +156,10 @@ def split_segments(label: np.ndarray, fov: np.ndarray, min_length: int = 10,
     # costs O(vessel pixels) instead of O(image): 2x faster on HRF.
     rr, cc = np.nonzero(vessel)
     tree = cKDTree(np.column_stack([pr, pc]))
-    workers = threads or torch.get_num_threads()  # by default the count the rest of the program was given
-    _, nearest = tree.query(np.column_stack([rr, cc]), workers=workers)
+    if threads is None:
+        import torch  # here, not above: scripts.compare reads DEFAULT_SETTINGS without loading torch
+        threads = torch.get_num_threads()  # by default the count the rest of the program was given
+    _, nearest = tree.query(np.column_stack([rr, cc]), workers=threads)
     components, _ = ndimage.label(vessel, structure=_EIGHT)
     pixel_comp, skel_comp = components[rr, cc], components[pr, pc]
     same = pixel_comp == skel_comp[nearest]

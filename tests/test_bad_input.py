@@ -368,9 +368,9 @@ def test_test_py_refuses_to_average_runs_of_different_variants(tmp_path, capsys)
 
 
 def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tmp_path, capsys, monkeypatch):
-    """No weights named, --batch-size 0, --workers 0, an --output or --cache-dir that is a file, an
-    --output holding the test of another run: one line each,
-    exit 2, before any prediction. Four DRIVE_AV test images score, with a note that the published
+    """No weights named, --batch-size 0, --workers 0, a segment metric setting out of range, an
+    --output or --cache-dir that is a file, an --output holding the test of another run: one
+    line each, exit 2, before any prediction. Four DRIVE_AV test images score, with a note that the published
     test set has 20."""
     import test as test_script
     from scripts.bfnet import Networks
@@ -395,6 +395,10 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
              "names the runs without their seed (did you mean --job_name sigmoid?)"),
             (["--job_name", "sm"], "error: no run folder DRIVE_AV/sm, but runs of its seeds: --seeds 7 38 tests them"),
             (["--load", str(run), "--workers", "0"], "error: --workers 0: must be at least 1"),
+            (["--load", str(run), "--segment-minority", "0.7"], "error: --segment-minority 0.7: must be a share in "
+             "(0, 0.5] (0.10 is 10 %; the smaller of two classes is never more than half)"),
+            (["--load", str(run), "--segment-min-length", "0"],
+             "error: --segment-min-length 0: must be a whole number of pixels, at least 1"),
             (["--load", str(run), "--output", str(a_file)],
              f"error: --output {a_file}: a file of that name exists; give a folder"),
             (["--load", str(run), "--cache-dir", str(a_file)], f"error: --cache-dir: {a_file} is a file; give a folder"),

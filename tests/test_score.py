@@ -172,3 +172,50 @@ def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, 
     (tmp_path / "p").rename(tmp_path / "mixed_segments")  # test.py's pictures of the mixed segments
     refused("pictures of the mixed segments, not predictions (test.py's are in raw_pre/)",
             ["--predictions", str(tmp_path / "mixed_segments")])
+
+
+def test_the_segment_metric_settings_are_options_recorded_in_the_summary(real_data, drive_truth, tmp_path, capsys):
+    """--segment-minority moves mixed_10 alone, --segment-min-length the segments themselves;
+    the summary records both, the table names them, scripts.compare notes the difference."""
+    def flipped(label):  # vein of the left half drawn as artery: mixed segments at the border
+        label = label.copy()
+        half = label[:, :label.shape[1] // 2]
+        half[half == 2] = 1
+        return label
+    write_pictures(tmp_path / "maps", drive_truth, flipped)
+
+    def scored(out, *options):
+        score.main(["--dataset", "DRIVE_AV", "--data-root", str(real_data), "--predictions", str(tmp_path / "maps"),
+                    "--output", str(tmp_path / out), *options])
+        return json.loads((tmp_path / out / "summary.json").read_text()), capsys.readouterr().out
+
+    default, _ = scored("default")
+    strict, table = scored("strict", "--segment-minority", "0.3")
+    longer, _ = scored("longer", "--segment-min-length", "40")
+    assert default["segment_settings"] == {"min_length": 10, "minority": 0.1}
+    assert strict["segment_settings"] == {"min_length": 10, "minority": 0.3}
+    assert "segments >= 10 px, mixed_10 at minority >= 0.3" in table
+    seg, seg_strict, seg_longer = default["segments"], strict["segments"], longer["segments"]
+    assert seg_strict["count"] == seg["count"] and seg_strict["mixed_any"] == seg["mixed_any"]
+    assert 0 < seg_strict["mixed_10"]["mean"] < seg["mixed_10"]["mean"] <= seg["mixed_any"]["mean"]
+    assert strict["average"] == default["average"]  # the pixel metrics do not depend on them
+    assert seg_longer["count"]["mean"] < seg["count"]["mean"]
+
+    from scripts import compare
+    compare.main([str(tmp_path / "default"), str(tmp_path / "strict")])
+    assert ("note: these summaries differ in their segment metric settings: default segments >= 10 px, mixed_10 at "
+            "minority >= 0.1, strict segments >= 10 px, mixed_10 at minority >= 0.3") in capsys.readouterr().err
+    compare.main([str(tmp_path / "strict")])
+    assert "note: segment metric not at its defaults" in capsys.readouterr().err
+    compare.main([str(tmp_path / "default")])
+    assert "segment metric" not in capsys.readouterr().err
+
+    for option, value, says in (("--segment-minority", "0.6", "--segment-minority 0.6: must be a share in (0, 0.5]"),
+                                ("--segment-minority", "0", "--segment-minority 0.0: must be a share in (0, 0.5]"),
+                                ("--segment-min-length", "0", "--segment-min-length 0: must be a whole number")):
+        with pytest.raises(SystemExit) as info:
+            score.main(["--dataset", "DRIVE_AV", "--data-root", str(real_data), "--predictions", str(tmp_path / "maps"),
+                        "--output", str(tmp_path / "bad"), option, value])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and err == [f"error: {says}" + err[0].split(says, 1)[1]], err
+    assert not (tmp_path / "bad").exists()

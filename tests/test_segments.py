@@ -8,7 +8,8 @@ from PIL import Image
 from skimage.draw import line
 
 from scripts import segments
-from scripts.segments import (draw_mixed_segments, outline_width, pred_classes_from_picture, segment_scores,
+from scripts.segments import (DEFAULT_SETTINGS, SegmentSettings, draw_mixed_segments, outline_width,
+                              pred_classes_from_picture, segment_scores,
                               split_segments)
 
 H, W = 40, 60
@@ -452,3 +453,17 @@ def test_caveats_name_images_with_no_segment_predicted_and_a_class_never_predict
     never, = segments.caveats([result(200, 0.5, 0, 5), result(180, 0.2, 0, 7)])
     assert never.startswith("artery never predicted in any segment: no segment can be mixed")
     assert len(segments.caveats([result(200, 1.0, 0, 0)])) == 2
+
+
+def test_the_settings_refuse_what_is_no_segment_rule():
+    assert SegmentSettings() == DEFAULT_SETTINGS and DEFAULT_SETTINGS.as_dict() == {"min_length": 10, "minority": 0.1}
+    for kwargs, says in (({"min_length": 0}, "min_length 0: must be a whole number of pixels, at least 1"),
+                         ({"min_length": 2.5}, "min_length 2.5: must be a whole number"),
+                         ({"min_length": True}, "min_length True: must be a whole number"),
+                         ({"minority": 0.0}, "minority 0.0: must be a share in (0, 0.5]"),
+                         ({"minority": 0.51}, "minority 0.51: must be a share in (0, 0.5]"),
+                         ({"minority": float("nan")}, "minority nan: must be a share in (0, 0.5]")):
+        with pytest.raises(ValueError) as info:
+            SegmentSettings(**kwargs)
+        assert str(info.value).startswith(says), info.value
+    assert SegmentSettings(min_length=np.int64(3), minority=0.5).min_length == 3
