@@ -125,7 +125,8 @@ def evaluate_test_image(name, label, fov, probs, activation, out_dir, segment_sp
     write_png(out_dir / "small_pre" / f"{name}.png", picture_u8(probs, activation))
     write_png(out_dir / "raw_pre" / f"{name}.png", raw)
     result, mixed = score_image(label, raw, fov, split, scores, settings)
-    write_png(out_dir / "mixed_segments" / f"{name}.png", segments.draw_mixed_segments(raw, split[0], mixed, label))
+    drawing = segments.draw_mixed_segments(raw, split[0], mixed, label)
+    write_png(out_dir / "mixed_segments" / f"{name}.png", segments.with_legend(drawing, settings.minority))
     return result
 
 
@@ -193,5 +194,5 @@ def validate(nets: Networks, val_set, activation, batch_size, device, splits=Non
         per_image.append(result)
         if i == 0:
             split = splits[0] if splits else segments.split_segments(label, fov)
-            drawing = segments.draw_mixed_segments(pic, split[0], mixed, label)
+            drawing = segments.with_legend(segments.draw_mixed_segments(pic, split[0], mixed, label))
     return metrics.summarize(per_image), drawing

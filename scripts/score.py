@@ -156,7 +156,8 @@ def score_one(sample, path, pictures: Path, split_threads=None, settings=segment
     split = segments.split_segments(label, fov, settings.min_length, threads=split_threads)
     result, mixed = score_image(label, picture, fov, split, settings=settings)
     result["picture"] = picture_facts(picture, fov)
-    write_png(pictures / f"{sample.name}.png", segments.draw_mixed_segments(picture, split[0], mixed, label))
+    drawing = segments.draw_mixed_segments(picture, split[0], mixed, label)
+    write_png(pictures / f"{sample.name}.png", segments.with_legend(drawing, settings.minority))
     return result
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
@@ -344,3 +345,47 @@ def draw_mixed_segments(rgb, segment_map, mixed_ids, label=None) -> np.ndarray:
         sub = sub & (np.asarray(label)[box] == seg_class[segment_map[box]])
     view[sub] = CLASS_COLOURS[class_map(rgb[box][sub])]  # the segments' pixels only (HRF-AV's box is most of it)
     return out
+
+
+def _font(pixels):
+    """PIL's own font at about ``pixels`` high (FreeType, Pillow >= 10.1), else its small bitmap one."""
+    try:
+        return ImageFont.load_default(size=pixels)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
+
+
+def with_legend(picture, minority=DEFAULT_SETTINGS.minority) -> np.ndarray:
+    """``draw_mixed_segments``'s picture with a legend strip below it (the picture's rows
+    unchanged above): the yellow outline, the four class colours and the dimming, in words,
+    wrapped to the picture's width. Sized with ``outline_width``, so it reads on a screen at
+    HRF-AV's 3504 x 2336 too. Returns (H + strip) x W x 3 uint8."""
+    picture = np.asarray(picture)
+    height, width = picture.shape[:2]
+    unit = outline_width(picture.shape)             # 1 on DRIVE_AV, 4 on HRF-AV
+    font, box, gap = _font(12 * unit), 11 * unit, 6 * unit
+    items = [("outline", f"segment mixed (minority >= {100 * minority:g} %)"),
+             (CLASS_COLOURS[1], "artery"), (CLASS_COLOURS[2], "vein"), (CLASS_COLOURS[3], "uncertain"),
+             (CLASS_COLOURS[0], "background"), (None, "the rest: the prediction, dimmed")]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    place, x, line = [], gap, 0                    # (item, x, line) laid out left to right, wrapped
+    for colour, text in items:
+        span = (box + gap // 2 if colour is not None else 0) + round(measure.textlength(text, font=font))
+        if x > gap and x + span > width - gap:
+            x, line = gap, line + 1
+        place.append((colour, text, x, line))
+        x += span + 2 * gap
+    row = box + gap
+    strip = Image.new("RGB", (width, (line + 1) * row + gap), (32, 32, 32))
+    draw = ImageDraw.Draw(strip)
+    for colour, text, x, line in place:
+        y = gap + line * row
+        if colour is not None:
+            if isinstance(colour, str):             # the outline: a yellow frame around a dimmed square
+                draw.rectangle([x, y, x + box - 1, y + box - 1], fill=(0, 0, 0), outline=(255, 255, 0), width=unit)
+            else:
+                draw.rectangle([x, y, x + box - 1, y + box - 1], fill=tuple(int(c) for c in colour),
+                               outline=(128, 128, 128), width=max(1, unit // 2))
+            x += box + gap // 2
+        draw.text((x, y + box // 2), text, fill=(230, 230, 230), font=font, anchor="lm")
+    return np.concatenate([picture if picture.shape[2] == 3 else picture[..., :3], np.asarray(strip)], axis=0)

@@ -409,6 +409,25 @@ def test_the_outline_of_a_mixed_segment_widens_with_the_photograph():
     assert yellow[996:1007, 996:1104].sum() == 11 * 108 - 3 * 100 and yellow.sum() == 11 * 108 - 3 * 100
 
 
+def test_the_legend_goes_below_the_picture_and_names_every_colour():
+    """test.py's and scripts.score's pictures of the mixed segments: the picture's rows as they
+    were, then a strip with the outline and the class colours, wrapped to the width and sized
+    with the outline (a line on HRF-AV's 3504 px, two on DRIVE_AV's 565)."""
+    for (h, w), lines in (((584, 565), 2), ((2336, 3504), 1)):
+        picture = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        out = segments.with_legend(picture)
+        assert out.dtype == np.uint8 and out.shape[1:] == (w, 3) and np.array_equal(out[:h], picture)
+        strip = out[h:]
+        unit = outline_width((h, w))
+        assert strip.shape[0] == lines * 17 * unit + 6 * unit
+        colours = {tuple(c) for c in strip.reshape(-1, 3)}
+        assert {(255, 255, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0), (0, 0, 0)} <= colours
+    at_25 = segments.with_legend(picture, minority=0.25)[2336:]
+    assert at_25.shape == strip.shape and not np.array_equal(at_25, strip)  # the minority is written out
+    with_alpha = np.dstack([picture, np.full(picture.shape[:2], 255, np.uint8)])
+    assert np.array_equal(segments.with_legend(with_alpha), out)
+
+
 # --- real data ------------------------------------------------------------------------------------------
 
 def test_drive_truth_against_itself(real_data):
