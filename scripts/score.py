@@ -199,7 +199,7 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
     for folder in folders:
         if not folder.is_dir():
             raise ConfigError(f"--predictions {folder}: not a folder")
-        if folder.name == "mixed_segments":
+        if "mixed_segments" in (folder.name, Path(os.path.abspath(folder)).parent.name):  # (of several runs: <run>/)
             raise ConfigError(f"--predictions {folder}: pictures of the mixed segments, not predictions (test.py's "
                               f"are in raw_pre/)")
         twin = seen.setdefault(os.path.realpath(folder), folder)
@@ -208,8 +208,6 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
     several = len(folders) > 1
     if several and not output:
         raise ConfigError(f"{len(folders)} prediction folders: name the folder of their scores with --output")
-    samples = find_samples(data_root, spec, "test")
-    paths = [prediction_files(samples, folder, suffix, workers) for folder in folders]  # all checked first
     if output:
         out_dir = Path(output)
     else:  # beside the predictions folder as given ('.' too; a link's name, not its target's)
@@ -220,6 +218,8 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
     if inside:
         raise ConfigError(f"--output {out_dir}: its mixed_segments/, which this replaces, holds the predictions "
                           f"{inside[0]}: choose another --output")
+    samples = find_samples(data_root, spec, "test")
+    paths = [prediction_files(samples, folder, suffix, workers) for folder in folders]  # all checked first
     if check_output(out_dir):  # an earlier scoring's files (all its own): never left beside new ones
         print(f"note: replacing the earlier scores in {out_dir}", file=sys.stderr)
         for name in (SUMMARY, "metrics.csv"):

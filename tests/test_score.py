@@ -89,8 +89,13 @@ def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, t
     named = score.score_folder("DRIVE_AV", [runs / "runA" / "raw_pre", runs / "runB" / "raw_pre"], "", real_data,
                                tmp_path / "cmp")
     assert list(named["per_run"]) == ["runA", "runB"]
+    with pytest.raises(score.ConfigError, match="runA: pictures of the mixed segments, not predictions"):
+        score.score_folder("DRIVE_AV", tmp_path / "cmp" / "mixed_segments" / "runA", "", real_data, tmp_path / "x")
+    (tmp_path / "cmp" / "mixed_segments" / "mine").mkdir()  # predictions kept where the scoring writes
+    write_pictures(tmp_path / "cmp" / "mixed_segments" / "mine" / "maps", drive_truth, lambda label: label)
     with pytest.raises(score.ConfigError, match="its mixed_segments/, which this replaces, holds the predictions"):
-        score.score_folder("DRIVE_AV", tmp_path / "cmp" / "mixed_segments" / "runA", "", real_data, tmp_path / "cmp")
+        score.score_folder("DRIVE_AV", tmp_path / "cmp" / "mixed_segments" / "mine" / "maps", "", real_data,
+                           tmp_path / "cmp")
     (tmp_path / "cmp" / "summary.json").unlink()  # as a scoring stopped mid-way leaves it: taken up again
     (tmp_path / "cmp" / score.IN_PROGRESS).write_text("{}")
     score.score_folder("DRIVE_AV", runs / "runA" / "raw_pre", "", real_data, tmp_path / "cmp")
