@@ -351,8 +351,8 @@ def run_process(args, ctx: distributed.Context, stop_request: StopRequest) -> in
     kinds = output_kinds(len(members) > 1, args.save_probs, args.overlay)
     done_rows, todo, conflicts = resume.plan(mine, out_dir, kinds, masks, ensemble.sizes, args.resume)
     if ctx.sum(len(conflicts)):
-        raise ConfigError(conflicts[0] if conflicts else f"--resume: outputs in {out_dir} were made from other "
-                                                         f"photographs (another process says which)")
+        raise ConfigError(conflicts[0] if conflicts else f"--output {out_dir}: files there are in the way of this "
+                                                         f"run's outputs (another process says which)")
     make_folder(out_dir, "--output")  # one line for a file of that name, before any image
     for m in members:
         log(f"{m.weights}: {describe(m.cfg)}, input {m.size[0]} x {m.size[1]}")

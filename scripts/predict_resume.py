@@ -146,7 +146,38 @@ def plan(items, out_dir, kinds, masks, sizes, resume):
                 except Exception:  # noqa: BLE001 - an unreadable old output: predict again
                     pass
         todo.append((it, paths))
+    conflicts += files_in_the_way(out_dir, todo)
     return done_rows, todo, conflicts
+
+
+def _written_here(classes_png: Path) -> bool:
+    """Whether a class map is one predict.py wrote (it names its photograph)."""
+    try:
+        return made_from(classes_png)["source"] is not None
+    except Exception:  # noqa: BLE001 - missing, or not a map of this program
+        return False
+
+
+def files_in_the_way(out_dir: Path, todo) -> list:
+    """One line (a conflict) if a file predict.py did not write has the name of an output this run
+    would write or remove as stale: a photograph named like an output (eye_colour.png beside
+    eye.jpg, with --output the input folder) or a file of one's own. Never overwritten: an output
+    name is predict.py's where its class map names a photograph, or the earlier predictions.csv
+    names it (maps of older versions)."""
+    earlier = {r.get("output") for r in read_rows(out_dir / PREDICTIONS_CSV)}
+    in_the_way = []
+    for it, paths in todo:
+        classes = paths["classes"]
+        stem = classes.name[:-len(OUTPUT_FILES["classes"])]
+        taken = [f for f in (classes.parent / (stem + suffix) for suffix in OUTPUT_FILES.values()) if os.path.lexists(f)]
+        if taken and it.rel not in earlier and not _written_here(classes):
+            in_the_way.append((it, taken[0]))
+    if not in_the_way:
+        return []
+    it, first = in_the_way[0]
+    more = f" (and {len(in_the_way) - 1} more image(s) alike)" if len(in_the_way) > 1 else ""
+    return [f"--output {out_dir}: {first} is in the way of the outputs of {it.path}, and predict.py did not write it "
+            f"(a photograph or a file of your own){more}: move it, or choose another --output"]
 
 
 def resumed_row(item, paths, previous, masks, sizes):

@@ -672,6 +672,34 @@ def test_inputs_from_globs_and_list_files(setup, tmp_path):
     assert sorted(i.rel for i in items) == ["a_jpg", "a_png"]
 
 
+def test_a_file_predict_py_did_not_write_is_never_overwritten_by_an_output(setup, tmp_path):
+    """A photograph named like another's output (eye_colour.png beside eye.tif, --output the
+    input folder), or a file of one's own where an output (or a stale optional output) would
+    go: one line, exit 2, nothing written or removed. predict.py's own outputs there are
+    replaced as before."""
+    folder = tmp_path / "eyes"
+    folder.mkdir()
+    shutil.copy(setup["input"] / "01_test.tif", folder / "eye.tif")
+    shutil.copy(setup["input"] / "rgba.png", folder / "eye_colour.png")
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    proc = cli("--weights", setup["run_a"], "--input", folder, "--output", folder)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: --output {folder}: {folder / 'eye_colour.png'} is in the way of the outputs of {folder / 'eye.tif'}, "
+        f"and predict.py did not write it (a photograph or a file of your own): move it, or choose another --output")
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+    out = tmp_path / "out"  # a file of one's own where --no-overlay would remove a stale overlay
+    out.mkdir()
+    (out / "eye_overlay.png").write_bytes(b"mine")
+    proc = cli("--weights", setup["run_a"], "--input", folder / "eye.tif", "--output", out, "--no-overlay")
+    assert proc.returncode == 2 and "eye_overlay.png is in the way of the outputs of" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["eye_overlay.png"]
+    (folder / "eye_colour.png").rename(tmp_path / "moved.png")  # moved away: outputs beside the photograph
+    assert cli("--weights", setup["run_a"], "--input", folder, "--output", folder).returncode == 0
+    for again in ("--resume", "--overwrite"):  # its own outputs are no file in the way
+        proc = cli("--weights", setup["run_a"], "--input", folder, "--output", folder, again)
+        assert proc.returncode == 0, proc.stderr
+
+
 def test_masks_beside_photographs_and_interrupted_runs_are_not_photographs(setup, tmp_path):
     """Clinical exports keep <stem>_mask.* beside <stem>.*: such a mask is the FOV of its
     photograph, never a photograph in the CSV; an interrupted run's folder (predict_run.json,
