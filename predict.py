@@ -64,6 +64,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 from collections import Counter, deque
@@ -408,19 +409,21 @@ class Segmenter:
         self.batch_size, self.workers, self.overlay_alpha = batch_size, workers, overlay_alpha
         self.rows, self.failed = [], []  # CSV rows; the items that failed
         self.writes = deque()  # (item, future) of the files being written
-        self.notes_seen = Counter()  # note -> images it concerns (a cohort of one camera shares its notes)
+        self.notes_seen = Counter()  # kind of note -> images it concerns (a cohort shares its notes)
 
     def note(self, item, note):
-        """A note on stderr for the first NOTES_SHOWN images it concerns; the rest are counted
-        (every image's notes are in the CSV)."""
-        self.notes_seen[note] += 1
-        if self.notes_seen[note] <= NOTES_SHOWN:
+        """A note on stderr for the first NOTES_SHOWN images its kind concerns (``note_kind``:
+        the same note of other sizes is one kind); the rest are counted (every image's notes
+        are in the CSV)."""
+        kind = note_kind(note)
+        self.notes_seen[kind] += 1
+        if self.notes_seen[kind] <= NOTES_SHOWN:
             tqdm.write(f"note: {item.path}: {note}", file=sys.stderr)
 
     @property
     def notes_hidden(self) -> Counter:
-        """note -> images it concerns beyond the first NOTES_SHOWN, which were not told it."""
-        return Counter({note: n - NOTES_SHOWN for note, n in self.notes_seen.items() if n > NOTES_SHOWN})
+        """kind of note -> images it concerns beyond the first NOTES_SHOWN, which were not told it."""
+        return Counter({kind: n - NOTES_SHOWN for kind, n in self.notes_seen.items() if n > NOTES_SHOWN})
 
     def fail(self, item, exc):
         reason = one_line_reason(exc, item.path)
@@ -499,10 +502,16 @@ def segment(todo, ensemble, masks, args, show_progress=True, stop_request=None):
     return segmenter.rows, len(segmenter.failed), segmenter.notes_hidden
 
 
+def note_kind(note: str) -> str:
+    """A note with its numbers left out ('a small photograph (... x ...), ...'): photographs of
+    a cohort differ in size, not in what is said of them."""
+    return re.sub(r"\d+(?:\.\d+)?", "...", note)
+
+
 def notes_hidden_lines(hidden: Counter) -> list:
-    """One line per note told for the first NOTES_SHOWN images only: on how many more it is."""
-    return [f"note: and {n} more image(s): {note} (each image's notes: predictions.csv, column notes)"
-            for note, n in hidden.items()]
+    """One line per kind of note told for the first NOTES_SHOWN images only: on how many more."""
+    return [f"note: and {n} more image(s): {kind} (each image's notes, with its numbers: predictions.csv, column "
+            f"notes)" for kind, n in hidden.items()]
 
 
 def main(argv=None):

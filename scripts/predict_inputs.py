@@ -100,9 +100,11 @@ def _in_an_output_folder(f: Path, base: Path, output: Optional[Path]) -> bool:
 
 def _not_a_photograph(f: Path, base: Path, output: Optional[Path], masks: Optional[Path]) -> bool:
     """Not a photograph to segment: a mask of --masks (unless the masks lie among the
-    photographs themselves), or an output of this program (an output file name in an output
-    folder)."""
-    if masks is not None and masks != base.resolve() and f.resolve().is_relative_to(masks):
+    photographs themselves: --masks is the searched folder or one above it, as a cohort's
+    patient folders searched one by one with --masks on the cohort; there the masks are told
+    by their names, <stem>_mask.*), or an output of this program (an output file name in an
+    output folder)."""
+    if masks is not None and not base.resolve().is_relative_to(masks) and f.resolve().is_relative_to(masks):
         return True
     return f.name.endswith(OUTPUT_PICTURES) and _in_an_output_folder(f, base, output)
 

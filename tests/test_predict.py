@@ -488,24 +488,30 @@ def test_amp_where_the_machine_has_no_mixed_precision_that_pays_is_said(setup, t
 
 
 def test_a_note_shared_by_a_cohort_is_printed_for_its_first_images_and_then_counted(setup, tmp_path):
-    """A cohort of one camera (here 5 photographs of HRF-AV's 3:2 shape, squeezed to the networks'
-    64 x 64) shares its notes: printed for the first NOTES_SHOWN images, then one line saying on
-    how many more; the CSV keeps every image's notes."""
+    """A cohort (here 5 photographs of HRF-AV's 3:2 shape in five sizes, squeezed to the
+    networks' 64 x 64) shares its notes: printed for the first NOTES_SHOWN images, then one line
+    saying on how many more, the numbers left out; the CSV keeps every image's notes."""
     cohort = tmp_path / "cohort"
     cohort.mkdir()
-    photo = Image.open(setup["input"] / "01_test.tif").resize((876, 584))
-    for k in range(5):
-        photo.save(cohort / f"{k}.png")
-    photo.convert("L").convert("RGB").save(cohort / "grey.png")
+    photo = Image.open(setup["input"] / "01_test.tif")
+    sizes = [(876 - 6 * k, 584 - 4 * k) for k in range(5)]
+    for k, size in enumerate(sizes):
+        photo.resize(size).save(cohort / f"{k}.png")
+    photo.resize((876, 584)).convert("L").convert("RGB").save(cohort / "grey.png")
     proc = cli("--weights", setup["run_a"], "--input", cohort, "--output", tmp_path / "out")
-    squeezed = ("its 876 x 584 is resized to the networks' 64 x 64, which squeezes it 1.50x horizontally: the "
-                "networks learned from undistorted photographs, so expect poorer maps")
+
+    def squeezed(w="...", h="...", net="...", by="..."):
+        return (f"its {w} x {h} is resized to the networks' {net} x {net}, which squeezes it {by}x horizontally: the "
+                f"networks learned from undistorted photographs, so expect poorer maps")
     notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
-    assert notes == [f"note: {cohort / f'{k}.png'}: {squeezed}" for k in range(predict.NOTES_SHOWN)] + [
+    assert notes == [f"note: {cohort / f'{k}.png'}: {squeezed(*sizes[k], 64, '1.50')}"
+                     for k in range(predict.NOTES_SHOWN)] + [
         f"note: {cohort / 'grey.png'}: a greyscale photograph; the networks learned from colour ones (artery and "
         f"vein differ in colour), so expect poorer maps",
-        f"note: and 3 more image(s): {squeezed} (each image's notes: predictions.csv, column notes)"], proc.stderr
-    assert all(squeezed in r["notes"] for r in read_rows(tmp_path / "out"))
+        f"note: and 3 more image(s): {squeezed()} (each image's notes, with its numbers: predictions.csv, column "
+        f"notes)"], proc.stderr
+    rows = {r["path"]: r["notes"] for r in read_rows(tmp_path / "out")}
+    assert all(squeezed(*sizes[k], 64, "1.50") in rows[str(cohort / f"{k}.png")] for k in range(5))
 
 
 def test_tta_is_flip_equivariant(setup):
@@ -862,6 +868,23 @@ def test_masks_of_patients_with_photographs_of_one_name(tmp_path):
     assert inputs.image_notes(photos["patC"], rgb, fov, "mask", [(64, 64)], finder) == (
         f"its mask {masks / 'OD_mask.png'} is the mask of 2 photographs of this run (named like each, in no folder "
         f"of its own): check it is this one's",)
+
+
+def test_patient_folders_given_one_by_one_take_their_masks_from_the_cohort_above(setup, tmp_path):
+    """cohort/p1/OD.jpg with cohort/p1/OD_mask.png, --input cohort/p1 cohort/p2 --masks cohort:
+    the photographs lie inside --masks and are segmented, each with its own mask."""
+    cohort = tmp_path / "cohort"
+    for patient in ("p1", "p2"):
+        (cohort / patient).mkdir(parents=True)
+        shutil.copy(setup["input"] / "01_test.tif", cohort / patient / "OD.tif")
+        Image.fromarray(np.full((584, 565), 255, np.uint8)).save(cohort / patient / "OD_mask.png")
+    items, warnings = inputs.find_inputs([str(cohort / "p1"), str(cohort / "p2")], masks=cohort)
+    assert sorted(i.path for i in items) == [str(cohort / p / "OD.tif") for p in ("p1", "p2")]
+    finder = inputs.MaskFinder(cohort)
+    assert [finder.find(i) for i in sorted(items, key=lambda i: i.path)] == [cohort / p / "OD_mask.png"
+                                                                           for p in ("p1", "p2")]
+    inside = inputs.find_inputs([str(cohort)], masks=cohort / "p1")  # --masks inside --input: its files are masks
+    assert sorted(i.path for i in inside[0]) == [str(cohort / "p2" / "OD.tif")]
 
 
 def test_resume_keeps_an_images_earlier_output_name(setup, tmp_path, monkeypatch):
