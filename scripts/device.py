@@ -43,8 +43,13 @@ def pick_device(name: str = "", local_rank: int = 0) -> torch.device:
             device = torch.device(name)
         except RuntimeError:
             raise ConfigError(f"--device {name}: not a device; use cpu, cuda or cuda:N") from None
+        if device.type not in ("cpu", "cuda"):  # mps, xpu, ...: never tested with this project
+            raise ConfigError(f"--device {name}: this project runs on cpu and cuda (cuda:N) only")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0)

@@ -166,6 +166,15 @@ def test_unavailable_cuda_is_a_clear_error(monkeypatch):
     with pytest.raises(dev.ConfigError, match="CUDA is not available"):
         dev.pick_device("cuda")
     assert dev.pick_device("") == torch.device("cpu")
+    with pytest.raises(dev.ConfigError, match="--device mps: this project runs on cpu and cuda"):
+        dev.pick_device("mps")  # a device torch knows but this project was never run on
+    with pytest.raises(dev.ConfigError, match="--device gpu: not a device; use cpu, cuda or cuda:N"):
+        dev.pick_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(dev.ConfigError, match=r"--device cuda:2: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1"):
+        dev.pick_device("cuda:2")
+    assert dev.pick_device("cuda:1") == torch.device("cuda", 1)
 
 
 def test_channels_last_prediction_equals_contiguous(one_thread):
