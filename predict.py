@@ -45,7 +45,7 @@ The FOV is the mask in --masks named like the image (<stem>.*, <stem>_mask.*; wh
 have that name, the one in the photograph's own nearest folders, masks/patB/OD.png for
 .../patB/OD.jpg, never another patient's; any non-zero value is inside; fov_source "mask"),
 else estimated from the photograph (scripts/fov.py; "estimated"; "whole image" where no disc
-is found). Everything outside it is background. An empty mask fails its image.
+is found or the photograph has no dark border, a crop of the retina). Everything outside it is background. An empty mask fails its image.
 
 Exit status: 0 when every image was segmented, 1 when some failed (see the CSV), 2 for an
 error in the arguments or the weights (one line on stderr), 130 / 143 when Ctrl-C / SIGTERM
@@ -186,6 +186,9 @@ def load_members(args, device, amp_dtype, log):
         size = network_input_size(args.image_size, cfg, FALLBACK_SIZE)
         if not (args.image_size or cfg.get("image_size")):
             log(f"note: {w} saves no input size; using {size[0]} x {size[1]} (DRIVE_AV's): set --image-size")
+        elif cfg.get("image_size") and tuple(cfg["image_size"]) != tuple(size):
+            log(f"note: {w} was trained at {cfg['image_size'][0]} x {cfg['image_size'][1]}; --image-size "
+                f"{size[0]} x {size[1]} shows it vessels of other widths than it learned from: expect other maps")
         nets = nets.fold_for_inference().to(device, memory_format=MEMORY_FORMAT)
         if args.compile:
             nets = compiled(nets, size, args.batch_size, device, amp_dtype, log)

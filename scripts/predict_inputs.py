@@ -396,7 +396,7 @@ def read_fov(item, rgb, masks: MaskFinder, turn=1):
     mask_path = masks.find(item)
     if mask_path is None:
         fov = estimate_fov(rgb)
-        if fov.mean() < MIN_FOV:  # no disc found (not a fundus photograph?): use everything
+        if fov.mean() < MIN_FOV or fov.all():  # no disc found (not a fundus photograph?), or no dark border
             return np.ones_like(fov), "whole image"
         return fov, "estimated"
     fov = read_mask(mask_path, upright=True)

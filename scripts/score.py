@@ -37,6 +37,7 @@ from .config import ConfigError, dataset_names, dataset_spec
 from .data import DataError, find_samples, load_truth, open_header
 from .evaluate import default_workers, in_threads, score_image, usable_cores, write_png
 from .evaluation_outputs import RUNS_BEING_TESTED, run_names
+from .predict_outputs import OUTPUT_FILES, holds_a_run
 
 SUMMARY = "summary.json"
 IN_PROGRESS = ".scoring_in_progress"  # written first, removed with the summary: a stopped scoring is ours too
@@ -94,6 +95,10 @@ def prediction_files(samples, folder: Path, suffix: str, workers: int = 1) -> li
     if suffix.lower().endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")):
         raise ConfigError(f"--suffix {suffix}: the part between the image's name and .png (e.g. _colour); only "
                           f"PNG files are read")
+    if suffix in (OUTPUT_FILES["overlay"][:-4], OUTPUT_FILES["uncertainty"][:-4]) and holds_a_run(folder):
+        raise ConfigError(f"--suffix {suffix}: predict.py's {suffix}.png pictures are not predictions to score "
+                          f"(the overlay blends the photograph in; the uncertainty map is a spread): "
+                          f"--suffix _colour or _classes")
     paths = [folder / f"{s.name}{suffix}.png" for s in samples]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:

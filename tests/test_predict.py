@@ -450,6 +450,17 @@ def test_no_overlay_writes_the_maps_without_a_copy_of_the_photograph(setup, tmp_
     assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
 
 
+def test_an_input_size_other_than_the_trained_one_is_noted(setup, tmp_path):
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "rgba.png", "--output", tmp_path / "o",
+               "--image-size", "32", "48")
+    assert proc.returncode == 0, proc.stderr
+    assert (f"note: {setup['run_a']} was trained at 64 x 64; --image-size 32 x 48 shows it vessels of other widths "
+            f"than it learned from: expect other maps") in proc.stderr
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "rgba.png", "--output", tmp_path / "p",
+               "--image-size", "64", "64")
+    assert proc.returncode == 0 and "was trained at" not in proc.stderr
+
+
 def test_the_same_weights_twice_are_noted(setup, tmp_path, capsys):
     """An ensemble that names one set of weights twice (here a run folder and its bundle) is
     run as asked, with a note: it is no ensemble."""
@@ -1041,6 +1052,15 @@ def test_estimate_fov_edge_cases():
     img = np.where(disc[..., None], np.array([150, 70, 30], np.uint8), 3).astype(np.uint8)
     img[45:55, 20:100] = 10  # a dark vessel across the disc: holes are filled
     assert iou(estimate_fov(img), disc) > 0.95
+
+
+def test_the_fov_source_says_whole_image_for_a_crop_without_a_dark_border(real_data):
+    photo = np.asarray(Image.open(real_data / "DRIVE_AV" / "test" / "images" / "01_test.tif"))
+    item, no_masks = inputs.Item("crop.png", "crop"), inputs.MaskFinder(None)
+    fov, source = inputs.read_fov(item, np.ascontiguousarray(photo[200:400, 200:400]), no_masks)
+    assert source == "whole image" and fov.all()
+    fov, source = inputs.read_fov(item, photo, no_masks)  # the whole photograph: its disc
+    assert source == "estimated" and 0.5 < fov.mean() < 0.9
 
 
 def test_compiled_networks_give_the_same_outputs_and_compile_once(setup):

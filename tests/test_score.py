@@ -165,6 +165,10 @@ def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, 
     refused("holds metrics.csv, which this did not write", [*predictions, "--output", str(tmp_path / "mine")])
     assert (tmp_path / "mine" / "metrics.csv").read_text() == "my,own,table\n"
     refused("--suffix .png: the part between the image's name and .png", [*predictions, "--suffix", ".png"])
+    (tmp_path / "p" / "predict_run.json").write_text("{}")  # predict.py's folder: its overlays are no predictions
+    refused("--suffix _overlay: predict.py's _overlay.png pictures are not predictions to score",
+            [*predictions, "--suffix", "_overlay"])
+    (tmp_path / "p" / "predict_run.json").unlink()
     Image.fromarray(metrics.CLASS_COLOURS[drive_truth[0][1]]).save(first, format="JPEG")
     refused("JPEG data in a .png file")
     Image.fromarray(metrics.CLASS_COLOURS[drive_truth[0][1]]).save(first)
