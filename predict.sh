@@ -10,8 +10,10 @@
 # WEIGHTS: run folder(s), bundle file(s) or index JSON(s), space separated (default: the shipped bundle).
 # INPUT: a folder (recursive), a quoted glob, a list file or an image. Extra arguments go to predict.py.
 set -eu
+case "${1:-}" in -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; echo; PRINT_HELP=1 ;; esac
 WEIGHTS=${WEIGHTS:-}
-INPUT=${INPUT:?set INPUT to a folder, a glob, a list file or an image}
+if [ -n "${PRINT_HELP:-}" ]; then INPUT=${INPUT:-}; else
+    INPUT=${INPUT:?set INPUT to a folder, a glob, a list file or an image}; fi
 OUTPUT=${OUTPUT:-./predictions}
 NPROC=${NPROC:-1}
 # The checkout (this script's folder, through a link too): its .py files and .venv. Data, runs

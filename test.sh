@@ -6,6 +6,14 @@
 # set). A single run folder: python test.py --job_name NAME.
 # EXTRA_ARGS: more test.py options, e.g. EXTRA_ARGS="--amp --output elsewhere" (train.sh's own
 # EXTRA_ARGS, such as --resume, are not test.py options: set it per command, not exported).
+# Variables: DATASET (default DRIVE_AV), ACTIVATION (sigmoid, softmax), SEEDS, JOB, DATA_ROOT,
+# EXTRA_ARGS, PYTHON. No arguments; python test.py --help lists test.py's options.
+case "${1:-}" in
+    "") ;;
+    -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) echo "error: test.sh takes no arguments ($1): set its variables instead, e.g. DATASET=LES-AV sh test.sh;" \
+            "sh test.sh --help lists them" >&2; exit 2 ;;
+esac
 DATASET=${DATASET:-DRIVE_AV}
 ACTIVATION=${ACTIVATION:-sigmoid}
 SEEDS_SET=${SEEDS:-}                  # a JOB or SEEDS named by the user are never replaced by the shipped bundle
@@ -45,5 +53,5 @@ if [ -n "$MISSING" ] && [ -n "$FOUND" ]; then
     echo "note: no run ./$FOLDER/${JOB}_seed<N> for seed(s)$MISSING: testing seed(s)$FOUND (SEEDS=... chooses)" >&2
     SEEDS=$FOUND
 fi
-"$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=$JOB --seeds $SEEDS --batch-size=2 \
+exec "$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=$JOB --seeds $SEEDS --batch-size=2 \
     --data-root="$DATA_ROOT" $EXTRA_ARGS

@@ -1,6 +1,27 @@
 #!/bin/sh
-# The published training protocol for one data set and three seeds (README: Train).
-# Override any of these from the environment, e.g.  DATASET=HRF-AV ACTIVATION=softmax sh train.sh
+# The published training protocol for one data set and three seeds (README: Train): one run per
+# seed, ./<Dataset>/<JOB>_seed<N>. No arguments: set these in the environment, e.g.
+#   DATASET=HRF-AV ACTIVATION=softmax sh train.sh
+#   DATASET     DRIVE_AV (default), LES-AV or HRF-AV
+#   ACTIVATION  sigmoid (default, the paper's) or softmax
+#   SEEDS       "42 40 38" (default), spaces between
+#   EPOCHS      1500 (default); a resumed seed keeps its own unless EPOCHS is set
+#   FUSION      none: the ablation without binary branches (ablation.sh)
+#   JOB         the runs' name (default: ACTIVATION, with FUSION=none ACTIVATION_nofusion)
+#   DATA_ROOT   ./data (default)
+#   AMP         0 (default): fp32, as the paper; 1: mixed precision, faster
+#   PARALLEL    1: all seeds at once, logs in ./logs (for a GPU, not a CPU)
+#   EXTRA_ARGS  more train.py options for every seed; --resume continues every seed
+#   PYTHON      the interpreter (default: the checkout's .venv, else python3)
+# Ctrl-C or SIGTERM to this script stops the seed(s) training at the end of the epoch, last.pth
+# saved (a second one: at once), starts no other seed, and exits 130 or 143; EXTRA_ARGS=--resume
+# continues.
+case "${1:-}" in
+    "") ;;
+    -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) echo "error: train.sh takes no arguments ($1): set its variables instead, e.g. DATASET=HRF-AV sh train.sh;" \
+            "sh train.sh --help lists them" >&2; exit 2 ;;
+esac
 DATASET=${DATASET:-DRIVE_AV}          # DRIVE_AV, LES-AV or HRF-AV
 ACTIVATION=${ACTIVATION:-sigmoid}     # sigmoid (paper default) or softmax
 SEEDS=${SEEDS:-"42 40 38"}
@@ -34,7 +55,7 @@ case " $EXTRA_ARGS " in *" --resume "*)
 esac
 set -e
 FOLDER=$(PYTHONSAFEPATH=1 "$PYTHON" -m scripts.config "$DATASET")  # runs live under the data set's own name
-train_seed() {
+train_seed() {  # run in a subshell: it becomes train.py (exec), so that signals reach the training
     resume_arg=""; epochs_arg="--e=$EPOCHS"
     if [ "$RESUME" = 1 ]; then
         if [ -e "./$FOLDER/${JOB}_seed$1/last.pth" ]; then
@@ -42,14 +63,30 @@ train_seed() {
             if [ -z "$EPOCHS_SET" ]; then epochs_arg=""; fi
         elif [ ! -e "./$FOLDER/${JOB}_seed$1" ]; then echo "seed $1: not started yet, starting it" >&2; fi
     fi
-    "$PYTHON" "$HERE/train.py" $epochs_arg --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
+    exec "$PYTHON" "$HERE/train.py" $epochs_arg --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
         --beta=1.1 --gama=0.08 --dataset=$DATASET --discriminator=unet --uniform=False \
         --job_name=${JOB}_seed$1 --seed_num=$1 --activation=$ACTIVATION \
         --data-root="$DATA_ROOT" $PRECISION_ARG $FUSION_ARG $resume_arg $EXTRA_ARGS
 }
 report() {  # seed, exit status
     if [ "$2" = 3 ]; then echo "seed $1: stopped by --time-limit; EXTRA_ARGS=--resume continues it" >&2
+    elif [ "$2" = 130 ] || [ "$2" = 143 ]; then echo "seed $1: stopped; EXTRA_ARGS=--resume continues it" >&2
     elif [ "$2" != 0 ]; then echo "seed $1: failed (exit status $2)${3:+, see $3}" >&2; fi
+}
+# Each seed trains in the background (its pid in $pids) while this script waits, so that a signal
+# to the script is passed on: as SIGTERM, which a background job does not ignore as it does
+# SIGINT. A Ctrl-C at the terminal reaches this script alone for the same reason.
+pids=""; stopped_by=""
+stop() {  # exit status the script ends with: 130 (Ctrl-C) or 143
+    stopped_by=${stopped_by:-$1}
+    for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
+}
+trap 'stop 130' INT
+trap 'stop 143' TERM
+finish() {  # pid: its exit status, once it has ended (a signal to this script ends a wait early)
+    status=0; wait "$1" || status=$?
+    while kill -0 "$1" 2>/dev/null; do status=0; wait "$1" || status=$?; done
+    return $status
 }
 jobs=""
 for seed in $SEEDS; do
@@ -57,21 +94,25 @@ for seed in $SEEDS; do
         mkdir -p logs
         log=logs/${DATASET}_${JOB}_seed$seed.log
         echo "== $(date '+%Y-%m-%d %H:%M:%S') train.sh, seed $seed ==" >> $log
-        train_seed $seed >> $log 2>&1 &     # appended: a resumed seed's log keeps its earlier sessions
-        jobs="$jobs $seed:$!"
+        (train_seed $seed) >> $log 2>&1 &     # appended: a resumed seed's log keeps its earlier sessions
+        pids="$pids $!"; jobs="$jobs $seed:$!"
         echo "seed $seed: training in the background, log $log"
     else
-        status=0; train_seed $seed || status=$?
+        (train_seed $seed) & pids=$!
+        status=0; finish $pids || status=$?
+        pids=""
         report $seed $status
+        if [ -n "$stopped_by" ]; then exit $stopped_by; fi
         [ $status = 0 ] || exit $status
     fi
 done
 worst=0
 for job in $jobs; do
     seed=${job%%:*}; status=0
-    wait ${job#*:} || status=$?
+    finish ${job#*:} || status=$?
     report $seed $status logs/${DATASET}_${JOB}_seed$seed.log
     if [ $status = 0 ]; then echo "seed $seed: done, log logs/${DATASET}_${JOB}_seed$seed.log"; fi
     if [ $status != 0 ] && { [ $worst = 0 ] || [ $worst = 3 ]; }; then worst=$status; fi  # failures first
 done
+if [ -n "$stopped_by" ]; then exit $stopped_by; fi
 exit $worst

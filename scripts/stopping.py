@@ -4,10 +4,14 @@ predictions.csv written), so that --resume loses nothing.
 
 The first signal while the work runs (``graceful``) only records the request; the program
 checks ``signum`` at its safe points. A second one, or one outside that stretch, stops at
-once: KeyboardInterrupt for Ctrl-C, Terminated for SIGTERM.
+once: KeyboardInterrupt for Ctrl-C, Terminated for SIGTERM. A SIGTERM that follows the first
+within ``SAME_REQUEST_S`` is the same request, not a second one: a scheduler that signals every
+process of a job (reproduce.py's phases, SLURM) reaches train.py directly and through train.sh,
+which passes its own on.
 """
 import signal
 import sys
+import time
 from contextlib import contextmanager
 
 from tqdm import tqdm
@@ -16,6 +20,7 @@ from . import distributed
 from .cli import FRESH_LINE, signal_name
 
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # the shell's 128 + signal number
+SAME_REQUEST_S = 1.0  # a SIGTERM this soon after the first is the same request, delivered twice
 
 
 class Terminated(BaseException):
@@ -31,14 +36,18 @@ class StopRequest:
         self.when = when
         self.signum = None      # the signal that asked for a stop
         self.graceful = False   # True while the work runs
+        self.at = 0.0           # when (time.monotonic) the request came
 
     def __call__(self, signum, frame):
         if self.graceful and self.signum is None:
-            self.signum = signum
+            self.signum, self.at = signum, time.monotonic()
             if distributed.launched_as_rank_zero():  # under torchrun every rank gets the signal; one says so
                 tqdm.write(f"{FRESH_LINE}{signal_name(signum)}: stopping {self.when} (again to stop at once)",
                            file=sys.stderr)
             return
+        if (self.graceful and signum == self.signum == signal.SIGTERM
+                and time.monotonic() - self.at < SAME_REQUEST_S):
+            return  # the same SIGTERM, delivered twice (see the module's docstring)
         raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 

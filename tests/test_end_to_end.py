@@ -289,6 +289,55 @@ def test_train_sh_time_limit_then_resume_continues_every_seed(real_data, tmp_pat
     assert epochs_done(1) == 2 and epochs_done(2) == 2
 
 
+@pytest.mark.parametrize("script", ["train.sh", "test.sh", "ablation.sh", "predict.sh"])
+def test_every_shell_script_has_help_and_refuses_arguments_it_does_not_take(script):
+    """--help prints the script's variables and exits 0, starting nothing (predict.sh adds
+    predict.py's options); train.sh, test.sh and ablation.sh refuse any other argument in one line."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}
+    shown = subprocess.run(["sh", script, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+    assert ("INPUT" if script == "predict.sh" else "DATASET") in shown.stdout
+    if script == "predict.sh":  # its other arguments go to predict.py
+        assert "usage: python predict.py" in shown.stdout
+        return
+    refused = subprocess.run(["sh", script, "--seeds", "42"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stderr.splitlines() == [
+        f"error: {script} takes no arguments (--seeds): set its variables instead, e.g. DATASET="
+        f"{'HRF-AV' if script == 'train.sh' else 'LES-AV'} sh {script}; sh {script} --help lists them"]
+
+
+def test_a_signal_to_train_sh_stops_its_training_and_starts_no_other_seed(real_data, tmp_path):
+    """SIGTERM to train.sh alone (kill <pid>, a scheduler signalling the script): the seed
+    training stops at the end of its epoch with last.pth saved, seed 2 never starts, no
+    train.py is left running, and the script exits 143."""
+    for name in ("train.sh", "train.py", "scripts"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "DATA_ROOT": str(real_data), "SEEDS": "1 2",
+           "EPOCHS": "100", "OMP_NUM_THREADS": "1",
+           "EXTRA_ARGS": f"--image-size 64 64 --base-width 4 --cache-dir {tmp_path / 'cache'} --save-every 0 "
+                         f"--runs-dir {tmp_path / 'runs'}"}
+    log = open(tmp_path / "log", "w")
+    proc = subprocess.Popen(["sh", "train.sh"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    run = tmp_path / "DRIVE_AV" / "sigmoid_seed1"
+    deadline = time.time() + 300
+    while not (run / "last.pth").exists() and time.time() < deadline:  # an epoch done: training is on
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 143, (tmp_path / "log").read_text()[-2000:]
+    said = (tmp_path / "log").read_text()
+    assert "SIGTERM: stopping at the end of this epoch" in said and "seed 1: stopped; EXTRA_ARGS=--resume" in said
+    assert not (tmp_path / "DRIVE_AV" / "sigmoid_seed2").exists()
+    mine = str(tmp_path / "cache").encode()
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if mine in cmdline.read_bytes():
+                left.append(cmdline.parent.name)
+        except OSError:  # a process that ended meanwhile
+            pass
+    assert not left, left  # no train.py of this test still running
+
+
 def test_train_sh_trains_in_fp32_unless_amp_is_asked_for(tmp_path):
     """train.sh, the paper's protocol, trains in fp32 (--no-amp) by default; AMP=1 passes --amp.
     A stand-in Python records the command train.sh would run."""

@@ -19,7 +19,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 import predict
-from scripts import predict_inputs as inputs, predict_outputs as outputs
+from scripts import predict_inputs as inputs, predict_outputs as outputs, stopping
 from scripts.bfnet import Networks
 from scripts.bundle import export_bundle, load_any
 from scripts.checkpoint import save_best
@@ -206,6 +206,7 @@ def test_ctrl_c_ends_the_batch_writes_the_csv_and_resume_does_the_rest(setup, tm
     assert "SIGINT: stopped with 2 of 5 image(s) segmented, 0 failed" in err and "--resume does the rest" in err
     assert [r["output"] for r in read_rows(out)] == ["a", "b"] and not (out / "c_classes.png").exists()
 
+    monkeypatch.setattr(stopping, "SAME_REQUEST_S", 0.0)  # a second SIGTERM, not the first delivered twice
     monkeypatch.setattr(predict.Ensemble, "__call__", signalled_in_the_first_batch(signal.SIGTERM, signal.SIGTERM))
     with pytest.raises(SystemExit) as info:
         predict.main([*argv, "--resume"])

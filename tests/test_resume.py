@@ -293,6 +293,28 @@ def test_sigterm_and_ctrl_c_end_in_one_line(monkeypatch, capsys, tmp_path, how, 
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_a_sigterm_delivered_twice_is_one_request_and_a_later_one_stops_at_once(monkeypatch):
+    """A scheduler that signals every process of a job reaches train.py directly and through
+    train.sh, which passes its own SIGTERM on: within SAME_REQUEST_S that is one request."""
+    from scripts import stopping
+    clock = [100.0]
+    monkeypatch.setattr(stopping.time, "monotonic", lambda: clock[0])
+    request = stopping.StopRequest()
+    request.graceful = True
+    request(signal.SIGTERM, None)
+    clock[0] += stopping.SAME_REQUEST_S / 2
+    request(signal.SIGTERM, None)  # the same one, twice: no stop at once
+    assert request.signum == signal.SIGTERM
+    clock[0] += stopping.SAME_REQUEST_S
+    with pytest.raises(stopping.Terminated):
+        request(signal.SIGTERM, None)
+    request = stopping.StopRequest()
+    request.graceful = True
+    request(signal.SIGTERM, None)
+    with pytest.raises(KeyboardInterrupt):  # a Ctrl-C after it is a second request, however soon
+        request(signal.SIGINT, None)
+
+
 def test_under_torchrun_only_rank_0_says_it_stops(monkeypatch, capsys, tmp_path):
     """Every rank gets the signal and stops at the same epoch; one line each, not one per rank."""
     monkeypatch.setattr(train, "train", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
