@@ -15,6 +15,7 @@ Examples:
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,8 +31,8 @@ from scripts.data import find_samples, load_tensor_set
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason,
                             pick_device, release_freed_memory)
 from scripts.evaluate import default_workers, evaluate_images, predict_probs, usable_cores
-from scripts.evaluation_outputs import (PICTURE_FOLDERS, RUNS_BEING_TESTED, check_nothing_lost, clear_earlier_test,
-                                       earlier_test, run_names)
+from scripts.evaluation_outputs import (PICTURE_FOLDERS, check_nothing_lost, earlier_test, publish_test,
+                                       run_names, start_staging)
 from scripts.last_state import read_state
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
 
@@ -210,8 +211,8 @@ def run_test(args):
     make_folder(out_dir, "--output")  # a wrong --output fails now, not after the predictions
     try:
         return predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dtype, segment_settings)
-    except (KeyboardInterrupt, Terminated):
-        if created and not any(out_dir.iterdir()):  # stopped before its first picture: no folder left
+    except BaseException:  # a stop, a data error: a folder this test made and left empty goes
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
         raise
 
@@ -251,8 +252,8 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
         summary = score_and_write(spec, runs, samples, probs, details, out_dir, args.workers,
                                   describe_precision(amp_dtype), segment_settings)
     except (KeyboardInterrupt, Terminated) as exc:  # main() prints the line; this says what the folder holds
-        exc.unfinished = (f" while writing {out_dir}, which now holds only part of this test's pictures and no "
-                          f"summary.json: run the test again")
+        exc.unfinished = (f" before its results were complete; {out_dir} holds what it held before"
+                          f"{' (the earlier test, kept)' if replaced else ''}")
         raise
     print(metrics.summary_table(summary))
     print(metrics.BINARY_AUC_NOTE)
@@ -265,14 +266,22 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
 def score_and_write(spec, runs, samples, probs, details, out_dir, workers, precision,
                     segment_settings=segments.DEFAULT_SETTINGS):
     """Score every run's predictions at full size (in threads), write the pictures, metrics.csv
-    and summary.json into ``out_dir`` in place of an earlier test's; returns the summary."""
+    and summary.json into ``out_dir``'s STAGING folder, and once all are written, put them in
+    place of an earlier test's (``publish_test``); returns the summary. Stopped or failed on the
+    way, it leaves ``out_dir`` as it was."""
+    stage = start_staging(out_dir)
+    try:
+        return _score_and_write(spec, runs, samples, probs, details, out_dir, stage, workers, precision,
+                                segment_settings)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # (gone already when the test was published)
+
+
+def _score_and_write(spec, runs, samples, probs, details, out_dir, stage, workers, precision, segment_settings):
     multi = len(runs) > 1
     names = run_names(folder for folder, _, _ in runs)
-    clear_earlier_test(out_dir, [s.name for s in samples], names if multi else ())
     tested = {"runs": [str(f) for f, _, _ in runs], "run_paths": [os.path.realpath(f) for f, _, _ in runs]}
-    if multi:
-        atomic_write(out_dir / RUNS_BEING_TESTED, lambda tmp: Path(tmp).write_text(json.dumps(tested)))
-    run_outs = [out_dir / name if multi else out_dir for name in names]
+    run_outs = [stage / name if multi else stage for name in names]
     activations = [saved["activation"] for _, _, saved in runs]
     rows, per_run = [], [[] for _ in runs]
     started = time.time()
@@ -300,9 +309,9 @@ def score_and_write(spec, runs, samples, probs, details, out_dir, workers, preci
     summary["segment_settings"] = segment_settings.as_dict()
     summary["units"] = ("percent (segments/count: a number); mean and std (ddof=0) over runs of the "
                         "per-run mean over test images")
-    atomic_write_csv(out_dir / "metrics.csv", rows, rows[0])
-    atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
-    (out_dir / RUNS_BEING_TESTED).unlink(missing_ok=True)  # the summary names them now
+    atomic_write_csv(stage / "metrics.csv", rows, rows[0])
+    atomic_write(stage / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    publish_test(out_dir, [s.name for s in samples], names if multi else (), tested)
     return summary
 
 

@@ -1,8 +1,13 @@
 """test.py's output folder: the per-run names of its pictures, what an earlier test left there
 (its summary.json and pictures), whether a new test may replace it, and clearing it so that
-the folder only ever holds what its summary.json describes."""
+the folder only ever holds what its summary.json describes.
+
+A test writes everything into STAGING inside the folder first and replaces the earlier test
+with it only once it is complete (``publish_test``): a test stopped (or failed) on the way
+leaves the earlier one as it was."""
 import json
 import os
+import shutil
 from pathlib import Path
 
 from .config import ConfigError
@@ -13,6 +18,36 @@ RESULT_FILES = ("summary.json", "metrics.csv")
 # once its summary.json is written: a test stopped before that still has its pictures cleared by
 # the next test in the folder.
 RUNS_BEING_TESTED = ".runs_being_tested.json"
+STAGING = ".test_being_written"  # a test's pictures, metrics.csv and summary.json until it is complete
+
+
+def start_staging(out_dir) -> Path:
+    """The empty STAGING folder in ``out_dir`` (a test killed outright may have left one)."""
+    stage = Path(out_dir) / STAGING
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def publish_test(out_dir, names, runs=(), tested=None):
+    """Replace the earlier test in ``out_dir`` with the complete one in its STAGING folder: the
+    earlier one cleared (``clear_earlier_test``), the new pictures moved in (renames in one file
+    system: quick), then metrics.csv, summary.json last. ``runs``: this test's per-run folder
+    names (several runs); ``tested``: its record of them, written as RUNS_BEING_TESTED while the
+    pictures move, so that even a stop in that moment leaves nothing uncleared."""
+    out_dir = Path(out_dir)
+    stage = out_dir / STAGING
+    clear_earlier_test(out_dir, names, runs)
+    if runs:
+        (out_dir / RUNS_BEING_TESTED).write_text(json.dumps(tested or {}))
+    for picture in sorted(stage.rglob("*.png")):
+        target = out_dir / picture.relative_to(stage)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(picture, target)
+    for name in RESULT_FILES[::-1]:  # metrics.csv, then summary.json: the summary says the test is whole
+        os.replace(stage / name, out_dir / name)
+    (out_dir / RUNS_BEING_TESTED).unlink(missing_ok=True)
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 def clear_earlier_test(out_dir, names, runs=()):

@@ -36,14 +36,14 @@ from .cli import ArgumentParser, progress_bar
 from .config import ConfigError, dataset_names, dataset_spec
 from .data import DataError, find_samples, load_truth, open_header
 from .evaluate import default_workers, in_threads, score_image, usable_cores, write_png
-from .evaluation_outputs import RUNS_BEING_TESTED, run_names
+from .evaluation_outputs import RUNS_BEING_TESTED, STAGING, run_names
 from .predict_outputs import OUTPUT_FILES, holds_a_run
 
 SUMMARY = "summary.json"
 IN_PROGRESS = ".scoring_in_progress"  # written first, removed with the summary: a stopped scoring is ours too
 PICTURE_MODES = ("RGB", "RGBA", "P", "PA")   # colour (alpha dropped)
 CLASS_MAP_MODES = ("L", "LA")                # one channel: classes 0..3
-NOT_A_TEST = ("raw_pre", "small_pre", RUNS_BEING_TESTED)  # what test.py writes into its folders
+NOT_A_TEST = ("raw_pre", "small_pre", RUNS_BEING_TESTED, STAGING)  # what test.py writes into its folders
 
 
 def _palette_picture(img, path) -> np.ndarray:

@@ -885,31 +885,33 @@ def test_clearing_names_a_run_given_as_dot_dot_as_its_test_did(tmp_path, monkeyp
     assert not any(out.rglob("*.png")) and not (out / "seed42").exists()
 
 
-def test_a_test_stopped_while_writing_leaves_no_summary_beside_pictures_it_does_not_describe(real_data, tmp_path):
-    """SIGTERM (or Ctrl-C) during the scoring: one line that says what the folder now holds, exit
-    143; the earlier test's summary.json and metrics.csv are gone (its pictures are being
-    replaced), so no summary is read beside pictures of another model."""
+def test_a_test_stopped_while_writing_leaves_the_earlier_test_as_it_was(real_data, tmp_path):
+    """SIGTERM (or Ctrl-C) during the scoring: one line that says what the folder holds, exit
+    143; the new test was written aside (STAGING), so the earlier test's summary, CSV and
+    pictures are all still there, and nothing of the new one."""
     out = tmp_path / "out"
-    out.mkdir()
+    (out / "raw_pre").mkdir(parents=True)
     (out / "summary.json").write_text(json.dumps({"runs": ["DRIVE_AV/another_model"]}))
     (out / "metrics.csv").write_text("run,image\n")
+    (out / "raw_pre" / "01_test.png").write_bytes(b"the earlier test's")
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     proc = subprocess.Popen([sys.executable, str(ROOT / "test.py"), "--dataset", "DRIVE_AV", "--pretrained",
                              "--data-root", str(real_data), "--cache-dir", str(tmp_path / "cache"),
                              "--output", str(out), "--overwrite"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
-        while not any(out.glob("raw_pre/*.png")) and time.time() < deadline and proc.poll() is None:
+        while (not any(out.glob(f"{evaluation_outputs.STAGING}/raw_pre/*.png")) and time.time() < deadline
+               and proc.poll() is None):
             time.sleep(0.2)  # until the scoring has written its first picture
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
-    assert err.strip().splitlines()[-1] == (f"terminated (SIGTERM): test.py stopped while writing {out}, which now "
-                                            f"holds only part of this test's pictures and no summary.json: run the "
-                                            f"test again")
-    assert not (out / "summary.json").exists() and not (out / "metrics.csv").exists()
+    assert err.strip().splitlines()[-1] == (f"terminated (SIGTERM): test.py stopped before its results were "
+                                            f"complete; {out} holds what it held before (the earlier test, kept)")
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_a_test_stopped_before_its_first_picture_leaves_no_folder(real_data, tmp_path, monkeypatch):
