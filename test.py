@@ -196,8 +196,13 @@ def run_test(args):
     if args.amp and amp_dtype is None:
         print(f"note: --amp: {no_amp_reason(device)}, so this test runs in fp32", file=sys.stderr)
     expected = {"activation": args.activation, "base_width": args.base_width}
+    folders, seen = run_folders(args, spec), {}
+    for folder in folders:  # a run counted twice would make a mean ± std over runs of one
+        twin = seen.setdefault(os.path.realpath(folder), folder)
+        if twin is not folder:
+            raise ConfigError(f"{twin} and {folder} are the same run: test each run once")
     runs = []
-    for folder in run_folders(args, spec):
+    for folder in folders:
         nets, saved = load_any(folder, expected)
         runs.append((folder, nets.fold_for_inference().to(device, memory_format=MEMORY_FORMAT), saved))
     check_one_configuration(runs)

@@ -378,6 +378,7 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
     save_best(run, Networks("sigmoid", 4), RunConfig(base_width=4, image_size=(64, 64)), 1, 0.5)
+    (tmp_path / "link").symlink_to(run)  # the same run under another name
     a_file = tmp_path / "taken"
     a_file.write_text("x")
     for name in ("sm_seed38", "sm_seed7", "sm_seed7_old", "sm_seedling"):  # train.sh's names for seeds of job sm
@@ -395,6 +396,8 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
              "names the runs without their seed (did you mean --job_name sigmoid?)"),
             (["--job_name", "sm"], "error: no run folder DRIVE_AV/sm, but runs of its seeds: --seeds 7 38 tests them"),
             (["--load", str(run), "--workers", "0"], "error: --workers 0: must be at least 1"),
+            (["--load", str(run), str(tmp_path / "link")],
+             f"error: {run} and {tmp_path / 'link'} are the same run: test each run once"),
             (["--load", str(run), "--segment-minority", "0.7"], "error: --segment-minority 0.7: must be a share in "
              "(0, 0.5] (0.10 is 10 %; the smaller of two classes is never more than half)"),
             (["--load", str(run), "--segment-min-length", "0"],

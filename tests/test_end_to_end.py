@@ -145,10 +145,13 @@ def test_test_script_reads_a_sharded_bundle_with_the_same_results(probe_run, rea
     run(["-m", "scripts.bundle", "export", str(work / "DRIVE_AV" / "probe"),
          str(tmp_path / "probe.pth"), "--shard-mib", "1"], cwd=ROOT)
     index = tmp_path / "probe.index.json"
-    # The same bundle twice: two runs of one name get their own picture folders and CSV rows.
+    # A copy of the bundle beside it: two runs of one name get their own picture folders and CSV rows.
+    (tmp_path / "copy").mkdir()
+    for shard in tmp_path.glob("probe*"):
+        shutil.copy(shard, tmp_path / "copy" / shard.name)
     run([str(ROOT / "test.py"), "--dataset", "DRIVE_AV", "--data-root", str(real_data), "--load", str(index),
-         str(index), "--cache-dir", str(work / "cache"), "--output", str(tmp_path / "out"), "--workers", "1"],
-        cwd=work)
+         str(tmp_path / "copy" / index.name), "--cache-dir", str(work / "cache"), "--output", str(tmp_path / "out"),
+         "--workers", "1"], cwd=work)
     ours = json.loads((tmp_path / "out" / "summary.json").read_text())
     original = json.loads((work / "DRIVE_AV" / "Final_pre" / "summary.json").read_text())
     assert ours["average"] == original["average"] and ours["segments"] == original["segments"]
