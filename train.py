@@ -128,16 +128,19 @@ def config_from_args(args) -> RunConfig:
     if cfg.image_every < 0:
         raise ConfigError(f"--image-every {cfg.image_every}: must be 0 (no pictures) or more epochs")
     for option, value in (("--save-every", cfg.save_every), ("--time-limit", cfg.time_limit)):
-        if value is not None and value < 0:
-            raise ConfigError(f"{option} {value:g}: must be 0 or more minutes")
+        if value is not None and not 0 <= value < math.inf:
+            raise ConfigError(f"{option} {value:g}: must be a finite number of minutes, 0 or more")
+    if not 0 < cfg.validation < 100:
+        raise ConfigError(f"--validation (--v) {cfg.validation:g}: must be a percent of the training images "
+                          f"above 0 and below 100 (at least one image is held out; the paper's is 10)")
     if cfg.base_width < 2 or cfg.base_width % 2:
         raise ConfigError(f"--base-width {cfg.base_width}: must be an even number of at least 2 "
                           f"(the decoder halves it; the paper's is 32)")
     if not 1 <= cfg.rotation_step <= 360:
         raise ConfigError(f"--rotation-step {cfg.rotation_step}: must be 1..360 degrees (3: the paper's, 90: "
                           f"the later version's)")
-    if not cfg.learning_rate > 0:
-        raise ConfigError(f"--learning-rate {cfg.learning_rate:g}: must be above 0")
+    if not 0 < cfg.learning_rate < math.inf:
+        raise ConfigError(f"--learning-rate {cfg.learning_rate:g}: must be a finite number above 0")
     for option, value in (("--alpha", cfg.alpha), ("--beta", cfg.beta), ("--gama (--gamma)", cfg.gamma)):
         if not 0 <= value < math.inf:
             raise ConfigError(f"{option} {value:g}: a loss weight must be a finite number, 0 or more (0 leaves "
@@ -478,8 +481,10 @@ class NonFiniteLoss(ConfigError):
 def check_finite(values, epoch, run_dir):
     bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if bad:
-        raise NonFiniteLoss(f"non-finite loss {bad} in epoch {epoch + 1}; stopped. The last good "
-                            f"checkpoints in {run_dir} are kept (try a lower --learning-rate or --no-amp)")
+        saved = (f"the last good checkpoints in {run_dir} are kept" if any(Path(run_dir).glob("*.pth"))
+                 else "no checkpoint had been saved yet")
+        raise NonFiniteLoss(f"non-finite loss {bad} in epoch {epoch + 1}; stopped, {saved} (try a lower "
+                            f"--learning-rate or --no-amp)")
 
 
 def given_options(argv):

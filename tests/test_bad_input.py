@@ -193,17 +193,22 @@ def test_every_file_is_checked_before_training_starts(drive_copy, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--image-size", "600", "592"], "image size 600 x 592 must be positive multiples of 16"),
     (["--dataset", "HRF"], "unknown data set 'HRF'"),
-    (["--validation", "100"], "cannot give a 100.0% validation split"),
+    (["--validation", "100"], "--validation (--v) 100: must be a percent of the training images above 0 and below 100"),
     (["--image-every", "-1"], "--image-every -1: must be 0 (no pictures) or more epochs"),
-    (["--time-limit", "-5"], "--time-limit -5: must be 0 or more minutes"),
+    (["--time-limit", "-5"], "--time-limit -5: must be a finite number of minutes, 0 or more"),
     (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
     (["--base-width", "3"], "--base-width 3: must be an even number of at least 2"),
     (["--rotation-step", "0"], "--rotation-step 0: must be 1..360 degrees"),
-    (["--learning-rate", "-1"], "--learning-rate -1: must be above 0"),
+    (["--learning-rate", "-1"], "--learning-rate -1: must be a finite number above 0"),
     (["--alpha", "-1"], "--alpha -1: a loss weight must be a finite number, 0 or more (0 leaves its term out)"),
     (["--gama", "nan"], "--gama (--gamma) nan: a loss weight must be a finite number, 0 or more (0 leaves its "
                         "term out)"),
     (["--beta", "inf"], "--beta inf: a loss weight must be a finite number, 0 or more (0 leaves its term out)"),
+    (["--v", "nan"], "--validation (--v) nan: must be a percent of the training images above 0 and below 100"),
+    (["--v", "-5"], "--validation (--v) -5: must be a percent of the training images above 0 and below 100"),
+    (["--time-limit", "nan"], "--time-limit nan: must be a finite number of minutes, 0 or more"),
+    (["--save-every", "inf"], "--save-every inf: must be a finite number of minutes, 0 or more"),
+    (["--learning-rate", "inf"], "--learning-rate inf: must be a finite number above 0"),
     (["--job_name", "../escape"], "--job_name '../escape': must be a plain folder name"),
     (["--device", "gpu"], "--device gpu: not a device; use cpu, cuda or cuda:N"),
     (["--resume"], "--resume: no saved run to continue, DRIVE_AV/default/last.pth not found"),
@@ -322,7 +327,8 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(drive
         return losses
 
     monkeypatch.setattr(train.Trainer, "step", step)
-    with pytest.raises(ConfigError, match="non-finite loss .*'G': nan.* in epoch 2; stopped"):
+    with pytest.raises(ConfigError, match="non-finite loss .*'G': nan.* in epoch 2; stopped, the last good "
+                                          "checkpoints in .*nan are kept"):
         train.train(cfg, tmp_path / "runs", tmp_path)
     saved = torch.load(tmp_path / "DRIVE_AV/nan/CP_best_F1_all.pth", weights_only=True)
     assert saved["epoch"] == 1 and torch.load(tmp_path / "DRIVE_AV/nan/last.pth", weights_only=True)["epoch"] == 0
