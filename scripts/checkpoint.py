@@ -274,7 +274,16 @@ def load_networks(run_dir, expected: dict = None, filenames: dict = None):
     files = {n: run_dir / f for n, f in filenames.items() if (run_dir / f).is_file()}
     if "G" not in files:
         raise CheckpointError(f"{run_dir} has no {filenames['G']}")
-    contents = {n: read(p) for n, p in files.items()}
+    for _ in range(3):  # a run still training may save a new set between the reads: read again
+        contents = {n: read(p) for n, p in files.items()}
+        saves = {n: (c.get("epoch"), c.get("config")) for n, c in contents.items() if isinstance(c, dict)
+                 and c.get("format") == FORMAT}
+        if len({repr(v) for v in saves.values()}) <= 1:
+            break
+    else:
+        raise CheckpointError(f"{run_dir}: its network files are of different saves (epochs " + ", ".join(
+            f"{filenames[n]} {epoch}" for n, (epoch, _) in saves.items()) + "): G, G_A and G_V must be one "
+            "epoch's of one run")
     read_files = {n: network_state(files[n], c) for n, c in contents.items()}
     states = {n: state for n, (state, _) in read_files.items()}
     configs = [config for _, config in read_files.values()]

@@ -307,6 +307,22 @@ def test_a_truncated_checkpoint_is_one_short_line(run, tmp_path):
         load_any(cut)
 
 
+def test_network_files_of_different_saves_are_refused(run, tmp_path):
+    """G and G_V of epoch 3, G_A of another save (a copy gone wrong, or a run saving while it
+    was read, three times over): one line naming each file's epoch."""
+    folder, nets = run
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in folder.iterdir():
+        (mixed / f.name).write_bytes(f.read_bytes())
+    save_best(tmp_path / "later", nets, RunConfig(base_width=4, image_size=(64, 48)), epoch=7, val_f1=0.6)
+    (mixed / "CP_best_F1_A.pth").write_bytes((tmp_path / "later" / "CP_best_F1_A.pth").read_bytes())
+    with pytest.raises(CheckpointError) as info:
+        load_any(mixed)
+    assert str(info.value) == (f"{mixed}: its network files are of different saves (epochs CP_best_F1_all.pth 3, "
+                               f"CP_best_F1_A.pth 7, CP_best_F1_V.pth 3): G, G_A and G_V must be one epoch's of one run")
+
+
 def test_about_text_travels_with_the_bundle(run, tmp_path, capsys):
     folder, _ = run
     for out, shards in ((tmp_path / "one.pth", None), (tmp_path / "many.pth", 1)):
