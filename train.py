@@ -195,6 +195,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     initial = read_initial_weights(load, cfg, adopt, size, ctx.is_main) if load else None  # a wrong file fails now
 
     train_set, val_set, subset = load_training_data(cfg, device)
+    split_names = {"training": list(train_set.names), "validation": list(val_set.names)}  # the split --resume must find
     # Rank 0's choice on every rank: a CPU's bf16 is timed (cpu_bf16_speedup), once, not by every rank at once.
     amp_dtype = ctx.broadcast(amp_dtype_for(device, cfg.amp) if ctx.is_main else None)
     memory_format = training_memory_format(device, amp_dtype)
@@ -214,7 +215,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                                                       if not k.startswith("D.")}})
         log(f"initialised generators from {load}")
     if resume:
-        start_epoch, best_f1, best_epoch, step, trained_in = last_state.restore(run_dir, cfg, nets, trainer, rng)
+        start_epoch, best_f1, best_epoch, step, trained_in = last_state.restore(run_dir, cfg, nets, trainer, rng,
+                                                                                split_names)
         log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f} %"
             f"{f' at epoch {best_epoch}' if best_epoch else ''})")
         if start_epoch >= cfg.epochs:  # nothing written: no TensorBoard file, no last.pth of other --epochs
@@ -282,7 +284,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 # last.pth (all four networks and Adam's moments: 400 MB at width 32, about 1 s to write on
                 # the development VM) at most every --save-every minutes, not after every short epoch.
                 if final or stop or time.time() - last_save >= 60 * cfg.save_every:
-                    last_state.save(run_dir, cfg, epoch, step, best_f1, nets, trainer, rng, precision)
+                    last_state.save(run_dir, cfg, epoch, step, best_f1, nets, trainer, rng, precision, split_names)
                     last_save = time.time()
                 bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} % (best {100 * best_f1:.2f}), "
                           f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")

@@ -15,14 +15,34 @@ from .config import ConfigError, RunConfig
 from .distributed import launched_as_rank_zero
 
 
-def save(run_dir, cfg, epoch, step, best_f1, nets, trainer, rng, precision=None):
+def save(run_dir, cfg, epoch, step, best_f1, nets, trainer, rng, precision=None, images=None):
     """last.pth: everything --resume needs to continue after ``epoch`` as if never stopped
-    (``precision``, as describe_precision says it, so that a resume in another one is noted)."""
+    (``precision``, as describe_precision says it, so that a resume in another one is noted;
+    ``images``: {"training": names, "validation": names}, the split a resume must find again)."""
     nets.check_not_folded()
     atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "step": step, "best_f1": best_f1, "precision": precision,
-                       "networks": nets.state_dict(), "trainer": trainer.state_dict(),
+                       "images": images, "networks": nets.state_dict(), "trainer": trainer.state_dict(),
                        "generator": rng.get_state(), "torch_rng": torch.get_rng_state()},
                       run_dir / LAST_STATE)
+
+
+def check_same_images(path, saved, now):
+    """One line where a resumed run would train or validate on other images than it did (a
+    --data-root of another copy, images added or removed): its best epoch would then be chosen
+    on a new validation set, perhaps one it trained on. ``saved`` None: a last.pth of a version
+    that did not record them."""
+    if not saved:
+        return
+    for split in ("training", "validation"):
+        before, after = list(saved.get(split) or []), list(now[split])
+        if before != after:
+            gone, new = sorted(set(before) - set(after)), sorted(set(after) - set(before))
+            what = "; ".join(part for part in (f"not found now: {', '.join(gone[:3])}{' ...' if len(gone) > 3 else ''}"
+                                               if gone else "", f"new: {', '.join(new[:3])}{' ...' if len(new) > 3 else ''}"
+                                               if new else "") if part)
+            raise ConfigError(f"--resume: {path} trained on {len(before)} {split} images, the data now gives "
+                              f"{len(after)} ({what or 'in another order'}): the run would go on with another split; "
+                              f"resume it with the data it started with (--data-root)")
 
 
 def read_state(path, mmap=False) -> dict:
@@ -37,11 +57,14 @@ def read_state(path, mmap=False) -> dict:
     return state
 
 
-def restore(run_dir, cfg, nets, trainer, rng):
+def restore(run_dir, cfg, nets, trainer, rng, images=None):
     """Load last.pth into the networks, optimisers, schedulers and random generators;
     returns (first epoch to run, best validation F1 so far, the epoch of the best networks kept,
-    step, the precision its last session trained in (None in files of older versions))."""
+    step, the precision its last session trained in (None in files of older versions)).
+    ``images``: this session's split (``save``'s), checked against the saved one."""
     state = read_state(run_dir / LAST_STATE)
+    if images is not None:
+        check_same_images(run_dir / LAST_STATE, state.get("images"), images)
     saved = RunConfig.from_dict(state["config"])
     if (saved.activation, saved.base_width, saved.fusion_mode) != (cfg.activation, cfg.base_width, cfg.fusion_mode):
         raise ConfigError(f"{run_dir / LAST_STATE}: saved run is {saved.activation}/width "

@@ -90,6 +90,24 @@ def test_resume_keeps_the_saved_settings_and_refuses_changes(real_data, tmp_path
     assert "note: --epochs 2: the run was planned for 1; it now trains to epoch 2" in again.stderr  # a changed length is said
     state = torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)
     assert state["epoch"] == 1 and state["config"]["base_width"] == 4 and state["config"]["validation"] == 10.0
+    assert len(state["images"]["training"]) == 18 and len(state["images"]["validation"]) == 2
+    # Another copy of the data, one training image short: another split, refused in one line.
+    copy = tmp_path / "copy" / "DRIVE_AV"
+    copy.mkdir(parents=True)
+    (copy / "test").symlink_to(real_data / "DRIVE_AV" / "test")
+    last = sorted((real_data / "DRIVE_AV" / "training" / "images").iterdir())[-1].name.split("_")[0]  # '40'
+    for folder in ("images", "1st_manual", "mask"):
+        (copy / "training" / folder).mkdir(parents=True)
+        for f in (real_data / "DRIVE_AV" / "training" / folder).iterdir():
+            if not f.name.startswith(last):
+                (copy / "training" / folder / f.name).symlink_to(f)
+    other = [a if a != str(real_data) else str(tmp_path / "copy") for a in base]
+    refused = subprocess.run(other + ["--epochs", "3", "--resume"], capture_output=True, text=True, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    said = refused.stderr.strip().splitlines()[-1]
+    assert said.startswith(f"error: --resume: {tmp_path / 'DRIVE_AV/r/last.pth'} trained on 18 training images, the "
+                           f"data now gives 18 (not found now: ") and f"{last}_training" in said and said.endswith(
+        "the run would go on with another split; resume it with the data it started with (--data-root)"), said
     import test as test_script  # its test reads the plan of last.pth (2 epochs), not the one of its best files
     assert test_script.epochs_done(tmp_path / "DRIVE_AV" / "r") == (2, 2)
     (tmp_path / "damaged").mkdir()
