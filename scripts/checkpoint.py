@@ -34,6 +34,17 @@ class CheckpointError(ConfigError):
     pass
 
 
+class WriteError(ConfigError):
+    """A file that could not be written (a full disk, a quota, a read-only file system): one line,
+    and the earlier file of that name, if any, is kept (every write goes to a temporary file first)."""
+
+
+def write_failed(path, exc) -> WriteError:
+    """The WriteError of ``exc`` (OSError; torch.save reports a full disk as a RuntimeError)."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+    return WriteError(f"cannot write {path} ({reason}); an earlier {Path(path).name} there is kept")
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)
@@ -55,8 +66,14 @@ def make_folder(path, option: str) -> Path:
     except OSError as exc:
         raise ConfigError(f"{option} {path}: cannot create this folder ({exc.strerror or exc})") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {path}: cannot write in this folder (no permission)")
+        raise ConfigError(f"{option} {path}: cannot write in this folder ({why_not_writable(path)})")
     return path
+
+
+def why_not_writable(folder) -> str:
+    """'a read-only file system' where the folder's file system is mounted so, else 'no permission'."""
+    read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
+    return "a read-only file system" if read_only else "no permission"
 
 
 def check_folder(path, option: str):
@@ -67,7 +84,7 @@ def check_folder(path, option: str):
             if not p.is_dir():
                 raise ConfigError(f"{option}: {p} is a file; give a folder")
             if not os.access(p, os.W_OK | os.X_OK):
-                raise ConfigError(f"{option}: cannot write in {p} (no permission)")
+                raise ConfigError(f"{option}: cannot write in {p} ({why_not_writable(p)})")
             return
 
 
@@ -83,6 +100,9 @@ def atomic_write(path, write):
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failed(path, exc) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -106,10 +126,13 @@ def save_best(run_dir, nets: Networks, cfg: RunConfig, epoch: int, val_f1: float
             path = Path(run_dir) / filename
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{filename}.{os.getpid()}.tmp")
-            torch.save({"format": FORMAT, "version": VERSION, "network": name, "config": cfg.to_dict(),
-                        "epoch": epoch, "val_f1": val_f1, "precision": precision,
-                        "state_dict": getattr(nets, name).state_dict()}, tmp)
             staged.append((tmp, path))
+            try:
+                torch.save({"format": FORMAT, "version": VERSION, "network": name, "config": cfg.to_dict(),
+                            "epoch": epoch, "val_f1": val_f1, "precision": precision,
+                            "state_dict": getattr(nets, name).state_dict()}, tmp)
+            except (OSError, RuntimeError) as exc:  # the earlier set stays whole
+                raise write_failed(path, exc) from exc
         for tmp, path in staged:
             os.replace(tmp, path)
     finally:

@@ -1,4 +1,5 @@
 """Interrupted training resumes exactly; atomic writes; checkpoints that know what they are."""
+import errno
 import os
 import re
 import signal
@@ -9,7 +10,7 @@ import torch
 
 import train
 from scripts import cli, last_state
-from scripts.checkpoint import CheckpointError, atomic_torch_save, load_networks
+from scripts.checkpoint import CheckpointError, WriteError, atomic_torch_save, load_networks
 from scripts.config import RunConfig
 
 
@@ -56,8 +57,9 @@ def test_a_failed_save_leaves_the_previous_file_intact(tmp_path):
         def __reduce__(self):
             raise RuntimeError("disk full")
 
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(WriteError) as info:  # one line for the user, not torch's traceback
         atomic_torch_save({"x": torch.zeros(3), "bad": Exploding()}, path)
+    assert str(info.value) == f"cannot write {path} (disk full); an earlier ckpt.pth there is kept"
     assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no temporary left behind
 
@@ -216,12 +218,14 @@ def test_best_checkpoints_are_replaced_as_a_set(tmp_path, monkeypatch):
     def failing_save(obj, path):
         calls["n"] += 1
         if calls["n"] == 2:  # G staged, then G_A fails: nothing may be replaced
-            raise OSError("disk full")
+            raise OSError(errno.ENOSPC, "No space left on device")
         real_save(obj, path)
 
     monkeypatch.setattr(checkpoint.torch, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError) as info:
         checkpoint.save_best(tmp_path, nets, cfg, epoch=2, val_f1=0.2)
+    assert str(info.value) == (f"cannot write {tmp_path / 'CP_best_F1_A.pth'} (No space left on device); an earlier "
+                               f"CP_best_F1_A.pth there is kept")
     monkeypatch.undo()
     assert {torch.load(tmp_path / f, weights_only=True)["epoch"] for f in checkpoint.NETWORK_FILES.values()} == {1}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(checkpoint.NETWORK_FILES.values())
