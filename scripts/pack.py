@@ -24,9 +24,10 @@ import numpy as np
 from PIL import Image
 
 from .checkpoint import make_folder
-from .cli import ArgumentParser, progress_bar
+from .cli import FRESH_LINE, ArgumentParser, progress_bar
 from .config import ConfigError, check_image_size, dataset_names, dataset_spec
 from .data import DataError, Sample, find_samples, load_resized, load_sample
+from .stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
 
 PACK_FILE = "pack.json"
 
@@ -61,7 +62,9 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True, first=N
     make_folder(out_root, "--out")  # only now: a wrong --data-root leaves no empty --out behind
 
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
+    for left in [partial, *target.parent.glob(f"{target.name}.partial-*")]:  # ours, and those of packs killed
+        if left == partial or not _running(left.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(left, ignore_errors=True)
     try:
         # The test split first: a bad test file is found before minutes of resizing.
         test = _copy_test(test_samples, partial, progress)
@@ -147,6 +150,18 @@ def pack_subset(info):
     return None
 
 
+def _running(pid: str) -> bool:
+    """Whether the process of that id (a .partial-<pid> folder's) still runs: its pack is then
+    not to be removed."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def folder_mib(path):
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 2 ** 20
 
@@ -162,11 +177,16 @@ def main(argv=None):
                    help="only the first N images of each split, by name (for benchmarks; train.py notes "
                         "such a pack, reproduce.py refuses it)")
     args = p.parse_args(argv)
-    try:
-        target = pack_dataset(args.data_root, args.dataset, args.out, args.image_size, first=args.first)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with signals_handled_by(StopRequest()):  # Ctrl-C, SIGTERM: the partial copy removed, one line
+        try:
+            target = pack_dataset(args.data_root, args.dataset, args.out, args.image_size, first=args.first)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except (KeyboardInterrupt, Terminated) as exc:
+            print(f"{FRESH_LINE}{said_of(exc)}: pack stopped; {Path(args.out) / dataset_spec(args.dataset).name} is "
+                  f"as it was (an earlier pack there is kept)", file=sys.stderr)
+            return EXIT_STATUS[signal_of(exc)]
     size = f" --image-size {args.image_size[0]} {args.image_size[1]}" if args.image_size else ""
     print(f"{target}: {folder_mib(target):.1f} MiB, from {folder_mib(Path(args.data_root) / target.name):.1f} MiB "
           f"(train with --data-root {args.out}{size})")

@@ -103,7 +103,7 @@ def test_a_pack_is_never_its_own_source_nor_packed_again_at_another_size(real_da
         check_pack_size(tmp_path / "packs", DATASETS["DRIVE_AV"], (592, 592))
 
 
-def test_an_interrupted_pack_leaves_the_earlier_one(real_data, tmp_path, monkeypatch):
+def test_an_interrupted_pack_leaves_the_earlier_one(real_data, tmp_path, monkeypatch, capsys):
     from scripts import pack
     target = pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
     before = sorted(p.relative_to(target) for p in target.rglob("*"))
@@ -115,6 +115,20 @@ def test_an_interrupted_pack_leaves_the_earlier_one(real_data, tmp_path, monkeyp
         pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
     assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
     assert [p.name for p in (tmp_path / "packs").iterdir()] == ["DRIVE_AV"]  # no partial folder left
+
+    # SIGTERM (pack has no epoch to finish): one line, exit 143; and a partial folder of a pack
+    # that was killed outright (its process gone) is removed by the next pack.
+    def terminated(samples, dest, progress):
+        raise pack.Terminated
+    monkeypatch.setattr(pack, "_copy_test", terminated)
+    assert pack.main(["--dataset", "DRIVE_AV", "--data-root", str(real_data), "--out", str(tmp_path / "packs")]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"terminated (SIGTERM): pack stopped; {tmp_path / 'packs' / 'DRIVE_AV'} is as it was (an earlier pack there "
+        f"is kept)")
+    monkeypatch.undo()
+    (tmp_path / "packs" / "DRIVE_AV.partial-999999999").mkdir()  # no such process
+    pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
+    assert [p.name for p in (tmp_path / "packs").iterdir()] == ["DRIVE_AV"]
 
 
 def test_a_bad_test_file_is_found_when_packing_not_on_the_other_machine(real_data, tmp_path):
