@@ -8,7 +8,7 @@ Example (the original protocol on DRIVE-AV, one seed):
 --epochs and the run-time options (--device, --amp/--no-amp, --no-amp-discriminator, --tf32, --compile,
 --log-every, --image-every, --save-every, --time-limit, --data-root, --cache-dir, --runs-dir,
 --output-root) may change, and a different value of any other option is an error. last.pth is
-written every --save-every minutes, at the end and at a stop: --time-limit, or Ctrl-C / SIGTERM,
+written after the first epoch, every --save-every minutes, at the end and at a stop: --time-limit, or Ctrl-C / SIGTERM,
 which end the current epoch first (a second one stops at once, losing that epoch). A run folder
 that holds a run already is never overwritten: resume it, or choose another --job_name.
 
@@ -104,8 +104,9 @@ def build_parser():
                    help="epochs between pictures of the mixed segments in TensorBoard, also logged at the first, "
                         "last and a --time-limit stop's epoch (0: none; default %(default)s)")
     p.add_argument("--save-every", type=float, default=d.save_every, dest="save_every", metavar="MINUTES",
-                   help="minutes between saves of last.pth, the state --resume continues (always at the end "
-                        "and at a --time-limit, Ctrl-C or SIGTERM stop; 0: every epoch; default %(default)s)")
+                   help="minutes between saves of last.pth, the state --resume continues (always after the first "
+                        "epoch, at the end and at a --time-limit, Ctrl-C or SIGTERM stop; 0: every epoch; default "
+                        "%(default)s)")
     p.add_argument("--time-limit", type=float, default=d.time_limit, dest="time_limit", metavar="MINUTES",
                    help="stop (checkpoints saved, exit status 3) before an epoch that would end more than "
                         "this many minutes after the start (at least one epoch runs: 0 stops after the first); "
@@ -282,8 +283,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                     best_f1, best_epoch = f1, epoch + 1
                     save_best(run_dir, nets, cfg, best_epoch, f1, precision)
                 # last.pth (all four networks and Adam's moments: 400 MB at width 32, about 1 s to write on
-                # the development VM) at most every --save-every minutes, not after every short epoch.
-                if final or stop or time.time() - last_save >= 60 * cfg.save_every:
+                # the development VM) at most every --save-every minutes, not after every short epoch; and
+                # after a new run's first epoch, so that its folder is resumable from then on.
+                if final or stop or epoch == 0 or time.time() - last_save >= 60 * cfg.save_every:
                     last_state.save(run_dir, cfg, epoch, step, best_f1, nets, trainer, rng, precision, split_names)
                     last_save = time.time()
                 bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} % (best {100 * best_f1:.2f}), "

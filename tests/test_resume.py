@@ -233,14 +233,14 @@ def test_best_checkpoints_are_replaced_as_a_set(tmp_path, monkeypatch):
 
 def test_last_state_is_saved_every_few_minutes_and_at_the_end(real_data, tmp_path, monkeypatch):
     """last.pth holds 400 MB at width 32: written every --save-every minutes (0: every epoch),
-    always after the last epoch; TensorBoard pictures every --image-every epochs, first and last
+    always after the first and the last epoch; TensorBoard pictures every --image-every epochs, first and last
     (0: none)."""
     saved = []
     real_save = last_state.atomic_torch_save
     monkeypatch.setattr(last_state, "atomic_torch_save",
                         lambda obj, path: (saved.append(obj["epoch"]), real_save(obj, path)))
     train.train(config(real_data, tmp_path, 4, save_every=60, image_every=3), tmp_path / "runs", tmp_path / "a")
-    assert saved == [3]
+    assert saved == [0, 3]  # after the first epoch (resumable from then on) and the last
     saved.clear()
     train.train(config(real_data, tmp_path, 2, save_every=0), tmp_path / "runs_b", tmp_path / "b")
     assert saved == [0, 1]
