@@ -379,7 +379,7 @@ def run_process(args, ctx: distributed.Context, stop_request: StopRequest) -> in
         log(f"--resume: {skipped} image(s) already done, skipped")
     # From here to the end a first Ctrl-C / SIGTERM ends the batch and the CSV is still written:
     # a rank never leaves the others waiting in the collectives below.
-    stop_request.graceful = True
+    stop_request.graceful = stop_request.began = True
     rows, failed, hidden = segment(todo, ensemble, masks, args, show_progress=main, stop_request=stop_request)
     total_failed = write_predictions_csv(out_dir, done_rows + rows + kept, failed, ctx)
     for line in notes_hidden_lines(sum(ctx.gather(hidden), Counter())):  # every rank's (the first few: each its own)
@@ -531,7 +531,9 @@ def main(argv=None):
             code = 2
         except (KeyboardInterrupt, Terminated) as exc:
             signum = signal_of(exc)
-            if distributed.launched_as_rank_zero():
+            if distributed.launched_as_rank_zero() and not stop_request.began:
+                print(f"{FRESH_LINE}{signal_name(signum)}: stopped before the first image", file=sys.stderr)
+            elif distributed.launched_as_rank_zero():
                 print(f"{FRESH_LINE}{signal_name(signum)}: stopped at once; the outputs written so far are kept (not "
                       f"predictions.csv): the same command with --resume does the rest", file=sys.stderr)
             code = EXIT_STATUS[signum]

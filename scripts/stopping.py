@@ -36,6 +36,7 @@ class StopRequest:
         self.when = when
         self.signum = None      # the signal that asked for a stop
         self.graceful = False   # True while the work runs
+        self.began = False      # set by the program once its work began (a stop before: nothing to resume)
         self.at = 0.0           # when (time.monotonic) the request came
 
     def __call__(self, signum, frame):

@@ -223,6 +223,14 @@ def test_ctrl_c_ends_the_batch_writes_the_csv_and_resume_does_the_rest(setup, tm
     assert all(r["status"] == "ok" for r in read_rows(out))
 
 
+def test_a_stop_before_the_first_image_says_so(setup, tmp_path, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(predict, "load_members", interrupted)  # while the networks load
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "rgba.png", "--output", tmp_path / "o")
+    assert proc.returncode == 130 and proc.stderr.strip().splitlines()[-1] == "SIGINT: stopped before the first image"
+
+
 def test_resume_refuses_an_output_folder_made_with_other_weights_or_settings(setup, first):
     """predict_run.json records the weights (SHA-256 of their values) and settings; --resume
     with other ones would mix two models in one CSV: one line, exit 2, nothing touched."""
