@@ -10,7 +10,7 @@
 # Variables: DATASET, ACTIVATION (sigmoid, softmax), SEEDS (spaces between), DATA_ROOT, PYTHON;
 # EXTRA_ARGS: more test.py options for both tests (e.g. --amp; not --output).
 case "${1:-}" in
-    "") ;;
+    "") [ $# -le 1 ] || { echo "error: ablation.sh takes no arguments; sh ablation.sh --help lists its variables" >&2; exit 2; } ;;
     -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "error: ablation.sh takes no arguments ($1): set its variables instead, e.g. DATASET=LES-AV sh ablation.sh;" \
             "sh ablation.sh --help lists them" >&2; exit 2 ;;

@@ -9,7 +9,7 @@
 # Variables: DATASET (default DRIVE_AV), ACTIVATION (sigmoid, softmax), SEEDS, JOB, DATA_ROOT,
 # EXTRA_ARGS, PYTHON. No arguments; python test.py --help lists test.py's options.
 case "${1:-}" in
-    "") ;;
+    "") [ $# -le 1 ] || { echo "error: test.sh takes no arguments; sh test.sh --help lists its variables" >&2; exit 2; } ;;
     -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "error: test.sh takes no arguments ($1): set its variables instead, e.g. DATASET=LES-AV sh test.sh;" \
             "sh test.sh --help lists them" >&2; exit 2 ;;

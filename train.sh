@@ -14,10 +14,10 @@
 #   EXTRA_ARGS  more train.py options for every seed; --resume continues every seed
 #   PYTHON      the interpreter (default: the checkout's .venv, else python3)
 # Ctrl-C or SIGTERM to this script stops the seed(s) training at the end of the epoch, last.pth
-# saved (a second one: at once), starts no other seed, and exits 130 or 143; EXTRA_ARGS=--resume
-# continues.
+# saved (a second one, a second or more later: at once), starts no other seed, and ends by that
+# signal (exit status 130 or 143 in a shell); EXTRA_ARGS=--resume continues.
 case "${1:-}" in
-    "") ;;
+    "") [ $# -le 1 ] || { echo "error: train.sh takes no arguments; sh train.sh --help lists its variables" >&2; exit 2; } ;;
     -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "error: train.sh takes no arguments ($1): set its variables instead, e.g. DATASET=HRF-AV sh train.sh;" \
             "sh train.sh --help lists them" >&2; exit 2 ;;
@@ -74,35 +74,43 @@ report() {  # seed, exit status
     elif [ "$2" != 0 ]; then echo "seed $1: failed (exit status $2)${3:+, see $3}" >&2; fi
 }
 # Each seed trains in the background (its pid in $pids) while this script waits, so that a signal
-# to the script is passed on: as SIGTERM, which a background job does not ignore as it does
-# SIGINT. A Ctrl-C at the terminal reaches this script alone for the same reason.
+# to the script is passed on, as SIGTERM. The training ignores SIGINT (trap '' INT, kept through
+# exec): a Ctrl-C at the terminal, which reaches the whole process group, then stops it once,
+# through this script, not at once by two signals.
 pids=""; stopped_by=""
-stop() {  # exit status the script ends with: 130 (Ctrl-C) or 143
+stop() {  # INT or TERM: the signal this script ends by, once the seeds have stopped
     stopped_by=${stopped_by:-$1}
     for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
 }
-trap 'stop 130' INT
-trap 'stop 143' TERM
+trap 'stop INT' INT
+trap 'stop TERM' TERM
 finish() {  # pid: its exit status, once it has ended (a signal to this script ends a wait early)
     status=0; wait "$1" || status=$?
     while kill -0 "$1" 2>/dev/null; do status=0; wait "$1" || status=$?; done
     return $status
 }
+end() {  # exit status: the script ends by the signal that stopped it, if any (a calling loop stops too)
+    if [ -n "$stopped_by" ]; then trap - INT TERM; kill -s "$stopped_by" $$; fi
+    exit "$1"
+}
 jobs=""
 for seed in $SEEDS; do
+    [ -z "$stopped_by" ] || break             # a signal between two seeds: no other one starts
     if [ "$PARALLEL" = 1 ]; then
         mkdir -p logs
         log=logs/${DATASET}_${JOB}_seed$seed.log
         echo "== $(date '+%Y-%m-%d %H:%M:%S') train.sh, seed $seed ==" >> $log
-        (train_seed $seed) >> $log 2>&1 &     # appended: a resumed seed's log keeps its earlier sessions
+        (trap '' INT; train_seed $seed) >> $log 2>&1 &     # appended: a resumed seed's log keeps its earlier sessions
         pids="$pids $!"; jobs="$jobs $seed:$!"
+        [ -z "$stopped_by" ] || stop "$stopped_by"        # a signal while it started: it stops too
         echo "seed $seed: training in the background, log $log"
     else
-        (train_seed $seed) & pids=$!
+        (trap '' INT; train_seed $seed) & pids=$!
+        [ -z "$stopped_by" ] || stop "$stopped_by"
         status=0; finish $pids || status=$?
         pids=""
         report $seed $status
-        if [ -n "$stopped_by" ]; then exit $stopped_by; fi
+        [ -z "$stopped_by" ] || end $status
         [ $status = 0 ] || exit $status
     fi
 done
@@ -114,5 +122,4 @@ for job in $jobs; do
     if [ $status = 0 ]; then echo "seed $seed: done, log logs/${DATASET}_${JOB}_seed$seed.log"; fi
     if [ $status != 0 ] && { [ $worst = 0 ] || [ $worst = 3 ]; }; then worst=$status; fi  # failures first
 done
-if [ -n "$stopped_by" ]; then exit $stopped_by; fi
-exit $worst
+end $worst

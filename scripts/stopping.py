@@ -37,18 +37,20 @@ class StopRequest:
         self.signum = None      # the signal that asked for a stop
         self.graceful = False   # True while the work runs
         self.began = False      # set by the program once its work began (a stop before: nothing to resume)
-        self.at = 0.0           # when (time.monotonic) the request came
+        self.last_sigterm = -float("inf")  # when (time.monotonic) the last SIGTERM came
 
     def __call__(self, signum, frame):
+        if signum == signal.SIGTERM:
+            now, last = time.monotonic(), self.last_sigterm
+            self.last_sigterm = now
+            if now - last < SAME_REQUEST_S:
+                return  # the same SIGTERM, delivered twice (see the module's docstring), in any phase
         if self.graceful and self.signum is None:
-            self.signum, self.at = signum, time.monotonic()
+            self.signum = signum
             if distributed.launched_as_rank_zero():  # under torchrun every rank gets the signal; one says so
                 tqdm.write(f"{FRESH_LINE}{signal_name(signum)}: stopping {self.when} (again to stop at once)",
                            file=sys.stderr)
             return
-        if (self.graceful and signum == self.signum == signal.SIGTERM
-                and time.monotonic() - self.at < SAME_REQUEST_S):
-            return  # the same SIGTERM, delivered twice (see the module's docstring)
         raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 

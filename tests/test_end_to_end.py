@@ -310,10 +310,14 @@ def test_every_shell_script_has_help_and_refuses_arguments_it_does_not_take(scri
         f"{'HRF-AV' if script == 'train.sh' else 'LES-AV'} sh {script}; sh {script} --help lists them"]
 
 
-def test_a_signal_to_train_sh_stops_its_training_and_starts_no_other_seed(real_data, tmp_path):
-    """SIGTERM to train.sh alone (kill <pid>, a scheduler signalling the script): the seed
-    training stops at the end of its epoch with last.pth saved, seed 2 never starts, no
-    train.py is left running, and the script exits 143."""
+@pytest.mark.parametrize("shell, to_group, signum", [("sh", False, signal.SIGTERM), ("bash", True, signal.SIGINT)])
+def test_a_signal_to_train_sh_stops_its_training_and_starts_no_other_seed(real_data, tmp_path, shell, to_group,
+                                                                          signum):
+    """SIGTERM to train.sh alone (kill <pid>, a scheduler signalling the script), or a Ctrl-C at
+    the terminal (SIGINT to the whole process group; bash, which does not leave SIGINT ignored in
+    background jobs by itself): the seed training stops once, at the end of its epoch with
+    last.pth saved, seed 2 never starts, no train.py is left running, and the script ends by
+    that signal."""
     for name in ("train.sh", "train.py", "scripts"):
         (tmp_path / name).symlink_to(ROOT / name)
     env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "DATA_ROOT": str(real_data), "SEEDS": "1 2",
@@ -321,15 +325,20 @@ def test_a_signal_to_train_sh_stops_its_training_and_starts_no_other_seed(real_d
            "EXTRA_ARGS": f"--image-size 64 64 --base-width 4 --cache-dir {tmp_path / 'cache'} --save-every 0 "
                          f"--runs-dir {tmp_path / 'runs'}"}
     log = open(tmp_path / "log", "w")
-    proc = subprocess.Popen(["sh", "train.sh"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([shell, "train.sh"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     run = tmp_path / "DRIVE_AV" / "sigmoid_seed1"
     deadline = time.time() + 300
     while not (run / "last.pth").exists() and time.time() < deadline:  # an epoch done: training is on
         time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=300) == 143, (tmp_path / "log").read_text()[-2000:]
+    if to_group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    assert proc.wait(timeout=300) == -signum, (tmp_path / "log").read_text()[-2000:]
     said = (tmp_path / "log").read_text()
     assert "SIGTERM: stopping at the end of this epoch" in said and "seed 1: stopped; EXTRA_ARGS=--resume" in said
+    assert "stopped after epoch" in said and "interrupted" not in said and "terminated" not in said, said[-2000:]
     assert not (tmp_path / "DRIVE_AV" / "sigmoid_seed2").exists()
     mine = str(tmp_path / "cache").encode()
     left = []

@@ -335,6 +335,10 @@ def test_a_sigterm_delivered_twice_is_one_request_and_a_later_one_stops_at_once(
     request(signal.SIGTERM, None)
     with pytest.raises(KeyboardInterrupt):  # a Ctrl-C after it is a second request, however soon
         request(signal.SIGINT, None)
+    request = stopping.StopRequest()  # outside the graceful stretch: the first stops at once, its twin is ignored
+    with pytest.raises(stopping.Terminated):
+        request(signal.SIGTERM, None)
+    assert request(signal.SIGTERM, None) is None  # no second Terminated while the first unwinds
 
 
 def test_under_torchrun_only_rank_0_says_it_stops(monkeypatch, capsys, tmp_path):
