@@ -8,6 +8,7 @@ The three network files use the original project's names. Ours are dicts
 {"format", "version", "network", "config", "state_dict", ...}; the original's are plain
 state dicts, which load too (their config is inferred from the tensor shapes).
 """
+import contextlib
 import csv
 import io
 import os
@@ -92,20 +93,27 @@ def atomic_write(path, write):
     """Call ``write(tmp_path)`` and rename the result onto ``path``: a crash mid-write leaves
     any previous ``path`` intact. The file gets the usual permissions (0666 less the umask),
     not the 0600 of a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
-        Path(tmp).unlink(missing_ok=True)
+        _remove(tmp)
         raise write_failed(path, exc) from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp):
+    """A temporary file, if there is one and it can go (not on a file system gone read-only)."""
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink(missing_ok=True)
 
 
 def atomic_torch_save(obj, path):
@@ -124,20 +132,23 @@ def save_best(run_dir, nets: Networks, cfg: RunConfig, epoch: int, val_f1: float
         for name in nets.generator_names:
             filename = NETWORK_FILES[name]
             path = Path(run_dir) / filename
-            path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{filename}.{os.getpid()}.tmp")
             staged.append((tmp, path))
             try:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save({"format": FORMAT, "version": VERSION, "network": name, "config": cfg.to_dict(),
                             "epoch": epoch, "val_f1": val_f1, "precision": precision,
                             "state_dict": getattr(nets, name).state_dict()}, tmp)
             except (OSError, RuntimeError) as exc:  # the earlier set stays whole
                 raise write_failed(path, exc) from exc
         for tmp, path in staged:
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise write_failed(path, exc) from exc
     finally:
         for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
 
 
 def read(path, mmap=False):
