@@ -22,7 +22,8 @@ from pathlib import Path
 
 from scripts import metrics, segments
 from scripts.bundle import about_line, load_any, pretrained_bundle
-from scripts.checkpoint import LAST_STATE, CheckpointError, atomic_write, atomic_write_csv, check_folder, make_folder
+from scripts.checkpoint import (LAST_STATE, CheckpointError, WriteError, atomic_write, atomic_write_csv,
+                                check_folder, make_folder)
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import (VARIANTS, ConfigError, dataset_names, dataset_spec, fusion_or_default,
                             network_input_size, saved_dataset_name, seed_run_name, split_seed_run_name,
@@ -257,7 +258,9 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
         summary = score_and_write(spec, runs, samples, probs, details, out_dir, args.workers,
                                   describe_precision(amp_dtype), segment_settings)
     except (KeyboardInterrupt, Terminated) as exc:  # main() prints the line; this says what the folder holds
-        exc.unfinished = (f" before its results were complete; {out_dir} holds what it held before"
+        exc.unfinished = (f" while putting its results in {out_dir}, which may now hold part of them and no "
+                          f"summary.json: run the test again" if getattr(exc, "publishing", False) else
+                          f" before its results were complete; {out_dir} holds what it held before"
                           f"{' (the earlier test, kept)' if replaced else ''}")
         raise
     print(metrics.summary_table(summary))
@@ -274,10 +277,18 @@ def score_and_write(spec, runs, samples, probs, details, out_dir, workers, preci
     and summary.json into ``out_dir``'s STAGING folder, and once all are written, put them in
     place of an earlier test's (``publish_test``); returns the summary. Stopped or failed on the
     way, it leaves ``out_dir`` as it was."""
-    stage = start_staging(out_dir)
+    try:
+        stage = start_staging(out_dir)
+    except OSError as exc:
+        raise WriteError(f"cannot write this test into {out_dir} ({exc.strerror or exc})") from exc
     try:
         return _score_and_write(spec, runs, samples, probs, details, out_dir, stage, workers, precision,
                                 segment_settings)
+    except WriteError as exc:  # a full disk, say, while writing aside: the folder as it was
+        if getattr(exc, "publishing", False):
+            raise
+        raise WriteError(f"cannot write this test into {out_dir} ({getattr(exc, 'reason', exc)}); nothing of it "
+                         f"is left there, and what the folder held before is kept") from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)  # (gone already when the test was published)
 
@@ -316,7 +327,16 @@ def _score_and_write(spec, runs, samples, probs, details, out_dir, stage, worker
                         "per-run mean over test images")
     atomic_write_csv(stage / "metrics.csv", rows, rows[0])
     atomic_write(stage / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
-    publish_test(out_dir, [s.name for s in samples], names if multi else (), tested)
+    try:
+        publish_test(out_dir, [s.name for s in samples], names if multi else (), tested)
+    except (KeyboardInterrupt, Terminated) as exc:
+        exc.publishing = True  # the earlier test is gone by now: predict_and_score's message says so
+        raise
+    except OSError as exc:
+        error = WriteError(f"cannot put this test's results in {out_dir} ({exc.strerror or exc}): it may now hold "
+                           f"part of them and no summary.json; run the test again")
+        error.publishing = True
+        raise error from exc
     return summary
 
 

@@ -42,8 +42,10 @@ class WriteError(ConfigError):
 
 def write_failed(path, exc) -> WriteError:
     """The WriteError of ``exc`` (OSError; torch.save reports a full disk as a RuntimeError)."""
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
-    return WriteError(f"cannot write {path} ({reason}); an earlier {Path(path).name} there is kept")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).splitlines() or [repr(exc)])[0]
+    error = WriteError(f"cannot write {path} ({reason}); an earlier {Path(path).name} there is kept")
+    error.reason = reason
+    return error
 
 
 def _umask():

@@ -437,6 +437,37 @@ def test_test_py_one_line_errors_and_a_test_split_of_another_size(drive_copy, tm
             f"has 20: these numbers are not comparable with the published table") in err
 
 
+def test_a_full_disk_during_a_test_is_one_line_and_keeps_the_earlier_test(drive_copy, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import test as test_script
+    from scripts import evaluate
+    from scripts.bfnet import Networks
+    from scripts.checkpoint import save_best
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    save_best(run, Networks("sigmoid", 4), RunConfig(base_width=4, image_size=(64, 64)), 1, 0.5)
+    out = tmp_path / "out"
+    common = ["--data-root", str(drive_copy), "--cache-dir", str(tmp_path / "cache"), "--load", str(run),
+              "--output", str(out), "--workers", "1"]
+    test_script.main(common)
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real_save = evaluate.Image.Image.save
+
+    def full(self, fp, *args, **kwargs):
+        if "mixed_segments" in str(fp):  # the third picture of the first image
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *args, **kwargs)
+    monkeypatch.setattr(evaluate.Image.Image, "save", full)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        test_script.main(common)
+    assert info.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: cannot write this test into {out} (No space left on device); nothing of it is left there, and "
+        f"what the folder held before is kept")
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_an_existing_output_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
     """make_folder, which test.py, predict.py, pack and bundle call before their work: a
     read-only folder is one line there, not a traceback later. (The permission is simulated:
