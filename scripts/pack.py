@@ -17,6 +17,7 @@ sets would not travel together. train.py notes such a pack; reproduce.py refuses
 import json
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -61,9 +62,10 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True, first=N
     test_samples, training_samples = test_samples[:first], training_samples[:first]
     make_folder(out_root, "--out")  # only now: a wrong --data-root leaves no empty --out behind
 
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    for left in [partial, *target.parent.glob(f"{target.name}.partial-*")]:  # ours, and those of packs killed
-        if left == partial or not _running(left.name.rsplit("-", 1)[-1]):
+    me = f"{socket.gethostname()}-{os.getpid()}"  # the host too: an --out shared over the network
+    partial, earlier = (target.with_name(f"{target.name}.{kind}-{me}") for kind in ("partial", "old"))
+    for left in [partial, *target.parent.glob(f"{target.name}.partial-*"), *target.parent.glob(f"{target.name}.old-*")]:
+        if left == partial or not _running_here(left.name.split("-", 1)[1]):  # ours, or of a pack killed here
             shutil.rmtree(left, ignore_errors=True)
     try:
         # The test split first: a bad test file is found before minutes of resizing.
@@ -75,11 +77,12 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True, first=N
         if first is not None:
             info.update(first=first, note=info["note"] + f"; only the first {first} images of each split")
         (partial / PACK_FILE).write_text(json.dumps(info, indent=1))
-        if target.exists():
-            shutil.rmtree(target)  # an earlier pack: replaced
+        if target.exists():  # an earlier pack: set aside, replaced, then removed (never half-deleted in place)
+            target.rename(earlier)
         partial.rename(target)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(earlier, ignore_errors=True)
     return target
 
 
@@ -150,9 +153,12 @@ def pack_subset(info):
     return None
 
 
-def _running(pid: str) -> bool:
-    """Whether the process of that id (a .partial-<pid> folder's) still runs: its pack is then
-    not to be removed."""
+def _running_here(owner: str) -> bool:
+    """Whether the pack that owns a .partial-<host>-<pid> (or, of older versions, .partial-<pid>)
+    folder may still be running: on another host it may, here only if its process does."""
+    host, _, pid = owner.rpartition("-")
+    if host and host != socket.gethostname():
+        return True
     try:
         os.kill(int(pid), 0)
     except (ValueError, ProcessLookupError):

@@ -4,6 +4,7 @@ import filecmp
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -126,9 +127,11 @@ def test_an_interrupted_pack_leaves_the_earlier_one(real_data, tmp_path, monkeyp
         f"terminated (SIGTERM): pack stopped; {tmp_path / 'packs' / 'DRIVE_AV'} is as it was (an earlier pack there "
         f"is kept)")
     monkeypatch.undo()
-    (tmp_path / "packs" / "DRIVE_AV.partial-999999999").mkdir()  # no such process
+    (tmp_path / "packs" / "DRIVE_AV.partial-999999999").mkdir()  # no such process (an older version's name)
+    (tmp_path / "packs" / f"DRIVE_AV.partial-{socket.gethostname()}-999999999").mkdir()
+    (tmp_path / "packs" / "DRIVE_AV.partial-elsewhere-1").mkdir()  # another host's: perhaps still packing
     pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
-    assert [p.name for p in (tmp_path / "packs").iterdir()] == ["DRIVE_AV"]
+    assert sorted(p.name for p in (tmp_path / "packs").iterdir()) == ["DRIVE_AV", "DRIVE_AV.partial-elsewhere-1"]
 
 
 def test_a_bad_test_file_is_found_when_packing_not_on_the_other_machine(real_data, tmp_path):
