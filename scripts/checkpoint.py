@@ -317,9 +317,11 @@ def load_networks(run_dir, expected: dict = None, filenames: dict = None):
         if len({repr(v) for v in saves.values()}) <= 1:
             break
     else:
-        raise CheckpointError(f"{run_dir}: its network files are of different saves (epochs " + ", ".join(
-            f"{filenames[n]} {epoch}" for n, (epoch, _) in saves.items()) + "): G, G_A and G_V must be one "
-            "epoch's of one run")
+        epochs = {n: epoch for n, (epoch, _) in saves.items()}
+        which = ("epochs " + ", ".join(f"{filenames[n]} {e}" for n, e in epochs.items())
+                 if len(set(epochs.values())) > 1 else "one epoch, but other runs' configurations")
+        raise CheckpointError(f"{run_dir}: its network files are of different saves ({which}): G, G_A and G_V "
+                              f"must be one epoch's of one run")
     read_files = {n: network_state(files[n], c) for n, c in contents.items()}
     states = {n: state for n, (state, _) in read_files.items()}
     configs = [config for _, config in read_files.values()]

@@ -405,8 +405,8 @@ def test_ablation_sh_compares_the_seeds_trained_both_ways(probe_run, real_data, 
         (tmp_path / name).symlink_to(ROOT / name)
     runs = tmp_path / "DRIVE_AV"
     runs.mkdir()
-    (runs / "sigmoid_seed42").symlink_to(work / "DRIVE_AV" / "probe")
-    (runs / "sigmoid_seed40").symlink_to(work / "DRIVE_AV" / "probe")  # no ablation run for seed 40
+    for seed in ("42", "40"):  # copies of one run (test.py refuses one run twice); no ablation run for seed 40
+        shutil.copytree(work / "DRIVE_AV" / "probe", runs / f"sigmoid_seed{seed}")
     run([str(ROOT / "train.py"), "--dataset", "DRIVE_AV", "--data-root", str(real_data), "--epochs", "1",
          "--image-size", "64", "64", "--base-width", "4", "--fusion", "none", "--job_name", "sigmoid_nofusion_seed42",
          "--cache-dir", str(work / "cache"), "--output-root", str(tmp_path), "--runs-dir", str(tmp_path / "runs")],
@@ -427,7 +427,7 @@ def test_ablation_sh_compares_the_seeds_trained_both_ways(probe_run, real_data, 
 
     # Two seeds, then fewer: the earlier ablation's tests are replaced, not refused. A test that
     # fails (a run folder without networks) leaves both as they were.
-    (runs / "sigmoid_nofusion_seed40").symlink_to(runs / "sigmoid_nofusion_seed42")
+    shutil.copytree(runs / "sigmoid_nofusion_seed42", runs / "sigmoid_nofusion_seed40")
     for seeds in ("42 40", "42"):
         proc = subprocess.run(["sh", "ablation.sh"], cwd=tmp_path, env={**env, "SEEDS": seeds}, capture_output=True,
                               text=True, timeout=600)
@@ -435,7 +435,7 @@ def test_ablation_sh_compares_the_seeds_trained_both_ways(probe_run, real_data, 
         for name in ("bfnet", "nofusion"):
             summary = json.loads((runs / f"Final_pre_sigmoid_{name}" / "summary.json").read_text())
             assert len(summary["runs"]) == len(seeds.split())
-    (runs / "sigmoid_nofusion_seed40").unlink()
+    shutil.rmtree(runs / "sigmoid_nofusion_seed40")
     (runs / "sigmoid_nofusion_seed40").mkdir()
     before = {p: p.read_bytes() for p in runs.glob("Final_pre_*/summary.json")}
     proc = subprocess.run(["sh", "ablation.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
