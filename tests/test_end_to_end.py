@@ -325,8 +325,10 @@ def test_a_signal_to_train_sh_stops_its_training_and_starts_no_other_seed(real_d
            "EXTRA_ARGS": f"--image-size 64 64 --base-width 4 --cache-dir {tmp_path / 'cache'} --save-every 0 "
                          f"--runs-dir {tmp_path / 'runs'}"}
     log = open(tmp_path / "log", "w")
+    # As from a terminal: SIGINT at its default (a test run in the background of a script has it
+    # ignored, and a shell cannot trap a signal ignored when it started).
     proc = subprocess.Popen([shell, "train.sh"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run = tmp_path / "DRIVE_AV" / "sigmoid_seed1"
     deadline = time.time() + 300
     while not (run / "last.pth").exists() and time.time() < deadline:  # an epoch done: training is on
