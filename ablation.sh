@@ -59,9 +59,25 @@ fi
 # earlier ones as they were, and its partial output is removed.
 NEW=$(mktemp -d "./$FOLDER/.ablation.XXXXXX")
 trap 'rm -rf "$NEW"' EXIT
-"$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=$ACTIVATION --seeds $BOTH --data-root="$DATA_ROOT" \
+# Each test runs in the background, ignoring SIGINT, while this script waits: a Ctrl-C or SIGTERM
+# to the script is passed on once (as SIGTERM), the partial output removed, and the script ends by
+# that signal, the earlier ablation untouched.
+child=""; stopped_by=""
+stop() { stopped_by=${stopped_by:-$1}; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null || true; }
+trap 'stop INT' INT
+trap 'stop TERM' TERM
+run_test() {  # test.py's arguments: its exit status
+    (trap '' INT; exec "$PYTHON" "$HERE/test.py" "$@") & child=$!
+    [ -z "$stopped_by" ] || stop "$stopped_by"
+    status=0; wait "$child" || status=$?
+    while kill -0 "$child" 2>/dev/null; do status=0; wait "$child" || status=$?; done
+    child=""
+    if [ -n "$stopped_by" ]; then rm -rf "$NEW"; trap - INT TERM EXIT; kill -s "$stopped_by" $$; fi
+    return $status
+}
+run_test --dataset=$DATASET --job_name=$ACTIVATION --seeds $BOTH --data-root="$DATA_ROOT" \
     --output "$NEW/bfnet" $EXTRA_ARGS
-"$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=${ACTIVATION}_nofusion --seeds $BOTH --data-root="$DATA_ROOT" \
+run_test --dataset=$DATASET --job_name=${ACTIVATION}_nofusion --seeds $BOTH --data-root="$DATA_ROOT" \
     --output "$NEW/nofusion" $EXTRA_ARGS
 REPLACED=""; if [ -e "$OUT_BF" ] || [ -e "$OUT_NF" ]; then REPLACED=" (the earlier ablation's replaced)"; fi
 rm -rf "$OUT_BF" "$OUT_NF"

@@ -343,14 +343,7 @@ def test_a_signal_to_train_sh_stops_its_training_and_starts_no_other_seed(real_d
     assert "stopped after epoch" in said and "interrupted" not in said and "terminated" not in said, said[-2000:]
     assert not (tmp_path / "DRIVE_AV" / "sigmoid_seed2").exists()
     mine = str(tmp_path / "cache").encode()
-    left = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if mine in cmdline.read_bytes():
-                left.append(cmdline.parent.name)
-        except OSError:  # a process that ended meanwhile
-            pass
-    assert not left, left  # no train.py of this test still running
+    assert not [c for c in Path("/proc").glob("[0-9]*/cmdline") if _reads(c, mine)]  # no train.py of it left
 
 
 def test_train_sh_trains_in_fp32_unless_amp_is_asked_for(tmp_path):
@@ -449,6 +442,30 @@ def test_ablation_sh_compares_the_seeds_trained_both_ways(probe_run, real_data, 
                               env={**env, "EXTRA_ARGS": env["EXTRA_ARGS"] + extra,
                                    "SEEDS": "42,40" if not extra else "42"})
         assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+    # SIGTERM to ablation.sh alone while its first test runs: passed on, the partial output removed,
+    # no test.py left running, the earlier ablation untouched, and the script ends by the signal.
+    (runs / "sigmoid_nofusion_seed40").rmdir()
+    before = {p: p.read_bytes() for p in runs.glob("Final_pre_*/summary.json")}
+    proc = subprocess.Popen(["sh", "ablation.sh"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(runs.glob(".ablation*/bfnet")) and time.time() < deadline:  # test.py has started writing
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGTERM, err[-2000:]
+    assert not list(runs.glob(".ablation*")) and {p: p.read_bytes() for p in runs.glob("Final_pre_*/summary.json")} == before
+    mine = str(work / "cache").encode()
+    assert not [c for c in Path("/proc").glob("[0-9]*/cmdline") if _reads(c, mine)]  # no test.py of this test left
+
+
+def _reads(cmdline, text) -> bool:
+    """Whether a process's command line (a /proc/<pid>/cmdline) holds ``text``; False for one gone."""
+    try:
+        return text in cmdline.read_bytes()
+    except OSError:
+        return False
 
 
 def torch_load(path):
