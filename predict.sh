@@ -9,6 +9,8 @@
 #
 # WEIGHTS: run folder(s), bundle file(s) or index JSON(s), space separated (default: the shipped bundle).
 # INPUT: a folder (recursive), a quoted glob, a list file or an image. Extra arguments go to predict.py.
+# OUTPUT: the output folder (default ./predictions); MASKS: a folder of FOV masks; NPROC: processes
+# (default 1); PYTHON: the interpreter (default: the checkout's .venv, else python3).
 set -eu
 case "${1:-}" in -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; echo; PRINT_HELP=1 ;; esac
 WEIGHTS=${WEIGHTS:-}

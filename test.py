@@ -11,6 +11,9 @@ Examples:
     python test.py --dataset DRIVE_AV --job_name sigmoid --seeds 42 40 38  # ./DRIVE_AV/sigmoid_seed42, ...
     python test.py --dataset DRIVE_AV --load path/to/original_checkpoints_folder
     python test.py --dataset DRIVE_AV --pretrained     # the shipped bundle in pretrained/
+
+Exit status: 0 when the test was written, 2 for a bad option or file (one line), 130 / 143 for
+Ctrl-C / SIGTERM (the folder as it was, unless the results were being moved in).
 """
 import argparse
 import json

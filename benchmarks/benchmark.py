@@ -266,7 +266,7 @@ def main(argv=None):
                                                           "test image; default %(default)s)")
     p.add_argument("--activation", choices=list(VARIANTS), default="sigmoid", help="variant (default %(default)s)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="cpu, cuda, cuda:1 (default: %(default)s)")
+                   help="cpu, cuda, cuda:1 (default: cuda when present, else cpu)")
     p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("W", "H"),
                    help="network input (default: the data set's)")
     p.add_argument("--base-width", type=int, default=32, help="network width (default %(default)s, the paper's)")

@@ -2,7 +2,7 @@
 results/ folders keep of each training run, since the event files also hold a picture per
 validation and grow large. ``.gz`` at the end of the name compresses it.
 
-    python -m scripts.scalars runs/DRIVE_AV_sigmoid_seed42 results/sigmoid/DRIVE_AV/seed42/scalars.csv.gz
+    python -m scripts.scalars runs/DRIVE_AV_sigmoid_seed42 results/sigmoid/DRIVE_AV/<tag>/seed42/scalars.csv.gz
 """
 import csv
 import gzip
