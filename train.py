@@ -221,8 +221,8 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f} %"
             f"{f' at epoch {best_epoch}' if best_epoch else ''})")
         if start_epoch >= cfg.epochs:  # nothing written: no TensorBoard file, no last.pth of other --epochs
-            log(f"{start_epoch} epochs are done already, --epochs is {cfg.epochs}: nothing to train; --epochs N "
-                f"(more than {start_epoch}) trains longer")
+            log(f"{start_epoch} epochs are done already, --epochs is {cfg.epochs}: nothing to train, the run is "
+                f"left as it was; --epochs N (train.sh: EPOCHS=N) of more than {start_epoch} trains longer")
             ctx.close()
             return best_f1, True
         if trained_in and trained_in != precision:  # allowed (a run-time option), but never unsaid

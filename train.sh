@@ -11,7 +11,8 @@
 #   DATA_ROOT   ./data (default)
 #   AMP         0 (default): fp32, as the paper; 1: mixed precision, faster
 #   PARALLEL    1: all seeds at once, logs in ./logs (for a GPU, not a CPU)
-#   EXTRA_ARGS  more train.py options for every seed; --resume continues every seed
+#   EXTRA_ARGS  more train.py options for every seed; the same with --resume added continues every
+#               seed (one never started then starts with those options)
 #   PYTHON      the interpreter (default: the checkout's .venv, else python3)
 # Ctrl-C or SIGTERM to this script stops the seed(s) training at the end of the epoch, last.pth
 # saved (a second one, a second or more later: at once), starts no other seed, and ends by that
@@ -61,16 +62,23 @@ train_seed() {  # run in a subshell: it becomes train.py (exec), so that signals
         if [ -e "./$FOLDER/${JOB}_seed$1/last.pth" ]; then
             resume_arg="--resume"
             if [ -z "$EPOCHS_SET" ]; then epochs_arg=""; fi
-        elif [ ! -e "./$FOLDER/${JOB}_seed$1" ]; then echo "seed $1: not started yet, starting it" >&2; fi
+        elif [ ! -e "./$FOLDER/${JOB}_seed$1" ]; then
+            echo "seed $1: not started yet, starting it with EXTRA_ARGS=\"$(echo $EXTRA_ARGS)\" (a resumed seed keeps" \
+                 "its own saved options)" >&2; fi
     fi
     exec "$PYTHON" "$HERE/train.py" $epochs_arg --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
         --beta=1.1 --gama=0.08 --dataset=$DATASET --discriminator=unet --uniform=False \
         --job_name=${JOB}_seed$1 --seed_num=$1 --activation=$ACTIVATION \
         --data-root="$DATA_ROOT" $PRECISION_ARG $FUSION_ARG $resume_arg $EXTRA_ARGS
 }
+# What continues a stopped seed: the same variables, EXTRA_ARGS with --resume added (a seed never
+# started then starts with the same options, not with train.sh's defaults).
+CONTINUE="EXTRA_ARGS=\"${EXTRA_ARGS:+$(echo $EXTRA_ARGS) }--resume\""
 report() {  # seed, exit status
-    if [ "$2" = 3 ]; then echo "seed $1: stopped by --time-limit; EXTRA_ARGS=--resume continues it" >&2
-    elif [ "$2" = 130 ] || [ "$2" = 143 ]; then echo "seed $1: stopped; EXTRA_ARGS=--resume continues it" >&2
+    if [ "$2" = 3 ]; then echo "seed $1: stopped by --time-limit; $CONTINUE continues it" >&2
+    elif { [ "$2" = 130 ] || [ "$2" = 143 ]; } && [ ! -e "./$FOLDER/${JOB}_seed$1/last.pth" ]; then
+        echo "seed $1: stopped before its first epoch was saved: nothing to resume, the same command starts it" >&2
+    elif [ "$2" = 130 ] || [ "$2" = 143 ]; then echo "seed $1: stopped; $CONTINUE continues it" >&2
     elif [ "$2" != 0 ]; then echo "seed $1: failed (exit status $2)${3:+, see $3}" >&2; fi
 }
 # Each seed trains in the background (its pid in $pids) while this script waits, so that a signal

@@ -111,13 +111,14 @@ def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"--resume: no saved run to continue, {path} not found (check --job_name, --dataset and "
                           f"--output-root; a run not started yet starts without --resume)")
-    saved = RunConfig.from_dict(read_state(path, mmap=True)["config"])  # train() reads the 400 MB state
+    state = read_state(path, mmap=True)  # (mapped: train() reads the 400 MB state)
+    saved, done = RunConfig.from_dict(state["config"]), state["epoch"] + 1
     saved.time_limit = cfg.time_limit  # a budget of this invocation, never carried over
     changed = []
     for key in sorted(given & set(RunConfig.__dataclass_fields__)):
         ours, theirs = getattr(cfg, key), getattr(saved, key)
         if key in RUNTIME_OPTIONS:
-            if key == "epochs" and ours != theirs and launched_as_rank_zero():
+            if key == "epochs" and ours != theirs and ours > done and launched_as_rank_zero():  # (else: said later)
                 print(f"note: --epochs {ours}: the run was planned for {theirs}; it now trains to epoch {ours}",
                       file=sys.stderr)
             setattr(saved, key, ours)

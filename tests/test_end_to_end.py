@@ -285,11 +285,12 @@ def test_train_sh_time_limit_then_resume_continues_every_seed(real_data, tmp_pat
 
     first = train_sh(tiny + " --time-limit 0.0001")
     assert first.returncode == 3, first.stderr[-2000:]
-    assert "seed 1: stopped by --time-limit; EXTRA_ARGS=--resume continues it" in first.stderr
+    assert (f'seed 1: stopped by --time-limit; EXTRA_ARGS="{tiny} --time-limit 0.0001 --resume" continues it'
+            in first.stderr), first.stderr  # the options it started with: a seed never started gets them too
     assert epochs_done(1) == 1 and not (tmp_path / "DRIVE_AV" / "sigmoid_seed2").exists()
     second = train_sh("--resume " + tiny)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert "seed 2: not started yet, starting it" in second.stderr
+    assert f'seed 2: not started yet, starting it with EXTRA_ARGS="{tiny}"' in second.stderr
     assert epochs_done(1) == 2 and epochs_done(2) == 2
 
 
@@ -339,7 +340,8 @@ def test_a_signal_to_train_sh_stops_its_training_and_starts_no_other_seed(real_d
         proc.send_signal(signum)
     assert proc.wait(timeout=300) == -signum, (tmp_path / "log").read_text()[-2000:]
     said = (tmp_path / "log").read_text()
-    assert "SIGTERM: stopping at the end of this epoch" in said and "seed 1: stopped; EXTRA_ARGS=--resume" in said
+    assert "SIGTERM: stopping at the end of this epoch" in said
+    assert f'seed 1: stopped; EXTRA_ARGS="{env["EXTRA_ARGS"]} --resume" continues it' in said
     assert "stopped after epoch" in said and "interrupted" not in said and "terminated" not in said, said[-2000:]
     assert not (tmp_path / "DRIVE_AV" / "sigmoid_seed2").exists()
     mine = str(tmp_path / "cache").encode()

@@ -420,6 +420,10 @@ def test_a_resume_in_another_precision_is_noted_and_one_with_nothing_to_train_wr
                                     resume=True)
     assert complete and "2 epochs are done already, --epochs is 1: nothing to train" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == files
+    last_state.resume_config(config(real_data, tmp_path, 1), {"epochs"}, tmp_path)  # fewer than done: not
+    assert "it now trains to" not in capsys.readouterr().err                        # "it now trains to epoch 1"
+    last_state.resume_config(config(real_data, tmp_path, 5), {"epochs"}, tmp_path)
+    assert "note: --epochs 5: the run was planned for 2; it now trains to epoch 5" in capsys.readouterr().err
 
 
 def test_train_py_names_every_run_time_option_resume_allows():
