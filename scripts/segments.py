@@ -358,23 +358,30 @@ def _font(pixels):
 def with_legend(picture, minority=DEFAULT_SETTINGS.minority) -> np.ndarray:
     """``draw_mixed_segments``'s picture with a legend strip below it (the picture's rows
     unchanged above): the yellow outline, the four class colours and the dimming, in words,
-    wrapped to the picture's width. Sized with ``outline_width``, so it reads on a screen at
-    HRF-AV's 3504 x 2336 too. Returns (H + strip) x W x 3 uint8."""
+    wrapped to the picture's width (between items; within one only where it would not fit on a
+    line of its own, as on a small validation picture). Sized with ``outline_width``, so it reads
+    on a screen at HRF-AV's 3504 x 2336 too. Returns (H + strip) x W x 3 uint8."""
     picture = np.asarray(picture)
-    height, width = picture.shape[:2]
+    width = picture.shape[1]
     unit = outline_width(picture.shape)             # 1 on DRIVE_AV, 4 on HRF-AV
-    font, box, gap = _font(12 * unit), 11 * unit, 6 * unit
+    font, box, gap = _font((12 if width >= 256 else 9) * unit), 11 * unit, 6 * unit
     items = [("outline", f"segment mixed (minority >= {100 * minority:g} %)"),
              (CLASS_COLOURS[1], "artery"), (CLASS_COLOURS[2], "vein"), (CLASS_COLOURS[3], "uncertain"),
              (CLASS_COLOURS[0], "background"), (None, "the rest: the prediction, dimmed")]
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    place, x, line = [], gap, 0                    # (item, x, line) laid out left to right, wrapped
+
+    def length(text):
+        return round(measure.textlength(text, font=font))
+    place, x, line = [], gap, 0                    # (swatch or None, text, x, line), left to right, wrapped
     for colour, text in items:
-        span = (box + gap // 2 if colour is not None else 0) + round(measure.textlength(text, font=font))
-        if x > gap and x + span > width - gap:
-            x, line = gap, line + 1
-        place.append((colour, text, x, line))
-        x += span + 2 * gap
+        lead = box + gap // 2 if colour is not None else 0
+        pieces = [text] if lead + length(text) <= width - 2 * gap else text.split(" ")  # too long: word by word
+        for k, piece in enumerate(pieces):
+            span = (lead if k == 0 else 0) + length(piece)
+            if x > gap and x + span > width - gap:
+                x, line = gap, line + 1
+            place.append((colour if k == 0 else None, piece, x, line))
+            x += span + (length(" ") if k < len(pieces) - 1 else 2 * gap)
     row = box + gap
     strip = Image.new("RGB", (width, (line + 1) * row + gap), (32, 32, 32))
     draw = ImageDraw.Draw(strip)

@@ -426,6 +426,9 @@ def test_the_legend_goes_below_the_picture_and_names_every_colour():
     assert at_25.shape == strip.shape and not np.array_equal(at_25, strip)  # the minority is written out
     with_alpha = np.dstack([picture, np.full(picture.shape[:2], 255, np.uint8)])
     assert np.array_equal(segments.with_legend(with_alpha), out)
+    for width in (128, 565, 3504):  # nothing cut at the right edge: wrapped within an item where needed
+        strip = segments.with_legend(np.zeros((128, width, 3), np.uint8))[128:]
+        assert (strip[:, -2:] == 32).all(), width
 
 
 # --- real data ------------------------------------------------------------------------------------------
