@@ -313,9 +313,10 @@ def _score_and_write(spec, runs, samples, probs, details, out_dir, stage, worker
     print(f"{len(samples)} images x {len(runs)} run{'s' if multi else ''} evaluated at full size in "
           f"{time.time() - started:.1f}s, {min(workers, len(samples))} at a time", flush=True)
 
-    for name, results in zip(names, per_run, strict=True):
-        for note in segments.caveats(results):
-            print(f"note: {name + ': ' if multi else ''}segment metric: {note}", file=sys.stderr)
+    segment_notes = [f"{name + ': ' if multi else ''}{note}" for name, results in zip(names, per_run, strict=True)
+                     for note in segments.caveats(results)]
+    for note in segment_notes:
+        print(f"note: segment metric: {note}", file=sys.stderr)
     run_summaries = [metrics.summarize(r) for r in per_run]
     summary = metrics.in_percent(metrics.mean_std_over_runs(run_summaries))
     summary.update(tested)  # run_paths: the same runs from any working folder
@@ -326,6 +327,7 @@ def _score_and_write(spec, runs, samples, probs, details, out_dir, stage, worker
     summary["dataset"] = spec.name
     summary["precision"] = precision  # of the networks' predictions: fp32 unless --amp (and it paid)
     summary["segment_settings"] = segment_settings.as_dict()
+    summary["segment_notes"] = segment_notes  # scripts.compare repeats them beside the numbers
     summary["units"] = ("percent (segments/count: a number); mean and std (ddof=0) over runs of the "
                         "per-run mean over test images")
     atomic_write_csv(stage / "metrics.csv", rows, rows[0])

@@ -235,7 +235,7 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
     names = run_names(_run_name(f) for f in folders)
     started = time.time()
     split_threads = max(1, usable_cores() // workers)  # the k-d tree's share of the cores
-    rows, run_summaries = [], []
+    rows, run_summaries, segment_notes = [], [], []
     for name, files in zip(names, paths, strict=True):
         pictures = out_dir / "mixed_segments" / (name if several else "")
         one = functools.partial(_score_nth, samples, files, pictures, split_threads, settings)
@@ -246,14 +246,15 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
         for note in picture_notes(results):
             print(f"note: {name + ': ' if several else ''}{note}", file=sys.stderr)
         for note in segments.caveats(results):
-            print(f"note: {name + ': ' if several else ''}segment metric: {note}", file=sys.stderr)
+            segment_notes.append(f"{name + ': ' if several else ''}{note}")
+            print(f"note: segment metric: {segment_notes[-1]}", file=sys.stderr)
         run_summaries.append((metrics.summarize(results), Counter(r["picture"]["kind"] for r in results)))
     summary = metrics.in_percent(metrics.mean_std_over_runs([r for r, _ in run_summaries]))
     summary.update({"runs": [str(f) for f in folders], "images": len(samples), "dataset": spec.name,
                     "per_run": {n: {m: 100.0 * r["average"][m] for m in metrics.TABLE_METRICS}
                                 for n, (r, _) in zip(names, run_summaries, strict=True)},
                     "prediction_kinds": dict(sum((k for _, k in run_summaries), Counter())),
-                    "segment_settings": settings.as_dict(),
+                    "segment_settings": settings.as_dict(), "segment_notes": segment_notes,
                     "scored": f"pictures <name>{suffix}.png of {', '.join(map(str, folders))} (python -m "
                               f"scripts.score); probability extras from their 8-bit values",
                     "units": "percent (segments/count: a number); mean and std (ddof=0) over the prediction "

@@ -122,6 +122,11 @@ def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, t
     err = capsys.readouterr().err
     assert "100.0 % of the predicted vessel pixels have R and B on, G off" in err
     assert "vein never predicted in any segment" in err and purple["segments"]["mixed_any"]["mean"] == 0
+    # The summary keeps that note, and scripts.compare repeats it beside the numbers.
+    assert [n.split(":")[0] for n in purple["segment_notes"]] == ["vein never predicted in any segment"]
+    from scripts import compare
+    compare.main([str(tmp_path / "purple_scores"), str(tmp_path / "maps_scores")])
+    assert "note: purple_scores: segment metric: vein never predicted in any segment" in capsys.readouterr().err
 
 
 def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, tmp_path, capsys):
