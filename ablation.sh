@@ -84,5 +84,6 @@ rm -rf "$OUT_BF" "$OUT_NF"
 mv "$NEW/bfnet" "$OUT_BF"
 mv "$NEW/nofusion" "$OUT_NF"
 echo "seed(s)$BOTH: the tests are in $OUT_BF and $OUT_NF$REPLACED" >&2
+if [ -n "$stopped_by" ]; then trap - INT TERM; kill -s "$stopped_by" $$; fi  # a stop while they moved in
 PYTHONSAFEPATH=1 "$PYTHON" -m scripts.compare "$OUT_BF/summary.json" "$OUT_NF/summary.json" \
     --names BF-Net "no fusion (ablation)"

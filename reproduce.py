@@ -332,7 +332,7 @@ class Job:
                                              "command": phase.command}
         how = why or {0: "done", TIME_LIMIT_EXIT: "stopped by --time-limit, as planned"}.get(status, f"exit status {status}")
         if why is None and status is not None and (status < 0 or status in (130, 143)):  # by the signal, or its code
-            how = f"stopped by {signal_name(-status if status < 0 else status - 128)} at its time limit"
+            how = f"stopped by {signal_name(-status if status < 0 else status - 128)}"
         log_line(f"{phase.name}: {how} after {phase.seconds / 60:.1f} min (log {phase.log})")
         if status not in ok:
             self.failed.append(phase.name)

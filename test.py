@@ -261,10 +261,12 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
         summary = score_and_write(spec, runs, samples, probs, details, out_dir, args.workers,
                                   describe_precision(amp_dtype), segment_settings)
     except (KeyboardInterrupt, Terminated) as exc:  # main() prints the line; this says what the folder holds
-        exc.unfinished = (f" while putting its results in {out_dir}, which may now hold part of them and no "
-                          f"summary.json: run the test again" if getattr(exc, "publishing", False) else
-                          f" before its results were complete; {out_dir} holds what it held before"
-                          f"{' (the earlier test, kept)' if replaced else ''}")
+        if getattr(exc, "publishing", False):
+            exc.unfinished = (f" while putting its results in {out_dir}, which may now hold part of them and no "
+                              f"summary.json: run the test again")
+        elif not getattr(exc, "unfinished", None):  # (set where the test was complete already)
+            exc.unfinished = (f" before its results were complete; {out_dir} holds what it held before"
+                              f"{' (the earlier test, kept)' if replaced else ''}")
         raise
     print(metrics.summary_table(summary))
     print(metrics.BINARY_AUC_NOTE)
@@ -335,7 +337,10 @@ def _score_and_write(spec, runs, samples, probs, details, out_dir, stage, worker
     try:
         publish_test(out_dir, [s.name for s in samples], names if multi else (), tested)
     except (KeyboardInterrupt, Terminated) as exc:
-        exc.publishing = True  # the earlier test is gone by now: predict_and_score's message says so
+        # the earlier test is gone by now; once the summary has moved in (last), the test is complete
+        exc.publishing = (stage / "summary.json").exists() or not (out_dir / "summary.json").exists()
+        if not exc.publishing:
+            exc.unfinished = f" after writing its results to {out_dir} (complete)"
         raise
     except OSError as exc:
         error = WriteError(f"cannot put this test's results in {out_dir} ({exc.strerror or exc}): it may now hold "

@@ -16,7 +16,8 @@
 #   PYTHON      the interpreter (default: the checkout's .venv, else python3)
 # Ctrl-C or SIGTERM to this script stops the seed(s) training at the end of the epoch, last.pth
 # saved (a second one, a second or more later: at once), starts no other seed, and ends by that
-# signal (exit status 130 or 143 in a shell); EXTRA_ARGS=--resume continues.
+# signal (exit status 130 or 143 in a shell); the same variables with --resume added to EXTRA_ARGS
+# continue (the message says how).
 case "${1:-}" in
     "") [ $# -le 1 ] || { echo "error: train.sh takes no arguments; sh train.sh --help lists its variables" >&2; exit 2; } ;;
     -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
@@ -46,9 +47,9 @@ if [ "$AMP" = 1 ]; then PRECISION_ARG="--amp"; else PRECISION_ARG="--no-amp"; fi
 PARALLEL=${PARALLEL:-0}               # 1: train all seeds at once, each logging to ./logs/<DATASET>_<job>_seed<N>.log;
                                       # for a GPU (room for several runs at batch 2), not a CPU (shared cores)
 # EXTRA_ARGS go to every seed's train.py: --time-limit is a budget per seed (exit status 3 when it
-# stopped one; the remaining seeds are not started). EXTRA_ARGS=--resume continues: each seed
-# with a last.pth is resumed to its own planned epochs (EPOCHS set: to those; a finished one
-# returns at once), a seed never started is started.
+# stopped one; the remaining seeds are not started). The same EXTRA_ARGS with --resume added
+# continue: each seed with a last.pth is resumed to its own planned epochs (EPOCHS set: to those;
+# a finished one returns at once), a seed never started is started with those options.
 EXTRA_ARGS=${EXTRA_ARGS:-}
 RESUME=0
 case " $EXTRA_ARGS " in *" --resume "*)
@@ -72,13 +73,14 @@ train_seed() {  # run in a subshell: it becomes train.py (exec), so that signals
         --data-root="$DATA_ROOT" $PRECISION_ARG $FUSION_ARG $resume_arg $EXTRA_ARGS
 }
 # What continues a stopped seed: the same variables, EXTRA_ARGS with --resume added (a seed never
-# started then starts with the same options, not with train.sh's defaults).
-CONTINUE="EXTRA_ARGS=\"${EXTRA_ARGS:+$(echo $EXTRA_ARGS) }--resume\""
+# started, or stopped before its first save, then starts with the same options, not with
+# train.sh's defaults).
+CONTINUE="the same variables (DATASET, SEEDS, ...) with EXTRA_ARGS=\"${EXTRA_ARGS:+$(echo $EXTRA_ARGS) }--resume\""
 report() {  # seed, exit status
-    if [ "$2" = 3 ]; then echo "seed $1: stopped by --time-limit; $CONTINUE continues it" >&2
+    if [ "$2" = 3 ]; then echo "seed $1: stopped by --time-limit; $CONTINUE continue it" >&2
     elif { [ "$2" = 130 ] || [ "$2" = 143 ]; } && [ ! -e "./$FOLDER/${JOB}_seed$1/last.pth" ]; then
-        echo "seed $1: stopped before its first epoch was saved: nothing to resume, the same command starts it" >&2
-    elif [ "$2" = 130 ] || [ "$2" = 143 ]; then echo "seed $1: stopped; $CONTINUE continues it" >&2
+        echo "seed $1: stopped before its first epoch was saved; $CONTINUE start it again" >&2
+    elif [ "$2" = 130 ] || [ "$2" = 143 ]; then echo "seed $1: stopped; $CONTINUE continue it" >&2
     elif [ "$2" != 0 ]; then echo "seed $1: failed (exit status $2)${3:+, see $3}" >&2; fi
 }
 # Each seed trains in the background (its pid in $pids) while this script waits, so that a signal

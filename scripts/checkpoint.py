@@ -143,11 +143,15 @@ def save_best(run_dir, nets: Networks, cfg: RunConfig, epoch: int, val_f1: float
                             "state_dict": getattr(nets, name).state_dict()}, tmp)
             except (OSError, RuntimeError) as exc:  # the earlier set stays whole
                 raise write_failed(path, exc) from exc
-        for tmp, path in staged:
+        for k, (tmp, path) in enumerate(staged):
             try:
                 os.replace(tmp, path)
-            except OSError as exc:
-                raise write_failed(path, exc) from exc
+            except OSError as exc:  # (a rename in one folder: rare) the files before it are already new
+                error = write_failed(path, exc)
+                if k:
+                    error.args = (f"cannot write {path} ({error.reason}); the network files in {run_dir} are now "
+                                  f"of two saves: the next save (or --resume) writes them whole again",)
+                raise error from exc
     finally:
         for tmp, _ in staged:
             _remove(tmp)

@@ -64,9 +64,11 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True, first=N
 
     me = f"{socket.gethostname()}-{os.getpid()}"  # the host too: an --out shared over the network
     partial, earlier = (target.with_name(f"{target.name}.{kind}-{me}") for kind in ("partial", "old"))
-    for left in [partial, *target.parent.glob(f"{target.name}.partial-*"), *target.parent.glob(f"{target.name}.old-*")]:
-        if left == partial or not _running_here(left.name.split("-", 1)[1]):  # ours, or of a pack killed here
-            shutil.rmtree(left, ignore_errors=True)
+    for kind in ("partial", "old"):  # ours, and those of packs killed here (LES-AV: the prefix has a '-' itself)
+        prefix = f"{target.name}.{kind}-"
+        for left in target.parent.glob(prefix + "*"):
+            if left == partial or not _running_here(left.name[len(prefix):]):
+                shutil.rmtree(left, ignore_errors=True)
     try:
         # The test split first: a bad test file is found before minutes of resizing.
         test = _copy_test(test_samples, partial, progress)
@@ -80,6 +82,10 @@ def pack_dataset(data_root, dataset, out_root, size=None, progress=True, first=N
         if target.exists():  # an earlier pack: set aside, replaced, then removed (never half-deleted in place)
             target.rename(earlier)
         partial.rename(target)
+    except BaseException:
+        if earlier.exists() and not target.exists():  # stopped between the two renames: the earlier one back
+            earlier.rename(target)
+        raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(earlier, ignore_errors=True)

@@ -37,14 +37,14 @@ class StopRequest:
         self.signum = None      # the signal that asked for a stop
         self.graceful = False   # True while the work runs
         self.began = False      # set by the program once its work began (a stop before: nothing to resume)
-        self.last_sigterm = -float("inf")  # when (time.monotonic) the last SIGTERM came
+        self.last_sigterm = -float("inf")  # when (time.monotonic) the last SIGTERM acted on came
 
     def __call__(self, signum, frame):
         if signum == signal.SIGTERM:
-            now, last = time.monotonic(), self.last_sigterm
-            self.last_sigterm = now
-            if now - last < SAME_REQUEST_S:
+            now = time.monotonic()
+            if now - self.last_sigterm < SAME_REQUEST_S:
                 return  # the same SIGTERM, delivered twice (see the module's docstring), in any phase
+            self.last_sigterm = now  # (only one acted on: the window runs from it, it does not slide)
         if self.graceful and self.signum is None:
             self.signum = signum
             if distributed.launched_as_rank_zero():  # under torchrun every rank gets the signal; one says so

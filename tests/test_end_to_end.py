@@ -285,8 +285,8 @@ def test_train_sh_time_limit_then_resume_continues_every_seed(real_data, tmp_pat
 
     first = train_sh(tiny + " --time-limit 0.0001")
     assert first.returncode == 3, first.stderr[-2000:]
-    assert (f'seed 1: stopped by --time-limit; EXTRA_ARGS="{tiny} --time-limit 0.0001 --resume" continues it'
-            in first.stderr), first.stderr  # the options it started with: a seed never started gets them too
+    assert (f'seed 1: stopped by --time-limit; the same variables (DATASET, SEEDS, ...) with EXTRA_ARGS="{tiny} '
+            f'--time-limit 0.0001 --resume" continue it' in first.stderr), first.stderr  # a new seed gets them too
     assert epochs_done(1) == 1 and not (tmp_path / "DRIVE_AV" / "sigmoid_seed2").exists()
     second = train_sh("--resume " + tiny)
     assert second.returncode == 0, second.stderr[-2000:]
@@ -341,7 +341,8 @@ def test_a_signal_to_train_sh_stops_its_training_and_starts_no_other_seed(real_d
     assert proc.wait(timeout=300) == -signum, (tmp_path / "log").read_text()[-2000:]
     said = (tmp_path / "log").read_text()
     assert "SIGTERM: stopping at the end of this epoch" in said
-    assert f'seed 1: stopped; EXTRA_ARGS="{env["EXTRA_ARGS"]} --resume" continues it' in said
+    assert f'seed 1: stopped; the same variables (DATASET, SEEDS, ...) with EXTRA_ARGS="{env["EXTRA_ARGS"]} --resume"' \
+           f' continue it' in said
     assert "stopped after epoch" in said and "interrupted" not in said and "terminated" not in said, said[-2000:]
     assert not (tmp_path / "DRIVE_AV" / "sigmoid_seed2").exists()
     mine = str(tmp_path / "cache").encode()

@@ -132,6 +132,12 @@ def test_an_interrupted_pack_leaves_the_earlier_one(real_data, tmp_path, monkeyp
     (tmp_path / "packs" / "DRIVE_AV.partial-elsewhere-1").mkdir()  # another host's: perhaps still packing
     pack_dataset(real_data, "DRIVE_AV", tmp_path / "packs", progress=False)
     assert sorted(p.name for p in (tmp_path / "packs").iterdir()) == ["DRIVE_AV", "DRIVE_AV.partial-elsewhere-1"]
+    from scripts.pack import _running_here  # a data set with a '-' in its name: LES-AV.partial-<host>-<pid>
+    les = tmp_path / "packs" / f"LES-AV.old-{socket.gethostname()}-999999999"
+    les.mkdir()
+    monkeypatch.setattr(pack, "_copy_test", terminated)  # stopped at once: but the leftover goes first
+    pack.main(["--dataset", "LES-AV", "--data-root", str(real_data), "--out", str(tmp_path / "packs")])
+    assert not les.exists() and not _running_here(f"{socket.gethostname()}-999999999")
 
 
 def test_a_bad_test_file_is_found_when_packing_not_on_the_other_machine(real_data, tmp_path):

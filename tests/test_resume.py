@@ -324,10 +324,10 @@ def test_a_sigterm_delivered_twice_is_one_request_and_a_later_one_stops_at_once(
     request = stopping.StopRequest()
     request.graceful = True
     request(signal.SIGTERM, None)
-    clock[0] += stopping.SAME_REQUEST_S / 2
+    clock[0] += stopping.SAME_REQUEST_S * 0.6
     request(signal.SIGTERM, None)  # the same one, twice: no stop at once
     assert request.signum == signal.SIGTERM
-    clock[0] += stopping.SAME_REQUEST_S
+    clock[0] += stopping.SAME_REQUEST_S * 0.6  # 1.2 s after the first: a second request (the window does not slide)
     with pytest.raises(stopping.Terminated):
         request(signal.SIGTERM, None)
     request = stopping.StopRequest()
