@@ -292,8 +292,8 @@ def score_and_write(spec, runs, samples, probs, details, out_dir, workers, preci
     except WriteError as exc:  # a full disk, say, while writing aside: the folder as it was
         if getattr(exc, "publishing", False):
             raise
-        raise WriteError(f"cannot write this test into {out_dir} ({getattr(exc, 'reason', exc)}); nothing of it "
-                         f"is left there, and what the folder held before is kept") from exc
+        raise WriteError(f"cannot write this test into {out_dir} ({exc.reason}); nothing of it is left there, and "
+                         f"what the folder held before is kept") from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)  # (gone already when the test was published)
 

@@ -37,15 +37,20 @@ class CheckpointError(ConfigError):
 
 class WriteError(ConfigError):
     """A file that could not be written (a full disk, a quota, a read-only file system): one line,
-    and the earlier file of that name, if any, is kept (every write goes to a temporary file first)."""
+    and the earlier file of that name, if any, is kept (every write goes to a temporary file first).
+    ``reason``: the system's words alone, for a caller that says more of what is kept."""
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
-def write_failed(path, exc) -> WriteError:
-    """The WriteError of ``exc`` (OSError; torch.save reports a full disk as a RuntimeError)."""
+def write_failed(path, exc, kept=None) -> WriteError:
+    """The WriteError of ``exc`` (OSError; torch.save reports a full disk as a RuntimeError);
+    ``kept``: what is left as it was, if not the earlier file of that name."""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).splitlines() or [repr(exc)])[0]
-    error = WriteError(f"cannot write {path} ({reason}); an earlier {Path(path).name} there is kept")
-    error.reason = reason
-    return error
+    return WriteError(f"cannot write {path} ({reason}); {kept or f'an earlier {Path(path).name} there is kept'}",
+                      reason)
 
 
 def _umask():
@@ -147,11 +152,8 @@ def save_best(run_dir, nets: Networks, cfg: RunConfig, epoch: int, val_f1: float
             try:
                 os.replace(tmp, path)
             except OSError as exc:  # (a rename in one folder: rare) the files before it are already new
-                error = write_failed(path, exc)
-                if k:
-                    error.args = (f"cannot write {path} ({error.reason}); the network files in {run_dir} are now "
-                                  f"of two saves: the next save (or --resume) writes them whole again",)
-                raise error from exc
+                raise write_failed(path, exc, kept=f"the network files in {run_dir} are now of two saves: the next "
+                                                   f"save (or --resume) writes them whole again" if k else None) from exc
     finally:
         for tmp, _ in staged:
             _remove(tmp)

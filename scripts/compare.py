@@ -24,7 +24,7 @@ from scipy import stats
 
 from .cli import ArgumentParser
 from .config import split_seed_run_name
-from .metrics import BINARY_AUC_NOTE, SUMMARY_GROUPS
+from .metrics import BINARY_AUC_NOTE, SUMMARY_GROUPS, segment_rule_text
 from .segments import DEFAULT_SETTINGS
 
 GROUPS = ("average", "segments")  # pixel metrics (weighted average) and segment metrics; --all: SUMMARY_GROUPS
@@ -163,8 +163,7 @@ def alike_or_not(summary):
 def segment_settings(summary) -> str:
     """The segment metric's settings a summary was scored with, as text; a summary older than
     their options (test.py, scripts.score: --segment-*) had the defaults."""
-    rule = summary.get("segment_settings") or DEFAULT_SETTINGS.as_dict()
-    return f"segments >= {rule.get('min_length')} px, mixed_10 at minority >= {rule.get('minority')}"
+    return segment_rule_text(summary.get("segment_settings") or DEFAULT_SETTINGS.as_dict())
 
 
 def unfinished_runs(summary) -> list:

@@ -37,9 +37,8 @@ def check_same_images(path, saved, now):
         before, after = list(saved.get(split) or []), list(now[split])
         if before != after:
             gone, new = sorted(set(before) - set(after)), sorted(set(after) - set(before))
-            what = "; ".join(part for part in (f"not found now: {', '.join(gone[:3])}{' ...' if len(gone) > 3 else ''}"
-                                               if gone else "", f"new: {', '.join(new[:3])}{' ...' if len(new) > 3 else ''}"
-                                               if new else "") if part)
+            what = "; ".join(f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                             for label, names in (("not found now", gone), ("new", new)) if names)
             raise ConfigError(f"--resume: {path} trained on {len(before)} {split} images, the data now gives "
                               f"{len(after)} ({what or 'in another order'}): the run would go on with another split; "
                               f"resume it with the data it started with (--data-root)")

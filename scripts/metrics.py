@@ -292,6 +292,11 @@ def percent_row(result) -> dict:
             for k, v in flatten({g: result[g] for g in SUMMARY_GROUPS if g in result}).items()}
 
 
+def segment_rule_text(rule: dict) -> str:
+    """A summary's ``segment_settings`` in words, as the table and scripts.compare show them."""
+    return f"segments >= {rule['min_length']} px, mixed_10 at minority >= {rule['minority']:g}"
+
+
 def summary_table(summary) -> str:
     """The table as text: mean ± std over runs, or the plain value when there is one run."""
     one_run = len(summary.get("runs", [])) == 1
@@ -304,7 +309,7 @@ def summary_table(summary) -> str:
     for cls in ("artery", "vein", "uncertain", "average"):
         lines.append(f"{cls:<10}" + "".join(cell(summary[cls][m], 20) for m in TABLE_METRICS))
     rule = summary.get("segment_settings")  # what mixed_10 means there (scripts.segments.SegmentSettings)
-    rule = f"; segments >= {rule['min_length']} px, mixed_10 at minority >= {rule['minority']:g}" if rule else ""
+    rule = f"; {segment_rule_text(rule)}" if rule else ""
     for group, title in (("extra", "extra (not in the published table)"),
                          ("segments", f"segments (intra-segment misclassification{rule})")):
         lines.append(f"{title}: " + ", ".join(f"{k} {cell(v, 0).strip()}" for k, v in summary[group].items()))

@@ -41,19 +41,29 @@ class SegmentSettings:
     minority: float = 0.10   # mixed_10: the smaller class is at least this share of the A/V-predicted pixels
 
     def __post_init__(self):
-        if isinstance(self.min_length, bool) or not isinstance(self.min_length, (int, np.integer)) \
-                or self.min_length < 1:
-            raise ValueError(f"min_length {self.min_length!r}: must be a whole number of pixels, at least 1")
-        if not 0 < self.minority <= 0.5:
-            raise ValueError(f"minority {self.minority!r}: must be a share in (0, 0.5] (0.10 is 10 %; the "
-                             f"smaller of two classes is never more than half)")
+        for field in _OPTIONS:
+            problem = _problem(field, getattr(self, field))
+            if problem:
+                raise ValueError(f"{field} {problem}")
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-DEFAULT_SETTINGS = SegmentSettings()
 _OPTIONS = {"min_length": "--segment-min-length", "minority": "--segment-minority"}
+
+
+def _problem(field, value):
+    """What is wrong with a setting's value (None: nothing), for SegmentSettings and its options."""
+    if field == "min_length" and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+        return f"{value!r}: must be a whole number of pixels, at least 1"
+    if field == "minority" and not 0 < value <= 0.5:
+        return (f"{value!r}: must be a share in (0, 0.5] (0.10 is 10 %; the smaller of two classes is never more "
+                f"than half)")
+    return None
+
+
+DEFAULT_SETTINGS = SegmentSettings()
 
 
 def add_options(parser):
@@ -69,11 +79,11 @@ def add_options(parser):
 
 def settings_from(args) -> SegmentSettings:
     """The SegmentSettings of parsed ``add_options`` options; a ValueError names the option."""
-    try:
-        return SegmentSettings(args.segment_min_length, args.segment_minority)
-    except ValueError as exc:
-        field, problem = str(exc).split(" ", 1)  # the field's name first
-        raise ValueError(f"{_OPTIONS[field]} {problem}") from None
+    for field, option in _OPTIONS.items():
+        problem = _problem(field, getattr(args, f"segment_{field}"))
+        if problem:
+            raise ValueError(f"{option} {problem}")
+    return SegmentSettings(args.segment_min_length, args.segment_minority)
 
 
 def _crop(mask: np.ndarray, margin=1):
