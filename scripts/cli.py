@@ -24,7 +24,8 @@ def signal_name(signum) -> str:
 
 class LogLines(tqdm):
     """tqdm for a log file: the bar as a line of its own each time it shows (at the start, at
-    most every BAR_INTERVAL, and its final count at the end when kept), never a carriage return;
+    most every BAR_INTERVAL, and its final count at the end, also for a bar not kept, so that a
+    log never ends on a cache's "0%"), never a carriage return;
     the lines written through tqdm.write (notes, failures) are not framed by redraws of the bar,
     and under torchrun one process's lines are never glued onto another's bar.
 
@@ -50,9 +51,8 @@ class LogLines(tqdm):
     def close(self):
         if getattr(self, "disable", True):
             return
-        kept = self.pos == 0 if self.leave is None else self.leave
         with self._lock:
-            if kept and self.n != getattr(self, "_shown_n", None):
+            if self.n != getattr(self, "_shown_n", None):
                 self._ema_dt = lambda: None  # the overall rate, as tqdm's own close shows it
                 self.display()
             self.disable = True
