@@ -282,9 +282,9 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 if f1 > best_f1:
                     best_f1, best_epoch = f1, epoch + 1
                     save_best(run_dir, nets, cfg, best_epoch, f1, precision)
-                # last.pth (all four networks and Adam's moments: 400 MB at width 32, about 1 s to write on
-                # the development VM) at most every --save-every minutes, not after every short epoch; and
-                # after a new run's first epoch, so that its folder is resumable from then on.
+                # last.pth (all four networks and Adam's moments: 400 MB at width 32) at most every
+                # --save-every minutes, not after every short epoch; and after a new run's first
+                # epoch, so that its folder is resumable from then on.
                 if final or stop or epoch == 0 or time.time() - last_save >= 60 * cfg.save_every:
                     last_state.save(run_dir, cfg, epoch, step, best_f1, nets, trainer, rng, precision, split_names)
                     last_save = time.time()
@@ -392,9 +392,8 @@ def training_batches(train_set, cfg: RunConfig, ctx, rng, memory_format):
             continue
         idx = idx.to(device, non_blocking=True)  # a blocking copy would wait for the GPU's queue
         images = train_set.images[idx].float() / 255
-        # The turned mask is not needed here: normalize() finds the fundus (non-black) itself.
-        images, labels, _ = augment(images, train_set.labels[idx].long(), train_set.fovs[idx], rng,
-                                    cfg.rotation_step)
+        # No turned mask is needed here: normalize() finds the fundus (non-black) itself.
+        images, labels, _ = augment(images, train_set.labels[idx].long(), None, rng, cfg.rotation_step)
         weight = 1.0
         if ctx.enabled:
             mine = torch.arange(len(idx), device=device).tensor_split(ctx.world)[ctx.rank]

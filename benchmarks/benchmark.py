@@ -138,12 +138,12 @@ def worker(args):
     def train_step():
         idx = torch.arange(args.batch_size)
         if tuned:
-            images, labels, fovs = resident.images[idx.to(device)], resident.labels[idx.to(device)], resident.fovs[idx.to(device)]
+            images, labels, fovs = resident.images[idx.to(device)], resident.labels[idx.to(device)], None
         else:  # decode every photograph of the batch again, as the original loader did
             items = [load_resized(samples[i], size) for i in idx.tolist()]
             images = torch.from_numpy(np.stack([i[0] for i in items])).permute(0, 3, 1, 2).to(device)
             labels = torch.from_numpy(np.stack([i[1] for i in items])).to(device)
-            fovs = torch.from_numpy(np.stack([i[2] for i in items])).to(device)
+            fovs = torch.from_numpy(np.stack([i[2] for i in items])).to(device)  # turned too, as there
         x, y, _ = augment(images.float() / 255, labels.long(), fovs, gen)
         step_fn(normalize(x).contiguous(memory_format=memory_format), y)
 

@@ -298,7 +298,8 @@ def augment(images, labels, fovs, generator, rotation_step=3):
     """Random horizontal flip (p 0.5), rotation by a multiple of ``rotation_step`` degrees and
     saturation factor U(0.8, 1.2); image, label and mask move together.
 
-    images: Bx3xHxW float in [0, 1]; labels BxHxW long; fovs BxHxW bool. Random numbers come
+    images: Bx3xHxW float in [0, 1]; labels BxHxW long; fovs BxHxW bool, or None where the
+    turned mask is not wanted (training: normalize() finds the fundus itself). Random numbers come
     from ``generator`` (CPU) so runs are reproducible on any device; the few numbers drawn go
     to the device without a host sync (non_blocking), so the CPU can queue the next step early.
     """
@@ -317,9 +318,11 @@ def augment(images, labels, fovs, generator, rotation_step=3):
     theta[:, 1, 0], theta[:, 1, 1] = sin * sign * w / h, cos
     grid = F.affine_grid(theta.float().to(device, non_blocking=True), (b, 1, h, w), align_corners=False)
     images = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", align_corners=False)
-    stacked = torch.stack([labels.to(images.dtype), fovs.to(images.dtype)], 1)
+    maps = [labels] if fovs is None else [labels, fovs]
+    stacked = torch.stack([m.to(images.dtype) for m in maps], 1)
     stacked = F.grid_sample(stacked, grid.to(images.dtype), mode="nearest", align_corners=False)
-    labels, fovs = stacked[:, 0].round().long(), stacked[:, 1] > 0.5
+    labels = stacked[:, 0].round().long()
+    fovs = None if fovs is None else stacked[:, 1] > 0.5
 
     grey = (images * GREY_WEIGHTS.to(images, non_blocking=True).view(1, 3, 1, 1)).sum(1, keepdim=True)
     images = (grey + saturation.view(b, 1, 1, 1) * (images - grey)).clamp(0, 1)

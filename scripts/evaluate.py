@@ -48,9 +48,8 @@ def predict_probs(nets: Networks, images_u8, batch_size=4, device="cpu", amp_dty
 def compile_for_inference(nets: Networks) -> Networks:
     """torch.compile the prediction path (G_A, G_V, G without side heads) with the weights
     frozen as constants, so inductor pre-packs the weights and fuses what follows the
-    convolutions. On this project's 2-core CPU at 592 x 592, width 32, fp32 it gained 1.03-1.3x
-    per image after a compile of up to a minute (README: Performance): meant for long cohorts
-    and GPUs. The outputs agree with eager ones to float rounding. For evaluation only: frozen
+    convolutions. It pays only after a compile of up to a minute (measured gains: README,
+    Performance): meant for long cohorts and GPUs. The outputs agree with eager ones to float rounding. For evaluation only: frozen
     weights must not change afterwards."""
     nets.eval()
     nets.predict = torch.compile(nets.predict, dynamic=False, options={"freezing": True})

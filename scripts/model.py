@@ -237,7 +237,7 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
         w' = w * s,  b' = (b - mean) * s + beta,  s = gamma / sqrt(var + eps)
 
     The outputs are the same to float rounding; a forward does one pass over each map less
-    (1.04-1.12x on fp32 CPU inference at width 32: benchmarks/folding.py). The BatchNorms of the
+    (its gain is measured by benchmarks/folding.py; README, Performance). The BatchNorms of the
     channel-pair sums follow a sum, not a convolution, and stay. Afterwards the module cannot
     be trained, and its state dict no longer has the checkpoints' layout. Every pair is checked
     before any is folded, so an error leaves the module as it was."""

@@ -103,6 +103,17 @@ def test_augmentation_moves_image_label_and_mask_together():
         assert not red_dominant[lab == 2].any()
 
 
+def test_without_a_mask_augmentation_turns_image_and_label_alike():
+    """Training asks for no turned mask (normalize() finds the fundus): the same draw of the
+    generator gives the same image and label with or without one."""
+    label = torch.randint(0, 4, (2, 24, 40), generator=torch.Generator().manual_seed(3))
+    image, fov = torch.rand(2, 3, 24, 40), torch.rand(2, 24, 40) > 0.3
+    with_mask = augment(image, label, fov, torch.Generator().manual_seed(5))
+    without = augment(image, label, None, torch.Generator().manual_seed(5))
+    assert torch.equal(with_mask[0], without[0]) and torch.equal(with_mask[1], without[1])
+    assert without[2] is None and with_mask[2].dtype == torch.bool
+
+
 def test_flip_and_quarter_rotation_are_exact_permutations():
     label = torch.randint(0, 4, (1, 16, 16), generator=torch.Generator().manual_seed(1))
     image = torch.rand(1, 3, 16, 16)

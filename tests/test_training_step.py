@@ -71,6 +71,52 @@ def test_one_step_updates_each_network_as_specified(activation):
         assert not torch.equal(before[key], nets.state_dict()[key]), name
 
 
+def test_the_losses_of_one_step_are_the_specified_sums():
+    """Recomputed by hand from copies of the networks (train mode: BatchNorm on batch statistics):
+    steps 1-3, D's loss is BCE(D(image, the judged network's target), real) + BCE(D(image, its
+    probabilities), fake), with the D of before that step; steps 4-6, each generator's loss is
+    gamma * BCE(D(image, p), real) + beta * BCE + alpha * MSE, with the D updated three times,
+    and G's adds its side outputs' segmentation losses weighted 1/2, 1/4, 1/8 (deepest first)."""
+    torch.manual_seed(0)
+    cfg = RunConfig(base_width=4, learning_rate=1e-3)
+    assert (cfg.alpha, cfg.beta, cfg.gamma) == (0.5, 1.1, 0.08)  # DESIGN.md section 4
+    nets = Networks("sigmoid", 4)
+    before = copy.deepcopy(nets)
+    images, labels = batch()
+    losses = Trainer(nets, cfg).step(images, labels)
+
+    t = make_targets(labels, "sigmoid")
+    with torch.no_grad():
+        out = before.generate(images)
+        p = {k: out[k].sigmoid() for k in ("A", "V", "G")}
+
+        def seg(logits, target):
+            return 1.1 * F.binary_cross_entropy_with_logits(logits, target) + 0.5 * F.mse_loss(logits.sigmoid(), target)
+
+        def bce(d_logits, real):
+            return F.binary_cross_entropy_with_logits(d_logits, torch.full_like(d_logits, float(real)))
+
+        d_a = bce(before.D(images, t.artery), True) + bce(before.D(images, p["A"]), False)
+        assert torch.allclose(losses["D_A"], d_a, atol=1e-6)
+        for key, target in (("A", t.artery), ("V", t.vein), ("G", t.main)):
+            expected = 0.08 * bce(nets.D(images, p[key]), True) + seg(out[key], target)
+            if key == "G":
+                expected += sum(w * seg(side, t.main) for w, side in zip((0.5, 0.25, 0.125), out["sides"], strict=True))
+            name = "G" if key == "G" else f"G_{key}"
+            assert torch.allclose(losses[name], expected, atol=1e-6), name
+
+
+def test_optimisers_and_plateau_schedules_are_the_specified_ones():
+    cfg = RunConfig(base_width=4, learning_rate=8e-4)
+    trainer = Trainer(Networks("sigmoid", 4), cfg)
+    for optimizer in trainer.optimizers.values():
+        assert isinstance(optimizer, torch.optim.Adam)
+        assert optimizer.param_groups[0]["betas"] == (0.5, 0.999) and optimizer.param_groups[0]["lr"] == 8e-4
+    assert set(trainer.schedulers) == {"G", "D"}
+    for scheduler in trainer.schedulers.values():
+        assert (scheduler.mode, scheduler.factor, scheduler.patience) == ("min", 0.5, 50)
+
+
 def test_main_generator_loss_does_not_reach_the_branches():
     torch.manual_seed(0)
     nets = Networks("sigmoid", 4)
