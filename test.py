@@ -21,7 +21,9 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from scripts import metrics, segments
 from scripts.bundle import about_line, load_any, pretrained_bundle
@@ -39,6 +41,28 @@ from scripts.evaluation_outputs import (PICTURE_FOLDERS, check_nothing_lost, ear
                                        run_names, start_staging)
 from scripts.last_state import read_state
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
+
+
+@dataclass
+class TestProgress:
+    """How far a test got, for the line a stop prints: what its output folder holds then.
+    ``phase``: 'predicting', then 'scoring' (written aside: the folder as it was), 'publishing'
+    (moving in: part of it there), 'complete' (moved in)."""
+    out_dir: Optional[Path] = None
+    replaces: str = ""  # the earlier test in out_dir that this one replaces ('' when none)
+    phase: str = "predicting"
+
+    def what_a_stop_leaves(self) -> str:
+        """The end of the stop line: '' while predicting (nothing written yet)."""
+        if self.phase == "scoring":
+            kept = " (the earlier test, kept)" if self.replaces else ""
+            return f" before its results were complete; {self.out_dir} holds what it held before{kept}"
+        if self.phase == "publishing":
+            return (f" while putting its results in {self.out_dir}, which may now hold part of them and no "
+                    f"summary.json: run the test again")
+        if self.phase == "complete":
+            return f" after writing its results to {self.out_dir} (complete)"
+        return ""
 
 
 def fusion_of(saved: dict) -> str:
@@ -178,8 +202,10 @@ def epochs_done(folder):
     return state["epoch"] + 1, state["config"]["epochs"]
 
 
-def run_test(args):
-    """The whole test: the runs (or weights) read and checked, then predict_and_score."""
+def run_test(args, progress: Optional[TestProgress] = None):
+    """The whole test: the runs (or weights) read and checked, then predict_and_score.
+    ``progress`` follows how far it got (main() reads it when the test is stopped)."""
+    progress = progress if progress is not None else TestProgress()
     spec = dataset_spec(args.dataset)
     for option, value in (("--batch-size", args.batch_size), ("--workers", args.workers)):
         if value < 1:
@@ -219,7 +245,8 @@ def run_test(args):
     created = not out_dir.exists()
     make_folder(out_dir, "--output")  # a wrong --output fails now, not after the predictions
     try:
-        return predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dtype, segment_settings)
+        return predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dtype, segment_settings,
+                                 progress)
     except BaseException:  # a stop, a data error: a folder this test made and left empty goes
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
@@ -227,12 +254,13 @@ def run_test(args):
 
 
 def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dtype,
-                      segment_settings=segments.DEFAULT_SETTINGS):
+                      segment_settings=segments.DEFAULT_SETTINGS, progress: Optional[TestProgress] = None):
     """The test proper: every run's predictions (at ``sizes``, one per run), then the scoring at
     full size, the pictures, metrics.csv and summary.json in ``out_dir``."""
-    replaced = earlier_test(out_dir)
-    if replaced:
-        print(f"note: this test replaces {replaced} (its summary.json, metrics.csv and pictures; --output "
+    progress = progress if progress is not None else TestProgress()
+    progress.out_dir, progress.replaces = out_dir, earlier_test(out_dir)
+    if progress.replaces:
+        print(f"note: this test replaces {progress.replaces} (its summary.json, metrics.csv and pictures; --output "
               f"keeps tests apart)", file=sys.stderr)
     if spec.test_images and len(samples) != spec.test_images:
         print(f"note: {len(samples)} test images in {Path(args.data_root) / spec.name / 'test'}, where the published "
@@ -257,17 +285,8 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
             print(f"  about these weights: {about_line(saved['about'], folder)}", flush=True)
 
     release_freed_memory()  # what the networks freed: the scoring threads allocate elsewhere
-    try:
-        summary = score_and_write(spec, runs, samples, probs, details, out_dir, args.workers,
-                                  describe_precision(amp_dtype), segment_settings)
-    except (KeyboardInterrupt, Terminated) as exc:  # main() prints the line; this says what the folder holds
-        if getattr(exc, "publishing", False):
-            exc.unfinished = (f" while putting its results in {out_dir}, which may now hold part of them and no "
-                              f"summary.json: run the test again")
-        elif not getattr(exc, "unfinished", None):  # (set where the test was complete already)
-            exc.unfinished = (f" before its results were complete; {out_dir} holds what it held before"
-                              f"{' (the earlier test, kept)' if replaced else ''}")
-        raise
+    summary = score_and_write(spec, runs, samples, probs, details, out_dir, args.workers,
+                              describe_precision(amp_dtype), segment_settings, progress)
     print(metrics.summary_table(summary))
     print(metrics.BINARY_AUC_NOTE)
     pictures = f"{out_dir}/<run>/" if len(runs) > 1 else f"{out_dir}/"
@@ -277,20 +296,22 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
 
 
 def score_and_write(spec, runs, samples, probs, details, out_dir, workers, precision,
-                    segment_settings=segments.DEFAULT_SETTINGS):
+                    segment_settings=segments.DEFAULT_SETTINGS, progress: Optional[TestProgress] = None):
     """Score every run's predictions at full size (in threads), write the pictures, metrics.csv
     and summary.json into ``out_dir``'s STAGING folder, and once all are written, put them in
     place of an earlier test's (``publish_test``); returns the summary. Stopped or failed on the
-    way, it leaves ``out_dir`` as it was."""
+    way, it leaves ``out_dir`` as it was (``progress`` says where it stopped)."""
+    progress = progress if progress is not None else TestProgress(out_dir)
+    progress.phase = "scoring"
     try:
         stage = start_staging(out_dir)
     except OSError as exc:
         raise WriteError(f"cannot write this test into {out_dir} ({exc.strerror or exc})") from exc
     try:
         return _score_and_write(spec, runs, samples, probs, details, out_dir, stage, workers, precision,
-                                segment_settings)
+                                segment_settings, progress)
     except WriteError as exc:  # a full disk, say, while writing aside: the folder as it was
-        if getattr(exc, "publishing", False):
+        if progress.phase != "scoring":  # (its message says what the folder holds)
             raise
         raise WriteError(f"cannot write this test into {out_dir} ({exc.reason}); nothing of it is left there, and "
                          f"what the folder held before is kept") from exc
@@ -298,7 +319,8 @@ def score_and_write(spec, runs, samples, probs, details, out_dir, workers, preci
         shutil.rmtree(stage, ignore_errors=True)  # (gone already when the test was published)
 
 
-def _score_and_write(spec, runs, samples, probs, details, out_dir, stage, workers, precision, segment_settings):
+def _score_and_write(spec, runs, samples, probs, details, out_dir, stage, workers, precision, segment_settings,
+                     progress):
     multi = len(runs) > 1
     names = run_names(folder for folder, _, _ in runs)
     tested = {"runs": [str(f) for f, _, _ in runs], "run_paths": [os.path.realpath(f) for f, _, _ in runs]}
@@ -334,32 +356,32 @@ def _score_and_write(spec, runs, samples, probs, details, out_dir, stage, worker
                         "per-run mean over test images")
     atomic_write_csv(stage / "metrics.csv", rows, rows[0])
     atomic_write(stage / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    progress.phase = "publishing"
     try:
         publish_test(out_dir, [s.name for s in samples], names if multi else (), tested)
-    except (KeyboardInterrupt, Terminated) as exc:
+    except (KeyboardInterrupt, Terminated):
         # the earlier test is gone by now; once the summary has moved in (last), the test is complete
-        exc.publishing = (stage / "summary.json").exists() or not (out_dir / "summary.json").exists()
-        if not exc.publishing:
-            exc.unfinished = f" after writing its results to {out_dir} (complete)"
+        if not (stage / "summary.json").exists() and (out_dir / "summary.json").exists():
+            progress.phase = "complete"
         raise
     except OSError as exc:
-        error = WriteError(f"cannot put this test's results in {out_dir} ({exc.strerror or exc}): it may now hold "
-                           f"part of them and no summary.json; run the test again")
-        error.publishing = True
-        raise error from exc
+        raise WriteError(f"cannot put this test's results in {out_dir} ({exc.strerror or exc}): it may now hold "
+                         f"part of them and no summary.json; run the test again") from exc
+    progress.phase = "complete"
     return summary
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    progress = TestProgress()
     with signals_handled_by(StopRequest()):  # Ctrl-C, SIGTERM: one line, at once (nothing to resume)
         try:
-            run_test(args)
+            run_test(args, progress)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         except (KeyboardInterrupt, Terminated) as exc:
-            print(f"{FRESH_LINE}{said_of(exc)}: test.py stopped{getattr(exc, 'unfinished', '')}", file=sys.stderr)
+            print(f"{FRESH_LINE}{said_of(exc)}: test.py stopped{progress.what_a_stop_leaves()}", file=sys.stderr)
             sys.exit(EXIT_STATUS[signal_of(exc)])
 
 

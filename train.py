@@ -269,7 +269,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                                    run_dir)
             trainer.plateau_step(values)
             if ctx.is_main:  # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
-                summary, drawing = validate(nets, val_set, cfg.activation, bs, device, splits=val_splits)
+                summary, drawing = validate(nets, val_set, bs, device, splits=val_splits)
             final = epoch + 1 == cfg.epochs
             asked = stop_request.signum is not None
             stop = should_stop(cfg.time_limit, run_started, time.time() - started, asked, device)  # validation counted

@@ -177,12 +177,12 @@ def evaluate_images(samples, probs, activations, run_outs, workers=1, settings=s
         yield from in_threads(one, len(samples), workers)
 
 
-def validate(nets: Networks, val_set, activation, batch_size, device, splits=None):
+def validate(nets: Networks, val_set, batch_size, device, splits=None):
     """Mean metrics over the validation images at the network size (labels resized nearest),
     and a picture of the first image's mixed segments. Always in fp32, whatever the training's
     precision: the validation F1 picks the checkpoint. ``splits``: precomputed
     ``segments.split_segments`` of the validation labels (they never change)."""
-    probs = predict_probs(nets, val_set.images, batch_size, device, None)
+    probs, activation = predict_probs(nets, val_set.images, batch_size, device, None), nets.activation
     per_image, drawing = [], None
     for i in range(len(val_set)):
         label, fov = val_set.labels[i].numpy(), val_set.fovs[i].numpy()

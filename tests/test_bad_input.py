@@ -468,6 +468,36 @@ def test_a_full_disk_during_a_test_is_one_line_and_keeps_the_earlier_test(drive_
     assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("moved_in", [False, True])
+def test_a_stop_while_the_results_move_in_says_what_the_folder_holds(moved_in, drive_copy, tmp_path, capsys,
+                                                                     monkeypatch):
+    """Stopped while its results replace the earlier test's: part of them there (run again), or,
+    once summary.json has moved in (last), the test complete."""
+    import test as test_script
+    from scripts.bfnet import Networks
+    from scripts.checkpoint import save_best
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    save_best(run, Networks("sigmoid", 4), RunConfig(base_width=4, image_size=(64, 64)), 1, 0.5)
+    out = tmp_path / "out"
+    real_publish = test_script.publish_test
+
+    def stopped(*args, **kwargs):
+        if moved_in:
+            real_publish(*args, **kwargs)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(test_script, "publish_test", stopped)
+    with pytest.raises(SystemExit) as info:
+        test_script.main(["--data-root", str(drive_copy), "--cache-dir", str(tmp_path / "cache"), "--load", str(run),
+                          "--output", str(out), "--workers", "1"])
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert info.value.code == 130 and said.endswith(
+        f"test.py stopped after writing its results to {out} (complete)" if moved_in else
+        f"test.py stopped while putting its results in {out}, which may now hold part of them and no "
+        f"summary.json: run the test again")
+    assert (out / "summary.json").exists() == moved_in
+
+
 def test_an_existing_output_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
     """make_folder, which test.py, predict.py, pack and bundle call before their work: a
     read-only folder is one line there, not a traceback later. (The permission is simulated:
