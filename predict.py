@@ -79,12 +79,13 @@ from tqdm import tqdm
 
 from scripts import distributed, evaluate, predict_resume as resume
 from scripts.bundle import about_line, load_any, pretrained_bundle
-from scripts.checkpoint import atomic_write, describe, make_folder
+from scripts.checkpoint import describe
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar, signal_name
 from scripts.config import DATASETS, VARIANTS, ConfigError, network_input_size, saved_dataset_name
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason,
                             one_torch_thread_here, pick_device, thread_count_restored)
 from scripts.evaluate import compile_for_inference, predict_probs
+from scripts.files import atomic_write, make_folder
 from scripts.predict_inputs import MaskFinder, prepare
 from scripts.predict_outputs import (RUN_RECORD, check_no_other_run_in_the_way, earlier_run, one_line_reason, output_kinds,
                              remove_earlier_run, row, write_outputs, write_predictions_csv)

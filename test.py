@@ -27,8 +27,7 @@ from typing import Optional
 
 from scripts import metrics, segments
 from scripts.bundle import about_line, load_any, pretrained_bundle
-from scripts.checkpoint import (LAST_STATE, CheckpointError, WriteError, atomic_write, atomic_write_csv,
-                                check_folder, make_folder)
+from scripts.checkpoint import LAST_STATE, CheckpointError
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import (VARIANTS, ConfigError, dataset_names, dataset_spec, fusion_or_default,
                             network_input_size, saved_dataset_name, seed_run_name, split_seed_run_name,
@@ -39,6 +38,7 @@ from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, ke
 from scripts.evaluate import default_workers, evaluate_images, predict_probs, usable_cores
 from scripts.evaluation_outputs import (PICTURE_FOLDERS, check_nothing_lost, earlier_test, publish_test,
                                        run_names, start_staging)
+from scripts.files import WriteError, atomic_write, atomic_write_csv, check_folder, make_folder
 from scripts.last_state import read_state
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
 

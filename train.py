@@ -30,7 +30,7 @@ import torch
 from scripts import distributed, last_state, metrics
 from scripts.bfnet import Networks, Trainer
 from scripts.bundle import load_any
-from scripts.checkpoint import LAST_STATE, check_expected, check_folder, save_best
+from scripts.checkpoint import LAST_STATE, check_expected, save_best
 from scripts.cli import FRESH_LINE, TIME_LIMIT_EXIT, ArgumentParser, progress_bar, signal_name
 from scripts.config import (VARIANTS, ConfigError, RunConfig, check_image_size, dataset_names, dataset_spec,
                             str2bool, tensorboard_dir)
@@ -38,6 +38,7 @@ from scripts.data import augment, find_samples, load_tensor_set, normalize, spli
 from scripts.device import (amp_dtype_for, busy_cpu_note, cpu_memory_note, describe_precision, keep_freed_memory,
                             no_amp_reason, pick_device, set_tf32, training_memory_format)
 from scripts.evaluate import usable_cores, validate
+from scripts.files import check_folder
 from scripts.pack import check_pack_size, pack_subset
 from scripts.segments import split_segments
 from scripts.stopping import (EXIT_STATUS, StopRequest, Terminated, run_main, said_of, signal_of,

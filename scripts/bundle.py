@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 
 from .bfnet import Networks
-from .checkpoint import (EPOCH_FILE, FORMAT, NETWORK_FILES, CheckpointError, atomic_torch_save, atomic_write,
-                         build_networks, check_expected, describe, epoch_files, is_state_dict, load_networks,
-                         load_state, make_folder, read)
+from .checkpoint import (EPOCH_FILE, FORMAT, NETWORK_FILES, CheckpointError, atomic_torch_save, build_networks,
+                         check_expected, describe, epoch_files, is_state_dict, load_networks, load_state, read)
 from .cli import ArgumentParser
 from .config import ConfigError
+from .files import atomic_write, make_folder
 from .model import count_parameters
 
 BUNDLE_FORMAT = "avseg-bundle"

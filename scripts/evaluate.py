@@ -15,10 +15,10 @@ from PIL import Image
 
 from . import metrics, segments
 from .bfnet import Networks, to_picture
-from .checkpoint import atomic_write
 from .config import VARIANTS
 from .data import load_truth, normalize
 from .device import MEMORY_FORMAT, exact_fp32, thread_count_restored
+from .files import atomic_write
 
 
 @torch.no_grad()

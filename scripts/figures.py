@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .checkpoint import make_folder
 from .cli import ArgumentParser
 from .config import ConfigError, dataset_spec
 from .data import DataError, find_samples, load_sample, read_image
+from .files import make_folder
 from .metrics import CLASS_COLOURS
 from .predict_inputs import fingerprint
 from .predict_outputs import OUTPUT_FILES, PREDICTIONS_CSV, made_from, read_rows

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .checkpoint import make_folder
 from .cli import FRESH_LINE, ArgumentParser, progress_bar
 from .config import ConfigError, check_image_size, dataset_names, dataset_spec
 from .data import DataError, Sample, find_samples, load_resized, load_sample
+from .files import make_folder
 from .stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
 
 PACK_FILE = "pack.json"

@@ -10,9 +10,9 @@ import io
 import sys
 from pathlib import Path
 
-from .checkpoint import atomic_write, make_folder
 from .cli import ArgumentParser
 from .config import ConfigError
+from .files import atomic_write, make_folder
 
 
 def read_scalars(run_log_dir):

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics, segments
-from .checkpoint import atomic_write, atomic_write_csv, make_folder
 from .cli import ArgumentParser, progress_bar
 from .config import ConfigError, dataset_names, dataset_spec
 from .data import DataError, find_samples, load_truth, open_header
 from .evaluate import default_workers, in_threads, score_image, usable_cores, write_png
 from .evaluation_outputs import RUNS_BEING_TESTED, STAGING, run_names
+from .files import atomic_write, atomic_write_csv, make_folder
 from .predict_outputs import OUTPUT_FILES, holds_a_run
 
 SUMMARY = "summary.json"

@@ -502,12 +502,12 @@ def test_an_existing_output_folder_that_cannot_be_written_is_one_line(tmp_path, 
     """make_folder, which test.py, predict.py, pack and bundle call before their work: a
     read-only folder is one line there, not a traceback later. (The permission is simulated:
     the tests may run as root, who may write anywhere.)"""
-    from scripts import checkpoint
+    from scripts import files
     read_only = tmp_path / "read_only"
     read_only.mkdir()
-    real_access = checkpoint.os.access
-    monkeypatch.setattr(checkpoint.os, "access", lambda p, mode: Path(p) != read_only and real_access(p, mode))
+    real_access = files.os.access
+    monkeypatch.setattr(files.os, "access", lambda p, mode: Path(p) != read_only and real_access(p, mode))
     with pytest.raises(ConfigError, match=re.escape(f"--output {read_only}: cannot write in this folder "
                                                     f"(no permission)")):
-        checkpoint.make_folder(read_only, "--output")
-    assert checkpoint.make_folder(tmp_path / "new" / "out", "--output").is_dir()
+        files.make_folder(read_only, "--output")
+    assert files.make_folder(tmp_path / "new" / "out", "--output").is_dir()

@@ -10,8 +10,9 @@ import torch
 
 import train
 from scripts import cli, last_state
-from scripts.checkpoint import CheckpointError, WriteError, atomic_torch_save, load_networks
+from scripts.checkpoint import CheckpointError, atomic_torch_save, load_networks
 from scripts.config import RunConfig
+from scripts.files import WriteError
 
 
 def config(real_data, tmp_path, epochs, **kw):

@@ -1,0 +1,108 @@
+"""Writing files safely: every file goes to a temporary name first and is renamed into place (a
+crash or a full disk leaves the earlier file), and output folders are checked before any work
+is done for them; what cannot be written is one line (ConfigError) naming the file or option."""
+import contextlib
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+
+from .config import ConfigError
+
+
+class WriteError(ConfigError):
+    """A file that could not be written (a full disk, a quota, a read-only file system): one line,
+    and the earlier file of that name, if any, is kept (every write goes to a temporary file first).
+    ``reason``: the system's words alone, for a caller that says more of what is kept."""
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+def write_failed(path, exc, kept=None) -> WriteError:
+    """The WriteError of ``exc`` (OSError; torch.save reports a full disk as a RuntimeError);
+    ``kept``: what is left as it was, if not the earlier file of that name."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).splitlines() or [repr(exc)])[0]
+    return WriteError(f"cannot write {path} ({reason}); {kept or f'an earlier {Path(path).name} there is kept'}",
+                      reason)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once: os.umask is process-wide and not thread-safe to query
+
+
+def make_folder(path, option: str) -> Path:
+    """Create the output folder ``path`` (with parents), or one ConfigError line naming
+    ``option`` when it cannot be or cannot be written in: a file of that name, a file on the way,
+    no permission (an existing read-only folder too, before anything is computed for it)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{option} {path}: a file of that name exists; give a folder") from None
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: cannot create this folder ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: cannot write in this folder ({why_not_writable(path)})")
+    return path
+
+
+def why_not_writable(folder) -> str:
+    """'a read-only file system' where the folder's file system is mounted so, else 'no permission'."""
+    read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
+    return "a read-only file system" if read_only else "no permission"
+
+
+def check_folder(path, option: str):
+    """One ConfigError line when ``path`` cannot become a folder this process writes into (a file
+    of that name, or on the way, or no permission), without creating anything."""
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"{option}: {p} is a file; give a folder")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise ConfigError(f"{option}: cannot write in {p} ({why_not_writable(p)})")
+            return
+
+
+def atomic_write(path, write):
+    """Call ``write(tmp_path)`` and rename the result onto ``path``: a crash mid-write leaves
+    any previous ``path`` intact. The file gets the usual permissions (0666 less the umask),
+    not the 0600 of a temporary file."""
+    path, tmp = Path(path), None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        remove_quietly(tmp)
+        raise write_failed(path, exc) from exc
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
+def remove_quietly(tmp):
+    """A temporary file, if there is one and it can go (not on a file system gone read-only)."""
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink(missing_ok=True)
+
+
+def atomic_write_csv(path, rows, fields):
+    """rows (dicts) as a CSV with these columns, written atomically (``atomic_write``)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
