@@ -1,7 +1,9 @@
 """The shipped bundle (pretrained/): what the README says it is, and what it scores.
 
 The scores are those test.py gave the bundle when it was exported, kept in
-results/<...>/bundle_summary.json; the README's numbers come from that file."""
+results/<...>/bundle_summary.json (and image by image in bundle_metrics.csv); the README's
+numbers come from that file."""
+import csv
 import json
 import subprocess
 import sys
@@ -47,6 +49,14 @@ def test_the_shipped_bundle_scores_what_its_results_file_says(real_data, tmp_pat
     assert ours["images"] == recorded["images"] == 20
     for key in TABLE_METRICS:
         assert ours["average"][key]["mean"] == pytest.approx(recorded["average"][key]["mean"], abs=0.02), key
+    # Image by image too (bundle_metrics.csv, the per-image rows of that test).
+    rows = {r["image"]: r for r in csv.DictReader((out / "metrics.csv").open())}
+    kept = {r["image"]: r for r in csv.DictReader((RESULTS / "bundle_metrics.csv").open())}
+    assert sorted(rows) == sorted(kept) and len(kept) == 20
+    for image, row in kept.items():
+        for key in TABLE_METRICS:
+            assert float(rows[image][f"average/{key}"]) == pytest.approx(float(row[f"average/{key}"]), abs=0.05), \
+                (image, key)
 
     # python -m scripts.score on test.py's own pictures: the same table and segment metric (the
     # probability extras differ: 8-bit pictures against 16-bit probabilities).
