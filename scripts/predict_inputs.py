@@ -189,117 +189,145 @@ def find_inputs(specs, output=None, masks=None):
     <stem>_mask.* beside their photographs and the outputs of earlier runs (see
     ``_not_a_photograph``); files named explicitly are always taken. Output names: the path
     under the folder searched, under a glob's fixed part, under the common folder of a list's
-    entries; a single file's name; where two are the same, see the end."""
-    output = Path(output).resolve() if output else None
-    masks = Path(masks).resolve() if masks else None
-    items, seen, warnings = [], {}, []  # seen: resolved path -> its Item
-    same_file = []  # (path, the path it was taken as): links to one photograph, segmented once
-
-    def add(p: Path, base: Optional[Path], search=False):
-        key = str(p.resolve())
-        if key not in seen:
-            seen[key] = Item(str(p), _rel_stem(p, base), searched=search, origin=base.name if base else "")
-            items.append(seen[key])
-            return
-        if not search:  # also named itself: taken whatever its name
-            seen[key].searched = False
-        if os.path.abspath(p) != os.path.abspath(seen[key].path):
-            same_file.append((str(p), seen[key].path))
-
-    def add_missing(p: Path, rel: str, why: str):
-        key = os.path.realpath(p)  # never raises, as Path.resolve does on a link that loops
-        if key not in seen:
-            seen[key] = Item(str(p), rel, missing=why)
-            items.append(seen[key])
-
-    def add_searched(spec, base: Path, found: list, dead: list) -> list:
-        """The photographs a folder or glob found (a data set's labels and masks left out, said),
-        and its dead links, said and counted as a missing file named in a list is; returns the
-        photographs."""
-        of_a_data_set = {f for f in found if _of_a_data_set(f, base)}
-        if of_a_data_set:
-            warnings.append(_data_set_note(spec, of_a_data_set, masks is not None))
-            found = [f for f in found if f not in of_a_data_set]
-        for f in found:
-            add(f, base, search=True)
-        for f in dead:
-            add_missing(f, _rel_stem(f, base), _dead_link_reason(f))
-        return found
-
+    entries; a single file's name; where two are the same, ``unique_output_names``."""
+    found = _InputsFound(output, masks)
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            files, dead = _search(p)
-            images = [f for f in files if _is_image(f)]
-            found = add_searched(spec, p, sorted(f for f in images if not _not_a_photograph(f, p, output, masks)),
-                                 dead)
-            if not found and images:
-                warnings.append(f"{spec}: only the outputs of an earlier predict.py run or masks in this folder, no "
-                                f"photographs")
-            elif not found and not dead:
-                warnings.append(f"{spec}: no images ({' '.join(IMAGE_EXTS)}) in this folder")
-            else:  # e.g. .webp or .dcm photographs, which would otherwise vanish unsaid
-                other = sorted({f.suffix.lower() or f.name for f in files if not _is_image(f)
-                                and not (masks is not None and f.resolve().is_relative_to(masks))
-                                and not _of_a_data_set(f, p)
-                                and not _in_an_output_folder(f, p, output)})
-                if other:
-                    warnings.append(f"{spec}: files of other types skipped ({', '.join(other[:8])}"
-                                    f"{', ...' if len(other) > 8 else ''}); images are {' '.join(IMAGE_EXTS)}")
+            found.add_folder(spec, p)
         elif p.is_file() and p.suffix.lower() in LIST_EXTS:
-            try:
-                lines = p.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark (Notepad, Excel)
-            except (OSError, UnicodeDecodeError) as exc:
-                warnings.append(f"{spec}: cannot read list file ({exc})")
-                continue
-            paths = [Path(s) if Path(s).is_absolute() else p.parent / s
-                     for s in (line.strip() for line in lines) if s and not s.startswith("#")]
-            if not paths:
-                warnings.append(f"{spec}: empty list file")
-                continue
-            # Output names under the common folder of the entries that exist (one mistyped line
-            # does not rename the others); none on two Windows drives: file names alone.
-            try:
-                base = Path(os.path.commonpath([os.path.abspath(q.parent) for q in paths if q.is_file()]))
-            except ValueError:
-                base = None
-            for q in paths:
-                if q.is_file():
-                    add(q, base)
-                else:
-                    why = "a folder; a list names image files" if q.is_dir() else "not found"
-                    add_missing(q, _rel_stem(q, base), f"listed in {spec}, but {why}")
+            found.add_list(spec, p)
         elif p.is_file() or p.is_symlink():
-            if p.suffix.lower() not in IMAGE_EXTS:
-                warnings.append(f"{spec}: not an image file name ({' '.join(IMAGE_EXTS)}); read as one all the same "
-                                f"(a list of images is a {' '.join(LIST_EXTS)} file)")
-            add(p, p.parent)
+            found.add_file(spec, p)
         elif glob.has_magic(spec):
-            base = Path(spec)
-            while glob.has_magic(str(base)):
-                base = base.parent
-            found = sorted(set(_recursive_glob(any_case_extension(spec), base) if "**" in spec
-                               else map(Path, glob.glob(any_case_extension(spec)))))
-            dead = [f for f in found if not f.is_file() and f.is_symlink() and _is_image(f)]
-            found = add_searched(spec, base, [f for f in found if f.is_file() and _is_image(f)
-                                              and not _not_a_photograph(f, base, output, masks)], dead)
-            if not found and not dead:
-                warnings.append(f"{spec}: no images match this pattern")
+            found.add_glob(spec)
         else:
-            add_missing(p, p.with_suffix("").name, "file or folder not found")
-    if same_file:
-        warnings.append(f"{len(same_file)} input(s) the same file as another one (a link), segmented once: "
-                        f"{same_file[0][0]} as {same_file[0][1]}{', ...' if len(same_file) > 1 else ''}")
-    found = [Path(it.path) for it in items if it.searched]
-    beside = {str(f) for f in _masks_beside_photographs(found, [Path(it.path) for it in items if not it.missing])}
+            found.add_missing(p, p.with_suffix("").name, "file or folder not found")
+    items, warnings = found.items, found.warnings
+    if found.same_file:
+        first, taken_as = found.same_file[0]
+        warnings.append(f"{len(found.same_file)} input(s) the same file as another one (a link), segmented once: "
+                        f"{first} as {taken_as}{', ...' if len(found.same_file) > 1 else ''}")
+    searched = [Path(it.path) for it in items if it.searched]
+    beside = {str(f) for f in _masks_beside_photographs(searched, [Path(it.path) for it in items if not it.missing])}
     if beside:
         use = "; --masks on their folder uses them as FOV masks" if masks is None else ""
         warnings.append(f"{len(beside)} file(s) named like a photograph's mask (<stem>_mask.*) beside it, not "
                         f"segmented (e.g. {min(beside)}){use}")
         items = [it for it in items if it.path not in beside]
-    # Two inputs with one output name: under input folders of different names (patB/OD.jpg and
-    # patC/OD.jpg, given folder by folder), that folder's name before it; else (a.jpg and a.png
-    # of one folder) the extension after it, then a number.
+    unique_output_names(items)
+    return items, warnings
+
+
+class _InputsFound:
+    """What find_inputs gathers, argument by argument: the items (each photograph once, however
+    often it is reached), the warnings, and the links that reached a photograph again."""
+
+    def __init__(self, output=None, masks=None):
+        self.output = Path(output).resolve() if output else None
+        self.masks = Path(masks).resolve() if masks else None
+        self.items, self.warnings = [], []
+        self.seen = {}  # resolved path -> its Item
+        self.same_file = []  # (path, the path it was taken as): links to one photograph, segmented once
+
+    def add(self, p: Path, base: Optional[Path], search=False):
+        key = str(p.resolve())
+        if key not in self.seen:
+            self.seen[key] = Item(str(p), _rel_stem(p, base), searched=search, origin=base.name if base else "")
+            self.items.append(self.seen[key])
+            return
+        if not search:  # also named itself: taken whatever its name
+            self.seen[key].searched = False
+        if os.path.abspath(p) != os.path.abspath(self.seen[key].path):
+            self.same_file.append((str(p), self.seen[key].path))
+
+    def add_missing(self, p: Path, rel: str, why: str):
+        key = os.path.realpath(p)  # never raises, as Path.resolve does on a link that loops
+        if key not in self.seen:
+            self.seen[key] = Item(str(p), rel, missing=why)
+            self.items.append(self.seen[key])
+
+    def add_searched(self, spec, base: Path, found: list, dead: list) -> list:
+        """The photographs a folder or glob found (a data set's labels and masks left out, said),
+        and its dead links, said and counted as a missing file named in a list is; returns the
+        photographs."""
+        of_a_data_set = {f for f in found if _of_a_data_set(f, base)}
+        if of_a_data_set:
+            self.warnings.append(_data_set_note(spec, of_a_data_set, self.masks is not None))
+            found = [f for f in found if f not in of_a_data_set]
+        for f in found:
+            self.add(f, base, search=True)
+        for f in dead:
+            self.add_missing(f, _rel_stem(f, base), _dead_link_reason(f))
+        return found
+
+    def add_folder(self, spec, folder: Path):
+        files, dead = _search(folder)
+        images = [f for f in files if _is_image(f)]
+        found = self.add_searched(spec, folder, sorted(
+            f for f in images if not _not_a_photograph(f, folder, self.output, self.masks)), dead)
+        if not found and images:
+            self.warnings.append(f"{spec}: only the outputs of an earlier predict.py run or masks in this folder, "
+                                 f"no photographs")
+        elif not found and not dead:
+            self.warnings.append(f"{spec}: no images ({' '.join(IMAGE_EXTS)}) in this folder")
+        else:  # e.g. .webp or .dcm photographs, which would otherwise vanish unsaid
+            other = sorted({f.suffix.lower() or f.name for f in files if not _is_image(f)
+                            and not (self.masks is not None and f.resolve().is_relative_to(self.masks))
+                            and not _of_a_data_set(f, folder)
+                            and not _in_an_output_folder(f, folder, self.output)})
+            if other:
+                self.warnings.append(f"{spec}: files of other types skipped ({', '.join(other[:8])}"
+                                     f"{', ...' if len(other) > 8 else ''}); images are {' '.join(IMAGE_EXTS)}")
+
+    def add_list(self, spec, listing: Path):
+        try:
+            lines = listing.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark (Notepad, Excel)
+        except (OSError, UnicodeDecodeError) as exc:
+            self.warnings.append(f"{spec}: cannot read list file ({exc})")
+            return
+        paths = [Path(s) if Path(s).is_absolute() else listing.parent / s
+                 for s in (line.strip() for line in lines) if s and not s.startswith("#")]
+        if not paths:
+            self.warnings.append(f"{spec}: empty list file")
+            return
+        # Output names under the common folder of the entries that exist (one mistyped line
+        # does not rename the others); none on two Windows drives: file names alone.
+        try:
+            base = Path(os.path.commonpath([os.path.abspath(q.parent) for q in paths if q.is_file()]))
+        except ValueError:
+            base = None
+        for q in paths:
+            if q.is_file():
+                self.add(q, base)
+            else:
+                why = "a folder; a list names image files" if q.is_dir() else "not found"
+                self.add_missing(q, _rel_stem(q, base), f"listed in {spec}, but {why}")
+
+    def add_file(self, spec, p: Path):
+        if p.suffix.lower() not in IMAGE_EXTS:
+            self.warnings.append(f"{spec}: not an image file name ({' '.join(IMAGE_EXTS)}); read as one all the "
+                                 f"same (a list of images is a {' '.join(LIST_EXTS)} file)")
+        self.add(p, p.parent)
+
+    def add_glob(self, spec):
+        base = Path(spec)
+        while glob.has_magic(str(base)):
+            base = base.parent
+        found = sorted(set(_recursive_glob(any_case_extension(spec), base) if "**" in spec
+                           else map(Path, glob.glob(any_case_extension(spec)))))
+        dead = [f for f in found if not f.is_file() and f.is_symlink() and _is_image(f)]
+        found = self.add_searched(spec, base, [f for f in found if f.is_file() and _is_image(f)
+                                               and not _not_a_photograph(f, base, self.output, self.masks)], dead)
+        if not found and not dead:
+            self.warnings.append(f"{spec}: no images match this pattern")
+
+
+def unique_output_names(items):
+    """Give every item its own output name (``rel``), in place. Two inputs with one name: under
+    input folders of different names (patB/OD.jpg and patC/OD.jpg, given folder by folder), that
+    folder's name before it; else (a.jpg and a.png of one folder) the extension after it, then
+    a number."""
     groups = {}
     for it in items:
         groups.setdefault(it.rel, []).append(it)
@@ -323,7 +351,6 @@ def find_inputs(specs, output=None, masks=None):
             last_number[rel] = n
             it.rel = candidate
         taken.add(it.rel)
-    return items, warnings
 
 
 class MaskFinder:
