@@ -32,7 +32,7 @@ from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import (VARIANTS, ConfigError, dataset_names, dataset_spec, fusion_or_default,
                             network_input_size, saved_dataset_name, seed_run_name, split_seed_run_name,
                             str2bool)
-from scripts.data import find_samples, load_tensor_set
+from scripts.data import find_samples, load_tensor_set, truth_fingerprint
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason,
                             pick_device, release_freed_memory)
 from scripts.evaluate import default_workers, evaluate_images, predict_probs, usable_cores
@@ -349,6 +349,7 @@ def _score_and_write(spec, runs, samples, probs, details, out_dir, stage, worker
     summary["run_details"] = details
     summary["images"] = len(samples)
     summary["dataset"] = spec.name
+    summary["test_truth_sha256"] = truth_fingerprint(samples)  # of its labels and masks (scripts.compare)
     summary["precision"] = precision  # of the networks' predictions: fp32 unless --amp (and it paid)
     summary["segment_settings"] = segment_settings.as_dict()
     summary["segment_notes"] = segment_notes  # scripts.compare repeats them beside the numbers

@@ -6,7 +6,7 @@ Example (the original protocol on DRIVE-AV, one seed):
 
 --resume continues <output-root>/<Dataset>/<job_name>/last.pth with the settings saved there; only
 --epochs and the run-time options (--device, --amp/--no-amp, --no-amp-discriminator, --tf32, --compile,
---log-every, --image-every, --save-every, --time-limit, --data-root, --cache-dir, --runs-dir,
+--no-memory-check, --log-every, --image-every, --save-every, --time-limit, --data-root, --cache-dir, --runs-dir,
 --output-root) may change, and a different value of any other option is an error. last.pth is
 written after the first epoch, every --save-every minutes, at the end and at a stop: --time-limit, or Ctrl-C / SIGTERM,
 which end the current epoch first (a second one stops at once, losing that epoch). A run folder
@@ -35,7 +35,7 @@ from scripts.cli import FRESH_LINE, TIME_LIMIT_EXIT, ArgumentParser, progress_ba
 from scripts.config import (VARIANTS, ConfigError, RunConfig, check_image_size, dataset_names, dataset_spec,
                             str2bool, tensorboard_dir)
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
-from scripts.device import (amp_dtype_for, busy_cpu_note, cpu_memory_note, describe_precision, keep_freed_memory,
+from scripts.device import (amp_dtype_for, busy_cpu_note, cpu_memory_error, cpu_memory_note, describe_precision, keep_freed_memory,
                             no_amp_reason, pick_device, set_tf32, training_memory_format)
 from scripts.evaluate import usable_cores, validate
 from scripts.files import check_folder
@@ -99,6 +99,9 @@ def build_parser():
                    help="on CUDA, let fp32 convolutions and matrix products use TF32 (faster on Ampere and "
                         "later GPUs; off by default, true fp32 as on the paper's T4)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (worth it for long GPU runs)")
+    p.add_argument("--memory-check", action=argparse.BooleanOptionalAction, default=True, dest="memory_check",
+                   help="on a CPU, refuse a run whose training step is estimated to need more than the machine's "
+                        "memory (default); --no-memory-check tries all the same (a large swap, say)")
     p.add_argument("--log-every", type=int, default=d.log_every, dest="log_every",
                    help="training steps between loss logs, also logged at the end of each epoch (default %(default)s)")
     p.add_argument("--image-every", type=int, default=d.image_every, dest="image_every",
@@ -196,10 +199,14 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
         last_state.check_nothing_to_overwrite(run_dir)
     initial = read_initial_weights(load, cfg, adopt, size, ctx.is_main) if load else None  # a wrong file fails now
 
-    train_set, val_set, subset = load_training_data(cfg, device)
-    split_names = {"training": list(train_set.names), "validation": list(val_set.names)}  # the split --resume must find
     # Rank 0's choice on every rank: a CPU's bf16 is timed (cpu_bf16_speedup), once, not by every rank at once.
     amp_dtype = ctx.broadcast(amp_dtype_for(device, cfg.amp) if ctx.is_main else None)
+    too_large = cfg.memory_check and device.type == "cpu" and cpu_memory_error(*cpu_step(cfg, ctx, cfg.batch_size,
+                                                                                           amp_dtype))
+    if too_large:  # before any data is decoded (the kernel would kill the run at its first step)
+        raise ConfigError(too_large)
+    train_set, val_set, subset = load_training_data(cfg, device)
+    split_names = {"training": list(train_set.names), "validation": list(val_set.names)}  # the split --resume must find
     memory_format = training_memory_format(device, amp_dtype)
     precision = describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == "cuda")
     log = print if ctx.is_main else (lambda *a, **k: None)
@@ -325,9 +332,7 @@ def log_run_start(cfg: RunConfig, ctx, device, train_set, val_set, subset, *, me
     notes = []
     if device.type == "cpu":
         notes.append(busy_cpu_note(torch.get_num_threads(), usable_cores()))
-        per_process = math.ceil(min(cfg.batch_size, len(train_set)) / ctx.world)  # each rank's share of a batch
-        notes.append(cpu_memory_note(size, cfg.base_width, per_process, amp_dtype is not None,
-                                     int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        notes.append(cpu_memory_note(*cpu_step(cfg, ctx, len(train_set), amp_dtype)))
     if why_fp32:  # --amp is the default: say why it is fp32 here
         notes.append(f"mixed precision (--amp, the default): {why_fp32}, so this run trains in fp32")
     if subset:
@@ -337,6 +342,14 @@ def log_run_start(cfg: RunConfig, ctx, device, train_set, val_set, subset, *, me
                      "print warnings): it pays only over a long run")
     for note in filter(None, notes):
         print(f"note: {note}", flush=True)
+
+
+def cpu_step(cfg: RunConfig, ctx, n_train: int, amp_dtype) -> tuple:
+    """What a CPU step's memory depends on, as cpu_memory_note and cpu_memory_error take it: the
+    input size, the width, each process's share of a batch, bf16 or not, the processes of a node."""
+    per_process = math.ceil(min(cfg.batch_size, n_train) / ctx.world)
+    return (cfg.input_size, cfg.base_width, per_process, amp_dtype is not None,
+            int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def load_training_data(cfg: RunConfig, device):

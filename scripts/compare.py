@@ -156,7 +156,8 @@ def alike_or_not(summary):
              "base widths": of_runs("base_width"), "training data sets": of_runs("trained_on"),
              "numbers of test images": str(summary.get("images", "")),
              "test precisions": str(summary.get("precision") or ""),
-             "segment metric settings": segment_settings(summary)}
+             "segment metric settings": segment_settings(summary),
+             "test labels and masks (SHA-256)": str(summary.get("test_truth_sha256") or "")[:12]}
     return {k: v for k, v in facts.items() if v}
 
 

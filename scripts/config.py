@@ -163,6 +163,7 @@ class RunConfig:
     amp_discriminator: bool = True   # under amp, D too; False: D in fp32, the generators mixed
     tf32: bool = False               # CUDA: fp32 convolutions/matmuls may use TF32 (the paper's T4 had none)
     compile: bool = False            # torch.compile the four networks (slow first steps)
+    memory_check: bool = True        # CPU: refuse a run whose step needs more than the machine's memory
     log_every: int = 10              # training steps between scalar logs
     image_every: int = 10            # epochs between TensorBoard pictures of the mixed segments
     save_every: float = 5.0          # minutes between saves of last.pth (0: every epoch)

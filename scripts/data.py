@@ -202,7 +202,8 @@ def read_mask(path, upright=False) -> np.ndarray:
 
 def load_truth(sample: Sample, image_size=None):
     """(label HxW uint8, fov HxW bool) at the original size, checked against the photograph's
-    size (W, H); without ``image_size`` it is read from the file's header, not decoded."""
+    size (W, H) and for an empty mask; without ``image_size`` it is read from the file's header,
+    not decoded."""
     if image_size is None:
         with open_header(sample.image) as img:
             image_size = img.size
@@ -211,7 +212,22 @@ def load_truth(sample: Sample, image_size=None):
         if arr.shape != (image_size[1], image_size[0]):
             raise DataError(f"{path}: {kind} is {arr.shape[1]} x {arr.shape[0]} but its image "
                             f"{sample.image.name} is {image_size[0]} x {image_size[1]}")
+    if not fov.any():  # every metric of the image would be 0, and counted in the means
+        raise DataError(f"{sample.mask}: the FOV mask is empty (no pixel above 0), so {sample.image.name} would "
+                        f"score nothing")
     return label, fov
+
+
+def truth_fingerprint(samples) -> str:
+    """SHA-256 of the labels and masks of ``samples`` (names and file contents): the summaries
+    of tests scored against other truth (an edited copy of a data set) tell themselves apart
+    in scripts.compare, wherever the copies lie."""
+    digest = hashlib.sha256()
+    for sample in sorted(samples, key=lambda s: s.name):
+        for path in (sample.label, sample.mask):
+            digest.update(f"{sample.name}|{path.suffix}|{path.stat().st_size}|".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def load_sample(sample: Sample):

@@ -248,27 +248,56 @@ def cpu_training_memory_mib(size, base_width: int, batch_size: int, bf16: bool) 
     return CPU_STEP_BASE_MIB + batch_size * per_image * (CPU_BF16_MEMORY if bf16 else 1.0)
 
 
-def available_memory_mib(meminfo: Path = Path("/proc/meminfo")) -> Optional[float]:
-    """The memory the kernel can give without swapping (MemAvailable); None where unknown."""
+def _meminfo_mib(field: str, meminfo: Path) -> Optional[float]:
     try:
         for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
 
 
+def available_memory_mib(meminfo: Path = Path("/proc/meminfo")) -> Optional[float]:
+    """The memory the kernel can give without swapping (MemAvailable); None where unknown."""
+    return _meminfo_mib("MemAvailable", meminfo)
+
+
+def total_memory_mib(meminfo: Path = Path("/proc/meminfo")) -> Optional[float]:
+    """The machine's memory (MemTotal); None where unknown."""
+    return _meminfo_mib("MemTotal", meminfo)
+
+
+def _cpu_step_need(size, base_width, batch_size, bf16, processes):
+    """(MiB, the run in words) of a CPU training run's steps, for the notes below."""
+    who = f"{processes} processes" if processes > 1 else "a training step"
+    return (processes * cpu_training_memory_mib(size, base_width, batch_size, bf16),
+            f"{who} at {size[0]} x {size[1]}, width {base_width}, batch {batch_size} in {'bf16' if bf16 else 'fp32'}")
+
+
+LESS_MEMORY = "a smaller --batch-size, --base-width (8) or --image-size needs less (linear in each)"
+
+
 def cpu_memory_note(size, base_width: int, batch_size: int, bf16: bool, processes: int = 1) -> Optional[str]:
     """A note when a CPU training run will likely need more memory than this machine has free
     (the kernel then kills it, without a word from Python). ``batch_size``: each process's share."""
-    need, free = processes * cpu_training_memory_mib(size, base_width, batch_size, bf16), available_memory_mib()
+    (need, run), free = _cpu_step_need(size, base_width, batch_size, bf16, processes), available_memory_mib()
     if free is None or need <= free:
         return None
-    who = f"{processes} processes" if processes > 1 else "a training step"
-    return (f"{who} at {size[0]} x {size[1]}, width {base_width}, batch {batch_size} in {'bf16' if bf16 else 'fp32'} "
-            f"needs about {need / 1024:.0f} GiB of memory on a CPU, and {free / 1024:.0f} GiB are free: the system "
-            f"will likely kill it; a smaller --batch-size, --base-width (8) or --image-size needs less (linear in each)")
+    return (f"{run} needs about {need / 1024:.0f} GiB of memory on a CPU, and {free / 1024:.0f} GiB are free: the "
+            f"system will likely kill it; {LESS_MEMORY}")
+
+
+def cpu_memory_error(size, base_width: int, batch_size: int, bf16: bool, processes: int = 1) -> Optional[str]:
+    """Why a CPU training run cannot fit at all: it needs more memory than the machine has (the
+    kernel would kill it at its first step, exit 137); None when it might fit. The rule is within
+    about 10 % of the measured runs, so only a need above the whole memory is refused."""
+    (need, run), total = _cpu_step_need(size, base_width, batch_size, bf16, processes), total_memory_mib()
+    if total is None or need <= total:
+        return None
+    return (f"{run} needs about {need / 1024:.0f} GiB of memory on a CPU, more than this machine's "
+            f"{total / 1024:.0f} GiB: the system would kill it at its first step; {LESS_MEMORY} "
+            f"(--no-memory-check tries all the same)")
 
 
 def no_amp_reason(device: torch.device) -> str:

@@ -96,8 +96,8 @@ def check_nothing_to_overwrite(run_dir: Path):
                           f"(--save-every): another --job_name (or deleting the folder) starts afresh")
 
 
-RUNTIME_OPTIONS = {"epochs", "device", "amp", "amp_discriminator", "tf32", "compile", "log_every", "image_every",
-                   "save_every", "data_root", "cache_dir", "time_limit"}
+RUNTIME_OPTIONS = {"epochs", "device", "amp", "amp_discriminator", "tf32", "compile", "memory_check", "log_every",
+                   "image_every", "save_every", "data_root", "cache_dir", "time_limit"}
 
 
 def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:

@@ -33,7 +33,7 @@ import numpy as np
 from . import metrics, segments
 from .cli import ArgumentParser, progress_bar
 from .config import ConfigError, dataset_names, dataset_spec
-from .data import DataError, find_samples, load_truth, open_header
+from .data import DataError, find_samples, load_truth, open_header, truth_fingerprint
 from .evaluate import default_workers, in_threads, score_image, usable_cores, write_png
 from .evaluation_outputs import RUNS_BEING_TESTED, STAGING, run_names
 from .files import atomic_write, atomic_write_csv, make_folder
@@ -89,6 +89,43 @@ def read_prediction(path, size) -> np.ndarray:
         img.close()
 
 
+def default_output(folder) -> Path:
+    """<DIR>_scores beside the predictions folder as given ('.' too; a link's name, not its
+    target's). For test.py's pictures (Final_pre/raw_pre, Final_pre/<run>/raw_pre) beside the
+    test's folder instead (Final_pre_raw_pre_scores): test.py's next test there replaces what its
+    summary describes, and scores inside it would outlive the pictures they were made of."""
+    given = Path(os.path.abspath(folder))
+    for test_dir in (given.parent, given.parent.parent):
+        if _written_by_test(test_dir):
+            return test_dir.parent / f"{test_dir.name}_{'_'.join(given.relative_to(test_dir).parts)}_scores"
+    return given.parent / f"{given.name or 'predictions'}_scores"
+
+
+def _written_by_test(folder: Path) -> bool:
+    """Whether ``folder`` is test.py's output folder (its summary.json, or a test in progress)."""
+    if any((folder / name).exists() for name in (RUNS_BEING_TESTED, STAGING)):
+        return True
+    try:
+        summary = json.loads((folder / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and "run_details" in summary and "scored" not in summary
+
+
+def _found_elsewhere(folder: Path, name: str, suffix: str) -> str:
+    """Where ``name``'s picture is when it is not at ``folder``'s top level with ``suffix``: in a
+    sub-folder (predict.py keeps a data set folder's images/ sub-folder), or with predict.py's
+    suffixes; the options that read it ('' when not found)."""
+    for other in dict.fromkeys([suffix, OUTPUT_FILES["colour"][:-4], OUTPUT_FILES["classes"][:-4]]):
+        with_suffix = f" --suffix {other}" if other != suffix else ""
+        if other != suffix and (folder / f"{name}{other}.png").is_file():
+            return with_suffix.strip()
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if (sub / f"{name}{other}.png").is_file():
+                return f"--predictions {sub}{with_suffix}"
+    return ""
+
+
 def prediction_files(samples, folder: Path, suffix: str, workers: int = 1) -> list:
     """The prediction file of each test image, every one read and checked (``read_prediction``)
     before any is scored; those missing named together."""
@@ -106,8 +143,10 @@ def prediction_files(samples, folder: Path, suffix: str, workers: int = 1) -> li
         hint = ""
         if len(missing) == len(paths):  # none found: what the folder holds instead
             held = sorted(e.name + ("/" if e.is_dir() else "") for e in folder.iterdir() if not e.name.startswith("."))[:3]
+            elsewhere = _found_elsewhere(folder, samples[0].name, suffix)
             hint = (f"; it holds e.g. {', '.join(held)}: only <name>{suffix}.png at its top level is read "
-                    f"(--suffix?)" if held else "; it is empty")
+                    f"({f'{samples[0].name} is read with {elsewhere}' if elsewhere else '--suffix?'})"
+                    if held else "; it is empty")
         raise ConfigError(f"{folder}: no {', '.join(missing[:3])}{more} for {len(missing)} of the {len(samples)} "
                           f"test images (<name>{suffix}.png){hint}")
 
@@ -172,8 +211,8 @@ def picture_notes(results) -> list:
     notes = []
     light = sum(r["picture"]["vessel_share"] > 0.5 for r in results)
     if light:
-        notes.append(f"vessel predicted over more than half the FOV in {light} of {len(results)} image(s): is the "
-                     f"background light? It must be black (0, 0, 0)")
+        notes.append(f"vessel predicted over more than half the FOV in {light} of {len(results)} image(s): a light "
+                     f"background (it must be black, 0, 0, 0), or a network that marks most of the FOV as vessel")
     undecided = float(np.mean([r["picture"]["undecided_share"] for r in results]))
     if undecided > 0.05:
         notes.append(f"{100 * undecided:.1f} % of the predicted vessel pixels have R and B on, G off (no A/V decision): "
@@ -215,9 +254,8 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
         raise ConfigError(f"{len(folders)} prediction folders: name the folder of their scores with --output")
     if output:
         out_dir = Path(output)
-    else:  # beside the predictions folder as given ('.' too; a link's name, not its target's)
-        given = Path(os.path.abspath(folders[0]))
-        out_dir = given.parent / f"{given.name or 'predictions'}_scores"
+    else:
+        out_dir = default_output(folders[0])
     pictures_root = Path(os.path.realpath(out_dir / "mixed_segments"))
     inside = [f for f in folders if Path(os.path.realpath(f)).is_relative_to(pictures_root)]
     if inside:
@@ -251,6 +289,7 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
         run_summaries.append((metrics.summarize(results), Counter(r["picture"]["kind"] for r in results)))
     summary = metrics.in_percent(metrics.mean_std_over_runs([r for r, _ in run_summaries]))
     summary.update({"runs": [str(f) for f in folders], "images": len(samples), "dataset": spec.name,
+                    "test_truth_sha256": truth_fingerprint(samples),
                     "per_run": {n: {m: 100.0 * r["average"][m] for m in metrics.TABLE_METRICS}
                                 for n, (r, _) in zip(names, run_summaries, strict=True)},
                     "prediction_kinds": dict(sum((k for _, k in run_summaries), Counter())),

@@ -141,6 +141,18 @@ def test_label_values_outside_0_to_3(drive_copy):
         read_label(path)
 
 
+def test_an_edited_label_changes_the_truth_fingerprint(drive_copy):
+    """summary.json's test_truth_sha256: a test against an edited copy tells itself apart."""
+    from scripts.data import truth_fingerprint
+    samples = find_samples(drive_copy, SPEC, "test")
+    before = truth_fingerprint(samples)
+    assert truth_fingerprint(samples[::-1]) == before  # the order given does not matter
+    label = np.array(Image.open(samples[1].label))
+    label[label == 1] = 2  # arteries relabelled as veins
+    Image.fromarray(label).save(samples[1].label)
+    assert truth_fingerprint(samples) != before
+
+
 def test_mask_of_another_size(drive_copy):
     sample = first(drive_copy)
     Image.fromarray(np.full((100, 100), 255, np.uint8)).save(sample.mask, format="GIF")
@@ -148,6 +160,17 @@ def test_mask_of_another_size(drive_copy):
         load_sample(sample)
     with pytest.raises(DataError, match="mask is 100 x 100 but its image 21_training.tif is 565 x 584"):
         load_truth(sample)  # the photograph's size from its header, not decoded
+
+
+def test_an_empty_mask_is_refused(drive_copy):
+    """All zero: the image would score 0 on every metric, pulling the means down unsaid (and a
+    validation image would pick the best epoch on nothing)."""
+    sample = first(drive_copy)
+    Image.fromarray(np.zeros((584, 565), np.uint8)).save(sample.mask, format="GIF")
+    message = f"{sample.mask}: the FOV mask is empty (no pixel above 0), so 21_training.tif would score nothing"
+    for load in (load_sample, load_truth):
+        with pytest.raises(DataError, match=re.escape(message)):
+            load(sample)
 
 
 def test_image_without_label(drive_copy):
@@ -222,6 +245,26 @@ def test_bad_options(drive_copy, tmp_path, monkeypatch, capsys, args, message):
     err = capsys.readouterr().err
     assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing written
+
+
+def test_a_cpu_run_larger_than_the_machine_is_refused_before_any_data(drive_copy, tmp_path, monkeypatch, capsys):
+    """A step estimated above the machine's whole memory (the kernel would kill it at its first
+    step, exit 137, without a word): one line and nothing written; --no-memory-check tries."""
+    from scripts import device
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(device, "total_memory_mib", lambda: 2048.0)  # a 2 GiB machine
+    common = ["--data-root", str(drive_copy), "--epochs", "1", "--cache-dir", str(tmp_path / "c"), "--device", "cpu",
+              "--no-amp", "--batch-size", "2"]
+    with pytest.raises(SystemExit) as stop:
+        train.main([*common, "--image-size", "592", "592", "--base-width", "8"])
+    assert stop.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
+        "error: a training step at 592 x 592, width 8, batch 2 in fp32 needs about 4 GiB of memory on a CPU, more "
+        "than this machine's 2 GiB: the system would kill it at its first step; a smaller --batch-size, --base-width "
+        "(8) or --image-size needs less (linear in each) (--no-memory-check tries all the same)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing decoded, nothing written
+    monkeypatch.setattr(device, "total_memory_mib", lambda: 100.0)  # less than any run needs, but told to try
+    train.main([*common, "--image-size", "64", "64", "--base-width", "4", "--no-memory-check"])
+    assert (tmp_path / "DRIVE_AV" / "default" / "CP_best_F1_all.pth").is_file()
 
 
 def test_an_output_root_runs_dir_or_cache_dir_that_is_a_file_is_one_line_before_any_data(drive_copy, tmp_path, monkeypatch,

@@ -262,3 +262,11 @@ def test_the_cpu_memory_rule_fits_the_measured_runs_and_says_when_a_run_will_not
     assert dev.cpu_memory_note((592, 592), 32, 2, False, processes=2).startswith("2 processes at 592 x 592")
     monkeypatch.setattr(dev, "available_memory_mib", lambda: None)  # not Linux: no note
     assert dev.cpu_memory_note((592, 592), 32, 6, False) is None
+    assert round(dev.total_memory_mib(meminfo)) == 23438
+    monkeypatch.setattr(dev, "total_memory_mib", lambda: 23438.0)  # refused only above the whole memory
+    assert dev.cpu_memory_error((592, 592), 32, 3, False) is None
+    assert dev.cpu_memory_error((880, 592), 32, 6, False).startswith(
+        "a training step at 880 x 592, width 32, batch 6 in fp32 needs about 48 GiB of memory on a CPU, more than "
+        "this machine's 23 GiB")
+    monkeypatch.setattr(dev, "total_memory_mib", lambda: None)
+    assert dev.cpu_memory_error((880, 592), 32, 6, False) is None

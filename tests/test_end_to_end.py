@@ -596,6 +596,9 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
         "note: these summaries differ in their base widths: one 32, other 8",
         "note: these summaries differ in their training data sets: one DRIVE_AV, other LES-AV",
         "note: these summaries differ in their numbers of test images: one 20, other 19"]  # not the fusion
+    # Scored against other labels or masks (an edited copy of the data set): their SHA-256 differs.
+    assert compared({**one, "test_truth_sha256": "a" * 64}, {**one, "test_truth_sha256": "b" * 64}).err.splitlines() == [
+        f"note: these summaries differ in their test labels and masks (SHA-256): one {'a' * 12}, other {'b' * 12}"]
     # Other seeds, another test precision, a run stopped early (the seeds of train.sh's run names).
     details = {"epochs_done": 1500, "epochs_planned": 1500}
     ours = {**one, "runs": ["D/sigmoid_seed40", "D/sigmoid_seed42"], "precision": "fp32",

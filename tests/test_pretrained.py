@@ -62,6 +62,7 @@ def test_the_shipped_bundle_scores_what_its_results_file_says(real_data, tmp_pat
     # probability extras differ: 8-bit pictures against 16-bit probabilities).
     scored = flatten(score.score_folder("DRIVE_AV", out / "raw_pre", "", real_data, tmp_path / "scores"))
     tested = flatten(ours)
+    assert scored["test_truth_sha256"] == tested["test_truth_sha256"] and len(tested["test_truth_sha256"]) == 64
     for group in ("average", "artery", "vein", "uncertain", "segments"):
         keys = [k for k in tested if k.startswith(group + "/")]
         assert keys and all(scored[k] == pytest.approx(tested[k], abs=1e-9) for k in keys), group

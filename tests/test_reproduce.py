@@ -17,7 +17,8 @@ from scripts.bundle import load_any
 from scripts.checkpoint import read
 from tests.conftest import ROOT
 
-BUDGET = 2.25  # minutes: benchmark (at most 0.75), training until 0.75 minutes are left, test, package
+BUDGET = 2.5  # minutes: benchmark (at most 1; about 0.3 on an idle 2-core CPU), training until 0.75 minutes
+#                are left, test, package
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def job(real_data, tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "reproduce.py"), "--dataset", "DRIVE_AV", "--data-root", str(real_data),
          "--seeds", "42", "40", "--epochs", "1000", "--budget-minutes", str(BUDGET), "--reserve-minutes", "0.75",
-         "--benchmark-minutes", "0.75", "--benchmark-steps", "1", "--no-amp", "--archive", "--tag", "tiny",
+         "--benchmark-minutes", "1", "--benchmark-steps", "1", "--no-amp", "--archive", "--tag", "tiny",
          "--commit", "abc1234", "--train-args", "--base-width 4 --image-size 64 64 --cache-dir cache",
          "--out", str(out), "--work", str(tmp / "work")],
         cwd=tmp, capture_output=True, text=True, timeout=600)

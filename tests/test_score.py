@@ -183,6 +183,13 @@ def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, 
             "holds e.g. 01_test.PNG, 02_test.PNG, 03_test.PNG: only <name>.png at its top level is read")
     for p in (tmp_path / "p").glob("*.PNG"):
         p.rename(p.with_suffix(".png"))
+    (tmp_path / "cohort" / "images").mkdir(parents=True)  # predict.py's outputs of a data set folder's images/
+    for p in (tmp_path / "p").glob("*.png"):
+        p.rename(tmp_path / "cohort" / "images" / f"{p.stem}_colour.png")
+    refused(f"holds e.g. images/: only <name>.png at its top level is read (01_test is read with --predictions "
+            f"{tmp_path / 'cohort' / 'images'} --suffix _colour)", ["--predictions", str(tmp_path / "cohort")])
+    for p in (tmp_path / "cohort" / "images").glob("*.png"):
+        p.rename(tmp_path / "p" / f"{p.stem.removesuffix('_colour')}.png")
     (tmp_path / "p").rename(tmp_path / "mixed_segments")  # test.py's pictures of the mixed segments
     refused("pictures of the mixed segments, not predictions (test.py's are in raw_pre/)",
             ["--predictions", str(tmp_path / "mixed_segments")])
@@ -233,3 +240,19 @@ def test_the_segment_metric_settings_are_options_recorded_in_the_summary(real_da
         err = capsys.readouterr().err.strip().splitlines()
         assert info.value.code == 2 and err == [f"error: {says}" + err[0].split(says, 1)[1]], err
     assert not (tmp_path / "bad").exists()
+
+
+def test_scores_of_test_py_pictures_go_beside_the_test_not_into_it(real_data, drive_truth, tmp_path):
+    """test.py's next test in its folder replaces what its summary describes: scores kept inside
+    would outlive the pictures they were made of."""
+    test_dir = tmp_path / "DRIVE_AV" / "Final_pre"
+    test_dir.mkdir(parents=True)
+    (test_dir / "summary.json").write_text(json.dumps({"runs": ["r"], "run_details": [{"run": "r"}]}))
+    write_pictures(test_dir / "raw_pre", drive_truth, lambda label: metrics.CLASS_COLOURS[label])
+    assert score.default_output(test_dir / "raw_pre") == tmp_path / "DRIVE_AV" / "Final_pre_raw_pre_scores"
+    assert score.default_output(test_dir / "seed42" / "raw_pre") == (
+        tmp_path / "DRIVE_AV" / "Final_pre_seed42_raw_pre_scores")  # a run's pictures in a test of several
+    assert score.default_output(tmp_path / "maps") == tmp_path / "maps_scores"  # anyone else's: beside them
+    score.score_folder("DRIVE_AV", test_dir / "raw_pre", "", real_data)
+    assert (tmp_path / "DRIVE_AV" / "Final_pre_raw_pre_scores" / "summary.json").is_file()
+    assert sorted(p.name for p in test_dir.iterdir()) == ["raw_pre", "summary.json"]
