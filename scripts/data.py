@@ -185,7 +185,8 @@ def read_label(path) -> np.ndarray:
     """Single-channel index label, 0 background, 1 artery, 2 vein, 3 uncertain."""
     with _open(path) as img:
         if img.mode not in ("L", "P"):
-            raise DataError(f"{path}: label must be a single-channel index image (mode L or P), got {img.mode}")
+            raise DataError(f"{path}: label must be a single-channel index image (mode L or P), got {img.mode} "
+                            f"(labels drawn in colour: python -m scripts.labels converts them)")
         label = np.asarray(img, dtype=np.uint8)
     if label.max() > 3:
         bad = np.unique(label[label > 3])[:5].tolist()

@@ -754,8 +754,8 @@ def test_readme_figure_of_an_own_photograph_finds_its_outputs_in_a_cohort(tmp_pa
 
 ENTRY_POINTS = [["train.py"], ["test.py"], ["predict.py"], ["reproduce.py"], ["benchmarks/benchmark.py"],
                 ["benchmarks/allocator.py"], ["benchmarks/folding.py"], ["benchmarks/precision.py"],
-                *(["-m", f"scripts.{m}"] for m in ("bundle", "compare", "config", "figures", "pack", "scalars",
-                                                   "synthetic"))]
+                *(["-m", f"scripts.{m}"] for m in ("bundle", "compare", "config", "figures", "labels", "pack",
+                                                   "scalars", "score", "synthetic"))]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,103 @@
+"""Colour A/V labels to the index labels this project reads (0 background, 1 artery, 2 vein,
+3 uncertain).
+
+Public A/V label releases draw their classes in colour: red arteries, blue veins, green
+crossings, white vessels of unknown type (RITE's convention, the A/V labels of DRIVE). Each
+pixel's class is read from which of its channels are at 128 or more: R alone artery, B alone
+vein, G alone or all three uncertain, none background. Any other mix (R and B: purple, R and G:
+yellow, G and B: cyan) is no class of this convention: such a file is refused in one line,
+with its colours and how many pixels have them, and nothing is written for it.
+
+    python -m scripts.labels path/to/av_labels --out data/MySet/training/1st_manual
+    python -m scripts.labels a.png b.gif --out labels/
+
+Writes <name>.png (mode L) into --out; an existing file there is never replaced without
+--overwrite, and a label is never written over its own source.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .cli import ArgumentParser
+from .config import ConfigError
+from .data import DataError, read_image
+from .files import atomic_write, make_folder
+
+LABEL_EXTS = (".png", ".gif", ".tif", ".tiff", ".bmp")  # lossless: a JPEG's colours blur at the edges
+# (R, G, B) on -> class, DESIGN.md's label values
+CLASS_OF_CHANNELS = {(False, False, False): 0, (True, False, False): 1, (False, False, True): 2,
+                     (False, True, False): 3, (True, True, True): 3}
+
+
+def index_label(rgb: np.ndarray, source="") -> np.ndarray:
+    """HxWx3 uint8 colour label -> HxW uint8 classes 0..3; DataError for colours of no class,
+    and for a picture with nothing drawn (an index label already, whose 0..3 read as black)."""
+    on = rgb >= 128
+    if not on.any():
+        raise DataError(f"{source}: no pixel has a channel at 128 or more: an index label already (values 0..3), "
+                        f"or an empty one; nothing to convert")
+    code = on[..., 0] * 4 + on[..., 1] * 2 + on[..., 2]  # R G B as bits
+    table = np.full(8, 255, np.uint8)
+    for (r, g, b), cls in CLASS_OF_CHANNELS.items():
+        table[r * 4 + g * 2 + b] = cls
+    label = table[code]
+    if (label == 255).any():
+        bad = np.flatnonzero(np.bincount(code[label == 255].ravel(), minlength=8))
+        names = {6: "R and G (yellow)", 5: "R and B (purple)", 3: "G and B (cyan)"}
+        counts = ", ".join(f"{names[c]} at {int((code == c).sum())} pixels" for c in bad)
+        raise DataError(f"{source}: colours of no class: {counts} (classes: red artery, blue vein, green or white "
+                        f"uncertain, black background)")
+    return label
+
+
+def convert(paths, out_dir: Path, overwrite=False) -> list:
+    """Every colour label of ``paths`` (files, or folders of them) as an index PNG in
+    ``out_dir``; all are read and checked before any is written. Returns the files written."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in LABEL_EXTS and not f.name.startswith("."))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ConfigError(f"{p}: no such file or folder")
+    if not files:
+        raise ConfigError(f"no label files ({' '.join(LABEL_EXTS)}) in {', '.join(map(str, paths))}")
+    targets = [out_dir / f"{f.stem}.png" for f in files]
+    clash = [t for t in targets if targets.count(t) > 1]
+    if clash:
+        raise ConfigError(f"two labels would both become {clash[0]}: convert them into different --out folders")
+    for f, t in zip(files, targets, strict=True):
+        if t.exists() and t.resolve() == f.resolve():
+            raise ConfigError(f"{t} would be written over its own source: choose another --out")
+        if t.exists() and not overwrite:
+            raise ConfigError(f"{t} exists: --overwrite replaces it")
+    labels = []
+    for f in files:
+        if f.suffix.lower() in (".jpg", ".jpeg"):
+            raise ConfigError(f"{f}: a JPEG label's colours blur at the vessel edges; give the lossless original")
+        labels.append(index_label(read_image(f), f))
+    make_folder(out_dir, "--out")
+    for label, t in zip(labels, targets, strict=True):
+        atomic_write(t, lambda tmp, label=label: Image.fromarray(label, mode="L").save(tmp, format="PNG"))
+    return targets
+
+
+def main(argv=None):
+    p = ArgumentParser(prog="python -m scripts.labels", description=__doc__)
+    p.add_argument("labels", nargs="+", help="colour label files, or folders of them")
+    p.add_argument("--out", required=True, help="folder for the index labels (<name>.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace files of the same name in --out")
+    args = p.parse_args(argv)
+    try:
+        written = convert(args.labels, Path(args.out), args.overwrite)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {len(written)} index label(s) to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""python -m scripts.labels: colour A/V labels (red artery, blue vein, green or white
+uncertain) to the index labels the project reads."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from scripts import labels
+from scripts.config import dataset_spec
+from scripts.data import find_samples, read_label
+
+
+def test_a_real_label_drawn_in_colour_comes_back_exactly(real_data, tmp_path, capsys):
+    """A DRIVE_AV label drawn in RITE's colours (crossings green, unknown vessels white, with
+    some noise below the threshold) converts back to the same index label."""
+    sample = find_samples(real_data, dataset_spec("DRIVE_AV"), "test")[0]
+    truth = read_label(sample.label)
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255], [0, 255, 0]], np.uint8)[truth]
+    colours[(truth == 3) & (np.arange(truth.shape[1]) % 2 == 0)] = 255  # half the uncertain ones white
+    colours = np.clip(colours.astype(int) + np.random.default_rng(0).integers(-40, 40, colours.shape), 0, 255)
+    (tmp_path / "colour").mkdir()
+    Image.fromarray(colours.astype(np.uint8)).save(tmp_path / "colour" / f"{sample.name}.tif")
+    labels.main([str(tmp_path / "colour"), "--out", str(tmp_path / "index")])
+    assert capsys.readouterr().out.strip() == f"wrote 1 index label(s) to {tmp_path / 'index'}"
+    assert (read_label(tmp_path / "index" / f"{sample.name}.png") == truth).all()
+
+
+@pytest.mark.parametrize("picture,message", [
+    ([[255, 0, 255]], "colours of no class: R and B (purple) at 1 pixels"),
+    ([[1, 2, 3]], "no pixel has a channel at 128 or more: an index label already"),
+])
+def test_what_is_no_class_of_the_convention_is_one_line_and_nothing_written(picture, message, tmp_path, capsys):
+    Image.fromarray(np.array([picture + [[0, 0, 0]]], np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit) as info:
+        labels.main([str(tmp_path / "a.png"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1 and message in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_nothing_is_written_over_an_existing_file_or_its_own_source(tmp_path, capsys):
+    Image.fromarray(np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8)).save(tmp_path / "a.png")
+    for out, says in ((tmp_path, "would be written over its own source"), (tmp_path / "out", "exists: --overwrite")):
+        (tmp_path / "out").mkdir(exist_ok=True)
+        (tmp_path / "out" / "a.png").write_bytes(b"mine")
+        with pytest.raises(SystemExit):
+            labels.main([str(tmp_path / "a.png"), "--out", str(out)])
+        assert says in capsys.readouterr().err
+    assert (tmp_path / "out" / "a.png").read_bytes() == b"mine"
+    labels.main([str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--overwrite"])
+    assert read_label(tmp_path / "out" / "a.png").tolist() == [[1, 2]]
