@@ -22,7 +22,9 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -201,11 +203,14 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
 
     # Rank 0's choice on every rank: a CPU's bf16 is timed (cpu_bf16_speedup), once, not by every rank at once.
     amp_dtype = ctx.broadcast(amp_dtype_for(device, cfg.amp) if ctx.is_main else None)
-    too_large = cfg.memory_check and device.type == "cpu" and cpu_memory_error(*cpu_step(cfg, ctx, cfg.batch_size,
-                                                                                           amp_dtype))
+    split = training_split(cfg)
+    # Rank 0's verdict on every rank, so that all stop together (nodes may differ in memory).
+    too_large = ctx.broadcast(cpu_memory_error(*cpu_step(cfg, ctx, len(split.train), amp_dtype))
+                              if ctx.is_main and cfg.memory_check and device.type == "cpu" else None)
     if too_large:  # before any data is decoded (the kernel would kill the run at its first step)
         raise ConfigError(too_large)
-    train_set, val_set, subset = load_training_data(cfg, device)
+    train_set, val_set = load_training_data(cfg, device, split)
+    subset = split.subset
     split_names = {"training": list(train_set.names), "validation": list(val_set.names)}  # the split --resume must find
     memory_format = training_memory_format(device, amp_dtype)
     precision = describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == "cuda")
@@ -352,16 +357,26 @@ def cpu_step(cfg: RunConfig, ctx, n_train: int, amp_dtype) -> tuple:
             int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def load_training_data(cfg: RunConfig, device):
+@dataclass
+class TrainingSplit:
+    samples: list            # the data set's training split (scripts.data.Sample)
+    train: list              # indices of the images trained on
+    val: list                # indices of the validation images, drawn with the seed
+    subset: Optional[str]    # which part of the data set a pack holds (None: all of it)
+
+
+def training_split(cfg: RunConfig) -> TrainingSplit:
+    """The training split's files, found and checked, and its division by the seed; nothing decoded."""
+    samples = find_samples(cfg.data_root, cfg.spec, "training")
+    subset = pack_subset(check_pack_size(cfg.data_root, cfg.spec, cfg.input_size))
+    return TrainingSplit(samples, *split_train_val(len(samples), cfg.validation, cfg.seed), subset)
+
+
+def load_training_data(cfg: RunConfig, device, split: TrainingSplit):
     """The training set (on ``device``) and the validation set (on the CPU, where validation
-    scores it) at the network size, decoded once and cached; and which part of the data set a
-    pack holds (None: all of it)."""
-    spec, size = cfg.spec, cfg.input_size
-    samples = find_samples(cfg.data_root, spec, "training")
-    subset = pack_subset(check_pack_size(cfg.data_root, spec, size))
-    train_idx, val_idx = split_train_val(len(samples), cfg.validation, cfg.seed)
-    data = load_tensor_set(samples, size, Path(cfg.cache_dir) / spec.name, desc="decode + cache")
-    return data.subset(train_idx).to(device), data.subset(val_idx), subset
+    scores it) at the network size, decoded once and cached."""
+    data = load_tensor_set(split.samples, cfg.input_size, Path(cfg.cache_dir) / cfg.spec.name, desc="decode + cache")
+    return data.subset(split.train).to(device), data.subset(split.val)
 
 
 def read_initial_weights(load, cfg: RunConfig, adopt, size, say_notes=True):

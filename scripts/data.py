@@ -290,6 +290,10 @@ def load_tensor_set(samples, size, cache_dir=None, desc=None) -> TensorSet:
     """Every sample decoded (or read from the cache) and checked; ``desc`` shows a progress bar."""
     with progress_bar(samples, desc=desc, leave=False, disable=desc is None) as bar:
         items = [load_resized(s, size, cache_dir) for s in bar]
+    empty = [s for s, item in zip(samples, items, strict=True) if not item[2].any()]  # (a cache entry of old)
+    if empty:
+        raise DataError(f"{empty[0].mask}: the FOV mask is empty at {size[0]} x {size[1]} (no pixel above 0), so "
+                        f"{empty[0].image.name} would score nothing")
     return TensorSet([s.name for s in samples],
                      torch.from_numpy(np.stack([i[0] for i in items])).permute(0, 3, 1, 2).contiguous(),
                      torch.from_numpy(np.stack([i[1] for i in items])),

@@ -263,9 +263,16 @@ def available_memory_mib(meminfo: Path = Path("/proc/meminfo")) -> Optional[floa
     return _meminfo_mib("MemAvailable", meminfo)
 
 
-def total_memory_mib(meminfo: Path = Path("/proc/meminfo")) -> Optional[float]:
-    """The machine's memory (MemTotal); None where unknown."""
-    return _meminfo_mib("MemTotal", meminfo)
+def total_memory_mib(meminfo: Path = Path("/proc/meminfo"),
+                     cgroup_limit: Path = Path("/sys/fs/cgroup/memory.max")) -> Optional[float]:
+    """The memory this process may ever have: the machine's (MemTotal), or a container's limit
+    (cgroup v2 memory.max) where lower; None where unknown."""
+    total = _meminfo_mib("MemTotal", meminfo)
+    try:
+        limit = int(cgroup_limit.read_text().strip()) / 2 ** 20  # "max": no limit (ValueError)
+    except (OSError, ValueError):
+        return total
+    return limit if total is None else min(total, limit)
 
 
 def _cpu_step_need(size, base_width, batch_size, bf16, processes):
@@ -275,7 +282,7 @@ def _cpu_step_need(size, base_width, batch_size, bf16, processes):
             f"{who} at {size[0]} x {size[1]}, width {base_width}, batch {batch_size} in {'bf16' if bf16 else 'fp32'}")
 
 
-LESS_MEMORY = "a smaller --batch-size, --base-width (8) or --image-size needs less (linear in each)"
+LESS_MEMORY = "a smaller --batch-size, --base-width or --image-size needs less (linear in each)"
 
 
 def cpu_memory_note(size, base_width: int, batch_size: int, bf16: bool, processes: int = 1) -> Optional[str]:

@@ -4,9 +4,11 @@
 Public A/V label releases draw their classes in colour: red arteries, blue veins, green
 crossings, white vessels of unknown type (RITE's convention, the A/V labels of DRIVE). Each
 pixel's class is read from which of its channels are at 128 or more: R alone artery, B alone
-vein, G alone or all three uncertain, none background. Any other mix (R and B: purple, R and G:
-yellow, G and B: cyan) is no class of this convention: such a file is refused in one line,
-with its colours and how many pixels have them, and nothing is written for it.
+vein, G alone or all three uncertain, none background (and transparent pixels, alpha below
+128). Any other mix (R and B: purple, R and G: yellow, G and B: cyan) is no class of this
+convention: such a file is refused in one line, with its colours and how many pixels have them,
+and nothing is written. So are pictures that cannot be such a label: grey ones (a vessel map, an
+index label scaled for viewing), and ones without a single artery or vein pixel.
 
     python -m scripts.labels path/to/av_labels --out data/MySet/training/1st_manual
     python -m scripts.labels a.png b.gif --out labels/
@@ -31,6 +33,15 @@ CLASS_OF_CHANNELS = {(False, False, False): 0, (True, False, False): 1, (False, 
                      (False, True, False): 3, (True, True, True): 3}
 
 
+def read_colours(path) -> np.ndarray:
+    """HxWx3 uint8 of a label file, transparent pixels (alpha below 128) black."""
+    rgb = np.array(read_image(path))  # checked and decoded as every photograph is (a writable copy)
+    with Image.open(path) as img:
+        if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+            rgb[np.asarray(img.convert("RGBA"))[..., 3] < 128] = 0
+    return rgb
+
+
 def index_label(rgb: np.ndarray, source="") -> np.ndarray:
     """HxWx3 uint8 colour label -> HxW uint8 classes 0..3; DataError for colours of no class,
     and for a picture with nothing drawn (an index label already, whose 0..3 read as black)."""
@@ -38,6 +49,9 @@ def index_label(rgb: np.ndarray, source="") -> np.ndarray:
     if not on.any():
         raise DataError(f"{source}: no pixel has a channel at 128 or more: an index label already (values 0..3), "
                         f"or an empty one; nothing to convert")
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        raise DataError(f"{source}: a grey picture, no colour: a vessel map or an index label scaled for viewing, "
+                        f"not an A/V label drawn in colour")
     code = on[..., 0] * 4 + on[..., 1] * 2 + on[..., 2]  # R G B as bits
     table = np.full(8, 255, np.uint8)
     for (r, g, b), cls in CLASS_OF_CHANNELS.items():
@@ -49,6 +63,8 @@ def index_label(rgb: np.ndarray, source="") -> np.ndarray:
         counts = ", ".join(f"{names[c]} at {int((code == c).sum())} pixels" for c in bad)
         raise DataError(f"{source}: colours of no class: {counts} (classes: red artery, blue vein, green or white "
                         f"uncertain, black background)")
+    if not ((label == 1).any() or (label == 2).any()):
+        raise DataError(f"{source}: no artery (red) or vein (blue) pixel: not an A/V label drawn in colour")
     return label
 
 
@@ -63,6 +79,7 @@ def convert(paths, out_dir: Path, overwrite=False) -> list:
             files.append(p)
         else:
             raise ConfigError(f"{p}: no such file or folder")
+    files = list({f.resolve(): f for f in files}.values())  # a file given also through its folder: once
     if not files:
         raise ConfigError(f"no label files ({' '.join(LABEL_EXTS)}) in {', '.join(map(str, paths))}")
     targets = [out_dir / f"{f.stem}.png" for f in files]
@@ -78,7 +95,7 @@ def convert(paths, out_dir: Path, overwrite=False) -> list:
     for f in files:
         if f.suffix.lower() in (".jpg", ".jpeg"):
             raise ConfigError(f"{f}: a JPEG label's colours blur at the vessel edges; give the lossless original")
-        labels.append(index_label(read_image(f), f))
+        labels.append(index_label(read_colours(f), f))
     make_folder(out_dir, "--out")
     for label, t in zip(labels, targets, strict=True):
         atomic_write(t, lambda tmp, label=label: Image.fromarray(label, mode="L").save(tmp, format="PNG"))

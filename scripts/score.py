@@ -95,7 +95,7 @@ def default_output(folder) -> Path:
     test's folder instead (Final_pre_raw_pre_scores): test.py's next test there replaces what its
     summary describes, and scores inside it would outlive the pictures they were made of."""
     given = Path(os.path.abspath(folder))
-    for test_dir in (given.parent, given.parent.parent):
+    for test_dir in (given.parent, given.parent.parent) if given.name == "raw_pre" else ():
         if _written_by_test(test_dir):
             return test_dir.parent / f"{test_dir.name}_{'_'.join(given.relative_to(test_dir).parts)}_scores"
     return given.parent / f"{given.name or 'predictions'}_scores"
@@ -120,7 +120,9 @@ def _found_elsewhere(folder: Path, name: str, suffix: str) -> str:
         with_suffix = f" --suffix {other}" if other != suffix else ""
         if other != suffix and (folder / f"{name}{other}.png").is_file():
             return with_suffix.strip()
-        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                and p.name not in ("mixed_segments", "small_pre")]  # test.py's that are no predictions
+        for sub in sorted(subs, key=lambda p: (p.name != "raw_pre", p.name)):
             if (sub / f"{name}{other}.png").is_file():
                 return f"--predictions {sub}{with_suffix}"
     return ""

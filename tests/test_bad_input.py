@@ -162,7 +162,7 @@ def test_mask_of_another_size(drive_copy):
         load_truth(sample)  # the photograph's size from its header, not decoded
 
 
-def test_an_empty_mask_is_refused(drive_copy):
+def test_an_empty_mask_is_refused(drive_copy, monkeypatch):
     """All zero: the image would score 0 on every metric, pulling the means down unsaid (and a
     validation image would pick the best epoch on nothing)."""
     sample = first(drive_copy)
@@ -171,6 +171,11 @@ def test_an_empty_mask_is_refused(drive_copy):
     for load in (load_sample, load_truth):
         with pytest.raises(DataError, match=re.escape(message)):
             load(sample)
+    from scripts import data
+    image, label, fov = data.resize(*load_sample(first(drive_copy, "test")), (64, 64))
+    monkeypatch.setattr(data, "load_resized", lambda *a: (image, label, np.zeros_like(fov)))  # a cache entry of old
+    with pytest.raises(DataError, match=re.escape("the FOV mask is empty at 64 x 64 (no pixel above 0)")):
+        data.load_tensor_set([first(drive_copy, "test")], (64, 64))
 
 
 def test_image_without_label(drive_copy):
@@ -260,8 +265,11 @@ def test_a_cpu_run_larger_than_the_machine_is_refused_before_any_data(drive_copy
     assert stop.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
         "error: a training step at 592 x 592, width 8, batch 2 in fp32 needs about 4 GiB of memory on a CPU, more "
         "than this machine's 2 GiB: the system would kill it at its first step; a smaller --batch-size, --base-width "
-        "(8) or --image-size needs less (linear in each) (--no-memory-check tries all the same)"]
+        "or --image-size needs less (linear in each) (--no-memory-check tries all the same)"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing decoded, nothing written
+    with pytest.raises(SystemExit):  # a batch above the 3 training images of the copy is a batch of 3
+        train.main([*common, "--image-size", "592", "592", "--base-width", "8", "--batch-size", "32"])
+    assert "width 8, batch 3 in fp32 needs about 5 GiB" in capsys.readouterr().err
     monkeypatch.setattr(device, "total_memory_mib", lambda: 100.0)  # less than any run needs, but told to try
     train.main([*common, "--image-size", "64", "64", "--base-width", "4", "--no-memory-check"])
     assert (tmp_path / "DRIVE_AV" / "default" / "CP_best_F1_all.pth").is_file()

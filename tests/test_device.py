@@ -257,12 +257,16 @@ def test_the_cpu_memory_rule_fits_the_measured_runs_and_says_when_a_run_will_not
     assert dev.cpu_memory_note((592, 592), 32, 2, False) is None
     assert dev.cpu_memory_note((592, 592), 32, 6, False) == (
         "a training step at 592 x 592, width 32, batch 6 in fp32 needs about 32 GiB of memory on a CPU, and 22 GiB "
-        "are free: the system will likely kill it; a smaller --batch-size, --base-width (8) or --image-size needs "
-        "less (linear in each)")
+        "are free: the system will likely kill it; a smaller --batch-size, --base-width or --image-size needs less "
+        "(linear in each)")
     assert dev.cpu_memory_note((592, 592), 32, 2, False, processes=2).startswith("2 processes at 592 x 592")
     monkeypatch.setattr(dev, "available_memory_mib", lambda: None)  # not Linux: no note
     assert dev.cpu_memory_note((592, 592), 32, 6, False) is None
-    assert round(dev.total_memory_mib(meminfo)) == 23438
+    assert round(dev.total_memory_mib(meminfo, tmp_path / "no_cgroup")) == 23438
+    (tmp_path / "memory.max").write_text("8589934592\n")  # a container of 8 GiB
+    assert dev.total_memory_mib(meminfo, tmp_path / "memory.max") == 8192
+    (tmp_path / "memory.max").write_text("max\n")
+    assert round(dev.total_memory_mib(meminfo, tmp_path / "memory.max")) == 23438
     monkeypatch.setattr(dev, "total_memory_mib", lambda: 23438.0)  # refused only above the whole memory
     assert dev.cpu_memory_error((592, 592), 32, 3, False) is None
     assert dev.cpu_memory_error((880, 592), 32, 6, False).startswith(

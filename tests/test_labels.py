@@ -27,6 +27,8 @@ def test_a_real_label_drawn_in_colour_comes_back_exactly(real_data, tmp_path, ca
 @pytest.mark.parametrize("picture,message", [
     ([[255, 0, 255]], "colours of no class: R and B (purple) at 1 pixels"),
     ([[1, 2, 3]], "no pixel has a channel at 128 or more: an index label already"),
+    ([[255, 255, 255]], "a grey picture, no colour: a vessel map or an index label scaled for viewing"),
+    ([[0, 255, 0]], "no artery (red) or vein (blue) pixel"),
 ])
 def test_what_is_no_class_of_the_convention_is_one_line_and_nothing_written(picture, message, tmp_path, capsys):
     Image.fromarray(np.array([picture + [[0, 0, 0]]], np.uint8)).save(tmp_path / "a.png")
@@ -48,3 +50,11 @@ def test_nothing_is_written_over_an_existing_file_or_its_own_source(tmp_path, ca
     assert (tmp_path / "out" / "a.png").read_bytes() == b"mine"
     labels.main([str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--overwrite"])
     assert read_label(tmp_path / "out" / "a.png").tolist() == [[1, 2]]
+
+
+def test_transparent_pixels_are_background(tmp_path):
+    """A label drawn on a transparent layer: its invisible (white) pixels are no vessel."""
+    rgba = np.array([[[255, 255, 255, 0], [255, 0, 0, 255], [0, 0, 255, 255], [255, 255, 255, 255]]], np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
+    labels.main([str(tmp_path / "a.png"), str(tmp_path), "--out", str(tmp_path / "out")])  # the file twice: once
+    assert read_label(tmp_path / "out" / "a.png").tolist() == [[0, 1, 2, 3]]

@@ -1,6 +1,7 @@
 """python -m scripts.score: prediction pictures made elsewhere, scored on the real test sets
 with the published protocol and the segment metric."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -253,6 +254,11 @@ def test_scores_of_test_py_pictures_go_beside_the_test_not_into_it(real_data, dr
     assert score.default_output(test_dir / "seed42" / "raw_pre") == (
         tmp_path / "DRIVE_AV" / "Final_pre_seed42_raw_pre_scores")  # a run's pictures in a test of several
     assert score.default_output(tmp_path / "maps") == tmp_path / "maps_scores"  # anyone else's: beside them
+    assert score.default_output(test_dir / "mine") == test_dir / "mine_scores"  # not test.py's pictures
+    (test_dir / "mixed_segments").mkdir()  # test.py's other pictures are never what the hint names
+    with pytest.raises(score.ConfigError, match=re.escape(f"01_test is read with --predictions {test_dir / 'raw_pre'})")):
+        score.score_folder("DRIVE_AV", test_dir, "", real_data)
+    (test_dir / "mixed_segments").rmdir()
     score.score_folder("DRIVE_AV", test_dir / "raw_pre", "", real_data)
     assert (tmp_path / "DRIVE_AV" / "Final_pre_raw_pre_scores" / "summary.json").is_file()
     assert sorted(p.name for p in test_dir.iterdir()) == ["raw_pre", "summary.json"]
