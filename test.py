@@ -37,7 +37,7 @@ from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, ke
                             pick_device, release_freed_memory)
 from scripts.evaluate import default_workers, evaluate_images, predict_probs, usable_cores
 from scripts.evaluation_outputs import (PICTURE_FOLDERS, check_nothing_lost, earlier_test, publish_test,
-                                       run_names, start_staging)
+                                       read_record, run_names, start_staging)
 from scripts.files import WriteError, atomic_write, atomic_write_csv, check_folder, make_folder
 from scripts.last_state import read_state
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
@@ -259,6 +259,9 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
     full size, the pictures, metrics.csv and summary.json in ``out_dir``."""
     progress = progress if progress is not None else TestProgress()
     progress.out_dir, progress.replaces = out_dir, earlier_test(out_dir)
+    earlier_truth = read_record(out_dir).get("test_truth_sha256")
+    if earlier_truth and earlier_truth != truth_fingerprint(samples):  # e.g. a test on an edited copy of the data
+        progress.replaces += " (scored against other test labels or masks: another copy of the data?)"
     if progress.replaces:
         print(f"note: this test replaces {progress.replaces} (its summary.json, metrics.csv and pictures; --output "
               f"keeps tests apart)", file=sys.stderr)

@@ -519,6 +519,28 @@ def test_a_full_disk_during_a_test_is_one_line_and_keeps_the_earlier_test(drive_
     assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_a_test_on_edited_labels_says_so_when_it_replaces_the_earlier_one(drive_copy, tmp_path, capsys, monkeypatch):
+    """summary.json's SHA-256 of the test labels and masks: a test of the same runs on an edited
+    copy of the data replaces the earlier test with a note that says what differs."""
+    import test as test_script
+    from scripts.bfnet import Networks
+    from scripts.checkpoint import save_best
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    save_best(run, Networks("sigmoid", 4), RunConfig(base_width=4, image_size=(64, 64)), 1, 0.5)
+    common = ["--data-root", str(drive_copy), "--cache-dir", str(tmp_path / "cache"), "--load", str(run),
+              "--output", str(tmp_path / "out"), "--workers", "1"]
+    test_script.main(common)
+    test_script.main(common)
+    assert "scored against other test labels" not in capsys.readouterr().err
+    label_file = first(drive_copy, "test").label
+    label = np.array(Image.open(label_file))
+    label[label == 1] = 2  # arteries relabelled as veins
+    Image.fromarray(label).save(label_file)
+    test_script.main(common)
+    assert "(scored against other test labels or masks: another copy of the data?)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("moved_in", [False, True])
 def test_a_stop_while_the_results_move_in_says_what_the_folder_holds(moved_in, drive_copy, tmp_path, capsys,
                                                                      monkeypatch):
