@@ -60,7 +60,8 @@ def dataset_spec(name: str) -> DatasetSpec:
         n.upper().startswith(name.upper()) or difflib.get_close_matches(name.upper(), [n.upper()], cutoff=0.75)
         for n in (s.name, *s.aliases))] if name.strip() else []
     hint = f" (did you mean {' or '.join(near)}?)" if near else ""
-    raise ConfigError(f"unknown data set {name!r}{hint}; known, in any case: {', '.join(names)}")
+    raise ConfigError(f"unknown data set {name!r}{hint}; known, in any case: {', '.join(names)} (one of your own: "
+                      f"a row in DATASETS, scripts/config.py; README, section Data)")
 
 
 def saved_dataset_name(name: Optional[str]) -> Optional[str]:

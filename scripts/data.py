@@ -181,6 +181,13 @@ def read_image(path, upright=False) -> np.ndarray:
     return rgb
 
 
+# The classes of colours, as labels drawn in colour and this project's pictures show them: which of
+# R, G, B are at 128 or more -> class (red artery, blue vein, green or white uncertain, black none).
+CLASS_OF_CHANNELS = {(False, False, False): 0, (True, False, False): 1, (False, False, True): 2,
+                     (False, True, False): 3, (True, True, True): 3}
+LABEL_NAMES = ("background", "artery", "vein", "uncertain")  # label values 0..3
+
+
 def read_label(path) -> np.ndarray:
     """Single-channel index label, 0 background, 1 artery, 2 vein, 3 uncertain."""
     with _open(path) as img:
@@ -188,10 +195,28 @@ def read_label(path) -> np.ndarray:
             raise DataError(f"{path}: label must be a single-channel index image (mode L or P), got {img.mode} "
                             f"(labels drawn in colour: python -m scripts.labels converts them)")
         label = np.asarray(img, dtype=np.uint8)
+        palette = img.getpalette() if img.mode == "P" else None
     if label.max() > 3:
         bad = np.unique(label[label > 3])[:5].tolist()
         raise DataError(f"{path}: label values must be 0..3 (0 bg, 1 artery, 2 vein, 3 uncertain), found {bad}")
+    if palette:
+        _check_palette(path, palette, np.unique(label).tolist())
     return label
+
+
+def _check_palette(path, palette, values):
+    """A palette label whose colours say other classes than its values (index 1 drawn blue: a
+    paint tool's colour label, read as an index label, would swap artery and vein unsaid).
+    Grey entries (Pillow's default palette) say nothing; colours must say their own value."""
+    for v in values:
+        rgb = tuple(palette[3 * v:3 * v + 3])
+        if len(rgb) < 3 or rgb[0] == rgb[1] == rgb[2]:
+            continue
+        said = CLASS_OF_CHANNELS.get(tuple(c >= 128 for c in rgb))
+        if said != v:
+            raise DataError(f"{path}: a palette label whose value {v} ({LABEL_NAMES[v]}) is drawn as {rgb}"
+                            f"{f' ({LABEL_NAMES[said]} in colour)' if said is not None else ''}: if the colours "
+                            f"are right, python -m scripts.labels converts it by them")
 
 
 def read_mask(path, upright=False) -> np.ndarray:

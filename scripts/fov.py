@@ -20,10 +20,25 @@ settings were chosen on the test splits, the training splits are a check):
     DRIVE_AV  test 0.9953 (min 0.9874)   training 0.9966 (min 0.9916)
     LES-AV    test 0.9974 (min 0.9959)   training 0.9977 (min 0.9971)
     HRF-AV    test 0.9992 (min 0.9988)   training 0.9992 (min 0.9990)
+
+As a command, it writes the masks a data set of one's own needs (train.py and test.py read a
+mask per photograph; predict.py estimates its own):
+    python -m scripts.fov data/MySet/training/images --out data/MySet/training/mask
+writes <stem>_mask.png (0 outside, 255 inside; --name for another pattern) for every photograph,
+never over an existing file without --overwrite. A photograph without a dark border, or where
+no disc is found, gets a mask of the whole image, with a note.
 """
+import sys
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from .cli import ArgumentParser
+from .config import ConfigError
+from .data import read_image
+from .files import atomic_write, make_folder
 
 DEFAULTS = dict(fraction=0.05, percentile=99.0, erode=0.001, work_side=1024, corner=20, smooth=3)
 
@@ -95,3 +110,60 @@ def iou(a, b) -> float:
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+PHOTO_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted; a mask below it is noted
+
+
+def write_masks(inputs, out_dir, name="{stem}_mask.png", overwrite=False) -> list:
+    """The estimated FOV mask of every photograph of ``inputs`` (files, or folders of them,
+    whose <stem>_mask.* files are left out), as 0/255 PNGs in ``out_dir``; returns the notes."""
+    photos = []
+    for p in map(Path, inputs):
+        if p.is_dir():
+            photos += sorted(f for f in p.iterdir() if f.suffix.lower() in PHOTO_EXTS
+                             and not f.name.startswith(".") and not f.stem.endswith("_mask"))
+        elif p.is_file():
+            photos.append(p)
+        else:
+            raise ConfigError(f"{p}: no such file or folder")
+    if not photos:
+        raise ConfigError(f"no photographs ({' '.join(PHOTO_EXTS)}) in {', '.join(map(str, inputs))}")
+    if not name.endswith(".png") or "{stem}" not in name:
+        raise ConfigError(f"--name {name}: give a pattern with {{stem}} ending in .png, e.g. {{stem}}_mask.png")
+    targets = [Path(out_dir) / name.format(stem=f.stem) for f in photos]
+    taken = [t for t in targets if t.exists() and not overwrite]
+    if taken:
+        raise ConfigError(f"{taken[0]} exists{f' (and {len(taken) - 1} more)' if len(taken) > 1 else ''}: "
+                          f"--overwrite replaces them")
+    make_folder(out_dir, "--out")
+    notes = []
+    for photo, target in zip(photos, targets, strict=True):
+        fov = estimate_fov(read_image(photo))
+        if fov.mean() < MIN_FOV or fov.all():
+            fov = np.ones_like(fov)
+            notes.append(f"note: {photo}: no dark border or no disc found: its mask is the whole image")
+        atomic_write(target, lambda tmp, fov=fov: Image.fromarray(fov.astype(np.uint8) * 255).save(tmp, format="PNG"))
+    return notes
+
+
+def main(argv=None):
+    p = ArgumentParser(prog="python -m scripts.fov", description=__doc__)
+    p.add_argument("photographs", nargs="+", help="photographs, or folders of them")
+    p.add_argument("--out", required=True, help="folder for the masks")
+    p.add_argument("--name", default="{stem}_mask.png", help="file name of a mask (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace masks of the same name in --out")
+    args = p.parse_args(argv)
+    try:
+        notes = write_masks(args.photographs, args.out, args.name, args.overwrite)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    for note in notes:
+        print(note, file=sys.stderr)
+    print(f"wrote the masks to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

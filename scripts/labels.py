@@ -24,13 +24,10 @@ from PIL import Image
 
 from .cli import ArgumentParser
 from .config import ConfigError
-from .data import DataError, read_image
+from .data import CLASS_OF_CHANNELS, DataError, read_image
 from .files import atomic_write, make_folder
 
 LABEL_EXTS = (".png", ".gif", ".tif", ".tiff", ".bmp")  # lossless: a JPEG's colours blur at the edges
-# (R, G, B) on -> class, DESIGN.md's label values
-CLASS_OF_CHANNELS = {(False, False, False): 0, (True, False, False): 1, (False, False, True): 2,
-                     (False, True, False): 3, (True, True, True): 3}
 
 
 def read_colours(path) -> np.ndarray:
@@ -61,6 +58,8 @@ def index_label(rgb: np.ndarray, source="") -> np.ndarray:
         bad = np.flatnonzero(np.bincount(code[label == 255].ravel(), minlength=8))
         names = {6: "R and G (yellow)", 5: "R and B (purple)", 3: "G and B (cyan)"}
         counts = ", ".join(f"{names[c]} at {int((code == c).sum())} pixels" for c in bad)
+        y, x = (int(i[0]) for i in np.nonzero(label == 255))
+        counts += f", the first at x {x}, y {y}"
         raise DataError(f"{source}: colours of no class: {counts} (classes: red artery, blue vein, green or white "
                         f"uncertain, black background)")
     if not ((label == 1).any() or (label == 2).any()):

@@ -19,13 +19,12 @@ from PIL import Image
 
 from scripts.config import ConfigError
 from scripts.data import exif_orientation, open_header, read_image, read_mask
-from scripts.fov import estimate_fov
+from scripts.fov import MIN_FOV, estimate_fov
 from scripts.predict_outputs import OUTPUT_PICTURES, holds_a_run
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_EXTS = IMAGE_EXTS + (".gif",)
 LIST_EXTS = (".txt", ".lst", ".list")
-MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted; a mask below it is noted
 MAX_ENLARGEMENT = 2.0  # a photograph enlarged more than this to the networks' size gets a note
 MAX_ASPECT_CHANGE = 1.2  # a photograph whose width/height the networks' input changes more than this gets a note
 MIN_FOV_STD = 2.0  # grey levels, per channel: a FOV flatter than this has nothing to segment (a blank frame)

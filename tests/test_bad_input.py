@@ -132,6 +132,24 @@ def test_label_of_the_wrong_mode(drive_copy):
         read_label(path)
 
 
+def test_a_palette_label_whose_colours_contradict_its_values_is_refused(drive_copy):
+    """A colour label saved as a palette picture by a paint tool (0 black, 1 blue, 2 red): read
+    as an index label it would train and test with artery and vein swapped, unsaid."""
+    path = first(drive_copy).label
+    label = Image.fromarray(np.array(Image.open(path))).convert("P")  # Pillow's grey palette: fine
+    label.save(path)
+    assert read_label(path).max() == 3
+    label.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255, 0, 255, 0])  # the class colours: fine
+    label.save(path)
+    read_label(path)
+    label.putpalette([0, 0, 0, 0, 0, 255, 255, 0, 0, 0, 255, 0])  # artery and vein colours swapped
+    label.save(path)
+    with pytest.raises(DataError, match=re.escape("a palette label whose value 1 (artery) is drawn as (0, 0, 255) "
+                                                  "(vein in colour): if the colours are right, python -m "
+                                                  "scripts.labels converts it by them")):
+        read_label(path)
+
+
 def test_label_values_outside_0_to_3(drive_copy):
     path = first(drive_copy).label
     label = np.array(Image.open(path))

@@ -131,7 +131,8 @@ def test_bad_data_set_name_is_one_line_and_exit_2(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: unknown data set 'STARE'; known, in any case: DRIVE_AV, DRIVE-AV, "
-                                                "LES-AV, LES_AV, HRF-AV, HRF_AV, SYNTHETIC"]
+                                                "LES-AV, LES_AV, HRF-AV, HRF_AV, SYNTHETIC (one of your own: a row in "
+                                                "DATASETS, scripts/config.py; README, section Data)"]
 
 
 def read_metrics_csv(path):
@@ -247,7 +248,8 @@ def test_test_sh_falls_back_to_the_shipped_bundle(probe_run, real_data, tmp_path
     unknown = test_sh(DATASET="HRF")
     assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [
         "error: unknown data set 'HRF' (did you mean HRF-AV?); known, in any case: DRIVE_AV, DRIVE-AV, LES-AV, "
-        "LES_AV, HRF-AV, HRF_AV, SYNTHETIC"]
+        "LES_AV, HRF-AV, HRF_AV, SYNTHETIC (one of your own: a row in DATASETS, scripts/config.py; README, section "
+        "Data)"]
 
 
 def test_test_sh_names_and_skips_seeds_that_were_not_trained(probe_run, real_data, tmp_path):
@@ -754,7 +756,7 @@ def test_readme_figure_of_an_own_photograph_finds_its_outputs_in_a_cohort(tmp_pa
 
 ENTRY_POINTS = [["train.py"], ["test.py"], ["predict.py"], ["reproduce.py"], ["benchmarks/benchmark.py"],
                 ["benchmarks/allocator.py"], ["benchmarks/folding.py"], ["benchmarks/precision.py"],
-                *(["-m", f"scripts.{m}"] for m in ("bundle", "compare", "config", "figures", "labels", "pack",
+                *(["-m", f"scripts.{m}"] for m in ("bundle", "compare", "config", "figures", "fov", "labels", "pack",
                                                    "scalars", "score", "synthetic"))]
 
 

@@ -25,7 +25,7 @@ def test_a_real_label_drawn_in_colour_comes_back_exactly(real_data, tmp_path, ca
 
 
 @pytest.mark.parametrize("picture,message", [
-    ([[255, 0, 255]], "colours of no class: R and B (purple) at 1 pixels"),
+    ([[255, 0, 255]], "colours of no class: R and B (purple) at 1 pixels, the first at x 0, y 0"),
     ([[1, 2, 3]], "no pixel has a channel at 128 or more: an index label already"),
     ([[255, 255, 255]], "a grey picture, no colour: a vessel map or an index label scaled for viewing"),
     ([[0, 255, 0]], "no artery (red) or vein (blue) pixel"),

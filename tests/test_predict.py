@@ -997,6 +997,29 @@ def test_estimated_fov_matches_the_provided_masks(real_data):
             assert score > 0.98, f"{sample.image}: FOV IoU {score:.4f}"
 
 
+def test_python_m_scripts_fov_writes_the_masks_a_data_set_of_ones_own_needs(real_data, tmp_path, capsys):
+    """The estimated masks, as files train.py and test.py read (<stem>_mask.png, 0/255), close to
+    the data set's own; a photograph without a dark border gets the whole image, said."""
+    from scripts import fov
+    photos = tmp_path / "images"
+    photos.mkdir()
+    samples = find_samples(real_data, DATASETS["DRIVE_AV"], "test")[:2]
+    for sample in samples:
+        shutil.copy(sample.image, photos / sample.image.name)
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(photos / "no_border.png")
+    fov.main([str(photos), "--out", str(tmp_path / "mask")])
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"note: {photos / 'no_border.png'}: no dark border or no disc found: its mask is the whole image"
+    for sample in samples:
+        written = read_mask(tmp_path / "mask" / f"{sample.name}_mask.png")
+        assert iou(written, read_mask(sample.mask)) > 0.98
+    assert read_mask(tmp_path / "mask" / "no_border_mask.png").all()
+    with pytest.raises(SystemExit) as info:  # nothing written over an earlier mask
+        fov.main([str(photos), "--out", str(tmp_path / "mask")])
+    assert info.value.code == 2 and capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'mask' / '01_test_mask.png'} exists (and 2 more): --overwrite replaces them")
+
+
 def test_photographs_that_make_poor_maps_are_noted(real_data):
     """Greyscale, much smaller than the networks' input, of another shape, or blank: segmented,
     with a note why the maps may be poor; a DRIVE_AV photograph at the networks' size gets none."""
