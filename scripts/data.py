@@ -205,15 +205,14 @@ def read_label(path) -> np.ndarray:
 
 
 def _check_palette(path, palette, values):
-    """A palette label whose colours say other classes than its values (index 1 drawn blue: a
-    paint tool's colour label, read as an index label, would swap artery and vein unsaid).
-    Grey entries (Pillow's default palette) say nothing; colours must say their own value."""
-    for v in values:
+    """A palette label whose artery value is drawn as a vein's colour or the other way round
+    (index 1 blue, 2 red: a paint tool's colour label, read by its values, would swap artery and
+    vein unsaid). Other palettes (grey ones, as Pillow makes; labelme's, whose index 2 is green)
+    say nothing about the classes and are read by their values."""
+    for v in set(values) & {1, 2}:
         rgb = tuple(palette[3 * v:3 * v + 3])
-        if len(rgb) < 3 or rgb[0] == rgb[1] == rgb[2]:
-            continue
-        said = CLASS_OF_CHANNELS.get(tuple(c >= 128 for c in rgb))
-        if said != v:
+        said = CLASS_OF_CHANNELS.get(tuple(c >= 128 for c in rgb)) if len(rgb) == 3 else None
+        if said in (1, 2) and said != v:
             raise DataError(f"{path}: a palette label whose value {v} ({LABEL_NAMES[v]}) is drawn as {rgb}"
                             f"{f' ({LABEL_NAMES[said]} in colour)' if said is not None else ''}: if the colours "
                             f"are right, python -m scripts.labels converts it by them")

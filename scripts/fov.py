@@ -130,20 +130,29 @@ def write_masks(inputs, out_dir, name="{stem}_mask.png", overwrite=False) -> lis
             raise ConfigError(f"{p}: no such file or folder")
     if not photos:
         raise ConfigError(f"no photographs ({' '.join(PHOTO_EXTS)}) in {', '.join(map(str, inputs))}")
-    if not name.endswith(".png") or "{stem}" not in name:
-        raise ConfigError(f"--name {name}: give a pattern with {{stem}} ending in .png, e.g. {{stem}}_mask.png")
-    targets = [Path(out_dir) / name.format(stem=f.stem) for f in photos]
+    try:
+        targets = [Path(out_dir) / name.format(stem=f.stem) for f in photos]
+    except (KeyError, IndexError, ValueError):
+        targets = []
+    if not targets or not name.endswith(".png") or "{stem}" not in name:
+        raise ConfigError(f"--name {name}: give a pattern with {{stem}} alone, ending in .png, e.g. {{stem}}_mask.png")
+    twice = next((t for t in targets if targets.count(t) > 1), None)
+    if twice is not None:
+        raise ConfigError(f"two photographs would both have the mask {twice} (one name, two extensions or folders): "
+                          f"make their masks apart")
     taken = [t for t in targets if t.exists() and not overwrite]
     if taken:
         raise ConfigError(f"{taken[0]} exists{f' (and {len(taken) - 1} more)' if len(taken) > 1 else ''}: "
                           f"--overwrite replaces them")
-    make_folder(out_dir, "--out")
-    notes = []
-    for photo, target in zip(photos, targets, strict=True):
+    masks, notes = [], []
+    for photo in photos:  # every photograph read first: one that cannot be leaves nothing written
         fov = estimate_fov(read_image(photo))
         if fov.mean() < MIN_FOV or fov.all():
             fov = np.ones_like(fov)
             notes.append(f"note: {photo}: no dark border or no disc found: its mask is the whole image")
+        masks.append(fov)
+    make_folder(out_dir, "--out")
+    for fov, target in zip(masks, targets, strict=True):
         atomic_write(target, lambda tmp, fov=fov: Image.fromarray(fov.astype(np.uint8) * 255).save(tmp, format="PNG"))
     return notes
 

@@ -142,6 +142,9 @@ def test_a_palette_label_whose_colours_contradict_its_values_is_refused(drive_co
     label.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255, 0, 255, 0])  # the class colours: fine
     label.save(path)
     read_label(path)
+    label.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0])  # labelme's (Pascal VOC) palette: says nothing
+    label.save(path)
+    read_label(path)
     label.putpalette([0, 0, 0, 0, 0, 255, 255, 0, 0, 0, 255, 0])  # artery and vein colours swapped
     label.save(path)
     with pytest.raises(DataError, match=re.escape("a palette label whose value 1 (artery) is drawn as (0, 0, 255) "

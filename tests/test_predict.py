@@ -1014,6 +1014,11 @@ def test_python_m_scripts_fov_writes_the_masks_a_data_set_of_ones_own_needs(real
         written = read_mask(tmp_path / "mask" / f"{sample.name}_mask.png")
         assert iou(written, read_mask(sample.mask)) > 0.98
     assert read_mask(tmp_path / "mask" / "no_border_mask.png").all()
+    Image.new("RGB", (64, 48)).save(photos / "01_test.png")  # two photographs, one mask name: refused
+    with pytest.raises(SystemExit):
+        fov.main([str(photos), "--out", str(tmp_path / "other")])
+    assert "would both have the mask" in capsys.readouterr().err and not (tmp_path / "other").exists()
+    (photos / "01_test.png").unlink()
     with pytest.raises(SystemExit) as info:  # nothing written over an earlier mask
         fov.main([str(photos), "--out", str(tmp_path / "mask")])
     assert info.value.code == 2 and capsys.readouterr().err.strip() == (
