@@ -259,9 +259,6 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
     full size, the pictures, metrics.csv and summary.json in ``out_dir``."""
     progress = progress if progress is not None else TestProgress()
     progress.out_dir, progress.replaces = out_dir, earlier_test(out_dir)
-    earlier_truth = read_record(out_dir).get("test_truth_sha256")
-    if earlier_truth and earlier_truth != truth_fingerprint(samples):  # e.g. a test on an edited copy of the data
-        progress.replaces += " (scored against other test labels or masks: another copy of the data?)"
     if progress.replaces:
         print(f"note: this test replaces {progress.replaces} (its summary.json, metrics.csv and pictures; --output "
               f"keeps tests apart)", file=sys.stderr)
@@ -353,6 +350,10 @@ def _score_and_write(spec, runs, samples, probs, details, out_dir, stage, worker
     summary["images"] = len(samples)
     summary["dataset"] = spec.name
     summary["test_truth_sha256"] = truth_fingerprint(samples)  # of its labels and masks (scripts.compare)
+    earlier_truth = read_record(out_dir).get("test_truth_sha256")  # of the test this one replaces
+    if earlier_truth and earlier_truth != summary["test_truth_sha256"]:  # e.g. a test on an edited copy of the data
+        print(f"note: the earlier test in {out_dir} differs from this one in its truth (scored against other test "
+              f"labels or masks: another copy of the data?)", file=sys.stderr)
     summary["precision"] = precision  # of the networks' predictions: fp32 unless --amp (and it paid)
     summary["segment_settings"] = segment_settings.as_dict()
     summary["segment_notes"] = segment_notes  # scripts.compare repeats them beside the numbers

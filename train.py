@@ -37,8 +37,8 @@ from scripts.cli import FRESH_LINE, TIME_LIMIT_EXIT, ArgumentParser, progress_ba
 from scripts.config import (VARIANTS, ConfigError, RunConfig, check_image_size, dataset_names, dataset_spec,
                             str2bool, tensorboard_dir)
 from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
-from scripts.device import (amp_dtype_for, busy_cpu_note, cpu_memory_error, cpu_memory_note, describe_precision, keep_freed_memory,
-                            no_amp_reason, pick_device, set_tf32, training_memory_format)
+from scripts.device import (amp_dtype_for, busy_cpu_note, cpu_memory_error, cpu_memory_note, describe_precision,
+                            keep_freed_memory, no_amp_reason, pick_device, set_tf32, training_memory_format)
 from scripts.evaluate import usable_cores, validate
 from scripts.files import check_folder
 from scripts.pack import check_pack_size, pack_subset
@@ -210,15 +210,14 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     if too_large:  # before any data is decoded (the kernel would kill the run at its first step)
         raise ConfigError(too_large)
     train_set, val_set = load_training_data(cfg, device, split)
-    subset = split.subset
     split_names = {"training": list(train_set.names), "validation": list(val_set.names)}  # the split --resume must find
     memory_format = training_memory_format(device, amp_dtype)
     precision = describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == "cuda")
     log = print if ctx.is_main else (lambda *a, **k: None)
     why_fp32 = no_amp_reason(device) if ctx.is_main and cfg.amp and amp_dtype is None else ""  # rank 0 timed bf16
     if ctx.is_main:
-        log_run_start(cfg, ctx, device, train_set, val_set, subset, memory_format=memory_format, amp_dtype=amp_dtype,
-                      precision=precision, why_fp32=why_fp32)
+        log_run_start(cfg, ctx, device, train_set, val_set, split.subset, memory_format=memory_format,
+                      amp_dtype=amp_dtype, precision=precision, why_fp32=why_fp32)
 
     nets, trainer = build_networks(cfg, ctx, device, memory_format, amp_dtype)
     rng = torch.Generator().manual_seed(cfg.seed)

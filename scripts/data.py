@@ -213,9 +213,9 @@ def _check_palette(path, palette, values):
         rgb = tuple(palette[3 * v:3 * v + 3])
         said = CLASS_OF_CHANNELS.get(tuple(c >= 128 for c in rgb)) if len(rgb) == 3 else None
         if said in (1, 2) and said != v:
-            raise DataError(f"{path}: a palette label whose value {v} ({LABEL_NAMES[v]}) is drawn as {rgb}"
-                            f"{f' ({LABEL_NAMES[said]} in colour)' if said is not None else ''}: if the colours "
-                            f"are right, python -m scripts.labels converts it by them")
+            raise DataError(f"{path}: a palette label whose value {v} ({LABEL_NAMES[v]}) is drawn as {rgb} "
+                            f"({LABEL_NAMES[said]} in colour): if the colours are right, python -m scripts.labels "
+                            f"converts it by them")
 
 
 def read_mask(path, upright=False) -> np.ndarray:

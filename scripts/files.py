@@ -106,3 +106,38 @@ def atomic_write_csv(path, rows, fields):
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+def files_in(paths, exts, what: str, skip=lambda f: False) -> list:
+    """The files of ``paths``: a file as given, a folder's files with an extension of ``exts``
+    (any case; hidden ones and those ``skip`` names left out), sorted; each file once, however
+    often it is given. One ConfigError line for a path that is neither, or when none is found."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in exts and not f.name.startswith(".")
+                            and not skip(f))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ConfigError(f"{p}: no such file or folder")
+    files = list({f.resolve(): f for f in files}.values())  # a file given also through its folder: once
+    if not files:
+        raise ConfigError(f"no {what} ({' '.join(exts)}) in {', '.join(map(str, paths))}")
+    return files
+
+
+def check_targets(sources, targets, overwrite: bool, clash: str):
+    """One ConfigError line, before anything is written, when two sources would be written to
+    one target (``clash``, formatted with ``target``), a target is its own source, or a target
+    exists and ``overwrite`` is not given."""
+    twice = next((t for t in targets if targets.count(t) > 1), None)
+    if twice is not None:
+        raise ConfigError(clash.format(target=twice))
+    for source, target in zip(sources, targets, strict=True):
+        if target.exists() and target.resolve() == source.resolve():
+            raise ConfigError(f"{target} would be written over its own source: choose another --out")
+    taken = [t for t in targets if t.exists() and not overwrite]
+    if taken:
+        raise ConfigError(f"{taken[0]} exists{f' (and {len(taken) - 1} more)' if len(taken) > 1 else ''}: "
+                          f"--overwrite replaces them")

@@ -38,7 +38,7 @@ from scipy import ndimage
 from .cli import ArgumentParser
 from .config import ConfigError
 from .data import read_image
-from .files import atomic_write, make_folder
+from .files import atomic_write, check_targets, files_in, make_folder
 
 DEFAULTS = dict(fraction=0.05, percentile=99.0, erode=0.001, work_side=1024, corner=20, smooth=3)
 
@@ -119,31 +119,15 @@ MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted;
 def write_masks(inputs, out_dir, name="{stem}_mask.png", overwrite=False) -> list:
     """The estimated FOV mask of every photograph of ``inputs`` (files, or folders of them,
     whose <stem>_mask.* files are left out), as 0/255 PNGs in ``out_dir``; returns the notes."""
-    photos = []
-    for p in map(Path, inputs):
-        if p.is_dir():
-            photos += sorted(f for f in p.iterdir() if f.suffix.lower() in PHOTO_EXTS
-                             and not f.name.startswith(".") and not f.stem.endswith("_mask"))
-        elif p.is_file():
-            photos.append(p)
-        else:
-            raise ConfigError(f"{p}: no such file or folder")
-    if not photos:
-        raise ConfigError(f"no photographs ({' '.join(PHOTO_EXTS)}) in {', '.join(map(str, inputs))}")
+    photos = files_in(inputs, PHOTO_EXTS, "photographs", skip=lambda f: f.stem.endswith("_mask"))
     try:
         targets = [Path(out_dir) / name.format(stem=f.stem) for f in photos]
     except (KeyError, IndexError, ValueError):
         targets = []
     if not targets or not name.endswith(".png") or "{stem}" not in name:
         raise ConfigError(f"--name {name}: give a pattern with {{stem}} alone, ending in .png, e.g. {{stem}}_mask.png")
-    twice = next((t for t in targets if targets.count(t) > 1), None)
-    if twice is not None:
-        raise ConfigError(f"two photographs would both have the mask {twice} (one name, two extensions or folders): "
-                          f"make their masks apart")
-    taken = [t for t in targets if t.exists() and not overwrite]
-    if taken:
-        raise ConfigError(f"{taken[0]} exists{f' (and {len(taken) - 1} more)' if len(taken) > 1 else ''}: "
-                          f"--overwrite replaces them")
+    check_targets(photos, targets, overwrite, "two photographs would both have the mask {target} (one name, two "
+                                              "extensions or folders): make their masks apart")
     masks, notes = [], []
     for photo in photos:  # every photograph read first: one that cannot be leaves nothing written
         fov = estimate_fov(read_image(photo))

@@ -25,7 +25,7 @@ from PIL import Image
 from .cli import ArgumentParser
 from .config import ConfigError
 from .data import CLASS_OF_CHANNELS, DataError, read_image
-from .files import atomic_write, make_folder
+from .files import atomic_write, check_targets, files_in, make_folder
 
 LABEL_EXTS = (".png", ".gif", ".tif", ".tiff", ".bmp")  # lossless: a JPEG's colours blur at the edges
 
@@ -70,26 +70,10 @@ def index_label(rgb: np.ndarray, source="") -> np.ndarray:
 def convert(paths, out_dir: Path, overwrite=False) -> list:
     """Every colour label of ``paths`` (files, or folders of them) as an index PNG in
     ``out_dir``; all are read and checked before any is written. Returns the files written."""
-    files = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in LABEL_EXTS and not f.name.startswith("."))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise ConfigError(f"{p}: no such file or folder")
-    files = list({f.resolve(): f for f in files}.values())  # a file given also through its folder: once
-    if not files:
-        raise ConfigError(f"no label files ({' '.join(LABEL_EXTS)}) in {', '.join(map(str, paths))}")
+    files = files_in(paths, LABEL_EXTS, "label files")
     targets = [out_dir / f"{f.stem}.png" for f in files]
-    clash = [t for t in targets if targets.count(t) > 1]
-    if clash:
-        raise ConfigError(f"two labels would both become {clash[0]}: convert them into different --out folders")
-    for f, t in zip(files, targets, strict=True):
-        if t.exists() and t.resolve() == f.resolve():
-            raise ConfigError(f"{t} would be written over its own source: choose another --out")
-        if t.exists() and not overwrite:
-            raise ConfigError(f"{t} exists: --overwrite replaces it")
+    check_targets(files, targets, overwrite, "two labels would both become {target}: convert them into different "
+                                             "--out folders")
     labels = []
     for f in files:
         if f.suffix.lower() in (".jpg", ".jpeg"):

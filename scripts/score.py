@@ -116,13 +116,14 @@ def _found_elsewhere(folder: Path, name: str, suffix: str) -> str:
     """Where ``name``'s picture is when it is not at ``folder``'s top level with ``suffix``: in a
     sub-folder (predict.py keeps a data set folder's images/ sub-folder), or with predict.py's
     suffixes; the options that read it ('' when not found)."""
+    subs = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                   and p.name not in ("mixed_segments", "small_pre")),  # test.py's that are no predictions
+                  key=lambda p: (p.name != "raw_pre", p.name))
     for other in dict.fromkeys([suffix, OUTPUT_FILES["colour"][:-4], OUTPUT_FILES["classes"][:-4]]):
         with_suffix = f" --suffix {other}" if other != suffix else ""
         if other != suffix and (folder / f"{name}{other}.png").is_file():
             return with_suffix.strip()
-        subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-                and p.name not in ("mixed_segments", "small_pre")]  # test.py's that are no predictions
-        for sub in sorted(subs, key=lambda p: (p.name != "raw_pre", p.name)):
+        for sub in subs:
             if (sub / f"{name}{other}.png").is_file():
                 return f"--predictions {sub}{with_suffix}"
     return ""
