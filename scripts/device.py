@@ -295,16 +295,18 @@ def cpu_memory_note(size, base_width: int, batch_size: int, bf16: bool, processe
             f"system will likely kill it; {LESS_MEMORY}")
 
 
-def cpu_memory_error(size, base_width: int, batch_size: int, bf16: bool, processes: int = 1) -> Optional[str]:
+def cpu_memory_error(size, base_width: int, batch_size: int, bf16: bool, processes: int = 1,
+                     less: str = LESS_MEMORY, anyway: str = "--no-memory-check") -> Optional[str]:
     """Why a CPU training run cannot fit at all: it needs more memory than the machine has (the
     kernel would kill it at its first step, exit 137); None when it might fit. The rule is within
-    about 10 % of the measured runs, so only a need above the whole memory is refused."""
+    about 10 % of the measured runs, so only a need above the whole memory is refused. ``less``
+    and ``anyway``: the options that help, as the caller's command line spells them."""
     (need, run), total = _cpu_step_need(size, base_width, batch_size, bf16, processes), total_memory_mib()
     if total is None or need <= total:
         return None
     return (f"{run} needs about {need / 1024:.0f} GiB of memory on a CPU, more than this machine's "
-            f"{total / 1024:.0f} GiB: the system would kill it at its first step; {LESS_MEMORY} "
-            f"(--no-memory-check tries all the same)")
+            f"{total / 1024:.0f} GiB: the system would kill it at its first step; {less} "
+            f"({anyway} tries all the same)")
 
 
 def no_amp_reason(device: torch.device) -> str:

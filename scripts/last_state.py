@@ -113,6 +113,7 @@ def resume_config(cfg: RunConfig, given: set, output_root) -> RunConfig:
     state = read_state(path, mmap=True)  # (mapped: train() reads the 400 MB state)
     saved, done = RunConfig.from_dict(state["config"]), state["epoch"] + 1
     saved.time_limit = cfg.time_limit  # a budget of this invocation, never carried over
+    saved.memory_check = cfg.memory_check  # a check of this machine: on again unless this invocation turns it off
     changed = []
     for key in sorted(given & set(RunConfig.__dataclass_fields__)):
         ours, theirs = getattr(cfg, key), getattr(saved, key)

@@ -271,3 +271,33 @@ def test_a_pack_of_another_size_is_refused_before_anything_runs(tmp_path):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "packed at 592 x 592" in proc.stderr and not (tmp_path / "out").exists()
     assert 'use it with --train-args "--image-size 592 592"' in proc.stderr  # reproduce.py's own option
+
+
+def test_seeds_that_would_not_fit_in_a_cpus_memory_together_are_refused_before_anything_runs(
+        tmp_path, monkeypatch, capsys):
+    """On a CPU the seeds train at once, each train.py checking only its own need: reproduce.py
+    checks them together, before the benchmark (a 64 GiB machine takes one DRIVE_AV seed at the
+    paper's settings, not three)."""
+    import reproduce
+    from scripts import device
+    monkeypatch.setattr(device, "total_memory_mib", lambda: 64 * 1024)
+    monkeypatch.setattr(device, "amp_dtype_for", lambda *_: None)  # fp32, whatever this CPU is
+    monkeypatch.chdir(tmp_path)
+    one_seed = device.cpu_training_memory_mib((592, 592), 32, 6, False)
+    assert one_seed < 64 * 1024 < 3 * one_seed  # the premise
+    with pytest.raises(SystemExit) as info:
+        reproduce.main(["--data-root", str(ROOT / "data"), "--train-args", "--device cpu"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: --seeds 42 40 38 train at once, each in its own process: 3 processes at 592 x "
+                          "592, width 32, batch 6 in fp32 needs about 97 GiB of memory on a CPU, more than this "
+                          "machine's 64 GiB"), err
+    assert err.endswith("fewer --seeds, or a smaller --base-width or --image-size in --train-args, need less (linear "
+                        'in each) (--train-args "--no-memory-check" tries all the same)'), err
+    assert list(tmp_path.iterdir()) == []
+    args, _, options, data_root, _ = reproduce.parse_and_check(
+        ["--data-root", str(ROOT / "data"), "--seeds", "42", "--train-args", "--device cpu"])
+    reproduce.check_cpu_memory(args, options, data_root)  # one seed fits
+    args, _, options, data_root, _ = reproduce.parse_and_check(
+        ["--data-root", str(ROOT / "data"), "--train-args", "--device cpu --no-memory-check"])
+    reproduce.check_cpu_memory(args, options, data_root)  # and the user may try all the same

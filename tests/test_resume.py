@@ -119,7 +119,7 @@ def test_resume_keeps_the_saved_settings_and_refuses_changes(real_data, tmp_path
 
 
 def test_time_limit_stops_between_epochs_and_resume_finishes(real_data, tmp_path, capsys):
-    cfg = config(real_data, tmp_path, 3, time_limit=0)  # 0 minutes: one epoch, then stop
+    cfg = config(real_data, tmp_path, 3, time_limit=0, memory_check=False)  # 0 minutes: one epoch, then stop
     _, complete = train.train(cfg, tmp_path / "runs", tmp_path)
     assert not complete and "stopped after epoch 1/3" in capsys.readouterr().out
     assert torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 0
@@ -134,6 +134,7 @@ def test_time_limit_stops_between_epochs_and_resume_finishes(real_data, tmp_path
             f"unfinished run") in capsys.readouterr().err
     resumed = last_state.resume_config(config(real_data, tmp_path, 3), set(), tmp_path)
     assert resumed.time_limit is None  # the limit is this invocation's, not saved with the run
+    assert resumed.memory_check  # and so is --no-memory-check: another machine may continue the run
     best_f1, complete = train.train(resumed, tmp_path / "runs", tmp_path, resume=True)
     assert complete and torch.load(tmp_path / "DRIVE_AV/r/last.pth", weights_only=True)["epoch"] == 2
     best_epoch = torch.load(tmp_path / "DRIVE_AV/r/CP_best_F1_all.pth", weights_only=True)["epoch"]
