@@ -60,7 +60,7 @@ def find_samples(data_root, spec: DatasetSpec, split: str):
     images = sorted({p for pattern in spec.image_patterns for p in folders["images"].glob(pattern)})
     if not images:
         raise DataError(f"no images matching {' '.join(spec.image_patterns)} in {folders['images']}")
-    samples, seen = [], {}
+    samples, seen, missing = [], {}, []
     for image in images:
         stem = image.stem
         if stem in seen:
@@ -68,10 +68,12 @@ def find_samples(data_root, spec: DatasetSpec, split: str):
         seen[stem] = image
         label = folders["1st_manual"] / spec.label_name.format(stem=stem)
         mask = folders["mask"] / spec.mask_name.format(stem=stem)
-        for kind, path in (("label", label), ("FOV mask", mask)):
-            if not path.is_file():
-                raise DataError(f"{image}: its {kind} {path} is missing")
+        missing += [f"{image}: its {kind} {path} is missing" for kind, path in (("label", label), ("FOV mask", mask))
+                    if not path.is_file()]
         samples.append(Sample(stem, image, label, mask))
+    if missing:  # all of them counted in the one line, not found one per attempt
+        more = f" (and {len(missing) - 1} more missing labels or masks in {split_dir})" if len(missing) > 1 else ""
+        raise DataError(missing[0] + more)
     # A label whose photograph is missing or not found (another extension) would silently
     # shrink the split: a test score over 19 DRIVE images is not the protocol's.
     labelled = {s.label.name for s in samples}

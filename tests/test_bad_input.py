@@ -202,8 +202,13 @@ def test_an_empty_mask_is_refused(drive_copy, monkeypatch):
 def test_image_without_label(drive_copy):
     sample = first(drive_copy)
     sample.label.unlink()
-    with pytest.raises(DataError, match=f"its label {sample.label} is missing"):
+    with pytest.raises(DataError, match=f"its label {sample.label} is missing$"):
         find_samples(drive_copy, SPEC, "training")
+    for other in find_samples(drive_copy, SPEC, "test")[:2]:  # every missing file counted at once
+        other.mask.unlink()
+    with pytest.raises(DataError, match=re.escape(f"its FOV mask {other.mask.parent / '01_test_mask.gif'} is missing (and "
+                                                  f"1 more missing labels or masks in {drive_copy / 'DRIVE_AV/test'})")):
+        find_samples(drive_copy, SPEC, "test")
 
 
 def test_label_without_photograph(drive_copy):
