@@ -51,6 +51,8 @@ OWN_OPTIONS = {"dataset", "job_name", "seed", "epochs", "time_limit", "data_root
 # network or input for a rehearsal may, and run.json and the bundle then say so)
 PROTOCOL_OPTIONS = {"batch_size", "learning_rate", "validation", "alpha", "beta", "gamma", "fusion", "uniform",
                     "rotation_step", "load"}
+# The protocol's options as train.sh gives them to every seed (tests/test_reproduce.py holds the two together).
+TRAIN_SH_PROTOCOL = "--batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 --beta=1.1 --gama=0.08"
 
 
 def build_parser():
@@ -183,7 +185,8 @@ def log_line(text):
 
 def check_train_args(text: str, spec, data_root: Path):
     """--train-args parsed by train.py's own parser and checked as train.py would check them
-    before training, a pack's size included (one line on error); returns the parsed options."""
+    before training, a pack's size included (one line on error); returns the parsed options,
+    train.sh's protocol included."""
     import train
     from scripts.pack import check_pack_size, pack_subset, read_pack_info
 
@@ -196,7 +199,7 @@ def check_train_args(text: str, spec, data_root: Path):
         refuse(str(exc))
     parser = train.build_parser()
     parser.error = refuse  # one line, not train.py's usage
-    parsed, unknown = parser.parse_known_args(words)
+    parsed, unknown = parser.parse_known_args([*TRAIN_SH_PROTOCOL.split(), *words])  # each seed's options
     if unknown:
         refuse(f"{' '.join(unknown)} is not a train.py option (python train.py --help)")
     own = sorted(train.given_options(words) & OWN_OPTIONS)

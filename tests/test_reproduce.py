@@ -276,22 +276,22 @@ def test_a_pack_of_another_size_is_refused_before_anything_runs(tmp_path):
 def test_seeds_that_would_not_fit_in_a_cpus_memory_together_are_refused_before_anything_runs(
         tmp_path, monkeypatch, capsys):
     """On a CPU the seeds train at once, each train.py checking only its own need: reproduce.py
-    checks them together, before the benchmark (a 64 GiB machine takes one DRIVE_AV seed at the
-    paper's settings, not three)."""
+    checks them together, before the benchmark (a 24 GiB machine takes one DRIVE_AV seed at the
+    paper's settings, batch 2, not three)."""
     import reproduce
     from scripts import device
-    monkeypatch.setattr(device, "total_memory_mib", lambda: 64 * 1024)
+    monkeypatch.setattr(device, "total_memory_mib", lambda: 24 * 1024)
     monkeypatch.setattr(device, "amp_dtype_for", lambda *_: None)  # fp32, whatever this CPU is
     monkeypatch.chdir(tmp_path)
-    one_seed = device.cpu_training_memory_mib((592, 592), 32, 6, False)
-    assert one_seed < 64 * 1024 < 3 * one_seed  # the premise
+    one_seed = device.cpu_training_memory_mib((592, 592), 32, 2, False)
+    assert one_seed < 24 * 1024 < 3 * one_seed  # the premise
     with pytest.raises(SystemExit) as info:
         reproduce.main(["--data-root", str(ROOT / "data"), "--train-args", "--device cpu"])
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("error: --seeds 42 40 38 train at once, each in its own process: 3 processes at 592 x "
-                          "592, width 32, batch 6 in fp32 needs about 97 GiB of memory on a CPU, more than this "
-                          "machine's 64 GiB"), err
+                          "592, width 32, batch 2 in fp32 needs about 34 GiB of memory on a CPU, more than this "
+                          "machine's 24 GiB"), err
     assert err.endswith("fewer --seeds, or a smaller --base-width or --image-size in --train-args, need less (linear "
                         'in each) (--train-args "--no-memory-check" tries all the same)'), err
     assert list(tmp_path.iterdir()) == []
@@ -301,3 +301,9 @@ def test_seeds_that_would_not_fit_in_a_cpus_memory_together_are_refused_before_a
     args, _, options, data_root, _ = reproduce.parse_and_check(
         ["--data-root", str(ROOT / "data"), "--train-args", "--device cpu --no-memory-check"])
     reproduce.check_cpu_memory(args, options, data_root)  # and the user may try all the same
+
+
+def test_the_protocol_reproduce_py_checks_is_train_shs():
+    from reproduce import TRAIN_SH_PROTOCOL
+    exec_line = " ".join((ROOT / "train.sh").read_text().replace("\\\n", " ").split())  # continued lines joined
+    assert f'"$HERE/train.py" $epochs_arg {TRAIN_SH_PROTOCOL} ' in exec_line
