@@ -479,11 +479,11 @@ def parse_and_check(argv):
     if not (data_root / dataset).is_dir():
         raise ConfigError(f"--data-root {args.data_root}: no {dataset} folder in it")
     train_options = check_train_args(args.train_args, spec, data_root)
-    check_cpu_memory(args, train_options, data_root)
+    check_cpu_memory(args, train_options)
     return args, dataset, train_options, data_root, out
 
 
-def check_cpu_memory(args, train_options, data_root: Path):
+def check_cpu_memory(args, train_options):
     """On a CPU the seeds train at once, each in its own process: refuse in one line, before the
     benchmark, what would not fit in the machine's memory together (each train.py checks only
     its own need). --train-args "--no-memory-check" tries all the same."""
@@ -491,11 +491,9 @@ def check_cpu_memory(args, train_options, data_root: Path):
     from scripts.device import amp_dtype_for, cpu_memory_error, pick_device
     if not train_options.memory_check or pick_device(train_options.device).type != "cpu":
         return
-    cfg = train.config_from_args(train_options)
-    cfg.data_root = str(data_root)
-    n_train = len(train.training_split(cfg).train)
+    cfg = train.config_from_args(train_options)  # (the data is not read here: a failing seed is the train phase's)
     too_large = cpu_memory_error(
-        cfg.input_size, cfg.base_width, min(cfg.batch_size, n_train),
+        cfg.input_size, cfg.base_width, cfg.batch_size,
         amp_dtype_for(pick_device("cpu"), args.amp) is not None, len(args.seeds),
         less='fewer --seeds, or a smaller --base-width or --image-size in --train-args, need less (linear in each)',
         anyway='--train-args "--no-memory-check"')

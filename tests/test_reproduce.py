@@ -153,6 +153,7 @@ def test_a_failed_training_still_writes_run_json_and_the_archive(real_data, tmp_
     (tmp_path / "data" / "DRIVE_AV" / "training" / "images").mkdir(parents=True)
     proc = subprocess.run([sys.executable, str(ROOT / "reproduce.py"), "--data-root", str(tmp_path / "data"),
                            "--seeds", "1", "--benchmark-minutes", "0", "--archive", "--tag", "t",
+                           "--train-args", "--no-memory-check",  # (the paper's size fits or not: not the point)
                            "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
@@ -295,12 +296,12 @@ def test_seeds_that_would_not_fit_in_a_cpus_memory_together_are_refused_before_a
     assert err.endswith("fewer --seeds, or a smaller --base-width or --image-size in --train-args, need less (linear "
                         'in each) (--train-args "--no-memory-check" tries all the same)'), err
     assert list(tmp_path.iterdir()) == []
-    args, _, options, data_root, _ = reproduce.parse_and_check(
+    args, _, options, _, _ = reproduce.parse_and_check(
         ["--data-root", str(ROOT / "data"), "--seeds", "42", "--train-args", "--device cpu"])
-    reproduce.check_cpu_memory(args, options, data_root)  # one seed fits
-    args, _, options, data_root, _ = reproduce.parse_and_check(
+    reproduce.check_cpu_memory(args, options)  # one seed fits
+    args, _, options, _, _ = reproduce.parse_and_check(
         ["--data-root", str(ROOT / "data"), "--train-args", "--device cpu --no-memory-check"])
-    reproduce.check_cpu_memory(args, options, data_root)  # and the user may try all the same
+    reproduce.check_cpu_memory(args, options)  # and the user may try all the same
 
 
 def test_the_protocol_reproduce_py_checks_is_train_shs():
