@@ -19,7 +19,7 @@ from PIL import Image
 
 from scripts.config import ConfigError
 from scripts.data import exif_orientation, open_header, read_image, read_mask
-from scripts.fov import MIN_FOV, estimate_fov
+from scripts.fov import MIN_FOV, estimate_fov, not_a_photograph
 from scripts.predict_outputs import OUTPUT_PICTURES, holds_a_run
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -441,9 +441,9 @@ def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
     rgb = read_image(item.path, upright=True)
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ValueError(f"unusable image of shape {rgb.shape}")
-    if rgb.max() <= 3:
-        raise ValueError("every pixel is 0..3: an A/V label image (0 background, 1 artery, 2 vein, 3 uncertain) "
-                         "or a black one, not a photograph")
+    why = not_a_photograph(rgb)
+    if why:
+        raise ValueError(f"{why}: not segmented")
     turn = photo_orientation(item.path)
     fov, source = read_fov(item, rgb, masks, turn)
     resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)

@@ -3,6 +3,7 @@ uncertain) to the index labels the project reads."""
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from scripts import labels
 from scripts.config import dataset_spec
@@ -27,6 +28,8 @@ def test_a_real_label_drawn_in_colour_comes_back_exactly(real_data, tmp_path, ca
 @pytest.mark.parametrize("picture,message", [
     ([[255, 0, 255]], "colours of no class: R and B (purple) at 1 pixels, the first at x 0, y 0"),
     ([[1, 2, 3]], "no pixel has a channel at 128 or more: an index label already"),
+    ([[127, 0, 0]], "no pixel has a channel at 128 or more: its brightest value is 127: drawn too dark (or half "
+                    "transparent)"),
     ([[255, 255, 255]], "a grey picture, no colour: a vessel map or an index label scaled for viewing"),
     ([[0, 255, 0]], "no artery (red) or vein (blue) pixel"),
 ])
@@ -58,3 +61,45 @@ def test_transparent_pixels_are_background(tmp_path):
     Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
     labels.main([str(tmp_path / "a.png"), str(tmp_path), "--out", str(tmp_path / "out")])  # the file twice: once
     assert read_label(tmp_path / "out" / "a.png").tolist() == [[0, 1, 2, 3]]
+
+
+def coloured(truth):
+    return np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255], [0, 255, 0]], np.uint8)[truth]
+
+
+def smoothed(picture, sigma):
+    return np.round(np.stack([ndimage.gaussian_filter(c.astype(float), sigma) for c in np.moveaxis(picture, 2, 0)],
+                             2)).astype(np.uint8)
+
+
+def test_smoothed_edges_are_read_but_vessels_drawn_too_dark_or_smoothed_away_are_refused(real_data, tmp_path, capsys):
+    """A paint tool's smoothed (anti-aliased) edges are dim beside the bright vessel:
+    background, as the convention reads them. Veins drawn dark blue (0, 0, 110), or DRIVE's
+    1-pixel vessels blurred below 128, would become background: refused, nothing written."""
+    sample = find_samples(real_data, dataset_spec("DRIVE_AV"), "test")[0]
+    truth = read_label(sample.label)
+    Image.fromarray(smoothed(coloured(truth), 0.5)).save(tmp_path / "smooth.png")
+    labels.main([str(tmp_path / "smooth.png"), "--out", str(tmp_path / "out")])
+    assert (read_label(tmp_path / "out" / "smooth.png") == truth).mean() > 0.995  # an edge pixel here and there
+    dark = coloured(truth)
+    dark[truth == 2] = (0, 0, 110)
+    Image.fromarray(dark).save(tmp_path / "dark.png")
+    Image.fromarray(smoothed(coloured(truth), 1.0)).save(tmp_path / "blurred.png")
+    for name, says in (("dark.png", "y 34, (0, 0, 110)), against 14"), ("blurred.png", "(74, 0, 0)), against 25438")):
+        with pytest.raises(SystemExit) as info:
+            labels.main([str(tmp_path / name), "--out", str(tmp_path / "out2")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and len(err) == 1 and "pixels in dim colours away from any bright vessel" in \
+            err[0] and says in err[0] and "vessels drawn too dark or smoothed away" in err[0], err
+    assert not (tmp_path / "out2").exists()
+
+
+def test_a_jpeg_label_in_a_folder_is_refused_not_left_out(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    picture = np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8)
+    Image.fromarray(picture).save(tmp_path / "in" / "a.png")
+    Image.fromarray(picture).save(tmp_path / "in" / "b.JPG", format="JPEG")
+    with pytest.raises(SystemExit):
+        labels.main([str(tmp_path / "in"), "--out", str(tmp_path / "out")])
+    assert f"{tmp_path / 'in' / 'b.JPG'}: a JPEG label's colours blur" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -24,7 +24,7 @@ from scripts.bfnet import Networks
 from scripts.bundle import export_bundle, load_any
 from scripts.checkpoint import save_best
 from scripts.config import DATASETS, ConfigError, RunConfig
-from scripts.data import find_samples, read_image, read_mask, to_rgb8
+from scripts.data import find_samples, read_image, read_label, read_mask, to_rgb8
 from scripts.evaluate import full_size_picture, predict_probs
 from scripts.fov import estimate_fov, iou
 from scripts.metrics import class_map
@@ -33,7 +33,9 @@ from tests.conftest import ROOT
 DRIVE_SIZE = (565, 584)
 GOOD = ["01_test.tif", "sub/02_test.tif", "sub/grey.png", "rgba.png", "sub/deeper/grey16.tif"]
 BAD = {"sub/trunc.jpg": "cannot decode image", "empty.png": "empty file",
-       "label.png": "every pixel is 0..3: an A/V label image"}
+       "label.png": "every pixel is 0..3: an A/V label image",
+       "colour_label.png": "100 % of its pixels that are not black are white or a pure colour: a label or vessel "
+                           "map drawn in colour, not a photograph: not segmented"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny networks: one thread is fastest on a shared CPU
 
 
@@ -67,6 +69,7 @@ def setup(real_data, tmp_path_factory):
     (inp / "sub" / "trunc.jpg").write_bytes(data[: len(data) // 3])
     (inp / "empty.png").write_bytes(b"")
     shutil.copy(real_data / "DRIVE_AV" / "test" / "1st_manual" / "01_test.png", inp / "label.png")
+    Image.fromarray(outputs.CLASS_COLOURS[read_label(inp / "label.png")]).save(inp / "colour_label.png")
     return {"base": base, "input": inp, "run_a": make_run(base / "run_a", 0),
             "run_b": make_run(base / "run_b", 1), "real_data": real_data}
 
@@ -957,7 +960,7 @@ def test_inputs_not_found_are_not_counted_as_images(setup, tmp_path):
 def test_two_process_torchrun_processes_every_image_once(setup):
     out = setup["base"] / "torchrun"
     proc = cli("--weights", setup["run_a"], "--input", setup["input"], "--output", out, torchrun=True)
-    assert proc.returncode != 0  # two images fail
+    assert proc.returncode != 0  # the BAD images fail
     assert "over 2 processes" in proc.stderr, proc.stderr
     rows = read_rows(out)
     paths = [r["path"] for r in rows]
@@ -969,7 +972,8 @@ def test_two_process_torchrun_processes_every_image_once(setup):
         assert all(p.is_file() for p in outputs_of(out, rel).values()), rel
     # Again into that folder: every process refuses it alike, or replaces it with --overwrite.
     proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "sub", "--output", out, torchrun=True)
-    assert proc.returncode != 0 and proc.stderr.count("holds an earlier run (predictions.csv of 8 image(s))") == 1
+    assert proc.returncode != 0 and proc.stderr.count(
+        f"holds an earlier run (predictions.csv of {len(GOOD) + len(BAD)} image(s))") == 1
     proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "sub", "--output", out, "--overwrite",
                torchrun=True)
     assert proc.returncode == 1 and "--overwrite: deleted the earlier run's 17 file(s)" in proc.stderr, proc.stderr
@@ -1019,10 +1023,33 @@ def test_python_m_scripts_fov_writes_the_masks_a_data_set_of_ones_own_needs(real
         fov.main([str(photos), "--out", str(tmp_path / "other")])
     assert "would both have the mask" in capsys.readouterr().err and not (tmp_path / "other").exists()
     (photos / "01_test.png").unlink()
+    labels = real_data / "DRIVE_AV" / "test" / "1st_manual"  # the labels' folder for the photographs': refused
+    with pytest.raises(SystemExit) as info:
+        fov.main([str(labels), "--out", str(tmp_path / "other")])
+    assert info.value.code == 2 and capsys.readouterr().err.strip() == (
+        f"error: {labels / '01_test.png'}: every pixel is 0..3: an A/V label image (0 background, 1 artery, 2 vein, "
+        f"3 uncertain) or a black one; give the folder of photographs (images/), not of labels")
+    assert not (tmp_path / "other").exists()
     with pytest.raises(SystemExit) as info:  # nothing written over an earlier mask
         fov.main([str(photos), "--out", str(tmp_path / "mask")])
     assert info.value.code == 2 and capsys.readouterr().err.strip() == (
         f"error: {tmp_path / 'mask' / '01_test_mask.png'} exists (and 2 more): --overwrite replaces them")
+
+
+def test_labels_and_vessel_maps_are_told_from_photographs(real_data, tmp_path):
+    """A photograph's retina is mid-tones; a label or vessel map, drawn in colour or black and
+    white (JPEG-compressed too), is nearly all black, white or pure colours."""
+    from scripts.fov import not_a_photograph
+    for name in ("DRIVE_AV", "LES-AV", "HRF-AV"):
+        sample = find_samples(real_data, DATASETS[name], "test")[0]
+        assert not_a_photograph(read_image(sample.image)) == "", sample.image
+        label = read_label(sample.label)
+        assert not_a_photograph(label).startswith("every pixel is 0..3")
+        colour = outputs.CLASS_COLOURS[label]
+        Image.fromarray(colour).save(tmp_path / "label.jpg", quality=75)
+        vessels = ((label > 0) * 255).astype(np.uint8)
+        for drawn in (colour, read_image(tmp_path / "label.jpg"), vessels):
+            assert "a label or vessel map drawn in colour" in not_a_photograph(drawn)
 
 
 def test_photographs_that_make_poor_maps_are_noted(real_data):
