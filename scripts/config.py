@@ -54,6 +54,11 @@ def dataset_names() -> str:
 def dataset_spec(name: str) -> DatasetSpec:
     for spec in DATASETS.values():  # any case: drive_av, hrf-av
         if name.upper() in (n.upper() for n in (spec.name, *spec.aliases)):
+            try:  # a row of one's own, checked where it is used
+                check_image_size(spec.size)
+            except (ConfigError, TypeError, ValueError):
+                raise ConfigError(f"DATASETS row {spec.name} (scripts/config.py): its size {spec.size} must be (W, H), "
+                                  f"positive multiples of 16 (the encoder halves it four times)") from None
             return spec
     names = [n for s in DATASETS.values() for n in (s.name, *s.aliases)]
     near = [s.name for s in DATASETS.values() if any(

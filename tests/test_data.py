@@ -76,6 +76,18 @@ def test_dataset_table_names_and_sizes():
         check_image_size((600, 592))
 
 
+def test_a_row_of_ones_own_with_a_wrong_size_is_one_line_before_any_data_is_read(monkeypatch, tmp_path, capsys):
+    import train
+    from scripts import config
+    monkeypatch.setitem(config.DATASETS, "MySet", config.DatasetSpec("MySet", ("*.png",), "{stem}.png",
+                                                                     "{stem}_mask.png", (600, 590)))
+    with pytest.raises(SystemExit) as info:
+        train.main(["--dataset", "myset", "--data-root", str(tmp_path)])
+    assert info.value.code == 2 and capsys.readouterr().err.strip() == (
+        "error: DATASETS row MySet (scripts/config.py): its size (600, 590) must be (W, H), positive multiples of 16 "
+        "(the encoder halves it four times)")
+
+
 def test_validation_split_is_drawn_with_the_seed():
     train, val = split_train_val(20, 10, seed=42)
     assert len(val) == 2 and sorted(train + val) == list(range(20))
