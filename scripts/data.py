@@ -12,6 +12,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -68,21 +69,33 @@ def find_samples(data_root, spec: DatasetSpec, split: str):
         seen[stem] = image
         label = folders["1st_manual"] / spec.label_name.format(stem=stem)
         mask = folders["mask"] / spec.mask_name.format(stem=stem)
-        missing += [f"{image}: its {kind} {path} is missing" for kind, path in (("label", label), ("FOV mask", mask))
-                    if not path.is_file()]
+        missing += [(image, kind, path) for kind, path in (("label", label), ("FOV mask", mask)) if not path.is_file()]
         samples.append(Sample(stem, image, label, mask))
     if missing:  # all of them counted in the one line, not found one per attempt
+        image, kind, path = missing[0]
+        other = _named_otherwise(path.parent, lambda p: p.name.lower() == path.name.lower() or p.stem == path.stem)
+        hint = f" ({other} is there: the DATASETS row's file names are exact, case and extension included)" if other else ""
         more = f" (and {len(missing) - 1} more missing labels or masks in {split_dir})" if len(missing) > 1 else ""
-        raise DataError(missing[0] + more)
+        raise DataError(f"{image}: its {kind} {path} is missing{hint}{more}")
     # A label whose photograph is missing or not found (another extension) would silently
     # shrink the split: a test score over 19 DRIVE images is not the protocol's.
     labelled = {s.label.name for s in samples}
     orphans = sorted(p for p in folders["1st_manual"].glob(spec.label_name.format(stem="*")) if p.name not in labelled)
     if orphans:
         more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
+        prefix, suffix = spec.label_name.split("{stem}")
+        stem = orphans[0].name[len(prefix):len(orphans[0].name) - len(suffix)]
+        other = _named_otherwise(folders["images"], lambda p: p.stem == stem)
+        hint = f" ({other} is there: add its pattern to the DATASETS row's photographs)" if other else ""
         raise DataError(f"{orphans[0]}: a label with no photograph {' or '.join(spec.image_patterns)} of its name "
-                        f"in {folders['images']}{more}")
+                        f"in {folders['images']}{hint}{more}")
     return samples
+
+
+def _named_otherwise(folder: Path, alike) -> Optional[str]:
+    """The name of a file of ``folder`` that ``alike`` accepts (the one looked for under another
+    case or extension), for an error's hint; None when there is none."""
+    return next((p.name for p in sorted(folder.iterdir()) if alike(p)), None)
 
 
 # ----------------------------------------------------------------------------- decoding

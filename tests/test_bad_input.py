@@ -211,6 +211,21 @@ def test_image_without_label(drive_copy):
         find_samples(drive_copy, SPEC, "test")
 
 
+def test_a_file_under_another_case_or_extension_is_named_in_the_error(drive_copy):
+    """The DATASETS row's names are exact (globs too, on Linux): the file that is there is named."""
+    sample = first(drive_copy)
+    sample.label.rename(sample.label.with_suffix(".PNG"))
+    with pytest.raises(DataError, match=re.escape(f"its label {sample.label} is missing ({sample.label.stem}.PNG is "
+                                                  f"there: the DATASETS row's file names are exact, case and "
+                                                  f"extension included)")):
+        find_samples(drive_copy, SPEC, "training")
+    sample.label.with_suffix(".PNG").rename(sample.label)
+    sample.image.rename(sample.image.with_suffix(".TIF"))
+    with pytest.raises(DataError, match=re.escape(f"of its name in {sample.image.parent} ({sample.name}.TIF is there: "
+                                                  f"add its pattern to the DATASETS row's photographs)")):
+        find_samples(drive_copy, SPEC, "training")
+
+
 def test_label_without_photograph(drive_copy):
     """A photograph under another extension (.jpeg) is not found; its label says so, rather
     than the split silently shrinking (a score over 19 DRIVE test images is not the protocol's)."""
