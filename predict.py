@@ -61,7 +61,6 @@ Examples:
 """
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -78,7 +77,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from scripts import distributed, evaluate, predict_resume as resume
-from scripts.bundle import about_line, load_any, pretrained_bundle
+from scripts.bundle import about_line, load_any, pretrained_bundle, weights_sha256
 from scripts.checkpoint import describe
 from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar, signal_name
 from scripts.config import DATASETS, VARIANTS, ConfigError, network_input_size, saved_dataset_name
@@ -165,17 +164,6 @@ class Member:
     cfg: dict            # the configuration saved with the weights
     weights: str         # as given on the command line
     sha256: str          # of the weight values: what --resume compares
-
-
-def weights_sha256(nets) -> str:
-    """A fingerprint of the values of the networks prediction uses (G, and G_A, G_V unless the
-    fusion is 'none'; fp32, names included), whatever file held them. D is never loaded."""
-    digest = hashlib.sha256()
-    for part in nets.generator_names:
-        for name, tensor in sorted(getattr(nets, part).state_dict().items()):
-            digest.update(f"{part}.{name}".encode())
-            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def load_members(args, device, amp_dtype, log):

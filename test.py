@@ -185,7 +185,8 @@ def run_details(folder, saved, size, spec) -> dict:
     return {"run": str(folder), "trained_on": trained_on, "trained_size": list(trained_size) if trained_size else None,
             "input_size": list(size), "activation": saved["activation"], "base_width": saved["base_width"],
             "fusion": fusion_of(saved), "best_epoch": saved.get("best_epoch"), "best_val_f1": saved.get("best_val_f1"),
-            "epochs_done": done, "epochs_planned": planned, "about": saved.get("about")}
+            "epochs_done": done, "epochs_planned": planned, "about": saved.get("about"),
+            "initialised_from": saved.get("initialised_from")}
 
 
 def epochs_done(folder):

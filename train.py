@@ -31,7 +31,7 @@ import torch
 
 from scripts import distributed, last_state, metrics
 from scripts.bfnet import Networks, Trainer
-from scripts.bundle import load_any
+from scripts.bundle import load_any, weights_sha256
 from scripts.checkpoint import LAST_STATE, check_expected, save_best
 from scripts.cli import FRESH_LINE, TIME_LIMIT_EXIT, ArgumentParser, progress_bar, signal_name
 from scripts.config import (VARIANTS, ConfigError, RunConfig, check_image_size, dataset_names, dataset_spec,
@@ -388,6 +388,12 @@ def read_initial_weights(load, cfg: RunConfig, adopt, size, say_notes=True):
             setattr(cfg, key, saved[key])
     check_expected(load, saved, {"activation": cfg.activation, "base_width": cfg.base_width,
                                  "fusion": cfg.fusion_mode})
+    # Kept with the run (its checkpoints, last.pth, bundles, TensorBoard's config, test.py's summary):
+    # a fine-tuned run says what it was fine-tuned from, and the weights' fingerprint (predict.py's).
+    trained = ", ".join(part for part in (f"trained on {saved['dataset']}" if saved.get("dataset") else "",
+                                          f"epoch {saved['best_epoch']}" if saved.get("best_epoch") else "") if part)
+    cfg.initialised_from = (f"{Path(load).absolute()} ({trained + ', ' if trained else ''}weights sha256 "
+                            f"{weights_sha256(initial)})")
     trained_at = saved.get("image_size")
     if say_notes and trained_at and tuple(trained_at) != tuple(size):
         print(f"note: --load {load} was trained at {trained_at[0]} x {trained_at[1]}; this run trains at "

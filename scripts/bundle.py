@@ -23,6 +23,7 @@ highest N), one of those network files, a bundle file, an index JSON, or a folde
 one index JSON.
 """
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -282,6 +283,17 @@ def load_bundle(path, expected: dict = None):
     return _build(path, config, networks, expected), config
 
 
+def weights_sha256(nets) -> str:
+    """A fingerprint of the values of the networks prediction uses (G, and G_A, G_V unless the
+    fusion is 'none'; fp32, names included), whatever file held them. D is never loaded."""
+    digest = hashlib.sha256()
+    for part in nets.generator_names:
+        for name, tensor in sorted(getattr(nets, part).state_dict().items()):
+            digest.update(f"{part}.{name}".encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_any(path, expected: dict = None):
     """(Networks in eval mode, config dict) from a run folder (ours, or the original's plain
     state dicts CP_best_F1_*.pth / CP_epoch<N>_*.pth), one network file of such a folder, a
@@ -366,6 +378,8 @@ def main(argv=None):
                   + f", stored as {cfg.get('stored_dtype', 'float32')}")
             if cfg.get("about"):
                 print(f"about: {cfg['about']}")
+            if cfg.get("initialised_from"):
+                print(f"initialised from: {cfg['initialised_from']}")
     except ConfigError as exc:  # CheckpointError included
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -176,6 +176,7 @@ class RunConfig:
     time_limit: Optional[float] = None  # minutes; stop before an epoch that would end later (None: no limit)
     cache_dir: str = "./.cache"
     device: str = ""                 # '' -> cuda if available else cpu
+    initialised_from: Optional[str] = None  # --load: the weights G, G_A, G_V started from (train.py records them)
 
     @property
     def spec(self) -> DatasetSpec:

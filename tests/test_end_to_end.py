@@ -101,7 +101,8 @@ def test_summary_agrees_with_metrics_recomputed_from_the_pngs(probe_run, real_da
                                        "trained_size": [128, 128], "input_size": [128, 128],
                                        "activation": "sigmoid", "base_width": 8, "fusion": "concat",
                                        "best_epoch": best["epoch"], "best_val_f1": round(100 * best["val_f1"], 4),
-                                       "epochs_done": 1, "epochs_planned": 1, "about": None}]
+                                       "epochs_done": 1, "epochs_planned": 1, "about": None,
+                                       "initialised_from": None}]
     for group in ("average", "artery", "vein", "uncertain"):
         assert set(summary[group]) >= {"sensitivity", "specificity", "precision", "f1", "iou", "accuracy",
                                        "auc_roc", "auc_pr", "mse"}
@@ -980,7 +981,8 @@ def test_a_test_unlike_the_training_is_noted_and_recorded(capsys):
     details = test_script.run_details("runs/x", saved, (720, 720), DATASETS["HRF-AV"])
     assert details == {"run": "runs/x", "trained_on": "LES-AV", "trained_size": [800, 720], "input_size": [720, 720],
                        "activation": "softmax", "base_width": 4, "fusion": "mean", "best_epoch": None,
-                       "best_val_f1": None, "epochs_done": None, "epochs_planned": None, "about": None}
+                       "best_val_f1": None, "epochs_done": None, "epochs_planned": None, "about": None,
+                       "initialised_from": None}
     assert capsys.readouterr().err.splitlines() == [
         "note: runs/x was trained on LES-AV; testing it on HRF-AV (a cross-data-set test, not the published protocol)",
         "note: runs/x was trained at 800 x 720; testing it at 720 x 720 (--image-size / --uniform)"]

@@ -201,6 +201,13 @@ def test_load_initialises_the_generators_from_a_bundle(real_data, tmp_path, caps
     train.train(cfg, tmp_path / "runs", tmp_path, load=str(bundle))
     said = capsys.readouterr()
     assert f"initialised generators from {bundle}" in said.out and "was trained at" not in said.err
+    from scripts.bundle import load_any, main as bundle_main, weights_sha256
+    origin = (f"{bundle} (trained on DRIVE_AV, epoch 1, weights sha256 {weights_sha256(load_any(bundle)[0])})")
+    for kept in (load_any(tmp_path / "DRIVE_AV" / "from_bundle")[1],  # what it was fine-tuned from, kept
+                 torch.load(tmp_path / "DRIVE_AV/from_bundle/last.pth", weights_only=True)["config"]):
+        assert kept["initialised_from"] == origin
+    bundle_main(["info", str(tmp_path / "DRIVE_AV" / "from_bundle")])
+    assert f"initialised from: {origin}" in capsys.readouterr().out
     cfg.job_name, cfg.image_size = "larger", (96, 96)  # weights of 64 x 64 go on at 96 x 96: said
     train.train(cfg, tmp_path / "runs", tmp_path, load=str(bundle))
     assert (f"note: --load {bundle} was trained at 64 x 64; this run trains at 96 x 96 (the data set's, or "
