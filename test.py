@@ -261,8 +261,9 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
     progress = progress if progress is not None else TestProgress()
     progress.out_dir, progress.replaces = out_dir, earlier_test(out_dir)
     if progress.replaces:
-        print(f"note: this test replaces {progress.replaces} (its summary.json, metrics.csv and pictures; --output "
-              f"keeps tests apart)", file=sys.stderr)
+        print(f"note: this test will replace {progress.replaces} once all of it is written (its summary.json, "
+              f"metrics.csv and pictures; one stopped or failed before leaves it as it was; --output keeps tests "
+              f"apart)", file=sys.stderr)
     if spec.test_images and len(samples) != spec.test_images:
         print(f"note: {len(samples)} test images in {Path(args.data_root) / spec.name / 'test'}, where the published "
               f"{spec.name} test set has {spec.test_images}: these numbers are not comparable with the published "
