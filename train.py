@@ -289,7 +289,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
                 f1 = summary["average"]["f1"]
                 show_image = cfg.image_every and (epoch == start_epoch or (epoch + 1) % cfg.image_every == 0
                                                   or final or stop)
-                log_validation(writer, summary, drawing if show_image else None, trainer, step,
+                log_validation(writer, summary, drawing if show_image else None, trainer, step, epoch + 1,
                                time.time() - started)
                 if f1 > best_f1:
                     best_f1, best_epoch = f1, epoch + 1
@@ -465,14 +465,16 @@ def log_losses(writer, values, step):
         writer.add_scalar(f"loss/{k}", v, step)
 
 
-def log_validation(writer, summary, drawing, trainer, step, epoch_seconds):
-    """An epoch's validation metrics, learning rates and time; ``drawing`` (the mixed segments
-    picture) when not None."""
+def log_validation(writer, summary, drawing, trainer, step, epoch, epoch_seconds):
+    """An epoch's validation metrics, learning rates and time, at the training step it ended on
+    (TensorBoard's axis), and the epoch's number (``time/epoch``: step to epoch in TensorBoard);
+    ``drawing`` (the mixed segments picture) when not None."""
     for k, v in metrics.flatten({g: summary[g] for g in ("average", "extra", "segments")}).items():
         writer.add_scalar(f"val/{k}", v, step)
     for name in ("G", "D"):
         writer.add_scalar(f"lr/{name}", trainer.optimizers[name].param_groups[0]["lr"], step)
     writer.add_scalar("time/epoch_seconds", epoch_seconds, step)
+    writer.add_scalar("time/epoch", epoch, step)
     if drawing is not None:
         writer.add_image("val/mixed_segments", drawing, step, dataformats="HWC")
 

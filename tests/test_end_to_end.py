@@ -506,6 +506,8 @@ def test_scalars_of_a_run_export_to_a_small_csv(probe_run, tmp_path, capsys):
     assert {"val/average/f1", "val/segments/mixed_10", "lr/G", "time/epoch_seconds"} <= tags
     f1 = [float(r["value"]) for r in rows if r["tag"] == "val/average/f1"]
     assert len(f1) == 1 and 0 <= f1[0] <= 1  # one epoch, one validation
+    epoch = [(r["step"], float(r["value"])) for r in rows if r["tag"] == "time/epoch"]
+    assert epoch == [(next(r["step"] for r in rows if r["tag"] == "val/average/f1"), 1.0)]  # the axis is steps
     assert scalars.main([str(tmp_path / "nothing_here"), str(tmp_path / "x.csv")]) == 2
     assert "no TensorBoard event files" in capsys.readouterr().err
     (tmp_path / "a_file").write_text("kept")  # a CSV to be written under a file: one line
