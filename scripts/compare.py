@@ -200,6 +200,8 @@ def notes(summaries, names):
             said.append(f"note: {n}: about its weights: {about if len(about) <= 160 else about[:157] + '...'}")
         for note in s.get("segment_notes") or ():  # what test.py said of its segment shares
             said.append(f"note: {n}: segment metric: {note}")
+        for note in s.get("picture_notes") or ():  # what scripts.score said of the pictures (a light background)
+            said.append(f"note: {n}: {note}")
     unknown = [n for n, s in zip(names, summaries, strict=True) if not s.get("run_details") and not s.get("scored")]
     if unknown and len(summaries) > 1:
         one = len(unknown) == 1

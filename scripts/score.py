@@ -31,16 +31,18 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics, segments
-from .cli import ArgumentParser, progress_bar
+from .cli import FRESH_LINE, ArgumentParser, progress_bar
 from .config import ConfigError, dataset_names, dataset_spec
 from .data import DataError, find_samples, load_truth, open_header, truth_fingerprint
 from .evaluate import default_workers, in_threads, score_image, usable_cores, write_png
 from .evaluation_outputs import RUNS_BEING_TESTED, STAGING, run_names
 from .files import atomic_write, atomic_write_csv, make_folder
 from .predict_outputs import OUTPUT_FILES, holds_a_run
+from .stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
 
 SUMMARY = "summary.json"
-IN_PROGRESS = ".scoring_in_progress"  # written first, removed with the summary: a stopped scoring is ours too
+IN_PROGRESS = ".scoring_in_progress"  # a new folder's mark until its summary is in: a stopped scoring is ours too
+SCORES_STAGING = ".scores_being_written"  # a scoring's files until it is complete (publish_scores)
 PICTURE_MODES = ("RGB", "RGBA", "P", "PA")   # colour (alpha dropped)
 CLASS_MAP_MODES = ("L", "LA")                # one channel: classes 0..3
 NOT_A_TEST = ("raw_pre", "small_pre", RUNS_BEING_TESTED, STAGING)  # what test.py writes into its folders
@@ -162,11 +164,16 @@ def prediction_files(samples, folder: Path, suffix: str, workers: int = 1) -> li
     return paths
 
 
-def check_output(out_dir: Path) -> bool:
+def check_output(out_dir: Path, folders, overwrite=False) -> bool:
     """Whether ``out_dir`` holds an earlier scoring of this tool's (its summary.json, or the mark
-    of one that was stopped), which is then replaced. Refused: a folder of test.py's (its
-    summary, pictures or a test in progress), and one holding a summary.json, metrics.csv or
-    mixed_segments/ this did not write."""
+    of one that was stopped), which is then replaced. Refused: a prediction folder (this one's
+    or predict.py's), a folder of test.py's (its summary, pictures or a test in progress), one
+    holding a summary.json, metrics.csv or mixed_segments/ this did not write, and, unless
+    ``overwrite``, the scores of other prediction folders than ``folders``."""
+    real = Path(os.path.realpath(out_dir))
+    if real in {Path(os.path.realpath(f)) for f in folders} or holds_a_run(out_dir):
+        raise ConfigError(f"--output {out_dir}: a folder of predictions; the scores go into a folder of their own "
+                          f"(default: <predictions>_scores beside it)")
     try:
         earlier = json.loads((out_dir / SUMMARY).read_text()) if (out_dir / SUMMARY).is_file() else None
     except (OSError, ValueError):
@@ -178,7 +185,24 @@ def check_output(out_dir: Path) -> bool:
     if foreign:
         raise ConfigError(f"--output {out_dir} holds {', '.join(foreign)}, which this did not write (a test.py "
                           f"test, or files of your own): choose another --output")
+    if ours and isinstance(earlier, dict) and not overwrite:
+        scored = earlier.get("run_paths") or [os.path.realpath(r) for r in earlier.get("runs") or ()]
+        others = [r for r in scored if r not in {os.path.realpath(f) for f in folders}]
+        if others:
+            raise ConfigError(f"--output {out_dir} holds the scores of {', '.join(others)}, which this scoring does "
+                              f"not repeat: --overwrite replaces them, or another --output keeps both")
     return ours
+
+
+def publish_scores(out_dir: Path, stage: Path):
+    """Put the complete scoring in ``stage`` in place of an earlier one in ``out_dir``: the
+    earlier summary.json first (no summary is ever beside pictures it does not describe), its
+    metrics.csv and pictures, then the new pictures, metrics.csv, and summary.json last."""
+    for name in (SUMMARY, "metrics.csv"):
+        (out_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "mixed_segments", ignore_errors=True)
+    for name in ("mixed_segments", "metrics.csv", SUMMARY):
+        os.replace(stage / name, out_dir / name)
 
 
 def picture_facts(picture, fov) -> dict:
@@ -235,11 +259,13 @@ def _score_nth(samples, files, pictures, split_threads, settings, i):
 
 
 def score_folder(dataset, predictions, suffix="", data_root="./data", output=None, workers=1,
-                 settings=segments.DEFAULT_SETTINGS):
+                 settings=segments.DEFAULT_SETTINGS, overwrite=False):
     """Score every test image's prediction in ``predictions`` (a folder, or several: one run
     each, e.g. a method's seeds); write metrics.csv, summary.json (mean ± std over the folders)
     and the pictures of the mixed segments (per folder when several) to ``output``; return the
-    summary (percent, as test.py's). ``settings``: the segment metric's."""
+    summary (percent, as test.py's). ``settings``: the segment metric's. Everything is written
+    aside (STAGING) and put in place once complete: a scoring stopped or failed on the way leaves
+    ``output`` as it was. ``overwrite``: replace the scores of other predictions there."""
     spec = dataset_spec(dataset)
     folders = [Path(p) for p in ([predictions] if isinstance(predictions, (str, os.PathLike)) else predictions)]
     seen = {}
@@ -264,19 +290,37 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
     if inside:
         raise ConfigError(f"--output {out_dir}: its mixed_segments/, which this replaces, holds the predictions "
                           f"{inside[0]}: choose another --output")
+    replacing = check_output(out_dir, folders, overwrite)  # before the predictions are read: fails at once
     samples = find_samples(data_root, spec, "test")
     paths = [prediction_files(samples, folder, suffix, workers) for folder in folders]  # all checked first
-    if check_output(out_dir):  # an earlier scoring's files (all its own): never left beside new ones
-        print(f"note: replacing the earlier scores in {out_dir}", file=sys.stderr)
-        for name in (SUMMARY, "metrics.csv"):
-            (out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / "mixed_segments", ignore_errors=True)
+    if replacing:  # an earlier scoring's files (all its own)
+        print(f"note: the earlier scores in {out_dir} will be replaced once this scoring is complete (stopped or "
+              f"failed before, it leaves them as they are)", file=sys.stderr)
     make_folder(out_dir, "--output")
-    atomic_write(out_dir / IN_PROGRESS, lambda tmp: Path(tmp).write_text(json.dumps({"scored": "in progress"})))
+    if not (out_dir / SUMMARY).exists():  # a new folder: ours even if stopped before its summary
+        atomic_write(out_dir / IN_PROGRESS, lambda tmp: Path(tmp).write_text(json.dumps({"scored": "in progress"})))
+    stage = out_dir / SCORES_STAGING
+    shutil.rmtree(stage, ignore_errors=True)  # (of a scoring killed outright)
+    stage.mkdir()
+    try:
+        summary = _score_into(stage, spec, folders, samples, paths, suffix, workers, settings)
+        publish_scores(out_dir, stage)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    (out_dir / IN_PROGRESS).unlink(missing_ok=True)
+    several = len(folders) > 1
+    pictures = f"{out_dir}/mixed_segments/<run>/" if several else f"{out_dir}/mixed_segments/"
+    print(f"wrote {out_dir}/metrics.csv, {out_dir}/{SUMMARY} and {pictures}", file=sys.stderr)
+    return summary
+
+
+def _score_into(out_dir, spec, folders, samples, paths, suffix, workers, settings) -> dict:
+    """score_folder's scoring proper, written into ``out_dir`` (its staging folder)."""
+    several = len(folders) > 1
     names = run_names(_run_name(f) for f in folders)
     started = time.time()
     split_threads = max(1, usable_cores() // workers)  # the k-d tree's share of the cores
-    rows, run_summaries, segment_notes = [], [], []
+    rows, run_summaries, segment_notes, picture_said = [], [], [], []
     for name, files in zip(names, paths, strict=True):
         pictures = out_dir / "mixed_segments" / (name if several else "")
         one = functools.partial(_score_nth, samples, files, pictures, split_threads, settings)
@@ -285,28 +329,29 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
         rows += [{**({"run": name} if several else {}), "image": s.name, **metrics.percent_row(r)}
                  for s, r in zip(samples, results, strict=True)]
         for note in picture_notes(results):
-            print(f"note: {name + ': ' if several else ''}{note}", file=sys.stderr)
+            picture_said.append(f"{name + ': ' if several else ''}{note}")
+            print(f"note: {picture_said[-1]}", file=sys.stderr)
         for note in segments.caveats(results):
             segment_notes.append(f"{name + ': ' if several else ''}{note}")
             print(f"note: segment metric: {segment_notes[-1]}", file=sys.stderr)
         run_summaries.append((metrics.summarize(results), Counter(r["picture"]["kind"] for r in results)))
     summary = metrics.in_percent(metrics.mean_std_over_runs([r for r, _ in run_summaries]))
-    summary.update({"runs": [str(f) for f in folders], "images": len(samples), "dataset": spec.name,
+    summary.update({"runs": [str(f) for f in folders], "run_paths": [os.path.realpath(f) for f in folders],
+                    "images": len(samples), "dataset": spec.name,
                     "test_truth_sha256": truth_fingerprint(samples),
                     "per_run": {n: {m: 100.0 * r["average"][m] for m in metrics.TABLE_METRICS}
                                 for n, (r, _) in zip(names, run_summaries, strict=True)},
                     "prediction_kinds": dict(sum((k for _, k in run_summaries), Counter())),
                     "segment_settings": settings.as_dict(), "segment_notes": segment_notes,
+                    "picture_notes": picture_said,  # (scripts.compare repeats them beside the numbers)
                     "scored": f"pictures <name>{suffix}.png of {', '.join(map(str, folders))} (python -m "
                               f"scripts.score); probability extras from their 8-bit values",
                     "units": "percent (segments/count: a number); mean and std (ddof=0) over the prediction "
                              "folders of the per-folder mean over test images"})
     atomic_write_csv(out_dir / "metrics.csv", rows, rows[0])
     atomic_write(out_dir / SUMMARY, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
-    (out_dir / IN_PROGRESS).unlink()
-    pictures = f"{out_dir}/mixed_segments/<run>/" if several else f"{out_dir}/mixed_segments/"
     print(f"{len(samples)} test images x {len(folders)} folder(s) scored in {time.time() - started:.1f}s, {workers} "
-          f"at a time; wrote {out_dir}/metrics.csv, {out_dir}/{SUMMARY} and {pictures}", file=sys.stderr)
+          f"at a time", file=sys.stderr)
     return summary
 
 
@@ -320,23 +365,31 @@ def main(argv=None):
                                                 "or _classes; default none, as test.py's raw_pre)")
     p.add_argument("--data-root", default="./data", help="folder holding <Dataset>/test (default ./data)")
     p.add_argument("--output", help="default: <predictions>_scores beside the predictions folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the scores of other predictions in --output (the same predictions' are replaced "
+                        "without it)")
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="images scored at a time, in threads; 0.3-0.5 GB each at HRF-AV's size (default: the "
                         "usable cores, at most 8: %(default)s)")
     segments.add_options(p)
     args = p.parse_args(argv)
-    try:
-        if args.workers < 1:
-            raise ConfigError(f"--workers {args.workers}: must be at least 1")
+    with signals_handled_by(StopRequest()):  # Ctrl-C, SIGTERM: one line, at once
         try:
-            settings = segments.settings_from(args)
-        except ValueError as exc:
-            raise ConfigError(exc) from None
-        summary = score_folder(args.dataset, args.predictions, args.suffix, args.data_root, args.output, args.workers,
-                               settings)
-    except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+            if args.workers < 1:
+                raise ConfigError(f"--workers {args.workers}: must be at least 1")
+            try:
+                settings = segments.settings_from(args)
+            except ValueError as exc:
+                raise ConfigError(exc) from None
+            summary = score_folder(args.dataset, args.predictions, args.suffix, args.data_root, args.output,
+                                   args.workers, settings, args.overwrite)
+        except (ConfigError, DataError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except (KeyboardInterrupt, Terminated) as exc:
+            print(f"{FRESH_LINE}{said_of(exc)}: scripts.score stopped; its --output holds what it held before (earlier "
+                  f"scores are kept)", file=sys.stderr)
+            sys.exit(EXIT_STATUS[signal_of(exc)])
     print(metrics.summary_table(summary))
     print(metrics.BINARY_AUC_NOTE)
 

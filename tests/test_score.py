@@ -67,7 +67,11 @@ def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, t
     assert list(both["per_run"]) == ["maps", "seed2"] and both["per_run"]["seed2"]["f1"] == pytest.approx(100)
     assert (tmp_path / "seeds" / "metrics.csv").read_text().startswith("run,image,")
     assert len(list((tmp_path / "seeds" / "mixed_segments" / "seed2").glob("*.png"))) == 20
-    score.score_folder("DRIVE_AV", tmp_path / "maps", "", real_data, tmp_path / "seeds")  # one folder now
+    with pytest.raises(score.ConfigError, match=re.escape(f"--output {tmp_path / 'seeds'} holds the scores of "
+                                                          f"{tmp_path / 'seed2'}, which this scoring does not repeat: "
+                                                          f"--overwrite replaces them")):
+        score.score_folder("DRIVE_AV", tmp_path / "maps", "", real_data, tmp_path / "seeds")  # one folder now
+    score.score_folder("DRIVE_AV", tmp_path / "maps", "", real_data, tmp_path / "seeds", overwrite=True)
     assert not (tmp_path / "seeds" / "mixed_segments" / "seed2").exists()
     with pytest.raises(score.ConfigError, match="2 prediction folders: name the folder of their scores"):
         score.score_folder("DRIVE_AV", [tmp_path / "maps", tmp_path / "seed2"], "", real_data)
@@ -105,7 +109,8 @@ def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, t
     # Scored again into the same folder: the earlier scores are replaced whole, pictures too.
     (tmp_path / "maps_scores" / "mixed_segments" / "stale.png").write_bytes(b"")
     score.score_folder("DRIVE_AV", tmp_path / "maps", "", real_data)
-    assert "replacing the earlier scores" in capsys.readouterr().err
+    assert f"the earlier scores in {tmp_path / 'maps_scores'} will be replaced once this scoring is complete" in \
+        capsys.readouterr().err
     assert len(list((tmp_path / "maps_scores" / "mixed_segments").iterdir())) == 20
 
     # Pictures that score other than they look are named: a light background; vessels drawn
@@ -126,8 +131,48 @@ def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, t
     # The summary keeps that note, and scripts.compare repeats it beside the numbers.
     assert [n.split(":")[0] for n in purple["segment_notes"]] == ["vein never predicted in any segment"]
     from scripts import compare
-    compare.main([str(tmp_path / "purple_scores"), str(tmp_path / "maps_scores")])
-    assert "note: purple_scores: segment metric: vein never predicted in any segment" in capsys.readouterr().err
+    compare.main([str(tmp_path / "purple_scores"), str(tmp_path / "white_scores")])
+    err = capsys.readouterr().err
+    assert "note: purple_scores: segment metric: vein never predicted in any segment" in err
+    assert "note: white_scores: vessel predicted over more than half the FOV in 20 of 20 image(s)" in err
+
+
+def test_a_stopped_scoring_leaves_the_earlier_scores_as_they_were(real_data, drive_truth, tmp_path, capsys,
+                                                                  monkeypatch):
+    """Written aside and put in place once complete: Ctrl-C (or SIGTERM, or an error) during a
+    scoring again is one line, and the earlier summary, metrics.csv and pictures stay whole."""
+    write_pictures(tmp_path / "p", drive_truth, lambda label: label)
+    score.main(["--dataset", "DRIVE_AV", "--predictions", str(tmp_path / "p"), "--data-root", str(real_data),
+                "--workers", "1"])
+    out = tmp_path / "p_scores"
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    scored = []
+    real_score_one = score.score_one
+
+    def stopped_at_the_third(*args, **kwargs):
+        if len(scored) == 2:
+            raise KeyboardInterrupt
+        scored.append(1)
+        return real_score_one(*args, **kwargs)
+    monkeypatch.setattr(score, "score_one", stopped_at_the_third)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        score.main(["--dataset", "DRIVE_AV", "--predictions", str(tmp_path / "p"), "--data-root", str(real_data),
+                    "--workers", "1"])
+    assert info.value.code == 130 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        "interrupted: scripts.score stopped; its --output holds what it held before (earlier scores are kept)")
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_the_scores_never_go_into_a_folder_of_predictions(real_data, drive_truth, tmp_path):
+    write_pictures(tmp_path / "p", drive_truth, lambda label: label)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "predictions.csv").write_text("path,output,status\n")  # predict.py's output folder
+    for output in (tmp_path / "p", tmp_path / "run"):
+        with pytest.raises(score.ConfigError, match=re.escape(f"--output {output}: a folder of predictions; the scores "
+                                                              f"go into a folder of their own")):
+            score.score_folder("DRIVE_AV", tmp_path / "p", "", real_data, output)
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == sorted(f"{s.name}.png" for s, _, _ in drive_truth)
 
 
 def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, tmp_path, capsys):
