@@ -43,7 +43,7 @@ from .stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, 
 SUMMARY = "summary.json"
 IN_PROGRESS = ".scoring_in_progress"  # a new folder's mark until its summary is in: a stopped scoring is ours too
 SCORES_STAGING = ".scores_being_written"  # a scoring's files until it is complete (publish_scores)
-PICTURE_MODES = ("RGB", "RGBA", "P", "PA")   # colour (alpha dropped)
+PICTURE_MODES = ("RGB", "RGBA", "P", "PA")   # colour (transparent pixels background)
 CLASS_MAP_MODES = ("L", "LA")                # one channel: classes 0..3
 NOT_A_TEST = ("raw_pre", "small_pre", RUNS_BEING_TESTED, STAGING)  # what test.py writes into its folders
 
@@ -61,6 +61,15 @@ def _palette_picture(img, path) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+def _transparent_as_background(img, picture) -> np.ndarray:
+    """``picture`` with the pixels ``img`` shows transparent (alpha below 128) set to 0, as
+    scripts.labels reads a label drawn on a transparent layer."""
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        picture = picture.copy()
+        picture[np.asarray(img.convert("RGBA"))[..., 3] < 128] = 0
+    return picture
+
+
 def read_prediction(path, size) -> np.ndarray:
     """HxWx3 uint8 picture of a prediction file for a photograph of ``size`` (W, H): a colour
     picture as it shows, or a class map 0..3 in the class colours; one line for anything else."""
@@ -76,10 +85,10 @@ def read_prediction(path, size) -> np.ndarray:
             raise DataError(f"{path}: {img.size[0]} x {img.size[1]}, but the test image {Path(path).stem} is "
                             f"{size[0]} x {size[1]}{turned}: predictions are scored at the photograph's own size")
         if img.mode in ("RGB", "RGBA"):
-            return np.asarray(img.convert("RGB"))
+            return _transparent_as_background(img, np.asarray(img.convert("RGB")))
         if img.mode in ("P", "PA"):
-            return _palette_picture(img, path)
-        classes = np.asarray(img.convert("L"))
+            return _transparent_as_background(img, _palette_picture(img, path))
+        classes = _transparent_as_background(img, np.asarray(img.convert("L")))
         if classes.max(initial=0) > 3:
             raise DataError(f"{path}: a single-channel picture with values up to {classes.max()}: give a class "
                             f"map 0..3 (0 background, 1 artery, 2 vein, 3 uncertain) or a colour picture (R "

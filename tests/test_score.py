@@ -164,6 +164,19 @@ def test_a_stopped_scoring_leaves_the_earlier_scores_as_they_were(real_data, dri
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_transparent_pixels_are_background(real_data, drive_truth, tmp_path, capsys, monkeypatch):
+    """A picture drawn on a transparent layer (white where nothing is drawn, alpha 0) shows black
+    there: scored as it shows, not as a light background."""
+    def on_a_layer(label):
+        rgba = np.concatenate([metrics.CLASS_COLOURS[label], np.full(label.shape + (1,), 255, np.uint8)], axis=2)
+        rgba[label == 0] = (255, 255, 255, 0)
+        return rgba
+    write_pictures(tmp_path / "layer", drive_truth[:1], on_a_layer)
+    monkeypatch.setattr(score, "find_samples", lambda *a: [s for s, _, _ in drive_truth[:1]])  # (one image will do)
+    summary = score.score_folder("DRIVE_AV", tmp_path / "layer", "", real_data)
+    assert summary["average"]["f1"]["mean"] == pytest.approx(100) and "note:" not in capsys.readouterr().err
+
+
 def test_the_scores_never_go_into_a_folder_of_predictions(real_data, drive_truth, tmp_path):
     write_pictures(tmp_path / "p", drive_truth, lambda label: label)
     (tmp_path / "run").mkdir()
