@@ -269,6 +269,11 @@ def main(argv=None):
         p.error("--names takes every word after it: give the summaries first (python -m scripts.compare A B "
                 "--names X Y)" if args.names else "give at least one summary.json, or the folder that holds it")
     paths = [Path(s) / "summary.json" if Path(s).is_dir() else Path(s) for s in args.summaries]  # or test.py's folder
+    seen = {}
+    for path in paths:  # one summary twice: a column of itself, said (a slip, unless meant as a check)
+        twin = seen.setdefault(os.path.realpath(path), path)
+        if twin is not path:
+            print(f"note: {twin} and {path} are the same summary", file=sys.stderr)
     names = args.names or column_names(paths)
     if len(names) != len(args.summaries):
         print(f"error: {len(names)} --names for {len(args.summaries)} summaries: give one per summary",

@@ -655,7 +655,10 @@ def test_compare_paired_tests_the_per_image_differences(tmp_path, capsys):
         f"Wilcoxon signed-rank p = {wilcoxon(diffs).pvalue:.3g} (two-sided, over the differing images); each "
         f"image's value is its mean over the runs")
     compare.main([str(tmp_path / "a"), str(tmp_path / "a"), "--paired"])  # the same test: no test at all
-    assert "(0 differing)" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "(0 differing)" in said.out
+    assert said.err.startswith(f"note: {tmp_path / 'a' / 'summary.json'} and {tmp_path / 'a' / 'summary.json'} are "
+                               f"the same summary\n")
     assert compare.metrics_csv(Path("r/bundle_summary_cpu.json")) == Path("r/bundle_metrics_cpu.csv")
     write("c", ["r"], [f"{i:02d},{v}" for i, v in enumerate(ours)])
     (tmp_path / "c" / "metrics.csv").write_text("image,average/f1\n00,1\n")  # another test's CSV
