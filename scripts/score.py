@@ -140,6 +140,26 @@ def _found_elsewhere(folder: Path, name: str, suffix: str) -> str:
     return ""
 
 
+def _how_to_read(folder: Path, samples, suffix: str) -> str:
+    """For a folder holding no <name><suffix>.png at all: what would read the first test image's
+    picture (the options, or another file format), or that nothing is named after a test image."""
+    name = samples[0].name
+    elsewhere = _found_elsewhere(folder, name, suffix)
+    if elsewhere:
+        return f"{name} is read with {elsewhere}"
+    files = sorted(p.name for p in folder.iterdir() if p.is_file())
+    other_format = next((f for f in files if Path(f).stem == f"{name}{suffix}"), None)
+    if other_format:  # 01_test.jpg, 01_test.PNG, 01_test.tif
+        return f"{other_format} is not read: save the pictures as PNG files named <name>{suffix}.png"
+    other_suffix = next((f[len(name):-4] for f in files if f.startswith(name) and f.endswith(".png")), None)
+    if other_suffix:  # 01_test_pred.png
+        return f"{name} is read with --suffix {other_suffix}"
+    if not any(f.startswith(s.name) for f in files for s in samples):
+        return (f"no file is named after a test image of this data set ({', '.join(s.name for s in samples[:2])}, "
+                f"...): another data set's predictions? (--dataset)")
+    return "--suffix?"
+
+
 def prediction_files(samples, folder: Path, suffix: str, workers: int = 1) -> list:
     """The prediction file of each test image, every one read and checked (``read_prediction``)
     before any is scored; those missing named together."""
@@ -157,10 +177,8 @@ def prediction_files(samples, folder: Path, suffix: str, workers: int = 1) -> li
         hint = ""
         if len(missing) == len(paths):  # none found: what the folder holds instead
             held = sorted(e.name + ("/" if e.is_dir() else "") for e in folder.iterdir() if not e.name.startswith("."))[:3]
-            elsewhere = _found_elsewhere(folder, samples[0].name, suffix)
             hint = (f"; it holds e.g. {', '.join(held)}: only <name>{suffix}.png at its top level is read "
-                    f"({f'{samples[0].name} is read with {elsewhere}' if elsewhere else '--suffix?'})"
-                    if held else "; it is empty")
+                    f"({_how_to_read(folder, samples, suffix)})" if held else "; it is empty")
         raise ConfigError(f"{folder}: no {', '.join(missing[:3])}{more} for {len(missing)} of the {len(samples)} "
                           f"test images (<name>{suffix}.png){hint}")
 

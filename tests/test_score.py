@@ -239,9 +239,15 @@ def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, 
     for p in (tmp_path / "p").glob("*.png"):  # none of the names asked for: what the folder holds
         p.rename(p.with_suffix(".PNG"))
     refused("no 01_test.png, 02_test.png, 03_test.png (and 17 more) for 20 of the 20 test images (<name>.png); it "
-            "holds e.g. 01_test.PNG, 02_test.PNG, 03_test.PNG: only <name>.png at its top level is read")
+            "holds e.g. 01_test.PNG, 02_test.PNG, 03_test.PNG: only <name>.png at its top level is read (01_test.PNG "
+            "is not read: save the pictures as PNG files named <name>.png)")
     for p in (tmp_path / "p").glob("*.PNG"):
-        p.rename(p.with_suffix(".png"))
+        p.rename(p.with_name(f"{p.stem}_pred.png"))
+    refused("only <name>.png at its top level is read (01_test is read with --suffix _pred)")
+    refused("only <name>.png at its top level is read (no file is named after a test image of this data set (224, "
+            "240, ...): another data set's predictions? (--dataset)", [*predictions, "--dataset", "LES-AV"])
+    for p in (tmp_path / "p").glob("*_pred.png"):
+        p.rename(p.with_name(f"{p.stem.removesuffix('_pred')}.png"))
     (tmp_path / "cohort" / "images").mkdir(parents=True)  # predict.py's outputs of a data set folder's images/
     for p in (tmp_path / "p").glob("*.png"):
         p.rename(tmp_path / "cohort" / "images" / f"{p.stem}_colour.png")
