@@ -242,7 +242,8 @@ def picture_facts(picture, fov) -> dict:
     one_class = bool(np.isin(inside, (0, 255)).all() and ((inside == 255).sum(axis=1) <= 1).all())
     return {"kind": "one class per pixel" if one_class else "probability colours",
             "vessel_share": float(vessel.mean()) if vessel.size else 0.0,
-            "undecided_share": float(undecided.sum() / max(vessel.sum(), 1))}
+            "undecided_share": float(undecided.sum() / max(vessel.sum(), 1)),
+            "grey_share": float(on.all(axis=1).sum() / max(vessel.sum(), 1))}
 
 
 def score_one(sample, path, pictures: Path, split_threads=None, settings=segments.DEFAULT_SETTINGS):
@@ -267,6 +268,10 @@ def picture_notes(results) -> list:
     if light:
         notes.append(f"vessel predicted over more than half the FOV in {light} of {len(results)} image(s): a light "
                      f"background (it must be black, 0, 0, 0), or a network that marks most of the FOV as vessel")
+    grey = float(np.mean([r["picture"]["grey_share"] for r in results]))
+    if grey > 0.5:
+        notes.append(f"{100 * grey:.1f} % of the predicted vessel pixels are white or grey (R, G and B on), which the "
+                     f"protocol counts as uncertain: a vessel map rather than an A/V prediction?")
     undecided = float(np.mean([r["picture"]["undecided_share"] for r in results]))
     if undecided > 0.05:
         notes.append(f"{100 * undecided:.1f} % of the predicted vessel pixels have R and B on, G off (no A/V decision): "

@@ -177,6 +177,17 @@ def test_transparent_pixels_are_background(real_data, drive_truth, tmp_path, cap
     assert summary["average"]["f1"]["mean"] == pytest.approx(100) and "note:" not in capsys.readouterr().err
 
 
+def test_a_grey_vessel_map_is_noted(real_data, drive_truth, tmp_path, capsys, monkeypatch):
+    """R, G and B on is the protocol's uncertain class: a vessel map in grey scores as one."""
+    write_pictures(tmp_path / "grey", drive_truth[:1], lambda label: np.repeat(((label > 0) * 200).astype(np.uint8)[
+        ..., None], 3, axis=2))
+    monkeypatch.setattr(score, "find_samples", lambda *a: [s for s, _, _ in drive_truth[:1]])  # (one image will do)
+    summary = score.score_folder("DRIVE_AV", tmp_path / "grey", "", real_data)
+    assert summary["picture_notes"] == ["100.0 % of the predicted vessel pixels are white or grey (R, G and B on), "
+                                        "which the protocol counts as uncertain: a vessel map rather than an A/V "
+                                        "prediction?"]
+
+
 def test_the_scores_never_go_into_a_folder_of_predictions(real_data, drive_truth, tmp_path):
     write_pictures(tmp_path / "p", drive_truth, lambda label: label)
     (tmp_path / "run").mkdir()
