@@ -341,6 +341,10 @@ def log_run_start(cfg: RunConfig, ctx, device, train_set, val_set, subset, *, me
         notes.append(f"mixed precision (--amp, the default): {why_fp32}, so this run trains in fp32")
     if subset:
         notes.append(f"this pack holds only {subset}, not the whole data set")
+    grey, total = train_set.greyscale_names() + val_set.greyscale_names(), len(train_set) + len(val_set)
+    if 0 < len(grey) < total:  # (a data set of greyscale photographs alone is the user's choice)
+        notes.append(f"{len(grey)} of the {total} photographs are greyscale, the others colour (e.g. {grey[0]}): "
+                     f"the networks tell artery from vein mostly by colour, so a mix of the two is a harder lesson")
     if cfg.compile and device.type == "cpu":
         notes.append("--compile on a CPU builds C++ kernels for minutes before the first step (the compiler may "
                      "print warnings): it pays only over a long run")

@@ -324,6 +324,20 @@ class TensorSet:
     def to(self, device):
         return TensorSet(self.names, self.images.to(device), self.labels.to(device), self.fovs.to(device))
 
+    def greyscale_names(self) -> list:
+        """The photographs whose three channels are one (a greyscale or red-free capture)."""
+        return greyscale_names(self.names, self.images)
+
+
+def greyscale_names(names, images) -> list:
+    """The ``names`` of ``images`` (Nx3xHxW) whose three channels are equal."""
+    grey = ((images[:, 0] == images[:, 1]) & (images[:, 1] == images[:, 2])).flatten(1).all(dim=1)
+    return [name for name, g in zip(names, grey.tolist(), strict=True) if g]
+
+
+GREYSCALE_NOTE = ("greyscale: the networks tell artery from vein mostly by colour (arteries are lighter and "
+                  "redder), so expect poorer A/V maps unless the networks were trained on such photographs")
+
 
 def load_tensor_set(samples, size, cache_dir=None, desc=None) -> TensorSet:
     """Every sample decoded (or read from the cache) and checked; ``desc`` shows a progress bar."""

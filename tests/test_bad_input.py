@@ -316,6 +316,23 @@ def test_a_cpu_run_larger_than_the_machine_is_refused_before_any_data(drive_copy
     assert (tmp_path / "DRIVE_AV" / "default" / "CP_best_F1_all.pth").is_file()
 
 
+def test_greyscale_photographs_among_colour_ones_are_noted(drive_copy, tmp_path, monkeypatch, capsys):
+    """A red-free capture among colour photographs: noted by train.py (a mix) and test.py."""
+    import test as test_script
+    monkeypatch.chdir(tmp_path)
+    for split in ("training", "test"):
+        photo = first(drive_copy, split).image
+        Image.open(photo).convert("L").convert("RGB").save(photo)
+    common = ["--data-root", str(drive_copy), "--cache-dir", str(tmp_path / "c"), "--image-size", "64", "64"]
+    train.main([*common, "--epochs", "1", "--base-width", "4", "--device", "cpu", "--job_name", "r"])
+    assert ("note: 1 of the 4 photographs are greyscale, the others colour (e.g. 21_training): the networks tell "
+            "artery from vein mostly by colour, so a mix of the two is a harder lesson") in capsys.readouterr().out
+    test_script.main([*common, "--job_name", "r", "--workers", "1"])
+    assert ("note: 1 of the 4 test photographs are greyscale: the networks tell artery from vein mostly by colour "
+            "(arteries are lighter and redder), so expect poorer A/V maps unless the networks were trained on such "
+            "photographs (e.g. 01_test)") in capsys.readouterr().err
+
+
 def test_an_output_root_runs_dir_or_cache_dir_that_is_a_file_is_one_line_before_any_data(drive_copy, tmp_path, monkeypatch,
                                                                                  capsys):
     monkeypatch.chdir(tmp_path)
