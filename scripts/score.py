@@ -291,13 +291,15 @@ def _score_nth(samples, files, pictures, split_threads, settings, i):
 
 
 def score_folder(dataset, predictions, suffix="", data_root="./data", output=None, workers=1,
-                 settings=segments.DEFAULT_SETTINGS, overwrite=False):
+                 settings=segments.DEFAULT_SETTINGS, overwrite=False, progress=None):
     """Score every test image's prediction in ``predictions`` (a folder, or several: one run
     each, e.g. a method's seeds); write metrics.csv, summary.json (mean ± std over the folders)
     and the pictures of the mixed segments (per folder when several) to ``output``; return the
     summary (percent, as test.py's). ``settings``: the segment metric's. Everything is written
-    aside (STAGING) and put in place once complete: a scoring stopped or failed on the way leaves
-    ``output`` as it was. ``overwrite``: replace the scores of other predictions there."""
+    aside (SCORES_STAGING) and put in place once complete: a scoring stopped or failed on the way
+    leaves ``output`` as it was. ``overwrite``: replace the scores of other predictions there.
+    ``progress["phase"]``: "publishing" while the scores are put in place, then "complete"."""
+    progress = {} if progress is None else progress
     spec = dataset_spec(dataset)
     folders = [Path(p) for p in ([predictions] if isinstance(predictions, (str, os.PathLike)) else predictions)]
     seen = {}
@@ -329,18 +331,23 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
         print(f"note: the earlier scores in {out_dir} will be replaced once this scoring is complete (stopped or "
               f"failed before, it leaves them as they are)", file=sys.stderr)
     make_folder(out_dir, "--output")
-    if not (out_dir / SUMMARY).exists():  # a new folder: ours even if stopped before its summary
+
+    def mark_ours():  # while no summary.json says so: a scoring stopped then is taken up again, never refused
         atomic_write(out_dir / IN_PROGRESS, lambda tmp: Path(tmp).write_text(json.dumps({"scored": "in progress"})))
+    if not (out_dir / SUMMARY).exists():
+        mark_ours()
     stage = out_dir / SCORES_STAGING
     shutil.rmtree(stage, ignore_errors=True)  # (of a scoring killed outright)
     stage.mkdir()
     try:
         summary = _score_into(stage, spec, folders, samples, paths, suffix, workers, settings)
+        mark_ours()
+        progress["phase"] = "publishing"
         publish_scores(out_dir, stage)
+        progress["phase"] = "complete"
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     (out_dir / IN_PROGRESS).unlink(missing_ok=True)
-    several = len(folders) > 1
     pictures = f"{out_dir}/mixed_segments/<run>/" if several else f"{out_dir}/mixed_segments/"
     print(f"wrote {out_dir}/metrics.csv, {out_dir}/{SUMMARY} and {pictures}", file=sys.stderr)
     return summary
@@ -405,6 +412,7 @@ def main(argv=None):
                         "usable cores, at most 8: %(default)s)")
     segments.add_options(p)
     args = p.parse_args(argv)
+    progress = {}  # how far the scoring got, for the line a stop ends with
     with signals_handled_by(StopRequest()):  # Ctrl-C, SIGTERM: one line, at once
         try:
             if args.workers < 1:
@@ -414,13 +422,16 @@ def main(argv=None):
             except ValueError as exc:
                 raise ConfigError(exc) from None
             summary = score_folder(args.dataset, args.predictions, args.suffix, args.data_root, args.output,
-                                   args.workers, settings, args.overwrite)
+                                   args.workers, settings, args.overwrite, progress)
         except (ConfigError, DataError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         except (KeyboardInterrupt, Terminated) as exc:
-            print(f"{FRESH_LINE}{said_of(exc)}: scripts.score stopped; its --output holds what it held before (earlier "
-                  f"scores are kept)", file=sys.stderr)
+            leaves = {"publishing": " while it put the scores in place: its --output may hold part of them; score "
+                                    "again",
+                      "complete": " after the scores were written: its --output holds them whole"}.get(
+                progress.get("phase"), "; its --output holds what it held before (earlier scores are kept)")
+            print(f"{FRESH_LINE}{said_of(exc)}: scripts.score stopped{leaves}", file=sys.stderr)
             sys.exit(EXIT_STATUS[signal_of(exc)])
     print(metrics.summary_table(summary))
     print(metrics.BINARY_AUC_NOTE)

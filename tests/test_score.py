@@ -162,6 +162,23 @@ def test_a_stopped_scoring_leaves_the_earlier_scores_as_they_were(real_data, dri
     assert info.value.code == 130 and capsys.readouterr().err.strip().splitlines()[-1] == (
         "interrupted: scripts.score stopped; its --output holds what it held before (earlier scores are kept)")
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    monkeypatch.setattr(score, "score_one", real_score_one)
+    real_publish = score.publish_scores
+
+    def stopped_half_way(out_dir, stage):  # the earlier summary gone, the new one not yet in
+        (out_dir / "summary.json").unlink()
+        raise KeyboardInterrupt
+    monkeypatch.setattr(score, "publish_scores", stopped_half_way)
+    with pytest.raises(SystemExit):
+        score.main(["--dataset", "DRIVE_AV", "--predictions", str(tmp_path / "p"), "--data-root", str(real_data),
+                    "--workers", "1"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "interrupted: scripts.score stopped while it put the scores in place: its --output may hold part of them; "
+        "score again")
+    monkeypatch.setattr(score, "publish_scores", real_publish)
+    score.main(["--dataset", "DRIVE_AV", "--predictions", str(tmp_path / "p"), "--data-root", str(real_data),
+                "--workers", "1"])  # taken up again (the folder is marked as this tool's), not refused
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_transparent_pixels_are_background(real_data, drive_truth, tmp_path, capsys, monkeypatch):
