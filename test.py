@@ -237,7 +237,7 @@ def run_test(args, progress: Optional[TestProgress] = None):
         nets, saved = load_any(folder, expected)
         runs.append((folder, nets.fold_for_inference().to(device, memory_format=MEMORY_FORMAT), saved))
     check_one_configuration(runs)
-    sizes = [network_input_size(args.image_size, saved, spec.size, args.uniform) for _, _, saved in runs]
+    sizes = [network_input_size(args.image_size, saved, spec, args.uniform) for _, _, saved in runs]
     samples = find_samples(args.data_root, spec, "test")
     default_out = "Final_pre_pretrained" if args.pretrained else "Final_pre"  # never over a run's own test
     out_dir = Path(args.output) if args.output else Path(args.output_root) / spec.name / default_out

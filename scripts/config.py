@@ -54,11 +54,6 @@ def dataset_names() -> str:
 def dataset_spec(name: str) -> DatasetSpec:
     for spec in DATASETS.values():  # any case: drive_av, hrf-av
         if name.upper() in (n.upper() for n in (spec.name, *spec.aliases)):
-            try:  # a row of one's own, checked where it is used
-                check_image_size(spec.size)
-            except (ConfigError, TypeError, ValueError):
-                raise ConfigError(f"DATASETS row {spec.name} (scripts/config.py): its size {spec.size} must be (W, H), "
-                                  f"positive multiples of 16 (the encoder halves it four times)") from None
             return spec
     names = [n for s in DATASETS.values() for n in (s.name, *s.aliases)]
     near = [s.name for s in DATASETS.values() if any(
@@ -80,15 +75,23 @@ def saved_dataset_name(name: Optional[str]) -> Optional[str]:
         return name
 
 
-def network_input_size(image_size, saved: dict, fallback: Tuple[int, int], uniform=False) -> Tuple[int, int]:
+def network_input_size(image_size, saved: dict, fallback, uniform=False) -> Tuple[int, int]:
     """The size saved networks predict at: --image-size when given, else --uniform's size, else the
-    size they were trained at (their saved configuration), else ``fallback``."""
+    size they were trained at (their saved configuration), else ``fallback``: a size, or a data
+    set's row, whose size is checked when it is used (a row of one's own may be wrong)."""
     if image_size:
         return check_image_size(image_size)
     if uniform:
         return UNIFORM_SIZE
     if saved.get("image_size"):
         return check_image_size(saved["image_size"])
+    if isinstance(fallback, DatasetSpec):
+        try:
+            return check_image_size(fallback.size)
+        except (ConfigError, TypeError, ValueError):
+            raise ConfigError(f"DATASETS row {fallback.name} (scripts/config.py): its size {fallback.size} must be "
+                              f"(W, H), positive multiples of 16 (the encoder halves it four times), or give "
+                              f"--image-size") from None
     return fallback
 
 
@@ -184,7 +187,7 @@ class RunConfig:
 
     @property
     def input_size(self) -> Tuple[int, int]:
-        return network_input_size(self.image_size, {}, self.spec.size, self.uniform)
+        return network_input_size(self.image_size, {}, self.spec, self.uniform)
 
     def run_dir(self, output_root) -> Path:
         """The run folder: <output-root>/<Dataset>/<job_name> (checkpoints and last.pth)."""

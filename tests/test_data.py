@@ -85,7 +85,8 @@ def test_a_row_of_ones_own_with_a_wrong_size_is_one_line_before_any_data_is_read
         train.main(["--dataset", "myset", "--data-root", str(tmp_path)])
     assert info.value.code == 2 and capsys.readouterr().err.strip() == (
         "error: DATASETS row MySet (scripts/config.py): its size (600, 590) must be (W, H), positive multiples of 16 "
-        "(the encoder halves it four times)")
+        "(the encoder halves it four times), or give --image-size")
+    assert RunConfig(dataset="MySet", image_size=(64, 64)).input_size == (64, 64)  # the row's size unused: fine
 
 
 def test_validation_split_is_drawn_with_the_seed():
