@@ -152,8 +152,8 @@ def _how_to_read(folder: Path, samples, suffix: str) -> str:
     if other_format:  # 01_test.jpg, 01_test.PNG, 01_test.tif
         return f"{other_format} is not read: save the pictures as PNG files named <name>{suffix}.png"
     other_suffix = next((f[len(name):-4] for f in files if f.startswith(name) and f.endswith(".png")), None)
-    if other_suffix:  # 01_test_pred.png
-        return f"{name} is read with --suffix {other_suffix}"
+    if other_suffix is not None:  # 01_test_pred.png, or 01_test.png under --suffix _colour
+        return f"{name} is read with --suffix {other_suffix}" if other_suffix else f"{name} is read without --suffix"
     if not any(f.startswith(s.name) for f in files for s in samples):
         return (f"no file is named after a test image of this data set ({', '.join(s.name for s in samples[:2])}, "
                 f"...): another data set's predictions? (--dataset)")

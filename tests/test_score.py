@@ -272,10 +272,14 @@ def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, 
     for p in (tmp_path / "p").glob("*.PNG"):
         p.rename(p.with_name(f"{p.stem}_pred.png"))
     refused("only <name>.png at its top level is read (01_test is read with --suffix _pred)")
+    refused("only <name>_colour.png at its top level is read (01_test is read with --suffix _pred)",
+            [*predictions, "--suffix", "_colour"])
     refused("only <name>.png at its top level is read (no file is named after a test image of this data set (224, "
             "240, ...): another data set's predictions? (--dataset)", [*predictions, "--dataset", "LES-AV"])
     for p in (tmp_path / "p").glob("*_pred.png"):
         p.rename(p.with_name(f"{p.stem.removesuffix('_pred')}.png"))
+    refused("only <name>_colour.png at its top level is read (01_test is read without --suffix)",
+            [*predictions, "--suffix", "_colour"])
     (tmp_path / "cohort" / "images").mkdir(parents=True)  # predict.py's outputs of a data set folder's images/
     for p in (tmp_path / "p").glob("*.png"):
         p.rename(tmp_path / "cohort" / "images" / f"{p.stem}_colour.png")
