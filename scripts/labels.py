@@ -56,8 +56,8 @@ def index_label(rgb: np.ndarray, source="") -> np.ndarray:
     on = rgb >= 128
     if not on.any():
         what = ("an index label already (values 0..3), or an empty one" if rgb.max() <= 3 else
-                f"its brightest value is {rgb.max()}: drawn too dark (or half transparent) for the convention, "
-                f"which reads a channel at 128 or more")
+                f"its brightest value is {rgb.max()}: drawn too dark for the convention, which reads a channel at "
+                f"128 or more")
         raise DataError(f"{source}: no pixel has a channel at 128 or more: {what}; nothing to convert")
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
         raise DataError(f"{source}: a grey picture, no colour: a vessel map or an index label scaled for viewing, "
@@ -84,7 +84,8 @@ def index_label(rgb: np.ndarray, source="") -> np.ndarray:
 def check_nothing_dim(rgb, drawn, source):
     """DataError where vessels were drawn too dark for the convention to read them (a dark blue
     vein, all channels below 128), or smoothed until thin ones are: they would become background."""
-    dim = ~drawn & (rgb.max(axis=2) >= DIM_LEVEL)
+    # (grey pixels are no colour: a dark grey background, which the convention reads as background)
+    dim = ~drawn & (rgb.max(axis=2) >= DIM_LEVEL) & (rgb.max(axis=2) - rgb.min(axis=2) >= DIM_LEVEL // 2)
     if not dim.any():
         return
     far = dim & ~ndimage.binary_dilation(drawn, iterations=DIM_REACH)
@@ -99,15 +100,14 @@ def check_nothing_dim(rgb, drawn, source):
 def convert(paths, out_dir: Path, overwrite=False) -> list:
     """Every colour label of ``paths`` (files, or folders of them) as an index PNG in
     ``out_dir``; all are read and checked before any is written. Returns the files written."""
-    files = files_in(paths, LABEL_EXTS + (".jpg", ".jpeg"), "label files")  # (JPEGs found, to be refused below)
+    files = files_in(paths, LABEL_EXTS + (".jpg", ".jpeg"), "label files")  # (JPEGs found, to be refused)
+    jpeg = next((f for f in files if f.suffix.lower() in (".jpg", ".jpeg")), None)
+    if jpeg:
+        raise ConfigError(f"{jpeg}: a JPEG label's colours blur at the vessel edges; give the lossless original")
     targets = [out_dir / f"{f.stem}.png" for f in files]
     check_targets(files, targets, overwrite, "two labels would both become {target}: convert them into different "
                                              "--out folders")
-    labels = []
-    for f in files:
-        if f.suffix.lower() in (".jpg", ".jpeg"):
-            raise ConfigError(f"{f}: a JPEG label's colours blur at the vessel edges; give the lossless original")
-        labels.append(index_label(read_colours(f), f))
+    labels = [index_label(read_colours(f), f) for f in files]
     make_folder(out_dir, "--out")
     for label, t in zip(labels, targets, strict=True):
         atomic_write(t, lambda tmp, label=label: Image.fromarray(label, mode="L").save(tmp, format="PNG"))

@@ -28,8 +28,8 @@ def test_a_real_label_drawn_in_colour_comes_back_exactly(real_data, tmp_path, ca
 @pytest.mark.parametrize("picture,message", [
     ([[255, 0, 255]], "colours of no class: R and B (purple) at 1 pixels, the first at x 0, y 0"),
     ([[1, 2, 3]], "no pixel has a channel at 128 or more: an index label already"),
-    ([[127, 0, 0]], "no pixel has a channel at 128 or more: its brightest value is 127: drawn too dark (or half "
-                    "transparent)"),
+    ([[127, 0, 0]], "no pixel has a channel at 128 or more: its brightest value is 127: drawn too dark for the "
+                    "convention"),
     ([[255, 255, 255]], "a grey picture, no colour: a vessel map or an index label scaled for viewing"),
     ([[0, 255, 0]], "no artery (red) or vein (blue) pixel"),
 ])
@@ -81,6 +81,11 @@ def test_smoothed_edges_are_read_but_vessels_drawn_too_dark_or_smoothed_away_are
     Image.fromarray(smoothed(coloured(truth), 0.5)).save(tmp_path / "smooth.png")
     labels.main([str(tmp_path / "smooth.png"), "--out", str(tmp_path / "out")])
     assert (read_label(tmp_path / "out" / "smooth.png") == truth).mean() > 0.995  # an edge pixel here and there
+    grey_ground = coloured(truth)
+    grey_ground[truth == 0] = 50  # a dark grey background: no colour, read as background
+    Image.fromarray(grey_ground).save(tmp_path / "grey_ground.png")
+    labels.main([str(tmp_path / "grey_ground.png"), "--out", str(tmp_path / "out")])
+    assert (read_label(tmp_path / "out" / "grey_ground.png") == truth).all()
     dark = coloured(truth)
     dark[truth == 2] = (0, 0, 110)
     Image.fromarray(dark).save(tmp_path / "dark.png")
@@ -98,8 +103,8 @@ def test_a_jpeg_label_in_a_folder_is_refused_not_left_out(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     picture = np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8)
     Image.fromarray(picture).save(tmp_path / "in" / "a.png")
-    Image.fromarray(picture).save(tmp_path / "in" / "b.JPG", format="JPEG")
+    Image.fromarray(picture).save(tmp_path / "in" / "a.JPG", format="JPEG")  # a preview beside it
     with pytest.raises(SystemExit):
         labels.main([str(tmp_path / "in"), "--out", str(tmp_path / "out")])
-    assert f"{tmp_path / 'in' / 'b.JPG'}: a JPEG label's colours blur" in capsys.readouterr().err
+    assert f"{tmp_path / 'in' / 'a.JPG'}: a JPEG label's colours blur" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
