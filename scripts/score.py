@@ -234,8 +234,8 @@ def publish_scores(out_dir: Path, stage: Path):
 
 def picture_facts(picture, fov) -> dict:
     """What picture_notes and prediction_kinds read of one picture: whether it holds one class
-    per pixel (class colours only), the share of the FOV predicted vessel, and the share of the
-    vessel pixels with R and B on and G off (no A/V decision)."""
+    per pixel (class colours only), the share of the FOV predicted vessel, and the shares of the
+    vessel pixels with R and B on and G off (no A/V decision) and with all three on (grey)."""
     inside = picture[fov]                                       # the FOV's pixels, N x 3
     on = inside >= 128                                          # R, G, B on
     vessel, undecided = on.any(axis=1), on[:, 0] & on[:, 2] & ~on[:, 1]
@@ -262,14 +262,15 @@ def score_one(sample, path, pictures: Path, split_threads=None, settings=segment
 
 def picture_notes(results) -> list:
     """What makes pictures score other than they look: vessel over most of the FOV (a light
-    background), and pixels with both R and B on, which the protocol counts as artery and vein."""
+    background), vessels mostly white or grey (a vessel map: the uncertain class), and pixels
+    with both R and B on, which the protocol counts as artery and vein."""
     notes = []
     light = sum(r["picture"]["vessel_share"] > 0.5 for r in results)
     if light:
         notes.append(f"vessel predicted over more than half the FOV in {light} of {len(results)} image(s): a light "
                      f"background (it must be black, 0, 0, 0), or a network that marks most of the FOV as vessel")
     grey = float(np.mean([r["picture"]["grey_share"] for r in results]))
-    if grey > 0.5:
+    if grey > 0.5 and not light:  # (a white background is grey vessel too: said once, above)
         notes.append(f"{100 * grey:.1f} % of the predicted vessel pixels are white or grey (R, G and B on), which the "
                      f"protocol counts as uncertain: a vessel map rather than an A/V prediction?")
     undecided = float(np.mean([r["picture"]["undecided_share"] for r in results]))

@@ -135,6 +135,7 @@ def test_the_truth_drawn_as_a_picture_scores_perfectly(real_data, drive_truth, t
     err = capsys.readouterr().err
     assert "note: purple_scores: segment metric: vein never predicted in any segment" in err
     assert "note: white_scores: vessel predicted over more than half the FOV in 20 of 20 image(s)" in err
+    assert "white or grey" not in err  # the light background said once, not also as a vessel map
 
 
 def test_a_stopped_scoring_leaves_the_earlier_scores_as_they_were(real_data, drive_truth, tmp_path, capsys,
