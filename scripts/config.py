@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str                   # canonical folder name under the data root
-    image_patterns: Tuple[str, ...]  # globs of photographs in <split>/images (PNG: scripts/pack.py copies)
+    image_patterns: Tuple[str, ...]  # globs of photographs in <split>/images, any case (PNG: scripts/pack.py copies)
     label_name: str             # label file in <split>/1st_manual, from the image stem
     mask_name: str              # FOV mask file in <split>/mask, from the image stem
     size: Tuple[int, int]       # network input (W, H), multiples of 16

@@ -5,6 +5,7 @@ network size and cached as ``.npy`` under the cache folder, so a training epoch 
 decodes a photograph. A whole split then lives in one uint8 tensor (on the GPU when training
 there), and augmentation and normalisation run on batches on that device.
 """
+import fnmatch
 import hashlib
 import math
 import os
@@ -58,7 +59,8 @@ def find_samples(data_root, spec: DatasetSpec, split: str):
                     if (root / split).is_dir() and not (root / spec.name).is_dir() else "")
             raise DataError(f"missing folder {folder} (expected <data-root>/<Dataset>/{{training,test}}/"
                             f"{{images,1st_manual,mask}}; {spec.where}){hint}")
-    images = sorted({p for pattern in spec.image_patterns for p in folders["images"].glob(pattern)})
+    images = sorted(p for p in folders["images"].iterdir() if not p.name.startswith(".") and p.is_file() and any(
+        fnmatch.fnmatch(p.name.lower(), pattern.lower()) for pattern in spec.image_patterns))  # in any case: .JPG
     if not images:
         raise DataError(f"no images matching {' '.join(spec.image_patterns)} in {folders['images']}")
     samples, seen, missing = [], {}, []

@@ -212,7 +212,8 @@ def test_image_without_label(drive_copy):
 
 
 def test_a_file_under_another_case_or_extension_is_named_in_the_error(drive_copy):
-    """The DATASETS row's names are exact (globs too, on Linux): the file that is there is named."""
+    """The DATASETS row's label and mask names are exact, its photographs' globs of any case: the
+    file that is there is named."""
     sample = first(drive_copy)
     sample.label.rename(sample.label.with_suffix(".PNG"))
     with pytest.raises(DataError, match=re.escape(f"its label {sample.label} is missing ({sample.label.stem}.PNG is "
@@ -221,7 +222,9 @@ def test_a_file_under_another_case_or_extension_is_named_in_the_error(drive_copy
         find_samples(drive_copy, SPEC, "training")
     sample.label.with_suffix(".PNG").rename(sample.label)
     sample.image.rename(sample.image.with_suffix(".TIF"))
-    with pytest.raises(DataError, match=re.escape(f"of its name in {sample.image.parent} ({sample.name}.TIF is there: "
+    assert find_samples(drive_copy, SPEC, "training")[0].image == sample.image.with_suffix(".TIF")  # *.tif: any case
+    sample.image.with_suffix(".TIF").rename(sample.image.with_suffix(".jpeg"))
+    with pytest.raises(DataError, match=re.escape(f"of its name in {sample.image.parent} ({sample.name}.jpeg is there: "
                                                   f"add its pattern to the DATASETS row's photographs)")):
         find_samples(drive_copy, SPEC, "training")
 
