@@ -52,6 +52,8 @@ def _palette_picture(img, path) -> np.ndarray:
     """A palette picture as it shows; refused where its indices look like classes 0..3 but its
     colours are not the class colours (a label map saved with some other palette)."""
     indices = np.asarray(img)[..., 0] if img.mode == "PA" else np.asarray(img)
+    if img.mode == "PA" or "transparency" in img.info:  # the indices that show (a transparent white is black)
+        indices = indices[np.asarray(img.convert("RGBA"))[..., 3] >= 128]
     used = np.flatnonzero(np.bincount(indices.ravel(), minlength=256))
     palette = np.asarray(img.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
     if used.max(initial=0) <= 3 and not (len(palette) > used.max(initial=0)

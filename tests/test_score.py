@@ -193,6 +193,13 @@ def test_transparent_pixels_are_background(real_data, drive_truth, tmp_path, cap
     monkeypatch.setattr(score, "find_samples", lambda *a: [s for s, _, _ in drive_truth[:1]])  # (one image will do)
     summary = score.score_folder("DRIVE_AV", tmp_path / "layer", "", real_data)
     assert summary["average"]["f1"]["mean"] == pytest.approx(100) and "note:" not in capsys.readouterr().err
+    (tmp_path / "palette").mkdir()  # a palette picture whose index 0 is a transparent white
+    sample, label, _ = drive_truth[0]
+    picture = Image.fromarray(label, mode="L").convert("P")
+    picture.putpalette([255, 255, 255, *metrics.CLASS_COLOURS[1:].ravel().tolist()])
+    picture.save(tmp_path / "palette" / f"{sample.name}.png", transparency=0)
+    summary = score.score_folder("DRIVE_AV", tmp_path / "palette", "", real_data)
+    assert summary["average"]["f1"]["mean"] == pytest.approx(100) and "note:" not in capsys.readouterr().err
 
 
 def test_a_grey_vessel_map_is_noted(real_data, drive_truth, tmp_path, capsys, monkeypatch):
