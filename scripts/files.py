@@ -25,8 +25,9 @@ def write_failed(path, exc, kept=None) -> WriteError:
     """The WriteError of ``exc`` (OSError; torch.save reports a full disk as a RuntimeError);
     ``kept``: what is left as it was, if not the earlier file of that name."""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).splitlines() or [repr(exc)])[0]
-    return WriteError(f"cannot write {path} ({reason}); {kept or f'an earlier {Path(path).name} there is kept'}",
-                      reason)
+    if kept is None:
+        kept = f"an earlier {Path(path).name} there is kept" if os.path.exists(path) else "nothing of it was left there"
+    return WriteError(f"cannot write {path} ({reason}); {kept}", reason)
 
 
 def _umask():

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageEnhance
 from PIL.PngImagePlugin import PngInfo
 
 import predict
@@ -34,8 +34,9 @@ DRIVE_SIZE = (565, 584)
 GOOD = ["01_test.tif", "sub/02_test.tif", "sub/grey.png", "rgba.png", "sub/deeper/grey16.tif"]
 BAD = {"sub/trunc.jpg": "cannot decode image", "empty.png": "empty file",
        "label.png": "every pixel is 0..3: an A/V label image",
-       "colour_label.png": "100 % of its pixels that are not black are white or a pure colour, where a photograph's "
-                           "retina is mid-tones: a label or vessel map, not a photograph: not segmented"}
+       "colour_label.png": "lines in pure colours or white on black (100 % of the 9 % of its pixels that are not "
+                           "black), where a photograph's retina is mid-tones over most of the frame: a label or "
+                           "vessel map, not a photograph: not segmented"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny networks: one thread is fastest on a shared CPU
 
 
@@ -1046,12 +1047,15 @@ def test_labels_and_vessel_maps_are_told_from_photographs(real_data):
         photo = read_image(sample.image).astype(float)
         for gain in ((1, 1, 1), (4, 4, 4), (2, 0.5, 1), (1.5, 0.8, 1)):
             assert not_a_photograph(np.clip(photo * gain, 0, 255).astype(np.uint8)) == "", (sample.image, gain)
+        saturated = ImageEnhance.Contrast(ImageEnhance.Color(Image.fromarray(read_image(sample.image))).enhance(8))
+        assert not_a_photograph(np.asarray(saturated.enhance(2))) == "", sample.image  # flat red, but a retina
         label = read_label(sample.label)
         assert not_a_photograph(label).startswith("every pixel is 0..3")
         for drawn in (outputs.CLASS_COLOURS[label], ((label > 0) * 255).astype(np.uint8)):
-            assert not_a_photograph(drawn).endswith("% of its pixels that are not black are white or a pure colour, "
-                                                    "where a photograph's retina is mid-tones: a label or vessel map, "
-                                                    "not a photograph")
+            said = not_a_photograph(drawn)
+            assert said.startswith("lines in pure colours or white on black (100 % of the ") and said.endswith(
+                "% of its pixels that are not black), where a photograph's retina is mid-tones over most of the "
+                "frame: a label or vessel map, not a photograph"), said
 
 
 def test_photographs_that_make_poor_maps_are_noted(real_data):

@@ -62,6 +62,9 @@ def test_a_failed_save_leaves_the_previous_file_intact(tmp_path):
         atomic_torch_save({"x": torch.zeros(3), "bad": Exploding()}, path)
     assert str(info.value) == f"cannot write {path} (disk full); an earlier ckpt.pth there is kept"
     assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(3))
+    with pytest.raises(WriteError) as info:  # no earlier file: none is said to be kept
+        atomic_torch_save({"bad": Exploding()}, tmp_path / "new.pth")
+    assert str(info.value) == f"cannot write {tmp_path / 'new.pth'} (disk full); nothing of it was left there"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no temporary left behind
 
 
