@@ -32,7 +32,7 @@ from scripts.cli import FRESH_LINE, ArgumentParser, progress_bar
 from scripts.config import (VARIANTS, ConfigError, dataset_names, dataset_spec, fusion_or_default,
                             network_input_size, saved_dataset_name, seed_run_name, split_seed_run_name,
                             str2bool)
-from scripts.data import GREYSCALE_NOTE, find_samples, greyscale_names, load_tensor_set, truth_fingerprint
+from scripts.data import find_samples, greyscale_names, load_tensor_set, truth_fingerprint
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason,
                             pick_device, release_freed_memory)
 from scripts.evaluate import default_workers, evaluate_images, predict_probs, usable_cores
@@ -277,8 +277,9 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
             inputs[size] = load_tensor_set(samples, size, Path(args.cache_dir) / spec.name).images
             grey = greyscale_names([s.name for s in samples], inputs[size])
             if grey and len(inputs) == 1:
-                print(f"note: {len(grey)} of the {len(samples)} test photographs are {GREYSCALE_NOTE} (e.g. "
-                      f"{grey[0]})", file=sys.stderr)
+                print(f"note: {len(grey)} of the {len(samples)} test photographs are greyscale: the networks tell "
+                      f"artery from vein mostly by colour (arteries are lighter and redder), so expect poorer A/V "
+                      f"maps unless the networks were trained on such photographs (e.g. {grey[0]})", file=sys.stderr)
         images = inputs[size]
         started = time.time()
         desc = f"predict {folder.name}"

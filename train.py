@@ -36,7 +36,7 @@ from scripts.checkpoint import LAST_STATE, check_expected, save_best
 from scripts.cli import FRESH_LINE, TIME_LIMIT_EXIT, ArgumentParser, progress_bar, signal_name
 from scripts.config import (VARIANTS, ConfigError, RunConfig, check_image_size, dataset_names, dataset_spec,
                             str2bool, tensorboard_dir)
-from scripts.data import augment, find_samples, load_tensor_set, normalize, split_train_val
+from scripts.data import augment, find_samples, greyscale_names, load_tensor_set, normalize, split_train_val
 from scripts.device import (amp_dtype_for, busy_cpu_note, cpu_memory_error, cpu_memory_note, describe_precision,
                             keep_freed_memory, no_amp_reason, pick_device, set_tf32, training_memory_format)
 from scripts.evaluate import usable_cores, validate
@@ -341,7 +341,8 @@ def log_run_start(cfg: RunConfig, ctx, device, train_set, val_set, subset, *, me
         notes.append(f"mixed precision (--amp, the default): {why_fp32}, so this run trains in fp32")
     if subset:
         notes.append(f"this pack holds only {subset}, not the whole data set")
-    grey, total = train_set.greyscale_names() + val_set.greyscale_names(), len(train_set) + len(val_set)
+    grey = [*greyscale_names(train_set.names, train_set.images), *greyscale_names(val_set.names, val_set.images)]
+    total = len(train_set) + len(val_set)
     if 0 < len(grey) < total:  # (a data set of greyscale photographs alone is the user's choice)
         notes.append(f"{len(grey)} of the {total} photographs are greyscale, the others colour (e.g. {grey[0]}): "
                      f"the networks tell artery from vein mostly by colour, so a mix of the two is a harder lesson")

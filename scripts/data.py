@@ -186,6 +186,14 @@ def exif_orientation(img: Image.Image) -> int:
     return 1 if img.format == "TIFF" else int(img.getexif().get(EXIF_ORIENTATION) or 1)
 
 
+def transparent(img: Image.Image) -> Optional[np.ndarray]:
+    """HxW bool: the pixels an opened image shows transparent (alpha below 128), which labels and
+    prediction pictures read as background; None for an image without alpha or a transparent colour."""
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        return np.asarray(img.convert("RGBA"))[..., 3] < 128
+    return None
+
+
 def read_image(path, upright=False) -> np.ndarray:
     """HxWx3 uint8. ``upright``: as image viewers show it (predict.py's own photographs); the
     data sets' files carry no orientation tag, and their labels are drawn on the stored pixels."""
@@ -326,19 +334,12 @@ class TensorSet:
     def to(self, device):
         return TensorSet(self.names, self.images.to(device), self.labels.to(device), self.fovs.to(device))
 
-    def greyscale_names(self) -> list:
-        """The photographs whose three channels are one (a greyscale or red-free capture)."""
-        return greyscale_names(self.names, self.images)
-
 
 def greyscale_names(names, images) -> list:
-    """The ``names`` of ``images`` (Nx3xHxW) whose three channels are equal."""
+    """The ``names`` of ``images`` (Nx3xHxW) whose three channels are equal (a greyscale or
+    red-free capture)."""
     grey = ((images[:, 0] == images[:, 1]) & (images[:, 1] == images[:, 2])).flatten(1).all(dim=1)
     return [name for name, g in zip(names, grey.tolist(), strict=True) if g]
-
-
-GREYSCALE_NOTE = ("greyscale: the networks tell artery from vein mostly by colour (arteries are lighter and "
-                  "redder), so expect poorer A/V maps unless the networks were trained on such photographs")
 
 
 def load_tensor_set(samples, size, cache_dir=None, desc=None) -> TensorSet:

@@ -11,14 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from . import metrics, segments
 from .bfnet import Networks, to_picture
 from .config import VARIANTS
 from .data import load_truth, normalize
 from .device import MEMORY_FORMAT, exact_fp32, thread_count_restored
-from .files import atomic_write
+from .files import write_png
 
 
 @torch.no_grad()
@@ -108,10 +107,6 @@ def score_image(label, picture, fov, segment_split=None, scores=None, settings=s
     scores["count"] = scores.pop("segments")
     result["segments"] = scores
     return result, mixed
-
-
-def write_png(path, array):
-    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", compress_level=1))
 
 
 def evaluate_test_image(name, label, fov, probs, activation, out_dir, segment_split=None,

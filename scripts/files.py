@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from PIL import Image
+
 from .config import ConfigError
 
 
@@ -98,6 +100,12 @@ def remove_quietly(tmp):
     if tmp is not None:
         with contextlib.suppress(OSError):
             Path(tmp).unlink(missing_ok=True)
+
+
+def write_png(path, array, compress_level=1):
+    """``array`` (HxW or HxWx3 uint8) as a PNG, atomically; level 1 for the many pictures a test
+    or prediction writes, a higher one for files kept as data (labels, masks)."""
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", compress_level=compress_level))
 
 
 def atomic_write_csv(path, rows, fields):

@@ -38,7 +38,7 @@ from scipy import ndimage
 from .cli import ArgumentParser
 from .config import ConfigError
 from .data import read_image
-from .files import atomic_write, check_targets, files_in, make_folder
+from .files import check_targets, files_in, make_folder, write_png
 
 DEFAULTS = dict(fraction=0.05, percentile=99.0, erode=0.001, work_side=1024, corner=20, smooth=3)
 
@@ -119,10 +119,10 @@ MIN_FOV = 0.05  # an estimated FOV below this share of the image is not trusted;
 # are not black (a channel above 24) cover less than DRAWN_COVER of it and are more than
 # PURE_SHARE pure colours or white is a drawing. Measured (every 4th pixel a side): the first test
 # label of each data set, as a colour label or a vessel map (PNG), covers 0.07-0.09 of its picture,
-# all pure; the 107 photographs have at most 0.0001 pure as they are, 0.71 four times brighter,
-# and saturation x8 with contrast x2 brings HRF-AV's to 0.998 pure, but over 0.69-0.85 of the
-# picture. A label saved as JPEG (its edges smeared by chroma subsampling, at most 0.58 pure at
-# quality 95) is not told from a photograph.
+# all pure; the 107 photographs have at most 0.0001 pure as they are, 0.71 four times brighter;
+# saturation x8 with contrast x2 brings the first test photograph of HRF-AV to 0.998 pure, but
+# those of the three data sets cover 0.69-0.85 of their pictures. A label saved as JPEG (its edges
+# smeared by chroma subsampling, at most 0.58 pure at quality 95) is not told from a photograph.
 DRAWN_COVER, PURE_SHARE = 0.4, 0.9
 
 
@@ -169,7 +169,7 @@ def write_masks(inputs, out_dir, name="{stem}_mask.png", overwrite=False) -> lis
         masks.append(fov)
     make_folder(out_dir, "--out")
     for fov, target in zip(masks, targets, strict=True):
-        atomic_write(target, lambda tmp, fov=fov: Image.fromarray(fov.astype(np.uint8) * 255).save(tmp, format="PNG"))
+        write_png(target, fov.astype(np.uint8) * 255, compress_level=6)
     return notes
 
 

@@ -27,8 +27,8 @@ from scipy import ndimage
 
 from .cli import ArgumentParser
 from .config import ConfigError
-from .data import CLASS_OF_CHANNELS, DataError, read_image
-from .files import atomic_write, check_targets, files_in, make_folder
+from .data import CLASS_OF_CHANNELS, DataError, read_image, transparent
+from .files import check_targets, files_in, make_folder, write_png
 
 LABEL_EXTS = (".png", ".gif", ".tif", ".tiff", ".bmp")  # lossless: a JPEG's colours blur at the edges
 # A pixel of a colour (its brightest channel at DIM_LEVEL or more) but no channel at 128 is dim.
@@ -45,8 +45,9 @@ def read_colours(path) -> np.ndarray:
     """HxWx3 uint8 of a label file, transparent pixels (alpha below 128) black."""
     rgb = np.array(read_image(path))  # checked and decoded as every photograph is (a writable copy)
     with Image.open(path) as img:
-        if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-            rgb[np.asarray(img.convert("RGBA"))[..., 3] < 128] = 0
+        hidden = transparent(img)
+    if hidden is not None:
+        rgb[hidden] = 0
     return rgb
 
 
@@ -110,7 +111,7 @@ def convert(paths, out_dir: Path, overwrite=False) -> list:
     labels = [index_label(read_colours(f), f) for f in files]
     make_folder(out_dir, "--out")
     for label, t in zip(labels, targets, strict=True):
-        atomic_write(t, lambda tmp, label=label: Image.fromarray(label, mode="L").save(tmp, format="PNG"))
+        write_png(t, label, compress_level=6)
     return targets
 
 

@@ -15,8 +15,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from scripts.config import VARIANTS, ConfigError
-from scripts.evaluate import full_size_picture, write_png
-from scripts.files import atomic_write, atomic_write_csv
+from scripts.evaluate import full_size_picture
+from scripts.files import atomic_write, atomic_write_csv, write_png
 from scripts.metrics import CLASS_COLOURS, class_map
 
 if TYPE_CHECKING:  # the inputs import this module's names; these are for the annotations only

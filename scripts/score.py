@@ -33,10 +33,10 @@ import numpy as np
 from . import metrics, segments
 from .cli import FRESH_LINE, ArgumentParser, progress_bar
 from .config import ConfigError, dataset_names, dataset_spec
-from .data import DataError, find_samples, load_truth, open_header, truth_fingerprint
-from .evaluate import default_workers, in_threads, score_image, usable_cores, write_png
+from .data import DataError, find_samples, load_truth, open_header, transparent, truth_fingerprint
+from .evaluate import default_workers, in_threads, score_image, usable_cores
 from .evaluation_outputs import RUNS_BEING_TESTED, STAGING, run_names
-from .files import atomic_write, atomic_write_csv, make_folder
+from .files import atomic_write, atomic_write_csv, make_folder, write_png
 from .predict_outputs import OUTPUT_FILES, holds_a_run
 from .stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
 
@@ -48,12 +48,13 @@ CLASS_MAP_MODES = ("L", "LA")                # one channel: classes 0..3
 NOT_A_TEST = ("raw_pre", "small_pre", RUNS_BEING_TESTED, STAGING)  # what test.py writes into its folders
 
 
-def _palette_picture(img, path) -> np.ndarray:
+def _palette_picture(img, path, hidden) -> np.ndarray:
     """A palette picture as it shows; refused where its indices look like classes 0..3 but its
-    colours are not the class colours (a label map saved with some other palette)."""
+    colours are not the class colours (a label map saved with some other palette). ``hidden``:
+    its transparent pixels (``transparent``), whose indices do not show."""
     indices = np.asarray(img)[..., 0] if img.mode == "PA" else np.asarray(img)
-    if img.mode == "PA" or "transparency" in img.info:  # the indices that show (a transparent white is black)
-        indices = indices[np.asarray(img.convert("RGBA"))[..., 3] >= 128]
+    if hidden is not None:  # the indices that show (a transparent white is black)
+        indices = indices[~hidden]
     used = np.flatnonzero(np.bincount(indices.ravel(), minlength=256))
     palette = np.asarray(img.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
     if used.max(initial=0) <= 3 and not (len(palette) > used.max(initial=0)
@@ -63,12 +64,12 @@ def _palette_picture(img, path) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def _transparent_as_background(img, picture) -> np.ndarray:
-    """``picture`` with the pixels ``img`` shows transparent (alpha below 128) set to 0, as
-    scripts.labels reads a label drawn on a transparent layer."""
-    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+def _as_background(picture, hidden) -> np.ndarray:
+    """``picture`` with its transparent pixels (``hidden``, or None) set to 0, as scripts.labels
+    reads a label drawn on a transparent layer."""
+    if hidden is not None:
         picture = picture.copy()
-        picture[np.asarray(img.convert("RGBA"))[..., 3] < 128] = 0
+        picture[hidden] = 0
     return picture
 
 
@@ -86,11 +87,12 @@ def read_prediction(path, size) -> np.ndarray:
             turned = " (turned by an EXIF orientation?)" if img.size == tuple(size)[::-1] else ""
             raise DataError(f"{path}: {img.size[0]} x {img.size[1]}, but the test image {Path(path).stem} is "
                             f"{size[0]} x {size[1]}{turned}: predictions are scored at the photograph's own size")
+        hidden = transparent(img)
         if img.mode in ("RGB", "RGBA"):
-            return _transparent_as_background(img, np.asarray(img.convert("RGB")))
+            return _as_background(np.asarray(img.convert("RGB")), hidden)
         if img.mode in ("P", "PA"):
-            return _transparent_as_background(img, _palette_picture(img, path))
-        classes = _transparent_as_background(img, np.asarray(img.convert("L")))
+            return _as_background(_palette_picture(img, path, hidden), hidden)
+        classes = _as_background(np.asarray(img.convert("L")), hidden)
         if classes.max(initial=0) > 3:
             raise DataError(f"{path}: a single-channel picture with values up to {classes.max()}: give a class "
                             f"map 0..3 (0 background, 1 artery, 2 vein, 3 uncertain) or a colour picture (R "
@@ -199,8 +201,8 @@ def check_output(out_dir: Path, folders, overwrite=False) -> bool:
     or predict.py's), a folder of test.py's (its summary, pictures or a test in progress), one
     holding a summary.json, metrics.csv or mixed_segments/ this did not write, and, unless
     ``overwrite``, the scores of other prediction folders than ``folders``."""
-    real = Path(os.path.realpath(out_dir))
-    if real in {Path(os.path.realpath(f)) for f in folders} or holds_a_run(out_dir):
+    predictions = {os.path.realpath(f) for f in folders}
+    if os.path.realpath(out_dir) in predictions or holds_a_run(out_dir):
         raise ConfigError(f"--output {out_dir}: a folder of predictions; the scores go into a folder of their own "
                           f"(default: <predictions>_scores beside it)")
     try:
@@ -216,7 +218,7 @@ def check_output(out_dir: Path, folders, overwrite=False) -> bool:
                           f"test, or files of your own): choose another --output")
     if ours and isinstance(earlier, dict) and not overwrite:
         scored = earlier.get("run_paths") or [os.path.realpath(r) for r in earlier.get("runs") or ()]
-        others = [r for r in scored if r not in {os.path.realpath(f) for f in folders}]
+        others = [r for r in scored if r not in predictions]
         if others:
             raise ConfigError(f"--output {out_dir} holds the scores of {', '.join(others)}, which this scoring does "
                               f"not repeat: --overwrite replaces them, or another --output keeps both")

@@ -553,7 +553,6 @@ def test_a_full_disk_during_a_test_is_one_line_and_keeps_the_earlier_test(drive_
     import errno
 
     import test as test_script
-    from scripts import evaluate
     from scripts.bfnet import Networks
     from scripts.checkpoint import save_best
     monkeypatch.chdir(tmp_path)
@@ -564,13 +563,13 @@ def test_a_full_disk_during_a_test_is_one_line_and_keeps_the_earlier_test(drive_
               "--output", str(out), "--workers", "1"]
     test_script.main(common)
     before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    real_save = evaluate.Image.Image.save
+    real_save = Image.Image.save
 
     def full(self, fp, *args, **kwargs):
         if "mixed_segments" in str(fp):  # the third picture of the first image
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(self, fp, *args, **kwargs)
-    monkeypatch.setattr(evaluate.Image.Image, "save", full)
+    monkeypatch.setattr(Image.Image, "save", full)
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:
         test_script.main(common)
