@@ -36,7 +36,8 @@ from scripts.checkpoint import LAST_STATE, check_expected, save_best
 from scripts.cli import FRESH_LINE, TIME_LIMIT_EXIT, ArgumentParser, progress_bar, signal_name
 from scripts.config import (VARIANTS, ConfigError, RunConfig, check_image_size, dataset_names, dataset_spec,
                             str2bool, tensorboard_dir)
-from scripts.data import augment, find_samples, greyscale_names, load_tensor_set, normalize, split_train_val
+from scripts.data import (TensorSet, augment, find_samples, greyscale_names, load_tensor_set, normalize,
+                          split_train_val)
 from scripts.device import (amp_dtype_for, busy_cpu_note, cpu_memory_error, cpu_memory_note, describe_precision,
                             keep_freed_memory, no_amp_reason, pick_device, set_tf32, training_memory_format)
 from scripts.evaluate import usable_cores, validate
@@ -175,6 +176,38 @@ def cuda_settings(cfg: RunConfig):
     set_tf32(cfg.tf32)
 
 
+@dataclass
+class Standing:
+    """Where a run stands after its last epoch: what last.pth keeps and --resume restores."""
+    epoch: int = 0                     # epochs done
+    step: int = 0                      # training steps done
+    best_f1: float = -1.0              # the best validation F1 so far (-1: none yet)
+    best_epoch: Optional[int] = None   # the epoch whose networks are kept as the best
+
+
+@dataclass
+class Session:
+    """What one invocation of train() works with, set up before the first step (``start_session``)."""
+    cfg: RunConfig
+    ctx: distributed.Context
+    device: torch.device
+    run_dir: Path
+    train_set: TensorSet               # on ``device``
+    val_set: TensorSet                 # on the CPU, where validation scores it
+    split_names: dict                  # {"training": names, "validation": names}: what --resume must find
+    memory_format: torch.memory_format
+    amp_dtype: Optional[torch.dtype]   # None: fp32
+    precision: str                     # describe_precision's words
+    why_fp32: str                      # why --amp was not taken here ("" when it was, or not asked)
+    nets: Networks
+    trainer: Trainer
+    rng: torch.Generator               # the order and augmentation of the batches
+
+    def log(self, *args, **kwargs):    # rank 0 alone speaks
+        if self.ctx.is_main:
+            print(*args, **kwargs)
+
+
 def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=False, stop_request=None,
           adopt=()):
     """Train one run. Returns (best validation F1, whether every epoch is done).
@@ -184,6 +217,81 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     installed (None: none)."""
     stop_request = stop_request or StopRequest()
     run_started = time.time()  # --time-limit counts from here, data decoding included
+    session = start_session(cfg, runs_dir, output_root, load, resume, adopt)
+    standing = resume_session(session) if resume else Standing()
+    if standing.epoch >= cfg.epochs:  # nothing written: no TensorBoard file, no last.pth of other --epochs
+        session.log(f"{standing.epoch} epochs are done already, --epochs is {cfg.epochs}: nothing to train, the "
+                    f"run is left as it was; --epochs N (train.sh: EPOCHS=N) of more than {standing.epoch} trains "
+                    f"longer")
+        session.ctx.close()
+        return standing.best_f1, True
+    per_epoch = batches_per_epoch(session)
+    is_main, val_set = session.ctx.is_main, session.val_set
+
+    # The validation labels never change: split their vessel trees into segments once.
+    val_splits = [split_segments(val_set.labels[i].numpy(), val_set.fovs[i].numpy()) for i in range(len(val_set))]
+    writer = open_tensorboard(tensorboard_dir(runs_dir, cfg.spec.name, cfg.job_name), cfg, resume, standing.step,
+                              session.log) if is_main else None  # closed by the finally below
+    if writer:  # val/mixed_segments draws the first of them
+        writer.add_text("validation_images", ", ".join(val_set.names), standing.step)
+    # Into a log file (PARALLEL=1, nohup) the bar writes a line a minute, not every step.
+    bar = progress_bar(total=cfg.epochs * per_epoch, initial=standing.epoch * per_epoch, unit="step",
+                       disable=not is_main)
+    first_epoch, complete, last_save = standing.epoch, True, time.time()
+    shown = {}  # the last G loss read, on the progress bar
+    stop_request.graceful = True  # from here a first Ctrl-C / SIGTERM ends the epoch and saves
+    try:
+        for epoch in range(first_epoch, cfg.epochs):
+            started = time.time()
+            losses = train_epoch(session, standing, writer, bar, epoch, shown)
+            session.trainer.plateau_step(losses)
+            if is_main:  # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
+                summary, drawing = validate(session.nets, val_set, cfg.batch_size, session.device, splits=val_splits)
+            standing.epoch = epoch + 1
+            final = standing.epoch == cfg.epochs
+            asked = stop_request.signum is not None
+            # One more epoch as long as this one, its validation counted, would pass --time-limit?
+            stop = should_stop(cfg.time_limit, run_started, time.time() - started, asked, session.device)
+            if is_main:  # log, keep the best networks, save last.pth
+                show_image = cfg.image_every and (epoch == first_epoch or standing.epoch % cfg.image_every == 0
+                                                  or final or stop)
+                log_validation(writer, summary, drawing if show_image else None, session.trainer, standing.step,
+                               standing.epoch, time.time() - started)
+                keep_if_best(session, standing, summary["average"]["f1"])
+                # last.pth (all four networks and Adam's moments: 400 MB at width 32) at most every
+                # --save-every minutes, not after every short epoch; and after a new run's first
+                # epoch, so that its folder is resumable from then on.
+                if final or stop or epoch == 0 or time.time() - last_save >= 60 * cfg.save_every:
+                    save_last_state(session, standing)
+                    last_save = time.time()
+                bar.write(f"epoch {standing.epoch}/{cfg.epochs}: val F1 {100 * summary['average']['f1']:.2f} % "
+                          f"(best {100 * standing.best_f1:.2f}), G loss {losses['G']:.4f}, "
+                          f"{time.time() - started:.1f}s")
+            if stop and not final:
+                why = (signal_name(stop_request.signum) if asked else
+                       f"--time-limit {cfg.time_limit:g} min (another epoch would not end in time)")
+                if is_main:  # on a line of its own, not after the progress bar's
+                    bar.write(f"{why}: stopped after epoch {standing.epoch}/{cfg.epochs}; --resume continues from "
+                              f"{session.run_dir / LAST_STATE}")
+                complete = False
+                break
+    finally:  # also on an error or a second Ctrl-C: the scalars written so far reach the disk
+        stop_request.graceful = False
+        bar.close()
+        if writer:
+            writer.close()
+    best = f" (epoch {standing.best_epoch})" if standing.best_epoch else ""
+    unfinished = "" if complete else f" (stopped after epoch {standing.epoch} of {cfg.epochs}: --resume continues)"
+    session.log(f"best validation F1 {100 * standing.best_f1:.2f} %{best}; checkpoints in {session.run_dir}"
+                f"{unfinished}")
+    session.ctx.close()
+    return standing.best_f1, complete
+
+
+def start_session(cfg: RunConfig, runs_dir, output_root, load, resume, adopt) -> Session:
+    """Everything before the first step, cheapest checks first: the device, the folders, --load's
+    weights, the memory a CPU step needs, then the data decoded and the networks built (and
+    initialised from --load); says what the run is (rank 0)."""
     device = pick_device(cfg.device)
     keep_freed_memory()
     ctx = distributed.init(device.type)
@@ -192,14 +300,13 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     seed_everything(cfg.seed)
     if device.type == "cuda":
         cuda_settings(cfg)
-    spec, size = cfg.spec, cfg.input_size
     run_dir = cfg.run_dir(output_root)
     check_folder(run_dir, "--output-root")  # before any data is decoded or epoch trained
     check_folder(runs_dir, "--runs-dir")
     check_folder(cfg.cache_dir, "--cache-dir")
     if not resume:
         last_state.check_nothing_to_overwrite(run_dir)
-    initial = read_initial_weights(load, cfg, adopt, size, ctx.is_main) if load else None  # a wrong file fails now
+    initial = read_initial_weights(load, cfg, adopt, cfg.input_size, ctx.is_main) if load else None  # fails now
 
     # Rank 0's choice on every rank: a CPU's bf16 is timed (cpu_bf16_speedup), once, not by every rank at once.
     amp_dtype = ctx.broadcast(amp_dtype_for(device, cfg.amp) if ctx.is_main else None)
@@ -210,135 +317,105 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     if too_large:  # before any data is decoded (the kernel would kill the run at its first step)
         raise ConfigError(too_large)
     train_set, val_set = load_training_data(cfg, device, split)
-    split_names = {"training": list(train_set.names), "validation": list(val_set.names)}  # the split --resume must find
     memory_format = training_memory_format(device, amp_dtype)
-    precision = describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == "cuda")
-    log = print if ctx.is_main else (lambda *a, **k: None)
-    why_fp32 = no_amp_reason(device) if ctx.is_main and cfg.amp and amp_dtype is None else ""  # rank 0 timed bf16
-    if ctx.is_main:
-        log_run_start(cfg, ctx, device, train_set, val_set, split.subset, memory_format=memory_format,
-                      amp_dtype=amp_dtype, precision=precision, why_fp32=why_fp32)
-
     nets, trainer = build_networks(cfg, ctx, device, memory_format, amp_dtype)
-    rng = torch.Generator().manual_seed(cfg.seed)
-    start_epoch, best_f1, best_epoch, step = 0, -1.0, None, 0
-
+    session = Session(
+        cfg, ctx, device, run_dir, train_set, val_set,
+        split_names={"training": list(train_set.names), "validation": list(val_set.names)},
+        memory_format=memory_format, amp_dtype=amp_dtype,
+        precision=describe_precision(amp_dtype, cfg.amp_discriminator, cfg.tf32 and device.type == "cuda"),
+        why_fp32=no_amp_reason(device) if ctx.is_main and cfg.amp and amp_dtype is None else "",  # rank 0 timed bf16
+        nets=nets, trainer=trainer, rng=torch.Generator().manual_seed(cfg.seed))
+    if ctx.is_main:
+        log_run_start(session, split.subset)
     if initial is not None:
         nets.load_state_dict({**nets.state_dict(), **{k: v for k, v in initial.state_dict().items()
                                                       if not k.startswith("D.")}})
-        log(f"initialised generators from {load}")
-    if resume:
-        start_epoch, best_f1, best_epoch, step, trained_in = last_state.restore(run_dir, cfg, nets, trainer, rng,
-                                                                                split_names)
-        log(f"resumed {run_dir} after epoch {start_epoch} (best validation F1 {100 * best_f1:.2f} %"
-            f"{f' at epoch {best_epoch}' if best_epoch else ''})")
-        if start_epoch >= cfg.epochs:  # nothing written: no TensorBoard file, no last.pth of other --epochs
-            log(f"{start_epoch} epochs are done already, --epochs is {cfg.epochs}: nothing to train, the run is "
-                f"left as it was; --epochs N (train.sh: EPOCHS=N) of more than {start_epoch} trains longer")
-            ctx.close()
-            return best_f1, True
-        if trained_in and trained_in != precision:  # allowed (a run-time option), but never unsaid
-            why = (f"--amp is given but {why_fp32}" if why_fp32 else
-                   "--amp / --no-amp, AMP=1 for train.sh, --no-amp-discriminator and --tf32 choose")
-            log(f"note: this run's last session trained in {trained_in} (up to epoch {start_epoch}); it goes on "
-                f"in {precision} ({why})")
+        session.log(f"initialised generators from {load}")
+    return session
 
-    n, bs = len(train_set), cfg.batch_size
-    # A distributed run drops a last batch smaller than the number of processes.
-    batches_per_epoch = sum(1 for b in range(0, n, bs) if min(bs, n - b) >= ctx.world)
+
+def resume_session(session: Session) -> Standing:
+    """last.pth restored into the session's networks, optimisers and generators; where it stood."""
+    epoch, best_f1, best_epoch, step, trained_in = last_state.restore(
+        session.run_dir, session.cfg, session.nets, session.trainer, session.rng, session.split_names)
+    session.log(f"resumed {session.run_dir} after epoch {epoch} (best validation F1 {100 * best_f1:.2f} %"
+                f"{f' at epoch {best_epoch}' if best_epoch else ''})")
+    # Another precision is allowed (a run-time option), but never unsaid.
+    if epoch < session.cfg.epochs and trained_in and trained_in != session.precision:
+        why = (f"--amp is given but {session.why_fp32}" if session.why_fp32 else
+               "--amp / --no-amp, AMP=1 for train.sh, --no-amp-discriminator and --tf32 choose")
+        session.log(f"note: this run's last session trained in {trained_in} (up to epoch {epoch}); it goes on "
+                    f"in {session.precision} ({why})")
+    return Standing(epoch, step, best_f1, best_epoch)
+
+
+def batches_per_epoch(session: Session) -> int:
+    """Batches of an epoch (a distributed run drops a last batch smaller than the number of
+    processes); an error where there would be none."""
+    n, bs, world = len(session.train_set), session.cfg.batch_size, session.ctx.world
+    count = sum(1 for b in range(0, n, bs) if min(bs, n - b) >= world)
     if bs > n:
-        log(f"note: --batch-size {bs} is more than the {n} training images: one batch of {n} per epoch")
-    if batches_per_epoch == 0:
+        session.log(f"note: --batch-size {bs} is more than the {n} training images: one batch of {n} per epoch")
+    if count == 0:
         raise ConfigError(f"{n} training images and --batch-size {bs} give no batch of at least one "
-                          f"image for each of the {ctx.world} processes")
+                          f"image for each of the {world} processes")
+    return count
 
-    # The validation labels never change: split their vessel trees into segments once.
-    val_splits = [split_segments(val_set.labels[i].numpy(), val_set.fovs[i].numpy()) for i in range(len(val_set))]
-    writer = open_tensorboard(tensorboard_dir(runs_dir, spec.name, cfg.job_name), cfg, resume, step, log) \
-        if ctx.is_main else None  # closed by the finally below
-    if writer:  # val/mixed_segments draws the first of them
-        writer.add_text("validation_images", ", ".join(val_set.names), step)
-    bar = progress_bar(total=cfg.epochs * batches_per_epoch, initial=start_epoch * batches_per_epoch, unit="step",
-                       disable=not ctx.is_main)  # into a log file (PARALLEL=1, nohup): a line a minute, not every step
-    complete, last_save = True, time.time()
-    shown = {}  # the last logged G loss, shown beside the epoch on the progress bar
-    stop_request.graceful = True  # from here a first Ctrl-C / SIGTERM ends the epoch and saves
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            nets.train()
-            started = time.time()
+
+def train_epoch(session: Session, standing: Standing, writer, bar, epoch, shown: dict) -> dict:
+    """One epoch of training steps; returns its last batch's losses as floats (checked finite),
+    which the plateau schedulers step on. The losses are read (a host sync) every --log-every
+    steps and at the epoch's end, never at every step. ``shown``: the last G loss read, shown
+    beside the epoch on the progress bar (kept from one epoch to the next)."""
+    cfg, ctx, run_dir = session.cfg, session.ctx, session.run_dir
+    session.nets.train()
+    bar.set_postfix(epoch=epoch + 1, **shown, refresh=False)
+    for images, labels, weight in training_batches(session.train_set, cfg, ctx, session.rng, session.memory_format):
+        losses = session.trainer.step(images, labels, weight)
+        standing.step += 1
+        bar.update()
+        if standing.step % cfg.log_every == 0:
+            shown["G"] = f"{report_losses(losses, weight, ctx, writer, standing.step, epoch, run_dir)['G']:.3f}"
             bar.set_postfix(epoch=epoch + 1, **shown, refresh=False)
-            for images, labels, weight in training_batches(train_set, cfg, ctx, rng, memory_format):
-                losses = trainer.step(images, labels, weight)
-                step += 1
-                bar.update()
-                if step % cfg.log_every == 0:  # the only host sync per --log-every steps
-                    values = report_losses(losses, weight, ctx, writer, step, epoch, run_dir)
-                    shown = {"G": f"{values['G']:.3f}"}
-                    bar.set_postfix(epoch=epoch + 1, **shown, refresh=False)
-            # The epoch's last losses too (a short run gets its curves), for the plateau schedulers.
-            values = report_losses(losses, weight, ctx, writer if step % cfg.log_every else None, step, epoch,
-                                   run_dir)
-            trainer.plateau_step(values)
-            if ctx.is_main:  # In fp32 whatever the training precision: the validation F1 picks the checkpoint.
-                summary, drawing = validate(nets, val_set, bs, device, splits=val_splits)
-            final = epoch + 1 == cfg.epochs
-            asked = stop_request.signum is not None
-            stop = should_stop(cfg.time_limit, run_started, time.time() - started, asked, device)  # validation counted
-            if ctx.is_main:  # log, keep the best networks, save last.pth
-                f1 = summary["average"]["f1"]
-                show_image = cfg.image_every and (epoch == start_epoch or (epoch + 1) % cfg.image_every == 0
-                                                  or final or stop)
-                log_validation(writer, summary, drawing if show_image else None, trainer, step, epoch + 1,
-                               time.time() - started)
-                if f1 > best_f1:
-                    best_f1, best_epoch = f1, epoch + 1
-                    save_best(run_dir, nets, cfg, best_epoch, f1, precision)
-                # last.pth (all four networks and Adam's moments: 400 MB at width 32) at most every
-                # --save-every minutes, not after every short epoch; and after a new run's first
-                # epoch, so that its folder is resumable from then on.
-                if final or stop or epoch == 0 or time.time() - last_save >= 60 * cfg.save_every:
-                    last_state.save(run_dir, cfg, epoch, step, best_f1, nets, trainer, rng, precision, split_names)
-                    last_save = time.time()
-                bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val F1 {100 * f1:.2f} % (best {100 * best_f1:.2f}), "
-                          f"G loss {values['G']:.4f}, {time.time() - started:.1f}s")
-            if stop and not final:
-                why = (signal_name(stop_request.signum) if asked else
-                       f"--time-limit {cfg.time_limit:g} min (another epoch would not end in time)")
-                if ctx.is_main:  # on a line of its own, not after the progress bar's
-                    bar.write(f"{why}: stopped after epoch {epoch + 1}/{cfg.epochs}; --resume continues from "
-                              f"{run_dir / LAST_STATE}")
-                complete = False
-                break
-    finally:  # also on an error or a second Ctrl-C: the scalars written so far reach the disk
-        stop_request.graceful = False
-        bar.close()
-        if writer:
-            writer.close()
-    unfinished = "" if complete else f" (stopped after epoch {epoch + 1} of {cfg.epochs}: --resume continues)"
-    log(f"best validation F1 {100 * best_f1:.2f} %{f' (epoch {best_epoch})' if best_epoch else ''}; "
-        f"checkpoints in {run_dir}{unfinished}")
-    ctx.close()
-    return best_f1, complete
+    # The epoch's last losses too (a short run gets its curves), logged unless they just were.
+    values = report_losses(losses, weight, ctx, writer if standing.step % cfg.log_every else None, standing.step,
+                           epoch, run_dir)
+    shown["G"] = f"{values['G']:.3f}"
+    bar.set_postfix(epoch=epoch + 1, **shown, refresh=False)
+    return values
 
 
-def log_run_start(cfg: RunConfig, ctx, device, train_set, val_set, subset, *, memory_format, amp_dtype, precision,
-                  why_fp32):
+def save_last_state(session: Session, standing: Standing):
+    """last.pth: all that --resume needs to go on after the epoch just done."""
+    last_state.save(session.run_dir, session.cfg, standing.epoch - 1, standing.step, standing.best_f1, session.nets,
+                    session.trainer, session.rng, session.precision, session.split_names)
+
+
+def keep_if_best(session: Session, standing: Standing, f1: float):
+    """Save the networks as the run's best (CP_best_F1_*.pth) where this epoch's validation F1
+    beats the best so far."""
+    if f1 > standing.best_f1:
+        standing.best_f1, standing.best_epoch = f1, standing.epoch
+        save_best(session.run_dir, session.nets, session.cfg, standing.best_epoch, f1, session.precision)
+
+
+def log_run_start(session: Session, subset):
     """What rank 0 says before the first step: the run in one line, its validation images, and
     the notes on this machine and these options (``subset``: what a pack holds, or None)."""
-    size = cfg.input_size
+    cfg, train_set, val_set, size = session.cfg, session.train_set, session.val_set, session.cfg.input_size
     print(f"{cfg.spec.name}: {len(train_set)} training / {len(val_set)} validation images at "
           f"{size[0]} x {size[1]}; {cfg.activation} variant, fusion {cfg.fusion_mode}, width "
-          f"{cfg.base_width}, device {device}, {precision}, "
-          f"{'channels_last' if memory_format == torch.channels_last else 'contiguous'} memory"
-          + (f", {ctx.world} processes" if ctx.enabled else ""), flush=True)
+          f"{cfg.base_width}, device {session.device}, {session.precision}, "
+          f"{'channels_last' if session.memory_format == torch.channels_last else 'contiguous'} memory"
+          + (f", {session.ctx.world} processes" if session.ctx.enabled else ""), flush=True)
     print(f"validation images (--validation, drawn with the seed): {', '.join(val_set.names)}", flush=True)
     notes = []
-    if device.type == "cpu":
+    if session.device.type == "cpu":
         notes.append(busy_cpu_note(torch.get_num_threads(), usable_cores()))
-        notes.append(cpu_memory_note(*cpu_step(cfg, ctx, len(train_set), amp_dtype)))
-    if why_fp32:  # --amp is the default: say why it is fp32 here
-        notes.append(f"mixed precision (--amp, the default): {why_fp32}, so this run trains in fp32")
+        notes.append(cpu_memory_note(*cpu_step(cfg, session.ctx, len(train_set), session.amp_dtype)))
+    if session.why_fp32:  # --amp is the default: say why it is fp32 here
+        notes.append(f"mixed precision (--amp, the default): {session.why_fp32}, so this run trains in fp32")
     if subset:
         notes.append(f"this pack holds only {subset}, not the whole data set")
     grey = [*greyscale_names(train_set.names, train_set.images), *greyscale_names(val_set.names, val_set.images)]
@@ -346,7 +423,7 @@ def log_run_start(cfg: RunConfig, ctx, device, train_set, val_set, subset, *, me
     if 0 < len(grey) < total:  # (a data set of greyscale photographs alone is the user's choice)
         notes.append(f"{len(grey)} of the {total} photographs are greyscale, the others colour (e.g. {grey[0]}): "
                      f"the networks tell artery from vein mostly by colour, so a mix of the two is a harder lesson")
-    if cfg.compile and device.type == "cpu":
+    if cfg.compile and session.device.type == "cpu":
         notes.append("--compile on a CPU builds C++ kernels for minutes before the first step (the compiler may "
                      "print warnings): it pays only over a long run")
     for note in filter(None, notes):
