@@ -53,5 +53,5 @@ if [ -n "$MISSING" ] && [ -n "$FOUND" ]; then
     echo "note: no run ./$FOLDER/${JOB}_seed<N> for seed(s)$MISSING: testing seed(s)$FOUND (SEEDS=... chooses)" >&2
     SEEDS=$FOUND
 fi
-exec "$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name=$JOB --seeds $SEEDS --batch-size=2 \
+exec "$PYTHON" "$HERE/test.py" --dataset=$DATASET --job_name="$JOB" --seeds $SEEDS --batch-size=2 \
     --data-root="$DATA_ROOT" $EXTRA_ARGS

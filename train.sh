@@ -69,7 +69,7 @@ train_seed() {  # run in a subshell: it becomes train.py (exec), so that signals
     fi
     exec "$PYTHON" "$HERE/train.py" $epochs_arg --batch-size=2 --learning-rate=8e-4 --v=10 --alpha=0.5 \
         --beta=1.1 --gama=0.08 --dataset=$DATASET --discriminator=unet --uniform=False \
-        --job_name=${JOB}_seed$1 --seed_num=$1 --activation=$ACTIVATION \
+        --job_name="${JOB}_seed$1" --seed_num=$1 --activation=$ACTIVATION \
         --data-root="$DATA_ROOT" $PRECISION_ARG $FUSION_ARG $resume_arg $EXTRA_ARGS
 }
 # What continues a stopped seed: the same variables, EXTRA_ARGS with --resume added (a seed never
@@ -108,9 +108,9 @@ for seed in $SEEDS; do
     [ -z "$stopped_by" ] || break             # a signal between two seeds: no other one starts
     if [ "$PARALLEL" = 1 ]; then
         mkdir -p logs
-        log=logs/${DATASET}_${JOB}_seed$seed.log
-        echo "== $(date '+%Y-%m-%d %H:%M:%S') train.sh, seed $seed ==" >> $log
-        (trap '' INT; train_seed $seed) >> $log 2>&1 &     # appended: a resumed seed's log keeps its earlier sessions
+        log="logs/${DATASET}_${JOB}_seed$seed.log"
+        echo "== $(date '+%Y-%m-%d %H:%M:%S') train.sh, seed $seed ==" >> "$log"
+        (trap '' INT; train_seed $seed) >> "$log" 2>&1 &     # appended: a resumed seed's log keeps its earlier sessions
         pids="$pids $!"; jobs="$jobs $seed:$!"
         [ -z "$stopped_by" ] || stop "$stopped_by"        # a signal while it started: it stops too
         echo "seed $seed: training in the background, log $log"
@@ -128,7 +128,7 @@ worst=0
 for job in $jobs; do
     seed=${job%%:*}; status=0
     finish ${job#*:} || status=$?
-    report $seed $status logs/${DATASET}_${JOB}_seed$seed.log
+    report $seed $status "logs/${DATASET}_${JOB}_seed$seed.log"
     if [ $status = 0 ]; then echo "seed $seed: done, log logs/${DATASET}_${JOB}_seed$seed.log"; fi
     if [ $status != 0 ] && { [ $worst = 0 ] || [ $worst = 3 ]; }; then worst=$status; fi  # failures first
 done

@@ -46,7 +46,10 @@ def pick_device(name: str = "", local_rank: int = 0) -> torch.device:
         if device.type not in ("cpu", "cuda"):  # mps, xpu, ...: never tested with this project
             raise ConfigError(f"--device {name}: this project runs on cpu and cuda (cuda:N) only")
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+            hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine"
+                              + (f" (CUDA_VISIBLE_DEVICES={hidden!r} chooses the GPUs this process sees)"
+                                 if hidden is not None else ""))
         if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
             raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                               f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")

@@ -163,7 +163,12 @@ def test_a_cpu_where_bf16_does_not_pay_trains_in_fp32_and_says_so(real_data, tmp
 
 def test_unavailable_cuda_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(dev.ConfigError, match="CUDA is not available"):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with pytest.raises(dev.ConfigError, match="CUDA is not available on this machine$"):
+        dev.pick_device("cuda")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a job script's, hiding the GPUs: said
+    with pytest.raises(dev.ConfigError, match=r"CUDA is not available on this machine \(CUDA_VISIBLE_DEVICES='' "
+                                              r"chooses the GPUs this process sees\)"):
         dev.pick_device("cuda")
     assert dev.pick_device("") == torch.device("cpu")
     with pytest.raises(dev.ConfigError, match="--device mps: this project runs on cpu and cuda"):
