@@ -48,6 +48,21 @@ class Sample:
 
 # ----------------------------------------------------------------------------- finding files
 
+def where_the_data_is_not(root: Path, spec: DatasetSpec) -> str:
+    """A hint for a data folder not found: a link to nowhere, or a relative --data-root read from
+    another folder than the checkout (the default ./data is the checkout's link: ``make data``)."""
+    for path in (root, root / spec.name):
+        if path.is_symlink() and not path.exists():
+            return f"; {path} is a link to {os.readlink(path)}, which does not exist"
+    if root.is_absolute() or (root / spec.name).is_dir():
+        return ""
+    checkout = Path(__file__).resolve().parents[1] / root
+    if checkout.resolve() == root.resolve() and root == Path("data"):  # the default, in the checkout
+        return "; the checkout has no data/: `make data` links ../shared/data there where it exists, or give --data-root"
+    there = f": did you mean --data-root {checkout}?" if (checkout / spec.name).is_dir() else ""
+    return f"; {root} is read from the current folder, {Path.cwd()}{there}"
+
+
 def find_samples(data_root, spec: DatasetSpec, split: str):
     """All (image, label, mask) triples of ``<data_root>/<spec.name>/<split>``."""
     split_dir = Path(data_root) / spec.name / split
@@ -58,7 +73,7 @@ def find_samples(data_root, spec: DatasetSpec, split: str):
             hint = (f"; {root} holds a data set's splits itself: did you mean --data-root {root.parent}?"
                     if (root / split).is_dir() and not (root / spec.name).is_dir() else "")
             raise DataError(f"missing folder {folder} (expected <data-root>/<Dataset>/{{training,test}}/"
-                            f"{{images,1st_manual,mask}}; {spec.where}){hint}")
+                            f"{{images,1st_manual,mask}}; {spec.where}){hint or where_the_data_is_not(root, spec)}")
     images = sorted(p for p in folders["images"].iterdir() if not p.name.startswith(".") and p.is_file() and any(
         fnmatch.fnmatch(p.name.lower(), pattern.lower()) for pattern in spec.image_patterns))  # in any case: .JPG
     if not images:
@@ -295,11 +310,14 @@ def resize(image, label, fov, size):
 
 
 def load_resized(sample: Sample, size, cache_dir=None):
-    """``load_sample`` + ``resize``, cached as one .npy per sample and size."""
+    """``load_sample`` + ``resize``, cached as one .npy per sample and size. An entry is of the
+    files as they are: their path, size, modification time, and the inode and change time (ctime,
+    which no copy can set: a photograph replaced by ``cp -p`` or unpacked from an archive, same
+    size and modification time, is decoded again)."""
     if cache_dir is None:
         return resize(*load_sample(sample), size)
-    stamp = "|".join(f"{p.resolve()}:{p.stat().st_mtime_ns}:{p.stat().st_size}"
-                     for p in (sample.image, sample.label, sample.mask))
+    stamp = "|".join(f"{p.resolve()}:{s.st_mtime_ns}:{s.st_size}:{s.st_ino}:{s.st_ctime_ns}"
+                     for p in (sample.image, sample.label, sample.mask) for s in (p.stat(),))
     key = hashlib.sha1(f"{CACHE_VERSION}|{stamp}|{size}".encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{sample.name}-{size[0]}x{size[1]}-{key}.npy"
     if path.is_file():

@@ -1,10 +1,13 @@
 """Data handling of DESIGN.md section 5 and data/README.md, on the real data sets."""
 import gc
+import os
+import shutil
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from scripts.config import ConfigError, DATASETS, RunConfig, check_image_size, dataset_spec
 from scripts.data import (augment, find_samples, load_resized, load_sample, normalize,
@@ -47,6 +50,26 @@ def test_resized_cache_matches_direct_decoding(real_data, tmp_path):
     assert len(list(tmp_path.glob("*.npy"))) == 1
     for a, b, c in zip(direct, first, cached, strict=True):
         assert a.shape[:2] == (592, 592) and np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_a_photograph_replaced_by_one_of_the_same_size_and_time_is_decoded_again(real_data, tmp_path):
+    """cp -p, rsync -a and unpacked archives keep the modification time; uncompressed TIFFs of
+    one size have one byte count: the cache must still not serve the photograph that was there."""
+    from dataclasses import replace
+    sample = find_samples(real_data, DATASETS["DRIVE_AV"], "training")[0]
+    other = find_samples(real_data, DATASETS["DRIVE_AV"], "training")[1]
+    first, second = tmp_path / "a.tif", tmp_path / "b.tif"
+    for source, path in ((sample.image, first), (other.image, second)):
+        Image.open(source).save(path, compression=None)  # uncompressed: the same byte count
+    os.utime(second, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns))
+    assert first.stat().st_size == second.stat().st_size
+    copy = replace(sample, image=first)
+    before = load_resized(copy, (64, 64), tmp_path / "cache")[0]
+    shutil.copy2(second, first)  # cp -p: the other photograph, same size, same modification time
+    assert first.stat().st_mtime_ns == second.stat().st_mtime_ns and first.stat().st_size == second.stat().st_size
+    after = load_resized(copy, (64, 64), tmp_path / "cache")[0]
+    assert np.array_equal(after, load_resized(replace(sample, image=second), (64, 64))[0])
+    assert not np.array_equal(after, before)
 
 
 def test_readers_close_their_files(real_data):
