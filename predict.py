@@ -67,6 +67,7 @@ import re
 import signal
 import sys
 from collections import Counter, deque
+from contextlib import ExitStack
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,7 @@ from scripts.config import DATASETS, VARIANTS, ConfigError, network_input_size, 
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason,
                             one_torch_thread_here, pick_device, thread_count_restored)
 from scripts.evaluate import compile_for_inference, predict_probs
-from scripts.files import atomic_write, make_folder
+from scripts.files import FolderLock, atomic_write, make_folder
 from scripts.predict_inputs import MaskFinder, prepare
 from scripts.predict_outputs import (RUN_RECORD, check_no_other_run_in_the_way, earlier_run, one_line_reason, output_kinds,
                              remove_earlier_run, row, write_outputs, write_predictions_csv)
@@ -273,7 +274,11 @@ def run(args, stop_request: Optional[StopRequest] = None) -> int:
     ctx = distributed.init(pick_device(args.device).type, timeout=datetime.timedelta(hours=12))
     finished = False
     try:
-        code = run_process(args, ctx, stop_request or StopRequest())
+        with ExitStack() as held:
+            def hold_output():  # one predict.py at a time in --output: two would drop each other's CSV rows
+                held.enter_context(FolderLock(args.output, "--output"))
+            on_rank_zero(ctx, hold_output)  # rank 0 holds it for all; every rank hears if it cannot
+            code = run_process(args, ctx, stop_request or StopRequest())
         finished = True
         return code
     finally:

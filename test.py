@@ -38,7 +38,7 @@ from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, ke
 from scripts.evaluate import default_workers, evaluate_images, predict_probs, usable_cores
 from scripts.evaluation_outputs import (PICTURE_FOLDERS, check_nothing_lost, earlier_test, publish_test,
                                        read_record, run_names, start_staging)
-from scripts.files import WriteError, atomic_write, atomic_write_csv, check_folder, make_folder
+from scripts.files import FolderLock, WriteError, atomic_write, atomic_write_csv, check_folder
 from scripts.last_state import read_state
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
 
@@ -241,17 +241,13 @@ def run_test(args, progress: Optional[TestProgress] = None):
     samples = find_samples(args.data_root, spec, "test")
     default_out = "Final_pre_pretrained" if args.pretrained else "Final_pre"  # never over a run's own test
     out_dir = Path(args.output) if args.output else Path(args.output_root) / spec.name / default_out
-    if not args.overwrite:
-        check_nothing_lost(out_dir, [folder for folder, _, _ in runs])
-    created = not out_dir.exists()
-    make_folder(out_dir, "--output")  # a wrong --output fails now, not after the predictions
-    try:
+    # One test at a time in --output (made now: a wrong one fails before the predictions; one
+    # this test made and left empty, on a stop or a data error, goes again).
+    with FolderLock(out_dir, "--output"):
+        if not args.overwrite:
+            check_nothing_lost(out_dir, [folder for folder, _, _ in runs])
         return predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dtype, segment_settings,
                                  progress)
-    except BaseException:  # a stop, a data error: a folder this test made and left empty goes
-        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise
 
 
 def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dtype,

@@ -22,6 +22,7 @@ import os
 import random
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -41,7 +42,7 @@ from scripts.data import (TensorSet, augment, find_samples, greyscale_names, loa
 from scripts.device import (amp_dtype_for, busy_cpu_note, cpu_memory_error, cpu_memory_note, describe_precision,
                             keep_freed_memory, no_amp_reason, pick_device, set_tf32, training_memory_format)
 from scripts.evaluate import usable_cores, validate
-from scripts.files import check_folder
+from scripts.files import LOCK_FILE, FolderLock, check_folder
 from scripts.pack import check_pack_size, pack_subset
 from scripts.segments import split_segments
 from scripts.stopping import (EXIT_STATUS, StopRequest, Terminated, run_main, said_of, signal_of,
@@ -156,6 +157,10 @@ def config_from_args(args) -> RunConfig:
     if cfg.job_name in ("", ".", "..") or Path(cfg.job_name).name != cfg.job_name:
         raise ConfigError(f"--job_name {cfg.job_name!r}: must be a plain folder name (no '/'), the run "
                           f"goes to <output-root>/<Dataset>/<job_name>")
+    try:
+        cfg.job_name.encode("utf-8")
+    except UnicodeEncodeError:  # TensorBoard cannot write its events under such a name
+        raise ConfigError(f"--job_name {cfg.job_name!r}: not valid UTF-8 text; name the run in UTF-8") from None
     if cfg.image_size:
         check_image_size(cfg.image_size)
     if cfg.uniform and cfg.image_size and distributed.launched_as_rank_zero():
@@ -215,9 +220,26 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     base_width, fusion that are taken from those weights (the command line named none), the
     others must match them. ``stop_request``: a StopRequest whose signal handlers main()
     installed (None: none)."""
+    run_dir, log_dir = cfg.run_dir(output_root), tensorboard_dir(runs_dir, cfg.spec.name, cfg.job_name)
+    for folder, option in ((run_dir, "--output-root"), (runs_dir, "--runs-dir"), (cfg.cache_dir, "--cache-dir")):
+        check_folder(folder, option)  # before any data is decoded or epoch trained
+    with ExitStack() as held:
+        if distributed.launched_as_rank_zero():  # rank 0 holds them for all
+            # One train.py at a time in a run folder (two would mix their checkpoints); its lock
+            # file lies beside it: the folder appears with the first checkpoint (train.sh and
+            # test.sh take a folder for a seed started). And in its TensorBoard folder, where a
+            # new run sets an earlier run's curves aside.
+            held.enter_context(FolderLock(run_dir, "--job_name", lock_file=run_dir.parent / f".{run_dir.name}"
+                                                                            f"{LOCK_FILE}"))
+            held.enter_context(FolderLock(log_dir, "--runs-dir / --job_name"))
+        return train_in(run_dir, log_dir, cfg, load, resume, stop_request, adopt)
+
+
+def train_in(run_dir: Path, log_dir: Path, cfg: RunConfig, load, resume, stop_request, adopt):
+    """train()'s work, in its run folder ``run_dir``, with TensorBoard's in ``log_dir``."""
     stop_request = stop_request or StopRequest()
     run_started = time.time()  # --time-limit counts from here, data decoding included
-    session = start_session(cfg, runs_dir, output_root, load, resume, adopt)
+    session = start_session(cfg, run_dir, load, resume, adopt)
     standing = resume_session(session) if resume else Standing()
     if standing.epoch >= cfg.epochs:  # nothing written: no TensorBoard file, no last.pth of other --epochs
         session.log(f"{standing.epoch} epochs are done already, --epochs is {cfg.epochs}: nothing to train, the "
@@ -230,8 +252,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
 
     # The validation labels never change: split their vessel trees into segments once.
     val_splits = [split_segments(val_set.labels[i].numpy(), val_set.fovs[i].numpy()) for i in range(len(val_set))]
-    writer = open_tensorboard(tensorboard_dir(runs_dir, cfg.spec.name, cfg.job_name), cfg, resume, standing.step,
-                              session.log) if is_main else None  # closed by the finally below
+    writer = open_tensorboard(log_dir, cfg, resume, standing.step, session.log) if is_main else None  # closed below
     if writer:  # val/mixed_segments draws the first of them
         writer.add_text("validation_images", ", ".join(val_set.names), standing.step)
     # Into a log file (PARALLEL=1, nohup) the bar writes a line a minute, not every step.
@@ -288,7 +309,7 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     return standing.best_f1, complete
 
 
-def start_session(cfg: RunConfig, runs_dir, output_root, load, resume, adopt) -> Session:
+def start_session(cfg: RunConfig, run_dir: Path, load, resume, adopt) -> Session:
     """Everything before the first step, cheapest checks first: the device, the folders, --load's
     weights, the memory a CPU step needs, then the data decoded and the networks built (and
     initialised from --load); says what the run is (rank 0)."""
@@ -300,13 +321,10 @@ def start_session(cfg: RunConfig, runs_dir, output_root, load, resume, adopt) ->
     seed_everything(cfg.seed)
     if device.type == "cuda":
         cuda_settings(cfg)
-    run_dir = cfg.run_dir(output_root)
-    check_folder(run_dir, "--output-root")  # before any data is decoded or epoch trained
-    check_folder(runs_dir, "--runs-dir")
-    check_folder(cfg.cache_dir, "--cache-dir")
     if not resume:
         last_state.check_nothing_to_overwrite(run_dir)
-    initial = read_initial_weights(load, cfg, adopt, cfg.input_size, ctx.is_main) if load else None  # fails now
+    size = cfg.input_size  # a DATASETS row of a size the networks cannot take fails here, before any file is read
+    initial = read_initial_weights(load, cfg, adopt, size, ctx.is_main) if load else None  # a wrong file fails now
 
     # Rank 0's choice on every rank: a CPU's bf16 is timed (cpu_bf16_speedup), once, not by every rank at once.
     amp_dtype = ctx.broadcast(amp_dtype_for(device, cfg.amp) if ctx.is_main else None)

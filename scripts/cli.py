@@ -2,6 +2,7 @@
 live in a terminal and a line a minute in a log file, and the names of its stops.
 """
 import argparse
+import io
 import os
 import signal
 import sys
@@ -15,6 +16,11 @@ BAR_INTERVAL = 0.1 if sys.stderr.isatty() else 60
 # "^C" the terminal echoed; in a log file nothing (no echo there, and no blank line).
 FRESH_LINE = "\n" if sys.stderr.isatty() else ""
 TIME_LIMIT_EXIT = 3  # train.py's exit status when --time-limit stopped it, last.pth saved
+
+# A file name that is not valid UTF-8 (Latin-1 from a Windows zip, say) is printed with escapes
+# (\udce9), not a traceback, whatever the locale (stderr does so already).
+if isinstance(sys.stdout, io.TextIOWrapper):
+    sys.stdout.reconfigure(errors="backslashreplace")
 
 
 def signal_name(signum) -> str:

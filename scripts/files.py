@@ -3,10 +3,21 @@ crash or a full disk leaves the earlier file), and output folders are checked be
 is done for them; what cannot be written is one line (ConfigError) naming the file or option."""
 import contextlib
 import csv
+import errno
 import io
+import json
 import os
+import re
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, FolderLock holds nothing
+    fcntl = None
 
 from PIL import Image
 
@@ -114,7 +125,22 @@ def atomic_write_csv(path, rows, fields):
     writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(escaped(buf.getvalue()), encoding="utf-8"))
+
+
+def escaped(text: str) -> str:
+    """``text`` as UTF-8 holds it: the bytes of a file name that are not UTF-8 (Latin-1 from a
+    Windows zip, say; Python holds them as surrogates) as escapes, caf\\xe9.tif. ``unescaped``
+    undoes it, so that a CSV read back names the file again."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name holds
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unescaped(text: str) -> str:
+    """``escaped`` undone: caf\\xe9.tif back to the name the file system holds."""
+    return re.sub(r"\\x([89a-f][0-9a-f])", lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
 
 
 def files_in(paths, exts, what: str, skip=lambda f: False) -> list:
@@ -150,3 +176,110 @@ def check_targets(sources, targets, overwrite: bool, clash: str):
     if taken:
         raise ConfigError(f"{taken[0]} exists{f' (and {len(taken) - 1} more)' if len(taken) > 1 else ''}: "
                           f"--overwrite replaces them")
+
+
+LOCK_FILE = ".in_use"  # names the command writing into a folder (FolderLock)
+
+
+class FolderLock:
+    """Holds an output folder for one command while it writes there: a second command writing
+    into the same folder at the same time would mix or drop the files of both, so it is refused in
+    one line naming the first. An advisory lock (flock) on a file naming the command, ``lock_file``
+    (default LOCK_FILE in the folder), which the system releases when the process ends, however
+    it ends (a process killed outright leaves the file, but not the lock). The folder holding
+    the lock file is created if need be, and removed again (with the parents this made) where
+    nothing was written into it, also when the lock was refused. Where the file system has no
+    locks (Windows; NFS without its lock service) a note says so and nothing is held. A context
+    manager."""
+
+    def __init__(self, folder, option: str, lock_file=None):
+        self.folder, self.option = Path(folder), option  # the option that names the folder, for the messages
+        self.path = Path(lock_file) if lock_file else self.folder / LOCK_FILE
+        self.made = []  # the folders this lock created, innermost first
+        self.fd = self.inode = None
+
+    def __enter__(self):
+        where = self.path.parent
+        self.made = [p for p in (where, *where.parents) if not p.exists()]
+        try:
+            make_folder(where, self.option)
+            if fcntl is None:
+                print(f"note: no file locks on this system: another command writing into {self.folder} at the same "
+                      f"time would not be refused", file=sys.stderr)
+            else:
+                self._take()
+        except BaseException:
+            self._remove_made()
+            raise
+        return self
+
+    def _take(self):
+        for _ in range(10):  # a holder may remove the file (or the folder) between our open and lock
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+            except FileNotFoundError:  # the folder went with its last holder's release
+                make_folder(self.path.parent, self.option)
+                continue
+            except OSError as exc:
+                raise ConfigError(f"{self.option} {self.folder}: cannot write in this folder "
+                                  f"({exc.strerror or exc})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = os.read(fd, 4096).decode("utf-8", "replace")
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise ConfigError(f"{self.option} {self.folder} is being written by another command "
+                                      f"({describe_holder(holder)}): wait until it ends, or choose another "
+                                      f"{self.option}") from None
+                print(f"note: cannot lock {self.path} ({exc.strerror or exc}): another command writing into "
+                      f"{self.folder} at the same time would not be refused", file=sys.stderr)
+                if not holder:  # the empty file this made
+                    with contextlib.suppress(OSError):
+                        self.path.unlink()
+                return
+            inode = os.fstat(fd).st_ino
+            if _inode(self.path) == inode:
+                self.fd, self.inode = fd, inode
+                holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                          "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:300]}
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps(holder).encode("utf-8", "backslashreplace"))
+                return
+            os.close(fd)  # locked a file its holder had just removed: take the new one
+        raise ConfigError(f"{self.option} {self.folder}: could not take its lock {self.path} (other commands kept "
+                          f"taking it)")
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            if _inode(self.path) == self.inode:  # still ours: gone before the lock is, so no one locks a removed file
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+            os.close(self.fd)
+            self.fd = None
+        self._remove_made()
+        return False
+
+    def _remove_made(self):
+        for folder in self.made:  # innermost first; a folder holding anything stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def _inode(path):
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def describe_holder(text: str) -> str:
+    """The words for a LOCK_FILE's holder: 'process 123 on host, since ..., python test.py ...'."""
+    try:
+        holder = json.loads(text)
+        return (f"process {holder['pid']} on {holder['host']}, since {holder['since']}: "
+                f"{holder['command']}")
+    except (ValueError, KeyError, TypeError):
+        return "a command starting just now"

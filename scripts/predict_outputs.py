@@ -16,7 +16,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from scripts.config import VARIANTS, ConfigError
 from scripts.evaluate import full_size_picture
-from scripts.files import atomic_write, atomic_write_csv, write_png
+from scripts.files import atomic_write, atomic_write_csv, unescaped, write_png
 from scripts.metrics import CLASS_COLOURS, class_map
 
 if TYPE_CHECKING:  # the inputs import this module's names; these are for the annotations only
@@ -144,11 +144,15 @@ def row(item, status, reason, w="", h="", fov_source="", stats=None, notes=""):
 
 
 def read_rows(path):
+    """predictions.csv's rows, their path and output naming the files again (``unescaped``)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM, if re-saved by a spreadsheet
-            return [r for r in csv.DictReader(f) if r.get("path")]
+            rows = [r for r in csv.DictReader(f) if r.get("path")]
     except (OSError, csv.Error, UnicodeDecodeError):
         return []
+    for r in rows:
+        r.update({k: unescaped(r[k]) for k in ("path", "output") if r.get(k)})
+    return rows
 
 
 def previous_rows_by_path(path):

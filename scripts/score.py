@@ -36,7 +36,7 @@ from .config import ConfigError, dataset_names, dataset_spec
 from .data import DataError, find_samples, load_truth, open_header, transparent, truth_fingerprint
 from .evaluate import default_workers, in_threads, score_image, usable_cores
 from .evaluation_outputs import RUNS_BEING_TESTED, STAGING, run_names
-from .files import atomic_write, atomic_write_csv, make_folder, write_png
+from .files import FolderLock, atomic_write, atomic_write_csv, write_png
 from .predict_outputs import OUTPUT_FILES, holds_a_run
 from .stopping import EXIT_STATUS, StopRequest, Terminated, said_of, signal_of, signals_handled_by
 
@@ -329,33 +329,33 @@ def score_folder(dataset, predictions, suffix="", data_root="./data", output=Non
     if inside:
         raise ConfigError(f"--output {out_dir}: its mixed_segments/, which this replaces, holds the predictions "
                           f"{inside[0]}: choose another --output")
-    replacing = check_output(out_dir, folders, overwrite)  # before the predictions are read: fails at once
-    samples = find_samples(data_root, spec, "test")
-    paths = [prediction_files(samples, folder, suffix, workers) for folder in folders]  # all checked first
-    if replacing:  # an earlier scoring's files (all its own)
-        print(f"note: the earlier scores in {out_dir} will be replaced once this scoring is complete (stopped or "
-              f"failed before, it leaves them as they are)", file=sys.stderr)
-    make_folder(out_dir, "--output")
+    with FolderLock(out_dir, "--output"):  # one scoring at a time in a folder; made here
+        replacing = check_output(out_dir, folders, overwrite)  # before the predictions are read: fails at once
+        samples = find_samples(data_root, spec, "test")
+        paths = [prediction_files(samples, folder, suffix, workers) for folder in folders]  # all checked first
+        if replacing:  # an earlier scoring's files (all its own)
+            print(f"note: the earlier scores in {out_dir} will be replaced once this scoring is complete (stopped or "
+                  f"failed before, it leaves them as they are)", file=sys.stderr)
 
-    def mark_ours():  # while no summary.json says so: a scoring stopped then is taken up again, never refused
-        atomic_write(out_dir / IN_PROGRESS, lambda tmp: Path(tmp).write_text(json.dumps({"scored": "in progress"})))
-    if not (out_dir / SUMMARY).exists():
-        mark_ours()
-    stage = out_dir / SCORES_STAGING
-    shutil.rmtree(stage, ignore_errors=True)  # (of a scoring killed outright)
-    stage.mkdir()
-    try:
-        summary = _score_into(stage, spec, folders, samples, paths, suffix, workers, settings)
-        mark_ours()
-        progress["phase"] = "publishing"
-        publish_scores(out_dir, stage)
-        progress["phase"] = "complete"
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    (out_dir / IN_PROGRESS).unlink(missing_ok=True)
-    pictures = f"{out_dir}/mixed_segments/<run>/" if several else f"{out_dir}/mixed_segments/"
-    print(f"wrote {out_dir}/metrics.csv, {out_dir}/{SUMMARY} and {pictures}", file=sys.stderr)
-    return summary
+        def mark_ours():  # while no summary.json says so: a scoring stopped then is taken up again, never refused
+            atomic_write(out_dir / IN_PROGRESS, lambda tmp: Path(tmp).write_text(json.dumps({"scored": "in progress"})))
+        if not (out_dir / SUMMARY).exists():
+            mark_ours()
+        stage = out_dir / SCORES_STAGING
+        shutil.rmtree(stage, ignore_errors=True)  # (of a scoring killed outright)
+        stage.mkdir()
+        try:
+            summary = _score_into(stage, spec, folders, samples, paths, suffix, workers, settings)
+            mark_ours()
+            progress["phase"] = "publishing"
+            publish_scores(out_dir, stage)
+            progress["phase"] = "complete"
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        (out_dir / IN_PROGRESS).unlink(missing_ok=True)
+        pictures = f"{out_dir}/mixed_segments/<run>/" if several else f"{out_dir}/mixed_segments/"
+        print(f"wrote {out_dir}/metrics.csv, {out_dir}/{SUMMARY} and {pictures}", file=sys.stderr)
+        return summary
 
 
 def _score_into(out_dir, spec, folders, samples, paths, suffix, workers, settings) -> dict:

@@ -1,5 +1,6 @@
 """Bad input gets a clear one-line error naming the file, before any work starts."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -239,6 +240,18 @@ def test_label_without_photograph(drive_copy):
         find_samples(drive_copy, SPEC, "test")
 
 
+def test_a_data_folder_not_found_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """A relative --data-root is read from the current folder (a command run from elsewhere than
+    the checkout); a link to a folder that is gone is named as such."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=re.escape(f"; nowhere is read from the current folder, {tmp_path}")):
+        find_samples("nowhere", SPEC, "training")
+    (tmp_path / "gone").symlink_to(tmp_path / "moved")
+    with pytest.raises(DataError, match=re.escape(f"; {tmp_path / 'gone'} is a link to {tmp_path / 'moved'}, which "
+                                                  f"does not exist")):
+        find_samples(tmp_path / "gone", SPEC, "training")
+
+
 def test_missing_folder_and_empty_split(drive_copy):
     shutil.rmtree(drive_copy / "DRIVE_AV" / "test" / "mask")
     with pytest.raises(DataError, match="missing folder .*test/mask"):
@@ -282,6 +295,7 @@ def test_every_file_is_checked_before_training_starts(drive_copy, tmp_path):
     (["--save-every", "inf"], "--save-every inf: must be a finite number of minutes, 0 or more"),
     (["--learning-rate", "inf"], "--learning-rate inf: must be a finite number above 0"),
     (["--job_name", "../escape"], "--job_name '../escape': must be a plain folder name"),
+    (["--job_name", os.fsdecode(b"caf\xe9")], "--job_name 'caf\\udce9': not valid UTF-8 text"),  # a Latin-1 name
     (["--device", "gpu"], "--device gpu: not a device; use cpu, cuda or cuda:N"),
     (["--resume"], "--resume: no saved run to continue, DRIVE_AV/default/last.pth not found"),
 ])

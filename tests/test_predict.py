@@ -321,6 +321,29 @@ def test_resume_reads_class_maps_of_older_versions_by_the_csv(setup, first):
     assert grey["notes"].startswith("a greyscale photograph") and grey["status"] == "ok"
 
 
+def test_a_file_name_that_is_not_utf8_is_written_with_escapes_and_resumed(setup, tmp_path):
+    """Latin-1 names (a Windows zip): segmented, their CSV row escaped (the CSV stays UTF-8),
+    and --resume finds that row again, also where the photograph is given otherwise (its folder
+    alone): no second row, no second set of outputs."""
+    inp = tmp_path / "in"
+    (inp / "sub").mkdir(parents=True)
+    latin1 = os.fsdecode(b"caf\xe9")
+    shutil.copy(setup["input"] / "01_test.tif", inp / "sub" / f"{latin1}.tif")
+    out = tmp_path / "out"
+    proc = cli("--weights", setup["run_a"], "--input", inp, "--output", out, "--no-overlay")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "sub" / f"{latin1}_classes.png").is_file()  # the outputs keep the name's bytes
+    (row,) = read_rows(out)  # as any CSV reader sees it, and as predict.py reads it back:
+    assert (row["path"], row["output"]) == (f"{inp}/sub/caf\\xe9.tif", "sub/caf\\xe9")
+    (row,) = outputs.read_rows(out / "predictions.csv")
+    assert (row["path"], row["output"]) == (f"{inp}/sub/{latin1}.tif", f"sub/{latin1}")
+    shutil.copy(setup["input"] / "01_test.tif", inp / "sub" / "plain.tif")
+    proc = cli("--weights", setup["run_a"], "--input", inp / "sub", "--output", out, "--no-overlay", "--resume")
+    assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
+    assert [r["output"] for r in read_rows(out)] == ["sub/caf\\xe9", "plain"]  # by path
+    assert sorted(p.name for p in out.rglob("*_classes.png")) == sorted(["plain_classes.png", f"{latin1}_classes.png"])
+
+
 def test_an_earlier_run_in_the_output_folder_is_resumed_or_replaced_never_mixed(setup):
     """Without --resume or --overwrite a folder holding an earlier run is refused in one line,
     nothing touched; --overwrite deletes the files of that run (and only those) first, so the
@@ -378,23 +401,28 @@ def test_overwrite_leaves_a_run_of_its_own_in_a_sub_folder_alone(tmp_path):
 def test_output_folders_inside_each_other_are_refused_before_any_file_is_written(setup, tmp_path):
     """A run into a sub-folder of another run's output where that run has files, or one whose
     outputs would land in a sub-folder holding a run of its own, would overwrite files the other
-    run's CSV names: one line, nothing written. Runs whose files do not meet are allowed."""
+    run's CSV names: one line, nothing written (the folders' times aside: the refused run's lock
+    file comes and goes). Runs whose files do not meet are allowed."""
+
+    def files_and_times():
+        return {p: p.stat().st_mtime_ns if p.is_file() else "folder" for p in tmp_path.rglob("*")}
+
     sub = setup["input"] / "sub"
     outer, inner = tmp_path / "outer", tmp_path / "other" / "deeper"
     assert cli("--weights", setup["run_a"], "--input", sub, "--output", outer).returncode == 1  # one bad image
-    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    stamps = files_and_times()
     proc = cli("--weights", setup["run_b"], "--input", sub / "deeper", "--output", outer / "deeper")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: --output {outer / 'deeper'} lies inside {outer}, the output folder of another run with files "
         f"there: they would mix; choose an --output outside it"]
-    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == stamps  # nothing written
+    assert files_and_times() == stamps  # nothing written
     assert cli("--weights", setup["run_b"], "--input", sub / "deeper", "--output", inner).returncode == 0
-    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    stamps = files_and_times()
     proc = cli("--weights", setup["run_a"], "--input", sub, "--output", tmp_path / "other")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: --output {tmp_path / 'other'}: the outputs of {sub / 'deeper' / 'grey16.tif'} would go to {inner}, "
         f"which holds another run (its predictions.csv or predict_run.json); choose another --output"]
-    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == stamps  # nothing written
+    assert files_and_times() == stamps  # nothing written
     # Around a run of its own, with no file there: allowed, and that run resumes as before.
     assert cli("--weights", setup["run_a"], "--input", sub / "grey.png", "--output", tmp_path / "other").returncode == 0
     proc = cli("--weights", setup["run_b"], "--input", sub / "deeper", "--output", inner, "--resume")

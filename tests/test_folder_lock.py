@@ -1,0 +1,127 @@
+"""Two commands never write into one folder at once: train.py's run folder and the --output of
+test.py, predict.py and scripts.score are held (scripts.files.FolderLock) while they write, and a
+second command into the same folder is refused in one line naming the first. A lock is never
+left behind, even by a process killed outright."""
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import predict
+import test as test_script
+import train
+from scripts import score
+from scripts.bfnet import Networks
+from scripts.checkpoint import save_best
+from scripts.config import ConfigError, RunConfig
+from scripts.files import LOCK_FILE, FolderLock
+from tests.conftest import ROOT
+
+
+def test_a_folder_held_by_one_command_is_refused_to_another_naming_the_first(tmp_path):
+    folder = tmp_path / "made" / "out"
+    with FolderLock(folder, "--output"):
+        assert folder.is_dir() and (folder / LOCK_FILE).is_file()
+        with pytest.raises(ConfigError) as refused:
+            FolderLock(folder, "--output").__enter__()  # another open file: as another process
+        message = str(refused.value)
+        assert message.startswith(f"--output {folder} is being written by another command (process {os.getpid()} "
+                                  f"on {socket.gethostname()}, since ")
+        assert message.endswith(": wait until it ends, or choose another --output") and "\n" not in message
+        (folder / "result.txt").write_text("kept")
+    assert not (folder / LOCK_FILE).exists() and (folder / "result.txt").is_file()  # the lock goes, results stay
+    with FolderLock(folder, "--output"):  # free again
+        pass
+
+
+def test_a_folder_the_lock_made_and_nothing_was_written_into_goes_again(tmp_path):
+    with FolderLock(tmp_path / "a" / "b", "--output"):
+        pass
+    assert list(tmp_path.iterdir()) == []  # b and the parent a it made: a refused or failed command leaves nothing
+    (tmp_path / "there").mkdir()
+    with FolderLock(tmp_path / "there", "--output"):
+        pass
+    assert (tmp_path / "there").is_dir()  # a folder the user had stays
+
+
+def test_a_command_killed_outright_leaves_no_lock(tmp_path):
+    """SIGKILL: its lock file stays on disk, but the system has released the lock."""
+    code = ("import os, sys; from scripts.files import FolderLock; FolderLock(sys.argv[1], '--output').__enter__(); "
+            "os.kill(os.getpid(), 9)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], cwd=ROOT, timeout=120)
+    assert done.returncode == -signal.SIGKILL and (tmp_path / "out" / LOCK_FILE).is_file()
+    with FolderLock(tmp_path / "out", "--output"):
+        pass
+
+
+def test_a_failed_lock_leaves_no_folder_and_a_file_system_without_locks_is_noted(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from scripts import files
+    real_open = os.open
+    monkeypatch.setattr(files.os, "open", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    with pytest.raises(ConfigError, match="cannot write in this folder \\(Permission denied\\)"):
+        FolderLock(tmp_path / "a" / "b", "--output").__enter__()
+    assert list(tmp_path.iterdir()) == []  # the folders it made went again
+    monkeypatch.setattr(files.os, "open", real_open)
+
+    def no_locks(fd, how):  # NFS without its lock service
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(files.fcntl, "flock", no_locks)
+    with FolderLock(tmp_path / "out", "--output"):  # not refused: the command goes on, unguarded, and says so
+        (tmp_path / "out" / "result.txt").write_text("written")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["result.txt"]
+    assert capsys.readouterr().err.startswith(f"note: cannot lock {tmp_path / 'out' / LOCK_FILE} (No locks "
+                                              f"available): another command writing into {tmp_path / 'out'} at the "
+                                              f"same time would not be refused")
+
+
+def one_line_refusal(main, argv):
+    """``main(argv)`` in this process: exit status 2 and one line saying the folder is held."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
+            pytest.raises(SystemExit) as info:
+        main([*map(str, argv)])
+    lines = [line for line in err.getvalue().splitlines() if line.strip() and not line.startswith("note:")]
+    assert info.value.code == 2 and len(lines) == 1, err.getvalue()
+    assert "is being written by another command (process" in lines[0], lines[0]
+    return lines[0]
+
+
+def test_every_command_that_writes_a_folder_is_refused_while_another_writes_it(real_data, tmp_path):
+    """train.py (a run folder: its checkpoints would be mixed), test.py and scripts.score (their
+    pictures and summaries), predict.py (its predictions.csv): refused before any work, and what
+    the holder wrote is untouched."""
+    run = tmp_path / "o" / "DRIVE_AV" / "default"
+    beside = run.parent / f".default{LOCK_FILE}"  # the run folder itself appears with the first checkpoint
+    with FolderLock(run, "--job_name", lock_file=beside):
+        line = one_line_refusal(train.main, ["--data-root", real_data, "--epochs", "1", "--image-size", 64, 64,
+                                             "--base-width", 4, "--output-root", tmp_path / "o", "--runs-dir",
+                                             tmp_path / "runs", "--cache-dir", tmp_path / "c", "--device", "cpu"])
+        assert line.startswith(f"error: --job_name {run} is being written") and list(run.parent.iterdir()) == [beside]
+        assert not (tmp_path / "c").exists()  # refused before any photograph was decoded
+    # A run of this name in another --output-root, writing its curves where this one would set them aside:
+    with FolderLock(tmp_path / "runs" / "DRIVE_AV_default", "--runs-dir"):
+        line = one_line_refusal(train.main, ["--data-root", real_data, "--epochs", "1", "--image-size", 64, 64,
+                                             "--base-width", 4, "--output-root", tmp_path / "o2", "--runs-dir",
+                                             tmp_path / "runs", "--cache-dir", tmp_path / "c", "--device", "cpu"])
+        assert line.startswith(f"error: --runs-dir / --job_name {tmp_path / 'runs' / 'DRIVE_AV_default'} is being")
+        assert not (tmp_path / "o2").exists()
+    weights = tmp_path / "weights"
+    save_best(weights, Networks("sigmoid", 4), RunConfig(base_width=4, image_size=(64, 64)), 1, 0.5)
+    out = tmp_path / "out"
+    with FolderLock(out, "--output"):
+        (out / "summary.json").write_text("{}")  # the holder's
+        one_line_refusal(test_script.main, ["--load", weights, "--data-root", real_data, "--output", out,
+                                            "--cache-dir", tmp_path / "c", "--device", "cpu"])
+        one_line_refusal(predict.main, ["--weights", weights, "--input", real_data / "DRIVE_AV" / "test" / "images",
+                                        "--output", out, "--device", "cpu"])
+        one_line_refusal(score.main, ["--dataset", "DRIVE_AV", "--predictions", weights, "--data-root", real_data,
+                                      "--output", out])
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "summary.json"]
+        assert (out / "summary.json").read_text() == "{}"
