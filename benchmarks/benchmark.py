@@ -30,7 +30,9 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,7 +44,7 @@ from PIL import Image  # noqa: E402
 from scripts import metrics  # noqa: E402
 from scripts.bfnet import Networks, Trainer  # noqa: E402
 from scripts.cli import ArgumentParser  # noqa: E402
-from scripts.config import VARIANTS, ConfigError, RunConfig, dataset_names, dataset_spec  # noqa: E402
+from scripts.config import VARIANTS, ConfigError, DatasetSpec, RunConfig, dataset_names, dataset_spec  # noqa: E402
 from scripts.data import (augment, find_samples, load_resized, load_sample, load_tensor_set,  # noqa: E402
                           normalize)
 from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, keep_freed_memory, no_amp_reason,  # noqa: E402
@@ -95,152 +97,203 @@ def straightforward_metrics(label, rgb, fov):
     return out, weights
 
 
-def worker(args):
+PICTURES = ROOT / ".cache" / "benchmark" / "png"  # the test rows' pictures
+
+
+@dataclass
+class Setting:
+    """What every measurement of one configuration shares."""
+    args: argparse.Namespace
+    tuned: bool                        # the project's defaults; False: the plain configuration
+    device: torch.device
+    spec: DatasetSpec
+    cfg: RunConfig
+    amp: Optional[torch.dtype]         # training's mixed precision (None: fp32)
+    memory_format: torch.memory_format  # training's
+    samples: list                      # training photographs timed
+    cache: Optional[Path]              # tuned: the decoded-once cache; plain decodes from file
+
+    @property
+    def size(self):
+        return self.cfg.input_size
+
+
+def setting_of(args) -> Setting:
     tuned = args.config == "tuned"
     device = torch.device(args.device)
     spec = dataset_spec(args.dataset)
     cfg = RunConfig(dataset=spec.name, activation=args.activation, base_width=args.base_width,
                     image_size=tuple(args.image_size) if args.image_size else None, batch_size=args.batch_size,
                     amp_discriminator=not args.no_amp_discriminator, tf32=args.tf32)
-    size = cfg.input_size
-    torch.manual_seed(0)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = tuned
-        set_tf32(args.tf32)  # off: true fp32 in plain's training, as the paper's T4 (no TF32)
     amp = amp_dtype_for(device, tuned)  # training; evaluation is fp32 unless --amp
-    # tuned: train.py's layout for this device and precision, channels_last for evaluation as test.py
+    # tuned: train.py's layout for this device and precision (channels_last for evaluation, as test.py)
     memory_format = training_memory_format(device, amp) if tuned else torch.contiguous_format
-    channels_last = tuned
-    samples = find_samples(args.data_root, spec, "training")[:max(args.batch_size, 4)]
-    cache = ROOT / ".cache" / "benchmark" / spec.name if tuned else None
-    kept = tuned and keep_freed_memory()  # as train.py, test.py and predict.py do
-    result = {"training_precision": describe_precision(amp, cfg.amp_discriminator, args.tf32 and device.type == "cuda"),
-              "training_memory_format": "channels_last" if memory_format == torch.channels_last else "contiguous",
+    return Setting(args, tuned, device, spec, cfg, amp, memory_format,
+                   samples=find_samples(args.data_root, spec, "training")[:max(args.batch_size, 4)],
+                   cache=ROOT / ".cache" / "benchmark" / spec.name if tuned else None)
+
+
+def worker(args):
+    """One configuration, in a child process of its own: its measurements as a JSON line on stdout."""
+    s = setting_of(args)
+    torch.manual_seed(0)
+    if s.device.type == "cuda":
+        torch.backends.cudnn.benchmark = s.tuned
+        set_tf32(args.tf32)  # off: true fp32 in plain's training, as the paper's T4 (no TF32)
+    kept = s.tuned and keep_freed_memory()  # as train.py, test.py and predict.py do
+    result = {"training_precision": describe_precision(s.amp, s.cfg.amp_discriminator,
+                                                       args.tf32 and s.device.type == "cuda"),
+              "training_memory_format": "channels_last" if s.memory_format == torch.channels_last else "contiguous",
               "freed_memory_kept": kept}
+    result.update(measure_data_loading(s))
+    nets = Networks(s.cfg.activation, s.cfg.base_width).to(s.device, memory_format=s.memory_format)
+    if not args.skip_train:
+        result.update(measure_training(s, nets))
+    result.update(measure_inference(s, nets))
+    result.update(measure_test_image(s, nets))
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if s.device.type == "cuda":  # before the test-set row, as peak_rss_mib
+        result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(s.device) / 2 ** 20
+    result.update(measure_test_set(s, nets))
+    print(json.dumps(result))
 
-    # Data loading per image: decode + resize from file (plain) or read the cache (tuned).
-    if cache:
-        load_tensor_set(samples, size, cache)  # fill the cache (not timed)
+
+def measure_data_loading(s: Setting) -> dict:
+    """Data loading per image: decode + resize from file (plain) or read the cache (tuned)."""
+    if s.cache:
+        load_tensor_set(s.samples, s.size, s.cache)  # fill the cache (not timed)
     start = time.perf_counter()
-    for s in samples:
-        load_resized(s, size, cache)
-    result["data_load_s_per_image"] = (time.perf_counter() - start) / len(samples)
+    for sample in s.samples:
+        load_resized(sample, s.size, s.cache)
+    return {"data_load_s_per_image": (time.perf_counter() - start) / len(s.samples)}
 
-    nets = Networks(cfg.activation, cfg.base_width).to(device, memory_format=memory_format)
-    if tuned and args.compile:  # in place and before the Trainer, which holds the modules (as train.py)
+
+def measure_training(s: Setting, nets) -> dict:
+    """The whole training step of DESIGN.md section 4 (the four networks), batch --batch-size:
+    tuned from the data held on the device, plain decoding every photograph of the batch again."""
+    args, device = s.args, s.device
+    if s.tuned and args.compile:  # in place and before the Trainer, which holds the modules (as train.py)
         for m in (nets.G, nets.G_A, nets.G_V, nets.D):
             m.compile()
-    trainer = Trainer(nets, cfg, amp, fused=tuned and device.type == "cuda")
-    step_fn = trainer.step
+    trainer = Trainer(nets, s.cfg, s.amp, fused=s.tuned and device.type == "cuda")
     gen = torch.Generator().manual_seed(0)
-    resident = load_tensor_set(samples, size, cache).to(device) if tuned else None
+    resident = load_tensor_set(s.samples, s.size, s.cache).to(device) if s.tuned else None
 
     def train_step():
         idx = torch.arange(args.batch_size)
-        if tuned:
+        if s.tuned:
             images, labels, fovs = resident.images[idx.to(device)], resident.labels[idx.to(device)], None
         else:  # decode every photograph of the batch again, as the original loader did
-            items = [load_resized(samples[i], size) for i in idx.tolist()]
+            items = [load_resized(s.samples[i], s.size) for i in idx.tolist()]
             images = torch.from_numpy(np.stack([i[0] for i in items])).permute(0, 3, 1, 2).to(device)
             labels = torch.from_numpy(np.stack([i[1] for i in items])).to(device)
             fovs = torch.from_numpy(np.stack([i[2] for i in items])).to(device)  # turned too, as there
         x, y, _ = augment(images.float() / 255, labels.long(), fovs, gen)
-        step_fn(normalize(x).contiguous(memory_format=memory_format), y)
+        trainer.step(normalize(x).contiguous(memory_format=s.memory_format), y)
 
     nets.train()
-    if not args.skip_train:
-        for _ in range(args.warmup):
-            train_step()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        result["train_s_per_step"] = timed(train_step, device, args.steps)
-        result["train_images_per_s"] = args.batch_size / result["train_s_per_step"]
-        if device.type == "cuda":  # the training steps' own peak (the later rows' autotuning adds to the overall one)
-            result["cuda_train_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    for _ in range(args.warmup):
+        train_step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    result = {"train_s_per_step": timed(train_step, device, args.steps)}
+    result["train_images_per_s"] = args.batch_size / result["train_s_per_step"]
+    if device.type == "cuda":  # the training steps' own peak (the later rows' autotuning adds to the overall one)
+        result["cuda_train_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return result
 
-    # Inference at the network size, one image (tuned: fp32 as test.py runs it, BatchNorm folded
-    # as test.py and predict.py do, and with --amp).
-    if tuned:
+
+def measure_inference(s: Setting, nets) -> dict:
+    """Inference at the network size, one image; tuned as test.py runs it (BatchNorm folded, fp32,
+    channels_last) and with --amp; with --compile also predict.py --compile and its compile time.
+    Leaves ``nets`` as test.py holds them (tuned: folded)."""
+    args, device, result = s.args, s.device, {}
+    if s.tuned:
         nets.fold_for_inference()
-    nets.to(memory_format=MEMORY_FORMAT if tuned else torch.contiguous_format)
-    images = load_tensor_set(samples[:1], size, cache).images
-    for key, dtype in (("inference_s_per_image", None), ("inference_amp_s_per_image", amp)):
-        if key.startswith("inference_amp") and not (tuned and amp):
+    nets.to(memory_format=MEMORY_FORMAT if s.tuned else torch.contiguous_format)
+    images = load_tensor_set(s.samples[:1], s.size, s.cache).images
+    for key, dtype in (("inference_s_per_image", None), ("inference_amp_s_per_image", s.amp)):
+        if key.startswith("inference_amp") and not (s.tuned and s.amp):
             continue
-        infer = functools.partial(predict_probs, nets, images, 1, device, dtype, channels_last)
+        infer = functools.partial(predict_probs, nets, images, 1, device, dtype, s.tuned)
         for _ in range(args.warmup):
             infer()
         result[key] = timed(infer, device, args.steps)
-
-    if tuned and args.compile:  # predict.py --compile: inductor, weights frozen (compile time reported)
-        frozen = Networks(cfg.activation, cfg.base_width).to(device, memory_format=MEMORY_FORMAT)
+    if s.tuned and args.compile:  # predict.py --compile: inductor, weights frozen
+        frozen = Networks(s.cfg.activation, s.cfg.base_width).to(device, memory_format=MEMORY_FORMAT)
         start = time.perf_counter()
         compile_for_inference(frozen)
         predict_probs(frozen, images, 1, device)
         result["inference_compile_s"] = time.perf_counter() - start
         result["inference_compiled_s_per_image"] = timed(lambda: predict_probs(frozen, images, 1, device),
                                                          device, args.steps)
+    return result
 
-    # test.py per image: input, network, resize back, FOV, all metrics, the PNGs.
-    test_sample = find_samples(args.data_root, spec, "test")[0]
-    out = ROOT / ".cache" / "benchmark" / "png"
 
-    def plain_test_image(sample=test_sample):  # the original's way: decode everything again, metrics per class
-        _, label, fov = load_sample(sample)
-        x = load_tensor_set([sample], size).images
-        probs = predict_probs(nets, x, 1, device, None, channels_last=False)
-        raw = full_size_picture(probs[0], (label.shape[1], label.shape[0]), fov, cfg.activation)
-        small = (probs[0, :3] * 255).byte().permute(1, 2, 0).numpy()
-        straightforward_metrics(label, raw, fov)
-        out.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(raw).save(out / f"plain_raw_{sample.name}.png")
-        Image.fromarray(small).save(out / f"plain_small_{sample.name}.png")
+def measure_test_image(s: Setting, nets) -> dict:
+    """test.py per image (input, network, resize back, FOV, all metrics, the PNGs), and its
+    metrics alone: plain the original's way (everything decoded again, metrics per class),
+    tuned test.py's own code (segment metric included), also with --amp."""
+    args, device, size, activation = s.args, s.device, s.size, s.cfg.activation
+    sample = find_samples(args.data_root, s.spec, "test")[0]
 
-    def tuned_test_image(dtype):  # test.py's own code for one image (segment metric included)
-        x = load_tensor_set([test_sample], size, cache).images
-        probs = predict_probs(nets, x, 1, device, dtype)
-        for _ in evaluate_images([test_sample], [probs], [cfg.activation], [out / "tuned"], 1):
+    def tuned_test_image(dtype):
+        probs = predict_probs(nets, load_tensor_set([sample], size, s.cache).images, 1, device, dtype)
+        for _ in evaluate_images([sample], [probs], [activation], [PICTURES / "tuned"], 1):
             pass
 
-    runs = [("test_s_per_image", plain_test_image)]
-    if tuned:
+    runs = [("test_s_per_image", lambda: plain_test_image(s, nets, sample))]
+    if s.tuned:
         runs = [("test_s_per_image", lambda: tuned_test_image(None))]
-        if amp:
-            runs.append(("test_amp_s_per_image", lambda: tuned_test_image(amp)))
+        if s.amp:
+            runs.append(("test_amp_s_per_image", lambda: tuned_test_image(s.amp)))
+    result = {}
     for key, fn in runs:
         fn()  # warm-up (and fills the cache)
         result[key] = timed(fn, device, max(1, args.steps))
-    _, label, fov = load_sample(test_sample)
-    raw = full_size_picture(predict_probs(nets, load_tensor_set([test_sample], size, cache).images, 1, device)[0],
-                            (label.shape[1], label.shape[0]), fov, cfg.activation)
+    _, label, fov = load_sample(sample)
+    raw = full_size_picture(predict_probs(nets, load_tensor_set([sample], size, s.cache).images, 1, device)[0],
+                            (label.shape[1], label.shape[0]), fov, activation)
     start = time.perf_counter()
-    (metrics.evaluate_image if tuned else straightforward_metrics)(label, raw, fov)
+    (metrics.evaluate_image if s.tuned else straightforward_metrics)(label, raw, fov)
     result["metrics_s_per_image"] = time.perf_counter() - start
+    return result
 
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if device.type == "cuda":
-        result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20  # before the test-set row, as peak_rss_mib
 
-    # test.py over several test images, as a whole: plain one image after the other; tuned as
-    # test.py runs, every prediction first, then evaluate_images with its default workers (the
-    # networks' kept memory given back in between).
-    test_set = find_samples(args.data_root, spec, "test")[:args.test_images]
-    if tuned:  # fill the cache and, on CUDA, let cuDNN autotune batch 2's shapes (not timed)
-        predict_probs(nets, load_tensor_set(test_set, size, cache).images[:2], 2, device)
+def plain_test_image(s: Setting, nets, sample):
+    """One test image the original's way: everything decoded again, the network, the resize back,
+    metrics by one pass per class, the PNGs at the default compression."""
+    _, label, fov = load_sample(sample)
+    probs = predict_probs(nets, load_tensor_set([sample], s.size).images, 1, s.device, None, channels_last=False)
+    raw = full_size_picture(probs[0], (label.shape[1], label.shape[0]), fov, s.cfg.activation)
+    small = (probs[0, :3] * 255).byte().permute(1, 2, 0).numpy()
+    straightforward_metrics(label, raw, fov)
+    PICTURES.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(raw).save(PICTURES / f"plain_raw_{sample.name}.png")
+    Image.fromarray(small).save(PICTURES / f"plain_small_{sample.name}.png")
+
+
+def measure_test_set(s: Setting, nets) -> dict:
+    """test.py over --test-images test images, as a whole: plain one image after the other (its
+    per-image way above); tuned as test.py runs, every prediction first, then evaluate_images
+    with its default workers (the networks' kept memory given back in between)."""
+    args, device, size = s.args, s.device, s.size
+    test_set = find_samples(args.data_root, s.spec, "test")[:args.test_images]
+    if s.tuned:  # fill the cache and, on CUDA, let cuDNN autotune batch 2's shapes (not timed)
+        predict_probs(nets, load_tensor_set(test_set, size, s.cache).images[:2], 2, device)
 
     def test_set_run():
-        if not tuned:
+        if not s.tuned:
             for sample in test_set:
-                plain_test_image(sample)
+                plain_test_image(s, nets, sample)
             return
-        probs = predict_probs(nets, load_tensor_set(test_set, size, cache).images, 2, device)
+        probs = predict_probs(nets, load_tensor_set(test_set, size, s.cache).images, 2, device)
         release_freed_memory()
-        for _ in evaluate_images(test_set, [probs], [cfg.activation], [out / "tuned_set"], default_workers()):
+        for _ in evaluate_images(test_set, [probs], [s.cfg.activation], [PICTURES / "tuned_set"], default_workers()):
             pass
-    result["test_set_images"], result["test_set_workers"] = len(test_set), default_workers() if tuned else 1
-    result["test_set_s_per_image"] = timed(test_set_run, device, 1) / len(test_set)
-    result["test_set_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # all of it
-    print(json.dumps(result))
+    return {"test_set_images": len(test_set), "test_set_workers": default_workers() if s.tuned else 1,
+            "test_set_s_per_image": timed(test_set_run, device, 1) / len(test_set),
+            "test_set_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # all of it
 
 
 ROWS = [("train_s_per_step", "training step (s)", False),
