@@ -215,11 +215,19 @@ class FolderLock:
 
     def _take(self):
         for _ in range(10):  # a holder may remove the file (or the folder) between our open and lock
+            writable = True
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
             except FileNotFoundError:  # the folder went with its last holder's release
                 make_folder(self.path.parent, self.option)
                 continue
+            except PermissionError as exc:  # another user's lock file (in a group's folder): it can still be locked
+                writable = False
+                try:
+                    fd = os.open(self.path, os.O_RDONLY)
+                except OSError:
+                    raise ConfigError(f"{self.option} {self.folder}: cannot write in this folder "
+                                      f"({exc.strerror or exc})") from None
             except OSError as exc:
                 raise ConfigError(f"{self.option} {self.folder}: cannot write in this folder "
                                   f"({exc.strerror or exc})") from None
@@ -239,6 +247,12 @@ class FolderLock:
                         self.path.unlink()
                 return
             inode = os.fstat(fd).st_ino
+            if not writable:  # left by a command that has ended: replaced by one of ours
+                if _inode(self.path) == inode:
+                    with contextlib.suppress(OSError):
+                        self.path.unlink()
+                os.close(fd)
+                continue
             if _inode(self.path) == inode:
                 self.fd, self.inode = fd, inode
                 holder = {"pid": os.getpid(), "host": socket.gethostname(),

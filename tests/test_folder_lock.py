@@ -81,6 +81,27 @@ def test_a_failed_lock_leaves_no_folder_and_a_file_system_without_locks_is_noted
                                               f"same time would not be refused")
 
 
+def test_a_lock_file_another_user_left_is_replaced_not_a_refusal(tmp_path, monkeypatch):
+    """A group's shared folder: the lock file of a colleague's command that was killed outright,
+    which this user cannot write. No command holds it, so it is replaced by one of this user's."""
+    from scripts import files
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_FILE).write_text('{"pid": 1, "host": "elsewhere", "since": "yesterday", "command": "python test.py"}')
+    real_open = os.open
+
+    def as_another_user(path, flags, *mode):  # (tests run as root, who may write anything)
+        if flags & os.O_RDWR and os.path.exists(path) and "elsewhere" in open(path).read():
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *mode)
+    monkeypatch.setattr(files.os, "open", as_another_user)
+    with FolderLock(out, "--output"):
+        assert f'"pid": {os.getpid()}' in (out / LOCK_FILE).read_text()
+        with pytest.raises(ConfigError, match="is being written by another command"):
+            FolderLock(out, "--output").__enter__()
+    assert list(out.iterdir()) == []
+
+
 def one_line_refusal(main, argv):
     """``main(argv)`` in this process: exit status 2 and one line saying the folder is held."""
     err = io.StringIO()
