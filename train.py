@@ -223,23 +223,15 @@ def train(cfg: RunConfig, runs_dir="./runs", output_root=".", load=None, resume=
     run_dir, log_dir = cfg.run_dir(output_root), tensorboard_dir(runs_dir, cfg.spec.name, cfg.job_name)
     for folder, option in ((run_dir, "--output-root"), (runs_dir, "--runs-dir"), (cfg.cache_dir, "--cache-dir")):
         check_folder(folder, option)  # before any data is decoded or epoch trained
-    with ExitStack() as held:
-        if distributed.launched_as_rank_zero():  # rank 0 holds them for all
-            # One train.py at a time in a run folder (two would mix their checkpoints); its lock
-            # file lies beside it: the folder appears with the first checkpoint (train.sh and
-            # test.sh take a folder for a seed started). And in its TensorBoard folder, where a
-            # new run sets an earlier run's curves aside.
-            held.enter_context(FolderLock(run_dir, "--job_name", lock_file=run_dir.parent / f".{run_dir.name}"
-                                                                            f"{LOCK_FILE}"))
-            held.enter_context(FolderLock(log_dir, "--runs-dir / --job_name"))
-        return train_in(run_dir, log_dir, cfg, load, resume, stop_request, adopt)
+    with ExitStack() as held:  # the run's folders, held while it trains (hold_run_folders)
+        return train_in(run_dir, log_dir, cfg, load, resume, stop_request, adopt, held)
 
 
-def train_in(run_dir: Path, log_dir: Path, cfg: RunConfig, load, resume, stop_request, adopt):
+def train_in(run_dir: Path, log_dir: Path, cfg: RunConfig, load, resume, stop_request, adopt, held: ExitStack):
     """train()'s work, in its run folder ``run_dir``, with TensorBoard's in ``log_dir``."""
     stop_request = stop_request or StopRequest()
     run_started = time.time()  # --time-limit counts from here, data decoding included
-    session = start_session(cfg, run_dir, load, resume, adopt)
+    session = start_session(cfg, run_dir, log_dir, load, resume, adopt, held)
     standing = resume_session(session) if resume else Standing()
     if standing.epoch >= cfg.epochs:  # nothing written: no TensorBoard file, no last.pth of other --epochs
         session.log(f"{standing.epoch} epochs are done already, --epochs is {cfg.epochs}: nothing to train, the "
@@ -309,10 +301,11 @@ def train_in(run_dir: Path, log_dir: Path, cfg: RunConfig, load, resume, stop_re
     return standing.best_f1, complete
 
 
-def start_session(cfg: RunConfig, run_dir: Path, load, resume, adopt) -> Session:
-    """Everything before the first step, cheapest checks first: the device, the folders, --load's
-    weights, the memory a CPU step needs, then the data decoded and the networks built (and
-    initialised from --load); says what the run is (rank 0)."""
+def start_session(cfg: RunConfig, run_dir: Path, log_dir: Path, load, resume, adopt, held: ExitStack) -> Session:
+    """Everything before the first step, cheapest checks first: the device, the run's folders held,
+    --load's weights, the memory a CPU step needs, then the data decoded and the networks built
+    (and initialised from --load); says what the run is (rank 0)."""
+    size = cfg.input_size  # a DATASETS row of a size the networks cannot take fails here, before any file is read
     device = pick_device(cfg.device)
     keep_freed_memory()
     ctx = distributed.init(device.type)
@@ -321,9 +314,9 @@ def start_session(cfg: RunConfig, run_dir: Path, load, resume, adopt) -> Session
     seed_everything(cfg.seed)
     if device.type == "cuda":
         cuda_settings(cfg)
+    hold_run_folders(held, ctx, run_dir, log_dir)
     if not resume:
         last_state.check_nothing_to_overwrite(run_dir)
-    size = cfg.input_size  # a DATASETS row of a size the networks cannot take fails here, before any file is read
     initial = read_initial_weights(load, cfg, adopt, size, ctx.is_main) if load else None  # a wrong file fails now
 
     # Rank 0's choice on every rank: a CPU's bf16 is timed (cpu_bf16_speedup), once, not by every rank at once.
@@ -351,6 +344,24 @@ def start_session(cfg: RunConfig, run_dir: Path, load, resume, adopt) -> Session
                                                       if not k.startswith("D.")}})
         session.log(f"initialised generators from {load}")
     return session
+
+
+def hold_run_folders(held: ExitStack, ctx, run_dir: Path, log_dir: Path):
+    """One train.py at a time in a run folder (two would mix their checkpoints), its lock file
+    beside it (the folder appears with the first checkpoint: train.sh and test.sh take a folder
+    for a seed started); and in its TensorBoard folder, where a new run sets an earlier run's
+    curves aside. Rank 0 holds them for all; a refusal is every rank's, so none waits for it."""
+    refusal = None
+    if ctx.is_main:
+        try:
+            held.enter_context(FolderLock(run_dir, "--output-root / --job_name",
+                                          lock_file=run_dir.parent / f".{run_dir.name}{LOCK_FILE}"))
+            held.enter_context(FolderLock(log_dir, "--runs-dir / --job_name"))
+        except ConfigError as exc:
+            refusal = str(exc)
+    refusal = ctx.broadcast(refusal)
+    if refusal:
+        raise ConfigError(refusal)
 
 
 def resume_session(session: Session) -> Standing:

@@ -139,7 +139,11 @@ def escaped(text: str) -> str:
 
 
 def unescaped(text: str) -> str:
-    """``escaped`` undone: caf\\xe9.tif back to the name the file system holds."""
+    """``escaped`` undone: caf\\xe9.tif back to the name the file system holds. (A name that
+    holds a backslash and x and two hex digits itself is read as escaped; on Windows, whose
+    names are always text and use backslashes, nothing is undone.)"""
+    if os.name != "posix":
+        return text
     return re.sub(r"\\x([89a-f][0-9a-f])", lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
 
 
@@ -188,9 +192,9 @@ class FolderLock:
     (default LOCK_FILE in the folder), which the system releases when the process ends, however
     it ends (a process killed outright leaves the file, but not the lock). The folder holding
     the lock file is created if need be, and removed again (with the parents this made) where
-    nothing was written into it, also when the lock was refused. Where the file system has no
-    locks (Windows; NFS without its lock service) a note says so and nothing is held. A context
-    manager."""
+    nothing was written into it, also when the lock was refused. Where the system says it has no
+    locks (Windows; an NFS mount whose lock service fails) a note says so and nothing is held;
+    an NFS mount with ``nolock`` locks on each machine alone. A context manager."""
 
     def __init__(self, folder, option: str, lock_file=None):
         self.folder, self.option = Path(folder), option  # the option that names the folder, for the messages
@@ -215,22 +219,10 @@ class FolderLock:
 
     def _take(self):
         for _ in range(10):  # a holder may remove the file (or the folder) between our open and lock
-            writable = True
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
-            except FileNotFoundError:  # the folder went with its last holder's release
-                make_folder(self.path.parent, self.option)
+            fd, writable = self._open()
+            if fd is None:
                 continue
-            except PermissionError as exc:  # another user's lock file (in a group's folder): it can still be locked
-                writable = False
-                try:
-                    fd = os.open(self.path, os.O_RDONLY)
-                except OSError:
-                    raise ConfigError(f"{self.option} {self.folder}: cannot write in this folder "
-                                      f"({exc.strerror or exc})") from None
-            except OSError as exc:
-                raise ConfigError(f"{self.option} {self.folder}: cannot write in this folder "
-                                  f"({exc.strerror or exc})") from None
+            inode = os.fstat(fd).st_ino
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -242,27 +234,69 @@ class FolderLock:
                                       f"{self.option}") from None
                 print(f"note: cannot lock {self.path} ({exc.strerror or exc}): another command writing into "
                       f"{self.folder} at the same time would not be refused", file=sys.stderr)
-                if not holder:  # the empty file this made
+                if not holder and _inode(self.path) == inode:  # the empty file this made
                     with contextlib.suppress(OSError):
                         self.path.unlink()
                 return
-            inode = os.fstat(fd).st_ino
-            if not writable:  # left by a command that has ended: replaced by one of ours
-                if _inode(self.path) == inode:
-                    with contextlib.suppress(OSError):
+            if not writable:  # another user's, left by a command that has ended: replaced by one of ours
+                try:
+                    if _inode(self.path) == inode:
                         self.path.unlink()
-                os.close(fd)
+                except OSError:  # a folder where only its owner may delete it (sticky, as /tmp)
+                    raise ConfigError(self._not_ours("cannot be replaced here")) from None
+                finally:
+                    os.close(fd)
                 continue
             if _inode(self.path) == inode:
                 self.fd, self.inode = fd, inode
                 holder = {"pid": os.getpid(), "host": socket.gethostname(),
                           "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:300]}
-                os.ftruncate(fd, 0)
-                os.write(fd, json.dumps(holder).encode("utf-8", "backslashreplace"))
+                try:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, json.dumps(holder).encode())  # (json escapes every name: ASCII)
+                except OSError as exc:  # a full disk, a quota
+                    raise ConfigError(f"{self.option} {self.folder}: cannot write its lock file {self.path} "
+                                      f"({exc.strerror or exc})") from None
                 return
             os.close(fd)  # locked a file its holder had just removed: take the new one
         raise ConfigError(f"{self.option} {self.folder}: could not take its lock {self.path} (other commands kept "
                           f"taking it)")
+
+    def _open(self):
+        """(fd, writable) of the lock file, created if need be; (None, _) when its folder has just
+        gone (with its last holder's release). Never through a link: a link planted there would
+        have its target written over."""
+        flags = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | flags, 0o666 & ~_UMASK), True
+        except FileNotFoundError:
+            make_folder(self.path.parent, self.option)
+            return None, True
+        except PermissionError as exc:
+            if os.path.lexists(self.path):  # another user's file (a group's folder): it can still be locked
+                try:
+                    return os.open(self.path, os.O_RDONLY | flags), False
+                except PermissionError:
+                    raise ConfigError(self._not_ours("cannot be read here")) from None
+                except OSError:
+                    pass
+            raise ConfigError(f"{self.option} {self.folder}: cannot write in this folder "
+                              f"({exc.strerror or exc})") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigError(f"{self.option} {self.folder}: {self.path} is a link, not a lock file of this "
+                                  f"project: delete it") from None
+            raise ConfigError(f"{self.option} {self.folder}: cannot write in this folder "
+                              f"({exc.strerror or exc})") from None
+
+    def _not_ours(self, why: str) -> str:
+        try:
+            import pwd
+            owner = pwd.getpwuid(os.stat(self.path).st_uid).pw_name
+        except (ImportError, KeyError, OSError):
+            owner = "another user"
+        return (f"{self.option} {self.folder}: its lock file {self.path} is {owner}'s and {why}: if no command of "
+                f"theirs writes there any more, they (or an administrator) delete it")
 
     def __exit__(self, *exc):
         if self.fd is not None:
@@ -278,6 +312,8 @@ class FolderLock:
         for folder in self.made:  # innermost first; a folder holding anything stays
             try:
                 folder.rmdir()
+            except FileNotFoundError:  # never made (a name too long, say): its parent may have been
+                continue
             except OSError:
                 break
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -102,6 +103,65 @@ def test_a_lock_file_another_user_left_is_replaced_not_a_refusal(tmp_path, monke
     assert list(out.iterdir()) == []
 
 
+def test_a_lock_file_that_cannot_be_replaced_names_its_owner_and_a_link_is_never_followed(tmp_path, monkeypatch):
+    from scripts import files
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_FILE).write_text("{}")
+    real_open, real_unlink = os.open, Path.unlink
+
+    def unreadable(path, flags, *mode):  # a colleague's file of mode 0600
+        if Path(path) == out / LOCK_FILE:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *mode)
+    monkeypatch.setattr(files.os, "open", unreadable)
+    owner = __import__("pwd").getpwuid(os.getuid()).pw_name
+    with pytest.raises(ConfigError, match=f"its lock file {out / LOCK_FILE} is {owner}'s and cannot be read here: "
+                                          f"if no command of theirs writes there any more, they \\(or an "
+                                          f"administrator\\) delete it"):
+        FolderLock(out, "--output").__enter__()
+
+    def read_only(path, flags, *mode):  # a colleague's file of mode 0644 in a sticky folder (as /tmp)
+        if Path(path) == out / LOCK_FILE and flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *mode)
+    monkeypatch.setattr(files.os, "open", read_only)
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: (_ for _ in ()).throw(PermissionError(1, "no")))
+    with pytest.raises(ConfigError, match="is .*'s and cannot be replaced here"):
+        FolderLock(out, "--output").__enter__()
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    monkeypatch.setattr(files.os, "open", real_open)
+
+    (out / LOCK_FILE).unlink()
+    (tmp_path / "victim.txt").write_text("precious")
+    (out / LOCK_FILE).symlink_to(tmp_path / "victim.txt")  # planted by someone who may write there
+    with pytest.raises(ConfigError, match=f"{out / LOCK_FILE} is a link, not a lock file of this project: delete it"):
+        FolderLock(out, "--output").__enter__()
+    assert (tmp_path / "victim.txt").read_text() == "precious"
+
+
+def test_a_lock_file_replaced_under_a_command_is_taken_anew_and_left_to_its_new_owner(tmp_path, monkeypatch):
+    """Between one command's open and lock, the holder releases (removes the file) and a third
+    command makes a new one: the lock taken on the removed file is no lock, so it tries again.
+    And at release a command removes its own lock file only."""
+    from scripts import files
+    out = tmp_path / "out"
+    real_flock, calls = files.fcntl.flock, []
+
+    def released_meanwhile(fd, how):
+        calls.append(fd)
+        if len(calls) == 1:  # the file this opened goes, another takes its place
+            (out / LOCK_FILE).unlink()
+            (out / LOCK_FILE).write_text("")
+        return real_flock(fd, how)
+    monkeypatch.setattr(files.fcntl, "flock", released_meanwhile)
+    with FolderLock(out, "--output"):
+        assert len(calls) == 2 and f'"pid": {os.getpid()}' in (out / LOCK_FILE).read_text()
+        (out / LOCK_FILE).unlink()
+        (out / LOCK_FILE).write_text("another command's")
+    assert (out / LOCK_FILE).read_text() == "another command's"
+
+
 def one_line_refusal(main, argv):
     """``main(argv)`` in this process: exit status 2 and one line saying the folder is held."""
     err = io.StringIO()
@@ -124,7 +184,7 @@ def test_every_command_that_writes_a_folder_is_refused_while_another_writes_it(r
         line = one_line_refusal(train.main, ["--data-root", real_data, "--epochs", "1", "--image-size", 64, 64,
                                              "--base-width", 4, "--output-root", tmp_path / "o", "--runs-dir",
                                              tmp_path / "runs", "--cache-dir", tmp_path / "c", "--device", "cpu"])
-        assert line.startswith(f"error: --job_name {run} is being written") and list(run.parent.iterdir()) == [beside]
+        assert line.startswith(f"error: --output-root / --job_name {run} is being written") and list(run.parent.iterdir()) == [beside]
         assert not (tmp_path / "c").exists()  # refused before any photograph was decoded
     # A run of this name in another --output-root, writing its curves where this one would set them aside:
     with FolderLock(tmp_path / "runs" / "DRIVE_AV_default", "--runs-dir"):
