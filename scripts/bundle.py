@@ -334,6 +334,13 @@ def load_any(path, expected: dict = None):
 
 # ----------------------------------------------------------------------------- CLI
 
+def earlier_bundle(out: Path, sharded: bool):
+    """The file an export to ``out`` would replace (the bundle file, or a sharded bundle's
+    index), or None."""
+    target = out.parent / (_stem(out) + INDEX_SUFFIX) if sharded else out
+    return target if target.exists() else None
+
+
 def build_parser():
     p = ArgumentParser(prog="python -m scripts.bundle", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -348,6 +355,8 @@ def build_parser():
                    help="split into shards of at most this many MiB plus an index JSON (e.g. 15)")
     e.add_argument("--about", default=None,
                    help="how the weights were trained and what they score (kept in the bundle, printed on use)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace a bundle already at OUT (without it that is refused: nothing is written)")
     i = sub.add_parser("info", help="print what a run folder, bundle or index holds")
     i.add_argument("path", help="a run folder, a bundle .pth, an .index.json, or the authors' CP_*.pth folder")
     return p
@@ -357,6 +366,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         if args.command == "export":
+            taken = earlier_bundle(Path(args.out), args.shard_mib is not None)
+            if taken and not args.overwrite:
+                raise ConfigError(f"{taken} exists: --overwrite replaces it, or name another OUT")
             written = export_bundle(args.source, args.out, fp16=args.fp16, shard_mib=args.shard_mib, about=args.about)
             if written.name.endswith(INDEX_SUFFIX):
                 index = json.loads(written.read_text())

@@ -48,8 +48,12 @@ def main(argv=None):
     p = ArgumentParser(prog="python -m scripts.scalars", description=__doc__)
     p.add_argument("run_log_dir", help="a run's TensorBoard folder, e.g. runs/DRIVE_AV_sigmoid_seed42")
     p.add_argument("out", help="CSV file to write (.csv or .csv.gz)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a CSV already at OUT (without it that is refused: nothing is written)")
     args = p.parse_args(argv)
     try:
+        if Path(args.out).exists() and not args.overwrite:
+            raise ConfigError(f"{args.out} exists: --overwrite replaces it, or name another file")
         scalars = read_scalars(args.run_log_dir)
         path = write_scalars_csv(scalars, args.out)
     except (FileNotFoundError, ConfigError) as exc:

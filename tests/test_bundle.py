@@ -156,6 +156,23 @@ def test_export_to_a_folder_or_below_a_file_is_one_line(run, tmp_path, capsys):
         assert capsys.readouterr().err.strip().splitlines() == [line]
 
 
+def test_an_export_never_replaces_a_bundle_unless_told(run, tmp_path, capsys):
+    """A lab's bundle (another model, its own --about) at OUT is refused in one line, untouched;
+    --overwrite replaces it. A sharded bundle is known by its index."""
+    folder, _ = run
+    for out, args in ((tmp_path / "lab.pth", []), (tmp_path / "lab_sharded.pth", ["--shard-mib", "0.4"])):
+        bundle.main(["export", str(folder), str(out), "--about", "the lab's", *args])
+        written = out if not args else tmp_path / "lab_sharded.index.json"
+        before = written.read_bytes()
+        with pytest.raises(SystemExit) as info:
+            bundle.main(["export", str(folder), str(out), "--about", "another", *args])
+        assert info.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
+            f"error: {written} exists: --overwrite replaces it, or name another OUT"]
+        assert written.read_bytes() == before
+        bundle.main(["export", str(folder), str(out), "--about", "another", "--overwrite", *args])
+        assert load_any(written)[1]["about"] == "another"
+
+
 def test_missing_shard_and_oversized_tensor(run, tmp_path):
     folder, _ = run
     index_path = export_bundle(folder, tmp_path / "b.pth", shard_mib=0.25)

@@ -508,6 +508,10 @@ def test_scalars_of_a_run_export_to_a_small_csv(probe_run, tmp_path, capsys):
     assert len(f1) == 1 and 0 <= f1[0] <= 1  # one epoch, one validation
     epoch = [(r["step"], float(r["value"])) for r in rows if r["tag"] == "time/epoch"]
     assert epoch == [(next(r["step"] for r in rows if r["tag"] == "val/average/f1"), 1.0)]  # the axis is steps
+    before = out.read_bytes()  # an earlier CSV there is kept unless told (--overwrite)
+    assert scalars.main([str(work / "runs" / "DRIVE_AV_probe"), str(out)]) == 2 and out.read_bytes() == before
+    assert capsys.readouterr().err.strip() == f"error: {out} exists: --overwrite replaces it, or name another file"
+    assert scalars.main([str(work / "runs" / "DRIVE_AV_probe"), str(out), "--overwrite"]) == 0
     assert scalars.main([str(tmp_path / "nothing_here"), str(tmp_path / "x.csv")]) == 2
     assert "no TensorBoard event files" in capsys.readouterr().err
     (tmp_path / "a_file").write_text("kept")  # a CSV to be written under a file: one line
