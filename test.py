@@ -182,6 +182,10 @@ def run_details(folder, saved, size, spec) -> dict:
     if done is not None and planned and done < planned:
         print(f"note: {folder} stopped after {done} of its {planned} planned epochs (its last.pth): these numbers "
               f"are of an unfinished run", file=sys.stderr)
+    elif Path(folder).is_dir() and saved.get("epochs") and not (Path(folder) / LAST_STATE).exists():
+        print(f"note: {folder} has no last.pth (deleted, or a run of an older version killed before it saved one): "
+              f"whether it trained all of its {saved['epochs']} planned epochs is unknown (its best networks are of "
+              f"epoch {saved.get('best_epoch')})", file=sys.stderr)
     return {"run": str(folder), "trained_on": trained_on, "trained_size": list(trained_size) if trained_size else None,
             "input_size": list(size), "activation": saved["activation"], "base_width": saved["base_width"],
             "fusion": fusion_of(saved), "best_epoch": saved.get("best_epoch"), "best_val_f1": saved.get("best_val_f1"),

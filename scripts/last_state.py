@@ -32,6 +32,11 @@ def check_same_images(path, saved, now):
     on a new validation set, perhaps one it trained on. ``saved`` None: a last.pth of a version
     that did not record them."""
     if not saved:
+        if launched_as_rank_zero():
+            print(f"note: {path} was saved by a version that did not record its images: whether the data now "
+                  f"gives the split it trained on ({len(now['training'])} training, validation "
+                  f"{', '.join(now['validation'])}) cannot be checked; resume it with the data it started with",
+                  file=sys.stderr)
         return
     for split in ("training", "validation"):
         before, after = list(saved.get(split) or []), list(now[split])

@@ -34,8 +34,9 @@ def check_resume(out_dir: Path, record: dict, precision_note: str = ""):
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--resume: cannot read {path} ({exc}); use another --output") from None
 
-    def comparable(rec):
-        return {**rec, "weights": [{k: v for k, v in w.items() if k != "given"} for w in rec.get("weights", [])]}
+    def comparable(rec):  # the weights by their values: not by path, nor by a bundle's --about text
+        return {**rec, "weights": [{k: v for k, v in w.items() if k not in ("given", "about")}
+                                   for w in rec.get("weights", [])]}
     new, old = comparable(record), comparable(old)
     words = {"tta": "--tta setting", "precision": "precision (--amp)", "masks": "--masks",
              "overlay_alpha": "overlay"}

@@ -254,6 +254,17 @@ def test_resume_refuses_an_output_folder_made_with_other_weights_or_settings(set
     assert {p: p.stat().st_mtime_ns for p in done.rglob("*")} == stamps
 
 
+def test_resume_takes_the_same_weights_as_a_bundle_with_a_text_of_its_own(setup, first, tmp_path):
+    """The weights are their values: the run's networks exported as a bundle (with an --about
+    text the run folder has not) resume its output folder."""
+    _, done = first
+    out = tmp_path / "copy"
+    shutil.copytree(done, out)
+    bundle = export_bundle(setup["run_a"], tmp_path / "a.pth", about="the lab's model of run a")
+    proc = cli("--weights", bundle, "--input", setup["input"] / "01_test.tif", "--output", out, "--resume")
+    assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
+
+
 def test_resume_never_counts_another_photographs_outputs_as_done(setup, first):
     """Each class map names its photograph (path, and SHA-256 of its content); --resume with
     another photograph of the same output name is one line and exit 2, nothing touched. The

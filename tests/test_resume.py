@@ -121,6 +121,34 @@ def test_resume_keeps_the_saved_settings_and_refuses_changes(real_data, tmp_path
     assert test_script.epochs_done(tmp_path / "damaged") == (None, None)  # said, and the test goes on
 
 
+def test_a_last_pth_of_a_version_that_kept_no_split_is_resumed_with_a_note(tmp_path, capsys):
+    """Older versions did not record the images; their runs resume, and the note says the
+    split cannot be checked (the data must be the one the run started with)."""
+    from scripts.last_state import check_same_images
+    check_same_images(tmp_path / "last.pth", None, {"training": ["21_training", "22_training"],
+                                                    "validation": ["23_training"]})
+    assert capsys.readouterr().err.strip() == (
+        f"note: {tmp_path / 'last.pth'} was saved by a version that did not record its images: whether the data now "
+        f"gives the split it trained on (2 training, validation 23_training) cannot be checked; resume it with the "
+        f"data it started with")
+
+
+def test_a_run_folder_without_last_pth_is_tested_with_a_note(tmp_path, capsys):
+    """Its best networks say what was planned, not how far it got (last.pth deleted, or an older
+    version's run killed before it saved one)."""
+    import test as test_script
+    from scripts.bfnet import Networks
+    from scripts.checkpoint import save_best
+    from scripts.config import DATASETS
+    save_best(tmp_path / "run", Networks("sigmoid", 4), RunConfig(base_width=4, epochs=8, image_size=(64, 64)), 3, 0.5)
+    nets, saved = test_script.load_any(tmp_path / "run")
+    details = test_script.run_details(tmp_path / "run", saved, (64, 64), DATASETS["DRIVE_AV"])
+    assert (details["epochs_done"], details["best_epoch"]) == (None, 3)
+    assert capsys.readouterr().err.strip() == (
+        f"note: {tmp_path / 'run'} has no last.pth (deleted, or a run of an older version killed before it saved "
+        f"one): whether it trained all of its 8 planned epochs is unknown (its best networks are of epoch 3)")
+
+
 def test_time_limit_stops_between_epochs_and_resume_finishes(real_data, tmp_path, capsys):
     cfg = config(real_data, tmp_path, 3, time_limit=0, memory_check=False)  # 0 minutes: one epoch, then stop
     _, complete = train.train(cfg, tmp_path / "runs", tmp_path)
