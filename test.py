@@ -264,6 +264,11 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
         print(f"note: this test will replace {progress.replaces} once all of it is written (its summary.json, "
               f"metrics.csv and pictures; one stopped or failed before leaves it as it was; --output keeps tests "
               f"apart)", file=sys.stderr)
+        stale = scores_inside(out_dir)
+        if stale:
+            print(f"note: {', '.join(str(f) for f in stale)} inside it hold{'s' if len(stale) == 1 else ''} "
+                  f"scripts.score's scores of the pictures this test replaces (older versions wrote them there): "
+                  f"they will describe pictures that are gone; delete, or score again", file=sys.stderr)
     if spec.test_images and len(samples) != spec.test_images:
         print(f"note: {len(samples)} test images in {Path(args.data_root) / spec.name / 'test'}, where the published "
               f"{spec.name} test set has {spec.test_images}: these numbers are not comparable with the published "
@@ -300,6 +305,18 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
     print(f"wrote {out_dir}/metrics.csv, {out_dir}/summary.json and the pictures in "
           f"{pictures}{{{','.join(PICTURE_FOLDERS)}}}/")
     return summary
+
+
+def scores_inside(out_dir: Path) -> list:
+    """The folders of scripts.score's scores inside a test's folder (its summary.json says 'scored')."""
+    found = []
+    for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else ():
+        try:
+            if folder.is_dir() and "scored" in json.loads((folder / "summary.json").read_text()):
+                found.append(folder)
+        except (OSError, ValueError, TypeError):
+            pass
+    return found
 
 
 def score_and_write(spec, runs, samples, probs, details, out_dir, workers, precision,

@@ -202,6 +202,13 @@ def notes(summaries, names):
             said.append(f"note: {n}: segment metric: {note}")
         for note in s.get("picture_notes") or ():  # what scripts.score said of the pictures (a light background)
             said.append(f"note: {n}: {note}")
+    unchecked = [n for n, s in zip(names, summaries, strict=True) if "segment_notes" not in s
+                 or (s.get("scored") and "picture_notes" not in s)]
+    if unchecked and len(unchecked) < len(summaries):  # one side's notes alone would read as its problem alone
+        one = len(unchecked) == 1
+        said.append(f"note: {', '.join(unchecked)} {'was' if one else 'were'} written by an older version, which "
+                    f"noted nothing of {'its' if one else 'their'} segment shares or pictures: where the others have "
+                    f"notes, {'it' if one else 'they'} may have had the same")
     unknown = [n for n, s in zip(names, summaries, strict=True) if not s.get("run_details") and not s.get("scored")]
     if unknown and len(summaries) > 1:
         one = len(unknown) == 1

@@ -558,6 +558,13 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == ("note: old records no run details (a test.py before they were "
                                                "recorded): its input size, width and training data set cannot be "
                                                "compared")
+    (tmp_path / "new").mkdir()  # beside a summary that records its notes, one of a version before them
+    (tmp_path / "new" / "summary.json").write_text(json.dumps({**one, "segment_notes": ["a: no segment predicted"]}))
+    compare.main([str(tmp_path / "new"), str(tmp_path / "one")])
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "note: new: segment metric: a: no segment predicted",
+        "note: one was written by an older version, which noted nothing of its segment shares or pictures: where "
+        "the others have notes, it may have had the same"]
     long_names = ["a_name_longer_than_a_column", "another_name_longer_than_one"]
     compare.main([str(tmp_path / "one"), str(tmp_path / "one"), "--names", *long_names])
     lines = capsys.readouterr().out.splitlines()

@@ -366,3 +366,14 @@ def test_scores_of_test_py_pictures_go_beside_the_test_not_into_it(real_data, dr
     score.score_folder("DRIVE_AV", test_dir / "raw_pre", "", real_data)
     assert (tmp_path / "DRIVE_AV" / "Final_pre_raw_pre_scores" / "summary.json").is_file()
     assert sorted(p.name for p in test_dir.iterdir()) == ["raw_pre", "summary.json"]
+    # Asked for there by name (where older versions put them by default): refused in one line.
+    with pytest.raises(score.ConfigError, match=re.escape(
+            f"--output {test_dir / 'raw_pre_scores'} lies inside test.py's folder {test_dir}, whose pictures it "
+            f"scores: a next test there replaces them")):
+        score.score_folder("DRIVE_AV", test_dir / "raw_pre", "", real_data, test_dir / "raw_pre_scores")
+    assert sorted(p.name for p in test_dir.iterdir()) == ["raw_pre", "summary.json"]
+    # Such scores left by an older version: test.py's next test there says they will describe pictures gone.
+    import test as test_script
+    (test_dir / "raw_pre_scores").mkdir()
+    (test_dir / "raw_pre_scores" / "summary.json").write_text(json.dumps({"scored": ["raw_pre"]}))
+    assert test_script.scores_inside(test_dir) == [test_dir / "raw_pre_scores"]
