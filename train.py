@@ -244,7 +244,7 @@ def train_in(run_dir: Path, log_dir: Path, cfg: RunConfig, load, resume, stop_re
 
     # The validation labels never change: split their vessel trees into segments once.
     val_splits = [split_segments(val_set.labels[i].numpy(), val_set.fovs[i].numpy()) for i in range(len(val_set))]
-    writer = open_tensorboard(log_dir, cfg, resume, standing.step, session.log) if is_main else None  # closed below
+    writer = open_tensorboard(log_dir, run_dir, cfg, resume, standing.step, session.log) if is_main else None
     if writer:  # val/mixed_segments draws the first of them
         writer.add_text("validation_images", ", ".join(val_set.names), standing.step)
     # Into a log file (PARALLEL=1, nohup) the bar writes a line a minute, not every step.
@@ -315,7 +315,9 @@ def start_session(cfg: RunConfig, run_dir: Path, log_dir: Path, load, resume, ad
     if device.type == "cuda":
         cuda_settings(cfg)
     hold_run_folders(held, ctx, run_dir, log_dir)
-    if not resume:
+    if resume:
+        check_curves_are_this_runs(log_dir, run_dir)
+    else:
         last_state.check_nothing_to_overwrite(run_dir)
     initial = read_initial_weights(load, cfg, adopt, size, ctx.is_main) if load else None  # a wrong file fails now
 
@@ -557,15 +559,18 @@ def report_losses(losses, weight, ctx, writer, step, epoch, run_dir):
     return values
 
 
-def open_tensorboard(log_dir: Path, cfg: RunConfig, resume: bool, step: int, log):
+def open_tensorboard(log_dir: Path, run_dir: Path, cfg: RunConfig, resume: bool, step: int, log):
     """The run's SummaryWriter. A new run under a name used before sets the earlier run's events
-    apart (its curves would otherwise be drawn on top of this one's); on resume, events after the
-    saved step (a stopped epoch's) are dropped, those of the saved step stay."""
+    apart (its curves would otherwise be drawn on top of this one's) and writes whose they are
+    (CURVES_OF: ``run_dir``); on resume, events after the saved step (a stopped epoch's) are
+    dropped, those of the saved step stay."""
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
     if not resume:
         kept = set_aside_old_events(log_dir)
         if kept:
             log(f"note: {log_dir} held the TensorBoard logs of an earlier run under this name: moved to {kept}")
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / CURVES_OF).write_text(os.path.realpath(run_dir) + "\n")
     writer = SummaryWriter(log_dir=str(log_dir), purge_step=step + 1 if step else None)
     writer.add_text("config", str(cfg.to_dict()), step)
     return writer
@@ -590,6 +595,23 @@ def log_validation(writer, summary, drawing, trainer, step, epoch, epoch_seconds
         writer.add_image("val/mixed_segments", drawing, step, dataformats="HWC")
 
 
+CURVES_OF = "run_folder.txt"  # in a TensorBoard folder: the run folder its curves are of
+
+
+def check_curves_are_this_runs(log_dir: Path, run_dir: Path):
+    """--resume: one line where the run's TensorBoard folder now holds another run's curves (a
+    later run of this --job_name from another --output-root set this one's aside): going on
+    there would draw the two runs as one."""
+    try:
+        owner = (log_dir / CURVES_OF).read_text().strip()
+    except OSError:  # none yet, or written by a version before the file
+        return
+    if owner != os.path.realpath(run_dir):
+        raise ConfigError(f"--resume: {log_dir} now holds the TensorBoard curves of {owner}, a later run of this "
+                          f"name (this run's earlier curves are in {log_dir}/earlier_*): give this run another "
+                          f"--runs-dir")
+
+
 def set_aside_old_events(log_dir: Path):
     """Move the TensorBoard event files in ``log_dir`` (an earlier run's under the same name, its
     checkpoints since deleted) into a sub-folder ``earlier_<time>``, where TensorBoard shows them
@@ -597,6 +619,7 @@ def set_aside_old_events(log_dir: Path):
     events = sorted(log_dir.glob("events.out.tfevents.*"))
     if not events:
         return None
+    events += [log_dir / CURVES_OF] if (log_dir / CURVES_OF).is_file() else []  # whose they were goes with them
     name = time.strftime("earlier_%Y%m%d-%H%M%S", time.localtime(max(e.stat().st_mtime for e in events)))
     kept, k = log_dir / name, 1
     while kept.exists():  # two earlier runs whose last events share a second

@@ -194,6 +194,16 @@ def test_a_new_run_under_a_used_name_sets_the_earlier_logs_apart(real_data, tmp_
         capsys.readouterr().out
     assert read_scalars(earlier[0]) == first  # nothing lost
     assert len(read_scalars(log_dir)["val/average/f1"]) == 1  # the new run's alone
+    assert (log_dir / train.CURVES_OF).read_text().strip() == os.path.realpath(tmp_path / "DRIVE_AV" / "r")
+    # A run of this name from another --output-root sets these curves aside as well; a --resume of
+    # the run they are of would then draw the two runs as one: one line.
+    train.train(config(real_data, tmp_path, 1), tmp_path / "runs", tmp_path / "elsewhere")
+    resumed = last_state.resume_config(config(real_data, tmp_path, 2), set(), tmp_path)
+    with pytest.raises(train.ConfigError, match=re.escape(
+            f"--resume: {log_dir} now holds the TensorBoard curves of {os.path.realpath(tmp_path / 'elsewhere')}/"
+            f"DRIVE_AV/r, a later run of this name")):
+        train.train(resumed, tmp_path / "runs", tmp_path, resume=True)
+    assert train.train(resumed, tmp_path / "runs2", tmp_path, resume=True)[1]  # another --runs-dir: it goes on
 
 
 def test_earlier_logs_of_the_same_second_get_folders_of_their_own(tmp_path):
