@@ -308,11 +308,13 @@ def predict_and_score(args, spec, runs, sizes, samples, out_dir, device, amp_dty
 
 
 def scores_inside(out_dir: Path) -> list:
-    """The folders of scripts.score's scores inside a test's folder (its summary.json says 'scored')."""
+    """The folders of scripts.score's scores (a summary.json that says 'scored') inside a test's
+    folder, or inside one of its runs' folders: older versions' default for the scores of
+    <test>/raw_pre and <test>/<run>/raw_pre."""
     found = []
-    for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else ():
+    for folder in sorted(d for pattern in ("*", "*/*") for d in out_dir.glob(pattern) if d.is_dir()):
         try:
-            if folder.is_dir() and "scored" in json.loads((folder / "summary.json").read_text()):
+            if "scored" in json.loads((folder / "summary.json").read_text()):
                 found.append(folder)
         except (OSError, ValueError, TypeError):
             pass

@@ -314,10 +314,8 @@ def start_session(cfg: RunConfig, run_dir: Path, log_dir: Path, load, resume, ad
     seed_everything(cfg.seed)
     if device.type == "cuda":
         cuda_settings(cfg)
-    hold_run_folders(held, ctx, run_dir, log_dir)
-    if resume:
-        check_curves_are_this_runs(log_dir, run_dir)
-    else:
+    hold_run_folders(held, ctx, run_dir, log_dir, resume)
+    if not resume:
         last_state.check_nothing_to_overwrite(run_dir)
     initial = read_initial_weights(load, cfg, adopt, size, ctx.is_main) if load else None  # a wrong file fails now
 
@@ -348,17 +346,20 @@ def start_session(cfg: RunConfig, run_dir: Path, log_dir: Path, load, resume, ad
     return session
 
 
-def hold_run_folders(held: ExitStack, ctx, run_dir: Path, log_dir: Path):
+def hold_run_folders(held: ExitStack, ctx, run_dir: Path, log_dir: Path, resume: bool):
     """One train.py at a time in a run folder (two would mix their checkpoints), its lock file
     beside it (the folder appears with the first checkpoint: train.sh and test.sh take a folder
     for a seed started); and in its TensorBoard folder, where a new run sets an earlier run's
-    curves aside. Rank 0 holds them for all; a refusal is every rank's, so none waits for it."""
+    curves aside (on --resume: checked to be this run's). Rank 0 holds them for all; a refusal
+    is every rank's, so none waits for it."""
     refusal = None
     if ctx.is_main:
         try:
             held.enter_context(FolderLock(run_dir, "--output-root / --job_name",
                                           lock_file=run_dir.parent / f".{run_dir.name}{LOCK_FILE}"))
             held.enter_context(FolderLock(log_dir, "--runs-dir / --job_name"))
+            if resume:
+                check_curves_are_this_runs(log_dir, run_dir)
         except ConfigError as exc:
             refusal = str(exc)
     refusal = ctx.broadcast(refusal)
@@ -606,7 +607,8 @@ def check_curves_are_this_runs(log_dir: Path, run_dir: Path):
         owner = (log_dir / CURVES_OF).read_text().strip()
     except OSError:  # none yet, or written by a version before the file
         return
-    if owner != os.path.realpath(run_dir):
+    # Another run that is there (a folder moved or copied since, or seen by another path, is not).
+    if (Path(owner) / LAST_STATE).is_file() and not os.path.samefile(owner, run_dir):
         raise ConfigError(f"--resume: {log_dir} now holds the TensorBoard curves of {owner}, a later run of this "
                           f"name (this run's earlier curves are in {log_dir}/earlier_*): give this run another "
                           f"--runs-dir")

@@ -338,7 +338,7 @@ def earlier_bundle(out: Path, sharded: bool):
     """The file an export to ``out`` would replace (the bundle file, or a sharded bundle's
     index), or None."""
     target = out.parent / (_stem(out) + INDEX_SUFFIX) if sharded else out
-    return target if target.exists() else None
+    return target if target.is_file() else None  # (a folder there is export_bundle's one line)
 
 
 def build_parser():

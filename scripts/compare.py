@@ -202,13 +202,16 @@ def notes(summaries, names):
             said.append(f"note: {n}: segment metric: {note}")
         for note in s.get("picture_notes") or ():  # what scripts.score said of the pictures (a light background)
             said.append(f"note: {n}: {note}")
-    unchecked = [n for n, s in zip(names, summaries, strict=True) if "segment_notes" not in s
-                 or (s.get("scored") and "picture_notes" not in s)]
-    if unchecked and len(unchecked) < len(summaries):  # one side's notes alone would read as its problem alone
-        one = len(unchecked) == 1
-        said.append(f"note: {', '.join(unchecked)} {'was' if one else 'were'} written by an older version, which "
-                    f"noted nothing of {'its' if one else 'their'} segment shares or pictures: where the others have "
-                    f"notes, {'it' if one else 'they'} may have had the same")
+    # Notes on one side alone read as that side's problem alone: say which summaries could not have any.
+    for kind, key in (("segment metric", "segment_notes"), ("picture", "picture_notes")):
+        noted = [n for n, s in zip(names, summaries, strict=True) if s.get(key)]
+        silent = [n for n, s in zip(names, summaries, strict=True)
+                  if key not in s and (key == "segment_notes" or s.get("scored"))]
+        if noted and silent:
+            one = len(silent) == 1
+            said.append(f"note: {', '.join(silent)} {'was' if one else 'were'} written by an older version, which "
+                        f"recorded no {kind} notes: where {', '.join(noted)} {'has' if len(noted) == 1 else 'have'} "
+                        f"them, {'it' if one else 'they'} may have had the same")
     unknown = [n for n, s in zip(names, summaries, strict=True) if not s.get("run_details") and not s.get("scored")]
     if unknown and len(summaries) > 1:
         one = len(unknown) == 1

@@ -242,10 +242,10 @@ class FolderLock:
                 try:
                     if _inode(self.path) == inode:
                         self.path.unlink()
-                except OSError:  # a folder where only its owner may delete it (sticky, as /tmp)
-                    raise ConfigError(self._not_ours("cannot be replaced here")) from None
-                finally:
-                    os.close(fd)
+                except OSError:  # a folder where only its owner may delete it (sticky, as /tmp): held as it is
+                    self.fd, self.inode = fd, inode  # (a command refused meanwhile is told of its old holder)
+                    return
+                os.close(fd)
                 continue
             if _inode(self.path) == inode:
                 self.fd, self.inode = fd, inode

@@ -195,22 +195,13 @@ def prediction_files(samples, folder: Path, suffix: str, workers: int = 1) -> li
     return paths
 
 
-def holds_a_test(folder: Path) -> bool:
-    """Whether ``folder`` is test.py's output: its pictures, a test in progress, or its summary."""
-    if any((folder / name).exists() for name in NOT_A_TEST):
-        return True
-    try:
-        return "run_details" in json.loads((folder / SUMMARY).read_text())
-    except (OSError, ValueError, TypeError):
-        return False
-
-
 def check_output(out_dir: Path, folders, overwrite=False) -> bool:
     """Whether ``out_dir`` holds an earlier scoring of this tool's (its summary.json, or the mark
     of one that was stopped), which is then replaced. Refused: a prediction folder (this one's
     or predict.py's), a folder of test.py's (its summary, pictures or a test in progress), one
-    holding a summary.json, metrics.csv or mixed_segments/ this did not write, and, unless
-    ``overwrite``, the scores of other prediction folders than ``folders``."""
+    holding a summary.json, metrics.csv or mixed_segments/ this did not write, one inside a test
+    of test.py's whose pictures it scores (a next test replaces them), and, unless ``overwrite``,
+    the scores of other prediction folders than ``folders``."""
     predictions = {os.path.realpath(f) for f in folders}
     if os.path.realpath(out_dir) in predictions or holds_a_run(out_dir):
         raise ConfigError(f"--output {out_dir}: a folder of predictions; the scores go into a folder of their own "
@@ -220,7 +211,7 @@ def check_output(out_dir: Path, folders, overwrite=False) -> bool:
     except (OSError, ValueError):
         earlier = None
     ours = (isinstance(earlier, dict) and "scored" in earlier) or (out_dir / IN_PROGRESS).is_file()
-    test = next((folder for folder in Path(os.path.realpath(out_dir)).parents[:3] if holds_a_test(folder)), None)
+    test = next((folder for folder in Path(os.path.realpath(out_dir)).parents[:3] if _written_by_test(folder)), None)
     if test and any(Path(p).name in ("raw_pre", "small_pre") and Path(p).is_relative_to(test) for p in predictions):
         raise ConfigError(f"--output {out_dir} lies inside test.py's folder {test}, whose pictures it scores: a next "
                           f"test there replaces them, and these scores would outlive them; choose an --output "

@@ -563,8 +563,11 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     compare.main([str(tmp_path / "new"), str(tmp_path / "one")])
     assert capsys.readouterr().err.strip().splitlines() == [
         "note: new: segment metric: a: no segment predicted",
-        "note: one was written by an older version, which noted nothing of its segment shares or pictures: where "
-        "the others have notes, it may have had the same"]
+        "note: one was written by an older version, which recorded no segment metric notes: where new has them, "
+        "it may have had the same"]
+    (tmp_path / "new" / "summary.json").write_text(json.dumps({**one, "segment_notes": []}))  # none to be had
+    compare.main([str(tmp_path / "new"), str(tmp_path / "one")])
+    assert capsys.readouterr().err.strip() == ""
     long_names = ["a_name_longer_than_a_column", "another_name_longer_than_one"]
     compare.main([str(tmp_path / "one"), str(tmp_path / "one"), "--names", *long_names])
     lines = capsys.readouterr().out.splitlines()

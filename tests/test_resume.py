@@ -195,6 +195,7 @@ def test_a_new_run_under_a_used_name_sets_the_earlier_logs_apart(real_data, tmp_
     assert read_scalars(earlier[0]) == first  # nothing lost
     assert len(read_scalars(log_dir)["val/average/f1"]) == 1  # the new run's alone
     assert (log_dir / train.CURVES_OF).read_text().strip() == os.path.realpath(tmp_path / "DRIVE_AV" / "r")
+    assert (earlier[0] / train.CURVES_OF).is_file()  # whose the earlier curves were goes with them
     # A run of this name from another --output-root sets these curves aside as well; a --resume of
     # the run they are of would then draw the two runs as one: one line.
     train.train(config(real_data, tmp_path, 1), tmp_path / "runs", tmp_path / "elsewhere")
@@ -204,6 +205,8 @@ def test_a_new_run_under_a_used_name_sets_the_earlier_logs_apart(real_data, tmp_
             f"DRIVE_AV/r, a later run of this name")):
         train.train(resumed, tmp_path / "runs", tmp_path, resume=True)
     assert train.train(resumed, tmp_path / "runs2", tmp_path, resume=True)[1]  # another --runs-dir: it goes on
+    (log_dir / train.CURVES_OF).write_text(str(tmp_path / "moved_since" / "DRIVE_AV" / "r"))  # a run copied elsewhere
+    train.check_curves_are_this_runs(log_dir, tmp_path / "DRIVE_AV" / "r")  # is no other run: not refused
 
 
 def test_earlier_logs_of_the_same_second_get_folders_of_their_own(tmp_path):

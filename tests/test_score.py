@@ -374,6 +374,14 @@ def test_scores_of_test_py_pictures_go_beside_the_test_not_into_it(real_data, dr
     assert sorted(p.name for p in test_dir.iterdir()) == ["raw_pre", "summary.json"]
     # Such scores left by an older version: test.py's next test there says they will describe pictures gone.
     import test as test_script
-    (test_dir / "raw_pre_scores").mkdir()
-    (test_dir / "raw_pre_scores" / "summary.json").write_text(json.dumps({"scored": ["raw_pre"]}))
-    assert test_script.scores_inside(test_dir) == [test_dir / "raw_pre_scores"]
+    for scores in (test_dir / "raw_pre_scores", test_dir / "seed42" / "raw_pre_scores"):  # a test of several runs
+        scores.mkdir(parents=True)
+        (scores / "summary.json").write_text(json.dumps({"scored": ["raw_pre"]}))
+    assert test_script.scores_inside(test_dir) == [test_dir / "raw_pre_scores", test_dir / "seed42" / "raw_pre_scores"]
+    # The original project's Final_pre/raw_pre (no summary of test.py's): its default output beside the pictures.
+    theirs = tmp_path / "original" / "Final_pre"
+    theirs.mkdir(parents=True)
+    write_pictures(theirs / "raw_pre", drive_truth, lambda label: metrics.CLASS_COLOURS[label])
+    assert score.default_output(theirs / "raw_pre") == theirs / "raw_pre_scores"
+    score.score_folder("DRIVE_AV", theirs / "raw_pre", "", real_data)
+    assert (theirs / "raw_pre_scores" / "summary.json").is_file()
