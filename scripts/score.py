@@ -195,6 +195,15 @@ def prediction_files(samples, folder: Path, suffix: str, workers: int = 1) -> li
     return paths
 
 
+def _recorded_run(run: str, out_dir: Path) -> str:
+    """The real path of a prediction folder as an older summary recorded it (as given, perhaps
+    relative to another working folder): from here, else beside the scores (the default output,
+    <predictions>_scores, lies beside its predictions)."""
+    if not os.path.isabs(run) and not os.path.exists(run) and os.path.exists(Path(out_dir).parent / run):
+        return os.path.realpath(Path(out_dir).parent / run)
+    return os.path.realpath(run)
+
+
 def check_output(out_dir: Path, folders, overwrite=False) -> bool:
     """Whether ``out_dir`` holds an earlier scoring of this tool's (its summary.json, or the mark
     of one that was stopped), which is then replaced. Refused: a prediction folder (this one's
@@ -223,7 +232,7 @@ def check_output(out_dir: Path, folders, overwrite=False) -> bool:
         raise ConfigError(f"--output {out_dir} holds {', '.join(foreign)}, which this did not write (a test.py "
                           f"test, or files of your own): choose another --output")
     if ours and isinstance(earlier, dict) and not overwrite:
-        scored = earlier.get("run_paths") or [os.path.realpath(r) for r in earlier.get("runs") or ()]
+        scored = earlier.get("run_paths") or [_recorded_run(r, out_dir) for r in earlier.get("runs") or ()]
         others = [r for r in scored if r not in predictions]
         if others:
             raise ConfigError(f"--output {out_dir} holds the scores of {', '.join(others)}, which this scoring does "

@@ -224,6 +224,19 @@ def test_the_scores_never_go_into_a_folder_of_predictions(real_data, drive_truth
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == sorted(f"{s.name}.png" for s, _, _ in drive_truth)
 
 
+def test_an_older_scoring_that_recorded_its_predictions_relative_to_another_folder_is_replaced(
+        real_data, drive_truth, tmp_path, monkeypatch):
+    """Summaries before run_paths kept the predictions as given ('p', from tmp_path): scored again
+    from elsewhere, they are found beside the scores, the default place, and replaced."""
+    write_pictures(tmp_path / "p", drive_truth, lambda label: label)
+    (tmp_path / "p_scores").mkdir()
+    (tmp_path / "p_scores" / "summary.json").write_text(json.dumps({"scored": "p", "runs": ["p"]}))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    score.score_folder("DRIVE_AV", tmp_path / "p", "", real_data)
+    assert json.loads((tmp_path / "p_scores" / "summary.json").read_text())["run_paths"] == [str(tmp_path / "p")]
+
+
 def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, tmp_path, capsys):
     write_pictures(tmp_path / "p", drive_truth, lambda label: metrics.CLASS_COLOURS[label])
     first = tmp_path / "p" / f"{drive_truth[0][0].name}.png"
