@@ -314,10 +314,11 @@ def scores_inside(out_dir: Path) -> list:
     found = []
     for folder in sorted(d for pattern in ("*", "*/*") for d in out_dir.glob(pattern) if d.is_dir()):
         try:
-            if "scored" in json.loads((folder / "summary.json").read_text()):
-                found.append(folder)
-        except (OSError, ValueError, TypeError):
-            pass
+            summary = json.loads((folder / "summary.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(summary, dict) and "scored" in summary:
+            found.append(folder)
     return found
 
 

@@ -605,10 +605,12 @@ def check_curves_are_this_runs(log_dir: Path, run_dir: Path):
     there would draw the two runs as one."""
     try:
         owner = (log_dir / CURVES_OF).read_text().strip()
-    except OSError:  # none yet, or written by a version before the file
+        # Another run that is there (this one seen by another path is not; one moved since is no
+        # longer there). A run whose folder is gone while its curves stay is not told apart.
+        other = (Path(owner) / LAST_STATE).is_file() and not os.path.samefile(owner, run_dir)
+    except (OSError, ValueError):  # none yet (a version before the file), or this run not there: resume says
         return
-    # Another run that is there (a folder moved or copied since, or seen by another path, is not).
-    if (Path(owner) / LAST_STATE).is_file() and not os.path.samefile(owner, run_dir):
+    if other:
         raise ConfigError(f"--resume: {log_dir} now holds the TensorBoard curves of {owner}, a later run of this "
                           f"name (this run's earlier curves are in {log_dir}/earlier_*): give this run another "
                           f"--runs-dir")

@@ -199,8 +199,13 @@ def _recorded_run(run: str, out_dir: Path) -> str:
     """The real path of a prediction folder as an older summary recorded it (as given, perhaps
     relative to another working folder): from here, else beside the scores (the default output,
     <predictions>_scores, lies beside its predictions)."""
-    if not os.path.isabs(run) and not os.path.exists(run) and os.path.exists(Path(out_dir).parent / run):
-        return os.path.realpath(Path(out_dir).parent / run)
+    beside = [Path(out_dir).parent / run]
+    if Path(out_dir).name == f"{Path(run).name}_scores":  # given as a path from another folder: its name beside
+        beside.append(Path(out_dir).parent / Path(run).name)
+    if not os.path.isabs(run) and not os.path.exists(run):
+        for there in beside:
+            if there.exists():
+                return os.path.realpath(there)
     return os.path.realpath(run)
 
 

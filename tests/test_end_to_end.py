@@ -568,6 +568,15 @@ def test_compare_sets_summaries_side_by_side(tmp_path, capsys):
     (tmp_path / "new" / "summary.json").write_text(json.dumps({**one, "segment_notes": []}))  # none to be had
     compare.main([str(tmp_path / "new"), str(tmp_path / "one")])
     assert capsys.readouterr().err.strip() == ""
+    scored = {**one, "scored": "p", "segment_notes": [], "run_details": None}  # pictures scored, by two versions
+    for name, summary in (("scored_new", {**scored, "picture_notes": ["a light background"]}), ("scored_old", scored)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    compare.main([str(tmp_path / "scored_new"), str(tmp_path / "scored_old")])
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "note: scored_new: a light background",
+        "note: scored_old was written by an older version, which recorded no picture notes: where scored_new has "
+        "them, it may have had the same"]
     long_names = ["a_name_longer_than_a_column", "another_name_longer_than_one"]
     compare.main([str(tmp_path / "one"), str(tmp_path / "one"), "--names", *long_names])
     lines = capsys.readouterr().out.splitlines()

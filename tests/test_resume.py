@@ -207,6 +207,8 @@ def test_a_new_run_under_a_used_name_sets_the_earlier_logs_apart(real_data, tmp_
     assert train.train(resumed, tmp_path / "runs2", tmp_path, resume=True)[1]  # another --runs-dir: it goes on
     (log_dir / train.CURVES_OF).write_text(str(tmp_path / "moved_since" / "DRIVE_AV" / "r"))  # a run copied elsewhere
     train.check_curves_are_this_runs(log_dir, tmp_path / "DRIVE_AV" / "r")  # is no other run: not refused
+    (log_dir / train.CURVES_OF).write_text(os.path.realpath(tmp_path / "elsewhere" / "DRIVE_AV" / "r"))
+    train.check_curves_are_this_runs(log_dir, tmp_path / "typo" / "r")  # no such run: --resume's own line says so
 
 
 def test_earlier_logs_of_the_same_second_get_folders_of_their_own(tmp_path):

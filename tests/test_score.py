@@ -235,6 +235,7 @@ def test_an_older_scoring_that_recorded_its_predictions_relative_to_another_fold
     monkeypatch.chdir(tmp_path / "elsewhere")
     score.score_folder("DRIVE_AV", tmp_path / "p", "", real_data)
     assert json.loads((tmp_path / "p_scores" / "summary.json").read_text())["run_paths"] == [str(tmp_path / "p")]
+    assert score._recorded_run("work/p", tmp_path / "p_scores") == str(tmp_path / "p")  # given as a path, from above
 
 
 def test_score_refuses_what_it_cannot_score_in_one_line(real_data, drive_truth, tmp_path, capsys):
@@ -390,6 +391,8 @@ def test_scores_of_test_py_pictures_go_beside_the_test_not_into_it(real_data, dr
     for scores in (test_dir / "raw_pre_scores", test_dir / "seed42" / "raw_pre_scores"):  # a test of several runs
         scores.mkdir(parents=True)
         (scores / "summary.json").write_text(json.dumps({"scored": ["raw_pre"]}))
+    (test_dir / "notes").mkdir()
+    (test_dir / "notes" / "summary.json").write_text(json.dumps("unscored notes"))  # not a summary of scores
     assert test_script.scores_inside(test_dir) == [test_dir / "raw_pre_scores", test_dir / "seed42" / "raw_pre_scores"]
     # The original project's Final_pre/raw_pre (no summary of test.py's): its default output beside the pictures.
     theirs = tmp_path / "original" / "Final_pre"
