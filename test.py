@@ -311,15 +311,8 @@ def scores_inside(out_dir: Path) -> list:
     """The folders of scripts.score's scores (a summary.json that says 'scored') inside a test's
     folder, or inside one of its runs' folders: older versions' default for the scores of
     <test>/raw_pre and <test>/<run>/raw_pre."""
-    found = []
-    for folder in sorted(d for pattern in ("*", "*/*") for d in out_dir.glob(pattern) if d.is_dir()):
-        try:
-            summary = json.loads((folder / "summary.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(summary, dict) and "scored" in summary:
-            found.append(folder)
-    return found
+    return sorted(d for pattern in ("*", "*/*") for d in out_dir.glob(pattern)
+                  if d.is_dir() and "scored" in read_record(d))
 
 
 def score_and_write(spec, runs, samples, probs, details, out_dir, workers, precision,

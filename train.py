@@ -285,7 +285,7 @@ def train_in(run_dir: Path, log_dir: Path, cfg: RunConfig, load, resume, stop_re
                        f"--time-limit {cfg.time_limit:g} min (another epoch would not end in time)")
                 if is_main:  # on a line of its own, not after the progress bar's
                     bar.write(f"{why}: stopped after epoch {standing.epoch}/{cfg.epochs}; --resume continues from "
-                              f"{session.run_dir / LAST_STATE}")
+                              f"{run_dir / LAST_STATE}")
                 complete = False
                 break
     finally:  # also on an error or a second Ctrl-C: the scalars written so far reach the disk
@@ -295,7 +295,7 @@ def train_in(run_dir: Path, log_dir: Path, cfg: RunConfig, load, resume, stop_re
             writer.close()
     best = f" (epoch {standing.best_epoch})" if standing.best_epoch else ""
     unfinished = "" if complete else f" (stopped after epoch {standing.epoch} of {cfg.epochs}: --resume continues)"
-    session.log(f"best validation F1 {100 * standing.best_f1:.2f} %{best}; checkpoints in {session.run_dir}"
+    session.log(f"best validation F1 {100 * standing.best_f1:.2f} %{best}; checkpoints in {run_dir}"
                 f"{unfinished}")
     session.ctx.close()
     return standing.best_f1, complete

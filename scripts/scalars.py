@@ -51,10 +51,11 @@ def main(argv=None):
     p.add_argument("--overwrite", action="store_true",
                    help="replace a CSV already at OUT (without it that is refused: nothing is written)")
     args = p.parse_args(argv)
+    out = Path(args.out)
     try:
-        if Path(args.out).is_dir():
-            raise ConfigError(f"{args.out} is a folder; name the CSV file (e.g. {Path(args.out) / 'scalars.csv.gz'})")
-        if Path(args.out).exists() and not args.overwrite:
+        if out.is_dir():
+            raise ConfigError(f"{out} is a folder; name the CSV file (e.g. {out / 'scalars.csv.gz'})")
+        if out.exists() and not args.overwrite:
             raise ConfigError(f"{args.out} exists: --overwrite replaces it, or name another file")
         scalars = read_scalars(args.run_log_dir)
         path = write_scalars_csv(scalars, args.out)
