@@ -1106,6 +1106,8 @@ def test_photographs_that_make_poor_maps_are_noted(real_data):
     assert inputs.photo_notes(photo, fov, size) == ()
     grey = np.repeat(photo[..., 1:2], 3, axis=2)
     assert [n.split(";")[0] for n in inputs.photo_notes(grey, fov, size)] == ["a greyscale photograph"]
+    bgr = photo[..., ::-1]  # as OpenCV writes an RGB array
+    assert [n.split(" (")[0] for n in inputs.photo_notes(bgr, fov, size)] == ["more blue than red inside its FOV"]
     thumb = np.asarray(Image.fromarray(photo).resize((200, 207)))
     assert inputs.photo_notes(thumb, np.ones((207, 200), bool), size) == (
         "a small photograph (200 x 207), enlarged over 2x to the networks' 592 x 592: "
