@@ -1,5 +1,6 @@
 """Data handling of DESIGN.md section 5 and data/README.md, on the real data sets."""
 import gc
+import math
 import os
 import shutil
 import warnings
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 
 from scripts.config import ConfigError, DATASETS, RunConfig, check_image_size, dataset_spec
-from scripts.data import (augment, find_samples, load_resized, load_sample, normalize,
+from scripts.data import (augment, find_samples, load_resized, load_sample, normalize, resize,
                           split_train_val)
 
 # (data set, split, number of images, original sizes (H, W), first image name)
@@ -162,6 +163,51 @@ def test_flip_and_quarter_rotation_are_exact_permutations():
         assert match, "a flip + multiple-of-90 rotation must permute pixels exactly"
         seen.add(match[0])
     assert len(seen) == 8  # all of the dihedral group
+
+
+def test_rotation_is_by_multiples_of_3_degrees_by_default():
+    """Section 5, the paper's version: a random angle, a multiple of 3 degrees (not only quarter
+    turns). A bar from the centre rightwards, 120 pixels long, shows the angle it was turned by."""
+    size, centre = 257, 128
+    label = torch.zeros(1, size, size, dtype=torch.long)
+    label[0, centre, centre + 8:centre + 128] = 1
+    image = torch.zeros(1, 3, size, size)
+    angles = []
+    for seed in range(20):
+        _, lab, _ = augment(image, label, None, torch.Generator().manual_seed(seed))
+        ys, xs = torch.nonzero(lab[0] == 1, as_tuple=True)
+        angles.append(math.degrees(math.atan2(float(ys.float().mean() - centre), float(xs.float().mean() - centre))))
+    assert all(abs(a / 3 - round(a / 3)) < 0.1 for a in angles), angles  # within 0.3 degrees of a multiple of 3
+    assert any(abs(a / 90 - round(a / 90)) > 0.1 for a in angles), angles  # not quarter turns only
+
+
+def test_saturation_factor_is_drawn_from_0_8_to_1_2():
+    """Section 5: colour saturation scaled by U(0.8, 1.2): a pixel's distance from its grey (luma)
+    level is multiplied by the factor. Measured at the centre of a uniformly coloured frame,
+    which no rotation or flip moves."""
+    colour = torch.tensor([0.6, 0.4, 0.2])
+    image = colour.view(1, 3, 1, 1).expand(1, 3, 33, 33).contiguous()
+    label = torch.zeros(1, 33, 33, dtype=torch.long)
+    grey = float((colour * torch.tensor([0.299, 0.587, 0.114])).sum())
+    factors = []
+    for seed in range(200):
+        out, _, _ = augment(image, label, None, torch.Generator().manual_seed(seed))
+        factors.append(float((out[0, 0, 16, 16] - grey) / (colour[0] - grey)))
+    assert 0.8 - 1e-4 <= min(factors) < 0.82 and 1.18 < max(factors) <= 1.2 + 1e-4, (min(factors), max(factors))
+
+
+def test_labels_and_masks_are_resized_with_nearest_neighbour():
+    """Section 5: images are resized to the network's input, labels with nearest neighbour (no
+    class between two others appears at their border); masks stay 0/1."""
+    label = np.zeros((50, 70), np.uint8)
+    label[:, 35:] = 3
+    fov = np.zeros((50, 70), bool)
+    fov[10:40, 10:60] = True
+    image = np.zeros((50, 70, 3), np.uint8)
+    _, small, small_fov = resize(image, label, fov, (37, 29))  # a non-integer scale
+    assert set(np.unique(small).tolist()) == {0, 3} and small_fov.dtype == bool and small_fov.any()
+    _, large, _ = resize(image, label, fov, (111, 83))
+    assert set(np.unique(large).tolist()) == {0, 3}
 
 
 def test_normalisation_uses_the_fundus_pixels_only():

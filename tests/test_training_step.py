@@ -106,6 +106,72 @@ def test_the_losses_of_one_step_are_the_specified_sums():
             assert torch.allclose(losses[name], expected, atol=1e-6), name
 
 
+def test_d_judges_each_target_as_real_and_each_networks_probabilities_as_fake_in_order():
+    """What D sees, pass by pass: steps 1-3 (G_A, G_V, G) the network's target as real, then its
+    probabilities as fake; steps 4-6 the probabilities of G_A, G_V and G (against real)."""
+    torch.manual_seed(0)
+    nets = Networks("sigmoid", 4)
+    before = copy.deepcopy(nets)
+    images, labels = batch()
+    seen = []
+    nets.D.register_forward_hook(lambda module, inputs, output: seen.append(inputs[1].detach().clone()))
+    Trainer(nets, RunConfig(base_width=4)).step(images, labels)
+    t = make_targets(labels, "sigmoid")
+    with torch.no_grad():  # train mode, as in the step: BatchNorm on this batch's statistics
+        out = before.generate(images)
+    p = {k: out[k].sigmoid() for k in ("A", "V", "G")}
+    expected = [t.artery, p["A"], t.vein, p["V"], t.main, p["G"], p["A"], p["V"], p["G"]]
+    assert len(seen) == len(expected)
+    for i, (got, want) in enumerate(zip(seen, expected, strict=True)):
+        assert torch.allclose(got, want, atol=1e-6), f"D's pass {i + 1}"
+
+
+def test_the_adversarial_term_trains_every_generator():
+    """Steps 4-6: gamma * BCE(D(image, p), real) reaches each generator through its
+    probabilities p: with the segmentation weights at 0 (alpha = beta = 0) each still moves."""
+    torch.manual_seed(0)
+    nets = Networks("sigmoid", 4)
+    before = copy.deepcopy(nets.state_dict())
+    Trainer(nets, RunConfig(base_width=4, alpha=0, beta=0, gamma=1)).step(*batch())
+    for name in ("G", "G_A", "G_V"):
+        key = f"{name}.inc.double_conv.0.weight"
+        assert not torch.equal(before[key], nets.state_dict()[key]), name
+    # ... and without it (gamma = 0 too) nothing drives them: the check above can fail.
+    nets = Networks("sigmoid", 4)
+    before = copy.deepcopy(nets.state_dict())
+    Trainer(nets, RunConfig(base_width=4, alpha=0, beta=0, gamma=0)).step(*batch())
+    assert torch.equal(before["G_A.inc.double_conv.0.weight"], nets.state_dict()["G_A.inc.double_conv.0.weight"])
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
+def test_g_head_reads_the_specified_fusion_of_the_branches(activation):
+    """Section 3: the sigmoid variant's head reads [sigmoid(G_A logits), G's last features,
+    sigmoid(G_V logits)]; the softmax variant's the mean of G_A's, G's and G_V's features."""
+    torch.manual_seed(0)
+    nets = Networks(activation, 4).eval()
+    images = batch()[0]
+    head_input = []
+    nets.G.outc.register_forward_hook(lambda module, inputs, output: head_input.append(inputs[0]))
+    with torch.no_grad():
+        nets.generate(images)
+        logits_a, features_a = nets.G_A(images)
+        logits_v, features_v = nets.G_V(images)
+        features, _ = nets.G.forward_features(images)
+    if activation == "sigmoid":
+        expected = torch.cat([logits_a.sigmoid(), features, logits_v.sigmoid()], 1)
+    else:
+        expected = (features_a + features + features_v) / 3
+    assert torch.allclose(head_input[0], expected, atol=1e-6)
+
+
+def test_the_python_defaults_are_the_specified_ones():
+    """Section 4: the Python defaults were batch 6, lr 2e-4, 240 epochs, 5 % validation (train.sh
+    gives the published schedule); section 5: rotation by multiples of 3 degrees (the paper's)."""
+    cfg = RunConfig()
+    assert (cfg.batch_size, cfg.learning_rate, cfg.epochs, cfg.validation) == (6, 2e-4, 240, 5.0)
+    assert (cfg.activation, cfg.base_width, cfg.rotation_step) == ("sigmoid", 32, 3)
+
+
 def test_optimisers_and_plateau_schedules_are_the_specified_ones():
     cfg = RunConfig(base_width=4, learning_rate=8e-4)
     trainer = Trainer(Networks("sigmoid", 4), cfg)
