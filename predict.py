@@ -89,6 +89,7 @@ from scripts.files import FolderLock, atomic_write, make_folder
 from scripts.predict_inputs import MaskFinder, prepare
 from scripts.predict_outputs import (RUN_RECORD, check_no_other_run_in_the_way, earlier_run, one_line_reason, output_kinds,
                              remove_earlier_run, row, write_outputs, write_predictions_csv)
+from scripts.provenance import commit
 from scripts.stopping import EXIT_STATUS, StopRequest, Terminated, run_main, signal_of, signals_handled_by
 
 FALLBACK_SIZE = DATASETS["DRIVE_AV"].size  # for checkpoints that do not save their input size
@@ -207,6 +208,15 @@ def run_record(args, members, amp_dtype) -> dict:
             "tta": args.tta, "precision": describe_precision(amp_dtype),
             "masks": str(Path(args.masks).resolve()) if args.masks else "estimated from each photograph",
             "overlay_alpha": args.overlay_alpha if args.overlay else None}  # None: --no-overlay
+
+
+def invocation(args, processes: int) -> dict:
+    """When, with what options, from where and with what code predict.py was run: one entry of
+    predict_run.json's "invocations" (a --resume adds one; they are not compared). The working
+    folder is what relative paths in predictions.csv start from."""
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "options": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))},
+            "working_folder": os.getcwd(), "processes": processes, "commit": commit(), "torch": torch.__version__}
 
 
 def workers_per_process():
@@ -361,7 +371,8 @@ def run_process(args, ctx: distributed.Context, stop_request: StopRequest) -> in
             log(f"--overwrite: deleted the earlier run's {remove_earlier_run(out_dir)} file(s) in {out_dir}")
         ctx.sum(0)  # no rank writes before they are gone
     if main:
-        atomic_write(out_dir / RUN_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
+        written = {**record, "invocations": resume.invocations(out_dir, args.resume) + [invocation(args, ctx.world)]}
+        atomic_write(out_dir / RUN_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(written, indent=2)))
         missing = sum(bool(it.missing) for it in items)  # failed in the CSV, not photographs
         log(f"{len(items) - missing} image(s){f' and {missing} input(s) not found' if missing else ''}"
             f"{f' over {ctx.world} processes' if ctx.enabled else ''}; "

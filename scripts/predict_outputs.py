@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the inputs import this module's names; these are for the an
 
 PREDICTIONS_CSV = "predictions.csv"
 CSV_FIELDS = ["path", "output", "status", "reason", "width", "height", "artery_fraction", "vein_fraction",
-              "uncertain_fraction", "vessel_density", "av_ratio", "fov_source", "notes"]
+              "uncertain_fraction", "vessel_density", "av_ratio", "fov_source", "fov_fraction", "sha256", "notes"]
 OUTPUT_FILES = {"classes": "_classes.png", "colour": "_colour.png", "overlay": "_overlay.png",
                 "uncertainty": "_uncertainty.png", "probs": "_probs.npz"}  # name endings per image
 OPTIONAL_OUTPUTS = ("overlay", "uncertainty", "probs")  # not with --no-overlay; ensembles only; --save-probs only
@@ -90,13 +90,15 @@ def overlay(rgb, cls, alpha):
 
 
 def statistics(cls, fov):
-    """Fractions of the FOV pixels; empty strings where undefined."""
+    """Fractions of the FOV pixels (empty strings where undefined), and the FOV's fraction of the
+    image: a class's area in pixels is its fraction x fov_fraction x width x height."""
     n_fov = int(fov.sum())
     counts = np.bincount(cls[fov].ravel(), minlength=4) if n_fov else np.zeros(4, np.int64)
     a, v, u = int(counts[1]), int(counts[2]), int(counts[3])
     frac = (lambda k: f"{k / n_fov:.6f}") if n_fov else (lambda k: "")
     return {"artery_fraction": frac(a), "vein_fraction": frac(v), "uncertain_fraction": frac(u),
-            "vessel_density": frac(a + v + u), "av_ratio": f"{a / v:.6f}" if v else ""}
+            "vessel_density": frac(a + v + u), "av_ratio": f"{a / v:.6f}" if v else "",
+            "fov_fraction": f"{n_fov / fov.size:.6f}"}
 
 
 def one_line_reason(exc, path):
@@ -125,7 +127,8 @@ def write_outputs(prep: "Prepared", probs, std, paths, activation, alpha):
         arrays = {"probs": full.half().numpy(), "channels": np.array(VARIANTS[activation].channels), "fov": prep.fov}
         save_npz(paths["probs"], arrays)
     remove_stale_outputs(paths)
-    return row(prep.item, "ok", "", w, h, prep.fov_source, statistics(cls, prep.fov), "; ".join(prep.notes))
+    return row(prep.item, "ok", "", w, h, prep.fov_source, statistics(cls, prep.fov), "; ".join(prep.notes),
+               prep.sha256)
 
 
 def save_npz(path, arrays):
@@ -135,10 +138,10 @@ def save_npz(path, arrays):
     atomic_write(path, write)
 
 
-def row(item, status, reason, w="", h="", fov_source="", stats=None, notes=""):
+def row(item, status, reason, w="", h="", fov_source="", stats=None, notes="", sha256=""):
     r = {k: "" for k in CSV_FIELDS}
     r.update(path=item.path, output=item.rel, status=status, reason=reason, width=w, height=h, fov_source=fov_source,
-             notes=notes)
+             notes=notes, sha256=sha256)
     r.update(stats or {})
     return r
 

@@ -54,6 +54,18 @@ def check_resume(out_dir: Path, record: dict, precision_note: str = ""):
                           f"use another --output, or --overwrite to replace that run")
 
 
+def invocations(out_dir: Path, resume: bool) -> list:
+    """The earlier invocations an output folder's predict_run.json lists, which a --resume keeps
+    (none where there are none, or where a version before them wrote it)."""
+    if not resume:
+        return []
+    try:
+        earlier = json.loads((out_dir / RUN_RECORD).read_text()).get("invocations")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return earlier if isinstance(earlier, list) else []
+
+
 def rows_kept_by_resume(out_dir, items):
     """--resume: the earlier CSV rows of images not in this run (their outputs are untouched)."""
     paths, outputs = {it.path for it in items}, {it.rel for it in items}
@@ -182,15 +194,16 @@ def files_in_the_way(out_dir: Path, todo) -> list:
 
 
 def resumed_row(item, paths, previous, masks, sizes):
-    """The CSV row of an image done by an earlier run: its old row (with a notes column, which
-    CSVs of older versions lack), else recomputed from the written class map."""
+    """The CSV row of an image done by an earlier run: its old row (with every column, which CSVs
+    of older versions lack: notes, fov_fraction, sha256), else recomputed from the written class map."""
     old = previous.get(item.path)
-    if old and old.get("status") == "ok" and "notes" in old:
-        return {**{k: old.get(k, "") for k in CSV_FIELDS}, "output": item.rel}
+    if old and old.get("status") == "ok" and all(k in old for k in CSV_FIELDS):
+        return {**{k: old[k] for k in CSV_FIELDS}, "output": item.rel}
     with Image.open(paths["classes"]) as picture:
         cls = np.asarray(picture)
     rgb = read_image(item.path, upright=True)
     turn = photo_orientation(item.path)
     fov, source = read_fov(item, rgb, masks, turn)
     return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov),
-               "; ".join(orientation_note(turn, source) + image_notes(item, rgb, fov, source, sizes, masks)))
+               "; ".join(orientation_note(turn, source) + image_notes(item, rgb, fov, source, sizes, masks)),
+               fingerprint(item.path))

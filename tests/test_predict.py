@@ -4,6 +4,7 @@ outputs at the original size, failures recorded (not fatal), --resume, ensembles
 import contextlib
 import csv
 import glob
+import hashlib
 import io
 import json
 import os
@@ -146,6 +147,8 @@ def test_failures_are_recorded_and_the_exit_status_is_non_zero(setup, first):
         r = rows[rel]
         assert r["status"] == "ok" and r["reason"] == "" and r["fov_source"] == "estimated"
         assert (int(r["width"]), int(r["height"])) == DRIVE_SIZE
+        assert r["sha256"] == hashlib.sha256((setup["input"] / rel).read_bytes()).hexdigest()  # duplicates share it
+        assert 0.5 < float(r["fov_fraction"]) < 0.9  # DRIVE_AV's FOV: about 69 % of the frame
         fractions = [float(r[k]) for k in ("artery_fraction", "vein_fraction", "uncertain_fraction")]
         assert all(0 <= f <= 1 for f in fractions)
         assert abs(sum(fractions) - float(r["vessel_density"])) < 1e-5
@@ -170,6 +173,13 @@ def test_resume_skips_done_images(setup, first):
         assert changed == p.name.startswith("grey_"), p  # only the incomplete image was redone
     assert (out / "sub" / "grey_colour.png").is_file()
     assert read_rows(out) == read_rows(done)
+    # predict_run.json lists each invocation: when, the options, the working folder (relative
+    # paths in the CSV start there), the code; a resume adds its own.
+    first_run, resumed = (json.loads((d / "predict_run.json").read_text())["invocations"] for d in (done, out))
+    assert len(first_run) == 1 and resumed[0] == first_run[0] and len(resumed) == 2
+    assert resumed[1]["options"]["resume"] is True and first_run[0]["options"]["resume"] is False
+    assert resumed[1]["options"]["input"] == [str(setup["input"])] and resumed[1]["working_folder"] == os.getcwd()
+    assert resumed[1]["date"] >= first_run[0]["date"] and resumed[1]["commit"] and resumed[1]["processes"] == 1
     assert {r["output"] for r in read_rows(out)} == {rel.rsplit(".", 1)[0] for rel in GOOD + list(BAD)}
 
 
@@ -330,6 +340,7 @@ def test_resume_reads_class_maps_of_older_versions_by_the_csv(setup, first):
     assert proc.returncode == 1 and "5 image(s) already done" in proc.stderr, proc.stderr  # the 2 bad ones fail again
     grey = next(r for r in read_rows(out) if r["output"] == "sub/grey")
     assert grey["notes"].startswith("a greyscale photograph") and grey["status"] == "ok"
+    assert grey["sha256"] and grey["fov_fraction"]  # the columns added since, recomputed too
 
 
 def test_a_file_name_that_is_not_utf8_is_written_with_escapes_and_resumed(setup, tmp_path):
@@ -606,6 +617,7 @@ def test_masks_and_the_test_py_picture(setup):
     nets, cfg = load_any(setup["run_a"])
     image = read_image(setup["input"] / "01_test.tif")
     fov = read_mask(masks / "01_test_mask.gif")
+    assert float(row["fov_fraction"]) == pytest.approx(fov.mean(), abs=1e-6)  # area = fraction x width x height
     small = np.asarray(Image.fromarray(image).resize(tuple(cfg["image_size"]), Image.BILINEAR))
     probs = predict_probs(nets, torch.from_numpy(small.copy()).permute(2, 0, 1)[None])
     threads = torch.get_num_threads()
