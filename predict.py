@@ -86,7 +86,7 @@ from scripts.device import (MEMORY_FORMAT, amp_dtype_for, describe_precision, ke
                             one_torch_thread_here, pick_device, thread_count_restored)
 from scripts.evaluate import compile_for_inference, predict_probs
 from scripts.files import FolderLock, atomic_write, make_folder
-from scripts.predict_inputs import MaskFinder, prepare
+from scripts.predict_inputs import MaskFinder, fingerprint, prepare
 from scripts.predict_outputs import (RUN_RECORD, check_no_other_run_in_the_way, earlier_run, one_line_reason, output_kinds,
                              remove_earlier_run, row, write_outputs, write_predictions_csv)
 from scripts.provenance import commit
@@ -210,12 +210,21 @@ def run_record(args, members, amp_dtype) -> dict:
             "overlay_alpha": args.overlay_alpha if args.overlay else None}  # None: --no-overlay
 
 
+def file_sha256(item) -> str:
+    """A failed photograph's SHA-256 where its file can be read (a corrupt copy is then told
+    apart from a good one in the CSV); empty where it cannot (missing, a dead link)."""
+    try:
+        return "" if item.missing else fingerprint(item.path)
+    except OSError:
+        return ""
+
+
 def invocation(args, processes: int) -> dict:
     """When, with what options, from where and with what code predict.py was run: one entry of
     predict_run.json's "invocations" (a --resume adds one; they are not compared). The working
     folder is what relative paths in predictions.csv start from."""
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "options": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))},
+            "options": json.loads(json.dumps(vars(args), default=str)),  # paths as text, tuples as lists
             "working_folder": os.getcwd(), "processes": processes, "commit": commit(), "torch": torch.__version__}
 
 
@@ -435,7 +444,7 @@ class Segmenter:
 
     def fail(self, item, exc):
         reason = one_line_reason(exc, item.path)
-        self.rows.append(row(item, "failed", reason))
+        self.rows.append(row(item, "failed", reason, sha256=file_sha256(item)))
         self.failed.append(item)
         tqdm.write(f"failed: {item.path}: {reason}", file=sys.stderr)
 

@@ -28,8 +28,9 @@ LIST_EXTS = (".txt", ".lst", ".list")
 MAX_ENLARGEMENT = 2.0  # a photograph enlarged more than this to the networks' size gets a note
 MAX_ASPECT_CHANGE = 1.2  # a photograph whose width/height the networks' input changes more than this gets a note
 MIN_FOV_STD = 2.0  # grey levels, per channel: a FOV flatter than this has nothing to segment (a blank frame)
-# Red is at least twice blue inside the FOV in all 107 photographs of DRIVE_AV, LES-AV and HRF-AV
-# (2.06-8.6x, means over the FOV): one with more blue than red has most likely been saved in BGR order.
+# Inside the FOV, red > green > blue in all 107 photographs of DRIVE_AV, LES-AV and HRF-AV (means:
+# red 2.05-8.6x blue, green 1.4x blue or more): one where blue is the brightest channel has most
+# likely been saved in BGR order (a red-free photograph, green above blue, is not taken for one).
 
 
 @dataclass
@@ -493,11 +494,12 @@ def photo_notes(rgb, fov, sizes) -> tuple:
         notes.append("a greyscale photograph; the networks learned from colour ones "
                      "(artery and vein differ in colour), so expect poorer maps")
     elif not uniform and fov[every_4th].any():
-        red, _, blue = rgb[every_4th][fov[every_4th]].mean(axis=0)
-        if blue > red:
-            notes.append(f"more blue than red inside its FOV (means {blue:.0f} and {red:.0f} of 255), where every "
-                         f"photograph of DRIVE_AV, LES-AV and HRF-AV is at least twice as red as blue: saved in "
-                         f"BGR order (OpenCV's cv2.imwrite of an RGB array)? Expect poorer maps; save it as RGB")
+        red, green, blue = rgb[every_4th][fov[every_4th]].mean(axis=0)
+        if blue > max(red, green):
+            notes.append(f"blue is its brightest channel inside its FOV (mean red, green, blue {red:.0f}, {green:.0f}, "
+                         f"{blue:.0f} of 255), where in every photograph of DRIVE_AV, LES-AV and HRF-AV red is the "
+                         f"brightest, at least twice blue: saved in BGR order (OpenCV's cv2.imwrite of an RGB array)? Expect "
+                         f"poorer maps; save it as RGB")
     h, w = rgb.shape[:2]
     net_w, net_h = max(sizes, key=lambda s: max(s[0] / w, s[1] / h))  # the largest enlargement
     if max(net_w / w, net_h / h) > MAX_ENLARGEMENT:

@@ -194,10 +194,12 @@ def files_in_the_way(out_dir: Path, todo) -> list:
 
 
 def resumed_row(item, paths, previous, masks, sizes):
-    """The CSV row of an image done by an earlier run: its old row (with every column, which CSVs
-    of older versions lack: notes, fov_fraction, sha256), else recomputed from the written class map."""
+    """The CSV row of an image done by an earlier run: its old row where it has every column (CSVs
+    of older versions lack notes, fov_fraction and sha256; a resume of such a CSV leaves the last two
+    empty in the rows of images it was not given), else recomputed: the fractions from the written
+    class map, the rest from the photograph and its mask."""
     old = previous.get(item.path)
-    if old and old.get("status") == "ok" and all(k in old for k in CSV_FIELDS):
+    if old and old.get("status") == "ok" and "notes" in old and old.get("fov_fraction") and old.get("sha256"):
         return {**{k: old[k] for k in CSV_FIELDS}, "output": item.rel}
     with Image.open(paths["classes"]) as picture:
         cls = np.asarray(picture)

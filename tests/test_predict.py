@@ -138,6 +138,7 @@ def test_failures_are_recorded_and_the_exit_status_is_non_zero(setup, first):
     assert [r["path"] for r in read_rows(out)] == sorted(r["path"] for r in read_rows(out))
     for rel, reason in BAD.items():
         assert rows[rel]["status"] == "failed" and reason in rows[rel]["reason"], rows[rel]
+        assert rows[rel]["sha256"] == hashlib.sha256((setup["input"] / rel).read_bytes()).hexdigest()
         assert f"failed: {setup['input'] / rel}: {reason}" in proc.stderr
         assert not outputs_of(out, rel)["classes"].exists()
     noted = {rel for rel in GOOD if f"note: {setup['input'] / rel}: a greyscale photograph" in proc.stderr}
@@ -330,17 +331,24 @@ def test_resume_reads_class_maps_of_older_versions_by_the_csv(setup, first):
     proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "01_test.tif", "--output", out, "--resume")
     assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
     assert read_rows(out) == read_rows(done)
-    # A CSV of a version before the notes column: the rows of resumed images are recomputed, notes included.
+    # A CSV of a version before the notes, fov_fraction and sha256 columns: a resume given one
+    # photograph recomputes its row; the rows of the others are kept, the new columns empty there;
+    # a later resume given them all fills those in too.
     rows = read_rows(out)
     with open(out / "predictions.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "notes"], extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k not in ("notes", "fov_fraction", "sha256")],
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "01_test.tif", "--output", out, "--resume")
+    assert proc.returncode == 0 and "1 image(s) already done" in proc.stderr, proc.stderr
+    rows = {r["output"]: r for r in read_rows(out)}
+    assert rows["01_test"]["sha256"] and rows["01_test"]["fov_fraction"] and not rows["sub/grey"]["sha256"]
     proc = cli("--weights", setup["run_a"], "--input", setup["input"], "--output", out, "--resume")
     assert proc.returncode == 1 and "5 image(s) already done" in proc.stderr, proc.stderr  # the 2 bad ones fail again
     grey = next(r for r in read_rows(out) if r["output"] == "sub/grey")
     assert grey["notes"].startswith("a greyscale photograph") and grey["status"] == "ok"
-    assert grey["sha256"] and grey["fov_fraction"]  # the columns added since, recomputed too
+    assert read_rows(out) == read_rows(done)  # every column as the first run wrote it
 
 
 def test_a_file_name_that_is_not_utf8_is_written_with_escapes_and_resumed(setup, tmp_path):
@@ -611,7 +619,10 @@ def test_masks_and_the_test_py_picture(setup):
     args = predict.build_parser().parse_args(["--weights", str(setup["run_a"]), "--input",
                                               str(setup["input"] / "01_test.tif"), "--output", str(out),
                                               "--masks", str(masks)])
+    args.input, args.output = [setup["input"] / "01_test.tif"], out  # paths, from a script of one's own
     assert predict.run(args) == 0
+    options = json.loads((out / "predict_run.json").read_text())["invocations"][0]["options"]
+    assert options["input"] == [str(setup["input"] / "01_test.tif")] and options["output"] == str(out)
     row = read_rows(out)[0]
     assert row["fov_source"] == "mask"
     nets, cfg = load_any(setup["run_a"])
@@ -1109,6 +1120,28 @@ def test_labels_and_vessel_maps_are_told_from_photographs(real_data):
                 "frame: a label or vessel map, not a photograph"), said
 
 
+def test_no_photograph_of_the_data_sets_is_taken_for_bgr_and_each_swapped_one_is(real_data):
+    """The BGR note's rule (blue the brightest channel inside the FOV) against all 107 photographs
+    of the three data sets as they are, and with their channels swapped (JPEGs decoded at a
+    quarter size: the means do not need more)."""
+    checked = 0
+    for name, spec in DATASETS.items():
+        if name == "SYNTHETIC":
+            continue
+        for split in ("training", "test"):
+            for sample in find_samples(real_data, spec, split):
+                with Image.open(sample.image) as img:
+                    img.draft("RGB", (img.width // 4, img.height // 4))  # JPEG only; others as stored
+                    photo = np.asarray(img.convert("RGB"))
+                fov = np.asarray(Image.fromarray(read_mask(sample.mask)).resize(photo.shape[1::-1])) > 0
+                size = [(photo.shape[1], photo.shape[0])]
+                assert not [n for n in inputs.photo_notes(photo, fov, size) if n.startswith("blue")], sample.image
+                assert inputs.photo_notes(photo[..., ::-1], fov, size)[0].startswith("blue is its brightest"), \
+                    sample.image
+                checked += 1
+    assert checked == 107
+
+
 def test_photographs_that_make_poor_maps_are_noted(real_data):
     """Greyscale, much smaller than the networks' input, of another shape, or blank: segmented,
     with a note why the maps may be poor; a DRIVE_AV photograph at the networks' size gets none."""
@@ -1119,7 +1152,10 @@ def test_photographs_that_make_poor_maps_are_noted(real_data):
     grey = np.repeat(photo[..., 1:2], 3, axis=2)
     assert [n.split(";")[0] for n in inputs.photo_notes(grey, fov, size)] == ["a greyscale photograph"]
     bgr = photo[..., ::-1]  # as OpenCV writes an RGB array
-    assert [n.split(" (")[0] for n in inputs.photo_notes(bgr, fov, size)] == ["more blue than red inside its FOV"]
+    assert [n.split(" (")[0] for n in inputs.photo_notes(bgr, fov, size)] == [
+        "blue is its brightest channel inside its FOV"]
+    red_free = photo * np.array([0, 1, 0.3])  # through a green filter: green brightest, blue above red
+    assert inputs.photo_notes(red_free.astype(np.uint8), fov, size) == ()
     thumb = np.asarray(Image.fromarray(photo).resize((200, 207)))
     assert inputs.photo_notes(thumb, np.ones((207, 200), bool), size) == (
         "a small photograph (200 x 207), enlarged over 2x to the networks' 592 x 592: "
