@@ -442,9 +442,10 @@ class Segmenter:
         """kind of note -> images it concerns beyond the first NOTES_SHOWN, which were not told it."""
         return Counter({kind: n - NOTES_SHOWN for kind, n in self.notes_seen.items() if n > NOTES_SHOWN})
 
-    def fail(self, item, exc):
+    def fail(self, item, exc, sha256=None):
+        """A row of a failed image; ``sha256``: its file's, where it was hashed already."""
         reason = one_line_reason(exc, item.path)
-        self.rows.append(row(item, "failed", reason, sha256=file_sha256(item)))
+        self.rows.append(row(item, "failed", reason, sha256=file_sha256(item) if sha256 is None else sha256))
         self.failed.append(item)
         tqdm.write(f"failed: {item.path}: {reason}", file=sys.stderr)
 
@@ -477,7 +478,7 @@ class Segmenter:
             probs, std = self.ensemble([p for p, _ in ready])
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: these images fail
             for p, _ in ready:
-                self.fail(p.item, RuntimeError(f"prediction failed: {one_line_reason(exc, '')}"))
+                self.fail(p.item, RuntimeError(f"prediction failed: {one_line_reason(exc, '')}"), p.sha256)
             return
         for j, (p, paths) in enumerate(ready):
             self.writes.append((p.item, pool.submit(write_outputs, p, probs[j], None if std is None else std[j],

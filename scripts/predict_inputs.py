@@ -497,8 +497,8 @@ def photo_notes(rgb, fov, sizes) -> tuple:
         red, green, blue = rgb[every_4th][fov[every_4th]].mean(axis=0)
         if blue > max(red, green):
             notes.append(f"blue is its brightest channel inside its FOV (mean red, green, blue {red:.0f}, {green:.0f}, "
-                         f"{blue:.0f} of 255), where in every photograph of DRIVE_AV, LES-AV and HRF-AV red is the "
-                         f"brightest, at least twice blue: saved in BGR order (OpenCV's cv2.imwrite of an RGB array)? Expect "
+                         f"{blue:.0f} of 255), whereas in every photograph of DRIVE_AV, LES-AV and HRF-AV red is the "
+                         f"brightest, at least twice the blue: saved in BGR order (OpenCV's cv2.imwrite of an RGB array)? Expect "
                          f"poorer maps; save it as RGB")
     h, w = rgb.shape[:2]
     net_w, net_h = max(sizes, key=lambda s: max(s[0] / w, s[1] / h))  # the largest enlargement

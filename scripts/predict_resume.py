@@ -206,6 +206,6 @@ def resumed_row(item, paths, previous, masks, sizes):
     rgb = read_image(item.path, upright=True)
     turn = photo_orientation(item.path)
     fov, source = read_fov(item, rgb, masks, turn)
+    sha256 = made_from(paths["classes"])["source_sha256"] or fingerprint(item.path)  # the map's: checked by plan()
     return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov),
-               "; ".join(orientation_note(turn, source) + image_notes(item, rgb, fov, source, sizes, masks)),
-               fingerprint(item.path))
+               "; ".join(orientation_note(turn, source) + image_notes(item, rgb, fov, source, sizes, masks)), sha256)

@@ -995,6 +995,31 @@ def test_resume_keeps_an_images_earlier_output_name(setup, tmp_path, monkeypatch
         f"{stem}_{kind}.png" for stem in ("x", "x_png") for kind in ("classes", "colour", "overlay"))
 
 
+def test_a_batch_the_networks_fail_on_fails_its_images_only(setup, tmp_path, monkeypatch):
+    """An error in the networks (out of memory, say) fails that batch's images, each with a row
+    saying so (its photograph's SHA-256 too), and the run carries on with the next batch."""
+    real_call, calls = predict.Ensemble.__call__, []
+
+    def first_batch_fails(self, batch):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("CPU out of memory\n(more lines)")
+        return real_call(self, batch)
+    monkeypatch.setattr(predict.Ensemble, "__call__", first_batch_fails)
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(setup["input"] / "01_test.tif", inp / f"{name}.tif")
+    proc = cli("--weights", setup["run_a"], "--input", inp, "--output", tmp_path / "out", "--batch-size", "2")
+    assert proc.returncode == 1 and calls == [2, 1], proc.stderr
+    rows = {r["output"]: r for r in read_rows(tmp_path / "out")}
+    digest = hashlib.sha256((inp / "a.tif").read_bytes()).hexdigest()
+    for name in ("a", "b"):
+        assert rows[name]["status"] == "failed" and rows[name]["sha256"] == digest
+        assert rows[name]["reason"] == "prediction failed: CPU out of memory (more lines)"
+    assert rows["c"]["status"] == "ok" and rows["c"]["sha256"] == digest
+
+
 def test_inputs_not_found_are_not_counted_as_images(setup, tmp_path):
     proc = cli("--weights", setup["run_a"], "--input", setup["input"] / "rgba.png", tmp_path / "nothere.png",
                "--output", tmp_path / "out")
@@ -1014,6 +1039,7 @@ def test_inputs_not_found_are_not_counted_as_images(setup, tmp_path):
         rows = {r["output"]: r for r in read_rows(out)}
         assert rows["sub/b"]["status"] == "failed" and rows["sub/b"]["reason"] == (
             f"a link to {tmp_path / 'moved.png'}, which does not exist")
+        assert rows["sub/b"]["sha256"] == rows["sub/loop"]["sha256"] == ""  # no file to hash
         assert rows["sub/loop"]["reason"] == f"a link that loops ({cohort / 'sub' / 'loop.png'} -> " \
                                              f"{cohort / 'sub' / 'loop.png'})"
     items, _ = inputs.find_inputs([str(cohort / "sub" / "*.png")])  # a plain glob too
@@ -1159,6 +1185,8 @@ def test_photographs_that_make_poor_maps_are_noted(real_data):
         "blue is its brightest channel inside its FOV"]
     red_free = photo * np.array([0, 1, 0.3])  # through a green filter: green brightest, blue above red
     assert inputs.photo_notes(red_free.astype(np.uint8), fov, size) == ()
+    purple = photo * np.array([1, 0.3, 0.8])  # red still the brightest, blue above green: no note
+    assert inputs.photo_notes(purple.astype(np.uint8), fov, size) == ()
     thumb = np.asarray(Image.fromarray(photo).resize((200, 207)))
     assert inputs.photo_notes(thumb, np.ones((207, 200), bool), size) == (
         "a small photograph (200 x 207), enlarged over 2x to the networks' 592 x 592: "
