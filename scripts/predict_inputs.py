@@ -451,7 +451,7 @@ def prepare(item: Item, sizes, masks: MaskFinder) -> Prepared:
     fov, source = read_fov(item, rgb, masks, turn)
     resized = {s: torch.from_numpy(np.array(Image.fromarray(rgb).resize(s, Image.BILINEAR))).permute(2, 0, 1)
                for s in sizes}
-    notes = orientation_note(turn, source) + image_notes(item, rgb, fov, source, sizes, masks)
+    notes = orientation_note(turn, source) + pages_note(item.path) + image_notes(item, rgb, fov, source, sizes, masks)
     return Prepared(item, rgb, fov, source, resized, fingerprint(item.path), notes, turn)
 
 
@@ -468,6 +468,14 @@ def orientation_note(turn: int, fov_source: str) -> tuple:
         return ()
     mask = ("; its mask is taken as drawn on the photograph as viewers show it" if fov_source == "mask" else "")
     return (f"turned as image viewers show it (EXIF orientation {turn}), as are its outputs{mask}",)
+
+
+def pages_note(path) -> tuple:
+    """A TIFF of several pages (a camera's export of a whole exam, say) is read as its first page:
+    said, so that the others are not taken for segmented."""
+    with open_header(path) as img:
+        pages = getattr(img, "n_frames", 1) if img.format == "TIFF" else 1
+    return (f"a TIFF of {pages} pages: only the first is segmented",) if pages > 1 else ()
 
 
 def image_notes(item, rgb, fov, fov_source, sizes, masks: MaskFinder) -> tuple:

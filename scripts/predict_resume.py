@@ -17,7 +17,8 @@ from PIL import Image
 
 from scripts.config import ConfigError
 from scripts.data import read_image
-from scripts.predict_inputs import Item, find_inputs, fingerprint, image_notes, orientation_note, photo_orientation, read_fov
+from scripts.predict_inputs import (Item, find_inputs, fingerprint, image_notes, orientation_note, pages_note,
+                                    photo_orientation, read_fov)
 from scripts.predict_outputs import (CSV_FIELDS, OUTPUT_FILES, PREDICTIONS_CSV, RUN_RECORD, made_from, output_paths,
                              previous_rows_by_path, printable_path, read_rows, row, statistics)
 
@@ -208,4 +209,5 @@ def resumed_row(item, paths, previous, masks, sizes):
     fov, source = read_fov(item, rgb, masks, turn)
     sha256 = made_from(paths["classes"])["source_sha256"] or fingerprint(item.path)  # the map's: checked by plan()
     return row(item, "ok", "", cls.shape[1], cls.shape[0], source, statistics(cls, fov),
-               "; ".join(orientation_note(turn, source) + image_notes(item, rgb, fov, source, sizes, masks)), sha256)
+               "; ".join(orientation_note(turn, source) + pages_note(item.path)
+                         + image_notes(item, rgb, fov, source, sizes, masks)), sha256)

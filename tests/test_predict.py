@@ -1146,6 +1146,16 @@ def test_labels_and_vessel_maps_are_told_from_photographs(real_data):
                 "frame: a label or vessel map, not a photograph"), said
 
 
+def test_a_tiff_of_several_pages_is_segmented_by_its_first_with_a_note(setup, tmp_path):
+    photo = Image.open(setup["input"] / "01_test.tif")
+    photo.save(tmp_path / "exam.tif", save_all=True, append_images=[photo.transpose(Image.FLIP_LEFT_RIGHT)] * 2)
+    prepared = inputs.prepare(inputs.Item(str(tmp_path / "exam.tif"), "exam"), [(64, 64)], inputs.MaskFinder(None))
+    assert prepared.notes == ("a TIFF of 3 pages: only the first is segmented",)
+    assert np.array_equal(prepared.rgb, np.asarray(photo.convert("RGB")))
+    single = inputs.prepare(inputs.Item(str(setup["input"] / "01_test.tif"), "x"), [(64, 64)], inputs.MaskFinder(None))
+    assert single.notes == ()
+
+
 def test_no_photograph_of_the_data_sets_is_taken_for_bgr_and_each_swapped_one_is(real_data):
     """The BGR note's rule (blue the brightest channel inside the FOV) against all 107 photographs
     of the three data sets as they are, and with their channels swapped (JPEGs decoded at a
