@@ -496,18 +496,19 @@ def image_notes(item, rgb, fov, fov_source, sizes, masks: MaskFinder) -> tuple:
 def photo_notes(rgb, fov, sizes) -> tuple:
     """What about a photograph makes poor maps likely; it is segmented all the same."""
     notes = []
-    every_4th = (slice(None, None, 4), slice(None, None, 4))  # a sample is enough for a spread
-    uniform = fov[every_4th].any() and rgb[every_4th][fov[every_4th]].std(axis=0).max() < MIN_FOV_STD
+    every_4th = (slice(None, None, 4), slice(None, None, 4))  # a sample is enough for a spread and the means
+    inside = rgb[every_4th][fov[every_4th]]  # N x 3
+    uniform = len(inside) > 0 and inside.std(axis=0).max() < MIN_FOV_STD
     if not uniform and (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
         notes.append("a greyscale photograph; the networks learned from colour ones "
                      "(artery and vein differ in colour), so expect poorer maps")
-    elif not uniform and fov[every_4th].any():
-        red, green, blue = rgb[every_4th][fov[every_4th]].mean(axis=0)
+    elif not uniform and len(inside) > 0:
+        red, green, blue = inside.mean(axis=0)
         if blue > max(red, green):
-            notes.append(f"blue is its brightest channel inside its FOV (mean red, green, blue {red:.0f}, {green:.0f}, "
-                         f"{blue:.0f} of 255), whereas in every photograph of DRIVE_AV, LES-AV and HRF-AV red is the "
-                         f"brightest, at least twice the blue: saved in BGR order (OpenCV's cv2.imwrite of an RGB array)? Expect "
-                         f"poorer maps; save it as RGB")
+            notes.append(f"blue is its brightest channel inside its FOV (mean red, green, blue {red:.0f}, "
+                         f"{green:.0f}, {blue:.0f} of 255), whereas in every photograph of DRIVE_AV, LES-AV and "
+                         f"HRF-AV red is the brightest, at least twice the blue: saved in BGR order (OpenCV's "
+                         f"cv2.imwrite of an RGB array)? Expect poorer maps; save it as RGB")
     h, w = rgb.shape[:2]
     net_w, net_h = max(sizes, key=lambda s: max(s[0] / w, s[1] / h))  # the largest enlargement
     if max(net_w / w, net_h / h) > MAX_ENLARGEMENT:
